@@ -1,0 +1,39 @@
+"""The `kaio` command. Only this package imports click; each command module is a thin shell over
+the library and maps what it returns or raises to an exit code (errors.py)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from kaio_spec import __version__
+from kaio_spec.errors import EXIT_INTERRUPTED, KaioError
+
+# One module per command (or command group); each exposes `register(main)`.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+class KaioGroup(click.Group):
+    """Turns expected errors into one clear line and the right exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KaioError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=KaioGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kaio")
+def main() -> None:
+    """Run ML jobs from git: kaio.yaml manifests on Kaio or on the local platform."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"kaio_spec.cli.{_name}").register(main)

@@ -1,0 +1,46 @@
+"""The exception tree. Every expected failure is one of these, and the CLI maps each to an exit code.
+
+    KaioError                      base of everything kaio-spec raises on purpose
+    ├── InvalidInput (ValueError)  bad arguments, spec or file: exit 2
+    │   └── ManifestError          a manifest with one or more positioned errors
+    ├── JobFailure                 a job failed, was stopped or timed out: exit 1
+    └── PlatformError              the platform misbehaved or could not be reached: exit 1
+
+The Client keeps the seed's contract on top of this: it raises `ValueError` (InvalidInput is one),
+`FileNotFoundError`, `RuntimeError` and `requests.HTTPError` exactly where the seed documents them.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+
+class KaioError(Exception):
+    """Base of every error kaio-spec raises on purpose."""
+
+    exit_code = EXIT_FAILURE
+
+
+class InvalidInput(KaioError, ValueError):
+    """The user gave something invalid; the message says what would be right."""
+
+    exit_code = EXIT_INVALID
+
+
+class ManifestError(InvalidInput):
+    """A manifest (or several) with positioned errors; `errors` lists them in file order."""
+
+    def __init__(self, errors: list, message: str | None = None):
+        self.errors = list(errors)
+        super().__init__(message or "\n".join(str(e) for e in self.errors))
+
+
+class JobFailure(KaioError):
+    """A job ended without completing."""
+
+
+class PlatformError(KaioError):
+    """The Kaio API could not be reached or answered something unusable."""
