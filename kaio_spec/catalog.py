@@ -50,8 +50,12 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
         *_family("c5", [("4xlarge", 16, 32, 0)]),
         *_family(
             "g4dn",
-            [("xlarge", 4, 16, 1), ("2xlarge", 8, 32, 1), ("4xlarge", 16, 64, 1)]
-            + [("8xlarge", 32, 128, 1)],
+            [
+                ("xlarge", 4, 16, 1),
+                ("2xlarge", 8, 32, 1),
+                ("4xlarge", 16, 64, 1),
+                ("8xlarge", 32, 128, 1),
+            ],
             "NVIDIA T4",
             16,
         ),
@@ -63,8 +67,12 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
         ),
         *_family(
             "g5",
-            [("xlarge", 4, 16, 1), ("2xlarge", 8, 32, 1), ("4xlarge", 16, 64, 1)]
-            + [("8xlarge", 32, 128, 1)],
+            [
+                ("xlarge", 4, 16, 1),
+                ("2xlarge", 8, 32, 1),
+                ("4xlarge", 16, 64, 1),
+                ("8xlarge", 32, 128, 1),
+            ],
             "NVIDIA A10G",
             24,
         ),
@@ -87,7 +95,9 @@ JOB_NAME_MAX = 63
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENV_RESERVED_PREFIXES = ("SM_", "SAGEMAKER_", "KAIO_")
-ENV_RESERVED_NAMES = frozenset({"PATH", "PYTHONPATH", "PYTHONHOME", "LD_PRELOAD", "LD_LIBRARY_PATH"})
+ENV_RESERVED_NAMES = frozenset(
+    {"PATH", "PYTHONPATH", "PYTHONHOME", "LD_PRELOAD", "LD_LIBRARY_PATH"}
+)
 ENV_MAX_VARS = 50
 ENV_MAX_BYTES = 4096
 
@@ -177,13 +187,19 @@ SKLEARN_ACCOUNTS = {
 }
 
 # The distribution whose installed version tells which framework the user works with.
-FRAMEWORK_DISTRIBUTIONS = {"pytorch": "torch", "tensorflow": "tensorflow", "sklearn": "scikit-learn"}
+FRAMEWORK_DISTRIBUTIONS = {
+    "pytorch": "torch",
+    "tensorflow": "tensorflow",
+    "sklearn": "scikit-learn",
+}
 
 
 def dlc_image(framework: str, v: DlcVersion, gpu: bool, region: str = DEFAULT_REGION) -> str:
     repo = f"{framework}-training"
     device = f"gpu-{v.python}-{v.cuda}" if gpu else f"cpu-{v.python}"
-    return f"{DLC_ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{repo}:{v.version}-{device}-{v.os}-sagemaker"
+    return (
+        f"{DLC_ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{repo}:{v.version}-{device}-{v.os}-sagemaker"
+    )
 
 
 def sklearn_image(version: str, region: str = DEFAULT_REGION) -> str:
