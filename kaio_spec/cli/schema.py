@@ -1,0 +1,20 @@
+"""`kaio schema`: print the manifest JSON Schema (for editors, CI, other tools)."""
+
+from __future__ import annotations
+
+import click
+
+from kaio_spec.schema import schema_text
+
+
+@click.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of kaio.yaml (JSON Schema 2020-12).
+
+    Editors that read `# yaml-language-server: $schema=<file>` use it for completion and checks:
+    `kaio schema > kaio.schema.json`."""
+    click.echo(schema_text(), nl=False)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(schema)
