@@ -1,0 +1,135 @@
+"""`kaio server`: serve the local platform, and manage its users and API keys."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from kaio_spec import catalog
+
+# Imports of the server package stay inside the commands: `kaio --help` must not pay for FastAPI.
+
+DATA_DIR_HELP = "where the platform keeps its database, packages, logs and outputs"
+
+
+def _data_dir(ctx: click.Context, value: Path | None) -> Path:
+    from kaio_spec.server.config import DEFAULT_DATA_DIR
+
+    # A subcommand's own --data-dir wins over the group's (`kaio server --data-dir D user add`).
+    chosen = value or (ctx.obj or {}).get("data_dir") or DEFAULT_DATA_DIR
+    return Path(chosen).expanduser()
+
+
+def _data_dir_option(f):
+    return click.option(
+        "--data-dir", type=click.Path(file_okay=False, path_type=Path), help=DATA_DIR_HELP
+    )(f)
+
+
+@click.group("server", invoke_without_command=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8421, show_default=True, help="0: any free"
+)
+@_data_dir_option
+@click.option(
+    "--max-instances",
+    type=click.IntRange(min=1),
+    default=None,
+    help="instance processes run at once [default: the number of CPU cores]",
+)
+@click.option(
+    "--retention-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=float(catalog.RETENTION_DAYS),
+    show_default=True,
+    help="delete a job's package, logs and outputs this long after it ends",
+)
+# For tests: shrink the limits so they can be reached quickly.
+@click.option("--max-upload-bytes", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option("--token-ttl", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option("--url-ttl", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option("--stop-grace", type=click.FloatRange(min=0), default=None, hidden=True)
+@click.option("--sweep-interval", type=click.FloatRange(min=0.05), default=None, hidden=True)
+@click.pass_context
+def server(ctx: click.Context, data_dir: Path | None, **options) -> None:
+    """Run the local Kaio platform (the API of PROTOCOL.md, jobs as local processes)."""
+    ctx.obj = {"data_dir": data_dir}
+    if ctx.invoked_subcommand is not None:
+        return
+    from kaio_spec.server import serve
+    from kaio_spec.server.config import ServerConfig
+
+    renamed = {
+        "max_upload_bytes": "max_upload_bytes",
+        "token_ttl": "token_ttl_s",
+        "url_ttl": "url_ttl_s",
+        "stop_grace": "stop_grace_s",
+        "sweep_interval": "sweep_interval_s",
+    }
+    settings = {renamed.get(k, k): v for k, v in options.items() if v is not None}
+    settings.setdefault("max_instances", os.cpu_count() or 1)
+    serve(ServerConfig(data_dir=_data_dir(ctx, data_dir), **settings))
+
+
+@server.group("user")
+def user() -> None:
+    """Users (tenants) of this platform."""
+
+
+@user.command("add")
+@click.argument("name")
+@_data_dir_option
+@click.pass_context
+def user_add(ctx: click.Context, name: str, data_dir: Path | None) -> None:
+    """Create user NAME and print its first API key, alone on stdout (shown only this once)."""
+    from kaio_spec.server.store import Store
+
+    _, key = Store(_data_dir(ctx, data_dir)).add_user(name)
+    click.echo(key)
+
+
+@user.command("list")
+@_data_dir_option
+@click.pass_context
+def user_list(ctx: click.Context, data_dir: Path | None) -> None:
+    """List users and the display prefixes of their keys."""
+    from kaio_spec.server.store import Store
+
+    for u in Store(_data_dir(ctx, data_dir)).list_users():
+        keys = [k["prefix"] + ("(revoked)" if k["revoked_at"] else "") for k in u["keys"]]
+        click.echo(f"{u['name']}\t{u['id']}\t{u['created_at']}\t{' '.join(keys) or '-'}")
+
+
+@server.group("key")
+def key() -> None:
+    """API keys: each belongs to one user."""
+
+
+@key.command("create")
+@click.argument("user_name", metavar="NAME")
+@_data_dir_option
+@click.pass_context
+def key_create(ctx: click.Context, user_name: str, data_dir: Path | None) -> None:
+    """Create another API key for user NAME and print it, alone on stdout."""
+    from kaio_spec.server.store import Store
+
+    click.echo(Store(_data_dir(ctx, data_dir)).create_key(user_name))
+
+
+@key.command("revoke")
+@click.argument("prefix")
+@_data_dir_option
+@click.pass_context
+def key_revoke(ctx: click.Context, prefix: str, data_dir: Path | None) -> None:
+    """Revoke the key whose display prefix starts with PREFIX; its tokens stop working too."""
+    from kaio_spec.server.store import Store
+
+    revoked = Store(_data_dir(ctx, data_dir)).revoke_key(prefix)
+    click.echo(f"revoked {revoked['prefix']} of user {revoked['user']}", err=True)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(server)

@@ -1,0 +1,99 @@
+"""The local Kaio platform: the API of PROTOCOL.md over SQLite and local disk, jobs as processes.
+
+app.py          routes and error handling (create_app)
+auth.py         API keys, the server secret, JWTs
+store.py        SQLite: users, keys, jobs, status history, telemetry
+storage.py      a job's folder, presigned URLs, package checks, outputs
+scheduler.py    queue and capacity, restart recovery, retention sweep
+runner.py       one job's processes, from set-up to outputs
+environments.py requirements.txt: the server's interpreter or a cached venv
+gpu.py          NVIDIA GPU detection and assignment
+states.py       job statuses and their lifecycle
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from kaio_spec.errors import InvalidInput
+from kaio_spec.server.config import ServerConfig
+
+__all__ = ["ServerConfig", "create_app", "serve"]
+
+SERVER_FILE = "server.json"  # where a running server says where it listens (and its pid)
+LOCK_FILE = "server.lock"
+
+
+def create_app(config: ServerConfig):
+    from kaio_spec.server.app import create_app as _create
+
+    return _create(config)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise InvalidInput(
+            f"--port {port}: cannot listen on {host}:{port} ({e.strerror})"
+        ) from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def _write_server_file(data_dir: Path, info: dict) -> None:
+    tmp = data_dir / f"{SERVER_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, data_dir / SERVER_FILE)
+
+
+def serve(config: ServerConfig) -> None:
+    """Serve until SIGINT or SIGTERM. One server per data dir (a lock file says so)."""
+    import uvicorn
+
+    data_dir = config.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Held for the server's life; the OS drops it when the process dies, however it dies.
+    lock = open(data_dir / LOCK_FILE, "a+")  # noqa: SIM115
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InvalidInput(f"--data-dir {data_dir}: another kaio server is using it") from None
+    sock = _bind(config.host, config.port)
+    port = sock.getsockname()[1]
+    config = replace(config, data_dir=data_dir, port=port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(config)
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    url = f"http://{host}:{port}"
+    _write_server_file(data_dir, {"url": url, "pid": os.getpid(), "port": port})
+    print(f"kaio server: serving {url} (data in {data_dir})", file=sys.stderr, flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,  # presigned URLs carry credentials in their query strings
+            timeout_graceful_shutdown=5,
+        )
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        with_pid = data_dir / SERVER_FILE
+        try:
+            if json.loads(with_pid.read_text()).get("pid") == os.getpid():
+                with_pid.unlink()
+        except (OSError, ValueError):
+            pass
+        lock.close()

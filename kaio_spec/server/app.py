@@ -1,0 +1,650 @@
+"""The HTTP API of PROTOCOL.md, built by `create_app(config)`.
+
+Every error is `{"error": "<reason naming the field>"}`. JSON bodies are read by hand (bounded
+size, UTF-8, depth) rather than by pydantic, so that each rejection names the field in words and
+the checks are exactly validation.py's; pydantic models below only describe the responses.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and the
+# `User` dependency is local to create_app, so they must be evaluated where they are written.
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import FileResponse
+
+from kaio_spec import __version__, catalog, validation
+from kaio_spec.server import auth, storage
+from kaio_spec.server.config import ServerConfig
+from kaio_spec.server.scheduler import Scheduler
+from kaio_spec.server.states import JobStatus
+from kaio_spec.server.store import NotFound, Store, iso, now
+
+log = logging.getLogger("kaio.server")
+
+MAX_JSON_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16
+MAX_TEXT_FIELD = 512
+# SageMaker Processing's own limit: a job the cloud would refuse is refused here too, and one
+# tenant cannot ask this machine for a million processes.
+MAX_INSTANCE_COUNT = 100
+DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
+DEFAULT_VOLUME_GB = 5
+LOG_CHUNK = 1024 * 1024
+UPLOAD_WRITE_CHUNK = 1024 * 1024
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.message = message
+
+
+# ---- response shapes (for /openapi.json) --------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+class HistoryOut(BaseModel):
+    status: str
+    at: str
+
+
+class JobOut(BaseModel):
+    unique_job_name: str
+    job_name: str
+    status: str
+    timestamp: str
+    start_time: str | None
+    end_time: str | None
+    failure_reason: str | None
+    status_history: list[HistoryOut]
+    instance_type: str
+    instance_count: int
+    volume_size_gb: int
+    entrypoint: str
+    image_uri: str | None
+    workflow: str | None
+    env_names: list[str]
+    labels: dict[str, str]
+    archived: bool
+    data_deleted: bool
+
+
+class JobListOut(BaseModel):
+    jobs: list[JobOut]
+    count: int
+
+
+class ProjectOut(BaseModel):
+    id: str
+    name: str
+
+
+class LoginOut(BaseModel):
+    access_token: str
+    exp: int
+    project: ProjectOut
+
+
+class PresignOut(BaseModel):
+    unique_job_name: str
+    upload_url: str
+    s3_uri: str
+    env_names: list[str]
+
+
+class DownloadOut(BaseModel):
+    output_files: list[tuple[str, str, str]]
+
+
+class InstanceOut(BaseModel):
+    instance_type: str
+    vcpus: int
+    memory_gb: int
+    gpus: int
+    gpu_memory_gb: int
+    on_your_plan: bool
+
+
+class InstancesOut(BaseModel):
+    jobs: list[InstanceOut]
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+
+
+ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413)}
+
+LOGIN_BODY = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["api_key"],
+                "properties": {"api_key": {"type": "string"}},
+            }
+        }
+    },
+    "required": True,
+}
+PRESIGN_BODY = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["job_name", "job_spec"],
+                "properties": {
+                    "job_name": {"type": "string", "pattern": catalog.JOB_NAME_RE.pattern},
+                    "job_spec": {
+                        "type": "object",
+                        "required": ["instance_type", "entrypoint"],
+                        "properties": {
+                            "instance_type": {"enum": list(catalog.INSTANCE_TYPES)},
+                            "instance_count": {"type": "integer", "minimum": 1},
+                            "volume_size_gb": {
+                                "type": "integer",
+                                "minimum": catalog.MIN_VOLUME_GB,
+                                "maximum": catalog.MAX_VOLUME_GB,
+                            },
+                            "entrypoint": {"type": "string"},
+                            "image_uri": {"type": "string"},
+                            "framework": {"type": "string"},
+                            "framework_version": {"type": "string"},
+                            "max_runtime_hours": {"type": "number", "exclusiveMinimum": 0},
+                            "workflow": {"type": "string"},
+                        },
+                    },
+                    "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            }
+        }
+    },
+    "required": True,
+}
+
+
+# ---- request parsing ----------------------------------------------------------------------------
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth, iteratively (a recursive walk is what deep JSON is meant to break)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def read_json(request: Request) -> dict:
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(400, "Content-Type: must be application/json")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+        raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ApiError(400, f"body: not valid UTF-8 (byte {e.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ApiError(400, f"body: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:
+        raise ApiError(400, f"body: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "body: must be a JSON object")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"body: nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _required(obj: dict, name: str, field: str) -> Any:
+    if name not in obj or obj[name] is None:
+        raise validation.FieldError(field, "is required")
+    return obj[name]
+
+
+def _optional_text(spec: dict, name: str) -> str | None:
+    value = spec.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TEXT_FIELD:
+        raise validation.FieldError(
+            f"job_spec.{name}", f"must be a string of at most {MAX_TEXT_FIELD} characters"
+        )
+    return value
+
+
+def parse_presign(body: dict) -> tuple[str, dict, dict[str, str]]:
+    """(job name, job fields for the store, env) from a presign body; FieldError otherwise."""
+    job_name = validation.check_job_name(_required(body, "job_name", "job_name"))
+    spec = _required(body, "job_spec", "job_spec")
+    if not isinstance(spec, dict):
+        raise validation.FieldError("job_spec", "must be an object")
+    itype = validation.check_instance_type(_required(spec, "instance_type", "instance_type"))
+    count = validation.check_instance_count(spec.get("instance_count", 1))
+    if count > MAX_INSTANCE_COUNT:
+        raise validation.FieldError(
+            "instance_count", f"must be at most {MAX_INSTANCE_COUNT}, got {count}"
+        )
+    env = validation.check_env(body.get("env"))
+    fields = {
+        "instance_type": itype.name,
+        "instance_count": count,
+        "volume_size_gb": validation.check_volume_size(
+            spec.get("volume_size_gb", DEFAULT_VOLUME_GB)
+        ),
+        "entrypoint": validation.check_entrypoint_name(_required(spec, "entrypoint", "entrypoint")),
+        "max_runtime_hours": validation.check_max_runtime_hours(
+            spec.get("max_runtime_hours", DEFAULT_MAX_RUNTIME_HOURS)
+        ),
+        "image_uri": _optional_text(spec, "image_uri"),
+        "framework": _optional_text(spec, "framework"),
+        "framework_version": _optional_text(spec, "framework_version"),
+        "workflow": _optional_text(spec, "workflow") or "processing",
+        "env_names": sorted(env),
+        "labels": validation.check_labels(body.get("labels")),
+    }
+    return job_name, fields, env
+
+
+def job_view(job: dict) -> dict:
+    return {
+        "unique_job_name": job["unique_job_name"],
+        "job_name": job["job_name"],
+        "status": job["status"],
+        "timestamp": job["submitted_at"],
+        "start_time": job["start_time"],
+        "end_time": job["end_time"],
+        "failure_reason": job["failure_reason"],
+        "status_history": job["status_history"],
+        "instance_type": job["instance_type"],
+        "instance_count": job["instance_count"],
+        "volume_size_gb": job["volume_size_gb"],
+        "entrypoint": job["entrypoint"],
+        "image_uri": job["image_uri"],
+        "workflow": job["workflow"],
+        "env_names": job["env_names"],
+        "labels": job["labels"],
+        "archived": job["archived"],
+        "data_deleted": job["data_deleted"],
+    }
+
+
+def hosts_of(job: dict) -> list[str]:
+    return [storage.host_name(i) for i in range(job["instance_count"])]
+
+
+# ---- the app ------------------------------------------------------------------------------------
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    data_dir = config.data_dir.expanduser()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(data_dir, 0o700)
+    store = Store(data_dir)
+    layout = storage.Layout(data_dir)
+    secret = auth.load_or_create_secret(data_dir)
+    tokens = auth.Tokens(secret, config.token_ttl_s)
+    signer = storage.Signer(secret, config.url_ttl_s)
+    scheduler = Scheduler(config, store, layout)
+    upload_locks: dict[str, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await anyio.to_thread.run_sync(scheduler.start)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(scheduler.shutdown)
+            store.close()
+
+    app = FastAPI(
+        title="Kaio local platform",
+        version=__version__,
+        description="The Kaio API (PROTOCOL.md), served by `kaio server`.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.config = config
+    app.state.store = store
+    app.state.scheduler = scheduler
+    app.state.signer = signer
+
+    # ---- errors ---------------------------------------------------------------------------
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError):
+        return JSONResponse({"error": e.message}, status_code=e.status)
+
+    @app.exception_handler(validation.FieldError)
+    async def field_error(request: Request, e: validation.FieldError):
+        return JSONResponse({"error": str(e)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        if e.status_code in (404, 405):
+            # PROTOCOL.md: 404 on a route means "not supported here"; a wrong method is that too.
+            msg = f"no route {request.method} {request.url.path}"
+            return JSONResponse({"error": msg}, status_code=404)
+        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, e: RequestValidationError):
+        errors = e.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "header")]
+        field = ".".join(loc) or "request"
+        return JSONResponse({"error": f"{field}: {first.get('msg', 'invalid')}"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception):
+        log.exception("%s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal error (logged by the server)"}, status_code=500)
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def caller(request: Request) -> dict:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "Authorization: a Bearer token is required (POST /login)")
+        try:
+            user_id, key_id = tokens.verify(token.strip())
+        except auth.TokenError as e:
+            raise ApiError(401, f"Authorization: {e}; log in again") from None
+        if not store.key_is_active(user_id, key_id):
+            raise ApiError(401, "Authorization: the API key behind this token was revoked")
+        return {"id": user_id}
+
+    User = Annotated[dict, Depends(caller)]
+
+    def own_job(unique: str, user: dict) -> dict:
+        try:
+            return store.get_job(unique, user["id"])
+        except NotFound:
+            # Someone else's job and a missing one answer the same.
+            raise ApiError(404, f"unique_job_name: no job {unique!r}") from None
+
+    def base_url(request: Request) -> str:
+        return str(request.base_url).rstrip("/")
+
+    # ---- routes ---------------------------------------------------------------------------
+
+    @app.get("/healthz", response_model=HealthOut, tags=["local"])
+    def healthz():
+        return {"status": "ok", "version": __version__}
+
+    @app.post(
+        "/login",
+        response_model=LoginOut,
+        responses=ERRORS,
+        openapi_extra={"requestBody": LOGIN_BODY},
+    )
+    async def login(request: Request):
+        body = await read_json(request)
+        key = body.get("api_key")
+        if not isinstance(key, str) or not key:
+            raise ApiError(400, "api_key: must be a non-empty string")
+        found = await anyio.to_thread.run_sync(store.login, key)
+        if found is None:
+            raise ApiError(403, "api_key: unknown or revoked")
+        user, key_id = found
+        token, exp = tokens.issue(user["id"], key_id)
+        return {"access_token": token, "exp": exp, "project": user}
+
+    @app.post(
+        "/jobs/presign",
+        response_model=PresignOut,
+        responses=ERRORS,
+        openapi_extra={"requestBody": PRESIGN_BODY},
+    )
+    async def presign(request: Request, user: User):
+        body = await read_json(request)
+        job_name, fields, env = parse_presign(body)
+
+        def create() -> dict:
+            job = store.create_job(user["id"], job_name, fields)
+            layout.job(job["unique_job_name"]).write_env(env)
+            return job
+
+        job = await anyio.to_thread.run_sync(create)
+        unique = job["unique_job_name"]
+        return {
+            "unique_job_name": unique,
+            "upload_url": base_url(request) + signer.path("PUT", storage.package_key(unique)),
+            "s3_uri": layout.job(unique).package.as_uri(),
+            "env_names": job["env_names"],
+        }
+
+    @app.get("/jobs", response_model=JobListOut, responses=ERRORS)
+    def list_jobs(user: User, include_archived: bool = False):
+        jobs = [job_view(j) for j in store.list_jobs(user["id"], include_archived)]
+        return {"jobs": jobs, "count": len(jobs)}
+
+    @app.get("/jobs/status/{unique_job_name}", response_model=JobOut, responses=ERRORS)
+    def job_status(unique_job_name: str, user: User):
+        return job_view(own_job(unique_job_name, user))
+
+    @app.post("/jobs/{unique_job_name}/stop", response_model=JobOut, responses=ERRORS)
+    def stop_job(unique_job_name: str, user: User):
+        job = own_job(unique_job_name, user)
+        status = JobStatus(job["status"])
+        if status.is_final:
+            raise ApiError(409, f"status: the job already ended ({status.value})")
+        if status is not JobStatus.STOPPING:
+            if store.transition(unique_job_name, JobStatus.STOPPING):
+                scheduler.request_stop(unique_job_name)
+            else:  # it ended between the read and the transition
+                ended = own_job(unique_job_name, user)["status"]
+                raise ApiError(409, f"status: the job already ended ({ended})")
+        return job_view(own_job(unique_job_name, user))
+
+    @app.get("/jobs/download/{unique_job_name}", response_model=DownloadOut, responses=ERRORS)
+    def download(unique_job_name: str, request: Request, user: User):
+        job = own_job(unique_job_name, user)
+        if not JobStatus(job["status"]).is_final:
+            raise ApiError(409, f"status: the job has not ended yet ({job['status']})")
+        if job["data_deleted"]:
+            return {"output_files": []}
+        files = layout.job(unique_job_name)
+        root = base_url(request)
+        return {
+            "output_files": [
+                [rel, modified, root + signer.path("GET", storage.output_key(unique_job_name, rel))]
+                for rel, modified, _ in storage.list_outputs(files, hosts_of(job))
+            ]
+        }
+
+    @app.delete("/jobs/{unique_job_name}/data", response_model=JobOut, responses=ERRORS)
+    def delete_data(unique_job_name: str, user: User):
+        job = own_job(unique_job_name, user)
+        if not JobStatus(job["status"]).is_final:
+            raise ApiError(409, f"status: stop the job first ({job['status']})")
+        scheduler.delete_data(unique_job_name)
+        return job_view(own_job(unique_job_name, user))
+
+    @app.post("/jobs/{unique_job_name}/archive", response_model=JobOut, responses=ERRORS)
+    def archive(unique_job_name: str, user: User):
+        own_job(unique_job_name, user)
+        store.update_job(unique_job_name, archived=1)
+        return job_view(own_job(unique_job_name, user))
+
+    @app.post("/jobs/{unique_job_name}/restore", response_model=JobOut, responses=ERRORS)
+    def restore(unique_job_name: str, user: User):
+        own_job(unique_job_name, user)
+        store.update_job(unique_job_name, archived=0)
+        return job_view(own_job(unique_job_name, user))
+
+    @app.get("/instances", response_model=InstancesOut, responses=ERRORS)
+    def instances(user: User):
+        return {
+            "jobs": [
+                {
+                    "instance_type": t.name,
+                    "vcpus": t.vcpus,
+                    "memory_gb": t.memory_gb,
+                    "gpus": t.gpus,
+                    "gpu_memory_gb": t.gpu_memory_gb,
+                    "on_your_plan": True,  # the local platform runs every type
+                }
+                for t in catalog.INSTANCE_TYPES.values()
+            ]
+        }
+
+    @app.get(
+        "/jobs/{unique_job_name}/logs",
+        tags=["local"],
+        responses={**ERRORS, 200: {"content": {"text/plain": {}}}},
+        response_class=Response,
+    )
+    def logs(
+        unique_job_name: str,
+        user: User,
+        host: Annotated[str, Query(max_length=32)] = "algo-1",
+        offset: Annotated[int, Query(ge=0)] = 0,
+        stream: Literal["stdout", "stderr"] = "stdout",
+    ):
+        """Log bytes of one instance from `offset`; the next offset is in X-Next-Offset."""
+        job = own_job(unique_job_name, user)
+        if host not in hosts_of(job):
+            raise ApiError(400, f"host: the job's hosts are algo-1 to algo-{len(hosts_of(job))}")
+        path = layout.job(unique_job_name).logs(host) / f"{stream}.log"
+        data = b""
+        with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(LOG_CHUNK)
+        return Response(
+            data,
+            media_type="text/plain; charset=utf-8",
+            headers={"X-Next-Offset": str(offset + len(data))},
+        )
+
+    # ---- presigned objects ------------------------------------------------------------------
+
+    def check_signature(request: Request, method: str, key: str) -> None:
+        q = request.query_params
+        try:
+            signer.verify(method, key, q.get("expires"), q.get("signature"))
+        except storage.BadSignature as e:
+            raise ApiError(403, f"signature: {e}") from None
+
+    @app.get("/objects/{key:path}", tags=["presigned"], responses=ERRORS)
+    def get_object(key: str, request: Request):
+        check_signature(request, "GET", key)
+        unique, _, rest = key.partition("/")
+        kind, _, rel = rest.partition("/")
+        try:
+            job = store.get_job(unique)
+        except NotFound:
+            raise ApiError(404, "object: no such object") from None
+        path = None
+        if kind == "outputs" and not job["data_deleted"]:
+            path = storage.resolve_output(layout.job(unique), hosts_of(job), rel)
+        if path is None:
+            raise ApiError(404, "object: no such object (deleted, or never written)")
+        return FileResponse(path, media_type="application/octet-stream")
+
+    @app.put("/objects/{key:path}", tags=["presigned"], responses=ERRORS)
+    async def put_object(key: str, request: Request):
+        check_signature(request, "PUT", key)
+        unique, _, name = key.partition("/")
+        if name != storage.PACKAGE:
+            raise ApiError(403, "signature: this URL does not allow uploads")
+        lock = upload_locks.setdefault(unique, asyncio.Lock())
+        async with lock:
+            return await _upload(unique, request)
+
+    async def _upload(unique: str, request: Request) -> Response:
+        try:
+            job = await anyio.to_thread.run_sync(store.get_job, unique)
+        except NotFound:
+            raise ApiError(404, "object: the job no longer exists") from None
+        if job["status"] != JobStatus.PENDING.value or job["data_deleted"]:
+            raise ApiError(409, f"status: the job no longer takes an upload ({job['status']})")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > config.max_upload_bytes:
+            raise ApiError(413, f"body: larger than the {config.max_upload_bytes} bytes allowed")
+        files = layout.job(unique)
+        files.root.mkdir(parents=True, exist_ok=True)
+        part = files.root / f"{storage.PACKAGE}.part-{os.getpid()}-{id(request)}"
+        md5 = hashlib.md5(usedforsecurity=False)
+        size = 0
+        try:
+            with open(part, "wb") as f:
+                pending = bytearray()
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > config.max_upload_bytes:
+                        raise ApiError(
+                            413, f"body: larger than the {config.max_upload_bytes} bytes allowed"
+                        )
+                    md5.update(chunk)
+                    pending += chunk
+                    if len(pending) >= UPLOAD_WRITE_CHUNK:
+                        await anyio.to_thread.run_sync(f.write, bytes(pending))
+                        pending.clear()
+                await anyio.to_thread.run_sync(f.write, bytes(pending))
+            etag = md5.hexdigest()
+            if job["uploaded_at"]:
+                # A retried PUT of the same bytes succeeds; different bytes are a conflict.
+                if etag != job["etag"]:
+                    raise ApiError(409, "body: the job's package was already uploaded")
+                return Response(status_code=200, headers={"ETag": f'"{etag}"'})
+            await anyio.to_thread.run_sync(os.replace, part, files.package)
+        finally:
+            part.unlink(missing_ok=True)
+        await anyio.to_thread.run_sync(_accept_package, job, files, size, etag)
+        return Response(status_code=200, headers={"ETag": f'"{etag}"'})
+
+    def _accept_package(job: dict, files: storage.JobFiles, size: int, etag: str) -> None:
+        unique = job["unique_job_name"]
+        volume = job["volume_size_gb"] * 1024**3
+        try:
+            if size > volume // 2:
+                raise storage.PackageError(
+                    f"package: {size} bytes is more than half the job's "
+                    f"{job['volume_size_gb']} GB volume"
+                )
+            storage.check_package(files.package, job["entrypoint"], volume)
+            storage.extract_package(files.package, files.pkg)
+        except storage.PackageError as e:
+            files.forget_env()
+            store.transition(unique, JobStatus.FAILED, failure_reason=str(e))
+            raise ApiError(400, str(e)) from None
+        store.update_job(unique, uploaded_at=iso(now()), etag=etag, package_bytes=size)
+        scheduler.enqueue(unique)
+
+    return app

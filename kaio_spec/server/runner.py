@@ -1,0 +1,417 @@
+"""One job's run: set-up, `instance_count` processes, monitoring, and the end.
+
+Each instance is a process in its own session (so its whole process group can be signalled) and
+its own copy of the package. A waiter thread per instance reaps it with wait4 (exit status and
+resource usage, exact even for a job that lives for milliseconds) and reports to one event queue;
+the monitor loop reads that queue, samples CPU and memory with psutil, and enforces stop and the
+runtime limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from kaio_spec import catalog
+from kaio_spec.server import environments, gpu, storage
+from kaio_spec.server.config import ServerConfig
+from kaio_spec.server.states import JobStatus
+from kaio_spec.server.store import Store
+
+log = logging.getLogger("kaio.server")
+
+SAMPLE_INTERVAL_S = 0.5
+GPU_SAMPLE_INTERVAL_S = 2.0
+MAX_RUNTIME_REASON = "MaxRuntimeExceeded"
+SHUTDOWN_REASON = "the platform shut down while the job ran"
+
+
+@dataclass
+class Instance:
+    host: str
+    gpus: list[int]
+    proc: subprocess.Popen | None = None
+    started: float = 0.0  # psutil create_time of the leader, to recognise it after a restart
+    exit_code: int | None = None
+    runtime_s: float | None = None
+    cpu_seconds: float | None = None
+    rss_bytes: int = 0
+    peak_cpu: float = 0.0
+    peak_gpu_util: float | None = None
+    peak_gpu_mem: float | None = None
+    watched: dict[int, psutil.Process] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.exit_code is not None
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def exit_description(host: str, code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"{host} was killed by signal {name}"
+    return f"{host} exited with code {code}"
+
+
+class JobRun:
+    """Runs one job to its end on a thread of its own; `stop()` may be called from any thread."""
+
+    def __init__(
+        self,
+        job: dict,
+        config: ServerConfig,
+        store: Store,
+        files: storage.JobFiles,
+        envs_dir: Path,
+        gpus: list[list[int]],
+        machine_gpus: list[int],
+        alone_notice: bool,
+    ):
+        self.job = job
+        self.unique = job["unique_job_name"]
+        self.config = config
+        self.store = store
+        self.files = files
+        self.envs_dir = envs_dir
+        self.itype = catalog.INSTANCE_TYPES[job["instance_type"]]
+        self.hosts = [storage.host_name(i) for i in range(job["instance_count"])]
+        self.instances = [Instance(h, g) for h, g in zip(self.hosts, gpus, strict=True)]
+        self.machine_gpus = machine_gpus
+        self.alone_notice = alone_notice
+        self.events: queue.Queue = queue.Queue()
+        self.stop_reason: str | None = None  # "user", MAX_RUNTIME_REASON or SHUTDOWN_REASON
+        self.failure: str | None = None
+        self._stop_requested = threading.Event()
+        self.grace_s = config.stop_grace_s
+        self._logs: dict[str, tuple] = {}
+        self.thread = threading.Thread(target=self._run, name=f"job-{self.unique}", daemon=True)
+
+    # ---- the public face ---------------------------------------------------------------------
+
+    def start(self, on_end) -> None:
+        self._on_end = on_end
+        self.thread.start()
+
+    def stop(self, reason: str, grace_s: float | None = None) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if grace_s is not None:
+            self.grace_s = min(self.grace_s, grace_s)
+        self._stop_requested.set()
+        self.events.put(("stop", None))
+
+    # ---- the run -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        final, reason = JobStatus.FAILED, None
+        try:
+            if not self.store.transition(self.unique, JobStatus.IN_PROGRESS):
+                final = JobStatus.STOPPED  # stopped between the queue and here
+                return
+            self._open_logs()
+            self._notices()
+            deadline = time.monotonic() + self.job["max_runtime_hours"] * 3600
+            python = self._setup(deadline)
+            if python is not None:
+                self._launch(python)
+                self._monitor(deadline)
+            final, reason = self._outcome()
+        except environments.SetupFailed as e:
+            self._log_all(f"kaio: {e}\n")
+            final, reason = JobStatus.FAILED, str(e)
+        except Exception as e:  # a bug: the job fails with the reason, the platform carries on
+            log.exception("job %s: platform error", self.unique)
+            final, reason = JobStatus.FAILED, f"platform error: {type(e).__name__}: {e}"
+        finally:
+            self._finish(final, reason)
+
+    def _open_logs(self) -> None:
+        for inst in self.instances:
+            folder = self.files.logs(inst.host)
+            folder.mkdir(parents=True, exist_ok=True)
+            # Open for the job's life, closed in _finish.
+            self._logs[inst.host] = (
+                open(folder / "stdout.log", "ab", buffering=0),  # noqa: SIM115
+                open(folder / "stderr.log", "ab", buffering=0),  # noqa: SIM115
+            )
+
+    def _log_all(self, text: str) -> None:
+        for out, _ in self._logs.values():
+            with contextlib.suppress(ValueError, OSError):
+                out.write(text.encode("utf-8", "replace"))
+
+    def _notices(self) -> None:
+        # The first line of the log, as the issue asks: a GPU job without a GPU says so.
+        if self.itype.is_gpu and not self.machine_gpus:
+            self._log_all(
+                f"kaio: no NVIDIA GPU on this machine: {self.itype.name} runs on the CPU\n"
+            )
+        if self.alone_notice:
+            self._log_all(
+                f"kaio: this job has {len(self.instances)} instances (GPUs: "
+                f"{self.itype.gpus if self.itype.is_gpu else 0} each) but this platform runs "
+                f"at most {self.config.max_instances} instances and has "
+                f"{len(self.machine_gpus)} GPUs; it runs alone, all instances at once\n"
+            )
+
+    def _setup(self, deadline: float) -> str | None:
+        """The interpreter, or None if the job was stopped during set-up."""
+
+        def should_stop() -> bool:
+            if time.monotonic() >= deadline and self.stop_reason is None:
+                self._begin_runtime_stop()
+            return self._stop_requested.is_set()
+
+        try:
+            return environments.prepare(
+                self.files.pkg, self.envs_dir, self._log_all, should_stop, self.files.root
+            )
+        except environments.SetupInterrupted:
+            return None
+
+    def _instance_env(self, inst: Instance, python: str, job_env: dict[str, str]) -> dict:
+        # The server's environment minus its own KAIO_* settings (an API key, say), then the job's.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
+        env.update(job_env)
+        if python != sys.executable:
+            bin_dir = str(Path(python).parent)
+            env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+            env["VIRTUAL_ENV"] = str(Path(python).parent.parent)
+        config_file = self.files.config(inst.host)
+        env.update(
+            SM_CURRENT_HOST=inst.host,
+            SM_HOSTS=",".join(self.hosts),
+            SM_RESOURCE_CONFIG=str(config_file),
+            PYTHONUNBUFFERED="1",  # logs can be followed while the job runs
+            PYTHONDONTWRITEBYTECODE="1",  # no __pycache__ among the outputs
+            JUPYTER_RUNTIME_DIR=str(config_file.parent / "jupyter"),
+        )
+        cuda = gpu.cuda_visible_devices(self.itype, inst.gpus, self.machine_gpus)
+        if cuda is not None:
+            env["CUDA_VISIBLE_DEVICES"] = cuda
+        return env
+
+    def _command(self, python: str) -> list[str]:
+        entry = self.job["entrypoint"]
+        if entry.endswith(".ipynb"):
+            # Executed in place: the executed notebook is a changed file, so an output. The
+            # kernel is pinned to the interpreter running nbconvert (the job's environment).
+            return [
+                python,
+                "-m",
+                "nbconvert",
+                "--to",
+                "notebook",
+                "--execute",
+                "--inplace",
+                "--ExecutePreprocessor.kernel_name=python3",
+                entry,
+            ]
+        return [python, entry]
+
+    def _launch(self, python: str) -> None:
+        job_env = self.files.read_env()
+        for inst in self.instances:
+            work = self.files.work(inst.host)
+            shutil.copytree(self.files.pkg, work, symlinks=True)
+            config_file = self.files.config(inst.host)
+            config_file.parent.mkdir(parents=True, exist_ok=True)
+            config_file.write_text(json.dumps({"current_host": inst.host, "hosts": self.hosts}))
+        for inst in self.instances:
+            out, err = self._logs[inst.host]
+            inst.proc = subprocess.Popen(
+                self._command(python),
+                cwd=self.files.work(inst.host),
+                env=self._instance_env(inst, python, job_env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+            t0 = time.monotonic()
+            with contextlib.suppress(psutil.Error):
+                inst.started = psutil.Process(inst.proc.pid).create_time()
+            threading.Thread(target=self._reap, args=(inst, t0), daemon=True).start()
+        processes = [
+            {"host": i.host, "pid": i.proc.pid, "started": i.started}
+            for i in self.instances
+            if i.proc
+        ]
+        self.store.update_job(self.unique, processes=processes)
+
+    def _reap(self, inst: Instance, t0: float) -> None:
+        assert inst.proc is not None
+        _, status, usage = os.wait4(inst.proc.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        inst.proc.returncode = code  # reaped here, so Popen must not try again
+        inst.runtime_s = time.monotonic() - t0
+        inst.cpu_seconds = usage.ru_utime + usage.ru_stime
+        inst.rss_bytes = max(inst.rss_bytes, usage.ru_maxrss * 1024)  # KiB on Linux
+        self.events.put(("exit", (inst, code)))
+
+    def _monitor(self, deadline: float) -> None:
+        kill_at: float | None = None
+        term_sent: float | None = None
+        next_sample = time.monotonic()
+        next_gpu_sample = time.monotonic()
+        while not all(i.done for i in self.instances):
+            now = time.monotonic()
+            if now >= next_sample:
+                self._sample()
+                next_sample = now + SAMPLE_INTERVAL_S
+            if now >= next_gpu_sample and any(i.gpus for i in self.instances):
+                self._sample_gpus()
+                next_gpu_sample = now + GPU_SAMPLE_INTERVAL_S
+            if now >= deadline and self.stop_reason is None:
+                self._begin_runtime_stop()
+            if self._stop_requested.is_set():
+                if term_sent is None:
+                    term_sent = now
+                    self._signal_all(signal.SIGTERM)
+                kill_at = term_sent + self.grace_s  # a shutdown may shorten the grace
+            if kill_at is not None and now >= kill_at:
+                self._signal_all(signal.SIGKILL)
+            wake = [next_sample, deadline] + ([kill_at] if kill_at else [])
+            try:
+                kind, payload = self.events.get(timeout=max(0.0, min(wake) - time.monotonic()))
+            except queue.Empty:
+                continue
+            if kind == "exit":
+                inst, code = payload
+                inst.exit_code = code
+                if code != 0 and self.failure is None and not self._stop_requested.is_set():
+                    self.failure = self._failure_reason(inst, code)
+                    # The first failure ends the job: the other instances are stopped.
+                    self._stop_requested.set()
+
+    def _begin_runtime_stop(self) -> None:
+        if self.store.transition(self.unique, JobStatus.STOPPING):
+            self._log_all(
+                f"kaio: the job reached max_runtime_hours={self.job['max_runtime_hours']} "
+                "and is being stopped\n"
+            )
+        self.stop(MAX_RUNTIME_REASON)
+
+    def _signal_all(self, sig: int) -> None:
+        for inst in self.instances:
+            if inst.proc is not None and not inst.done:
+                kill_group(inst.proc.pid, sig)
+
+    def _failure_reason(self, inst: Instance, code: int) -> str:
+        last = storage.tail(self.files.logs(inst.host) / "stderr.log")
+        reason = exit_description(inst.host, code)
+        return f"{reason}; last lines of its stderr:\n{last}" if last else reason
+
+    def _sample(self) -> None:
+        for inst in self.instances:
+            if inst.proc is None or inst.done:
+                continue
+            try:
+                leader = inst.watched.get(inst.proc.pid) or psutil.Process(inst.proc.pid)
+                tree = [leader, *leader.children(recursive=True)]
+            except psutil.Error:
+                continue
+            cpu, rss = 0.0, 0
+            for p in tree:
+                p = inst.watched.setdefault(p.pid, p)  # cpu_percent needs the same object
+                with contextlib.suppress(psutil.Error):
+                    cpu += p.cpu_percent(None)
+                    rss += p.memory_info().rss
+            inst.peak_cpu = max(inst.peak_cpu, cpu)
+            inst.rss_bytes = max(inst.rss_bytes, rss)
+
+    def _sample_gpus(self) -> None:
+        usage = gpu.gpu_usage()
+        for inst in self.instances:
+            seen = [usage[g] for g in inst.gpus if g in usage]
+            if seen:
+                inst.peak_gpu_util = max(inst.peak_gpu_util or 0.0, *(u for u, _ in seen))
+                inst.peak_gpu_mem = max(inst.peak_gpu_mem or 0.0, sum(m for _, m in seen))
+
+    def _outcome(self) -> tuple[JobStatus, str | None]:
+        # A failure is only recorded before any stop, so it came first and wins.
+        if self.stop_reason == SHUTDOWN_REASON:
+            return JobStatus.FAILED, SHUTDOWN_REASON
+        if self.failure:
+            return JobStatus.FAILED, self.failure
+        if self.stop_reason == MAX_RUNTIME_REASON:
+            return JobStatus.STOPPED, MAX_RUNTIME_REASON
+        if self.stop_reason == "user":
+            return JobStatus.STOPPED, None
+        return JobStatus.COMPLETED, None
+
+    # ---- the end -----------------------------------------------------------------------------
+
+    def _telemetry(self) -> dict[str, dict]:
+        rows = {}
+        for inst in self.instances:
+            avg = (
+                100 * inst.cpu_seconds / inst.runtime_s
+                if inst.cpu_seconds is not None and inst.runtime_s
+                else 0.0
+            )
+            rows[inst.host] = {
+                "runtime_s": inst.runtime_s,
+                "exit_code": inst.exit_code,
+                "cpu_seconds": inst.cpu_seconds,
+                "peak_cpu_percent": max(inst.peak_cpu, avg),
+                "peak_rss_bytes": inst.rss_bytes or None,
+                "peak_gpu_util_percent": inst.peak_gpu_util,
+                "peak_gpu_memory_mb": inst.peak_gpu_mem,
+            }
+        return rows
+
+    def _finish(self, final: JobStatus, reason: str | None) -> None:
+        try:
+            for inst in self.instances:
+                if inst.proc is not None:
+                    kill_group(inst.proc.pid)  # whatever the instance left running
+            for out, err in self._logs.values():
+                out.close()
+                err.close()
+            self.files.forget_env()
+            # Outputs are in place before the status turns final: a client that sees the end
+            # can list them at once.
+            storage.collect_outputs(self.files, self.hosts)
+            self.store.save_telemetry(self.unique, self._telemetry())
+        except Exception:
+            log.exception("job %s: cleaning up", self.unique)
+        finally:
+            if reason and len(reason) > 4000:
+                reason = reason[:4000] + "..."
+            end_job(self.store, self.unique, final, reason)
+            self._on_end(self)
+
+
+def end_job(store: Store, unique: str, final: JobStatus, reason: str | None) -> None:
+    """Move a job to `final`; if a stop raced in (the job is Stopping), it ends Stopped."""
+    fields = {"failure_reason": reason, "processes": []}
+    if store.transition(unique, final, **fields):
+        return
+    status = JobStatus(store.get_job(unique)["status"])
+    if status is JobStatus.STOPPING:
+        store.transition(unique, JobStatus.STOPPED, **fields)
+    elif status is JobStatus.PENDING:  # never started: a stop on a queued job
+        store.transition(unique, JobStatus.STOPPING)
+        store.transition(unique, JobStatus.STOPPED, **fields)

@@ -1,0 +1,210 @@
+"""The queue and the capacity: which job runs when; recovery after a restart; the retention sweep.
+
+Strict first come, first served by upload time: the head of the queue starts when all its
+instances (and GPUs) fit, and nothing overtakes it, so a large job is never starved. A job larger
+than the whole platform runs alone once it is at the head and nothing else runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+from datetime import timedelta
+
+import psutil
+
+from kaio_spec import catalog
+from kaio_spec.server import gpu, storage
+from kaio_spec.server.config import ServerConfig
+from kaio_spec.server.runner import SHUTDOWN_REASON, JobRun, end_job, kill_group
+from kaio_spec.server.states import RUNNING_STATUSES, JobStatus
+from kaio_spec.server.store import NotFound, Store, iso, now
+
+log = logging.getLogger("kaio.server")
+
+RESTART_REASON = "platform restarted while the job ran"
+NO_UPLOAD_REASON = "no package was uploaded within the retention period"
+
+
+class Scheduler:
+    def __init__(self, config: ServerConfig, store: Store, layout: storage.Layout):
+        self.config = config
+        self.store = store
+        self.layout = layout
+        self.machine_gpus = [g.index for g in gpu.detect_gpus()]
+        self._cond = threading.Condition()
+        self._queue: list[str] = []
+        self._running: dict[str, JobRun] = {}
+        self._used = 0
+        self._free_gpus = list(self.machine_gpus)
+        self._closing = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ---- life --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        for target, name in ((self._schedule_loop, "scheduler"), (self._sweep_loop, "sweeper")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def shutdown(self, grace_s: float = 2.0) -> None:
+        """Stop running jobs (they end Failed: the platform went away under them)."""
+        self._closing.set()
+        with self._cond:
+            runs = list(self._running.values())
+            self._cond.notify_all()
+        for run in runs:
+            run.stop(SHUTDOWN_REASON, grace_s)
+        for run in runs:
+            run.thread.join(grace_s + 5)
+
+    def recover(self) -> None:
+        """After a crash: jobs that were running failed; uploaded Pending jobs queue again."""
+        self.layout.remove_partial_uploads()
+        for job in self.store.jobs_with_status(*RUNNING_STATUSES):
+            kill_leftovers(job["processes"])
+            files = self.layout.job(job["unique_job_name"])
+            hosts = [storage.host_name(i) for i in range(job["instance_count"])]
+            with contextlib.suppress(OSError):
+                files.forget_env()
+                storage.collect_outputs(files, hosts)
+            end_job(self.store, job["unique_job_name"], JobStatus.FAILED, RESTART_REASON)
+        for job in self.store.jobs_with_status(JobStatus.PENDING):
+            if job["uploaded_at"] and self.layout.job(job["unique_job_name"]).pkg.is_dir():
+                self._queue.append(job["unique_job_name"])
+
+    # ---- queue -------------------------------------------------------------------------------
+
+    def enqueue(self, unique: str) -> None:
+        with self._cond:
+            self._queue.append(unique)
+            self._cond.notify_all()
+
+    def request_stop(self, unique: str) -> None:
+        """The job is already Stopping in the store; make it so."""
+        with self._cond:
+            run = self._running.get(unique)
+            if run is None:
+                # Queued or waiting for its upload: nothing runs, so it is stopped at once.
+                if unique in self._queue:
+                    self._queue.remove(unique)
+                self.layout.job(unique).forget_env()
+                end_job(self.store, unique, JobStatus.STOPPED, None)
+                self._cond.notify_all()
+                return
+        run.stop("user")
+
+    def queued(self) -> list[str]:
+        with self._cond:
+            return list(self._queue)
+
+    def _schedule_loop(self) -> None:
+        while not self._closing.is_set():
+            with self._cond:
+                try:
+                    self._start_what_fits()
+                except Exception:
+                    log.exception("scheduler")
+                self._cond.wait(timeout=1.0)
+
+    def _start_what_fits(self) -> None:
+        while self._queue and not self._closing.is_set():
+            unique = self._queue[0]
+            try:
+                job = self.store.get_job(unique)
+            except NotFound:
+                self._queue.pop(0)
+                continue
+            if job["status"] != JobStatus.PENDING.value:
+                self._queue.pop(0)
+                continue
+            itype = catalog.INSTANCE_TYPES[job["instance_type"]]
+            count = job["instance_count"]
+            need_gpus = gpu.gpus_needed(itype, count, len(self.machine_gpus))
+            too_big = count > self.config.max_instances or need_gpus > len(self.machine_gpus)
+            if too_big:
+                if self._running:
+                    return  # it waits at the head for the platform to empty
+                gpus = gpu.assign_gpus(itype, count, self._free_gpus, self.machine_gpus)
+            else:
+                if self._used + count > self.config.max_instances:
+                    return
+                gpus = gpu.assign_gpus(itype, count, self._free_gpus, self.machine_gpus)
+                if gpus is None:
+                    return
+            assert gpus is not None
+            self._queue.pop(0)
+            self._begin(job, gpus, too_big)
+
+    def _begin(self, job: dict, gpus: list[list[int]], alone: bool) -> None:
+        unique = job["unique_job_name"]
+        run = JobRun(
+            job,
+            self.config,
+            self.store,
+            self.layout.job(unique),
+            self.layout.envs,
+            gpus,
+            self.machine_gpus,
+            alone,
+        )
+        self._used += len(run.instances)
+        taken = {g for share in gpus for g in share}
+        self._free_gpus = [g for g in self._free_gpus if g not in taken]
+        self._running[unique] = run
+        run.start(self._ended)
+
+    def _ended(self, run: JobRun) -> None:
+        with self._cond:
+            if self._running.pop(run.unique, None) is run:
+                self._used -= len(run.instances)
+                taken = {g for i in run.instances for g in i.gpus}
+                self._free_gpus = [
+                    g for g in self.machine_gpus if g in taken or g in self._free_gpus
+                ]
+            self._cond.notify_all()
+
+    # ---- data retention ----------------------------------------------------------------------
+
+    def delete_data(self, unique: str) -> None:
+        shutil.rmtree(self.layout.job(unique).root, ignore_errors=True)
+        self.store.update_job(unique, data_deleted=1)
+
+    def sweep(self) -> None:
+        """Delete the data of jobs that ended longer than the retention period ago (their row
+        and telemetry stay), and give up on uploads that never came."""
+        cutoff = now() - timedelta(seconds=self.config.retention_s)
+        for job in self.store.jobs_ended_before(cutoff):
+            self.delete_data(job["unique_job_name"])
+        for job in self.store.jobs_with_status(JobStatus.PENDING):
+            if not job["uploaded_at"] and job["submitted_at"] < iso(cutoff):
+                self.layout.job(job["unique_job_name"]).forget_env()
+                end_job(self.store, job["unique_job_name"], JobStatus.FAILED, NO_UPLOAD_REASON)
+
+    def _sweep_loop(self) -> None:
+        while not self._closing.wait(self.config.effective_sweep_interval_s):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("retention sweep")
+
+
+def kill_leftovers(processes: list[dict]) -> None:
+    """SIGKILL the process groups a killed server left behind, recognised by pgid and by having
+    started no earlier than the recorded leader (so a recycled pid is left alone)."""
+    groups = {p["pid"]: p.get("started") or 0.0 for p in processes}
+    if not groups:
+        return
+    for proc in psutil.process_iter(["pid", "create_time"]):
+        try:
+            pgid = os.getpgid(proc.info["pid"])
+        except (ProcessLookupError, PermissionError, OSError):
+            continue
+        started = groups.get(pgid)
+        if started is not None and proc.info["create_time"] + 0.01 >= started:
+            kill_group(pgid)

@@ -1,0 +1,323 @@
+"""Files on disk: the layout of a job's folder, presigned URLs, package checks and outputs.
+
+<data dir>/jobs/<unique_job_name>/
+    env.json              the env values, mode 0600, deleted when the job ends
+    package.tar.gz        the upload, renamed into place only once complete
+    pkg/                  the checked, unpacked package (renamed into place once whole)
+    work/algo-N/          each instance's own copy of pkg/, its working folder
+    config/algo-N/        resourceconfig.json (SM_RESOURCE_CONFIG), outside the outputs
+    logs/algo-N/          stdout.log, stderr.log
+    outputs/              after the job ends: the files instances created or changed
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote, urlencode
+
+from kaio_spec.server import auth
+
+PACKAGE = "package.tar.gz"
+LOG_NAMES = ("stdout.log", "stderr.log")
+
+
+def host_name(index: int) -> str:
+    """Instance index (0-based) to SageMaker's host name: algo-1, algo-2, ..."""
+    return f"algo-{index + 1}"
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    root: Path
+
+    @property
+    def package(self) -> Path:
+        return self.root / PACKAGE
+
+    @property
+    def pkg(self) -> Path:
+        return self.root / "pkg"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "env.json"
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs"
+
+    def work(self, host: str) -> Path:
+        return self.root / "work" / host
+
+    def config(self, host: str) -> Path:
+        return self.root / "config" / host / "resourceconfig.json"
+
+    def logs(self, host: str) -> Path:
+        return self.root / "logs" / host
+
+    # ---- env values: needed to start the job, never kept beyond it ------------------------------
+
+    def write_env(self, env: dict[str, str]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / "env.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(env, f)
+        os.replace(tmp, self.env_file)
+
+    def read_env(self) -> dict[str, str]:
+        try:
+            return json.loads(self.env_file.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def forget_env(self) -> None:
+        self.env_file.unlink(missing_ok=True)
+
+
+class Layout:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.jobs = data_dir / "jobs"
+        self.envs = data_dir / "envs"
+        self.jobs.mkdir(parents=True, exist_ok=True)
+
+    def job(self, unique: str) -> JobFiles:
+        return JobFiles(self.jobs / unique)
+
+    def remove_partial_uploads(self) -> None:
+        """Temp files of uploads a killed server never finished."""
+        for part in self.jobs.glob("*/*.part-*"):
+            part.unlink(missing_ok=True)
+        for tmp in self.jobs.glob("*/pkg.tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- presigned URLs ---------------------------------------------------------------------------
+
+
+class BadSignature(Exception):
+    pass
+
+
+class Signer:
+    """HMAC-SHA256 over method, object key and expiry, with a key derived from the server secret."""
+
+    def __init__(self, secret: bytes, ttl_s: int):
+        self._key = auth.derive(secret, "presigned-url")
+        self.ttl_s = ttl_s
+
+    def _sign(self, method: str, key: str, expires: int) -> str:
+        msg = f"{method.upper()}\n{key}\n{expires}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+
+    def path(self, method: str, key: str, expires: int | None = None) -> str:
+        """The path and query of a URL that allows `method` on object `key` until `expires`."""
+        expires = int(time.time()) + self.ttl_s if expires is None else expires
+        query = urlencode({"expires": expires, "signature": self._sign(method, key, expires)})
+        return f"/objects/{quote(key, safe='/')}?{query}"
+
+    def verify(self, method: str, key: str, expires: str | None, signature: str | None) -> None:
+        if not expires or not signature:
+            raise BadSignature("the URL has no signature")
+        try:
+            when = int(expires)
+        except ValueError:
+            raise BadSignature("the URL's expiry is not a number") from None
+        expected = self._sign(method, key, when)
+        if not hmac.compare_digest(expected, signature):
+            raise BadSignature("the URL's signature does not match (changed or for another object)")
+        if when < time.time():
+            raise BadSignature("the URL has expired")
+
+
+def package_key(unique: str) -> str:
+    return f"{unique}/{PACKAGE}"
+
+
+def output_key(unique: str, rel: str) -> str:
+    return f"{unique}/outputs/{rel}"
+
+
+# ---- package checks ---------------------------------------------------------------------------
+
+
+class PackageError(ValueError):
+    """The package is unreadable or unsafe; the message says why and which member."""
+
+
+def _inside(path: str) -> bool:
+    """True if a relative POSIX path stays inside the folder it is relative to."""
+    norm = posixpath.normpath(path)
+    return not posixpath.isabs(path) and norm != ".." and not norm.startswith("../")
+
+
+def check_member(m: tarfile.TarInfo) -> None:
+    name = m.name
+    if (
+        name.startswith("/")
+        or PurePosixPath(name).is_absolute()
+        or (len(name) > 1 and name[1] == ":")
+    ):
+        raise PackageError(f"package: {name!r} is an absolute path")
+    if ".." in PurePosixPath(name).parts or "\\" in name:
+        raise PackageError(f"package: {name!r} has a '..' component or a backslash")
+    if m.ischr() or m.isblk() or m.isfifo():
+        raise PackageError(f"package: {name!r} is a device file or a FIFO")
+    if m.issym():
+        target = posixpath.join(posixpath.dirname(name), m.linkname)
+        if posixpath.isabs(m.linkname) or not _inside(target):
+            raise PackageError(f"package: {name!r} links outside the package ({m.linkname!r})")
+    elif m.islnk():
+        if posixpath.isabs(m.linkname) or not _inside(m.linkname):
+            raise PackageError(f"package: {name!r} links outside the package ({m.linkname!r})")
+    elif not (m.isreg() or m.isdir()):
+        raise PackageError(f"package: {name!r} is not a file, folder or link")
+
+
+def check_package(path: Path, entrypoint: str, max_unpacked_bytes: int) -> None:
+    """Raise PackageError unless `path` is a readable tar.gz whose every member is safe to unpack
+    and whose top level holds the entrypoint. Reads the whole archive; writes nothing."""
+    total = 0
+    has_entrypoint = False
+    try:
+        # "r:gz" reads packages made of several concatenated gzip members, as gzip does.
+        with tarfile.open(path, "r:gz") as tf:
+            for m in tf:
+                check_member(m)
+                total += m.size if m.isreg() else 0
+                if total > max_unpacked_bytes:
+                    raise PackageError(
+                        f"package: unpacks to more than the volume's {max_unpacked_bytes} bytes"
+                    )
+                if m.isreg() and posixpath.normpath(m.name) == entrypoint:
+                    has_entrypoint = True
+    except PackageError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError, UnicodeError) as e:
+        raise PackageError(f"package: not a readable tar.gz ({e})") from None
+    if not has_entrypoint:
+        raise PackageError(f"package: the entrypoint {entrypoint!r} is not at its top level")
+
+
+def extract_package(path: Path, dest: Path) -> None:
+    """Unpack a checked package into `dest`, atomically: a temp folder renamed into place."""
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        with tarfile.open(path, "r:gz") as tf:
+            # The data filter is the second line of defence behind check_package.
+            tf.extractall(tmp, filter="data")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except (tarfile.TarError, EOFError, zlib.error, UnicodeError) as e:
+        raise PackageError(f"package: cannot be unpacked safely ({e})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- outputs ----------------------------------------------------------------------------------
+
+
+def _regular_files(root: Path) -> dict[str, os.stat_result]:
+    """Relative path -> lstat of every regular file under root (links and the like skipped)."""
+    found: dict[str, os.stat_result] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in files:
+            full = os.path.join(folder, name)
+            st = os.lstat(full)
+            if stat.S_ISREG(st.st_mode):
+                found[os.path.relpath(full, root)] = st
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+    return found
+
+
+def collect_outputs(files: JobFiles, hosts: list[str]) -> int:
+    """Move what each instance created or changed into outputs/ (algo-N/ prefixes when there are
+    several) and drop the working copies. Returns how many files were kept."""
+    original = _regular_files(files.pkg) if files.pkg.is_dir() else {}
+    kept = 0
+    for host in hosts:
+        work = files.work(host)
+        if not work.is_dir():
+            continue
+        for rel, st in _regular_files(work).items():
+            try:
+                rel.encode("utf-8")
+            except UnicodeError:
+                continue  # a name no URL or JSON can carry
+            before = original.get(rel)
+            if before and (before.st_size, before.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+                continue
+            dest = files.outputs / (f"{host}/{rel}" if len(hosts) > 1 else rel)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(work / rel, dest)
+            kept += 1
+        shutil.rmtree(work, ignore_errors=True)
+    return kept
+
+
+def list_outputs(files: JobFiles, hosts: list[str]) -> list[tuple[str, str, Path]]:
+    """(relative path, modified ISO, file) of every output and log, sorted by path."""
+    listed: dict[str, Path] = {}
+    if files.outputs.is_dir():
+        for rel in _regular_files(files.outputs):
+            listed[rel] = files.outputs / rel
+    for host in hosts:
+        for name in LOG_NAMES:
+            log = files.logs(host) / name
+            if log.is_file():
+                listed[f"logs/{host}/{name}"] = log  # the platform's logs win over a job's file
+    rows = []
+    for rel, path in sorted(listed.items()):
+        mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        rows.append((rel, mtime.isoformat(timespec="milliseconds"), path))
+    return rows
+
+
+def resolve_output(files: JobFiles, hosts: list[str], rel: str) -> Path | None:
+    """The file behind output `rel`, or None; never anything outside the job's folder."""
+    parts = PurePosixPath(rel).parts
+    if not parts or rel.startswith("/") or ".." in parts or "\x00" in rel:
+        return None
+    if len(parts) == 3 and parts[0] == "logs" and parts[1] in hosts and parts[2] in LOG_NAMES:
+        path = files.logs(parts[1]) / parts[2]
+    else:
+        path = files.outputs.joinpath(*parts)
+        # No symlink anywhere on the way: outputs/ only ever holds regular files and folders.
+        for p in [path, *path.parents]:
+            if p == files.outputs:
+                break
+            if p.is_symlink():
+                return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return path if stat.S_ISREG(st.st_mode) else None
+
+
+def tail(path: Path, lines: int = 10, max_bytes: int = 4096) -> str:
+    """The last lines of a text file, for failure reasons."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", "replace").rstrip()
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,376 @@
+"""SQLite (WAL) store of users, API keys, jobs, status history and telemetry.
+
+One connection per Store, serialised by a lock; every change is one transaction, so a SIGKILL leaves
+either the old row or the new one. WAL lets `kaio server user add` write from another process while
+the server runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from kaio_spec.errors import InvalidInput
+from kaio_spec.server import auth
+from kaio_spec.server.states import JobStatus
+
+DB_FILE = "kaio.db"
+USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    key_hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    unique_job_name TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    job_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    start_time TEXT,
+    end_time TEXT,
+    failure_reason TEXT,
+    instance_type TEXT NOT NULL,
+    instance_count INTEGER NOT NULL,
+    volume_size_gb INTEGER NOT NULL,
+    entrypoint TEXT NOT NULL,
+    image_uri TEXT,
+    workflow TEXT,
+    framework TEXT,
+    framework_version TEXT,
+    max_runtime_hours REAL NOT NULL,
+    env_names TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    archived INTEGER NOT NULL DEFAULT 0,
+    data_deleted INTEGER NOT NULL DEFAULT 0,
+    uploaded_at TEXT,
+    etag TEXT,
+    package_bytes INTEGER,
+    processes TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs(user_id, submitted_at);
+CREATE TABLE IF NOT EXISTS status_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    unique_job_name TEXT NOT NULL REFERENCES jobs(unique_job_name),
+    status TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_job ON status_history(unique_job_name);
+-- Kept after the retention sweep deletes a job's data (the seed's telemetry promise).
+CREATE TABLE IF NOT EXISTS telemetry (
+    unique_job_name TEXT NOT NULL REFERENCES jobs(unique_job_name),
+    host TEXT NOT NULL,
+    runtime_s REAL,
+    exit_code INTEGER,
+    cpu_seconds REAL,
+    peak_cpu_percent REAL,
+    peak_rss_bytes INTEGER,
+    peak_gpu_util_percent REAL,
+    peak_gpu_memory_mb REAL,
+    PRIMARY KEY (unique_job_name, host)
+);
+"""
+
+TELEMETRY_FIELDS = (
+    "runtime_s",
+    "exit_code",
+    "cpu_seconds",
+    "peak_cpu_percent",
+    "peak_rss_bytes",
+    "peak_gpu_util_percent",
+    "peak_gpu_memory_mb",
+)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(t: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and an explicit offset (Python 3.10 parses it too)."""
+    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Store:
+    def __init__(self, data_dir: Path):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / DB_FILE
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=10.0
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        # executescript commits on its own, so it runs outside _tx; IF NOT EXISTS makes it safe
+        # for two processes opening a fresh data dir at once.
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # ---- users and keys ------------------------------------------------------------------------
+
+    def add_user(self, name: str) -> tuple[dict, str]:
+        """Create a user and a first API key; returns (user, key). The key is not stored."""
+        if not isinstance(name, str) or not USER_NAME_RE.match(name):
+            raise InvalidInput(
+                f"user name {name!r} must be 1-63 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        user = {"id": "u-" + secrets.token_hex(8), "name": name, "created_at": iso(now())}
+        new = auth.new_api_key()
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                raise InvalidInput(f"user {name!r} already exists; use `kaio server key create`")
+            db.execute(
+                "INSERT INTO users (id, name, created_at) VALUES (?, ?, ?)",
+                (user["id"], name, user["created_at"]),
+            )
+            self._insert_key(db, user["id"], new)
+        return user, new.key
+
+    def create_key(self, user_name: str) -> str:
+        new = auth.new_api_key()
+        with self._tx() as db:
+            row = db.execute("SELECT id FROM users WHERE name = ?", (user_name,)).fetchone()
+            if row is None:
+                raise InvalidInput(f"no user named {user_name!r}; create it with `user add`")
+            self._insert_key(db, row["id"], new)
+        return new.key
+
+    @staticmethod
+    def _insert_key(db: sqlite3.Connection, user_id: str, new: auth.NewKey) -> None:
+        db.execute(
+            "INSERT INTO api_keys (user_id, key_hash, prefix, created_at) VALUES (?, ?, ?, ?)",
+            (user_id, new.key_hash, new.display_prefix, iso(now())),
+        )
+
+    def revoke_key(self, prefix: str) -> dict:
+        """Revoke the one active key whose display prefix starts with `prefix`."""
+        if not prefix:
+            raise InvalidInput("give the key's prefix, as `kaio server user list` shows it")
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT k.id, k.prefix, u.name FROM api_keys k JOIN users u ON u.id = k.user_id "
+                "WHERE k.revoked_at IS NULL AND substr(k.prefix, 1, ?) = ?",
+                (len(prefix), prefix),
+            ).fetchall()
+            if not rows:
+                raise InvalidInput(f"no active key starts with {prefix!r}")
+            if len(rows) > 1:
+                found = ", ".join(r["prefix"] for r in rows)
+                raise InvalidInput(f"{prefix!r} matches several keys ({found}); give more of it")
+            db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (iso(now()), rows[0][0]))
+        return {"prefix": rows[0]["prefix"], "user": rows[0]["name"]}
+
+    def list_users(self) -> list[dict]:
+        users = [dict(r) for r in self._query("SELECT * FROM users ORDER BY created_at, name")]
+        for user in users:
+            keys = self._query(
+                "SELECT prefix, created_at, revoked_at FROM api_keys WHERE user_id = ? ORDER BY id",
+                (user["id"],),
+            )
+            user["keys"] = [dict(k) for k in keys]
+        return users
+
+    def login(self, api_key: str) -> tuple[dict, int] | None:
+        """(user, key id) for an active key, else None."""
+        rows = self._query(
+            "SELECT u.id, u.name, k.id AS key_id FROM api_keys k JOIN users u ON u.id = k.user_id "
+            "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+            (auth.hash_key(api_key),),
+        )
+        if not rows:
+            return None
+        return {"id": rows[0]["id"], "name": rows[0]["name"]}, rows[0]["key_id"]
+
+    def key_is_active(self, user_id: str, key_id: int) -> bool:
+        rows = self._query(
+            "SELECT 1 FROM api_keys WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+            (key_id, user_id),
+        )
+        return bool(rows)
+
+    # ---- jobs ----------------------------------------------------------------------------------
+
+    def create_job(self, user_id: str, job_name: str, fields: dict[str, Any]) -> dict:
+        """Insert a Pending job under a fresh unique_job_name (UTC ms timestamp + job name).
+
+        Two jobs of the same name in the same millisecond get consecutive milliseconds, so the
+        name keeps its format and stays unique across all tenants."""
+        submitted = now()
+        for bump in range(100_000):
+            t = submitted + timedelta(milliseconds=bump)
+            unique = t.strftime("%Y%m%d-%H%M%S") + f"{t.microsecond // 1000:03d}-{job_name}"
+            row = {
+                **fields,
+                "unique_job_name": unique,
+                "user_id": user_id,
+                "job_name": job_name,
+                "status": JobStatus.PENDING.value,
+                "submitted_at": iso(submitted),
+                "env_names": json.dumps(fields.get("env_names", [])),
+                "labels": json.dumps(fields.get("labels", {})),
+            }
+            cols = ", ".join(row)
+            marks = ", ".join("?" for _ in row)
+            try:
+                with self._tx() as db:
+                    db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
+                    db.execute(
+                        "INSERT INTO status_history (unique_job_name, status, at) VALUES (?, ?, ?)",
+                        (unique, JobStatus.PENDING.value, row["submitted_at"]),
+                    )
+            except sqlite3.IntegrityError:
+                continue
+            return self.get_job(unique)
+        raise RuntimeError("could not find a unique job name")
+
+    def get_job(self, unique: str, user_id: str | None = None) -> dict:
+        """The job; NotFound if missing or (with user_id) someone else's: the two look the same."""
+        sql, args = "SELECT * FROM jobs WHERE unique_job_name = ?", (unique,)
+        if user_id is not None:
+            sql, args = sql + " AND user_id = ?", (unique, user_id)
+        rows = self._query(sql, args)
+        if not rows:
+            raise NotFound(unique)
+        return self._job(rows[0])
+
+    def list_jobs(self, user_id: str, include_archived: bool = False) -> list[dict]:
+        sql = "SELECT * FROM jobs WHERE user_id = ?"
+        if not include_archived:
+            sql += " AND archived = 0"
+        rows = self._query(sql + " ORDER BY submitted_at DESC, unique_job_name DESC", (user_id,))
+        return [self._job(r) for r in rows]
+
+    def jobs_with_status(self, *statuses: JobStatus) -> list[dict]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._query(
+            f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY uploaded_at, submitted_at",
+            tuple(s.value for s in statuses),
+        )
+        return [self._job(r) for r in rows]
+
+    def jobs_ended_before(self, cutoff: datetime) -> list[dict]:
+        rows = self._query(
+            "SELECT * FROM jobs WHERE data_deleted = 0 AND end_time IS NOT NULL AND end_time < ?",
+            (iso(cutoff),),
+        )
+        return [self._job(r) for r in rows]
+
+    def _job(self, row: sqlite3.Row) -> dict:
+        job = dict(row)
+        job["env_names"] = json.loads(job["env_names"])
+        job["labels"] = json.loads(job["labels"])
+        job["processes"] = json.loads(job["processes"]) if job["processes"] else []
+        job["archived"] = bool(job["archived"])
+        job["data_deleted"] = bool(job["data_deleted"])
+        job["status_history"] = [
+            {"status": r["status"], "at": r["at"]}
+            for r in self._query(
+                "SELECT status, at FROM status_history WHERE unique_job_name = ? ORDER BY id",
+                (job["unique_job_name"],),
+            )
+        ]
+        return job
+
+    def update_job(self, unique: str, **fields: Any) -> None:
+        if "processes" in fields:
+            fields["processes"] = json.dumps(fields["processes"])
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE jobs SET {sets} WHERE unique_job_name = ?", (*fields.values(), unique)
+            )
+
+    def transition(self, unique: str, new: JobStatus, **fields: Any) -> bool:
+        """Move the job to `new` if its lifecycle allows it (else False, nothing changed).
+
+        Also sets start_time on InProgress and end_time on a final status, and any `fields`."""
+        at = iso(now())
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT status FROM jobs WHERE unique_job_name = ?", (unique,)
+            ).fetchone()
+            if row is None or not JobStatus(row["status"]).can_become(new):
+                return False
+            if new is JobStatus.IN_PROGRESS:
+                fields.setdefault("start_time", at)
+            if new.is_final:
+                fields.setdefault("end_time", at)
+            fields["status"] = new.value
+            if "processes" in fields:
+                fields["processes"] = json.dumps(fields["processes"])
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            db.execute(
+                f"UPDATE jobs SET {sets} WHERE unique_job_name = ?", (*fields.values(), unique)
+            )
+            db.execute(
+                "INSERT INTO status_history (unique_job_name, status, at) VALUES (?, ?, ?)",
+                (unique, new.value, at),
+            )
+        return True
+
+    # ---- telemetry -----------------------------------------------------------------------------
+
+    def save_telemetry(self, unique: str, rows: dict[str, dict[str, Any]]) -> None:
+        with self._tx() as db:
+            for host, values in rows.items():
+                cols = ("unique_job_name", "host", *TELEMETRY_FIELDS)
+                vals = (unique, host, *(values.get(f) for f in TELEMETRY_FIELDS))
+                db.execute(
+                    f"INSERT OR REPLACE INTO telemetry ({', '.join(cols)}) "
+                    f"VALUES ({', '.join('?' for _ in cols)})",
+                    vals,
+                )
+
+    def telemetry(self, unique: str) -> list[dict]:
+        rows = self._query(
+            "SELECT * FROM telemetry WHERE unique_job_name = ? ORDER BY host", (unique,)
+        )
+        return [dict(r) for r in rows]
