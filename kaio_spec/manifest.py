@@ -21,7 +21,14 @@ from typing import Any
 from kaio_spec import catalog
 from kaio_spec.diagnostics import Diagnostic, Path, in_file_order, one_of_words
 from kaio_spec.errors import ManifestError
-from kaio_spec.schema import Problem, is_template, problems, rendered_job_validator, validator
+from kaio_spec.schema import (
+    Problem,
+    is_template,
+    problems,
+    rendered_job_validator,
+    suggest,
+    validator,
+)
 from kaio_spec.validation import FieldError, check_env
 from kaio_spec.yamlpos import MAX_BYTES, Document, LoadError, load_text
 
@@ -366,14 +373,15 @@ def _matrix_problems(matrix: dict, path: Path) -> list[Problem]:
             if name in dims:
                 continue
             if dims:
-                close = difflib.get_close_matches(name, dims, n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}?" if close else f"it has {one_of_words(dims)}"
+                close = suggest(name, dims)
+                hint = f"did you mean {close!r}?" if close else f"it has {one_of_words(dims)}"
                 message = f"{name!r} is not a key of the matrix; {hint}"
             else:
                 message = f"{name!r} is not a key of the matrix, which has only include entries"
             out.append(Problem((*path, "exclude", i, name), message, key=True))
     includes = matrix.get("include")
-    if not dims and not (isinstance(includes, list) and includes):
+    # An empty matrix is the schema's to report; this is one with only include/exclude keys.
+    if matrix and not dims and not (isinstance(includes, list) and includes):
         out.append(
             Problem(path, "the matrix has no keys and no include entries, so it makes no jobs")
         )
@@ -425,6 +433,8 @@ def _sweep_problems(sweep: dict, path: Path, matrix_keys: list[str]) -> list[Pro
 
 
 def _parameter_problems(name: str, p: dict, path: Path, method: str) -> list[Problem]:
+    if any(k not in _PARAMETER_KEYS and k != "distribution" for k in p):
+        return []  # an unknown key (the schema has reported it) makes its shape a guess
     dist = infer_distribution(p)
     if dist is None:
         return [
@@ -439,7 +449,7 @@ def _parameter_problems(name: str, p: dict, path: Path, method: str) -> list[Pro
     required, optional = DISTRIBUTIONS[dist]
     out = []
     for k in sorted(required - p.keys()):
-        needs = one_of_words(sorted(required), quote=True).replace(" or ", " and ")
+        needs = one_of_words([k for k in _PARAMETER_KEYS if k in required]).replace(" or ", " and ")
         out.append(Problem(path, f"missing required key {k!r} (distribution {dist} needs {needs})"))
     for k in p:
         if k in _PARAMETER_KEYS and k not in required and k not in optional:

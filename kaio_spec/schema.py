@@ -127,6 +127,18 @@ def _custom_message(e: ValidationError) -> str | None:
     return e.schema.get("errorMessage")
 
 
+def suggest(word: str, options: list[str]) -> str | None:
+    """The option `word` most likely misspells, if any: one it abbreviates ("loguniform" for
+    "log_uniform_values"), else the closest spelling."""
+    squashed = word.replace("_", "").replace("-", "").lower()
+    if len(squashed) >= 3:
+        for option in options:
+            if option.replace("_", "").replace("-", "").lower().startswith(squashed):
+                return option
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def _any_of(e: ValidationError, path: Path, describe: Describe) -> list[Problem]:
     branches = e.validator_value
     real = {i for i, b in enumerate(branches) if b != TEMPLATE_REF}
@@ -174,9 +186,9 @@ def _additional(e: ValidationError, path: Path, describe: Describe) -> list[Prob
     for key in e.instance:
         if key in known or any(p.search(key) for p in patterns):
             continue
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        close = suggest(key, known)
         if close:
-            hint = f"; did you mean {close[0]!r}?"
+            hint = f"; did you mean {close!r}?"
         else:
             hint = f" (expected {one_of_words(known)})" if known else ""
         out.append(Problem((*path, key), f"unknown key {key!r}{hint}", key=True))
@@ -198,10 +210,9 @@ def _enum(e: ValidationError, path: Path, describe: Describe) -> list[Problem]:
         ]
     message = f"{shown} is not one of {one_of_words(options)}"
     if isinstance(e.instance, str):
-        strings = [o for o in options if isinstance(o, str)]
-        close = difflib.get_close_matches(e.instance, strings, n=1, cutoff=0.6)
+        close = suggest(e.instance, [o for o in options if isinstance(o, str)])
         if close:
-            message = f"{shown} is not one of {one_of_words(options)}; did you mean {close[0]!r}?"
+            message += f"; did you mean {close!r}?"
     return [Problem(path, message)]
 
 

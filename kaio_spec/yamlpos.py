@@ -184,7 +184,7 @@ def load_text(text: str, file: str) -> Document:
     try:
         doc.data = builder.build(node, (), None)
     except _TooBig as e:
-        raise LoadError([e.diagnostic]) from None
+        raise LoadError([doc.diagnostic(e.path, e.message)]) from None
     if builder.errors:
         raise LoadError(builder.errors)
     return doc
@@ -210,14 +210,19 @@ def _syntax_error(file: str, e: yaml.MarkedYAMLError) -> Diagnostic:
         message = f"invalid YAML: {e.problem} ({e.context}{at})"
     else:
         message = f"invalid YAML: {e.problem or e.context}"
+    if "<block end>" in message:
+        message += "; check the indentation"
     if "'\\t'" in message:
         message += "; indent with spaces, not tabs"
     return _at(file, mark.line + 1, mark.column + 1, message)
 
 
 class _TooBig(Exception):
-    def __init__(self, diagnostic: Diagnostic):
-        self.diagnostic = diagnostic
+    def __init__(self, path: Path, message: str):
+        # Point at the top-level entry that holds it: the full path of the value that crossed
+        # the limit is long and arbitrary.
+        self.path = path[:2]
+        self.message = message
 
 
 def _mark(node: Node) -> tuple[int, int]:
@@ -247,22 +252,13 @@ class _Builder:
     def build(self, node: Node, path: Path, key_node: Node | None) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            line, col = _mark(node)
             raise _TooBig(
-                _at(
-                    self.doc.file,
-                    line,
-                    col,
-                    f"the document expands to more than {MAX_NODES:,} values "
-                    "(aliases nested too many times?)",
-                    path,
-                )
+                path,
+                f"the document expands to more than {MAX_NODES:,} values "
+                "(aliases nested too many times?)",
             )
         if len(path) > MAX_DEPTH:
-            line, col = _mark(node)
-            raise _TooBig(
-                _at(self.doc.file, line, col, f"nested more than {MAX_DEPTH} levels deep", path)
-            )
+            raise _TooBig(path, f"nested more than {MAX_DEPTH} levels deep")
         if id(node) in self.stack:
             self.error(node, "an alias refers to a value that contains it (a cycle)", path)
             return None
