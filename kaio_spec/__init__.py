@@ -4,10 +4,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from kaio_spec.client import Client
 from kaio_spec.errors import InvalidInput, JobFailure, KaioError, ManifestError, PlatformError
 from kaio_spec.manifest import Manifest, load_manifest
 
 __all__ = [
+    "Client",
     "InvalidInput",
     "JobFailure",
     "KaioError",

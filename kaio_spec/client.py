@@ -1,0 +1,542 @@
+"""The Kaio API client: the seed client's API (shared/seed/kaio-client-README.md), method for
+method, over the wire protocol of PROTOCOL.md.
+
+    client = Client("https://api.kaion5.com").login(api_key)
+    result = client.submit_job(directory="./my_code", job_name="train", entrypoint="train.py")
+    client.get_job(result["unique_job_name"])["status"]
+
+Exceptions are the seed's: ValueError for anything invalid (kaio_spec's FieldError and
+InvalidInput are ValueErrors whose message names the field and says what would be right),
+FileNotFoundError for a missing directory or entrypoint, RuntimeError from download_output when the
+job has not ended, requests.HTTPError when the API refuses (its message carries the API's reason).
+Everything is checked before anything is uploaded.
+
+`submit_job` is `build_package` + `submit_package`; the executor calls those two itself so that
+many jobs over one folder compress it once (packaging.Package.with_files).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from kaio_spec import catalog, validation
+from kaio_spec.errors import PlatformError
+from kaio_spec.images import ResolvedImage, resolve_image
+from kaio_spec.packaging import Package, build_package
+from kaio_spec.transport import (
+    DEFAULT_BACKOFF,
+    DEFAULT_RETRIES,
+    Transport,
+    raise_for_status,
+    show_progress,
+)
+from kaio_spec.validation import FieldError
+
+log = logging.getLogger("kaio_spec.client")
+
+RENEW_BEFORE_S = 60  # log in again when the token has less than this left (PROTOCOL.md)
+
+
+def check_job_fields(
+    *,
+    job_name: object = "job",
+    instance_type: object = catalog.DEFAULT_INSTANCE_TYPE,
+    instance_count: object = 1,
+    volume_size_gb: object = 5,
+    entrypoint: object = "train.py",
+    env: object = None,
+    max_runtime_hours: object = 1,
+    labels: object = None,
+    input_data: object = None,
+) -> dict[str, Any]:
+    """Every field of a submission checked as the API would check it (validation.py), in the
+    order the seed lists them; returns them normalized. Raises FieldError (a ValueError)."""
+    itype = validation.check_instance_type(instance_type)
+    fields = {
+        "job_name": validation.check_job_name(job_name),
+        "instance_type": itype.name,
+        "instance_count": validation.check_instance_count(instance_count),
+        "volume_size_gb": validation.check_volume_size(volume_size_gb),
+        "entrypoint": validation.check_entrypoint_name(entrypoint),
+        "env": validation.check_env(env),
+        "max_runtime_hours": validation.check_max_runtime_hours(max_runtime_hours),
+        "labels": validation.check_labels(labels),
+    }
+    if input_data is not None:
+        # The seed documents input_data as "not implemented yet"; silently ignoring it would run
+        # the job without the data its author meant it to have.
+        raise FieldError(
+            "input_data",
+            "is not implemented yet; put the data in the job's directory, which is packaged "
+            "with the code (leave large files out of it with .kaioignore)",
+        )
+    return fields
+
+
+def check_package_fits(package_bytes: int, volume_size_gb: int) -> None:
+    """The seed's rule: a package may take at most half the volume (it is unpacked beside itself),
+    and the upload limit is 5 GB. Raises FieldError naming the smallest volume that fits."""
+    if package_bytes > catalog.MAX_UPLOAD_BYTES:
+        raise FieldError(
+            "directory",
+            f"the package is {_size(package_bytes)}, over the {_size(catalog.MAX_UPLOAD_BYTES)} "
+            "upload limit; leave data out of it with .kaioignore",
+        )
+    if package_bytes * 2 <= volume_size_gb * 1024**3:
+        return
+    needed = validation.smallest_volume_for(package_bytes)
+    advice = (
+        f"use volume_size_gb={needed} or more"
+        if needed
+        else f"no volume (at most {catalog.MAX_VOLUME_GB} GB) is large enough; leave data out "
+        "of the package with .kaioignore"
+    )
+    raise FieldError(
+        "volume_size_gb",
+        f"the package is {_size(package_bytes)}, more than half of a {volume_size_gb} GB volume "
+        f"(the job unpacks it on the volume); {advice}",
+    )
+
+
+def _size(n: int) -> str:
+    if n >= 1024**3:
+        return f"{n / 1024**3:.2f} GB"
+    return f"{n / 1024**2:.1f} MB"
+
+
+def _check_directory(directory: str | os.PathLike, entrypoint: str) -> None:
+    path = Path(directory)
+    if not path.exists():
+        raise FileNotFoundError(f"directory {str(directory)!r} does not exist")
+    if not path.is_dir():
+        raise FileNotFoundError(f"directory {str(directory)!r} is not a directory")
+    if not (path / entrypoint).is_file():
+        raise FileNotFoundError(
+            f"entrypoint {entrypoint!r} not found in {str(directory)!r}: it must be a file at "
+            "the top of the directory"
+        )
+
+
+def _jwt_exp(token: str) -> float | None:
+    """The `exp` claim of a JWT, read without verifying it (only to know when to renew)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _safe_output_path(root: Path, real_root: str, name: object) -> Path:
+    """Where an output file named `name` goes under `root`, or PlatformError if it would land
+    anywhere else: absolute paths, drive letters, backslashes, `..`, empty or `.` parts, and
+    parents that resolve (through links already in output_dir) outside it."""
+    bad = (
+        not isinstance(name, str)
+        or not name
+        or "\0" in name
+        or "\\" in name
+        or name.startswith("/")
+        or (len(name) > 1 and name[1] == ":")
+        or any(part in ("", ".", "..") for part in name.split("/"))
+    )
+    if not bad:
+        target = root.joinpath(*name.split("/"))
+        parent = os.path.realpath(target.parent)
+        bad = os.path.commonpath([parent, real_root]) != real_root
+    if bad:
+        raise PlatformError(
+            f"the server listed an output file {name!r} that would land outside the output "
+            "directory; nothing was downloaded"
+        )
+    return target
+
+
+class Client:
+    """The Kaio API client.
+
+    Args:
+        api_base: base URL of the Kaio API, e.g. "https://api.kaion5.com" or a `kaio server`'s URL.
+        verbose: log each request (method, path, status, time; never a key, token, presigned URL
+            or environment value) to stderr, and show a progress bar for large uploads.
+        region: the AWS region whose container images jobs use (default us-east-1).
+        retries, backoff: how often and how patiently to retry what is safe to retry
+            (transport.py says what that is).
+    """
+
+    def __init__(
+        self,
+        api_base: str,
+        verbose: bool = False,
+        *,
+        region: str | None = None,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+    ):
+        self.api_base = api_base.rstrip("/")
+        self.verbose = verbose
+        self.region = region or catalog.DEFAULT_REGION
+        self.project: dict | None = None
+        self._transport = Transport(self.api_base, retries=retries, backoff=backoff)
+        self._api_key: str | None = None
+        self._jwt: str | None = None
+        self._jwt_exp = 0.0
+        self._clock_skew = 0.0  # server clock minus ours, from the Date header at login
+        self._login_lock = threading.Lock()
+        if verbose:
+            _enable_verbose_logging()
+
+    def __repr__(self) -> str:  # never the key or the token
+        state = "logged in" if self._jwt else "not logged in"
+        return f"Client({self.api_base!r}, {state})"
+
+    @property
+    def session(self) -> requests.Session:
+        """The one requests.Session every call goes through."""
+        return self._transport.session
+
+    # ---- authentication ---------------------------------------------------------------------
+
+    def login(self, api_key: str) -> Client:
+        """Exchange the API key for an access token (JWT). Returns self, for chaining.
+
+        The token is renewed by logging in again when less than 60 s of it remain, and once after
+        a 401. Raises requests.HTTPError if the key is refused (403)."""
+        resp = self._transport.request("POST", "/login", json={"api_key": api_key})
+        raise_for_status(resp)
+        data = resp.json()
+        token = data["access_token"]
+        exp = data.get("exp") or _jwt_exp(token) or 0
+        self._api_key, self._jwt, self._jwt_exp = api_key, token, float(exp)
+        self.project = data.get("project")
+        self._clock_skew = _clock_skew(resp)
+        log.debug("logged in; token valid for %.0f s", self._token_left())
+        return self
+
+    def _token_left(self) -> float:
+        return self._jwt_exp - (time.time() + self._clock_skew)
+
+    def _bearer(self) -> dict[str, str]:
+        if self._api_key is None:
+            raise RuntimeError("not logged in: call client.login(api_key) first")
+        if self._token_left() < RENEW_BEFORE_S:
+            self._relogin(self._jwt)
+        return {"Authorization": f"Bearer {self._jwt}"}
+
+    def _relogin(self, stale: str | None) -> None:
+        # Threads sharing a client renew once: whoever gets the lock second finds a new token.
+        with self._login_lock:
+            if self._jwt == stale:
+                log.debug("renewing the access token")
+                assert self._api_key is not None
+                self.login(self._api_key)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        allow: tuple[int, ...] = (),
+    ) -> requests.Response:
+        """An authenticated API call, sent again once after a fresh login if the token was refused
+        (a 401 means the request was not acted on). Raises HTTPError unless the status is < 400
+        or in `allow`."""
+        headers = self._bearer()
+        resp = self._transport.request(method, path, headers=headers, json=json, params=params)
+        if resp.status_code == 401:
+            resp.close()
+            self._relogin(headers["Authorization"].removeprefix("Bearer "))
+            resp = self._transport.request(
+                method, path, headers=self._bearer(), json=json, params=params
+            )
+        if resp.status_code not in allow:
+            raise_for_status(resp)
+        return resp
+
+    # ---- submitting ---------------------------------------------------------------------------
+
+    def submit_job(
+        self,
+        directory: str | os.PathLike = ".",
+        job_name: str = "job",
+        instance_type: str = catalog.DEFAULT_INSTANCE_TYPE,
+        instance_count: int = 1,
+        volume_size_gb: int = 5,
+        entrypoint: str = "train.py",
+        input_data: str | None = None,
+        framework: str | None = None,
+        framework_version: str | None = None,
+        env: Mapping[str, str] | None = None,
+        max_runtime_hours: float = 1,
+        labels: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Package `directory`, upload it and start a job running `entrypoint` there.
+
+        The container image is resolved from `framework`/`framework_version`, else from what is
+        installed locally (images.py). `env` sets environment variables (names by PROTOCOL.md's
+        rules; values are never logged or echoed), `labels` tags the job (local platform).
+        `input_data` is not implemented yet (as in the seed): anything but None is refused.
+
+        Returns a dict with status ("uploaded"), job_name, unique_job_name, entrypoint, image_uri,
+        framework, framework_version, env_names, content_hash and package_bytes.
+
+        Raises ValueError (bad field, package over half the volume), FileNotFoundError (missing
+        directory or entrypoint), requests.HTTPError (the API refused).
+        """
+        fields = check_job_fields(
+            job_name=job_name,
+            instance_type=instance_type,
+            instance_count=instance_count,
+            volume_size_gb=volume_size_gb,
+            entrypoint=entrypoint,
+            env=env,
+            max_runtime_hours=max_runtime_hours,
+            labels=labels,
+            input_data=input_data,
+        )
+        _check_directory(directory, fields["entrypoint"])
+        image = resolve_image(fields["instance_type"], framework, framework_version, self.region)
+        with build_package(directory, fields["entrypoint"]) as package:
+            return self.submit_package(package, image=image, **fields)
+
+    def submit_package(
+        self,
+        package: Package,
+        *,
+        job_name: str = "job",
+        instance_type: str = catalog.DEFAULT_INSTANCE_TYPE,
+        instance_count: int = 1,
+        volume_size_gb: int = 5,
+        entrypoint: str | None = None,
+        image: ResolvedImage | None = None,
+        framework: str | None = None,
+        framework_version: str | None = None,
+        env: Mapping[str, str] | None = None,
+        max_runtime_hours: float = 1,
+        labels: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Submit an already built package (packaging.build_package, perhaps .with_files(...)):
+        presign, then upload. `entrypoint` defaults to the package's; `image` (images.resolve_image)
+        wins over framework/framework_version. Returns what submit_job returns.
+
+        Recovering from a lost presign answer: this method never retries POST /jobs/presign (a
+        retry could create a second job). If it raises requests.ConnectionError, or an HTTPError
+        with 502/503/504, the job may or may not exist: look for it by job_name (and labels) in
+        get_jobs(); one still Pending was never uploaded and never starts.
+        """
+        entrypoint = entrypoint or package.entrypoint or "train.py"
+        fields = check_job_fields(
+            job_name=job_name,
+            instance_type=instance_type,
+            instance_count=instance_count,
+            volume_size_gb=volume_size_gb,
+            entrypoint=entrypoint,
+            env=env,
+            max_runtime_hours=max_runtime_hours,
+            labels=labels,
+        )
+        if entrypoint not in package.paths():
+            raise FieldError("entrypoint", f"{entrypoint!r} is not in the package")
+        check_package_fits(package.size, fields["volume_size_gb"])
+        if image is None:
+            image = resolve_image(
+                fields["instance_type"], framework, framework_version, self.region
+            )
+        if fields["instance_type"] in catalog.NOT_ON_HOSTED_PROCESSING:
+            warnings.warn(
+                f"{fields['instance_type']} is not a SageMaker Processing instance type: the local "
+                "platform runs it, the hosted platform may refuse it (ml.c5.xlarge is the "
+                "smallest c5 it offers)",
+                UserWarning,
+                stacklevel=2,
+            )
+        presign = self._presign(fields, image)
+        self._upload(presign["unique_job_name"], presign["upload_url"], package)
+        return {
+            "status": "uploaded",
+            "job_name": fields["job_name"],
+            "unique_job_name": presign["unique_job_name"],
+            "entrypoint": fields["entrypoint"],
+            "image_uri": image.uri,
+            "framework": image.framework,
+            "framework_version": image.framework_version,
+            "env_names": sorted(presign.get("env_names") or []),
+            "content_hash": package.content_hash,
+            "package_bytes": package.size,
+        }
+
+    def _presign(self, fields: dict[str, Any], image: ResolvedImage) -> dict[str, Any]:
+        job_spec = {
+            "instance_type": fields["instance_type"],
+            "instance_count": fields["instance_count"],
+            "volume_size_gb": fields["volume_size_gb"],
+            "entrypoint": fields["entrypoint"],
+            "image_uri": image.uri,
+            "framework": image.framework,
+            "framework_version": image.framework_version,
+            "max_runtime_hours": _hours(fields["max_runtime_hours"]),
+            "workflow": "processing",
+        }
+        body: dict[str, Any] = {"job_name": fields["job_name"], "job_spec": job_spec}
+        if fields["env"]:
+            body["env"] = fields["env"]
+        if fields["labels"]:
+            body["labels"] = fields["labels"]
+        log.debug(
+            "presign %s: %s x%d, image %s, env names %s",
+            fields["job_name"],
+            fields["instance_type"],
+            fields["instance_count"],
+            image.uri,
+            sorted(fields["env"]),
+        )
+        # Not retried by the transport (a POST): see submit_package's docstring.
+        presign = self._call("POST", "/jobs/presign", json=body).json()
+        for key in ("unique_job_name", "upload_url"):
+            if not isinstance(presign.get(key), str):
+                raise PlatformError(f"the API's presign answer lacks {key!r}")
+        taken = set(presign.get("env_names") or [])
+        if fields["env"] and taken != set(fields["env"]):
+            # Uploading would start a job without the variables its code expects.
+            raise PlatformError(
+                f"the API did not take the job's environment variables (it took "
+                f"{sorted(taken)}), so {presign['unique_job_name']} was not uploaded and will "
+                "not start"
+            )
+        return presign
+
+    def _upload(self, unique_job_name: str, upload_url: str, package: Package) -> None:
+        size = package.size
+        log.debug("uploading %d bytes (content %s)", size, package.content_hash[:12])
+
+        def went_through(resp: requests.Response) -> bool:
+            # A retried PUT refused with 409: the try whose answer was lost may have been taken
+            # (the URL is ours alone, so nobody else uploads). A job past Pending has its package.
+            if resp.status_code != 409:
+                return False
+            status = catalog.normalize_status(str(self.get_job(unique_job_name).get("status")))
+            return status != "Pending"
+
+        self._transport.put_stream(
+            upload_url,
+            package.open,
+            size,
+            progress=show_progress(size, self.verbose),
+            accept_after_retry=went_through,
+        )
+
+    # ---- jobs -----------------------------------------------------------------------------------
+
+    def get_jobs(self, include_archived: bool = False) -> dict[str, Any]:
+        """Your jobs, newest first: {"jobs": [...], "count": N}."""
+        params = {"include_archived": "true"} if include_archived else None
+        return self._call("GET", "/jobs", params=params).json()
+
+    def get_job(self, unique_job_name: str) -> dict[str, Any]:
+        """One job: status, timestamp, start_time, end_time, failure_reason, status_history, and
+        what it was submitted with. Raises requests.HTTPError (404) if there is no such job of
+        yours."""
+        return self._call("GET", f"/jobs/status/{_seg(unique_job_name)}").json()
+
+    def stop_job(self, unique_job_name: str) -> dict[str, Any]:
+        """Ask a job to stop; returns the job, now Stopping. HTTPError 409 if it already ended."""
+        return self._call("POST", f"/jobs/{_seg(unique_job_name)}/stop").json()
+
+    def delete_job_data(self, unique_job_name: str) -> dict[str, Any]:
+        """Delete a job's package, logs and outputs now rather than after the retention period."""
+        return self._call("DELETE", f"/jobs/{_seg(unique_job_name)}/data").json()
+
+    def archive_job(self, unique_job_name: str) -> dict[str, Any]:
+        """Hide a job from get_jobs() (get_jobs(include_archived=True) still lists it)."""
+        return self._call("POST", f"/jobs/{_seg(unique_job_name)}/archive").json()
+
+    def restore_job(self, unique_job_name: str) -> dict[str, Any]:
+        """Show an archived job in get_jobs() again."""
+        return self._call("POST", f"/jobs/{_seg(unique_job_name)}/restore").json()
+
+    def download_output(
+        self, unique_job_name: str, output_dir: str | os.PathLike = "."
+    ) -> list[Path]:
+        """Download an ended job's output files and logs into `output_dir`, keeping their
+        relative paths. Returns the paths written.
+
+        Each file is streamed to a temporary name and renamed into place. A listed path that
+        would land outside output_dir (absolute, `..`, through a link) makes it refuse the whole
+        listing (PlatformError) before writing anything. Raises RuntimeError if the job has not
+        ended, requests.HTTPError if the API refuses.
+        """
+        resp = self._call("GET", f"/jobs/download/{_seg(unique_job_name)}", allow=(400, 409))
+        if resp.status_code in (400, 409):
+            status = catalog.normalize_status(str(self.get_job(unique_job_name).get("status")))
+            if not catalog.is_final(status):
+                raise RuntimeError(
+                    f"job {unique_job_name} has not ended (status {status}); its outputs can be "
+                    "downloaded once it is Completed, Failed or Stopped"
+                )
+            raise_for_status(resp)
+        listing = resp.json().get("output_files") or []
+        root = Path(output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        real_root = os.path.realpath(root)
+        plan = []
+        for item in listing:
+            if not isinstance(item, list | tuple) or len(item) < 3 or not isinstance(item[2], str):
+                raise PlatformError(f"the server's output listing has an unusable entry: {item!r}")
+            plan.append((_safe_output_path(root, real_root, item[0]), item[2]))
+        written = []
+        for target, url in plan:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Checked again now that folders exist: a file listed earlier cannot have made one a
+            # link, but a concurrent writer could have.
+            _safe_output_path(root, real_root, target.relative_to(root).as_posix())
+            size = self._transport.download(url, target)
+            log.debug("downloaded %s (%d bytes)", target, size)
+            written.append(target)
+        return written
+
+
+def _seg(name: str) -> str:
+    """A job name as one URL path segment (a hostile or mistaken name cannot change the route)."""
+    return quote(str(name), safe="")
+
+
+def _hours(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def _clock_skew(resp: requests.Response) -> float:
+    date = resp.headers.get("Date")
+    if not date:
+        return 0.0
+    try:
+        skew = parsedate_to_datetime(date).timestamp() - time.time()
+    except (TypeError, ValueError):
+        return 0.0
+    # The Date header has one-second resolution; only a real difference is worth correcting.
+    return skew if math.fabs(skew) > 5 else 0.0
+
+
+def _enable_verbose_logging() -> None:
+    """verbose=True: the client's debug log to stderr (once per process)."""
+    if not any(getattr(h, "_kaio_verbose", False) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("kaio: %(message)s"))
+        handler._kaio_verbose = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
