@@ -19,7 +19,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from kaio_spec import catalog
-from kaio_spec.diagnostics import Diagnostic, Path, in_file_order, one_of_words
+from kaio_spec.diagnostics import Diagnostic, Path, format_path, in_file_order, one_of_words
 from kaio_spec.errors import ManifestError
 from kaio_spec.schema import (
     Problem,
@@ -196,8 +196,11 @@ class Manifest:
         found += _rendered_file_problems(self, rendered)
         out = []
         for p in found:
-            doc_path = job.source_path(*p.path) or job.path
+            doc_path = job.source_path(*p.path)
             message = p.message
+            if doc_path is None:  # a value no one wrote (the planner's or a built-in default)
+                doc_path = job.path
+                message = f"{format_path(p.path)}: {message}" if p.path else message
             written = self.document.value(doc_path)
             if is_template(written):
                 message += f" (rendered from {written!r}{' ' + context if context else ''})"

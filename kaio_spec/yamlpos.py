@@ -221,7 +221,12 @@ class _TooBig(Exception):
     def __init__(self, path: Path, message: str):
         # Point at the top-level entry that holds it: the full path of the value that crossed
         # the limit is long and arbitrary.
-        self.path = path[:2]
+        head: list = []
+        for part in path[:2]:
+            if not isinstance(part, str):
+                break
+            head.append(part)
+        self.path = tuple(head)
         self.message = message
 
 
@@ -260,7 +265,9 @@ class _Builder:
         if len(path) > MAX_DEPTH:
             raise _TooBig(path, f"nested more than {MAX_DEPTH} levels deep")
         if id(node) in self.stack:
-            self.error(node, "an alias refers to a value that contains it (a cycle)", path)
+            self.error(
+                key_node or node, "an alias refers to a value that contains it (a cycle)", path
+            )
             return None
         line, col = _mark(node)
         kline, kcol = _mark(key_node) if key_node is not None else (None, None)

@@ -326,7 +326,7 @@ CASES = [
     case(
         "alias_cycle",
         H + "vars: &v\n  self: *v\njobs: {train: {}}\n",
-        "kaio.yaml:3:7: vars.self: an alias refers to a value that contains it (a cycle)",
+        "kaio.yaml:4:3: vars.self: an alias refers to a value that contains it (a cycle)",
     ),
     case(
         "complex_key",
@@ -530,3 +530,60 @@ def test_the_corpus_is_large_enough():
 def test_invalid_manifest(project, text, expected):
     (project / "kaio.yaml").write_text(text)
     assert errors_of("kaio.yaml") == expected
+
+
+# ---- whole-file problems: cases a YAML literal cannot hold, or that need a large file ----------
+
+
+def alias_bomb() -> str:
+    # "Billion laughs": each level is ten aliases of the one before; six levels would be 10**6.
+    text = "version: 1\nname: demo\nvars:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for prev, name in zip("abcde", "bcdef", strict=True):
+        text += f"  {name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]\n"
+    return text + "jobs: {train: {}}\n"
+
+
+def test_alias_bomb_is_refused_quickly(project):
+    (project / "kaio.yaml").write_text(alias_bomb())
+    assert errors_of("kaio.yaml") == [
+        "kaio.yaml:8:3: vars.e: the document expands to more than 100,000 values "
+        "(aliases nested too many times?)"
+    ]
+
+
+def test_deep_nesting_is_refused(project):
+    nested = "[" * 70 + "]" * 70
+    (project / "kaio.yaml").write_text(f"version: 1\nname: demo\nvars:\n  x: {nested}\n")
+    assert errors_of("kaio.yaml") == ["kaio.yaml:4:3: vars.x: nested more than 64 levels deep"]
+    # Deeper than PyYAML's own recursive composer can go: still an error, not a traceback.
+    (project / "kaio.yaml").write_text("vars: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert errors_of("kaio.yaml") == ["kaio.yaml:1:1: the document is nested too deeply"]
+
+
+def test_file_over_the_size_cap_is_refused_unread(project):
+    (project / "kaio.yaml").write_text("version: 1\n" + "#" * 1_000_000 + "\n")
+    assert errors_of("kaio.yaml") == [
+        "kaio.yaml: the file is 1,000,012 bytes; manifests are limited to 1,000,000"
+    ]
+
+
+def test_bytes_that_are_not_utf8_are_pointed_at(project):
+    (project / "kaio.yaml").write_bytes(b"version: 1\nname: d\xe9mo\njobs: {train: {}}\n")
+    assert errors_of("kaio.yaml") == ["kaio.yaml:2:8: the file is not UTF-8 text (byte 0xe9)"]
+
+
+def test_control_characters_are_pointed_at(project):
+    (project / "kaio.yaml").write_text("version: 1\nname: demo\x07\njobs: {train: {}}\n")
+    assert errors_of("kaio.yaml") == [
+        "kaio.yaml:2:11: invalid YAML: the character U+0007 is not allowed"
+    ]
+
+
+def test_a_utf8_byte_order_mark_is_fine(project):
+    (project / "kaio.yaml").write_bytes(b"\xef\xbb\xbfversion: 1\nname: demo\njobs: {train: {}}\n")
+    assert load_manifest("kaio.yaml").name == "demo"
+
+
+def test_missing_file_and_folder(project):
+    assert errors_of("nope.yaml") == ["nope.yaml: no such file"]
+    assert errors_of("code") == ["code: is a folder, not a manifest file"]
