@@ -241,7 +241,7 @@ def _optional_text(spec: dict, name: str) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > MAX_TEXT_FIELD:
         raise validation.FieldError(
-            f"job_spec.{name}", f"must be a string of at most {MAX_TEXT_FIELD} characters"
+            name, f"must be a string of at most {MAX_TEXT_FIELD} characters"
         )
     return value
 
@@ -592,11 +592,24 @@ def create_app(config: ServerConfig) -> FastAPI:
             job = await anyio.to_thread.run_sync(store.get_job, unique)
         except NotFound:
             raise ApiError(404, "object: the job no longer exists") from None
-        if job["status"] != JobStatus.PENDING.value or job["data_deleted"]:
-            raise ApiError(409, f"status: the job no longer takes an upload ({job['status']})")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > config.max_upload_bytes:
             raise ApiError(413, f"body: larger than the {config.max_upload_bytes} bytes allowed")
+        if job["uploaded_at"]:
+            # A retried PUT of the same bytes succeeds (whatever the job did since); other
+            # bytes are a conflict.
+            md5 = hashlib.md5(usedforsecurity=False)
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > config.max_upload_bytes:
+                    raise ApiError(413, f"body: larger than {config.max_upload_bytes} bytes")
+                md5.update(chunk)
+            if md5.hexdigest() != job["etag"]:
+                raise ApiError(409, "body: the job's package was already uploaded")
+            return Response(status_code=200, headers={"ETag": f'"{job["etag"]}"'})
+        if job["status"] != JobStatus.PENDING.value or job["data_deleted"]:
+            raise ApiError(409, f"status: the job no longer takes an upload ({job['status']})")
         files = layout.job(unique)
         files.root.mkdir(parents=True, exist_ok=True)
         part = files.root / f"{storage.PACKAGE}.part-{os.getpid()}-{id(request)}"
@@ -618,11 +631,6 @@ def create_app(config: ServerConfig) -> FastAPI:
                         pending.clear()
                 await anyio.to_thread.run_sync(f.write, bytes(pending))
             etag = md5.hexdigest()
-            if job["uploaded_at"]:
-                # A retried PUT of the same bytes succeeds; different bytes are a conflict.
-                if etag != job["etag"]:
-                    raise ApiError(409, "body: the job's package was already uploaded")
-                return Response(status_code=200, headers={"ETag": f'"{etag}"'})
             await anyio.to_thread.run_sync(os.replace, part, files.package)
         finally:
             part.unlink(missing_ok=True)

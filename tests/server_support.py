@@ -1,0 +1,159 @@
+"""Helpers for the server tests: packages built in memory and a tiny API caller on plain requests
+(the server's tests do not depend on the client under test elsewhere)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import tarfile
+import textwrap
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+FINAL = ("Completed", "Failed", "Stopped")
+WAIT_S = 60.0  # a hang detector, never a timing assertion
+
+# A job that says it is ready, then waits for the file named by $GO_FILE (the test creates it).
+WAIT_FOR_GO = textwrap.dedent(
+    """
+    import os, time
+    print("ready", os.getpid(), flush=True)
+    while not os.path.exists(os.environ["GO_FILE"]):
+        time.sleep(0.02)
+    print("done", flush=True)
+    """
+)
+
+
+def make_package(files: dict[str, str | bytes], members: list[tarfile.TarInfo] = ()) -> bytes:
+    """A tar.gz of `files` (name -> content) plus raw `members` (links, devices...)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 1_700_000_000
+            info.mode = 0o644
+            tf.addfile(info, io.BytesIO(data))
+        for info in members:
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+def make_wheel(folder: Path, name: str = "kaiotestpkg", version: str = "1.0") -> Path:
+    """A pure-Python wheel built by hand (no build backend, no network)."""
+    dist = f"{name}-{version}"
+    files = {
+        f"{name}/__init__.py": f"VALUE = {version!r}\n",
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: kaio-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = []
+    for path, text in files.items():
+        digest = hashlib.sha256(text.encode()).digest()
+        b64 = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        record.append(f"{path},sha256={b64},{len(text.encode())}")
+    record.append(f"{dist}.dist-info/RECORD,,")
+    files[f"{dist}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    wheel = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return wheel
+
+
+class Api:
+    """One tenant's view of a server, over plain requests."""
+
+    def __init__(self, url: str, api_key: str):
+        self.url = url
+        self.api_key = api_key
+        self.session = requests.Session()
+        r = self.session.post(f"{url}/login", json={"api_key": api_key}, timeout=10)
+        r.raise_for_status()
+        self.login = r.json()
+        self.session.headers["Authorization"] = f"Bearer {self.login['access_token']}"
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return self.session.get(self.url + path, timeout=30, **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return self.session.post(self.url + path, timeout=30, **kw)
+
+    def delete(self, path: str, **kw) -> requests.Response:
+        return self.session.delete(self.url + path, timeout=30, **kw)
+
+    def presign(
+        self,
+        job_name: str = "job",
+        entrypoint: str = "train.py",
+        env: dict | None = None,
+        labels: dict | None = None,
+        **spec,
+    ) -> dict:
+        body = {
+            "job_name": job_name,
+            "job_spec": {
+                "instance_type": "ml.m5.large",
+                "instance_count": 1,
+                "volume_size_gb": 5,
+                "entrypoint": entrypoint,
+                "image_uri": "local",
+                "workflow": "processing",
+                **spec,
+            },
+            "env": env or {},
+        }
+        if labels is not None:
+            body["labels"] = labels
+        r = self.post("/jobs/presign", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def submit(self, files: dict[str, str | bytes] | bytes, **kw) -> str:
+        """Presign and upload; the unique job name."""
+        presigned = self.presign(**kw)
+        package = files if isinstance(files, bytes) else make_package(files)
+        r = requests.put(presigned["upload_url"], data=package, timeout=30)
+        assert r.status_code == 200, r.text
+        return presigned["unique_job_name"]
+
+    def job(self, unique: str) -> dict:
+        r = self.get(f"/jobs/status/{unique}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait(
+        self, unique: str, until: Callable[[dict], bool] = lambda j: j["status"] in FINAL
+    ) -> dict:
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            job = self.job(unique)
+            if until(job):
+                return job
+            time.sleep(0.03)
+        raise AssertionError(f"job {unique} never got there; last seen: {job}")
+
+    def wait_for_log(self, unique: str, text: str, host: str = "algo-1") -> str:
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            log = self.get(f"/jobs/{unique}/logs", params={"host": host}).text
+            if text in log:
+                return log
+            time.sleep(0.03)
+        raise AssertionError(f"{text!r} never appeared in {unique}'s {host} log: {log!r}")
+
+    def outputs(self, unique: str) -> dict[str, bytes]:
+        r = self.get(f"/jobs/download/{unique}")
+        assert r.status_code == 200, r.text
+        return {
+            rel: requests.get(url, timeout=30).content for rel, _, url in r.json()["output_files"]
+        }

@@ -1,0 +1,277 @@
+"""Jobs on a real `kaio server`: what instances see, notebooks, failure, stop, runtime limit, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import textwrap
+
+import psutil
+import pytest
+import requests
+from server_support import WAIT_FOR_GO, Api
+
+
+@pytest.fixture
+def api(kaio_server, api_key) -> Api:
+    return Api(kaio_server.url, api_key)
+
+
+def test_three_instances_see_sm_variables_and_keep_their_outputs_apart(api):
+    code = textwrap.dedent(
+        """
+        import json, os
+        seen = {k: os.environ[k] for k in ("SM_CURRENT_HOST", "SM_HOSTS", "LR")}
+        seen["resource_config"] = json.load(open(os.environ["SM_RESOURCE_CONFIG"]))
+        json.dump(seen, open("seen.json", "w"))
+        open("data.txt", "a").write("changed by " + seen["SM_CURRENT_HOST"])
+        print("hello from", seen["SM_CURRENT_HOST"])
+        """
+    )
+    unique = api.submit(
+        {"train.py": code, "data.txt": "input\n", "unchanged.txt": "same"},
+        job_name="sm-vars",
+        instance_count=3,
+        env={"LR": "0.1"},
+    )
+    job = api.wait(unique)
+    assert job["status"] == "Completed", job
+    assert [h["status"] for h in job["status_history"]] == ["Pending", "InProgress", "Completed"]
+    assert job["start_time"] and job["end_time"] and job["failure_reason"] is None
+
+    outputs = api.outputs(unique)
+    hosts = ["algo-1", "algo-2", "algo-3"]
+    expected = {f"{h}/{name}" for h in hosts for name in ("seen.json", "data.txt")}
+    expected |= {f"logs/{h}/{s}.log" for h in hosts for s in ("stdout", "stderr")}
+    assert set(outputs) == expected  # unchanged.txt and train.py are not outputs
+    for host in hosts:
+        seen = json.loads(outputs[f"{host}/seen.json"])
+        assert seen["SM_CURRENT_HOST"] == host
+        assert seen["SM_HOSTS"] == "algo-1,algo-2,algo-3"
+        assert seen["LR"] == "0.1"
+        assert seen["resource_config"] == {"current_host": host, "hosts": hosts}
+        assert outputs[f"{host}/data.txt"] == f"input\nchanged by {host}".encode()
+        assert outputs[f"logs/{host}/stdout.log"] == f"hello from {host}\n".encode()
+
+
+def test_single_instance_outputs_keep_their_relative_paths(api):
+    code = "import os\nos.makedirs('out/sub')\nopen('out/sub/r.txt', 'w').write('r')\n"
+    unique = api.submit({"train.py": code}, job_name="paths")
+    assert api.wait(unique)["status"] == "Completed"
+    outputs = api.outputs(unique)
+    assert outputs["out/sub/r.txt"] == b"r"
+    assert "logs/algo-1/stdout.log" in outputs
+
+
+def test_a_notebook_runs_and_the_executed_notebook_is_an_output(api):
+    notebook = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "metadata": {},
+                "execution_count": None,
+                "outputs": [],
+                "source": [
+                    "import os\n",
+                    "open('from_notebook.txt', 'w').write(os.environ['SM_CURRENT_HOST'])\n",
+                    "print(6 * 7)",
+                ],
+            }
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    unique = api.submit(
+        {"analysis.ipynb": json.dumps(notebook)}, job_name="notebook", entrypoint="analysis.ipynb"
+    )
+    job = api.wait(unique)
+    assert job["status"] == "Completed", job
+    outputs = api.outputs(unique)
+    assert outputs["from_notebook.txt"] == b"algo-1"
+    executed = json.loads(outputs["analysis.ipynb"])
+    cell_outputs = executed["cells"][0]["outputs"]
+    assert any("42" in "".join(o.get("text", "")) for o in cell_outputs), cell_outputs
+
+
+def test_the_first_failing_instance_fails_the_job_and_stops_the_others(api, tmp_path):
+    code = textwrap.dedent(
+        """
+        import os, sys, time
+        if os.environ["SM_CURRENT_HOST"] == "algo-2":
+            print("cannot read shard 2", file=sys.stderr)
+            sys.exit(3)
+        open("partial.txt", "w").write("written before the stop")
+        while not os.path.exists(os.environ["GO_FILE"]):  # never created: must be stopped
+            time.sleep(0.02)
+        """
+    )
+    unique = api.submit(
+        {"train.py": code},
+        job_name="fails",
+        instance_count=2,
+        env={"GO_FILE": str(tmp_path / "never")},
+    )
+    job = api.wait(unique)
+    assert job["status"] == "Failed"
+    reason = job["failure_reason"]
+    assert "algo-2" in reason and "code 3" in reason and "cannot read shard 2" in reason
+    outputs = api.outputs(unique)  # a failed job's logs and partial outputs are downloadable
+    assert outputs["algo-1/partial.txt"] == b"written before the stop"
+    assert b"cannot read shard 2" in outputs["logs/algo-2/stderr.log"]
+
+
+def test_stop_sends_sigterm_then_the_job_ends_stopped(api, tmp_path):
+    code = textwrap.dedent(
+        """
+        import os, signal, sys, time
+        def on_term(*_):
+            open("cleanup.txt", "w").write("got SIGTERM")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, on_term)
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.05)
+        """
+    )
+    unique = api.submit({"train.py": code}, job_name="stop-me")
+    api.wait_for_log(unique, "ready")
+    r = api.post(f"/jobs/{unique}/stop")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] in ("Stopping", "Stopped")
+    job = api.wait(unique)
+    assert job["status"] == "Stopped" and job["failure_reason"] is None
+    assert "Stopping" in [h["status"] for h in job["status_history"]]
+    assert api.outputs(unique)["cleanup.txt"] == b"got SIGTERM"
+    again = api.post(f"/jobs/{unique}/stop")
+    assert again.status_code == 409 and "error" in again.json()
+
+
+def test_stop_kills_the_whole_process_group_after_the_grace_period(server_factory, tmp_path):
+    server = server_factory(stop_grace=0.3)
+    api = Api(server.url, server.add_user())
+    code = textwrap.dedent(
+        """
+        import signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+        print("child", child.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    unique = api.submit({"train.py": code}, job_name="stubborn")
+    log = api.wait_for_log(unique, "child ")
+    child_pid = int(log.split("child ")[1].split()[0])
+    assert api.post(f"/jobs/{unique}/stop").status_code == 200
+    job = api.wait(unique)
+    assert job["status"] == "Stopped"
+    assert not _alive(child_pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_job_that_reaches_its_runtime_limit_is_stopped(api, tmp_path):
+    unique = api.submit(
+        {"train.py": WAIT_FOR_GO},
+        job_name="too-long",
+        max_runtime_hours=0.5 / 3600,  # half a second
+        env={"GO_FILE": str(tmp_path / "never")},
+    )
+    job = api.wait(unique)
+    assert job["status"] == "Stopped"
+    assert job["failure_reason"] == "MaxRuntimeExceeded"
+    assert [h["status"] for h in job["status_history"]][-2:] == ["Stopping", "Stopped"]
+
+
+def test_logs_can_be_followed_while_the_job_runs(api, tmp_path):
+    go = tmp_path / "go"
+    unique = api.submit({"train.py": WAIT_FOR_GO}, job_name="follow", env={"GO_FILE": str(go)})
+    first = api.wait_for_log(unique, "ready")
+    assert api.job(unique)["status"] == "InProgress"  # followed while it runs
+    go.touch()
+    assert api.wait(unique)["status"] == "Completed"
+    r = api.get(f"/jobs/{unique}/logs", params={"host": "algo-1", "offset": len(first)})
+    assert r.status_code == 200 and r.text == "done\n"
+    whole = api.get(f"/jobs/{unique}/logs").text
+    assert whole == first + "done\n"
+    assert int(r.headers["X-Next-Offset"]) == len(whole.encode())
+    err = api.get(f"/jobs/{unique}/logs", params={"stream": "stderr"})
+    assert err.status_code == 200 and err.text == ""
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has a GPU")
+def test_a_gpu_job_without_a_gpu_runs_on_the_cpu_and_its_log_says_so_first(api):
+    code = "import os\nprint('cuda', os.environ.get('CUDA_VISIBLE_DEVICES'))\n"
+    unique = api.submit({"train.py": code}, job_name="gpu", instance_type="ml.g4dn.xlarge")
+    assert api.wait(unique)["status"] == "Completed"
+    log = api.outputs(unique)["logs/algo-1/stdout.log"].decode()
+    first, rest = log.split("\n", 1)
+    assert "no NVIDIA GPU" in first and "CPU" in first
+    assert "cuda None" in rest
+
+
+def test_the_job_listing_archive_and_restore(api):
+    first = api.submit({"train.py": "pass"}, job_name="first", labels={"manifest": "kaio.yaml"})
+    second = api.submit({"train.py": "pass"}, job_name="second")
+    listed = api.get("/jobs").json()
+    names = [j["unique_job_name"] for j in listed["jobs"]]
+    assert names == [second, first] and listed["count"] == 2  # newest first, only mine
+    assert listed["jobs"][1]["labels"] == {"manifest": "kaio.yaml"}
+
+    archived = api.post(f"/jobs/{first}/archive")
+    assert archived.status_code == 200 and archived.json()["archived"] is True
+    assert [j["unique_job_name"] for j in api.get("/jobs").json()["jobs"]] == [second]
+    everything = api.get("/jobs", params={"include_archived": "true"}).json()
+    assert {j["unique_job_name"] for j in everything["jobs"]} == {first, second}
+    assert api.post(f"/jobs/{first}/restore").json()["archived"] is False
+    assert api.get("/jobs").json()["count"] == 2
+
+
+def test_deleting_a_jobs_data_keeps_its_row(api, kaio_server, tmp_path):
+    go = tmp_path / "go"
+    unique = api.submit({"train.py": WAIT_FOR_GO}, job_name="delete", env={"GO_FILE": str(go)})
+    api.wait_for_log(unique, "ready")
+    running = api.delete(f"/jobs/{unique}/data")
+    assert running.status_code == 409  # not while it runs
+    go.touch()
+    api.wait(unique)
+    assert api.get(f"/jobs/download/{unique}").json()["output_files"]
+    r = api.delete(f"/jobs/{unique}/data")
+    assert r.status_code == 200 and r.json()["data_deleted"] is True
+    assert not (kaio_server.data_dir / "jobs" / unique).exists()
+    assert api.get(f"/jobs/download/{unique}").json() == {"output_files": []}
+    assert api.job(unique)["status"] == "Completed"
+
+
+def test_download_is_refused_until_the_job_ends(api, tmp_path):
+    go = tmp_path / "go"
+    unique = api.submit({"train.py": WAIT_FOR_GO}, job_name="early", env={"GO_FILE": str(go)})
+    api.wait_for_log(unique, "ready")
+    r = api.get(f"/jobs/download/{unique}")
+    assert r.status_code == 409 and "InProgress" in r.json()["error"]
+    go.touch()
+    api.wait(unique)
+    files = api.get(f"/jobs/download/{unique}").json()["output_files"]
+    rel, modified, url = files[0]
+    assert rel == "logs/algo-1/stderr.log" and modified.endswith("+00:00")
+    assert requests.get(url, timeout=10).status_code == 200
+    assert os.path.basename(rel) == "stderr.log"
+
+
+def test_same_name_same_millisecond_gets_distinct_unique_names(api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        names = list(pool.map(lambda _: api.presign(job_name="twin")["unique_job_name"], range(24)))
+    assert len(set(names)) == 24
+    for name in names:
+        stamp, _, rest = name.partition("-twin")
+        assert rest == "" and len(stamp) == len("20261128-142233123")
+        assert stamp[:8].isdigit() and stamp[8] == "-" and stamp[9:].isdigit()

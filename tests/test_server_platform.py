@@ -1,0 +1,218 @@
+"""The platform around the jobs: capacity and queueing, requirements and their cache, restart
+after SIGKILL, the retention sweep and telemetry. Each test runs its own server."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from datetime import datetime
+
+import psutil
+import pytest
+import requests
+from server_support import WAIT_FOR_GO, Api, make_package, make_wheel
+
+from kaio_spec.server.store import Store
+
+
+def _at(job: dict, status: str) -> datetime:
+    return datetime.fromisoformat(
+        next(h["at"] for h in job["status_history"] if h["status"] == status)
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# ---- capacity -----------------------------------------------------------------------------------
+
+
+def test_jobs_wait_for_capacity_first_come_first_served(server_factory, tmp_path):
+    server = server_factory(max_instances=2)
+    api = Api(server.url, server.add_user())
+    go = {name: tmp_path / name for name in "abcd"}
+
+    def submit(name: str, count: int) -> str:
+        env = {"GO_FILE": str(go[name])}
+        return api.submit({"train.py": WAIT_FOR_GO}, job_name=name, instance_count=count, env=env)
+
+    a = submit("a", 2)  # fills the platform
+    api.wait_for_log(a, "ready", host="algo-2")
+    b = submit("b", 2)  # must wait for a
+    c = submit("c", 1)  # fits next to nothing while b waits: first come, first served
+    assert api.job(b)["status"] == "Pending" and api.job(c)["status"] == "Pending"
+    for path in go.values():
+        path.touch()
+    jobs = {name: api.wait(u) for name, u in {"a": a, "b": b, "c": c}.items()}
+    assert all(j["status"] == "Completed" for j in jobs.values())
+    assert _at(jobs["b"], "InProgress") >= _at(jobs["a"], "Completed")
+    assert _at(jobs["c"], "InProgress") >= _at(jobs["b"], "InProgress")
+
+
+def test_a_queued_job_can_be_stopped_before_it_starts(server_factory, tmp_path):
+    server = server_factory(max_instances=1)
+    api = Api(server.url, server.add_user())
+    go = tmp_path / "go"
+    running = api.submit({"train.py": WAIT_FOR_GO}, job_name="holds", env={"GO_FILE": str(go)})
+    api.wait_for_log(running, "ready")
+    queued = api.submit({"train.py": "open('ran.txt', 'w')"}, job_name="queued")
+    r = api.post(f"/jobs/{queued}/stop")
+    assert r.status_code == 200
+    go.touch()
+    assert api.wait(running)["status"] == "Completed"
+    job = api.wait(queued)
+    assert job["status"] == "Stopped" and job["start_time"] is None
+    assert [h["status"] for h in job["status_history"]] == ["Pending", "Stopping", "Stopped"]
+    assert "ran.txt" not in api.outputs(queued)
+
+
+def test_a_job_larger_than_the_platform_runs_alone_and_says_so(server_factory):
+    server = server_factory(max_instances=2)
+    api = Api(server.url, server.add_user())
+    code = "import os\nopen('who', 'w').write(os.environ['SM_CURRENT_HOST'])\n"
+    unique = api.submit({"train.py": code}, job_name="big", instance_count=3)
+    job = api.wait(unique)
+    assert job["status"] == "Completed"
+    outputs = api.outputs(unique)
+    assert {outputs[f"algo-{i}/who"] for i in (1, 2, 3)} == {b"algo-1", b"algo-2", b"algo-3"}
+    assert b"runs alone" in outputs["logs/algo-1/stdout.log"].splitlines()[0]
+
+
+# ---- requirements -------------------------------------------------------------------------------
+
+SHOW_PYTHON = "import sys\nprint(sys.executable)\nprint(sys.prefix)\n"
+
+
+def test_requirements_the_platform_satisfies_install_nothing(server_factory):
+    server = server_factory()
+    api = Api(server.url, server.add_user())
+    reqs = "nbconvert\npsutil>=5\nGPUtil\npackaging; python_version >= '3'\n"
+    unique = api.submit({"train.py": SHOW_PYTHON, "requirements.txt": reqs}, job_name="reqs")
+    assert api.wait(unique)["status"] == "Completed"
+    log = api.outputs(unique)["logs/algo-1/stdout.log"].decode()
+    assert "satisfied by the platform" in log
+    assert sys.executable in log  # the server's own interpreter (the test runs it)
+    assert not (server.data_dir / "envs").exists() or not any((server.data_dir / "envs").iterdir())
+
+
+def test_missing_requirements_are_installed_once_into_a_cached_environment(
+    server_factory, tmp_path
+):
+    server = server_factory()
+    api = Api(server.url, server.add_user())
+    wheel = make_wheel(tmp_path)
+    reqs = f"psutil\n{wheel}\n"
+    code = "import kaiotestpkg, psutil, sys\nprint('value', kaiotestpkg.VALUE)\nprint(sys.prefix)\n"
+    first = api.submit({"train.py": code, "requirements.txt": reqs}, job_name="install")
+    job = api.wait(first)
+    first_log = api.outputs(first)["logs/algo-1/stdout.log"].decode()
+    assert job["status"] == "Completed", (job, first_log)
+    assert "value 1.0" in first_log and "into a new environment" in first_log
+
+    second = api.submit({"train.py": code, "requirements.txt": reqs}, job_name="cached")
+    assert api.wait(second)["status"] == "Completed"
+    second_log = api.outputs(second)["logs/algo-1/stdout.log"].decode()
+    assert "reusing the cached environment" in second_log and "value 1.0" in second_log
+    envs = [p for p in (server.data_dir / "envs").iterdir() if p.is_dir()]
+    assert len(envs) == 1
+    assert str(envs[0]) in first_log and str(envs[0]) in second_log  # sys.prefix, both times
+
+
+def test_an_install_failure_fails_the_job_with_pips_message(server_factory):
+    server = server_factory()
+    api = Api(server.url, server.add_user())
+    reqs = "--no-index\nkaio-no-such-package-anywhere==1.0\n"
+    unique = api.submit(
+        {"train.py": "open('ran.txt', 'w')", "requirements.txt": reqs},
+        job_name="badreqs",
+        instance_count=2,
+    )
+    job = api.wait(unique)
+    assert job["status"] == "Failed"
+    assert (
+        "No matching distribution found for kaio-no-such-package-anywhere"
+        in (job["failure_reason"])
+    )
+    outputs = api.outputs(unique)
+    assert "ran.txt" not in outputs and "algo-1/ran.txt" not in outputs
+    for host in ("algo-1", "algo-2"):
+        assert b"kaio-no-such-package-anywhere" in outputs[f"logs/{host}/stdout.log"]
+    envs = server.data_dir / "envs"
+    assert not any(p.is_dir() for p in envs.iterdir())  # no half-made environment left to reuse
+
+
+# ---- restart ------------------------------------------------------------------------------------
+
+
+def test_after_sigkill_and_restart_jobs_and_keys_survive(server_factory, tmp_path):
+    server = server_factory(max_instances=1)
+    key = server.add_user()
+    api = Api(server.url, key)
+    finished = api.submit({"train.py": "print('ok')"}, job_name="before")
+    assert api.wait(finished)["status"] == "Completed"
+    running = api.submit(
+        {"train.py": WAIT_FOR_GO}, job_name="running", env={"GO_FILE": str(tmp_path / "never")}
+    )
+    pid = int(api.wait_for_log(running, "ready").split()[1])
+    queued = api.submit({"train.py": "open('after.txt', 'w').write('ran')"}, job_name="queued")
+    assert api.job(queued)["status"] == "Pending"
+    waiting_upload = api.presign(job_name="upload-later")
+
+    server.kill()
+    assert _alive(pid)  # the instance outlived the server, as a container would
+    server.start()
+
+    api = Api(server.url, key)  # the key survived
+    assert api.job(finished)["status"] == "Completed"
+    crashed = api.wait(running)
+    assert crashed["status"] == "Failed" and "platform restarted" in crashed["failure_reason"]
+    assert not _alive(pid)  # and the leftover process was killed
+    requeued = api.wait(queued)
+    assert requeued["status"] == "Completed"
+    assert api.outputs(queued)["after.txt"] == b"ran"
+    late = waiting_upload["unique_job_name"]
+    assert api.job(late)["status"] == "Pending"
+    requests.put(waiting_upload["upload_url"], data=make_package({"train.py": "pass"}))
+    assert api.wait(late)["status"] == "Completed"
+
+
+# ---- retention and telemetry --------------------------------------------------------------------
+
+
+def test_the_retention_sweep_deletes_data_but_keeps_telemetry(server_factory):
+    server = server_factory(retention_days=2 / 86400, sweep_interval=0.2)  # two seconds
+    api = Api(server.url, server.add_user())
+    code = textwrap.dedent(
+        """
+        block = bytearray(64 * 1024 * 1024)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        open("out.txt", "w").write("x")
+        """
+    )
+    unique = api.submit({"train.py": code}, job_name="retained", instance_count=2)
+    assert api.wait(unique)["status"] == "Completed"
+    job = api.wait(unique, until=lambda j: j["data_deleted"])
+    assert job["status"] == "Completed"
+    assert not (server.data_dir / "jobs" / unique).exists()
+    assert api.get(f"/jobs/download/{unique}").json() == {"output_files": []}
+    store = Store(server.data_dir)
+    try:
+        rows = store.telemetry(unique)
+    finally:
+        store.close()
+    assert [r["host"] for r in rows] == ["algo-1", "algo-2"]
+    for row in rows:
+        assert row["exit_code"] == 0 and row["runtime_s"] > 0
+        assert row["peak_rss_bytes"] >= 64 * 1024 * 1024
+        assert row["cpu_seconds"] >= 0 and row["peak_cpu_percent"] >= 0
+
+
+@pytest.mark.parametrize("flag", [{"max_instances": 0}, {"retention_days": -1}])
+def test_the_server_refuses_bad_flags(server_factory, flag):
+    with pytest.raises(RuntimeError, match="exited at start"):
+        server_factory(**flag)

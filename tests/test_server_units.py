@@ -1,0 +1,143 @@
+"""The platform's pure parts: job lifecycle, GPU assignment, requirement checks, package checks."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from kaio_spec import catalog
+from kaio_spec.server import environments, gpu, storage
+from kaio_spec.server.states import JobStatus
+
+T = catalog.INSTANCE_TYPES
+
+
+def test_lifecycle_allows_only_the_documented_moves():
+    P, R, S, C, F, X = (
+        JobStatus.PENDING,
+        JobStatus.IN_PROGRESS,
+        JobStatus.STOPPING,
+        JobStatus.COMPLETED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    )
+    allowed = {(P, R), (P, S), (P, F), (R, C), (R, F), (R, S), (S, X), (S, F)}
+    for a in JobStatus:
+        for b in JobStatus:
+            assert a.can_become(b) == ((a, b) in allowed), (a, b)
+    assert {s for s in JobStatus if s.is_final} == {C, F, X}
+    assert {s.value.lower() for s in JobStatus if s.is_final} == catalog.FINAL_STATUSES
+
+
+def test_nvidia_smi_output_is_parsed_with_or_without_units():
+    text = "0, NVIDIA H200, 143771 MiB\n1, Tesla T4, 15360\n\ngarbage line\n"
+    assert gpu.parse_gpus(text) == [
+        gpu.Gpu(0, "NVIDIA H200", 143771),
+        gpu.Gpu(1, "Tesla T4", 15360),
+    ]
+    assert gpu.parse_gpus("") == []
+
+
+def test_gpu_instances_get_their_catalog_share():
+    machine = [0, 1, 2, 3]
+    two_g4 = gpu.assign_gpus(T["ml.g4dn.xlarge"], 2, machine, machine)
+    assert two_g4 == [[0], [1]]
+    assert gpu.assign_gpus(T["ml.p3.8xlarge"], 1, [1, 2, 3, 0], machine) == [[1, 2, 3, 0]]
+    assert gpu.assign_gpus(T["ml.p3.8xlarge"], 1, [1, 2], machine) is None  # waits
+    assert gpu.assign_gpus(T["ml.m5.large"], 3, [], machine) == [[], [], []]  # CPU type
+    # No GPUs here: a GPU type runs on the CPU.
+    assert gpu.assign_gpus(T["ml.g5.xlarge"], 2, [], []) == [[], []]
+    # More than the machine has: alone (all free), sharing round robin.
+    assert gpu.assign_gpus(T["ml.p3.16xlarge"], 1, [0, 1], [0, 1]) == [[0, 1]]
+    assert gpu.assign_gpus(T["ml.g4dn.xlarge"], 3, [0, 1], [0, 1]) == [[0], [1], [0]]
+    assert gpu.assign_gpus(T["ml.g4dn.xlarge"], 3, [1], [0, 1]) is None
+
+
+def test_cuda_visible_devices_per_instance():
+    g4, m5 = T["ml.g4dn.xlarge"], T["ml.m5.large"]
+    assert gpu.cuda_visible_devices(g4, [2], [0, 1, 2]) == "2"
+    assert gpu.cuda_visible_devices(m5, [], [0, 1]) == ""  # a CPU instance sees no GPU
+    assert gpu.cuda_visible_devices(g4, [], []) is None  # no GPUs at all: left alone
+    assert gpu.gpus_needed(T["ml.p3.8xlarge"], 2, 8) == 8
+    assert gpu.gpus_needed(T["ml.p3.8xlarge"], 2, 0) == 0
+
+
+def test_requirements_satisfied_here_need_no_environment():
+    assert environments.unsatisfied("psutil\nnbconvert>=7\n# a comment\n\nGPUtil\n") == []
+    assert environments.unsatisfied("pytest ; python_version < '3'\n") == []  # not for here
+    assert environments.unsatisfied("psutil<1\n") == ["psutil<1"]
+    assert environments.unsatisfied("no-such-dist-kaio\n") == ["no-such-dist-kaio"]
+    assert environments.unsatisfied("-r other.txt\n") == ["-r other.txt"]
+    assert environments.unsatisfied("pkg @ https://x/y.whl\n") == ["pkg @ https://x/y.whl"]
+    key = environments.environment_key
+    assert key("a\nb\n") == key("a\n\nb # why\n") != key("a\n")
+    assert environments.is_cacheable("psutil\n/abs/path.whl\n")
+    assert not environments.is_cacheable("-e ./mylib\n")
+    assert environments.is_cacheable("extra-pkg\n")
+
+
+def _tar(*members: tuple[str, bytes, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, kind, link in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = link
+            tf.addfile(info, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "members,ok",
+    [
+        ([("train.py", tarfile.REGTYPE, ""), ("d/l", tarfile.SYMTYPE, "../train.py")], True),
+        ([("train.py", tarfile.REGTYPE, ""), ("d/l", tarfile.SYMTYPE, "../../x")], False),
+        ([("train.py", tarfile.REGTYPE, ""), ("./a/../../b", tarfile.REGTYPE, "")], False),
+        ([("train.py", tarfile.REGTYPE, ""), ("h", tarfile.LNKTYPE, "train.py")], True),
+        ([("train.py", tarfile.REGTYPE, ""), ("h", tarfile.LNKTYPE, "../t")], False),
+        ([("./train.py", tarfile.REGTYPE, "")], True),
+        ([("sub/train.py", tarfile.REGTYPE, "")], False),  # the entrypoint must be at the top
+        ([("train.py", tarfile.DIRTYPE, "")], False),
+    ],
+)
+def test_package_checks(tmp_path, members, ok):
+    path = tmp_path / "p.tar.gz"
+    path.write_bytes(_tar(*members))
+    if ok:
+        storage.check_package(path, "train.py", 10**6)
+    else:
+        with pytest.raises(storage.PackageError, match=r"^package: "):
+            storage.check_package(path, "train.py", 10**6)
+
+
+def test_a_package_of_several_gzip_members_is_read_whole(tmp_path):
+    """Packaging may write a tar as several concatenated gzip members; gzip reads them as one."""
+    import gzip
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name in ("train.py", "data.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tf.addfile(info, io.BytesIO(b"abc"))
+    raw = buf.getvalue()
+    half = len(raw) // 2
+    path = tmp_path / "multi.tar.gz"
+    path.write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]))
+    storage.check_package(path, "train.py", 10**6)
+    storage.extract_package(path, tmp_path / "out")
+    assert (tmp_path / "out" / "data.txt").read_bytes() == b"abc"
+
+
+def test_an_unpacked_size_over_the_volume_is_refused(tmp_path):
+    path = tmp_path / "p.tar.gz"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        info = tarfile.TarInfo("train.py")
+        info.size = 2000
+        tf.addfile(info, io.BytesIO(b"\0" * 2000))
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(storage.PackageError, match="volume"):
+        storage.check_package(path, "train.py", 1000)
