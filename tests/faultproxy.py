@@ -1,0 +1,276 @@
+"""A fault-injecting HTTP proxy for tests: forwards to a real server, misbehaves on request.
+
+    with FaultProxy(kaio_server.url) as proxy:
+        client = Client(proxy.url).login(key)           # everything goes through the proxy
+        proxy.on("GET", "/jobs").status(503, times=2)   # two 503s, then the real answer
+        proxy.on("POST", "/jobs/presign").drop_response()   # acted on, answer never arrives
+        proxy.on("PUT", "/objects/.*").reset()          # connection reset, nothing forwarded
+        proxy.on("GET", "/jobs/download/.*").rewrite_json(lambda body: {...})
+        proxy.on("GET", "/objects/.*").truncate(10)     # 10 body bytes, then the line goes dead
+        proxy.on("GET", "/jobs").delay(0.5)             # slow, then forwarded
+        proxy.seen                                      # [(method, path), ...] as received
+
+The Host header is forwarded as the client sent it, so a server that builds URLs from it
+(presigned upload and download URLs) points them at the proxy too: the PUT and the downloads pass
+through it as well. Each rule matches a method (or "*") and a regular expression over the path
+(without the query string), and applies `times` times (None: always), in the order rules were
+added. Request bodies are streamed to the server, never held whole in memory.
+
+Standard library only; one thread per connection; loopback only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+COPY_CHUNK = 256 * 1024
+
+
+@dataclass
+class Rule:
+    method: str
+    path: re.Pattern
+    action: str  # reset | status | drop_response | rewrite | truncate | delay
+    times: int | None = 1
+    status_code: int = 503
+    body: bytes = b""
+    rewrite: Callable[[int, dict, bytes], tuple[int, dict, bytes]] | None = None
+    keep_bytes: int = 0
+    seconds: float = 0.0
+    hits: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def claim(self, method: str, path: str) -> bool:
+        if self.method not in ("*", method) or not self.path.fullmatch(path):
+            return False
+        with self.lock:
+            if self.times is not None and self.hits >= self.times:
+                return False
+            self.hits += 1
+            return True
+
+
+class RuleBuilder:
+    def __init__(self, proxy: FaultProxy, method: str, path: str):
+        self._proxy = proxy
+        self._method = method.upper()
+        self._path = re.compile(path)
+
+    def _add(self, action: str, times: int | None, **kw) -> Rule:
+        rule = Rule(self._method, self._path, action, times, **kw)
+        self._proxy.rules.append(rule)
+        return rule
+
+    def reset(self, times: int | None = 1) -> Rule:
+        """Read the request, forward nothing, reset the connection."""
+        return self._add("reset", times)
+
+    def status(self, code: int, error: str | None = None, times: int | None = 1) -> Rule:
+        """Answer `code` with {"error": ...} without forwarding."""
+        body = json.dumps({"error": error or f"injected {code}"}).encode()
+        return self._add("status", times, status_code=code, body=body)
+
+    def drop_response(self, times: int | None = 1) -> Rule:
+        """Forward the request (the server acts on it), then reset instead of answering."""
+        return self._add("drop_response", times)
+
+    def rewrite(
+        self, fn: Callable[[int, dict, bytes], tuple[int, dict, bytes]], times: int | None = 1
+    ) -> Rule:
+        """Forward, then answer fn(status, headers, body) instead of the server's answer."""
+        return self._add("rewrite", times, rewrite=fn)
+
+    def rewrite_json(self, fn: Callable[[object], object], times: int | None = 1) -> Rule:
+        def rewrite(status: int, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
+            return status, headers, json.dumps(fn(json.loads(body))).encode()
+
+        return self.rewrite(rewrite, times)
+
+    def truncate(self, keep_bytes: int, times: int | None = 1) -> Rule:
+        """Forward; send the answer's headers and its first `keep_bytes` body bytes, then reset."""
+        return self._add("truncate", times, keep_bytes=keep_bytes)
+
+    def delay(self, seconds: float, times: int | None = 1) -> Rule:
+        """Wait, then forward as usual."""
+        return self._add("delay", times, seconds=seconds)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    proxy: FaultProxy  # set on the subclass made per proxy
+
+    def log_message(self, format, *args):  # quiet
+        pass
+
+    def _dispatch(self) -> None:
+        method = self.command
+        path = urlsplit(self.path).path
+        self.proxy.seen.append((method, path))
+        rule = next((r for r in list(self.proxy.rules) if r.claim(method, path)), None)
+        action = rule.action if rule else None
+        if action == "delay":
+            time.sleep(rule.seconds)
+        if action == "reset":
+            self._drain_body()
+            return self._reset()
+        if action == "status":
+            self._drain_body()
+            return self._answer(rule.status_code, {"Content-Type": "application/json"}, rule.body)
+        try:
+            upstream = self._forward()
+        except OSError:
+            return self._answer(502, {"Content-Type": "application/json"}, b'{"error": "upstream"}')
+        with upstream:
+            resp = upstream.getresponse()
+            headers = {k: v for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP}
+            if action == "drop_response":
+                resp.read()
+                return self._reset()
+            if action == "rewrite":
+                status, headers, body = rule.rewrite(resp.status, headers, resp.read())
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+                return self._answer(status, headers, body)
+            if action == "truncate":
+                self._send_head(resp.status, resp.reason, headers)
+                self.wfile.write(resp.read(rule.keep_bytes))
+                self.wfile.flush()
+                return self._reset()
+            self._relay(resp, headers)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _dispatch
+
+    def _body_length(self) -> int:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise NotImplementedError("the fault proxy handles Content-Length bodies only")
+        return int(self.headers.get("Content-Length") or 0)
+
+    def _drain_body(self) -> None:
+        left = self._body_length()
+        while left > 0:
+            data = self.rfile.read(min(left, COPY_CHUNK))
+            if not data:
+                break
+            left -= len(data)
+
+    def _forward(self) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(
+            self.proxy.upstream_host, self.proxy.upstream_port, timeout=120
+        )
+        conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        for key, value in self.headers.items():
+            if key.lower() not in HOP_BY_HOP:
+                conn.putheader(key, value)
+        conn.endheaders()
+        left = self._body_length()
+        while left > 0:
+            data = self.rfile.read(min(left, COPY_CHUNK))
+            if not data:
+                break
+            conn.send(data)
+            left -= len(data)
+        return conn
+
+    def _send_head(self, status: int, reason: str | None, headers: dict) -> None:
+        self.send_response_only(status, reason)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def _answer(self, status: int, headers: dict, body: bytes) -> None:
+        self._send_head(status, None, {**headers, "Content-Length": str(len(body))})
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _relay(self, resp: http.client.HTTPResponse, headers: dict) -> None:
+        length = resp.getheader("Content-Length")
+        no_body = self.command == "HEAD" or resp.status in (204, 304)
+        if length is None and not no_body:
+            headers["Transfer-Encoding"] = "chunked"
+        self._send_head(resp.status, resp.reason, headers)
+        if no_body:
+            return
+        while data := resp.read(COPY_CHUNK):
+            if length is None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            else:
+                self.wfile.write(data)
+        if length is None:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def _reset(self) -> None:
+        """Close the client's connection with a TCP reset, as a dying server or network would."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+        self.wfile = io.BytesIO()  # what the handler would still flush goes nowhere
+
+
+class FaultProxy:
+    """See the module's docstring."""
+
+    def __init__(self, upstream_url: str):
+        parts = urlsplit(upstream_url)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 80
+        self.rules: list[Rule] = []
+        self.seen: list[tuple[str, str]] = []
+        handler = type("Handler", (_Handler,), {"proxy": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fault-proxy", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def on(self, method: str, path: str) -> RuleBuilder:
+        return RuleBuilder(self, method, path)
+
+    def clear(self) -> None:
+        self.rules.clear()
+        self.seen.clear()
+
+    def count(self, method: str, path: str) -> int:
+        """How many requests matching `method` and the path regex reached the proxy."""
+        pattern = re.compile(path)
+        return sum(1 for m, p in self.seen if m == method.upper() and pattern.fullmatch(p))
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
