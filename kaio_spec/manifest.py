@@ -19,7 +19,14 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from kaio_spec import catalog
-from kaio_spec.diagnostics import Diagnostic, Path, format_path, in_file_order, one_of_words
+from kaio_spec.diagnostics import (
+    Diagnostic,
+    Path,
+    format_path,
+    in_file_order,
+    one_of_words,
+    show,
+)
 from kaio_spec.errors import ManifestError
 from kaio_spec.schema import (
     Problem,
@@ -203,7 +210,7 @@ class Manifest:
                 message = f"{format_path(p.path)}: {message}" if p.path else message
             written = self.document.value(doc_path)
             if is_template(written):
-                message += f" (rendered from {written!r}{' ' + context if context else ''})"
+                message += f" (rendered from {show(written)}{' ' + context if context else ''})"
             elif context:
                 message += f" ({context})"
             use_key = p.key or doc_path == job.path
@@ -300,16 +307,32 @@ def _semantic_problems(data: Any, folder: FsPath) -> list[Problem]:
     return out
 
 
+def _is(kind: str, where: FsPath) -> bool:
+    # A NUL byte or an over-long name raises rather than answering False: either way, not there.
+    try:
+        return (
+            where.is_dir()
+            if kind == "dir"
+            else where.is_file()
+            if kind == "file"
+            else where.exists()
+        )
+    except (OSError, ValueError):
+        return False
+
+
 def _directory_problems(value: Any, path: Path, folder: FsPath) -> list[Problem]:
     if not isinstance(value, str) or not value or is_template(value):
         return []
     where = folder / value
-    if where.is_dir():
+    if _is("dir", where):
         return []
-    if where.exists():
-        return [Problem(path, f"{value!r} is a file; directory must be a folder")]
+    if _is("any", where):
+        return [Problem(path, f"{show(value)} is a file; directory must be a folder")]
     return [
-        Problem(path, f"{value!r} is not an existing folder (relative to the manifest's folder)")
+        Problem(
+            path, f"{show(value)} is not an existing folder (relative to the manifest's folder)"
+        )
     ]
 
 
@@ -329,7 +352,7 @@ def _entrypoint_problems(key: str, job: dict, defaults: dict, folder: FsPath) ->
     if is_template(directory) or is_template(entry) or not _plain_file_name(entry):
         return []
     where = folder / directory
-    if not where.is_dir() or (where / entry).is_file():
+    if not _is("dir", where) or _is("file", where / entry):
         return []
     return [_missing_entrypoint(key, entry, directory, where, origin)]
 
@@ -341,23 +364,21 @@ def _plain_file_name(name: str) -> bool:
 def _missing_entrypoint(
     key: str, entry: str, directory: str, where: FsPath, origin: Path | None
 ) -> Problem:
-    candidates = sorted(
-        p.name
-        for p in where.iterdir()
-        if p.is_file() and p.name.endswith(catalog.ENTRYPOINT_SUFFIXES)
-    )
+    try:
+        names = [p.name for p in where.iterdir() if _is("file", p)]
+    except OSError:
+        names = []
+    candidates = sorted(n for n in names if n.endswith(catalog.ENTRYPOINT_SUFFIXES))
     close = difflib.get_close_matches(entry, candidates, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     if origin == ():  # the built-in default
-        message = (
-            f"no entrypoint given, and the default {entry!r} is not in folder {directory!r}{hint}"
-        )
+        message = f"no entrypoint given, and the default {show(entry)} is not in folder {show(directory)}{hint}"
         return Problem(("jobs", key), message, key=True)
     if origin is None:
         return Problem(
-            ("jobs", key, "entrypoint"), f"{entry!r} is not in folder {directory!r}{hint}"
+            ("jobs", key, "entrypoint"), f"{show(entry)} is not in folder {show(directory)}{hint}"
         )
-    message = f"{entry!r} is not in folder {directory!r} (for job {key!r}){hint}"
+    message = f"{show(entry)} is not in folder {show(directory)} (for job {key!r}){hint}"
     return Problem(origin, message)
 
 
@@ -447,7 +468,7 @@ def _parameter_problems(name: str, p: dict, path: Path, method: str) -> list[Pro
                 "(mu and sigma need distribution: normal or log_normal)",
             )
         ]
-    if dist not in DISTRIBUTIONS:
+    if not isinstance(dist, str) or dist not in DISTRIBUTIONS:
         return []  # the schema's enum has reported it
     required, optional = DISTRIBUTIONS[dist]
     out = []
@@ -488,7 +509,7 @@ def _bounds_problems(dist: str, p: dict, path: Path) -> list[Problem]:
         for k in ("min", "max"):
             if not isinstance(p[k], int):
                 out.append(
-                    Problem((*path, k), f"expected an integer for int_uniform, got {p[k]!r}")
+                    Problem((*path, k), f"expected an integer for int_uniform, got {show(p[k])}")
                 )
         if hi < lo:
             out.append(Problem((*path, "max"), f"max ({hi}) is less than min ({lo})"))
@@ -532,9 +553,11 @@ def _rendered_file_problems(manifest: Manifest, rendered: Mapping[str, Any]) -> 
     if isinstance(directory, str) and directory:
         out += _directory_problems(directory, ("directory",), manifest.folder)
         where = manifest.folder / directory
-        usable = isinstance(entry, str) and _plain_file_name(entry) and where.is_dir()
-        if usable and not (where / entry).is_file():
-            out.append(Problem(("entrypoint",), f"{entry!r} is not in folder {directory!r}"))
+        usable = isinstance(entry, str) and _plain_file_name(entry) and _is("dir", where)
+        if usable and not _is("file", where / entry):
+            out.append(
+                Problem(("entrypoint",), f"{show(entry)} is not in folder {show(directory)}")
+            )
     env = rendered.get("env")
     if isinstance(env, dict) and all(isinstance(v, str) for v in env.values()):
         try:

@@ -241,6 +241,11 @@ CASES = [
         "kaio.yaml:5:16: jobs.train.directory: 'train.py' is a file; directory must be a folder",
     ),
     case(
+        "directory_with_nul_byte",
+        H + 'jobs:\n  train:\n    directory: "a\\0b"\n',
+        "kaio.yaml:5:16: jobs.train.directory: 'a\\x00b' is not an existing folder (relative to the manifest's folder)",
+    ),
+    case(
         "env_reserved_prefix",
         H + "jobs:\n  train:\n    env:\n      SM_HOSTS: a\n",
         "kaio.yaml:6:7: jobs.train.env.SM_HOSTS: 'SM_HOSTS' starts with a reserved prefix (SM_, SAGEMAKER_, KAIO_)",
