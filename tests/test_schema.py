@@ -186,3 +186,13 @@ def test_examples_point_editors_at_this_schema():
         m = re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", first)
         assert m, example
         assert (example.parent / m.group(1)).resolve() == SCHEMA_FILE.resolve()
+
+
+def test_defaults_shown_to_editors_are_the_ones_loading_fills_in():
+    from dataclasses import asdict
+
+    from kaio_spec.manifest import JOB_DEFAULTS, Settings
+
+    assert {k: DEFS[k]["default"] for k in JOB_DEFAULTS} == dict(JOB_DEFAULTS)
+    settings = S["properties"]["settings"]["properties"]
+    assert {k: v["default"] for k, v in settings.items()} == asdict(Settings())
