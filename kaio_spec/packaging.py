@@ -710,6 +710,30 @@ def build_package(
     )
 
 
+def folder_content_hash(
+    directory: str | os.PathLike = ".",
+    entrypoint: str | None = None,
+    *,
+    automatic_requirements: Iterable[str] = catalog.AUTOMATIC_REQUIREMENTS,
+) -> str:
+    """The `content_hash` that `build_package(directory, entrypoint)` would report, computed by
+    reading and hashing the files only: nothing is compressed or written. The planner uses it
+    for job identities. Raises what build_package raises for a missing directory or entrypoint."""
+    scan = scan_folder(directory)
+    entries = _with_merged_requirements(scan, automatic_requirements)
+    if entrypoint is not None:
+        _check_entrypoint_packaged(entrypoint, entries, scan.root)
+    sink = _NullSink()
+    return content_hash(f for e in entries if (f := _write_entry(e, sink)) is not None)
+
+
+class _NullSink:
+    """Where folder_content_hash "writes" the tar stream: _write_entry hashes as it goes."""
+
+    def write(self, data: bytes | memoryview) -> None:
+        pass
+
+
 def _with_merged_requirements(scan: FolderScan, automatic: Iterable[str]) -> list[Entry]:
     entries = list(scan.entries)
     index = next((i for i, e in enumerate(entries) if e.path == REQUIREMENTS_FILE), None)

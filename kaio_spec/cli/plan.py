@@ -1,0 +1,82 @@
+"""`kaio plan FILE`: what a manifest means, job by job, before anything is submitted."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from kaio_spec.errors import EXIT_INVALID, ManifestError
+from kaio_spec.planner import Plan, PlannedJob, plan
+
+_COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
+
+
+@click.command("plan")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table: one row per job; json: the plan as JSON on stdout.",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Plan without asking the API what already exists (every job is 'create').",
+)
+def plan_command(file: str, output: str, offline: bool) -> None:
+    """Show the jobs FILE means: matrices and sweeps expanded, templates rendered, each job's
+    name, job_name and what apply would do with it.
+
+    Invalid manifests exit 2 with every error as FILE:LINE:COLUMN: PATH: MESSAGE."""
+    # Planning is offline until the executor compares with the API; --offline keeps that
+    # meaning then ("don't ask the API"), so scripts can pass it today.
+    try:
+        result = plan(file)
+    except ManifestError as e:
+        for d in e.errors:
+            click.echo(str(d), err=True)
+        n = len(e.errors)
+        click.echo(f"{n} error{'s' if n != 1 else ''} in {file}", err=True)
+        sys.exit(EXIT_INVALID)
+    if output == "json":
+        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_table(result))
+
+
+def _row(job: PlannedJob) -> tuple[str, ...]:
+    spec = job.spec
+    return (
+        job.key,
+        job.name,
+        f"{spec['instance_type']} × {spec['instance_count']}",
+        job.matrix_text or "-",
+        job.action.value,
+    )
+
+
+def render_table(result: Plan) -> str:
+    """The plan as aligned columns, then a one-line summary."""
+    rows = [_COLUMNS, *(_row(job) for job in result.jobs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    ]
+    counts: dict[str, int] = {}
+    for job in result.jobs:
+        counts[job.action.value] = counts.get(job.action.value, 0) + 1
+    n = len(result.jobs)
+    summary = ", ".join(f"{count} to {action}" for action, count in counts.items())
+    lines.append("")
+    lines.append(f"{result.manifest.name}: {n} job{'s' if n != 1 else ''} ({summary})")
+    return "\n".join(lines)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(plan_command)

@@ -1,0 +1,678 @@
+"""From a manifest to the exact list of jobs it means: `plan(path_or_manifest) -> Plan`.
+
+Three passes, so that a mistake costs little:
+
+1. count: expand every job's matrix (matrix.py) and size its sweep, refusing more jobs than
+   `settings.max_jobs` before anything else is built;
+2. render: draw the sweeps (sweep.py), render every template of every job (templates.py) and
+   check what they rendered, collecting every error with its position in the manifest;
+3. identify: hash each distinct folder once (packaging.folder_content_hash: nothing is
+   compressed), give each job its job_name (identity.py), and refuse two jobs with one name,
+   one job_name or one outputs folder.
+
+Errors are raised together as one ManifestError, each pointing at the line that caused it (the
+template's line for what a template rendered), each said once however many cells repeat it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from kaio_spec import catalog, packaging
+from kaio_spec.diagnostics import Diagnostic, in_file_order
+from kaio_spec.errors import ManifestError
+from kaio_spec.manifest import JobDef, Manifest, load_manifest
+from kaio_spec.planner.identity import identity_digest
+from kaio_spec.planner.identity import job_name as make_job_name
+from kaio_spec.planner.matrix import Cell, TooManyCells, expand_matrix
+from kaio_spec.planner.sweep import DrawError, cell_seed, grid, grid_size, random_draws
+from kaio_spec.planner.templates import (
+    Namespace,
+    RenderError,
+    Template,
+    WrittenFloat,
+    compile_template,
+)
+from kaio_spec.planner.values import NotJSON, canonical_json, to_json_value, written
+from kaio_spec.schema import is_template
+from kaio_spec.validation import FieldError, check_env
+
+__all__ = ["SPEC_KEYS", "Action", "Plan", "PlannedJob", "plan"]
+
+# A planned job's spec, in this order (the shape `kaio plan -o json` prints).
+SPEC_KEYS = (
+    "directory",
+    "entrypoint",
+    "instance_type",
+    "instance_count",
+    "volume_size_gb",
+    "framework",
+    "framework_version",
+    "max_runtime_hours",
+    "env",
+    "params",
+    "retries",
+)
+# Fields that are strings by nature: a template there renders to text, whatever it computes.
+_TEXT_FIELDS = frozenset(
+    {"directory", "entrypoint", "instance_type", "framework", "framework_version"}
+)
+# Spec keys hashed separately (directory relative, env values hashed) or not at all: retries say
+# how to run a job, not what it is, so raising them must not resubmit completed jobs.
+_NOT_IN_IDENTITY_SPEC = frozenset({"directory", "env", "params", "retries"})
+_NAME_MAX_BYTES = 200  # a name is also a folder name under outputs/
+_FAILED = object()  # what _render returns after recording an error
+
+
+class Action(str, Enum):
+    """What apply would do with a planned job. Offline, every job is `create`; the executor
+    compares with what the API has and sets the others."""
+
+    CREATE = "create"
+    UNCHANGED = "unchanged"
+    RETRY = "retry"
+    REPLACE = "replace"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedJob:
+    """One job of a plan, resolved: nothing in it is a template any more.
+
+    `key` and `index`: the manifest's job key and this job's position among that key's jobs
+    (`job.index` in templates). `name`: the display name; `job_name`: the API's job name (its
+    identity: same manifest and code, same job_name). `matrix`: the cell (matrix values and
+    sweep draws; `{}` for a plain job), `matrix_text` the same as written (`lr=0.00001`).
+    `spec`: SPEC_KEYS in order, `directory` absolute; framework, framework_version and
+    max_runtime_hours are None when not given. `content_hash`: the packaged folder's, as
+    packaging.build_package(directory, entrypoint) reports it (without params.json).
+    `outputs`: where the results go. `labels`: for the server (manifest, key, name, cell).
+    Containers are plain JSON data; treat them as read-only.
+    """
+
+    key: str
+    index: int
+    name: str
+    job_name: str
+    matrix: dict[str, Any]
+    matrix_text: str
+    spec: dict[str, Any]
+    content_hash: str
+    outputs: Path
+    labels: dict[str, str]
+    action: Action = Action.CREATE
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.spec["directory"])
+
+    @property
+    def entrypoint(self) -> str:
+        return self.spec["entrypoint"]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.spec["env"]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.spec["params"]
+
+    @property
+    def retries(self) -> int:
+        return self.spec["retries"]
+
+    def params_json(self) -> str:
+        """The params.json the executor adds to this job's package."""
+        return json.dumps(self.params, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+    def submit_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for Client.submit_package (or submit_job, with directory=...):
+        everything but the package. max_runtime_hours is left out when the manifest has none."""
+        s = self.spec
+        args: dict[str, Any] = {
+            "job_name": self.job_name,
+            "instance_type": s["instance_type"],
+            "instance_count": s["instance_count"],
+            "volume_size_gb": s["volume_size_gb"],
+            "entrypoint": s["entrypoint"],
+            "framework": s["framework"],
+            "framework_version": s["framework_version"],
+            "env": dict(s["env"]),
+            "labels": dict(self.labels),
+        }
+        if s["max_runtime_hours"] is not None:
+            args["max_runtime_hours"] = s["max_runtime_hours"]
+        return args
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as `kaio plan -o json` prints it."""
+        return {
+            "key": self.key,
+            "name": self.name,
+            "job_name": self.job_name,
+            "matrix": self.matrix,
+            "spec": self.spec,
+            "action": self.action.value,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a manifest means: its jobs in manifest order (each key's cells in order)."""
+
+    manifest: Manifest
+    jobs: tuple[PlannedJob, ...]
+
+    def __iter__(self) -> Iterator[PlannedJob]:
+        return iter(self.jobs)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"manifest", "file", "jobs": [...]}`, the shape `kaio plan -o json` prints."""
+        return {
+            "manifest": self.manifest.name,
+            "file": self.manifest.file,
+            "jobs": [job.to_json() for job in self.jobs],
+        }
+
+
+def plan(source: str | os.PathLike[str] | Manifest) -> Plan:
+    """Expand a manifest (a path, or one already loaded) into its jobs, offline.
+
+    Raises ManifestError listing every problem, each positioned in the manifest: an invalid
+    manifest, more jobs than settings.max_jobs, a template that fails or renders an invalid
+    value, two jobs with one name, job_name or outputs folder."""
+    manifest = source if isinstance(source, Manifest) else load_manifest(source)
+    return _Planner(manifest).run()
+
+
+# ---- the planner ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Rendered:
+    job: JobDef
+    index: int
+    cell: Cell
+    name: str
+    spec: dict[str, Any]
+    outputs: str
+
+
+def _sweep_factor(job: JobDef) -> int:
+    sweep = job.sweep
+    if sweep is None:
+        return 1
+    return sweep.count if sweep.method == "random" else grid_size(sweep)
+
+
+def _template_sites(value: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
+    """(path in the spec, template) for every template string inside `value`."""
+    if isinstance(value, str):
+        if is_template(value):
+            yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _template_sites(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _template_sites(v, (*path, i))
+
+
+def _copy_containers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy_containers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(v) for v in value]
+    return value
+
+
+def _set(root: dict, path: tuple, value: Any) -> None:
+    node = root
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+
+
+def _name_problem(name: Any) -> str | None:
+    if not isinstance(name, str) or not name.strip():
+        return "renders to an empty name"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return (
+            f"{name!r} cannot be a job name: it names the job's outputs folder, so no '/' or '\\'"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"{name!r} cannot be a job name: it holds control characters"
+    if len(name.encode()) > _NAME_MAX_BYTES:
+        return f"the name is {len(name.encode())} bytes long; at most {_NAME_MAX_BYTES}"
+    return None
+
+
+def _plain_name(text: str) -> str:
+    """A default name's text, made fit to name a folder."""
+    return "".join("_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in text)
+
+
+class _Planner:
+    def __init__(self, manifest: Manifest):
+        self.m = manifest
+        self.doc = manifest.document
+        self.folder = str(manifest.folder)
+        self.errors: list[Diagnostic] = []
+        self._reported: set[tuple] = set()
+        self._template_values: dict[tuple, Any] = {}
+        self._checked: dict[tuple[str, str], list[Diagnostic]] = {}
+        self._hashes: dict[tuple[str, str], str | None] = {}
+        self.vars = self._wrap("vars", manifest.vars, ("vars",))
+        self.manifest_ns = Namespace("manifest", {"name": manifest.name})
+
+    # -- errors --
+
+    def error(self, path: tuple, message: str, *, key: bool = False, once: Any = None) -> None:
+        """Record an error at `path`, once per (path, `once` or message)."""
+        mark = (path, message if once is None else once)
+        if mark in self._reported:
+            return
+        self._reported.add(mark)
+        self.errors.append(self.m.diagnostic(path, message, key=key))
+
+    def fail_if_errors(self) -> None:
+        if self.errors:
+            raise ManifestError(in_file_order(self.errors))
+
+    # -- the passes --
+
+    def run(self) -> Plan:
+        cells = self._count()
+        rendered: list[_Rendered] = []
+        for key, job in self.m.jobs.items():
+            rendered.extend(self._render_job(job, self._with_sweep(job, cells[key])))
+        self.fail_if_errors()
+        jobs = self._identify(rendered)
+        self.fail_if_errors()
+        return Plan(self.m, tuple(jobs))
+
+    def _count(self) -> dict[str, list[Cell]]:
+        max_jobs = self.m.settings.max_jobs
+        total = 0
+        out: dict[str, list[Cell]] = {}
+        for key, job in self.m.jobs.items():
+            factor = _sweep_factor(job)
+            allowed = (max_jobs - total) // factor
+            try:
+                if job.matrix is not None:
+                    cells = expand_matrix(job.matrix, allowed)
+                elif allowed < 1:
+                    raise TooManyCells(allowed)
+                else:
+                    cells = [Cell({}, {})]
+            except TooManyCells:
+                self._too_many(job, total, max_jobs)
+                self.fail_if_errors()
+            if not cells:
+                self.error(
+                    (*job.path, "matrix"),
+                    "exclude removes every combination and include adds none, so this job "
+                    "makes no jobs",
+                )
+            total += len(cells) * factor
+            out[key] = cells
+        return out
+
+    def _too_many(self, job: JobDef, before: int, max_jobs: int) -> None:
+        written_limit = self.doc.source_text(("settings", "max_jobs")) is not None
+        limit = f"settings.max_jobs ({'' if written_limit else 'default '}{max_jobs})"
+        if before:
+            message = f"with the {before} jobs before it, this job makes more jobs than {limit}"
+        else:
+            message = f"this job makes more jobs than {limit}"
+        self.error(job.path, message + "; raise max_jobs or make fewer combinations", key=True)
+
+    def _with_sweep(self, job: JobDef, cells: list[Cell]) -> list[Cell]:
+        sweep = job.sweep
+        if sweep is None:
+            return cells
+        params = ("sweep", "parameters")
+        fixed = grid(sweep) if sweep.method == "grid" else None
+        out: list[Cell] = []
+        for cell in cells:
+            if fixed is not None:
+                combos = fixed
+            else:
+                seed = sweep.seed if job.matrix is None else cell_seed(sweep.seed, cell.values)
+                try:
+                    combos = random_draws(sweep, sweep.count or 0, seed)
+                except DrawError as e:
+                    self.error((*job.path, *params, e.parameter), str(e))
+                    continue
+            for n, combo in enumerate(combos, 1):
+                values = dict(cell.values)
+                sources = dict(cell.sources)
+                for name, d in combo.items():
+                    values[name] = d.value
+                    if d.index is not None:
+                        sources[name] = (*params, name, "values", d.index)
+                    elif sweep.parameters[name].distribution == "constant":
+                        sources[name] = (*params, name, "value")
+                    else:
+                        sources[name] = None
+                out.append(Cell(values, sources, n if fixed is None else None))
+        return out
+
+    # -- rendering --
+
+    def _wrap(self, label: str, value: Any, path: tuple | None) -> Any:
+        """A value as templates see it: mappings as Namespaces, floats printing as written."""
+        if isinstance(value, dict):
+            return Namespace(
+                label,
+                {
+                    k: self._wrap(f"{label}.{k}", v, None if path is None else (*path, k))
+                    for k, v in value.items()
+                },
+            )
+        if isinstance(value, list):
+            return [
+                self._wrap(f"{label}[{i}]", v, None if path is None else (*path, i))
+                for i, v in enumerate(value)
+            ]
+        if isinstance(value, float) and path is not None:
+            text = self.doc.source_text(path)
+            if text and text != repr(value):
+                return WrittenFloat(value, text)
+        return value
+
+    def _matrix_namespace(self, job: JobDef, cell: Cell) -> Namespace:
+        data = {}
+        for k, v in cell.values.items():
+            source = cell.sources.get(k)
+            if source is None:
+                data[k] = self._wrap(f"matrix.{k}", v, None)
+                continue
+            path = (*job.path, *source)
+            wrapped = self._template_values.get(path, self)
+            if wrapped is self:
+                wrapped = self._template_values[path] = self._wrap(f"matrix.{k}", v, path)
+            data[k] = wrapped
+        return Namespace("matrix", data)
+
+    def _describe(self, job: JobDef, cell: Cell, sep: str = ", ") -> str:
+        parts = []
+        for k, v in cell.values.items():
+            source = cell.sources.get(k)
+            parts.append(
+                f"{k}={written(self.doc, None if source is None else (*job.path, *source), v)}"
+            )
+        if cell.draw is not None:
+            parts.append(f"draw={cell.draw}")
+        return sep.join(parts)
+
+    def _default_name(self, job: JobDef, cell: Cell) -> str:
+        drawn = job.sweep.parameters if job.sweep and job.sweep.method == "random" else {}
+        parts = [job.key]
+        for k, v in cell.values.items():
+            if k in drawn:
+                continue
+            source = cell.sources.get(k)
+            parts.append(k + written(self.doc, None if source is None else (*job.path, *source), v))
+        if cell.draw is not None:
+            parts.append(str(cell.draw))
+        return _plain_name("-".join(parts))
+
+    def _compile(self, job: JobDef, where: tuple, source: str, native: bool) -> Template | None:
+        try:
+            return compile_template(source, native)
+        except RenderError as e:
+            self.error(where, str(e))
+            return None
+
+    def _site_path(self, job: JobDef, spec_path: tuple) -> tuple:
+        return job.source_path(*spec_path) or job.path
+
+    def _render_job(self, job: JobDef, cells: list[Cell]) -> list[_Rendered]:
+        name_path = (*job.path, "name")
+        name_tpl = None
+        if job.name is not None:
+            name_tpl = self._compile(job, name_path, job.name, native=False)
+            if name_tpl is None:
+                return []
+        sites: list[tuple[tuple, Template]] = []
+        for spec_path, source in _template_sites(job.spec, ()):
+            native = spec_path[0] not in _TEXT_FIELDS and spec_path[0] != "env"
+            tpl = self._compile(job, self._site_path(job, spec_path), source, native)
+            if tpl is None:
+                return []
+            sites.append((spec_path, tpl))
+        outputs_tpl = self._compile(job, ("settings", "outputs"), self.m.settings.outputs, False)
+        if outputs_tpl is None:
+            return []
+        fields_templated = any(p[0] not in ("env", "params") for p, _ in sites)
+        env_templated = any(p[0] == "env" for p, _ in sites)
+        params_templated = any(p[0] == "params" for p, _ in sites)
+        swept = job.matrix is not None or job.sweep is not None
+        own_params = "params" in job.fields
+        out = []
+        for index, cell in enumerate(cells):
+            context = {
+                "matrix": self._matrix_namespace(job, cell),
+                "vars": self.vars,
+                "manifest": self.manifest_ns,
+                "job": Namespace("job", {"key": job.key, "index": index}),
+            }
+            if name_tpl is not None:
+                name = self._render(job, cell, name_path, name_tpl, context)
+                if name is _FAILED:
+                    continue
+            else:
+                name = self._default_name(job, cell)
+            problem = _name_problem(name)
+            if problem is not None:
+                self.error(name_path if job.name else job.path, problem, key=not job.name)
+                continue
+            context["job"] = Namespace("job", {"key": job.key, "index": index, "name": name})
+            spec = dict(job.spec)
+            if env_templated:
+                spec["env"] = dict(spec["env"])
+            if params_templated:
+                spec["params"] = _copy_containers(spec["params"])
+            ok = True
+            for spec_path, tpl in sites:
+                value = self._render(job, cell, self._site_path(job, spec_path), tpl, context)
+                if value is _FAILED:
+                    ok = False
+                    continue
+                _set(spec, spec_path, value)
+            if not ok or not self._check(job, cell, spec, fields_templated, env_templated):
+                continue
+            params = spec.get("params") or {}
+            if swept and not own_params:
+                params = {**params, **cell.values}
+            spec["params"] = params
+            spec["env"] = spec.get("env") or {}
+            outputs = self._render(job, cell, ("settings", "outputs"), outputs_tpl, context)
+            if outputs is _FAILED:
+                continue
+            out.append(_Rendered(job, index, cell, name, spec, outputs))
+        return out
+
+    def _render(self, job: JobDef, cell: Cell, where: tuple, tpl: Template, context: dict) -> Any:
+        """The template's value (JSON data in native mode), or _FAILED after recording why."""
+        try:
+            value = tpl.render(context)
+            return to_json_value(value) if tpl.native else value
+        except RenderError as e:
+            base = str(e)
+        except NotJSON as e:
+            base = f"renders to something that is not JSON data: {e}"
+        context_text = self._describe(job, cell)
+        message = f"{base} (in {tpl.source!r}{' for ' + context_text if context_text else ''})"
+        self.error(where, message, once=base)
+        return _FAILED
+
+    def _check(
+        self, job: JobDef, cell: Cell, spec: dict, fields_templated: bool, env_templated: bool
+    ) -> bool:
+        """Rendered values checked again: the schema and files for templated fields (cached by
+        what they rendered to), the env rules for templated env values."""
+        ok = True
+        if fields_templated:
+            fields = {k: v for k, v in spec.items() if k not in ("env", "params")}
+            cache_key = (job.key, canonical_json(fields))
+            found = self._checked.get(cache_key)
+            if found is None:
+                context_text = self._describe(job, cell)
+                found = self.m.check_rendered(
+                    job.key, fields, f"for {context_text}" if context_text else ""
+                )
+                self._checked[cache_key] = found
+            for d in found:
+                if (d.path, "rendered") not in self._reported:
+                    self._reported.add((d.path, "rendered"))
+                    self.errors.append(d)
+            ok = not found
+        if env_templated:
+            try:
+                check_env(spec["env"])
+            except FieldError as e:
+                parts = tuple(e.field.split(".", 1))
+                where = job.source_path(*parts) or job.source_path("env") or job.path
+                context_text = self._describe(job, cell)
+                message = str(e).split(": ", 1)[1]
+                suffix = f" (for {context_text})" if context_text else ""
+                self.error(where, message + suffix, once=message)
+                ok = False
+        return ok
+
+    # -- identity --
+
+    def _content_hash(self, job: JobDef, directory: str, entrypoint: str) -> str | None:
+        cache_key = (directory, entrypoint)
+        if cache_key in self._hashes:
+            return self._hashes[cache_key]
+        digest = None
+        try:
+            digest = packaging.folder_content_hash(directory, entrypoint)
+        except FieldError as e:
+            self.error(self._site_path(job, ("entrypoint",)), str(e).split(": ", 1)[1])
+        except (FileNotFoundError, NotADirectoryError) as e:
+            self.error(self._site_path(job, ("directory",)), str(e))
+        except OSError as e:
+            self.error(self._site_path(job, ("directory",)), f"cannot read the folder: {e}")
+        self._hashes[cache_key] = digest
+        return digest
+
+    def _identify(self, rendered: list[_Rendered]) -> list[PlannedJob]:
+        jobs: list[PlannedJob] = []
+        by_name: dict[str, _Rendered] = {}
+        by_job_name: dict[str, _Rendered] = {}
+        by_outputs: dict[str, _Rendered] = {}
+        manifest = self.m.name
+        for r in rendered:
+            job = r.job
+            directory = os.path.normpath(os.path.join(self.folder, r.spec["directory"]))
+            content = self._content_hash(job, directory, r.spec["entrypoint"])
+            first = by_name.setdefault(r.name, r)
+            if first is not r:
+                self._duplicate(
+                    first, r, f"two jobs are named {r.name!r}", "give each job its own name"
+                )
+                continue
+            outputs = os.path.normpath(os.path.join(self.folder, r.outputs))
+            first = by_outputs.setdefault(outputs, r)
+            if first is not r:
+                self._duplicate(
+                    first,
+                    r,
+                    f"two jobs would download their outputs to {outputs!r}",
+                    "settings.outputs must tell jobs apart (use {{ job.name }})",
+                    where=("settings", "outputs"),
+                )
+                continue
+            if content is None:
+                continue
+            spec = {k: r.spec.get(k) for k in SPEC_KEYS}
+            spec["directory"] = directory
+            digest = identity_digest(self._identity(r, spec, directory, content))
+            name = make_job_name(manifest, r.name, digest)
+            first = by_job_name.setdefault(name, r)
+            if first is not r:
+                self._duplicate(
+                    first,
+                    r,
+                    f"two jobs would have the job_name {name!r}",
+                    "make their names differ in letters or digits, not only in punctuation",
+                )
+                continue
+            cell_json = canonical_json(r.cell.values)
+            jobs.append(
+                PlannedJob(
+                    key=job.key,
+                    index=r.index,
+                    name=r.name,
+                    job_name=name,
+                    matrix=r.cell.values,
+                    matrix_text=self._describe(job, r.cell, " "),
+                    spec=spec,
+                    content_hash=content,
+                    outputs=Path(outputs),
+                    labels=_labels(manifest, job.key, r.name, cell_json),
+                )
+            )
+        return jobs
+
+    def _identity(self, r: _Rendered, spec: dict, directory: str, content: str) -> dict:
+        try:
+            relative = os.path.relpath(directory, self.folder).replace(os.sep, "/")
+        except ValueError:  # another drive (Windows)
+            relative = directory
+        env = spec["env"]
+        return {
+            "manifest": self.m.name,
+            "key": r.job.key,
+            "name": r.name,
+            "matrix": r.cell.values,
+            "spec": {k: v for k, v in spec.items() if k not in _NOT_IN_IDENTITY_SPEC},
+            "directory": relative,
+            "params": spec["params"],
+            "env_names": sorted(env),
+            "env_values": hashlib.sha256(canonical_json(env).encode()).hexdigest(),
+            "content_hash": content,
+        }
+
+    def _duplicate(
+        self, first: _Rendered, second: _Rendered, what: str, fix: str, where: tuple | None = None
+    ) -> None:
+        if where is None:
+            named = second.job.name is not None
+            where = (*second.job.path, "name") if named else second.job.path
+            key = not named
+        else:
+            key = False
+        message = f"{what}: {self._which(first)} and {self._which(second)}; {fix}"
+        self.error(where, message, key=key)
+
+    def _which(self, r: _Rendered) -> str:
+        label = f"jobs.{r.job.key}"
+        if r.job.matrix is None and r.job.sweep is None:
+            return label
+        return f"{label}[{r.index}] ({self._describe(r.job, r.cell)})"
+
+
+def _labels(manifest: str, key: str, name: str, cell_json: str) -> dict[str, str]:
+    labels = {"manifest": manifest, "key": key, "name": name, "cell": cell_json}
+    if len(json.dumps(labels).encode()) > catalog.LABELS_MAX_BYTES:
+        # Labels are a convenience for the dashboard: a huge cell is named by its hash.
+        labels["cell"] = "sha256:" + hashlib.sha256(cell_json.encode()).hexdigest()[:16]
+    return labels
