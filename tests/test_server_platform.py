@@ -31,25 +31,57 @@ def _alive(pid: int) -> bool:
 # ---- capacity -----------------------------------------------------------------------------------
 
 
+# Each instance notes, in a folder shared by all jobs, when it starts (and how many instances run
+# at that moment, itself included) and when it ends.
+CAPACITY_JOB = textwrap.dedent(
+    """
+    import os, time
+    shared, me = os.environ["SHARED"], os.environ["JOB"] + "/" + os.environ["SM_CURRENT_HOST"]
+    marker = os.path.join(shared, "running", me.replace("/", "-"))
+    open(marker, "w").close()
+    running = len(os.listdir(os.path.join(shared, "running")))
+    with open(os.path.join(shared, "events"), "a") as f:
+        f.write(f"start {me} {running}\\n")
+    print("ready", flush=True)
+    while not os.path.exists(os.environ["GO_FILE"]):
+        time.sleep(0.02)
+    with open(os.path.join(shared, "events"), "a") as f:
+        f.write(f"end {me}\\n")
+    os.remove(marker)
+    """
+)
+
+
 def test_jobs_wait_for_capacity_first_come_first_served(server_factory, tmp_path):
     server = server_factory(max_instances=2)
     api = Api(server.url, server.add_user())
-    go = {name: tmp_path / name for name in "abcd"}
+    (tmp_path / "running").mkdir()
+    go_a = tmp_path / "go-a"
+    released = tmp_path / "go-now"
+    released.touch()
 
-    def submit(name: str, count: int) -> str:
-        env = {"GO_FILE": str(go[name])}
-        return api.submit({"train.py": WAIT_FOR_GO}, job_name=name, instance_count=count, env=env)
+    def submit(name: str, count: int, go) -> str:
+        env = {"GO_FILE": str(go), "SHARED": str(tmp_path), "JOB": name}
+        return api.submit({"train.py": CAPACITY_JOB}, job_name=name, instance_count=count, env=env)
 
-    a = submit("a", 2)  # fills the platform
+    a = submit("a", 2, go_a)  # fills the platform until the test lets it go
+    api.wait_for_log(a, "ready", host="algo-1")
     api.wait_for_log(a, "ready", host="algo-2")
-    b = submit("b", 2)  # must wait for a
-    c = submit("c", 1)  # fits next to nothing while b waits: first come, first served
+    b = submit("b", 2, released)  # must wait for a
+    c = submit("c", 1, released)  # would fit nowhere before b: first come, first served
     assert api.job(b)["status"] == "Pending" and api.job(c)["status"] == "Pending"
-    for path in go.values():
-        path.touch()
+    go_a.touch()
     jobs = {name: api.wait(u) for name, u in {"a": a, "b": b, "c": c}.items()}
     assert all(j["status"] == "Completed" for j in jobs.values())
-    assert _at(jobs["b"], "InProgress") >= _at(jobs["a"], "Completed")
+
+    events = (tmp_path / "events").read_text().split("\n")[:-1]
+    starts = [e.split() for e in events if e.startswith("start")]
+    assert max(int(running) for _, _, running in starts) <= 2  # never more than the capacity
+    order = [e.split()[0] + " " + e.split()[1].split("/")[0] for e in events]
+    last = {e: i for i, e in enumerate(order)}
+    first = {e: order.index(e) for e in order}
+    assert first["start b"] > last["end a"]  # b waited for a's instances to end
+    assert first["start c"] > last["end b"]  # c waited for b, although it was smaller
     assert _at(jobs["c"], "InProgress") >= _at(jobs["b"], "InProgress")
 
 

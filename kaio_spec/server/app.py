@@ -302,6 +302,12 @@ def job_view(job: dict) -> dict:
     }
 
 
+def ok(content: dict) -> JSONResponse:
+    """A 200 answered as is: the route's response_model documents it in /openapi.json without
+    pydantic validating and re-encoding every response (a poll of GET /jobs is the hot path)."""
+    return JSONResponse(content)
+
+
 def hosts_of(job: dict) -> list[str]:
     return [storage.host_name(i) for i in range(job["instance_count"])]
 
@@ -405,7 +411,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/healthz", response_model=HealthOut, tags=["local"])
     def healthz():
-        return {"status": "ok", "version": __version__}
+        return ok({"status": "ok", "version": __version__})
 
     @app.post(
         "/login",
@@ -423,7 +429,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise ApiError(403, "api_key: unknown or revoked")
         user, key_id = found
         token, exp = tokens.issue(user["id"], key_id)
-        return {"access_token": token, "exp": exp, "project": user}
+        return ok({"access_token": token, "exp": exp, "project": user})
 
     @app.post(
         "/jobs/presign",
@@ -442,21 +448,23 @@ def create_app(config: ServerConfig) -> FastAPI:
 
         job = await anyio.to_thread.run_sync(create)
         unique = job["unique_job_name"]
-        return {
-            "unique_job_name": unique,
-            "upload_url": base_url(request) + signer.path("PUT", storage.package_key(unique)),
-            "s3_uri": layout.job(unique).package.as_uri(),
-            "env_names": job["env_names"],
-        }
+        return ok(
+            {
+                "unique_job_name": unique,
+                "upload_url": base_url(request) + signer.path("PUT", storage.package_key(unique)),
+                "s3_uri": layout.job(unique).package.as_uri(),
+                "env_names": job["env_names"],
+            }
+        )
 
     @app.get("/jobs", response_model=JobListOut, responses=ERRORS)
     def list_jobs(user: User, include_archived: bool = False):
         jobs = [job_view(j) for j in store.list_jobs(user["id"], include_archived)]
-        return {"jobs": jobs, "count": len(jobs)}
+        return ok({"jobs": jobs, "count": len(jobs)})
 
     @app.get("/jobs/status/{unique_job_name}", response_model=JobOut, responses=ERRORS)
     def job_status(unique_job_name: str, user: User):
-        return job_view(own_job(unique_job_name, user))
+        return ok(job_view(own_job(unique_job_name, user)))
 
     @app.post("/jobs/{unique_job_name}/stop", response_model=JobOut, responses=ERRORS)
     def stop_job(unique_job_name: str, user: User):
@@ -470,7 +478,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             else:  # it ended between the read and the transition
                 ended = own_job(unique_job_name, user)["status"]
                 raise ApiError(409, f"status: the job already ended ({ended})")
-        return job_view(own_job(unique_job_name, user))
+        return ok(job_view(own_job(unique_job_name, user)))
 
     @app.get("/jobs/download/{unique_job_name}", response_model=DownloadOut, responses=ERRORS)
     def download(unique_job_name: str, request: Request, user: User):
@@ -478,15 +486,21 @@ def create_app(config: ServerConfig) -> FastAPI:
         if not JobStatus(job["status"]).is_final:
             raise ApiError(409, f"status: the job has not ended yet ({job['status']})")
         if job["data_deleted"]:
-            return {"output_files": []}
+            return ok({"output_files": []})
         files = layout.job(unique_job_name)
         root = base_url(request)
-        return {
-            "output_files": [
-                [rel, modified, root + signer.path("GET", storage.output_key(unique_job_name, rel))]
-                for rel, modified, _ in storage.list_outputs(files, hosts_of(job))
-            ]
-        }
+        return ok(
+            {
+                "output_files": [
+                    [
+                        rel,
+                        modified,
+                        root + signer.path("GET", storage.output_key(unique_job_name, rel)),
+                    ]
+                    for rel, modified, _ in storage.list_outputs(files, hosts_of(job))
+                ]
+            }
+        )
 
     @app.delete("/jobs/{unique_job_name}/data", response_model=JobOut, responses=ERRORS)
     def delete_data(unique_job_name: str, user: User):
@@ -494,35 +508,37 @@ def create_app(config: ServerConfig) -> FastAPI:
         if not JobStatus(job["status"]).is_final:
             raise ApiError(409, f"status: stop the job first ({job['status']})")
         scheduler.delete_data(unique_job_name)
-        return job_view(own_job(unique_job_name, user))
+        return ok(job_view(own_job(unique_job_name, user)))
 
     @app.post("/jobs/{unique_job_name}/archive", response_model=JobOut, responses=ERRORS)
     def archive(unique_job_name: str, user: User):
         own_job(unique_job_name, user)
         store.update_job(unique_job_name, archived=1)
-        return job_view(own_job(unique_job_name, user))
+        return ok(job_view(own_job(unique_job_name, user)))
 
     @app.post("/jobs/{unique_job_name}/restore", response_model=JobOut, responses=ERRORS)
     def restore(unique_job_name: str, user: User):
         own_job(unique_job_name, user)
         store.update_job(unique_job_name, archived=0)
-        return job_view(own_job(unique_job_name, user))
+        return ok(job_view(own_job(unique_job_name, user)))
 
     @app.get("/instances", response_model=InstancesOut, responses=ERRORS)
     def instances(user: User):
-        return {
-            "jobs": [
-                {
-                    "instance_type": t.name,
-                    "vcpus": t.vcpus,
-                    "memory_gb": t.memory_gb,
-                    "gpus": t.gpus,
-                    "gpu_memory_gb": t.gpu_memory_gb,
-                    "on_your_plan": True,  # the local platform runs every type
-                }
-                for t in catalog.INSTANCE_TYPES.values()
-            ]
-        }
+        return ok(
+            {
+                "jobs": [
+                    {
+                        "instance_type": t.name,
+                        "vcpus": t.vcpus,
+                        "memory_gb": t.memory_gb,
+                        "gpus": t.gpus,
+                        "gpu_memory_gb": t.gpu_memory_gb,
+                        "on_your_plan": True,  # the local platform runs every type
+                    }
+                    for t in catalog.INSTANCE_TYPES.values()
+                ]
+            }
+        )
 
     @app.get(
         "/jobs/{unique_job_name}/logs",
@@ -589,7 +605,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     async def _upload(unique: str, request: Request) -> Response:
         try:
-            job = await anyio.to_thread.run_sync(store.get_job, unique)
+            job = store.get_job(unique)  # one indexed read: not worth a thread hop
         except NotFound:
             raise ApiError(404, "object: the job no longer exists") from None
         declared = request.headers.get("content-length")
@@ -627,11 +643,13 @@ def create_app(config: ServerConfig) -> FastAPI:
                     md5.update(chunk)
                     pending += chunk
                     if len(pending) >= UPLOAD_WRITE_CHUNK:
+                        # Large writes off the event loop; the last small one (all of a small
+                        # package) is not worth a thread hop.
                         await anyio.to_thread.run_sync(f.write, bytes(pending))
                         pending.clear()
-                await anyio.to_thread.run_sync(f.write, bytes(pending))
+                f.write(pending)
             etag = md5.hexdigest()
-            await anyio.to_thread.run_sync(os.replace, part, files.package)
+            os.replace(part, files.package)
         finally:
             part.unlink(missing_ok=True)
         await anyio.to_thread.run_sync(_accept_package, job, files, size, etag)

@@ -75,9 +75,40 @@ def _satisfied(req: Requirement, extras_of: str | None = None) -> bool:
     return True
 
 
+def _site_state() -> tuple:
+    """Changes whenever a distribution is installed or removed in the server's environment."""
+    state = []
+    for entry in sys.path:
+        try:
+            state.append(os.stat(entry or ".").st_mtime_ns)
+        except OSError:
+            state.append(None)
+    return tuple(state)
+
+
+_checked: dict[tuple[str, tuple], list[str]] = {}
+_checked_lock = threading.Lock()
+
+
 def unsatisfied(text: str) -> list[str]:
     """The requirement lines the server's own environment does not satisfy. Options (-r, -e,
-    --index-url...), URLs and paths count as unsatisfied: only pip can tell what they mean."""
+    --index-url...), URLs and paths count as unsatisfied: only pip can tell what they mean.
+
+    Remembered per requirements text until the environment changes: reading distributions'
+    metadata is the costliest step of starting a trivial job."""
+    key = (text, _site_state())
+    with _checked_lock:
+        if key in _checked:
+            return list(_checked[key])
+    missing = _unsatisfied(text)
+    with _checked_lock:
+        if len(_checked) > 256:
+            _checked.clear()
+        _checked[key] = missing
+    return list(missing)
+
+
+def _unsatisfied(text: str) -> list[str]:
     missing = []
     for line in requirement_lines(text):
         try:

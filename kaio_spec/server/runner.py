@@ -109,7 +109,10 @@ class JobRun:
 
     # ---- the public face ---------------------------------------------------------------------
 
-    def start(self, on_end) -> None:
+    def start(self, on_release, on_end) -> None:
+        """Run on a thread. `on_release(run)` is called once no process of the job is left (its
+        capacity is free again), `on_end(run)` once its final status is recorded."""
+        self._on_release = on_release
         self._on_end = on_end
         self.thread.start()
 
@@ -273,7 +276,9 @@ class JobRun:
     def _monitor(self, deadline: float) -> None:
         kill_at: float | None = None
         term_sent: float | None = None
-        next_sample = time.monotonic()
+        # No sample at once: wait4's resource usage covers short jobs exactly, and walking the
+        # process table right at the start would only slow them down.
+        next_sample = time.monotonic() + SAMPLE_INTERVAL_S
         next_gpu_sample = time.monotonic()
         while not all(i.done for i in self.instances):
             now = time.monotonic()
@@ -387,6 +392,11 @@ class JobRun:
             for inst in self.instances:
                 if inst.proc is not None:
                     kill_group(inst.proc.pid)  # whatever the instance left running
+        except Exception:
+            log.exception("job %s: killing what is left", self.unique)
+        # Nothing of the job runs any more: the next job may start while this one is wrapped up.
+        self._on_release(self)
+        try:
             for out, err in self._logs.values():
                 out.close()
                 err.close()

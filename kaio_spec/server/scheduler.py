@@ -157,16 +157,18 @@ class Scheduler:
         taken = {g for share in gpus for g in share}
         self._free_gpus = [g for g in self._free_gpus if g not in taken]
         self._running[unique] = run
-        run.start(self._ended)
+        run.start(self._released, self._ended)
+
+    def _released(self, run: JobRun) -> None:
+        with self._cond:
+            self._used -= len(run.instances)
+            taken = {g for i in run.instances for g in i.gpus}
+            self._free_gpus = [g for g in self.machine_gpus if g in taken or g in self._free_gpus]
+            self._cond.notify_all()
 
     def _ended(self, run: JobRun) -> None:
         with self._cond:
-            if self._running.pop(run.unique, None) is run:
-                self._used -= len(run.instances)
-                taken = {g for i in run.instances for g in i.gpus}
-                self._free_gpus = [
-                    g for g in self.machine_gpus if g in taken or g in self._free_gpus
-                ]
+            self._running.pop(run.unique, None)
             self._cond.notify_all()
 
     # ---- data retention ----------------------------------------------------------------------

@@ -225,7 +225,8 @@ def extract_package(path: Path, dest: Path) -> None:
     except (tarfile.TarError, EOFError, zlib.error, UnicodeError) as e:
         raise PackageError(f"package: cannot be unpacked safely ({e})") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():  # only when something failed: it was renamed into place otherwise
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- outputs ----------------------------------------------------------------------------------

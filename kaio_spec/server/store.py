@@ -286,7 +286,7 @@ class Store:
         if not include_archived:
             sql += " AND archived = 0"
         rows = self._query(sql + " ORDER BY submitted_at DESC, unique_job_name DESC", (user_id,))
-        return [self._job(r) for r in rows]
+        return self._jobs(rows)
 
     def jobs_with_status(self, *statuses: JobStatus) -> list[dict]:
         marks = ", ".join("?" for _ in statuses)
@@ -294,30 +294,39 @@ class Store:
             f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY uploaded_at, submitted_at",
             tuple(s.value for s in statuses),
         )
-        return [self._job(r) for r in rows]
+        return self._jobs(rows)
 
     def jobs_ended_before(self, cutoff: datetime) -> list[dict]:
         rows = self._query(
             "SELECT * FROM jobs WHERE data_deleted = 0 AND end_time IS NOT NULL AND end_time < ?",
             (iso(cutoff),),
         )
-        return [self._job(r) for r in rows]
+        return self._jobs(rows)
 
     def _job(self, row: sqlite3.Row) -> dict:
-        job = dict(row)
-        job["env_names"] = json.loads(job["env_names"])
-        job["labels"] = json.loads(job["labels"])
-        job["processes"] = json.loads(job["processes"]) if job["processes"] else []
-        job["archived"] = bool(job["archived"])
-        job["data_deleted"] = bool(job["data_deleted"])
-        job["status_history"] = [
-            {"status": r["status"], "at": r["at"]}
+        return self._jobs([row])[0]
+
+    def _jobs(self, rows: list[sqlite3.Row]) -> list[dict]:
+        """Rows to job dicts, with every job's status history read in one query."""
+        jobs = [dict(r) for r in rows]
+        history: dict[str, list[dict]] = {j["unique_job_name"]: [] for j in jobs}
+        for i in range(0, len(jobs), 500):  # SQLite caps the number of parameters
+            names = [j["unique_job_name"] for j in jobs[i : i + 500]]
+            marks = ", ".join("?" for _ in names)
             for r in self._query(
-                "SELECT status, at FROM status_history WHERE unique_job_name = ? ORDER BY id",
-                (job["unique_job_name"],),
-            )
-        ]
-        return job
+                "SELECT unique_job_name, status, at FROM status_history "
+                f"WHERE unique_job_name IN ({marks}) ORDER BY id",
+                tuple(names),
+            ):
+                history[r["unique_job_name"]].append({"status": r["status"], "at": r["at"]})
+        for job in jobs:
+            job["env_names"] = json.loads(job["env_names"])
+            job["labels"] = json.loads(job["labels"])
+            job["processes"] = json.loads(job["processes"]) if job["processes"] else []
+            job["archived"] = bool(job["archived"])
+            job["data_deleted"] = bool(job["data_deleted"])
+            job["status_history"] = history[job["unique_job_name"]]
+        return jobs
 
     def update_job(self, unique: str, **fields: Any) -> None:
         if "processes" in fields:
