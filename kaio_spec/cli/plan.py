@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TextIO
 
 import click
 
@@ -44,9 +45,20 @@ def plan_command(file: str, output: str, offline: bool) -> None:
         click.echo(f"{n} error{'s' if n != 1 else ''} in {file}", err=True)
         sys.exit(EXIT_INVALID)
     if output == "json":
-        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        write_json(result, sys.stdout)
     else:
         click.echo(render_table(result))
+
+
+def write_json(result: Plan, out: TextIO) -> None:
+    """Plan.to_json() as JSON, one job per line: readable, and written as it is made (a
+    10,000-job plan never exists as one string)."""
+    head = json.dumps({"manifest": result.manifest.name, "file": result.manifest.file})
+    out.write(head[:-1] + ', "jobs": [')
+    for i, job in enumerate(result.jobs):
+        out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(job.to_json(), ensure_ascii=False))
+    out.write("\n]}\n" if result.jobs else "]}\n")
+    out.flush()
 
 
 def _row(job: PlannedJob) -> tuple[str, ...]:

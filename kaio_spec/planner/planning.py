@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -39,6 +40,7 @@ from kaio_spec.planner.templates import (
     Template,
     WrittenFloat,
     compile_template,
+    make_context,
 )
 from kaio_spec.planner.values import NotJSON, canonical_json, to_json_value, written
 from kaio_spec.schema import is_template
@@ -68,6 +70,7 @@ _TEXT_FIELDS = frozenset(
 # how to run a job, not what it is, so raising them must not resubmit completed jobs.
 _NOT_IN_IDENTITY_SPEC = frozenset({"directory", "env", "params", "retries"})
 _NAME_MAX_BYTES = 200  # a name is also a folder name under outputs/
+_NOT_IN_NAMES = re.compile(r"[\x00-\x1f\x7f/\\]")  # control characters and path separators
 _FAILED = object()  # what _render returns after recording an error
 
 
@@ -249,12 +252,13 @@ def _set(root: dict, path: tuple, value: Any) -> None:
 def _name_problem(name: Any) -> str | None:
     if not isinstance(name, str) or not name.strip():
         return "renders to an empty name"
-    if "/" in name or "\\" in name or name in (".", ".."):
+    bad = _NOT_IN_NAMES.search(name)
+    if bad is not None and bad.group() not in "/\\":
+        return f"{name!r} cannot be a job name: it holds control characters"
+    if bad is not None or name in (".", ".."):
         return (
             f"{name!r} cannot be a job name: it names the job's outputs folder, so no '/' or '\\'"
         )
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return f"{name!r} cannot be a job name: it holds control characters"
     if len(name.encode()) > _NAME_MAX_BYTES:
         return f"the name is {len(name.encode())} bytes long; at most {_NAME_MAX_BYTES}"
     return None
@@ -262,7 +266,7 @@ def _name_problem(name: Any) -> str | None:
 
 def _plain_name(text: str) -> str:
     """A default name's text, made fit to name a folder."""
-    return "".join("_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in text)
+    return _NOT_IN_NAMES.sub("_", text)
 
 
 class _Planner:
@@ -275,6 +279,7 @@ class _Planner:
         self._template_values: dict[tuple, Any] = {}
         self._checked: dict[tuple[str, str], list[Diagnostic]] = {}
         self._hashes: dict[tuple[str, str], str | None] = {}
+        self._directories: dict[str, tuple[str, str]] = {}
         self.vars = self._wrap("vars", manifest.vars, ("vars",))
         self.manifest_ns = Namespace("manifest", {"name": manifest.name})
 
@@ -448,29 +453,30 @@ class _Planner:
             name_tpl = self._compile(job, name_path, job.name, native=False)
             if name_tpl is None:
                 return []
-        sites: list[tuple[tuple, Template]] = []
+        sites: list[tuple[tuple, tuple, Template]] = []  # (spec path, document path, template)
         for spec_path, source in _template_sites(job.spec, ()):
             native = spec_path[0] not in _TEXT_FIELDS and spec_path[0] != "env"
-            tpl = self._compile(job, self._site_path(job, spec_path), source, native)
+            where = self._site_path(job, spec_path)
+            tpl = self._compile(job, where, source, native)
             if tpl is None:
                 return []
-            sites.append((spec_path, tpl))
+            sites.append((spec_path, where, tpl))
         outputs_tpl = self._compile(job, ("settings", "outputs"), self.m.settings.outputs, False)
         if outputs_tpl is None:
             return []
-        fields_templated = any(p[0] not in ("env", "params") for p, _ in sites)
-        env_templated = any(p[0] == "env" for p, _ in sites)
-        params_templated = any(p[0] == "params" for p, _ in sites)
+        fields_templated = any(p[0] not in ("env", "params") for p, _, _ in sites)
+        env_templated = any(p[0] == "env" for p, _, _ in sites)
+        params_templated = any(p[0] == "params" for p, _, _ in sites)
         swept = job.matrix is not None or job.sweep is not None
         own_params = "params" in job.fields
         out = []
         for index, cell in enumerate(cells):
-            context = {
-                "matrix": self._matrix_namespace(job, cell),
-                "vars": self.vars,
-                "manifest": self.manifest_ns,
-                "job": Namespace("job", {"key": job.key, "index": index}),
-            }
+            context = make_context(
+                matrix=self._matrix_namespace(job, cell),
+                vars=self.vars,
+                manifest=self.manifest_ns,
+                job=Namespace("job", {"key": job.key, "index": index}),
+            )
             if name_tpl is not None:
                 name = self._render(job, cell, name_path, name_tpl, context)
                 if name is _FAILED:
@@ -488,8 +494,8 @@ class _Planner:
             if params_templated:
                 spec["params"] = _copy_containers(spec["params"])
             ok = True
-            for spec_path, tpl in sites:
-                value = self._render(job, cell, self._site_path(job, spec_path), tpl, context)
+            for spec_path, where, tpl in sites:
+                value = self._render(job, cell, where, tpl, context)
                 if value is _FAILED:
                     ok = False
                     continue
@@ -581,7 +587,7 @@ class _Planner:
         manifest = self.m.name
         for r in rendered:
             job = r.job
-            directory = os.path.normpath(os.path.join(self.folder, r.spec["directory"]))
+            directory, relative = self._directory(r.spec["directory"])
             content = self._content_hash(job, directory, r.spec["entrypoint"])
             first = by_name.setdefault(r.name, r)
             if first is not r:
@@ -604,7 +610,7 @@ class _Planner:
                 continue
             spec = {k: r.spec.get(k) for k in SPEC_KEYS}
             spec["directory"] = directory
-            digest = identity_digest(self._identity(r, spec, directory, content))
+            digest = identity_digest(self._identity(r, spec, relative, content))
             name = make_job_name(manifest, r.name, digest)
             first = by_job_name.setdefault(name, r)
             if first is not r:
@@ -632,11 +638,20 @@ class _Planner:
             )
         return jobs
 
-    def _identity(self, r: _Rendered, spec: dict, directory: str, content: str) -> dict:
-        try:
-            relative = os.path.relpath(directory, self.folder).replace(os.sep, "/")
-        except ValueError:  # another drive (Windows)
-            relative = directory
+    def _directory(self, written_dir: str) -> tuple[str, str]:
+        """A job's directory, absolute and relative to the manifest's folder (the relative one
+        is what identifies it: a clone elsewhere gives the same job_names)."""
+        found = self._directories.get(written_dir)
+        if found is None:
+            absolute = os.path.normpath(os.path.join(self.folder, written_dir))
+            try:
+                relative = os.path.relpath(absolute, self.folder).replace(os.sep, "/")
+            except ValueError:  # another drive (Windows)
+                relative = absolute
+            found = self._directories[written_dir] = (absolute, relative)
+        return found
+
+    def _identity(self, r: _Rendered, spec: dict, relative: str, content: str) -> dict:
         env = spec["env"]
         return {
             "manifest": self.m.name,

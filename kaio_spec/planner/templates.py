@@ -26,7 +26,7 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.nativetypes import NativeCodeGenerator
-from jinja2.runtime import Undefined, missing
+from jinja2.runtime import Context, Undefined, missing
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from kaio_spec.schema import suggest
@@ -38,6 +38,7 @@ __all__ = [
     "Template",
     "WrittenFloat",
     "compile_template",
+    "make_context",
     "plain",
 ]
 
@@ -169,6 +170,22 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         super().__init__(undefined=_Undefined, autoescape=False, keep_trailing_newline=True)
         self.policies["json.dumps_kwargs"] = {"sort_keys": False, "default": _json_default}
 
+    # Namespaces hold only our own data: reach it without the sandbox's generic attribute checks,
+    # which cost more than the rest of a render (measured in benchmarks/plan.py).
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is Namespace:
+            data = object.__getattribute__(obj, "_data")
+            if attribute in data:
+                return data[attribute]
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if type(obj) is Namespace:
+            data = object.__getattribute__(obj, "_data")
+            if argument in data:
+                return data[argument]
+        return super().getitem(obj, argument)
+
     def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
         if op == "*":
             return _repeat_guard(left, right)
@@ -206,6 +223,14 @@ class _NativeSandbox(_Sandbox):
 
 _TEXT = _Sandbox()
 _NATIVE = _NativeSandbox()
+_GLOBALS = dict(_TEXT.globals)  # range (the sandbox's capped one), dict, lipsum, cycler, ...
+
+
+def make_context(**names: Any) -> dict[str, Any]:
+    """A render context: Jinja's globals plus `names` (matrix, vars, manifest, job)."""
+    context = dict(_GLOBALS)
+    context.update(names)
+    return context
 
 
 class Template:
@@ -223,9 +248,13 @@ class Template:
         except TemplateError as e:
             raise RenderError(_describe(e)) from None
 
-    def render(self, context: Mapping[str, Any]) -> Any:
+    def render(self, context: dict[str, Any]) -> Any:
+        """Render with `context`, a dict made by make_context() (it holds Jinja's globals, so
+        each render skips merging them: that merge cost more than the render itself)."""
+        compiled = self._compiled
         try:
-            return self._compiled.render(context)
+            ctx = Context(compiled.environment, context, compiled.name, compiled.blocks)
+            return compiled.environment.concat(compiled.root_render_func(ctx))
         except SecurityError as e:
             raise RenderError(f"not allowed in a template: {e}") from None
         except TemplateError as e:
