@@ -181,6 +181,32 @@ def test_no_presign_body_makes_a_500(api, body):
     assert ("error" in r.json()) == (r.status_code != 200)
 
 
+JOB_KEYS = {
+    "unique_job_name", "job_name", "status", "timestamp", "start_time", "end_time",
+    "failure_reason", "status_history", "instance_type", "instance_count", "volume_size_gb",
+    "entrypoint", "image_uri", "workflow", "env_names", "labels", "archived", "data_deleted",
+}  # fmt: skip
+
+
+def test_responses_have_exactly_the_protocols_fields(api):
+    presigned = api.presign(job_name="shape", env={"A": "1"})
+    assert set(presigned) == {"unique_job_name", "upload_url", "s3_uri", "env_names"}
+    unique = presigned["unique_job_name"]
+    job = api.job(unique)
+    assert set(job) == JOB_KEYS
+    assert job["status"] == "Pending" and job["start_time"] is None
+    assert job["instance_count"] == 1 and job["volume_size_gb"] == 5
+    assert job["workflow"] == "processing" and job["image_uri"] == "local"
+    assert job["env_names"] == ["A"] and job["labels"] == {}
+    assert job["timestamp"].endswith("+00:00")
+    listed = api.get("/jobs").json()
+    assert set(listed) == {"jobs", "count"} and set(listed["jobs"][0]) == JOB_KEYS
+    assert set(api.login) == {"access_token", "exp", "project"}
+    assert set(api.login["project"]) == {"id", "name"}
+    stopped = api.post(f"/jobs/{unique}/stop").json()
+    assert set(stopped) == JOB_KEYS and stopped["status"] in ("Stopping", "Stopped")
+
+
 def test_local_routes_and_the_description(kaio_server, api):
     health = requests.get(kaio_server.url + "/healthz").json()
     assert health == {"status": "ok", "version": __version__}

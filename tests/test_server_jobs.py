@@ -217,6 +217,38 @@ def test_a_gpu_job_without_a_gpu_runs_on_the_cpu_and_its_log_says_so_first(api):
     assert "cuda None" in rest
 
 
+@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="needs an NVIDIA GPU")
+def test_gpu_instances_get_their_share_and_cpu_instances_none(kaio_server, api):
+    from kaio_spec.server import gpu
+
+    machine = [g.index for g in gpu.detect_gpus()]
+    assert machine, "nvidia-smi is here but lists no GPU"
+    code = textwrap.dedent(
+        """
+        import os, time
+        print("cuda", repr(os.environ.get("CUDA_VISIBLE_DEVICES")))
+        time.sleep(2.5)  # long enough for a GPU telemetry sample
+        """
+    )
+    unique = api.submit({"train.py": code}, job_name="gpu", instance_type="ml.g4dn.xlarge")
+    cpu = api.submit({"train.py": code}, job_name="cpu", instance_type="ml.m5.large")
+    assert api.wait(unique)["status"] == "Completed"
+    assert api.wait(cpu)["status"] == "Completed"
+    log = api.outputs(unique)["logs/algo-1/stdout.log"].decode()
+    assert "no NVIDIA GPU" not in log
+    visible = log.split("cuda ")[1].split()[0].strip("'")
+    assert visible.isdigit() and int(visible) in machine
+    assert "cuda ''" in api.outputs(cpu)["logs/algo-1/stdout.log"].decode()
+    from kaio_spec.server.store import Store
+
+    store = Store(kaio_server.data_dir)
+    try:
+        (row,) = store.telemetry(unique)
+    finally:
+        store.close()
+    assert row["peak_gpu_memory_mb"] is not None
+
+
 def test_the_job_listing_archive_and_restore(api):
     first = api.submit({"train.py": "pass"}, job_name="first", labels={"manifest": "kaio.yaml"})
     second = api.submit({"train.py": "pass"}, job_name="second")

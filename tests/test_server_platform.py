@@ -206,10 +206,41 @@ def test_after_sigkill_and_restart_jobs_and_keys_survive(server_factory, tmp_pat
     requeued = api.wait(queued)
     assert requeued["status"] == "Completed"
     assert api.outputs(queued)["after.txt"] == b"ran"
+    assert not list((server.data_dir / "jobs").glob("*/env.json.tmp"))
     late = waiting_upload["unique_job_name"]
     assert api.job(late)["status"] == "Pending"
     requests.put(waiting_upload["upload_url"], data=make_package({"train.py": "pass"}))
     assert api.wait(late)["status"] == "Completed"
+
+
+def test_a_clean_shutdown_fails_the_running_jobs_and_kills_them(server_factory, tmp_path):
+    server = server_factory()
+    key = server.add_user()
+    api = Api(server.url, key)
+    unique = api.submit(
+        {"train.py": WAIT_FOR_GO}, job_name="cut-short", env={"GO_FILE": str(tmp_path / "no")}
+    )
+    pid = int(api.wait_for_log(unique, "ready").split()[1])
+    server.stop()  # SIGTERM
+    assert not _alive(pid)
+    server.start()
+    job = Api(server.url, key).job(unique)
+    assert job["status"] == "Failed" and "shut down" in job["failure_reason"]
+
+
+def test_one_data_dir_serves_one_server(server_factory):
+    import subprocess
+
+    server = server_factory()
+    cli = [sys.executable, "-m", "kaio_spec.cli", "server", "--port", "0"]
+    second = subprocess.run(
+        [*cli, "--data-dir", str(server.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 2 and "another kaio server" in second.stderr
+    assert requests.get(server.url + "/healthz").ok
 
 
 # ---- retention and telemetry --------------------------------------------------------------------
@@ -226,12 +257,15 @@ def test_the_retention_sweep_deletes_data_but_keeps_telemetry(server_factory):
         open("out.txt", "w").write("x")
         """
     )
+    never_uploaded = api.presign(job_name="no-upload")["unique_job_name"]
     unique = api.submit({"train.py": code}, job_name="retained", instance_count=2)
     assert api.wait(unique)["status"] == "Completed"
     job = api.wait(unique, until=lambda j: j["data_deleted"])
     assert job["status"] == "Completed"
     assert not (server.data_dir / "jobs" / unique).exists()
     assert api.get(f"/jobs/download/{unique}").json() == {"output_files": []}
+    abandoned = api.wait(never_uploaded)
+    assert abandoned["status"] == "Failed" and "no package" in abandoned["failure_reason"]
     store = Store(server.data_dir)
     try:
         rows = store.telemetry(unique)

@@ -11,14 +11,22 @@ from kaio_spec import catalog
 
 # Imports of the server package stay inside the commands: `kaio --help` must not pay for FastAPI.
 
-DATA_DIR_HELP = "where the platform keeps its database, packages, logs and outputs"
+DATA_DIR_HELP = (
+    "where the platform keeps its database, packages, logs and outputs "
+    "[default: $KAIO_SERVER_DATA_DIR or ~/.kaio/server]"
+)
 
 
 def _data_dir(ctx: click.Context, value: Path | None) -> Path:
     from kaio_spec.server.config import DEFAULT_DATA_DIR
 
     # A subcommand's own --data-dir wins over the group's (`kaio server --data-dir D user add`).
-    chosen = value or (ctx.obj or {}).get("data_dir") or DEFAULT_DATA_DIR
+    chosen = (
+        value
+        or (ctx.obj or {}).get("data_dir")
+        or os.environ.get("KAIO_SERVER_DATA_DIR")
+        or DEFAULT_DATA_DIR
+    )
     return Path(chosen).expanduser()
 
 
@@ -31,7 +39,11 @@ def _data_dir_option(f):
 @click.group("server", invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=8421, show_default=True, help="0: any free"
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8421,
+    show_default=True,
+    help="port to listen on; 0 picks a free one (written to DATA_DIR/server.json)",
 )
 @_data_dir_option
 @click.option(

@@ -16,11 +16,11 @@ import os
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-import anyio
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse
 
@@ -330,11 +330,11 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await anyio.to_thread.run_sync(scheduler.start)
+        await run_in_threadpool(scheduler.start)
         try:
             yield
         finally:
-            await anyio.to_thread.run_sync(scheduler.shutdown)
+            await run_in_threadpool(scheduler.shutdown)
             store.close()
 
     app = FastAPI(
@@ -424,7 +424,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         key = body.get("api_key")
         if not isinstance(key, str) or not key:
             raise ApiError(400, "api_key: must be a non-empty string")
-        found = await anyio.to_thread.run_sync(store.login, key)
+        found = await run_in_threadpool(store.login, key)
         if found is None:
             raise ApiError(403, "api_key: unknown or revoked")
         user, key_id = found
@@ -446,7 +446,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             layout.job(job["unique_job_name"]).write_env(env)
             return job
 
-        job = await anyio.to_thread.run_sync(create)
+        job = await run_in_threadpool(create)
         unique = job["unique_job_name"]
         return ok(
             {
@@ -645,14 +645,14 @@ def create_app(config: ServerConfig) -> FastAPI:
                     if len(pending) >= UPLOAD_WRITE_CHUNK:
                         # Large writes off the event loop; the last small one (all of a small
                         # package) is not worth a thread hop.
-                        await anyio.to_thread.run_sync(f.write, bytes(pending))
+                        await run_in_threadpool(f.write, bytes(pending))
                         pending.clear()
                 f.write(pending)
             etag = md5.hexdigest()
             os.replace(part, files.package)
         finally:
             part.unlink(missing_ok=True)
-        await anyio.to_thread.run_sync(_accept_package, job, files, size, etag)
+        await run_in_threadpool(_accept_package, job, files, size, etag)
         return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
     def _accept_package(job: dict, files: storage.JobFiles, size: int, etag: str) -> None:

@@ -270,7 +270,9 @@ class JobRun:
         inst.proc.returncode = code  # reaped here, so Popen must not try again
         inst.runtime_s = time.monotonic() - t0
         inst.cpu_seconds = usage.ru_utime + usage.ru_stime
-        inst.rss_bytes = max(inst.rss_bytes, usage.ru_maxrss * 1024)  # KiB on Linux
+        # ru_maxrss: KiB on Linux, bytes on macOS.
+        maxrss = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
+        inst.rss_bytes = max(inst.rss_bytes, maxrss)
         self.events.put(("exit", (inst, code)))
 
     def _monitor(self, deadline: float) -> None:

@@ -217,8 +217,11 @@ def extract_package(path: Path, dest: Path) -> None:
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
     try:
         with tarfile.open(path, "r:gz") as tf:
-            # The data filter is the second line of defence behind check_package.
-            tf.extractall(tmp, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                # The data filter is the second line of defence behind check_package.
+                tf.extractall(tmp, filter="data")
+            else:  # Python < 3.10.12 / 3.11.4: check_package alone stands guard
+                tf.extractall(tmp)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
