@@ -7,15 +7,20 @@ __version__ = "0.1.0"
 from kaio_spec.client import Client
 from kaio_spec.errors import InvalidInput, JobFailure, KaioError, ManifestError, PlatformError
 from kaio_spec.manifest import Manifest, load_manifest
+from kaio_spec.planner import Action, Plan, PlannedJob, plan
 
 __all__ = [
+    "Action",
     "Client",
     "InvalidInput",
     "JobFailure",
     "KaioError",
     "Manifest",
     "ManifestError",
+    "Plan",
+    "PlannedJob",
     "PlatformError",
     "__version__",
     "load_manifest",
+    "plan",
 ]

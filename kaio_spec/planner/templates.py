@@ -107,9 +107,13 @@ class Namespace:
 
 
 def plain(value: Any) -> Any:
-    """A Namespace as a dict (recursively); anything else as it is."""
+    """Namespaces made dicts again, inside lists and dicts too; anything else as it is."""
     if isinstance(value, Namespace):
         return {k: plain(v) for k, v in object.__getattribute__(value, "_data").items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
@@ -254,7 +258,8 @@ class Template:
         compiled = self._compiled
         try:
             ctx = Context(compiled.environment, context, compiled.name, compiled.blocks)
-            return compiled.environment.concat(compiled.root_render_func(ctx))
+            value = compiled.environment.concat(compiled.root_render_func(ctx))
+            return plain(value) if self.native else value
         except SecurityError as e:
             raise RenderError(f"not allowed in a template: {e}") from None
         except TemplateError as e:
