@@ -100,9 +100,12 @@ def test_the_first_failing_instance_fails_the_job_and_stops_the_others(api, tmp_
         """
         import os, sys, time
         if os.environ["SM_CURRENT_HOST"] == "algo-2":
+            while not os.path.exists(os.environ["WROTE"]):  # fail once algo-1 wrote its file
+                time.sleep(0.02)
             print("cannot read shard 2", file=sys.stderr)
             sys.exit(3)
         open("partial.txt", "w").write("written before the stop")
+        open(os.environ["WROTE"], "w").close()
         while not os.path.exists(os.environ["GO_FILE"]):  # never created: must be stopped
             time.sleep(0.02)
         """
@@ -111,7 +114,7 @@ def test_the_first_failing_instance_fails_the_job_and_stops_the_others(api, tmp_
         {"train.py": code},
         job_name="fails",
         instance_count=2,
-        env={"GO_FILE": str(tmp_path / "never")},
+        env={"GO_FILE": str(tmp_path / "never"), "WROTE": str(tmp_path / "wrote")},
     )
     job = api.wait(unique)
     assert job["status"] == "Failed"

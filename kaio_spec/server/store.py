@@ -285,7 +285,7 @@ class Store:
         sql = "SELECT * FROM jobs WHERE user_id = ?"
         if not include_archived:
             sql += " AND archived = 0"
-        rows = self._query(sql + " ORDER BY submitted_at DESC, unique_job_name DESC", (user_id,))
+        rows = self._query(sql + " ORDER BY submitted_at DESC, rowid DESC", (user_id,))
         return self._jobs(rows)
 
     def jobs_with_status(self, *statuses: JobStatus) -> list[dict]:
