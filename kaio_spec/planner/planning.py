@@ -436,7 +436,7 @@ class _Planner:
             parts.append(str(cell.draw))
         return _plain_name("-".join(parts))
 
-    def _compile(self, job: JobDef, where: tuple, source: str, native: bool) -> Template | None:
+    def _compile(self, where: tuple, source: str, native: bool) -> Template | None:
         try:
             return compile_template(source, native)
         except RenderError as e:
@@ -447,28 +447,30 @@ class _Planner:
         return job.source_path(*spec_path) or job.path
 
     def _render_job(self, job: JobDef, cells: list[Cell]) -> list[_Rendered]:
+        """Every cell of one job rendered and checked; cells with errors are left out (the
+        errors are recorded), and every template of a cell is tried, to report all at once."""
         name_path = (*job.path, "name")
+        compiled_ok = True
         name_tpl = None
         if job.name is not None:
-            name_tpl = self._compile(job, name_path, job.name, native=False)
-            if name_tpl is None:
-                return []
+            name_tpl = self._compile(name_path, job.name, native=False)
+            compiled_ok = name_tpl is not None
         sites: list[tuple[tuple, tuple, Template]] = []  # (spec path, document path, template)
         for spec_path, source in _template_sites(job.spec, ()):
             native = spec_path[0] not in _TEXT_FIELDS and spec_path[0] != "env"
             where = self._site_path(job, spec_path)
-            tpl = self._compile(job, where, source, native)
+            tpl = self._compile(where, source, native)
             if tpl is None:
-                return []
-            sites.append((spec_path, where, tpl))
-        outputs_tpl = self._compile(job, ("settings", "outputs"), self.m.settings.outputs, False)
-        if outputs_tpl is None:
+                compiled_ok = False
+            else:
+                sites.append((spec_path, where, tpl))
+        outputs_tpl = self._compile(("settings", "outputs"), self.m.settings.outputs, False)
+        if not compiled_ok or outputs_tpl is None:
             return []
-        fields_templated = any(p[0] not in ("env", "params") for p, _, _ in sites)
-        env_templated = any(p[0] == "env" for p, _, _ in sites)
-        params_templated = any(p[0] == "params" for p, _, _ in sites)
         swept = job.matrix is not None or job.sweep is not None
         own_params = "params" in job.fields
+        copy_env = any(p[0] == "env" for p, _, _ in sites)
+        copy_params = any(p[0] == "params" for p, _, _ in sites)
         out = []
         for index, cell in enumerate(cells):
             context = make_context(
@@ -477,39 +479,38 @@ class _Planner:
                 manifest=self.manifest_ns,
                 job=Namespace("job", {"key": job.key, "index": index}),
             )
+            ok = True
             if name_tpl is not None:
                 name = self._render(job, cell, name_path, name_tpl, context)
-                if name is _FAILED:
-                    continue
             else:
                 name = self._default_name(job, cell)
-            problem = _name_problem(name)
-            if problem is not None:
+            if name is _FAILED:
+                ok, name = False, f"{job.key}-{index}"  # only so the other templates can run
+            elif (problem := _name_problem(name)) is not None:
                 self.error(name_path if job.name else job.path, problem, key=not job.name)
-                continue
+                ok = False
             context["job"] = Namespace("job", {"key": job.key, "index": index, "name": name})
             spec = dict(job.spec)
-            if env_templated:
+            if copy_env:
                 spec["env"] = dict(spec["env"])
-            if params_templated:
+            if copy_params:
                 spec["params"] = _copy_containers(spec["params"])
-            ok = True
+            failed: set[str] = set()
             for spec_path, where, tpl in sites:
                 value = self._render(job, cell, where, tpl, context)
                 if value is _FAILED:
-                    ok = False
-                    continue
-                _set(spec, spec_path, value)
-            if not ok or not self._check(job, cell, spec, fields_templated, env_templated):
+                    failed.add(spec_path[0])
+                else:
+                    _set(spec, spec_path, value)
+            ok = self._check(job, cell, spec, sites, failed) and ok and not failed
+            outputs = self._render(job, cell, ("settings", "outputs"), outputs_tpl, context)
+            if not ok or outputs is _FAILED:
                 continue
             params = spec.get("params") or {}
             if swept and not own_params:
                 params = {**params, **cell.values}
             spec["params"] = params
             spec["env"] = spec.get("env") or {}
-            outputs = self._render(job, cell, ("settings", "outputs"), outputs_tpl, context)
-            if outputs is _FAILED:
-                continue
             out.append(_Rendered(job, index, cell, name, spec, outputs))
         return out
 
@@ -521,26 +522,27 @@ class _Planner:
         except RenderError as e:
             base = str(e)
         except NotJSON as e:
-            base = f"renders to something that is not JSON data: {e}"
+            base = f"renders to {e}"
         context_text = self._describe(job, cell)
         message = f"{base} (in {tpl.source!r}{' for ' + context_text if context_text else ''})"
         self.error(where, message, once=base)
         return _FAILED
 
-    def _check(
-        self, job: JobDef, cell: Cell, spec: dict, fields_templated: bool, env_templated: bool
-    ) -> bool:
+    def _check(self, job: JobDef, cell: Cell, spec: dict, sites: list, failed: set[str]) -> bool:
         """Rendered values checked again: the schema and files for templated fields (cached by
-        what they rendered to), the env rules for templated env values."""
+        what they rendered to), the env rules for templated env values. Fields whose template
+        failed are not checked (their error is already said)."""
         ok = True
-        if fields_templated:
-            fields = {k: v for k, v in spec.items() if k not in ("env", "params")}
-            cache_key = (job.key, canonical_json(fields))
+        templated = {p[0] for p, _, _ in sites}
+        fields = templated - {"env", "params"}
+        if fields and not fields & failed:
+            rendered = {k: v for k, v in spec.items() if k not in ("env", "params")}
+            cache_key = (job.key, canonical_json(rendered))
             found = self._checked.get(cache_key)
             if found is None:
                 context_text = self._describe(job, cell)
                 found = self.m.check_rendered(
-                    job.key, fields, f"for {context_text}" if context_text else ""
+                    job.key, rendered, f"for {context_text}" if context_text else ""
                 )
                 self._checked[cache_key] = found
             for d in found:
@@ -548,7 +550,7 @@ class _Planner:
                     self._reported.add((d.path, "rendered"))
                     self.errors.append(d)
             ok = not found
-        if env_templated:
+        if "env" in templated and "env" not in failed:
             try:
                 check_env(spec["env"])
             except FieldError as e:
@@ -621,7 +623,7 @@ class _Planner:
                     "make their names differ in letters or digits, not only in punctuation",
                 )
                 continue
-            cell_json = canonical_json(r.cell.values)
+            cell_json = json.dumps(r.cell.values, separators=(",", ":"), ensure_ascii=False)
             jobs.append(
                 PlannedJob(
                     key=job.key,

@@ -220,8 +220,18 @@ def _native_concat(values: Any) -> Any:
     return "".join(str(v) for v in (*head, *values))
 
 
+class _NativeCodeGenerator(NativeCodeGenerator):
+    # Jinja folds constant output ("{{ none }}", "{{ 1 + 2 }}") into a string and relies on
+    # native_concat's literal_eval to get the value back; we never re-parse, so keep a lone
+    # constant as itself (its repr is safe: the base class checked has_safe_repr).
+    def _output_const_repr(self, group: Any) -> str:
+        if len(group) == 1:
+            return repr(group[0])
+        return super()._output_const_repr(group)
+
+
 class _NativeSandbox(_Sandbox):
-    code_generator_class = NativeCodeGenerator
+    code_generator_class = _NativeCodeGenerator
     concat = staticmethod(_native_concat)
 
 

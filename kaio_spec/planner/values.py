@@ -42,7 +42,8 @@ def json_equal(a: Any, b: Any) -> bool:
 
 
 class NotJSON(ValueError):
-    """A rendered value params.json cannot hold; the message says what it was."""
+    """A rendered value that is not JSON data; the message says what it was ("a range, which
+    is not JSON data")."""
 
 
 def to_json_value(value: Any) -> Any:
@@ -57,18 +58,18 @@ def to_json_value(value: Any) -> Any:
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise NotJSON(f"{value!r} is not a finite number")
+            raise NotJSON(f"{value!r}, which is not a finite number")
         return float(value)
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise NotJSON(f"a mapping key must be a string, got {k!r}")
+                raise NotJSON(f"a mapping with the key {k!r}; keys must be strings")
             out[k] = to_json_value(v)
         return out
     if isinstance(value, list | tuple):
         return [to_json_value(v) for v in value]
-    raise NotJSON(f"a {type(value).__name__} is not a JSON value")
+    raise NotJSON(f"a {type(value).__name__}, which is not JSON data")
 
 
 def written(doc: Document, path: tuple | None, value: Any) -> str:
