@@ -22,7 +22,6 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from kaio_spec.errors import ManifestError
 from kaio_spec.manifest import JobDef, Manifest, load_manifest
 from kaio_spec.planner.identity import identity_digest
 from kaio_spec.planner.identity import job_name as make_job_name
+from kaio_spec.planner.jobs import SPEC_KEYS, Plan, PlannedJob
 from kaio_spec.planner.matrix import Cell, TooManyCells, expand_matrix
 from kaio_spec.planner.sweep import DrawError, cell_seed, grid, grid_size, random_draws
 from kaio_spec.planner.templates import (
@@ -46,22 +46,8 @@ from kaio_spec.planner.values import NotJSON, canonical_json, to_json_value, wri
 from kaio_spec.schema import is_template
 from kaio_spec.validation import FieldError, check_env
 
-__all__ = ["SPEC_KEYS", "Action", "Plan", "PlannedJob", "plan"]
+__all__ = ["plan"]
 
-# A planned job's spec, in this order (the shape `kaio plan -o json` prints).
-SPEC_KEYS = (
-    "directory",
-    "entrypoint",
-    "instance_type",
-    "instance_count",
-    "volume_size_gb",
-    "framework",
-    "framework_version",
-    "max_runtime_hours",
-    "env",
-    "params",
-    "retries",
-)
 # Fields that are strings by nature: a template there renders to text, whatever it computes.
 _TEXT_FIELDS = frozenset(
     {"directory", "entrypoint", "instance_type", "framework", "framework_version"}
@@ -72,123 +58,6 @@ _NOT_IN_IDENTITY_SPEC = frozenset({"directory", "env", "params", "retries"})
 _NAME_MAX_BYTES = 200  # a name is also a folder name under outputs/
 _NOT_IN_NAMES = re.compile(r"[\x00-\x1f\x7f/\\]")  # control characters and path separators
 _FAILED = object()  # what _render returns after recording an error
-
-
-class Action(str, Enum):
-    """What apply would do with a planned job. Offline, every job is `create`; the executor
-    compares with what the API has and sets the others."""
-
-    CREATE = "create"
-    UNCHANGED = "unchanged"
-    RETRY = "retry"
-    REPLACE = "replace"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedJob:
-    """One job of a plan, resolved: nothing in it is a template any more.
-
-    `key` and `index`: the manifest's job key and this job's position among that key's jobs
-    (`job.index` in templates). `name`: the display name; `job_name`: the API's job name (its
-    identity: same manifest and code, same job_name). `matrix`: the cell (matrix values and
-    sweep draws; `{}` for a plain job), `matrix_text` the same as written (`lr=0.00001`).
-    `spec`: SPEC_KEYS in order, `directory` absolute; framework, framework_version and
-    max_runtime_hours are None when not given. `content_hash`: the packaged folder's, as
-    packaging.build_package(directory, entrypoint) reports it (without params.json).
-    `outputs`: where the results go. `labels`: for the server (manifest, key, name, cell).
-    Containers are plain JSON data; treat them as read-only.
-    """
-
-    key: str
-    index: int
-    name: str
-    job_name: str
-    matrix: dict[str, Any]
-    matrix_text: str
-    spec: dict[str, Any]
-    content_hash: str
-    outputs: Path
-    labels: dict[str, str]
-    action: Action = Action.CREATE
-
-    @property
-    def directory(self) -> Path:
-        return Path(self.spec["directory"])
-
-    @property
-    def entrypoint(self) -> str:
-        return self.spec["entrypoint"]
-
-    @property
-    def env(self) -> dict[str, str]:
-        return self.spec["env"]
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.spec["params"]
-
-    @property
-    def retries(self) -> int:
-        return self.spec["retries"]
-
-    def params_json(self) -> str:
-        """The params.json the executor adds to this job's package."""
-        return json.dumps(self.params, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-    def submit_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for Client.submit_package (or submit_job, with directory=...):
-        everything but the package. max_runtime_hours is left out when the manifest has none."""
-        s = self.spec
-        args: dict[str, Any] = {
-            "job_name": self.job_name,
-            "instance_type": s["instance_type"],
-            "instance_count": s["instance_count"],
-            "volume_size_gb": s["volume_size_gb"],
-            "entrypoint": s["entrypoint"],
-            "framework": s["framework"],
-            "framework_version": s["framework_version"],
-            "env": dict(s["env"]),
-            "labels": dict(self.labels),
-        }
-        if s["max_runtime_hours"] is not None:
-            args["max_runtime_hours"] = s["max_runtime_hours"]
-        return args
-
-    def to_json(self) -> dict[str, Any]:
-        """The job as `kaio plan -o json` prints it."""
-        return {
-            "key": self.key,
-            "name": self.name,
-            "job_name": self.job_name,
-            "matrix": self.matrix,
-            "spec": self.spec,
-            "action": self.action.value,
-        }
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a manifest means: its jobs in manifest order (each key's cells in order)."""
-
-    manifest: Manifest
-    jobs: tuple[PlannedJob, ...]
-
-    def __iter__(self) -> Iterator[PlannedJob]:
-        return iter(self.jobs)
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def to_json(self) -> dict[str, Any]:
-        """`{"manifest", "file", "jobs": [...]}`, the shape `kaio plan -o json` prints."""
-        return {
-            "manifest": self.manifest.name,
-            "file": self.manifest.file,
-            "jobs": [job.to_json() for job in self.jobs],
-        }
 
 
 def plan(source: str | os.PathLike[str] | Manifest) -> Plan:

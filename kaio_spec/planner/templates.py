@@ -286,13 +286,16 @@ def _describe(e: TemplateError) -> str:
 
 
 _CACHE: dict[tuple[str, bool], Template] = {}
+_CACHE_MAX = 10_000  # distinct templates kept; a long-lived process planning many manifests
 
 
 def compile_template(source: str, native: bool) -> Template:
-    """The compiled template for `source` (compiled once per process, whatever the job count).
-    Raises RenderError for a syntax error."""
+    """The compiled template for `source` (compiled once, whatever the number of jobs that
+    render it). Raises RenderError for a syntax error."""
     key = (source, native)
     template = _CACHE.get(key)
     if template is None:
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
         template = _CACHE[key] = Template(source, native)
     return template

@@ -1,0 +1,151 @@
+"""What the planner produces: a `Plan` of `PlannedJob`s, typed and resolved, ready to submit.
+
+The executor consumes these as they are: `submit_arguments()` for the client, `params_json()` for
+the package, `labels` for the server, `job_name` as the identity to look up before submitting, and
+`action`, which it replaces (dataclasses.replace) once it has compared with what the API has.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from kaio_spec.manifest import Manifest
+
+__all__ = ["SPEC_KEYS", "Action", "Plan", "PlannedJob"]
+
+# A planned job's spec, in this order (the shape `kaio plan -o json` prints).
+SPEC_KEYS = (
+    "directory",
+    "entrypoint",
+    "instance_type",
+    "instance_count",
+    "volume_size_gb",
+    "framework",
+    "framework_version",
+    "max_runtime_hours",
+    "env",
+    "params",
+    "retries",
+)
+
+
+class Action(str, Enum):
+    """What apply would do with a planned job. Offline, every job is `create`; the executor
+    compares with what the API has and sets the others."""
+
+    CREATE = "create"
+    UNCHANGED = "unchanged"
+    RETRY = "retry"
+    REPLACE = "replace"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedJob:
+    """One job of a plan, resolved: nothing in it is a template any more.
+
+    `key` and `index`: the manifest's job key and this job's position among that key's jobs
+    (`job.index` in templates). `name`: the display name; `job_name`: the API's job name (its
+    identity: same manifest and code, same job_name). `matrix`: the cell (matrix values and
+    sweep draws; `{}` for a plain job), `matrix_text` the same as written (`lr=0.00001`).
+    `spec`: SPEC_KEYS in order, `directory` absolute; framework, framework_version and
+    max_runtime_hours are None when not given. `content_hash`: the packaged folder's, as
+    packaging.build_package(directory, entrypoint) reports it (without params.json).
+    `outputs`: where the results go. `labels`: for the server (manifest, key, name, cell).
+    Containers are plain JSON data; treat them as read-only.
+    """
+
+    key: str
+    index: int
+    name: str
+    job_name: str
+    matrix: dict[str, Any]
+    matrix_text: str
+    spec: dict[str, Any]
+    content_hash: str
+    outputs: Path
+    labels: dict[str, str]
+    action: Action = Action.CREATE
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.spec["directory"])
+
+    @property
+    def entrypoint(self) -> str:
+        return self.spec["entrypoint"]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.spec["env"]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.spec["params"]
+
+    @property
+    def retries(self) -> int:
+        return self.spec["retries"]
+
+    def params_json(self) -> str:
+        """The params.json the executor adds to this job's package."""
+        return json.dumps(self.params, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+    def submit_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for Client.submit_package (or submit_job, with directory=...):
+        everything but the package. max_runtime_hours is left out when the manifest has none."""
+        s = self.spec
+        args: dict[str, Any] = {
+            "job_name": self.job_name,
+            "instance_type": s["instance_type"],
+            "instance_count": s["instance_count"],
+            "volume_size_gb": s["volume_size_gb"],
+            "entrypoint": s["entrypoint"],
+            "framework": s["framework"],
+            "framework_version": s["framework_version"],
+            "env": dict(s["env"]),
+            "labels": dict(self.labels),
+        }
+        if s["max_runtime_hours"] is not None:
+            args["max_runtime_hours"] = s["max_runtime_hours"]
+        return args
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as `kaio plan -o json` prints it."""
+        return {
+            "key": self.key,
+            "name": self.name,
+            "job_name": self.job_name,
+            "matrix": self.matrix,
+            "spec": self.spec,
+            "action": self.action.value,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a manifest means: its jobs in manifest order (each key's cells in order)."""
+
+    manifest: Manifest
+    jobs: tuple[PlannedJob, ...]
+
+    def __iter__(self) -> Iterator[PlannedJob]:
+        return iter(self.jobs)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"manifest", "file", "jobs": [...]}`, the shape `kaio plan -o json` prints."""
+        return {
+            "manifest": self.manifest.name,
+            "file": self.manifest.file,
+            "jobs": [job.to_json() for job in self.jobs],
+        }
