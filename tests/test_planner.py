@@ -3,6 +3,7 @@ job identity, limits, and the typed PlannedJob the executor consumes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -786,3 +787,48 @@ def test_labels_stay_within_the_protocol_limits(tmp_path):
     for job in plan(path).jobs:
         assert len(json.dumps(job.labels).encode()) <= 4096
         assert job.labels["cell"].startswith("sha256:")
+
+
+def test_the_executor_can_set_actions_on_frozen_jobs(tmp_path):
+    p = plan(write(tmp_path, TYPES))
+    job = p.jobs[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.name = "other"  # type: ignore[misc]
+    retried = dataclasses.replace(job, action=Action.RETRY)
+    assert retried.to_json()["action"] == "retry" and retried.job_name == job.job_name
+
+
+def test_mappings_in_templates_serialise_and_iterate(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        name: maps
+        jobs:
+          t:
+            env:
+              JSON: "{{ matrix | tojson }}"
+              KEYS: "{% for k, v in matrix.items() %}{{ k }}={{ v }};{% endfor %}"
+              HAS: "{{ 'a' in matrix }}-{{ matrix | length }}"
+            matrix: {a: [1], b: [0.00001]}
+        """,
+    )
+    [job] = plan(path).jobs
+    assert json.loads(job.env["JSON"]) == {"a": 1, "b": 1e-05}
+    assert job.env["KEYS"] == "a=1;b=0.00001;"
+    assert job.env["HAS"] == "True-2"
+
+
+def test_the_sandbox_caps_ranges(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        name: ranges
+        jobs:
+          t:
+            params: {r: "{{ range(1000000) | list }}"}
+        """,
+    )
+    [message] = errors(path)
+    assert message.startswith("5:17: jobs.t.params.r: OverflowError: Range too big.")
