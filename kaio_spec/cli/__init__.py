@@ -12,7 +12,7 @@ from kaio_spec import __version__
 from kaio_spec.errors import EXIT_INTERRUPTED, KaioError
 
 # One module per command (or command group); each exposes `register(main)`.
-COMMAND_MODULES: tuple[str, ...] = ("server", "schema", "validate", "plan")
+COMMAND_MODULES: tuple[str, ...] = ("server", "schema", "validate", "plan", "dashboard")
 
 
 class KaioGroup(click.Group):

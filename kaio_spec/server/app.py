@@ -13,7 +13,12 @@ import hashlib
 import json
 import logging
 import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -43,6 +48,30 @@ DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
 DEFAULT_VOLUME_GB = 5
 LOG_CHUNK = 1024 * 1024
 UPLOAD_WRITE_CHUNK = 1024 * 1024
+
+# ---- the dashboard (static files, no build step) -------------------------------------------------
+
+DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
+DASHBOARD_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+# No inline script or style anywhere: the page is files from this server and nothing else, so
+# text a job controls (its labels, logs, file names) cannot become code even if it reached HTML.
+DASHBOARD_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": DASHBOARD_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",  # revalidate (ETag): an upgraded server serves its own page
+}
+SIGNIN_LINK_TTL_S = 60.0
 
 
 class ApiError(Exception):
@@ -127,6 +156,11 @@ class InstancesOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     version: str
+
+
+class SignInLinkOut(BaseModel):
+    code: str
+    expires_in: int
 
 
 ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413)}
@@ -302,6 +336,54 @@ def job_view(job: dict) -> dict:
     }
 
 
+class SignInLinks:
+    """One-time codes that sign a browser tab in (`kaio dashboard`), so that the API key never
+    travels in a URL: random, single use, short-lived, kept only as hashes and only in memory
+    (a restart voids them, which costs nothing: the CLI makes a new one in a second)."""
+
+    def __init__(
+        self, ttl_s: float = SIGNIN_LINK_TTL_S, clock: Callable[[], float] = time.monotonic
+    ):
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._codes: dict[str, tuple[float, str, int]] = {}  # sha256 -> (expiry, user, key id)
+        self._lock = threading.Lock()
+
+    def issue(self, user_id: str, key_id: int) -> str:
+        code = secrets.token_urlsafe(32)
+        with self._lock:
+            t = self._clock()
+            self._codes = {h: v for h, v in self._codes.items() if v[0] > t}
+            self._codes[self._hash(code)] = (t + self.ttl_s, user_id, key_id)
+        return code
+
+    def redeem(self, code: str) -> tuple[str, int] | None:
+        """(user id, key id) of a valid code, which is then spent; None otherwise."""
+        with self._lock:
+            found = self._codes.pop(self._hash(code), None)
+            if found is None or found[0] <= self._clock():
+                return None
+        return found[1], found[2]
+
+    @staticmethod
+    def _hash(code: str) -> str:
+        return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def load_dashboard(folder: Path = DASHBOARD_DIR) -> dict[str, tuple[bytes, str, str]]:
+    """The dashboard's files by name: (bytes, media type, ETag). Read once at start-up, from a
+    fixed list made here, so no request path ever reaches the file system."""
+    files = {}
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            media = DASHBOARD_TYPES.get(path.suffix)
+            if media and path.is_file():
+                data = path.read_bytes()
+                etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+                files[path.name] = (data, media, etag)
+    return files
+
+
 def ok(content: dict) -> JSONResponse:
     """A 200 answered as is: the route's response_model documents it in /openapi.json without
     pydantic validating and re-encoding every response (a poll of GET /jobs is the hot path)."""
@@ -327,6 +409,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     signer = storage.Signer(secret, config.url_ttl_s)
     scheduler = Scheduler(config, store, layout)
     upload_locks: dict[str, asyncio.Lock] = {}
+    signin_links = SignInLinks()
+    dashboard = load_dashboard()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -348,6 +432,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.store = store
     app.state.scheduler = scheduler
     app.state.signer = signer
+    app.state.signin_links = signin_links
 
     # ---- errors ---------------------------------------------------------------------------
 
@@ -393,7 +478,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise ApiError(401, f"Authorization: {e}; log in again") from None
         if not store.key_is_active(user_id, key_id):
             raise ApiError(401, "Authorization: the API key behind this token was revoked")
-        return {"id": user_id}
+        return {"id": user_id, "key_id": key_id}
 
     User = Annotated[dict, Depends(caller)]
 
@@ -428,6 +513,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         if found is None:
             raise ApiError(403, "api_key: unknown or revoked")
         user, key_id = found
+        return signed_in(user, key_id)
+
+    def signed_in(user: dict, key_id: int) -> JSONResponse:
         token, exp = tokens.issue(user["id"], key_id)
         return ok({"access_token": token, "exp": exp, "project": user})
 
@@ -567,6 +655,89 @@ def create_app(config: ServerConfig) -> FastAPI:
             media_type="text/plain; charset=utf-8",
             headers={"X-Next-Offset": str(offset + len(data))},
         )
+
+    # ---- the dashboard (local) ----------------------------------------------------------------
+
+    def dashboard_file(name: str, request: Request) -> Response:
+        found = dashboard.get(name)
+        if found is None:
+            raise ApiError(404, f"no dashboard file {name!r}")
+        data, media, etag = found
+        headers = {**DASHBOARD_HEADERS, "ETag": etag}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type=media, headers=headers)
+
+    @app.get(
+        "/",
+        tags=["local"],
+        response_class=Response,
+        responses={200: {"content": {"text/html": {}}}},
+    )
+    def dashboard_page(request: Request):
+        """The web dashboard (signs in with an API key, then uses this API with the token)."""
+        return dashboard_file("index.html", request)
+
+    @app.get("/dashboard/{name}", tags=["local"], response_class=Response, responses=ERRORS)
+    def dashboard_asset(name: str, request: Request):
+        """The dashboard's scripts, styles and images."""
+        return dashboard_file(name, request)
+
+    @app.post("/dashboard/links", tags=["local"], response_model=SignInLinkOut, responses=ERRORS)
+    def create_signin_link(user: User):
+        """A one-time code (valid briefly) that signs a dashboard tab in as the caller: `kaio
+        dashboard` opens `/#signin=<code>`, so no API key or token ever sits in a URL."""
+        code = signin_links.issue(user["id"], user["key_id"])
+        return ok({"code": code, "expires_in": int(signin_links.ttl_s)})
+
+    @app.post(
+        "/login/link",
+        tags=["local"],
+        response_model=LoginOut,
+        responses=ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["code"],
+                            "properties": {"code": {"type": "string"}},
+                        }
+                    }
+                },
+                "required": True,
+            }
+        },
+    )
+    async def login_with_link(request: Request):
+        """Exchange a code from POST /dashboard/links for a token, once (403 when the code is
+        unknown, used or expired)."""
+        body = await read_json(request)
+        code = body.get("code")
+        if not isinstance(code, str) or not code or len(code) > MAX_TEXT_FIELD:
+            raise ApiError(400, "code: must be a non-empty string")
+        found = signin_links.redeem(code)
+        if found is None:
+            raise ApiError(403, "code: unknown, already used or expired; make a new link")
+        user_id, key_id = found
+
+        def project() -> dict | None:
+            if not store.key_is_active(user_id, key_id):
+                return None
+            return next(
+                (
+                    {"id": u["id"], "name": u["name"]}
+                    for u in store.list_users()
+                    if u["id"] == user_id
+                ),
+                None,
+            )
+
+        user = await run_in_threadpool(project)
+        if user is None:
+            raise ApiError(403, "code: the API key behind this link was revoked")
+        return signed_in(user, key_id)
 
     # ---- presigned objects ------------------------------------------------------------------
 

@@ -1,0 +1,107 @@
+"""`kaio dashboard`: open the local platform's dashboard in a browser, already signed in.
+
+The API key never goes into a URL: the command logs in with it, asks the server for a one-time
+sign-in code (POST /dashboard/links, valid about a minute, usable once) and opens
+`<api>/#signin=<code>`. The fragment never reaches a server, and the page removes it from the
+address bar and the history entry before exchanging the code for a token (POST /login/link).
+"""
+
+from __future__ import annotations
+
+import os
+import webbrowser
+
+import click
+
+from kaio_spec.errors import InvalidInput, KaioError, PlatformError
+
+DEFAULT_API = "http://127.0.0.1:8421"  # `kaio server`'s default address
+TIMEOUT_S = 10.0
+
+
+def target(api: str | None = None) -> tuple[str, str]:
+    """(API base URL, API key): `--api`, else $KAIO_API_BASE, else the local platform's default
+    address; the key from $KAIO_API_KEY. (The one place to teach `kaio login`'s config.)"""
+    base = (api or os.environ.get("KAIO_API_BASE") or DEFAULT_API).rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise InvalidInput(f"--api: {base!r} is not an http(s) URL")
+    key = os.environ.get("KAIO_API_KEY", "").strip()
+    if not key:
+        raise InvalidInput(
+            "KAIO_API_KEY: not set; export your API key (`kaio server user add NAME` prints one "
+            "for the local platform)"
+        )
+    return base, key
+
+
+def _error(response) -> str:
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+
+
+def signin_link(api_base: str, api_key: str) -> str:
+    """A one-time link that opens the dashboard at `api_base` signed in with `api_key`'s user."""
+    import requests  # the CLI's start-up (`kaio --help`) does not pay for it
+
+    try:
+        with requests.Session() as http:
+            r = http.post(f"{api_base}/login", json={"api_key": api_key}, timeout=TIMEOUT_S)
+            if r.status_code == 403:
+                raise InvalidInput(f"KAIO_API_KEY: {api_base} does not know this key ({_error(r)})")
+            if r.status_code != 200:
+                raise PlatformError(f"{api_base}/login answered {_error(r)}")
+            token = r.json()["access_token"]
+            r = http.post(
+                f"{api_base}/dashboard/links",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=TIMEOUT_S,
+            )
+            if r.status_code == 404:
+                raise PlatformError(
+                    f"{api_base} has no dashboard sign-in links: the dashboard is served by the "
+                    "local platform (`kaio server`)"
+                )
+            if r.status_code != 200:
+                raise PlatformError(f"{api_base}/dashboard/links answered {_error(r)}")
+            code = r.json()["code"]
+    except KaioError:
+        raise
+    except requests.RequestException as e:
+        raise PlatformError(
+            f"cannot reach {api_base} ({type(e).__name__}); is `kaio server` running?"
+        ) from None
+    except (ValueError, KeyError, TypeError):
+        raise PlatformError(f"{api_base} answered something that is not the Kaio API") from None
+    return f"{api_base}/#signin={code}"
+
+
+@click.command("dashboard")
+@click.option(
+    "--api",
+    "api",
+    metavar="URL",
+    help=f"the platform's address [default: $KAIO_API_BASE, else {DEFAULT_API}]",
+)
+@click.option(
+    "--no-browser",
+    is_flag=True,
+    help="print the sign-in link instead of opening a browser (it works once, within a minute)",
+)
+def dashboard(api: str | None, no_browser: bool) -> None:
+    """Open the local platform's web dashboard, signed in with $KAIO_API_KEY's user."""
+    base, key = target(api)
+    link = signin_link(base, key)
+    if no_browser:
+        click.echo(link)
+        return
+    if webbrowser.open(link):
+        click.echo(f"opened the dashboard of {base} in your browser", err=True)
+    else:
+        click.echo("no browser could be opened; open this link (once, within a minute):", err=True)
+        click.echo(link)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(dashboard)

@@ -1,0 +1,173 @@
+// The dashboard's entry point: sign-in, the header, and hash routes
+//   #/jobs   #/job/<unique_job_name>   #/sweeps   #/sweep/<manifest>/<key>
+// `kaio dashboard` opens `/#signin=<one-time code>`: the code is read, removed from the address
+// bar and the history entry at once, and exchanged for a token (POST /login/link).
+
+import { api, session } from "./api.js";
+import { clear, h } from "./dom.js";
+import { errorText, notice } from "./ui.js";
+import { jobsView } from "./jobs.js";
+import { jobView } from "./job.js";
+import { sweepsView, sweepView } from "./sweeps.js";
+
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+const who = document.getElementById("who");
+let view = null; // the current view: {stop()}
+let signOutReason = "";
+
+function parseRoute() {
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  switch (parts[0]) {
+    case "job":
+      return parts[1] ? { name: "job", unique: parts.slice(1).join("/") } : { name: "jobs" };
+    case "sweeps":
+      return { name: "sweeps" };
+    case "sweep":
+      return parts.length >= 3
+        ? { name: "sweep", manifest: parts[1], key: parts.slice(2).join("/") }
+        : { name: "sweeps" };
+    default:
+      return { name: "jobs" };
+  }
+}
+
+function showHeader(signedIn) {
+  nav.hidden = !signedIn;
+  who.hidden = !signedIn;
+  const project = session.project;
+  document.getElementById("project").textContent = signedIn && project ? project.name : "";
+}
+
+function route() {
+  if (view) view.stop();
+  view = null;
+  if (!session.token) {
+    showHeader(false);
+    signInView();
+    return;
+  }
+  showHeader(true);
+  const r = parseRoute();
+  const section = r.name === "sweep" || r.name === "sweeps" ? "sweeps" : "jobs";
+  for (const a of nav.querySelectorAll("a")) {
+    if (a.dataset.section === section) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  clear(main);
+  if (r.name === "job") view = jobView(main, r.unique);
+  else if (r.name === "sweeps") view = sweepsView(main);
+  else if (r.name === "sweep") view = sweepView(main, r.manifest, r.key);
+  else view = jobsView(main);
+}
+
+function signInView() {
+  clear(main);
+  const input = h("input", {
+    id: "api-key",
+    name: "api_key",
+    type: "password",
+    autocomplete: "off",
+    spellcheck: "false",
+    required: true,
+  });
+  const error = h("p", { id: "signin-error", class: "error", role: "alert" });
+  const button = h("button", { type: "submit", id: "signin-submit", text: "Sign in" });
+  const form = h(
+    "form",
+    { id: "signin", class: "card signin" },
+    h("h1", { text: "Sign in" }),
+    h("label", { for: "api-key", text: "API key" }),
+    input,
+    button,
+    error,
+    h(
+      "p",
+      { class: "hint" },
+      "The key is exchanged for a session token and not kept. ",
+      h("code", { text: "kaio dashboard" }),
+      " opens this page already signed in.",
+    ),
+  );
+  error.textContent = signOutReason;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const key = input.value.trim();
+    if (!key) return;
+    button.disabled = true;
+    error.textContent = "";
+    try {
+      const login = await api.login(key);
+      input.value = "";
+      signedIn(login);
+    } catch (e) {
+      error.textContent =
+        e.status === 403 ? "That API key is unknown or revoked." : errorText(e);
+      input.focus();
+    } finally {
+      button.disabled = false;
+    }
+  });
+  main.append(form);
+  input.focus();
+}
+
+function showSignInError(text) {
+  const error = document.getElementById("signin-error");
+  if (error) error.textContent = text;
+}
+
+function signedIn(login) {
+  session.save(login);
+  signOutReason = "";
+  notice("");
+  if (!location.hash || location.hash === "#") location.hash = "#/jobs";
+  route();
+  main.focus();
+}
+
+async function signInWithLink(code) {
+  try {
+    signedIn(await api.loginWithLink(code));
+  } catch (e) {
+    const reason =
+      e.status === 403
+        ? "This sign-in link was already used or has expired. Run kaio dashboard again, or sign in with an API key."
+        : errorText(e);
+    route();
+    if (session.token) notice(reason, "error");
+    else showSignInError(reason);
+  }
+}
+
+session.onSignOut((reason) => {
+  signOutReason = reason || "";
+  route();
+});
+
+document.getElementById("signout").addEventListener("click", () => {
+  session.clear("");
+  signOutReason = "";
+  notice("");
+  history.replaceState(null, "", `${location.pathname}${location.search}`);
+  route();
+});
+
+// A sign-in link pasted into an open tab arrives as a hash change, not as a page load.
+function takeSignInLink() {
+  const link = /^#signin=([A-Za-z0-9_-]{1,512})$/.exec(location.hash);
+  if (!link) return false;
+  // Out of the address bar and of this history entry before anything else happens.
+  history.replaceState(null, "", `${location.pathname}${location.search}#/jobs`);
+  signInWithLink(link[1]);
+  return true;
+}
+
+window.addEventListener("hashchange", () => {
+  notice("");
+  if (takeSignInLink()) return;
+  route();
+  main.focus();
+});
+
+if (!takeSignInLink()) route();
