@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import warnings
@@ -46,7 +47,10 @@ from kaio_spec.transport import (
 )
 from kaio_spec.validation import FieldError
 
-log = logging.getLogger("kaio_spec.client")
+# Every client logs to "kaio_spec.client" (configure logging to see it); a verbose one to its
+# child "kaio_spec.client.verbose", which prints to stderr itself.
+LOGGER = "kaio_spec.client"
+VERBOSE_LOGGER = LOGGER + ".verbose"
 
 RENEW_BEFORE_S = 60  # log in again when the token has less than this left (PROTOCOL.md)
 
@@ -191,14 +195,13 @@ class Client:
         self.verbose = verbose
         self.region = region or catalog.DEFAULT_REGION
         self.project: dict | None = None
-        self._transport = Transport(self.api_base, retries=retries, backoff=backoff)
+        self._log = _verbose_logger() if verbose else logging.getLogger(LOGGER)
+        self._transport = Transport(self.api_base, retries=retries, backoff=backoff, log=self._log)
         self._api_key: str | None = None
         self._jwt: str | None = None
         self._jwt_exp = 0.0
         self._clock_skew = 0.0  # server clock minus ours, from the Date header at login
         self._login_lock = threading.Lock()
-        if verbose:
-            _enable_verbose_logging()
 
     def __repr__(self) -> str:  # never the key or the token
         state = "logged in" if self._jwt else "not logged in"
@@ -224,7 +227,7 @@ class Client:
         self._api_key, self._jwt, self._jwt_exp = api_key, token, float(exp)
         self.project = data.get("project")
         self._clock_skew = _clock_skew(resp)
-        log.debug("logged in; token valid for %.0f s", self._token_left())
+        self._log.debug("logged in; token valid for %.0f s", self._token_left())
         return self
 
     def _token_left(self) -> float:
@@ -241,7 +244,7 @@ class Client:
         # Threads sharing a client renew once: whoever gets the lock second finds a new token.
         with self._login_lock:
             if self._jwt == stale:
-                log.debug("renewing the access token")
+                self._log.debug("renewing the access token")
                 assert self._api_key is not None
                 self.login(self._api_key)
 
@@ -398,7 +401,7 @@ class Client:
             body["env"] = fields["env"]
         if fields["labels"]:
             body["labels"] = fields["labels"]
-        log.debug(
+        self._log.debug(
             "presign %s: %s x%d, image %s, env names %s",
             fields["job_name"],
             fields["instance_type"],
@@ -423,7 +426,7 @@ class Client:
 
     def _upload(self, unique_job_name: str, upload_url: str, package: Package) -> None:
         size = package.size
-        log.debug("uploading %d bytes (content %s)", size, package.content_hash[:12])
+        self._log.debug("uploading %d bytes (content %s)", size, package.content_hash[:12])
 
         def went_through(resp: requests.Response) -> bool:
             # A retried PUT refused with 409: the try whose answer was lost may have been taken
@@ -506,7 +509,7 @@ class Client:
             # link, but a concurrent writer could have.
             _safe_output_path(root, real_root, target.relative_to(root).as_posix())
             size = self._transport.download(url, target)
-            log.debug("downloaded %s (%d bytes)", target, size)
+            self._log.debug("downloaded %s (%d bytes)", target, size)
             written.append(target)
         return written
 
@@ -532,11 +535,29 @@ def _clock_skew(resp: requests.Response) -> float:
     return skew if math.fabs(skew) > 5 else 0.0
 
 
-def _enable_verbose_logging() -> None:
-    """verbose=True: the client's debug log to stderr (once per process)."""
-    if not any(getattr(h, "_kaio_verbose", False) for h in log.handlers):
-        handler = logging.StreamHandler()
+def _verbose_logger() -> logging.Logger:
+    """verbose=True: a logger that prints this client's debug lines to stderr (set up once)."""
+    log = logging.getLogger(VERBOSE_LOGGER)
+    if not log.handlers:
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("kaio: %(message)s"))
-        handler._kaio_verbose = True  # type: ignore[attr-defined]
         log.addHandler(handler)
-    log.setLevel(logging.DEBUG)
+        log.setLevel(logging.DEBUG)
+        log.propagate = False  # printed here; not again by whatever the application configured
+    return log
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (it may have been replaced since the handler
+    was made, by a test runner or an application), as logging's own last-resort handler does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass

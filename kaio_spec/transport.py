@@ -37,7 +37,7 @@ from urllib3.util.retry import Retry
 
 from kaio_spec import __version__
 
-log = logging.getLogger("kaio_spec.client")
+LOGGER = "kaio_spec.client"
 
 TIMEOUT = (10, 300)  # seconds to connect, and to wait for each read of a response
 # urllib3 applies the first figure to each send of a request body as well.
@@ -114,9 +114,14 @@ class Transport:
     """The session, the API's base URL and the retry settings the Client uses."""
 
     def __init__(
-        self, api_base: str, retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_BACKOFF
+        self,
+        api_base: str,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        log: logging.Logger | None = None,
     ):
         self.api_base = api_base.rstrip("/")
+        self.log = log or logging.getLogger(LOGGER)
         self.retries = retries
         self.backoff = backoff
         self.session = make_session(retries, backoff)
@@ -152,9 +157,9 @@ class Transport:
                 timeout=timeout,
             )
         except requests.RequestException as e:
-            log.debug("%s %s failed: %s", method, redact(url), type(e).__name__)
+            self.log.debug("%s %s failed: %s", method, redact(url), type(e).__name__)
             raise
-        log.debug(
+        self.log.debug(
             "%s %s -> %s (%.2f s)", method, redact(url), resp.status_code, time.monotonic() - start
         )
         return resp
@@ -181,7 +186,7 @@ class Transport:
         for attempt in range(self.retries + 1):
             if attempt:
                 self._sleep_before_retry(attempt - 1)
-                log.debug("upload: try %d of %d", attempt + 1, self.retries + 1)
+                self.log.debug("upload: try %d of %d", attempt + 1, self.retries + 1)
             with open_body() as body, _progress(progress, size, description) as advance:
                 stream = _CountingReader(body, size, advance)
                 try:
@@ -205,9 +210,11 @@ class Transport:
         try:
             resp = self.session.put(url, data=body, timeout=UPLOAD_TIMEOUT)
         except requests.RequestException as e:
-            log.debug("PUT %s failed: %s", redact(url), type(e).__name__)
+            self.log.debug("PUT %s failed: %s", redact(url), type(e).__name__)
             raise
-        log.debug("PUT %s -> %s (%.2f s)", redact(url), resp.status_code, time.monotonic() - start)
+        self.log.debug(
+            "PUT %s -> %s (%.2f s)", redact(url), resp.status_code, time.monotonic() - start
+        )
         return resp
 
     def download(self, url: str, target: Path) -> int:

@@ -140,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
             upstream = self._forward()
         except OSError:
             return self._answer(502, {"Content-Type": "application/json"}, b'{"error": "upstream"}')
-        with upstream:
+        try:
             resp = upstream.getresponse()
             headers = {k: v for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP}
             if action == "drop_response":
@@ -156,6 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 return self._reset()
             self._relay(resp, headers)
+        finally:
+            upstream.close()
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _dispatch
 
