@@ -7,6 +7,8 @@ import { svg } from "./dom.js";
 const WIDTH = 640;
 const HEIGHT = 360;
 const MARGIN = { top: 16, right: 20, bottom: 48, left: 68 };
+const LEGEND_WIDTH = 150; // room on the right for the series' names
+const INSET = 16; // keeps points off the axes
 const MAX_SERIES = 8;
 
 export function formatNumber(v) {
@@ -33,10 +35,10 @@ function niceTicks(min, max, count = 5) {
   return { lo, hi, ticks };
 }
 
-function xScale(values) {
+function xScale(values, plotRight) {
   const numeric = values.every((v) => typeof v === "number" && Number.isFinite(v));
-  const left = MARGIN.left;
-  const right = WIDTH - MARGIN.right;
+  const left = MARGIN.left + INSET;
+  const right = plotRight - INSET;
   if (numeric) {
     const min = Math.min(...values);
     const max = Math.max(...values);
@@ -78,7 +80,14 @@ export function chart(points, xName, yName) {
     root.append(svg("text", { x: WIDTH / 2, y: HEIGHT / 2, class: "chart-empty", "text-anchor": "middle", text: "No completed job has this metric yet." }));
     return root;
   }
-  const x = xScale(points.map((p) => p.x));
+  const series = [...new Set(points.map((p) => p.series))].sort();
+  const lined = series.length <= MAX_SERIES;
+  const withLegend = lined && series.some((name) => name);
+  const plotRight = WIDTH - MARGIN.right - (withLegend ? LEGEND_WIDTH : 0);
+  const x = xScale(
+    points.map((p) => p.x),
+    plotRight,
+  );
   const ys = points.map((p) => p.y);
   const { lo, hi, ticks } = niceTicks(Math.min(...ys), Math.max(...ys));
   const top = MARGIN.top;
@@ -86,10 +95,10 @@ export function chart(points, xName, yName) {
   const y = (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top);
 
   const axes = svg("g", { class: "axes" });
-  axes.append(svg("line", { x1: MARGIN.left, y1: bottom, x2: WIDTH - MARGIN.right, y2: bottom }));
+  axes.append(svg("line", { x1: MARGIN.left, y1: bottom, x2: plotRight, y2: bottom }));
   axes.append(svg("line", { x1: MARGIN.left, y1: top, x2: MARGIN.left, y2: bottom }));
   for (const t of ticks) {
-    axes.append(svg("line", { class: "grid", x1: MARGIN.left, y1: y(t), x2: WIDTH - MARGIN.right, y2: y(t) }));
+    axes.append(svg("line", { class: "grid", x1: MARGIN.left, y1: y(t), x2: plotRight, y2: y(t) }));
     axes.append(svg("text", { x: MARGIN.left - 6, y: y(t) + 4, "text-anchor": "end", text: formatNumber(t) }));
   }
   for (const t of x.ticks) {
@@ -97,12 +106,10 @@ export function chart(points, xName, yName) {
     axes.append(svg("line", { x1: at, y1: bottom, x2: at, y2: bottom + 4 }));
     axes.append(svg("text", { x: at, y: bottom + 18, "text-anchor": "middle", text: x.label(t) }));
   }
-  axes.append(svg("text", { class: "axis-title", x: (MARGIN.left + WIDTH - MARGIN.right) / 2, y: HEIGHT - 8, "text-anchor": "middle", text: x.kind === "log" ? `${xName} (log scale)` : xName }));
+  axes.append(svg("text", { class: "axis-title", x: (MARGIN.left + plotRight) / 2, y: HEIGHT - 8, "text-anchor": "middle", text: x.kind === "log" ? `${xName} (log scale)` : xName }));
   axes.append(svg("text", { class: "axis-title", x: 14, y: (top + bottom) / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${(top + bottom) / 2})`, text: yName }));
   root.append(axes);
 
-  const series = [...new Set(points.map((p) => p.series))].sort();
-  const lined = series.length <= MAX_SERIES;
   const legend = svg("g", { class: "legend" });
   series.forEach((name, i) => {
     const mine = points.filter((p) => p.series === name);
@@ -117,7 +124,7 @@ export function chart(points, xName, yName) {
     }
     root.append(g);
     if (lined && name) {
-      const row = svg("g", { class: css, transform: `translate(${MARGIN.left + 8}, ${top + 6 + i * 16})` });
+      const row = svg("g", { class: css, transform: `translate(${plotRight + 20}, ${top + 6 + i * 22})` });
       row.append(svg("circle", { cx: 0, cy: 0, r: 4, class: "point" }));
       row.append(svg("text", { x: 10, y: 4, text: name }));
       legend.append(row);
