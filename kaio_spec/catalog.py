@@ -89,6 +89,8 @@ DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 MIN_VOLUME_GB = 1
 MAX_VOLUME_GB = 50
 MIN_INSTANCE_COUNT = 1
+# SageMaker Processing's own limit on InstanceCount.
+MAX_INSTANCE_COUNT = 100
 ENTRYPOINT_SUFFIXES = (".py", ".ipynb")
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 JOB_NAME_MAX = 63

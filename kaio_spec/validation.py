@@ -56,7 +56,13 @@ def _check_int(field: str, value: object, low: int, high: int | None = None) -> 
 
 
 def check_instance_count(value: object) -> int:
-    return _check_int("instance_count", value, catalog.MIN_INSTANCE_COUNT)
+    count = _check_int("instance_count", value, catalog.MIN_INSTANCE_COUNT)
+    if count > catalog.MAX_INSTANCE_COUNT:
+        raise FieldError(
+            "instance_count",
+            f"must be at most {catalog.MAX_INSTANCE_COUNT} (SageMaker Processing's limit), got {count}",
+        )
+    return count
 
 
 def check_volume_size(value: object) -> int:

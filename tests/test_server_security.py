@@ -280,6 +280,13 @@ def test_links_inside_the_package_are_fine(api):
     assert api.get(f"/jobs/{unique}/logs").text == "real\n"
 
 
+def test_a_colon_in_a_file_name_is_an_ordinary_posix_name(api):
+    package = make_package({"train.py": "print(open('a:b.csv').read())", "a:b.csv": "1,2"})
+    unique = api.submit(package, job_name="colon")
+    assert api.wait(unique)["status"] == "Completed"
+    assert api.get(f"/jobs/{unique}/logs").text == "1,2\n"
+
+
 # ---- env values ---------------------------------------------------------------------------------
 
 

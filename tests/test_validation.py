@@ -76,6 +76,7 @@ def test_volume_sizes_accepted(value):
     [
         (0, "instance_count: must be at least 1, got 0"),
         (-3, "instance_count: must be at least 1, got -3"),
+        (101, "instance_count: must be at most 100 (SageMaker Processing's limit), got 101"),
         ("2", "instance_count: must be a whole number, got '2'"),
     ],
 )

@@ -43,7 +43,6 @@ MAX_JSON_DEPTH = 16
 MAX_TEXT_FIELD = 512
 # SageMaker Processing's own limit: a job the cloud would refuse is refused here too, and one
 # tenant cannot ask this machine for a million processes.
-MAX_INSTANCE_COUNT = 100
 DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
 DEFAULT_VOLUME_GB = 5
 LOG_CHUNK = 1024 * 1024
@@ -288,10 +287,6 @@ def parse_presign(body: dict) -> tuple[str, dict, dict[str, str]]:
         raise validation.FieldError("job_spec", "must be an object")
     itype = validation.check_instance_type(_required(spec, "instance_type", "instance_type"))
     count = validation.check_instance_count(spec.get("instance_count", 1))
-    if count > MAX_INSTANCE_COUNT:
-        raise validation.FieldError(
-            "instance_count", f"must be at most {MAX_INSTANCE_COUNT}, got {count}"
-        )
     env = validation.check_env(body.get("env"))
     fields = {
         "instance_type": itype.name,

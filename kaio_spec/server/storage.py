@@ -166,11 +166,8 @@ def _inside(path: str) -> bool:
 
 def check_member(m: tarfile.TarInfo) -> None:
     name = m.name
-    if (
-        name.startswith("/")
-        or PurePosixPath(name).is_absolute()
-        or (len(name) > 1 and name[1] == ":")
-    ):
+    # POSIX only: `a:b.csv` is an ordinary file name here, not a drive.
+    if name.startswith("/") or PurePosixPath(name).is_absolute():
         raise PackageError(f"package: {name!r} is an absolute path")
     if ".." in PurePosixPath(name).parts or "\\" in name:
         raise PackageError(f"package: {name!r} has a '..' component or a backslash")

@@ -1,2 +1,3 @@
 import json
+
 print(json.load(open("params.json")))
