@@ -1,3 +1,4 @@
 import json
+from pathlib import Path
 
-print(json.load(open("params.json")))
+print(json.loads(Path("params.json").read_text()))
