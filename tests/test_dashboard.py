@@ -6,11 +6,14 @@ test_dashboard_browser.py."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
 from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -323,6 +326,40 @@ def test_kaio_dashboard_opens_the_browser_named_by_BROWSER(kaio_server, api_key,
     opened = seen.read_text()
     assert opened.startswith(kaio_server.url + "/#signin=")
     assert api_key not in opened
+
+
+def test_kaio_dashboard_on_a_server_without_links_says_so():
+    """The hosted API has /login but no dashboard: a clear error, not a traceback."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            if self.path == "/login":
+                status, body = 200, {"access_token": "t", "exp": 0, "project": {}}
+            else:
+                status, body = 404, {"error": "no route"}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = kaio("dashboard", "--no-browser", "--api", url, env={"KAIO_API_KEY": "k"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1
+    assert "has no dashboard sign-in links" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

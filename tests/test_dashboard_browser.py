@@ -108,7 +108,7 @@ HOSTILE_JOB = textwrap.dedent(
 
 def _find(env: str, *candidates: str) -> str | None:
     if os.environ.get(env):
-        return os.environ[env]
+        candidates = (os.environ[env],)
     for c in candidates:
         found = c if os.path.isabs(c) and os.access(c, os.X_OK) else shutil.which(c)
         if found:
@@ -366,11 +366,27 @@ def test_sign_in_with_a_key_and_sign_out(browser, tenant):
     assert key not in json.dumps(storage), "the API key was kept by the page"
     browser.wait_text("#jobs-empty", "No jobs to show")
 
+    browser.go("#/job/20260101-000000000-not-mine")
+    browser.wait_text("h1", "No such job")
+
     browser.one("#signout").click()
     browser.one("#api-key")
     assert browser.js("return sessionStorage.length") == 0
     assert browser.css("#nav")[0].is_displayed() is False
-    assert browser.console_problems(allowed=("status of 403",)) == []
+    assert browser.console_problems(allowed=("status of 403", "status of 404")) == []
+
+
+def test_an_expired_session_asks_to_sign_in_again(browser, server_factory):
+    """The page keeps no key, so it cannot renew its token: when the token expires, the next
+    poll's 401 signs the tab out and says why."""
+    server = server_factory(token_ttl=5)
+    key = server.add_user()
+    browser.console_problems()
+    short = Browser(browser.driver, server.url, browser.downloads)
+    short.sign_in(key)
+    short.wait_text("#signin-error", "session ended")
+    assert short.js("return sessionStorage.length") == 0
+    assert short.console_problems(allowed=("status of 401",)) == []
 
 
 def test_jobs_update_live_logs_follow_and_outputs_download(browser, tenant, tmp_path):
@@ -542,17 +558,18 @@ def test_a_sweep_shows_a_sortable_table_and_a_chart(browser, tenant):
             submitted.append(
                 api.submit({"train.py": SWEEP_JOB}, job_name=job_name, env=env, labels=labels)
             )
-    api.submit({"train.py": SWEEP_JOB}, job_name="loner", env={"LR": "1", "DEPTH": "1"})
-    for unique in submitted:
-        assert api.wait(unique)["status"] == "Completed"
+    loner = api.submit({"train.py": SWEEP_JOB}, job_name="loner", env={"LR": "1", "DEPTH": "1"})
 
+    # Opened while the cells run: they complete, and their metrics arrive, on the open page.
     browser.sign_in(key)
+    browser.mark()
     browser.go("#/sweeps")
     link = browser.one("#sweep-list a.sweep-link")
     assert browser.text("#sweep-list tbody").count("demo") == 1
     assert len(browser.css("#sweep-list tbody tr")) == 1  # the unlabelled job is no sweep
     link.click()
     browser.wait_text("#sweep-summary", "4 cells, 4 completed")
+    assert api.wait(loner)["status"] == "Completed"
 
     def headers() -> list[str]:
         return [
@@ -628,6 +645,7 @@ def test_a_sweep_shows_a_sortable_table_and_a_chart(browser, tenant):
     assert len(browser.css("#sweep-chart > g.series > circle")) == 4
     Select(browser.one("#chart-x")).select_by_value("lr")
     browser.screenshot("sweep")
+    browser.assert_not_reloaded()
     assert browser.console_problems() == []
 
 

@@ -217,6 +217,8 @@ export function sweepView(main, manifest, key) {
   let rows = [];
   let signature = "";
   let stopped = false;
+  const loaded = new Map(); // unique_job_name -> its metrics, once read
+  const waiting = new Set(); // unique_job_names whose metrics are being read
   const summary = h("p", { id: "sweep-summary", class: "muted", role: "status" });
   const tableBox = h("div", { class: "scroll", id: "sweep-table-box" });
   const chartBox = h("div", { id: "sweep-chart-box" });
@@ -411,25 +413,25 @@ export function sweepView(main, manifest, key) {
     });
     const next = latestPerCell(mine);
     const nextSignature = JSON.stringify(next.map((r) => [r.job.unique_job_name, r.job.status, r.attempts]));
-    for (const row of next) {
-      const old = rows.find((r) => r.job.unique_job_name === row.job.unique_job_name);
-      row.metrics = old ? old.metrics : undefined;
-    }
+    for (const row of next) row.metrics = loaded.get(row.job.unique_job_name);
     rows = next;
     if (nextSignature !== signature) {
       signature = nextSignature;
       draw();
     }
-    // Metrics arrive one by one; each redraws once.
+    // Metrics arrive one by one (each fetched once, see metricsOf); each redraws once.
     for (const row of rows) {
-      if (row.metrics !== undefined) continue;
+      const unique = row.job.unique_job_name;
+      if (row.metrics !== undefined || waiting.has(unique)) continue;
       const pending = metricsOf(row.job);
       if (!pending) continue;
-      row.metrics = null;
+      waiting.add(unique);
       pending.then((m) => {
-        if (stopped || !rows.includes(row)) return;
-        row.metrics = m.error ? undefined : m;
-        if (!m.error) draw();
+        waiting.delete(unique);
+        if (stopped || m.error) return; // an error is tried again at the next refresh
+        loaded.set(unique, m);
+        for (const r of rows) if (r.job.unique_job_name === unique) r.metrics = m;
+        draw();
       });
     }
   }
