@@ -8,30 +8,13 @@ address bar and the history entry before exchanging the code for a token (POST /
 
 from __future__ import annotations
 
-import os
 import webbrowser
 
 import click
 
 from kaio_spec.errors import InvalidInput, KaioError, PlatformError
 
-DEFAULT_API = "http://127.0.0.1:8421"  # `kaio server`'s default address
 TIMEOUT_S = 10.0
-
-
-def target(api: str | None = None) -> tuple[str, str]:
-    """(API base URL, API key): `--api`, else $KAIO_API_BASE, else the local platform's default
-    address; the key from $KAIO_API_KEY. (The one place to teach `kaio login`'s config.)"""
-    base = (api or os.environ.get("KAIO_API_BASE") or DEFAULT_API).rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        raise InvalidInput(f"--api: {base!r} is not an http(s) URL")
-    key = os.environ.get("KAIO_API_KEY", "").strip()
-    if not key:
-        raise InvalidInput(
-            "KAIO_API_KEY: not set; export your API key (`kaio server user add NAME` prints one "
-            "for the local platform)"
-        )
-    return base, key
 
 
 def _error(response) -> str:
@@ -82,7 +65,8 @@ def signin_link(api_base: str, api_key: str) -> str:
     "--api",
     "api",
     metavar="URL",
-    help=f"the platform's address [default: $KAIO_API_BASE, else {DEFAULT_API}]",
+    help="the platform's address [default: $KAIO_API_BASE, else `kaio login`'s, else the "
+    "local platform, started if need be]",
 )
 @click.option(
     "--no-browser",
@@ -90,8 +74,12 @@ def signin_link(api_base: str, api_key: str) -> str:
     help="print the sign-in link instead of opening a browser (it works once, within a minute)",
 )
 def dashboard(api: str | None, no_browser: bool) -> None:
-    """Open the local platform's web dashboard, signed in with $KAIO_API_KEY's user."""
-    base, key = target(api)
+    """Open the local platform's web dashboard, signed in with your key's user ($KAIO_API_KEY,
+    `kaio login`'s, or the local platform's own)."""
+    from kaio_spec import targets
+
+    target = targets.ready(api, echo=lambda line: click.echo(line, err=True))
+    base, key = target.api_base, target.api_key or ""
     link = signin_link(base, key)
     if no_browser:
         click.echo(link)

@@ -143,5 +143,23 @@ def key_revoke(ctx: click.Context, prefix: str, data_dir: Path | None) -> None:
     click.echo(f"revoked {revoked['prefix']} of user {revoked['user']}", err=True)
 
 
+@server.command("stop")
+@_data_dir_option
+@click.pass_context
+def server_stop(ctx: click.Context, data_dir: Path | None) -> None:
+    """Stop the local platform running in the background (the one `kaio` commands start on
+    their own): SIGTERM to the pid in DATA_DIR/server.json, then wait for it to end. Says so,
+    and exits 0, when none runs. DATA_DIR defaults to $KAIO_SERVER_DATA_DIR, else
+    $KAIO_HOME/server, else ~/.kaio/server."""
+    from kaio_spec import targets
+
+    chosen = data_dir or (ctx.obj or {}).get("data_dir") or targets.local_data_dir()
+    url = targets.stop_local(Path(chosen).expanduser())
+    if url is None:
+        click.echo(f"no local Kaio platform is running (data dir {chosen})", err=True)
+    else:
+        click.echo(f"stopped the local Kaio platform at {url}", err=True)
+
+
 def register(main: click.Group) -> None:
     main.add_command(server)
