@@ -1,0 +1,254 @@
+"""A plan against reality: each planned job matched, by job_name, to its attempts in GET /jobs.
+
+    observed = observe(plan, client.get_jobs(include_archived=True)["jobs"])
+    comparison = compare(client, plan)          # the same, with ONE GET /jobs, plus orphans
+
+The job_name is the identity: the API's list is the truth, whatever a local state file says. Each
+planned job gets an action:
+
+- `create`: the API has no job of that job_name;
+- `unchanged`: its latest attempt is running (Pending, InProgress, Stopping) or Completed, or it
+  failed with no retries left (it stays failed; change the code or raise `retries` to run it again);
+- `retry`: its latest attempt Failed or was Stopped and attempts remain (`retries` + 1 in all), or
+  every job of that name ended without ever starting (see `counts_as_attempt`);
+- `replace`: no job of that job_name, but jobs of the same key and name under another job_name
+  (the code or the spec changed since). The old jobs are left alone.
+
+Orphans are the manifest's jobs (job_name starting with "<manifest>-", and labels naming this
+manifest where the server keeps labels) that the plan no longer defines, the replaced ones aside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kaio_spec import catalog
+from kaio_spec.planner import Action, Plan, PlannedJob
+from kaio_spec.planner.identity import HASH_CHARS, slug
+
+__all__ = [
+    "LIVE_STATUSES",
+    "Comparison",
+    "Observed",
+    "compare",
+    "counts_as_attempt",
+    "find_orphans",
+    "list_jobs",
+    "manifest_prefix",
+    "observe",
+    "status_of",
+]
+
+LIVE_STATUSES = frozenset({"Pending", "InProgress", "Stopping"})
+
+
+def status_of(api_job: dict[str, Any]) -> str:
+    """The job's status in SageMaker's spelling (hosted spellings mapped)."""
+    return catalog.normalize_status(str(api_job.get("status") or "Pending"))
+
+
+def ever_started(api_job: dict[str, Any]) -> bool:
+    if api_job.get("start_time"):
+        return True
+    history = api_job.get("status_history") or []
+    return any(
+        catalog.normalize_status(str(h.get("status", ""))) == "InProgress"
+        for h in history
+        if isinstance(h, dict)
+    )
+
+
+def counts_as_attempt(api_job: dict[str, Any]) -> bool:
+    """Whether an API job used up one of its job's attempts: everything but a job Stopped before
+    it ever started. Those are submissions the executor abandoned (a presign whose answer was lost,
+    so the package could never be uploaded: executor/recover.py stops it and submits again), or
+    queued jobs a user stopped; neither ran, so neither costs a retry."""
+    return not (status_of(api_job) == "Stopped" and not ever_started(api_job))
+
+
+def manifest_prefix(manifest_name: str) -> str:
+    """Every job_name of a manifest starts with this (planner/identity.py keeps it whole)."""
+    return slug(manifest_name) + "-"
+
+
+def _stem(job_name: str) -> str:
+    """A job_name without its identity hash: the same for every version of one key and name."""
+    return job_name[: -(HASH_CHARS + 1)] if len(job_name) > HASH_CHARS + 1 else job_name
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A planned job (its `action` set) and what the API has of it.
+
+    `attempts`: the API's jobs with this job_name, newest first (abandoned ones included; see
+    `counts_as_attempt`). `replaced`: jobs of the same key and name under older job_names."""
+
+    job: PlannedJob
+    attempts: tuple[dict[str, Any], ...] = ()
+    replaced: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def action(self) -> Action:
+        return self.job.action
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        return self.attempts[0] if self.attempts else None
+
+    @property
+    def status(self) -> str | None:
+        """The latest attempt's status, or None if the job was never submitted."""
+        return status_of(self.attempts[0]) if self.attempts else None
+
+    @property
+    def unique_job_name(self) -> str | None:
+        return self.attempts[0].get("unique_job_name") if self.attempts else None
+
+    @property
+    def unique_job_names(self) -> list[str]:
+        """Every attempt's unique_job_name, oldest first."""
+        return [str(a.get("unique_job_name")) for a in reversed(self.attempts)]
+
+    @property
+    def attempts_used(self) -> int:
+        return sum(1 for a in self.attempts if counts_as_attempt(a))
+
+    @property
+    def attempts_left(self) -> int:
+        return max(0, self.job.retries + 1 - self.attempts_used)
+
+    @property
+    def failure_reason(self) -> str | None:
+        return self.attempts[0].get("failure_reason") if self.attempts else None
+
+
+def _action(job: PlannedJob, attempts: Sequence[dict], replaced: Sequence[dict]) -> Action:
+    if not attempts:
+        return Action.REPLACE if replaced else Action.CREATE
+    counted = [a for a in attempts if counts_as_attempt(a)]
+    if not counted:
+        return Action.RETRY  # only abandoned submissions: none ran
+    status = status_of(counted[0])
+    if status in LIVE_STATUSES or status == "Completed":
+        return Action.UNCHANGED
+    return Action.RETRY if len(counted) <= job.retries else Action.UNCHANGED
+
+
+def _by_name(api_jobs: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for j in api_jobs:
+        by_name.setdefault(str(j.get("job_name")), []).append(j)
+    for attempts in by_name.values():
+        # Newest first, as GET /jobs answers; sorted again so any source order works. The unique
+        # name starts with a UTC timestamp, so it sorts like the submission time.
+        attempts.sort(key=lambda j: str(j.get("unique_job_name") or ""), reverse=True)
+    return by_name
+
+
+def _same_job(job: PlannedJob, other: dict[str, Any]) -> bool:
+    """An API job under another job_name that is this key and name (an older version)."""
+    name = str(other.get("job_name") or "")
+    if name == job.job_name or _stem(name) != _stem(job.job_name):
+        return False
+    labels = other.get("labels") or {}
+    if isinstance(labels, dict) and "key" in labels and "name" in labels:
+        return labels.get("key") == job.key and labels.get("name") == job.name
+    return True
+
+
+def _of_manifest(plan: Plan, api_job: dict[str, Any]) -> bool:
+    name = str(api_job.get("job_name") or "")
+    if not name.startswith(manifest_prefix(plan.manifest.name)):
+        return False
+    labels = api_job.get("labels") or {}
+    # "demo-x" is not an orphan of "demo" when the server kept the labels that say so.
+    return not (
+        isinstance(labels, dict) and labels.get("manifest") not in (None, plan.manifest.name)
+    )
+
+
+def observe(
+    plan: Plan | Iterable[PlannedJob], api_jobs: Iterable[dict[str, Any]]
+) -> list[Observed]:
+    """Each planned job, in plan order, with its action set (dataclasses.replace) and its attempts
+    in `api_jobs` (GET /jobs's "jobs"), newest first."""
+    api_jobs = list(api_jobs)
+    by_name = _by_name(api_jobs)
+    stems: dict[str, list[dict[str, Any]]] = {}
+    for name, attempts in by_name.items():
+        stems.setdefault(_stem(name), []).extend(attempts)
+    out = []
+    for job in plan:
+        attempts = tuple(by_name.get(job.job_name, ()))
+        replaced = tuple(j for j in stems.get(_stem(job.job_name), ()) if _same_job(job, j))
+        action = _action(job, attempts, replaced)
+        out.append(Observed(dataclasses.replace(job, action=action), attempts, replaced))
+    return out
+
+
+def find_orphans(plan: Plan, api_jobs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The API's jobs of this manifest that the plan does not define (and that are not older
+    versions of a planned job), newest first."""
+    api_jobs = list(api_jobs)
+    planned = {job.job_name for job in plan.jobs}
+    replaced = {
+        id(j) for o in observe(plan, api_jobs) for j in o.replaced
+    }  # older versions: left alone, never pruned
+    orphans = [
+        j
+        for j in api_jobs
+        if _of_manifest(plan, j) and str(j.get("job_name")) not in planned and id(j) not in replaced
+    ]
+    orphans.sort(key=lambda j: str(j.get("unique_job_name") or ""), reverse=True)
+    return orphans
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A plan compared with the API: `plan` has every job's action set, `observed` the same jobs
+    with their attempts, `orphans` the manifest's jobs the plan no longer defines."""
+
+    plan: Plan
+    observed: tuple[Observed, ...]
+    orphans: tuple[dict[str, Any], ...]
+
+    def __iter__(self):
+        return iter(self.observed)
+
+    def __len__(self) -> int:
+        return len(self.observed)
+
+    def live_orphans(self) -> list[dict[str, Any]]:
+        return [j for j in self.orphans if status_of(j) in LIVE_STATUSES]
+
+    def to_json(self) -> dict[str, Any]:
+        """`kaio plan -o json`'s shape, actions filled in, plus "orphans"."""
+        doc = self.plan.to_json()
+        doc["orphans"] = [orphan_json(j) for j in self.orphans]
+        return doc
+
+
+def orphan_json(api_job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "job_name": api_job.get("job_name"),
+        "unique_job_name": api_job.get("unique_job_name"),
+        "status": status_of(api_job),
+        "action": "orphan",
+    }
+
+
+def list_jobs(client) -> list[dict[str, Any]]:
+    """ONE GET /jobs, archived jobs included: a job hidden from the list still exists and still
+    holds its job_name."""
+    return list(client.get_jobs(include_archived=True).get("jobs") or [])
+
+
+def compare(client, plan: Plan, api_jobs: Iterable[dict[str, Any]] | None = None) -> Comparison:
+    """`plan` against what the API has, with one GET /jobs (or the `api_jobs` given)."""
+    jobs = list_jobs(client) if api_jobs is None else list(api_jobs)
+    observed = observe(plan, jobs)
+    new_plan = Plan(plan.manifest, tuple(o.job for o in observed))
+    return Comparison(new_plan, tuple(observed), tuple(find_orphans(plan, jobs)))
