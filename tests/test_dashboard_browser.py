@@ -322,8 +322,10 @@ def browser(kaio_server, request):
         shutil.rmtree(profile, ignore_errors=True)
         shutil.rmtree(downloads, ignore_errors=True)
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None and b.shots:
-            reporter.write_line(f"dashboard screenshots ({len(b.shots)}): {ARTIFACTS}")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None and b.shots:
+            with capture.global_and_fixture_disabled():  # shown even when output is captured
+                reporter.write_line(f"\ndashboard screenshots ({len(b.shots)}): {ARTIFACTS}")
 
 
 @pytest.fixture
