@@ -1,0 +1,203 @@
+"""An ended job's outputs into a folder: whole or not at all, and never over something else.
+
+    result = download(client, "20261128-142233123-demo-train-ab12cd", Path("outputs/train"))
+
+The rules (`kaio download` and `kaio apply` share them):
+
+- The files go to a hidden sibling folder first (`.<dest>.kaio-partial-<pid>-<random>`), and a
+  marker, `DEST/.kaio-download.json` (the job, its status and the files), is written there last;
+  then the folder is renamed into place. A run killed half-way leaves a hidden partial folder (a
+  later download removes it once its process is gone), never a half-filled DEST.
+- A DEST whose marker names the same job, with every listed file present, is complete:
+  downloading again does nothing ("already").
+- A DEST that exists and is not empty otherwise (another job's outputs, an older attempt's, or
+  files kaio did not write) is left alone ("conflict") unless `force=True`, which replaces it
+  whole: the new folder is renamed in, then the old one removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kaio_spec import catalog
+
+__all__ = ["MARKER", "DownloadResult", "download", "is_complete", "read_marker"]
+
+MARKER = ".kaio-download.json"
+_PARTIAL = ".kaio-partial-"
+_OLD = ".kaio-old-"
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What happened to one job's outputs.
+
+    outcome: "downloaded" (now on disk), "already" (a complete earlier download of the same job
+    was there), "conflict" (DEST holds something else: left alone), "not_ended" (the job is still
+    running). `files`: the relative paths in DEST (outputs and logs), for downloaded and already.
+    `message`: one line for people."""
+
+    unique_job_name: str
+    dest: Path
+    outcome: str
+    files: list[str] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("downloaded", "already")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "unique_job_name": self.unique_job_name,
+            "dest": str(self.dest),
+            "outcome": self.outcome,
+            "files": list(self.files),
+            "message": self.message,
+        }
+
+
+def read_marker(dest: str | os.PathLike) -> dict[str, Any] | None:
+    """DEST's marker, or None if it has none (or an unreadable one)."""
+    try:
+        data = json.loads((Path(dest) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_complete(dest: str | os.PathLike, unique_job_name: str) -> bool:
+    """Whether DEST holds a complete download of `unique_job_name`."""
+    marker = read_marker(dest)
+    if not marker or marker.get("unique_job_name") != unique_job_name:
+        return False
+    files = marker.get("files")
+    if not isinstance(files, list):
+        return False
+    root = Path(dest)
+    return all(isinstance(f, str) and (root / f).is_file() for f in files)
+
+
+def _occupied(dest: Path) -> bool:
+    if dest.is_symlink() or dest.is_file():
+        return True
+    if not dest.is_dir():
+        return False
+    return any(dest.iterdir())
+
+
+def _describe(dest: Path) -> str:
+    marker = read_marker(dest)
+    if marker and marker.get("unique_job_name"):
+        return f"the outputs of {marker['unique_job_name']}"
+    if not dest.is_dir() or dest.is_symlink():
+        return "something that is not a folder"
+    return "files kaio did not download"
+
+
+def _sweep_partials(dest: Path) -> None:
+    """Remove hidden partial and old folders of DEST left by processes that are gone."""
+    prefix = f".{dest.name}"
+    with contextlib.suppress(OSError):
+        for entry in dest.parent.iterdir():
+            name = entry.name
+            if not name.startswith(prefix + _PARTIAL) and not name.startswith(prefix + _OLD):
+                continue
+            rest = name.split(_PARTIAL if _PARTIAL in name else _OLD, 1)[1]
+            pid = rest.split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def download(client, unique_job_name: str, dest: str | os.PathLike, *, force: bool = False):
+    """Download the ended job `unique_job_name`'s outputs and logs into `dest` by the rules in
+    this module's docstring. Returns a DownloadResult; raises what Client.download_output raises
+    for anything else (HTTPError 404 for an unknown job, PlatformError...)."""
+    dest = Path(dest)
+    if not force and is_complete(dest, unique_job_name):
+        files = list((read_marker(dest) or {}).get("files") or [])
+        return DownloadResult(
+            unique_job_name, dest, "already", files, f"already downloaded in {dest}"
+        )
+    if not force and _occupied(dest):
+        return DownloadResult(
+            unique_job_name,
+            dest,
+            "conflict",
+            message=(
+                f"{dest} already holds {_describe(dest)}; left alone: move it away, choose "
+                "another --dest, or pass --force to replace it"
+            ),
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_partials(dest)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    partial = dest.parent / f".{dest.name}{_PARTIAL}{tag}"
+    try:
+        try:
+            written = client.download_output(unique_job_name, partial)
+        except RuntimeError as e:  # the job has not ended: the client says so
+            return DownloadResult(unique_job_name, dest, "not_ended", message=str(e))
+        files = sorted(p.relative_to(partial).as_posix() for p in written)
+        job = client.get_job(unique_job_name)
+        marker = {
+            "unique_job_name": unique_job_name,
+            "job_name": job.get("job_name"),
+            "status": catalog.normalize_status(str(job.get("status"))),
+            "files": files,
+            "downloaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        _write_marker(partial, marker)
+        _move_into_place(partial, dest, tag)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    note = f"{len(files)} file{'s' if len(files) != 1 else ''} in {dest}"
+    if not files and job.get("data_deleted"):
+        note += " (its data was deleted after the retention period)"
+    return DownloadResult(unique_job_name, dest, "downloaded", files, note)
+
+
+def _write_marker(folder: Path, marker: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MARKER
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(marker, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _move_into_place(partial: Path, dest: Path, tag: str) -> None:
+    old = None
+    if dest.is_symlink() or dest.exists():
+        if dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir()):
+            dest.rmdir()
+        else:
+            old = dest.parent / f".{dest.name}{_OLD}{tag}"
+            os.replace(dest, old)
+    os.replace(partial, dest)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
