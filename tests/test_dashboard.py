@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,7 +37,11 @@ EXPECTED_CSP = (
 
 
 def kaio(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`kaio ARGS` with no KAIO_ variable but `env`'s, and a home of its own: no saved
+    `kaio login` and no auto-started local platform of the user's can answer instead."""
+    home = tempfile.mkdtemp(prefix="kaio-dashboard-home-")
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
+    full_env.update({"KAIO_HOME": home, "XDG_CONFIG_HOME": os.path.join(home, "config")})
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "kaio_spec.cli", *args],
@@ -365,7 +370,7 @@ def test_kaio_dashboard_on_a_server_without_links_says_so():
 @pytest.mark.parametrize(
     ("args", "env", "code", "message"),
     [
-        ([], {}, 2, "KAIO_API_KEY: not set"),
+        (["--api", "http://127.0.0.1:9"], {}, 2, "no API key for http://127.0.0.1:9"),
         (["--api", "ftp://x"], {"KAIO_API_KEY": "k"}, 2, "is not an http(s) URL"),
         (["--api", "{url}"], {"KAIO_API_KEY": "kaio_wrong"}, 2, "does not know this key"),
         (["--api", "http://127.0.0.1:9"], {"KAIO_API_KEY": "k"}, 1, "cannot reach"),

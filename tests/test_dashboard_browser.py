@@ -697,6 +697,8 @@ def test_hostile_text_renders_as_text(browser, tenant):
 def test_kaio_dashboard_link_signs_in_once(browser, tenant, kaio_server):
     api, key = tenant
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
+    home = tempfile.mkdtemp(prefix="kaio-dashboard-home-")  # no saved login of the user's
+    env.update({"KAIO_HOME": home, "XDG_CONFIG_HOME": os.path.join(home, "config")})
     result = subprocess.run(
         [
             sys.executable,
