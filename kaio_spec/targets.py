@@ -304,6 +304,8 @@ def _refused(target: Target) -> str:
         "local key file": f"the local platform's key ({local_data_dir() / KEY_FILE})",
     }.get(target.key_source or "", "the key")
     advice = "check it, or run `kaio login` to save a valid one"
+    if target.key_source == "the key given":
+        where, advice = "the key given", "check it and run `kaio login` again"
     if target.is_local and target.key_source == "KAIO_API_KEY":
         advice = (
             "unset KAIO_API_KEY to use the local platform's own key, or set KAIO_API_BASE to "

@@ -12,7 +12,19 @@ from kaio_spec import __version__
 from kaio_spec.errors import EXIT_INTERRUPTED, KaioError
 
 # One module per command (or command group); each exposes `register(main)`.
-COMMAND_MODULES: tuple[str, ...] = ("server", "schema", "validate", "plan", "dashboard")
+COMMAND_MODULES: tuple[str, ...] = (
+    "server",
+    "schema",
+    "validate",
+    "plan",
+    "dashboard",
+    "login",
+    "jobs",
+    "status",
+    "download",
+    "stop",
+    "logs",
+)
 
 
 class KaioGroup(click.Group):

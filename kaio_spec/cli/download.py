@@ -1,0 +1,94 @@
+"""`kaio download FILE|UNIQUE_JOB_NAME`: ended jobs' outputs and logs onto disk."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from kaio_spec.cli.common import api_option, connect, output_option, write_json
+from kaio_spec.errors import EXIT_FAILURE
+
+
+@click.command("download")
+@click.argument("target", metavar="FILE|UNIQUE_JOB_NAME")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="FILE: each job's outputs go to DEST/<job name> instead of the manifest's `outputs` "
+    "path. UNIQUE_JOB_NAME: the folder to download into [default: ./UNIQUE_JOB_NAME]",
+)
+@click.option("--only", metavar="PATTERN", help="FILE: only the jobs whose name or key matches")
+@click.option("--force", is_flag=True, help="replace a destination that holds something else")
+@api_option
+@output_option
+def download_command(
+    target: str, dest: Path | None, only: str | None, force: bool, api: str | None, output: str
+) -> None:
+    """Download ended jobs' outputs and logs (logs/algo-N/stdout.log and stderr.log).
+
+    FILE: every job of the manifest whose latest attempt has ended (Completed, Failed or
+    Stopped) goes to its planned `outputs` folder; jobs still running or never submitted are
+    listed and skipped. UNIQUE_JOB_NAME: that job, into --dest.
+
+    Nothing is overwritten silently: files land in a hidden folder beside the destination and
+    are renamed into place once all are there, with a marker (.kaio-download.json) naming the
+    job. A destination that already holds that job's complete download is left as it is
+    ("already"); one that holds anything else (another attempt's outputs, your own files) is
+    left alone ("conflict") unless --force replaces it.
+
+    Exits 0 when every ended job is on disk, 1 when a destination was left alone or the job
+    named has not ended, 2 for an unknown job or an invalid FILE.
+
+    \b
+    -o json prints {"downloads": [DOWNLOAD, ...]}, each DOWNLOAD:
+      {"name" (the manifest's job name; null for UNIQUE_JOB_NAME), "unique_job_name",
+       "dest", "outcome", "files" (relative paths in dest), "message"}
+    outcome: downloaded | already | conflict | not_ended | not_submitted"""
+    from kaio_spec import journey
+    from kaio_spec.catalog import is_final
+    from kaio_spec.downloads import download
+
+    results: list[dict] = []
+    if journey.is_manifest_argument(target):
+        from kaio_spec.planner import plan
+
+        planned = plan(target)
+        client = connect(api)
+        comparison = journey.manifest_status(client, planned)
+        for o in journey.select(comparison.observed, only):
+            where = dest / o.job.name if dest else o.job.outputs
+            if o.unique_job_name is None:
+                doc = {"unique_job_name": None, "dest": str(where), "outcome": "not_submitted"}
+                doc |= {"files": [], "message": "never submitted (`kaio apply` submits it)"}
+            elif not is_final(o.status or "Pending"):
+                doc = {"unique_job_name": o.unique_job_name, "dest": str(where), "files": []}
+                doc |= {"outcome": "not_ended", "message": f"still {o.status}; not downloaded"}
+            else:
+                with journey.api_errors(client.api_base):
+                    doc = download(client, o.unique_job_name, where, force=force).to_json()
+            results.append({"name": o.job.name, **doc})
+    else:
+        client = connect(api)
+        job = journey.find_job(client, target)
+        where = dest or Path(target)
+        with journey.api_errors(client.api_base):
+            doc = download(client, job["unique_job_name"], where, force=force).to_json()
+        results.append({"name": None, **doc})
+
+    if output == "json":
+        write_json({"downloads": results})
+    else:
+        for r in results:
+            label = r["name"] or r["unique_job_name"]
+            click.echo(f"{label}: {r['outcome'].replace('_', ' ')}: {r['message']}")
+    failed = [r for r in results if r["outcome"] == "conflict"]
+    if results[0]["name"] is None and results[0]["outcome"] == "not_ended":
+        failed.append(results[0])
+    if failed:
+        sys.exit(EXIT_FAILURE)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(download_command)

@@ -1,0 +1,111 @@
+"""`kaio logs FILE|UNIQUE_JOB_NAME [-f]`: a job's output as it runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from kaio_spec.cli.common import api_option, connect, echo_err
+from kaio_spec.errors import InvalidInput
+
+
+@click.command("logs")
+@click.argument("target", metavar="FILE|UNIQUE_JOB_NAME")
+@click.option("-f", "--follow", is_flag=True, help="keep printing until the jobs end")
+@click.option(
+    "--host",
+    default="algo-1",
+    show_default=True,
+    metavar="algo-N",
+    help="which instance's log (a job with instance_count N has algo-1 to algo-N)",
+)
+@click.option("--stderr", "use_stderr", is_flag=True, help="the stderr log instead of stdout")
+@click.option("--only", metavar="PATTERN", help="FILE: only the jobs whose name or key matches")
+@api_option
+def logs_command(
+    target: str, follow: bool, host: str, use_stderr: bool, only: str | None, api: str | None
+) -> None:
+    """Print a job's log (stdout of algo-1 unless told otherwise) through the local platform's
+    logs route. FILE: the latest attempt of each submitted job of the manifest, each line
+    prefixed with the job's name when there are several.
+
+    With -f it follows the jobs until they have all ended, then exits 0. Ctrl-C stops following
+    and exits 130, as `kubectl logs -f` does when interrupted; the jobs keep running.
+
+    A server without the logs route (the hosted API) gives a job's logs with its outputs once
+    it has ended: the command says so and exits 1; `kaio download` gets them. An unknown job
+    or a host the job does not have exits 2."""
+    from kaio_spec import journey
+    from kaio_spec.logs import read_logs
+
+    if journey.is_manifest_argument(target):
+        from kaio_spec.planner import plan
+
+        planned = plan(target)
+        client = connect(api)
+        comparison = journey.manifest_status(client, planned)
+        chosen = journey.select(comparison.observed, only)
+        jobs = [(o.job.name, o.unique_job_name) for o in chosen if o.unique_job_name]
+        if not jobs:
+            raise InvalidInput(
+                f"{target}: none of its jobs has been submitted yet; `kaio apply {target}` "
+                "submits them"
+            )
+        prefix = len(jobs) > 1
+    else:
+        client = connect(api)
+        job = journey.find_job(client, target)
+        jobs = [(target, job["unique_job_name"])]
+        prefix = False
+
+    out = _Writer(prefix)
+    chunks = read_logs(
+        client, jobs, host=host, stream="stderr" if use_stderr else "stdout", follow=follow
+    )
+    try:
+        for chunk in chunks:
+            out.write(chunk.label, chunk.data)
+        out.close()
+    except BrokenPipeError:
+        # `kaio logs X | head`: the reader has gone; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return
+    if not follow and len(jobs) == 1 and not out.wrote:
+        echo_err(f"{jobs[0][1]}: nothing in its {host} log yet")
+
+
+class _Writer:
+    """Raw bytes to stdout; with `prefix`, whole lines, each prefixed with its job's name."""
+
+    def __init__(self, prefix: bool):
+        self.prefix = prefix
+        self.partial: dict[str, bytes] = {}
+        self.wrote = False
+        self.out = sys.stdout.buffer
+
+    def write(self, label: str, data: bytes) -> None:
+        self.wrote = self.wrote or bool(data)
+        if not self.prefix:
+            self.out.write(data)
+            self.out.flush()
+            return
+        text = self.partial.pop(label, b"") + data
+        *lines, rest = text.split(b"\n")
+        for line in lines:
+            self.out.write(label.encode() + b" | " + line + b"\n")
+        if rest:
+            self.partial[label] = rest
+        self.out.flush()
+
+    def close(self) -> None:
+        for label, rest in self.partial.items():
+            self.out.write(label.encode() + b" | " + rest + b"\n")
+        self.partial.clear()
+        self.out.flush()
+
+
+def register(main: click.Group) -> None:
+    main.add_command(logs_command)

@@ -1,0 +1,241 @@
+"""The rest of the user's journey around `kaio apply`, as a library: the commands `kaio jobs`,
+`kaio status`, `kaio download`, `kaio stop` and `kaio logs` are thin shells over these.
+
+    client = targets.connect()
+    jobs = list_jobs(client)                          # [job_json(...)], newest first
+    status = manifest_status(client, "kaio.yaml")     # executor.Comparison: jobs + orphans
+    job = find_job(client, "20261128-142233123-demo-train-ab12cd")
+
+Every function takes a logged-in Client and raises KaioErrors that name the job or file and say
+what would be right (InvalidInput for an unknown job, PlatformError when the API fails).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kaio_spec import catalog
+from kaio_spec.errors import InvalidInput, KaioError, PlatformError
+
+__all__ = [
+    "JOB_FIELDS",
+    "api_errors",
+    "find_job",
+    "is_manifest_argument",
+    "job_json",
+    "list_jobs",
+    "live_jobs_of",
+    "manifest_status",
+    "select",
+    "status_json",
+    "stop_job",
+]
+
+# `kaio jobs -o json`'s job shape, in this order (a stable subset of the API's job).
+JOB_FIELDS = (
+    "unique_job_name",
+    "job_name",
+    "status",
+    "timestamp",
+    "start_time",
+    "end_time",
+    "failure_reason",
+    "instance_type",
+    "instance_count",
+    "labels",
+    "archived",
+)
+
+
+@contextlib.contextmanager
+def api_errors(api_base: str) -> Iterator[None]:
+    """Turns the client's requests errors into PlatformError with the API's reason."""
+    import requests
+
+    try:
+        yield
+    except KaioError:
+        raise
+    except requests.HTTPError as e:
+        raise PlatformError(f"{api_base}: {e}") from None
+    except requests.RequestException as e:
+        raise PlatformError(
+            f"lost contact with {api_base} ({type(e).__name__}); check that it runs and try again"
+        ) from None
+
+
+def job_json(job: dict[str, Any]) -> dict[str, Any]:
+    """The API's job as `kaio jobs -o json` prints it: JOB_FIELDS, status in SageMaker's
+    spelling, missing fields as null."""
+    out = {name: job.get(name) for name in JOB_FIELDS}
+    out["status"] = catalog.normalize_status(str(job.get("status") or "Pending"))
+    out["labels"] = dict(job.get("labels") or {})
+    out["archived"] = bool(job.get("archived"))
+    return out
+
+
+def list_jobs(client, include_archived: bool = False) -> list[dict[str, Any]]:
+    """All of your jobs, newest first, as job_json()."""
+    with api_errors(client.api_base):
+        jobs = client.get_jobs(include_archived=include_archived).get("jobs") or []
+    return [job_json(j) for j in jobs]
+
+
+def is_manifest_argument(arg: str) -> bool:
+    """Whether FILE|UNIQUE_JOB_NAME names a manifest: an existing path, or anything that looks
+    like one (a .yaml/.yml name, a folder part). Unique job names never contain '/' or '.'."""
+    if Path(arg).exists():
+        if Path(arg).is_dir():
+            raise InvalidInput(f"{arg}: is a folder; give the manifest file (e.g. {arg}/kaio.yaml)")
+        return True
+    if arg.endswith((".yaml", ".yml")) or "/" in arg:
+        raise InvalidInput(f"{arg}: no such file")
+    return False
+
+
+def find_job(client, unique_job_name: str) -> dict[str, Any]:
+    """The API's job, or InvalidInput naming it (and the job you may have meant)."""
+    import requests
+
+    with api_errors(client.api_base):
+        try:
+            return client.get_job(unique_job_name)
+        except requests.HTTPError as e:
+            if e.response is None or e.response.status_code not in (400, 404):
+                raise
+        jobs = client.get_jobs(include_archived=True).get("jobs") or []
+    raise InvalidInput(_unknown_job(client.api_base, unique_job_name, jobs))
+
+
+def _unknown_job(api_base: str, name: str, jobs: list[dict[str, Any]]) -> str:
+    message = f"{name}: no such job of yours on {api_base}"
+    same = [j for j in jobs if j.get("job_name") == name]
+    if same:  # a job_name (not unique) was given: point at its latest attempt
+        latest = same[0]["unique_job_name"]
+        n = len(same)
+        more = f", the latest of {n} jobs named {name}" if n > 1 else ""
+        return f"{message}; did you mean {latest}{more}? (`kaio jobs` lists them)"
+    close = [j["unique_job_name"] for j in jobs if name in str(j.get("unique_job_name"))]
+    if close:
+        return f"{message}; did you mean {close[0]}? (`kaio jobs` lists them)"
+    return f"{message}; `kaio jobs` lists your jobs' unique names"
+
+
+def manifest_status(client, file_or_plan):
+    """The manifest's planned jobs (a file, or a planner.Plan made from one) against what the API
+    has, with ONE GET /jobs: an executor.Comparison (each job's attempts, newest first, and the
+    orphans)."""
+    from kaio_spec.executor import compare
+    from kaio_spec.planner import Plan, plan
+
+    planned = file_or_plan if isinstance(file_or_plan, Plan) else plan(file_or_plan)
+    with api_errors(client.api_base):
+        return compare(client, planned)
+
+
+def select(observed, only: str | None):
+    """The observed jobs whose name or key matches the glob `only` (all if None); InvalidInput
+    if none does."""
+    if not only:
+        return list(observed)
+    chosen = [
+        o
+        for o in observed
+        if fnmatch.fnmatchcase(o.job.name, only) or fnmatch.fnmatchcase(o.job.key, only)
+    ]
+    if not chosen:
+        names = ", ".join(o.job.name for o in list(observed)[:5])
+        raise InvalidInput(f"--only {only!r}: matches no job of the manifest (its jobs: {names}…)")
+    return chosen
+
+
+def live_jobs_of(comparison) -> list[dict[str, Any]]:
+    """Every API job of the manifest still running (Pending, InProgress): the planned jobs'
+    attempts, their older versions and the orphans; newest first."""
+    from kaio_spec.executor import LIVE_STATUSES, status_of
+
+    seen: dict[str, dict[str, Any]] = {}
+    for o in comparison.observed:
+        for j in (*o.attempts, *o.replaced):
+            seen[str(j.get("unique_job_name"))] = j
+    for j in comparison.orphans:
+        seen[str(j.get("unique_job_name"))] = j
+    live = [j for j in seen.values() if status_of(j) in LIVE_STATUSES - {"Stopping"}]
+    return sorted(live, key=lambda j: str(j.get("unique_job_name")), reverse=True)
+
+
+def stop_job(client, unique_job_name: str) -> tuple[str, str]:
+    """Ask a job to stop. Returns (outcome, status): ("stopping", ...) or ("ended", its final
+    status) when it had already ended (409). InvalidInput if there is no such job."""
+    import requests
+
+    with api_errors(client.api_base):
+        try:
+            job = client.stop_job(unique_job_name)
+            return "stopping", catalog.normalize_status(str(job.get("status")))
+        except requests.HTTPError as e:
+            code = e.response.status_code if e.response is not None else None
+            if code == 409:
+                job = client.get_job(unique_job_name)
+                return "ended", catalog.normalize_status(str(job.get("status")))
+            if code not in (400, 404):
+                raise
+    find_job(client, unique_job_name)  # raises InvalidInput with a suggestion
+    raise PlatformError(f"{unique_job_name}: the API refused to stop it")  # pragma: no cover
+
+
+def status_json(comparison) -> dict[str, Any]:
+    """`kaio status -o json`: the manifest, each planned job with its latest attempt, and the
+    orphans (shape in `kaio status --help`)."""
+    from kaio_spec.downloads import is_complete
+    from kaio_spec.executor.observe import orphan_json
+
+    jobs = []
+    for o in comparison.observed:
+        unique = o.unique_job_name
+        jobs.append(
+            {
+                "key": o.job.key,
+                "name": o.job.name,
+                "job_name": o.job.job_name,
+                "status": o.status,
+                "unique_job_name": unique,
+                "attempts": o.attempts_used,
+                "unique_job_names": o.unique_job_names,
+                "failure_reason": o.failure_reason,
+                "outputs": str(o.job.outputs),
+                "downloaded": bool(unique) and is_complete(o.job.outputs, unique),
+                "action": o.action.value,
+            }
+        )
+    plan = comparison.plan
+    return {
+        "manifest": plan.manifest.name,
+        "file": plan.manifest.file,
+        "jobs": jobs,
+        "orphans": [orphan_json(j) for j in comparison.orphans],
+    }
+
+
+def elapsed(job: dict[str, Any], now: datetime | None = None) -> float | None:
+    """Seconds the job ran (start to end, or to now while it runs); None before it started."""
+    start = _parse(job.get("start_time"))
+    if start is None:
+        return None
+    end = _parse(job.get("end_time")) or now or datetime.now(timezone.utc)
+    return max(0.0, (end - start).total_seconds())
+
+
+def _parse(text: object) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)

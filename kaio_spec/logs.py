@@ -1,0 +1,108 @@
+"""A job's logs while it runs, through the local platform's logs route (PROTOCOL.md):
+`GET /jobs/<unique>/logs?host=algo-1&offset=N&stream=stdout|stderr` answers the bytes from N and
+the next offset in `X-Next-Offset`.
+
+    for chunk in read_logs(client, unique, follow=True):
+        sys.stdout.buffer.write(chunk.data)
+
+A server without the route (the hosted API) answers 404 for a job that exists: LogsNotServed
+says so, and that the logs come with the outputs (`kaio download`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from kaio_spec import catalog
+from kaio_spec.errors import InvalidInput, PlatformError
+from kaio_spec.journey import api_errors, find_job
+
+__all__ = ["Chunk", "LogsNotServed", "read_logs"]
+
+POLL_S = 1.0  # while following: how often to ask for more (a log line is worth a second)
+
+
+class LogsNotServed(PlatformError):
+    """The server has no logs route: logs come with the outputs once the job ends."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Log bytes of one job (`label`: what the caller named it by)."""
+
+    label: str
+    unique_job_name: str
+    data: bytes
+
+
+def _fetch(client, unique: str, host: str, stream: str, offset: int) -> tuple[bytes, int]:
+    resp = client._call(  # the Client has no public call for this local-only route
+        "GET",
+        f"/jobs/{quote(unique, safe='')}/logs",
+        params={"host": host, "offset": str(offset), "stream": stream},
+        allow=(400, 404),
+    )
+    if resp.status_code == 404:
+        find_job(client, unique)  # an unknown job: InvalidInput naming it
+        raise LogsNotServed(
+            f"{client.api_base} does not serve logs while jobs run; a job's logs come with its "
+            f"outputs once it has ended: `kaio download {unique}`"
+        )
+    if resp.status_code == 400:
+        from kaio_spec.transport import error_reason
+
+        raise InvalidInput(f"{unique}: {error_reason(resp) or 'the server refused the request'}")
+    try:
+        next_offset = int(resp.headers.get("X-Next-Offset", offset + len(resp.content)))
+    except ValueError:
+        next_offset = offset + len(resp.content)
+    return resp.content, next_offset
+
+
+def read_logs(
+    client,
+    jobs: Sequence[tuple[str, str]] | str,
+    *,
+    host: str = "algo-1",
+    stream: str = "stdout",
+    follow: bool = False,
+    poll_s: float = POLL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Chunk]:
+    """Yield the log bytes of `jobs` ((label, unique_job_name) pairs, or one unique name) for
+    `host` and `stream`, from the start. Without `follow`, what there is now; with it, until every
+    job has ended and its log is read to the end (one status request per round: GET /jobs for
+    several jobs, the job's own status for one)."""
+    if isinstance(jobs, str):
+        jobs = [(jobs, jobs)]
+    offsets = {unique: 0 for _, unique in jobs}
+    pending = list(jobs)
+    with api_errors(client.api_base):
+        while pending:
+            # The status is read BEFORE the bytes: a job seen ended here has written its last
+            # byte, so reading to the end afterwards misses nothing.
+            ended = _ended(client, [u for _, u in pending]) if follow else None
+            for label, unique in pending:
+                while True:
+                    data, offsets[unique] = _fetch(client, unique, host, stream, offsets[unique])
+                    if not data:
+                        break
+                    yield Chunk(label, unique, data)
+            if not follow:
+                return
+            pending = [(label, u) for label, u in pending if u not in ended]
+            if pending:
+                sleep(poll_s)
+
+
+def _ended(client, uniques: list[str]) -> set[str]:
+    if len(uniques) == 1:
+        statuses = {uniques[0]: client.get_job(uniques[0]).get("status")}
+    else:
+        listed = client.get_jobs(include_archived=True).get("jobs") or []
+        statuses = {j.get("unique_job_name"): j.get("status") for j in listed}
+    # A job missing from the list (its row deleted) will not write any more either.
+    return {u for u in uniques if u not in statuses or catalog.is_final(str(statuses[u]))}
