@@ -6,14 +6,17 @@ __version__ = "0.1.0"
 
 from kaio_spec.client import Client
 from kaio_spec.errors import InvalidInput, JobFailure, KaioError, ManifestError, PlatformError
+from kaio_spec.executor import ApplyResult, JobResult, apply
 from kaio_spec.manifest import Manifest, load_manifest
 from kaio_spec.planner import Action, Plan, PlannedJob, plan
 
 __all__ = [
     "Action",
+    "ApplyResult",
     "Client",
     "InvalidInput",
     "JobFailure",
+    "JobResult",
     "KaioError",
     "Manifest",
     "ManifestError",
@@ -21,6 +24,7 @@ __all__ = [
     "PlannedJob",
     "PlatformError",
     "__version__",
+    "apply",
     "load_manifest",
     "plan",
 ]

@@ -20,7 +20,7 @@ deflated in a worker thread (zlib releases the GIL) with the previous chunk's la
 dictionary, each ending on a byte boundary (Z_SYNC_FLUSH); concatenated in order they are one valid
 deflate stream. At most a few chunks are in flight, so memory stays flat whatever the folder's size.
 
-What is never packaged: `.git`, virtual environments (any folder holding `pyvenv.cfg` or
+What is never packaged: `.git`, `.kaio` (kaio apply's state), virtual environments (any folder holding `pyvenv.cfg` or
 `conda-meta/`, and folders named like one), `__pycache__`, `.env` and `.env.*` files (secrets), and
 what the folder's top-level `.kaioignore` lists, in gitignore syntax (negation included; as in git,
 a file inside an ignored folder cannot be re-included). A `.kaioignore` cannot bring back what is
@@ -71,7 +71,9 @@ REQUIREMENTS_FILE = "requirements.txt"
 # Folders that hold a virtual environment by name alone; any folder with pyvenv.cfg or conda-meta/
 # is one too, whatever its name.
 VENV_DIR_NAMES = frozenset({".venv", "venv", ".virtualenv", ".tox", ".nox", ".conda"})
-NEVER_DIR_NAMES = frozenset({".git", "__pycache__", *VENV_DIR_NAMES})
+# .kaio: kaio apply's own state beside a manifest (state.py); packaging it would change the folder's
+# content hash, hence every job_name, on each run.
+NEVER_DIR_NAMES = frozenset({".git", "__pycache__", ".kaio", *VENV_DIR_NAMES})
 
 # The comment line above the automatic dependencies in the package's requirements.txt.
 AUTOMATIC_MARKER = "# added by kaio: the platform's automatic dependencies"

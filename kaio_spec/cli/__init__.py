@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "schema",
     "validate",
     "plan",
+    "apply",
     "dashboard",
     "login",
     "jobs",

@@ -8,6 +8,7 @@ from typing import TextIO
 
 import click
 
+from kaio_spec.cli.common import api_option, connect
 from kaio_spec.errors import EXIT_INVALID, ManifestError
 from kaio_spec.planner import Plan, PlannedJob, plan
 
@@ -29,13 +30,14 @@ _COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
     is_flag=True,
     help="Plan without asking the API what already exists (every job is 'create').",
 )
-def plan_command(file: str, output: str, offline: bool) -> None:
+@api_option
+def plan_command(file: str, output: str, offline: bool, api: str | None) -> None:
     """Show the jobs FILE means: matrices and sweeps expanded, templates rendered, each job's
-    name, job_name and what apply would do with it.
+    name, job_name and what apply would do with it: compared with the API's jobs (one request),
+    each is create, unchanged, retry or replace, and the manifest's jobs it no longer defines
+    are listed as orphans (in -o json: "orphans").
 
     Invalid manifests exit 2 with every error as FILE:LINE:COLUMN: PATH: MESSAGE."""
-    # Planning is offline until the executor compares with the API; --offline keeps that
-    # meaning then ("don't ask the API"), so scripts can pass it today.
     try:
         result = plan(file)
     except ManifestError as e:
@@ -44,20 +46,36 @@ def plan_command(file: str, output: str, offline: bool) -> None:
         n = len(e.errors)
         click.echo(f"{n} error{'s' if n != 1 else ''} in {file}", err=True)
         sys.exit(EXIT_INVALID)
+    if offline:
+        if output == "json":
+            write_json(result, sys.stdout)
+        else:
+            click.echo(render_table(result))
+        return
+    from kaio_spec.executor import compare
+
+    comparison = compare(connect(api), result)
     if output == "json":
-        write_json(result, sys.stdout)
+        write_json(comparison.plan, sys.stdout, orphans=comparison.to_json()["orphans"])
     else:
-        click.echo(render_table(result))
+        click.echo(render_comparison(comparison))
 
 
-def write_json(result: Plan, out: TextIO) -> None:
+def write_json(result: Plan, out: TextIO, orphans: list | None = None) -> None:
     """Plan.to_json() as JSON, one job per line: readable, and written as it is made (a
-    10,000-job plan never exists as one string)."""
+    10,000-job plan never exists as one string). `orphans` (compared with the API) follow the
+    jobs as a top-level "orphans" list."""
     head = json.dumps({"manifest": result.manifest.name, "file": result.manifest.file})
     out.write(head[:-1] + ', "jobs": [')
     for i, job in enumerate(result.jobs):
         out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(job.to_json(), ensure_ascii=False))
-    out.write("\n]}\n" if result.jobs else "]}\n")
+    out.write("\n]" if result.jobs else "]")
+    if orphans is not None:
+        out.write(', "orphans": [')
+        for i, orphan in enumerate(orphans):
+            out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(orphan, ensure_ascii=False))
+        out.write("\n]" if orphans else "]")
+    out.write("}\n")
     out.flush()
 
 
@@ -87,6 +105,29 @@ def render_table(result: Plan) -> str:
     summary = ", ".join(f"{count} to {action}" for action, count in counts.items())
     lines.append("")
     lines.append(f"{result.manifest.name}: {n} job{'s' if n != 1 else ''} ({summary})")
+    return "\n".join(lines)
+
+
+def render_comparison(comparison, selected=None, *, prune: bool = False) -> str:
+    """The plan compared with the API (`selected`: the jobs --only kept), then its orphans."""
+    jobs = comparison.plan.jobs if selected is None else tuple(selected)
+    lines = [render_table(Plan(comparison.plan.manifest, jobs))]
+    if comparison.orphans:
+        from kaio_spec.executor import status_of
+
+        live = comparison.live_orphans()
+        what = (
+            "--prune stops the running ones"
+            if not prune
+            else f"--prune stops the {len(live)} running"
+        )
+        lines.append("")
+        lines.append(
+            f"orphans: jobs of {comparison.plan.manifest.name} this manifest no longer "
+            f"defines ({what}):"
+        )
+        for j in comparison.orphans:
+            lines.append(f"  {j.get('unique_job_name')}  {status_of(j)}")
     return "\n".join(lines)
 
 

@@ -1,5 +1,13 @@
-"""The executor: a plan against reality (observe.py), and apply: submit what is missing, follow
-what runs, retry what failed, download what ended; idempotent and resumable.
+"""The executor: a plan against reality, and apply: submit what is missing, follow what runs,
+retry what failed, download what ended; idempotent and resumable.
+
+    observe.py   each planned job matched by job_name to its attempts in GET /jobs; orphans
+    apply.py     apply() = prepare() (plan + one GET /jobs) then execute()
+    run.py       the loop: one GET /jobs per round; submissions, retries, fail_fast, downloads
+    submit.py    packaging once per folder, intent → presign → upload
+    recover.py   settling an uncertain presign or upload by job_name
+    report.py    live table / plain lines, and the summary
+    results.py   ApplyResult and JobResult
 
     from kaio_spec.executor import compare, observe
     comparison = compare(client, plan)      # one GET /jobs: actions set, orphans listed
@@ -7,6 +15,7 @@ what runs, retry what failed, download what ended; idempotent and resumable.
 
 from __future__ import annotations
 
+from kaio_spec.executor.apply import Prepared, apply, execute, prepare, select
 from kaio_spec.executor.observe import (
     LIVE_STATUSES,
     Comparison,
@@ -19,16 +28,37 @@ from kaio_spec.executor.observe import (
     observe,
     status_of,
 )
+from kaio_spec.executor.report import (
+    LiveReporter,
+    PlainReporter,
+    QuietReporter,
+    Reporter,
+    render_summary,
+)
+from kaio_spec.executor.results import NOT_SUBMITTED, ApplyResult, JobResult
 
 __all__ = [
     "LIVE_STATUSES",
+    "NOT_SUBMITTED",
+    "ApplyResult",
     "Comparison",
+    "JobResult",
+    "LiveReporter",
     "Observed",
+    "PlainReporter",
+    "Prepared",
+    "QuietReporter",
+    "Reporter",
+    "apply",
     "compare",
     "counts_as_attempt",
+    "execute",
     "find_orphans",
     "list_jobs",
     "manifest_prefix",
     "observe",
+    "prepare",
+    "render_summary",
+    "select",
     "status_of",
 ]

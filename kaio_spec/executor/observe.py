@@ -39,6 +39,8 @@ __all__ = [
     "list_jobs",
     "manifest_prefix",
     "observe",
+    "orphan_json",
+    "same_key_and_name",
     "status_of",
 ]
 
@@ -77,6 +79,11 @@ def manifest_prefix(manifest_name: str) -> str:
 def _stem(job_name: str) -> str:
     """A job_name without its identity hash: the same for every version of one key and name."""
     return job_name[: -(HASH_CHARS + 1)] if len(job_name) > HASH_CHARS + 1 else job_name
+
+
+def same_key_and_name(job: PlannedJob, job_name: str) -> bool:
+    """Whether `job_name` is this job's, or an older version's of it (same key and name)."""
+    return bool(job_name) and _stem(job_name) == _stem(job.job_name)
 
 
 @dataclass(frozen=True)

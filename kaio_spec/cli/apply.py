@@ -1,0 +1,78 @@
+"""`kaio apply FILE`: submit what the API lacks, follow it to the end, download the outputs."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kaio_spec.cli.common import api_option, confirm, connect
+from kaio_spec.cli.plan import render_comparison
+from kaio_spec.errors import EXIT_INVALID, ManifestError
+
+
+@click.command("apply")
+@click.argument("file", type=click.Path(dir_okay=False))
+@api_option
+@click.option("-y", "--yes", is_flag=True, help="Apply without asking for confirmation.")
+@click.option(
+    "--detach", is_flag=True, help="Return once every job is submitted; don't wait for them."
+)
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Stop running jobs of this manifest that it no longer defines (orphans).",
+)
+@click.option(
+    "--only",
+    metavar="PATTERN",
+    help="Apply only the jobs whose key or name matches PATTERN (fnmatch: 'train-lr*').",
+)
+def apply_command(
+    file: str, api: str | None, yes: bool, detach: bool, prune: bool, only: str | None
+) -> None:
+    """Make the jobs FILE defines exist and run to the end: submit those the API does not
+    have (by job_name: never twice), at most settings.max_parallel in flight; retry failures up
+    to each job's `retries`; download outputs (and failed jobs' logs) to the `outputs` folders.
+
+    Shows the plan and asks first (--yes skips that; without a terminal --yes is required).
+    Exit 0 when every job completed, 1 otherwise, 2 for invalid input, 130 on Ctrl-C (jobs keep
+    running: `kaio apply FILE` again resumes, `kaio stop FILE` stops them)."""
+    from kaio_spec.executor import (
+        LiveReporter,
+        PlainReporter,
+        execute,
+        prepare,
+        render_summary,
+    )
+
+    if not yes and not sys.stdin.isatty():
+        # Before connecting: nothing to ask on, so nothing to start or look up.
+        click.echo(
+            f"error: kaio apply {file}: no terminal to confirm on; add --yes to apply without "
+            "confirmation",
+            err=True,
+        )
+        sys.exit(EXIT_INVALID)
+    client = connect(api)
+    try:
+        prepared = prepare(file, client, only=only)
+    except ManifestError as e:
+        for d in e.errors:
+            click.echo(str(d), err=True)
+        n = len(e.errors)
+        click.echo(f"{n} error{'s' if n != 1 else ''} in {file}", err=True)
+        sys.exit(EXIT_INVALID)
+    click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune))
+    if not confirm("Apply this plan?", yes):
+        click.echo("nothing done", err=True)
+        sys.exit(1)
+    live = sys.stderr.isatty() and sys.stdout.isatty()
+    reporter = LiveReporter() if live else PlainReporter()
+    result = execute(prepared, client, detach=detach, prune=prune, reporter=reporter)
+    click.echo(render_summary(result, file))
+    sys.exit(result.exit_code)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(apply_command)

@@ -1,0 +1,202 @@
+"""`apply(path, client=...)`: the Python API of `kaio apply`, in two steps the CLI uses apart.
+
+prepared = prepare("kaio.yaml", client, only="train-*")   # plan + ONE GET /jobs
+print(render_table(prepared.comparison.plan))                # what would happen
+result = execute(prepared, client)                           # submit, follow, download
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from kaio_spec.errors import InvalidInput, KaioError
+from kaio_spec.executor.observe import Comparison, compare, list_jobs, status_of
+from kaio_spec.executor.report import QuietReporter, Reporter
+from kaio_spec.executor.results import ApplyResult
+from kaio_spec.executor.run import Engine
+from kaio_spec.executor.submit import PackageCache, Submitter
+from kaio_spec.planner import Plan, PlannedJob
+from kaio_spec.planner import plan as make_plan
+from kaio_spec.state import State, StateLock, state_path
+
+__all__ = ["Prepared", "apply", "execute", "prepare", "select"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A plan compared with the API (`comparison`, the whole manifest: orphans are judged against
+    all of it), the jobs this apply covers (`selected`, --only applied), and the listing it was
+    compared with (the run starts from it: no second GET /jobs)."""
+
+    comparison: Comparison
+    selected: tuple[PlannedJob, ...]
+    listing: tuple[dict[str, Any], ...]
+    only: str | None = None
+
+    @property
+    def plan(self) -> Plan:
+        """The plan of the selected jobs, actions set."""
+        return Plan(self.comparison.plan.manifest, self.selected)
+
+
+def select(jobs: tuple[PlannedJob, ...], only: str | None) -> tuple[PlannedJob, ...]:
+    """The jobs whose key or name matches the fnmatch pattern `only` (all when None)."""
+    if not only:
+        return jobs
+    return tuple(
+        j for j in jobs if fnmatch.fnmatchcase(j.key, only) or fnmatch.fnmatchcase(j.name, only)
+    )
+
+
+def prepare(path_or_plan: str | os.PathLike | Plan, client, *, only: str | None = None) -> Prepared:
+    """Plan (unless given a Plan) and compare with the API in one GET /jobs. Raises
+    ManifestError for an invalid manifest, InvalidInput when `only` matches no job."""
+    plan = path_or_plan if isinstance(path_or_plan, Plan) else make_plan(path_or_plan)
+    listing = list_jobs(client)
+    comparison = compare(client, plan, listing)
+    selected = select(comparison.plan.jobs, only)
+    if only and not selected:
+        raise InvalidInput(
+            f"--only {only!r} matches no job of {plan.manifest.name} (it is matched against each "
+            "job's key and name, e.g. 'train' or 'train-lr*')"
+        )
+    return Prepared(comparison, selected, tuple(listing), only)
+
+
+def execute(
+    prepared: Prepared,
+    client,
+    *,
+    detach: bool = False,
+    prune: bool = False,
+    reporter: Reporter | None = None,
+    state_file: str | os.PathLike | None = None,
+    unreachable_timeout_s: float = 900.0,
+) -> ApplyResult:
+    """Run what `prepared` plans until every selected job has ended and its outputs are on disk
+    (with `detach`: until everything is submitted). `prune` stops the live orphans first."""
+    manifest = prepared.comparison.plan.manifest
+    reporter = reporter or QuietReporter()
+    path = Path(state_file) if state_file else state_path(manifest.path)
+    lock = StateLock(path)
+    if not lock.acquire():
+        raise KaioError(
+            f"another kaio apply is running for {manifest.file} ({lock.path} is locked); wait "
+            "for it to end, or stop it"
+        )
+    packages = PackageCache(path.parent / "packages")
+    try:
+        _clean_packages(packages.tmp_dir)
+        state = State.load(path)
+        if state.problem:
+            reporter.note(state.problem)
+        state.set_manifest(manifest.name, manifest.file)
+        stopped = _prune(client, prepared, reporter) if prune else ()
+        submitter = Submitter(client, state, packages, on_bytes=reporter.uploaded)
+        settings = manifest.settings
+        engine = Engine(
+            client,
+            list(prepared.selected),
+            list(prepared.listing),
+            state=state,
+            submitter=submitter,
+            reporter=reporter,
+            max_parallel=settings.max_parallel,
+            fail_fast=settings.fail_fast,
+            poll_seconds=settings.poll_seconds,
+            detach=detach,
+            unreachable_timeout_s=unreachable_timeout_s,
+        )
+        result = engine.run()
+    finally:
+        packages.close()
+        lock.release()
+    return replace(result, manifest=manifest.name, stopped_orphans=tuple(stopped))
+
+
+def _clean_packages(folder: Path | None) -> None:
+    """Package files a killed run left behind (only this manifest folder's runs use it, and the
+    lock says none is running)."""
+    if folder is None or not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.is_file():
+            entry.unlink(missing_ok=True)
+
+
+def _prune(client, prepared: Prepared, reporter: Reporter) -> tuple[str, ...]:
+    stopped = []
+    for orphan in prepared.comparison.live_orphans():
+        unique = str(orphan.get("unique_job_name"))
+        try:
+            client.stop_job(unique)
+        except requests.HTTPError as e:
+            if e.response is None or e.response.status_code != 409:
+                raise
+            continue  # it ended meanwhile
+        stopped.append(unique)
+        reporter.event(str(orphan.get("job_name")), f"orphan {unique} stopped (--prune)")
+    return tuple(stopped)
+
+
+def apply(
+    path: str | os.PathLike | Plan,
+    *,
+    client,
+    yes: bool = True,
+    confirm: Callable[[Prepared], bool] | None = None,
+    detach: bool = False,
+    prune: bool = False,
+    only: str | None = None,
+    reporter: Reporter | None = None,
+    state_file: str | os.PathLike | None = None,
+) -> ApplyResult:
+    """Apply the manifest at `path` through `client` (a logged-in kaio_spec.Client): submit every
+    job the API does not already have (by job_name), at most settings.max_parallel in flight;
+    follow them with one GET /jobs per round; retry failures up to each job's `retries`; download
+    every ended job's outputs (and failed ones' logs) to its `outputs` folder, once. Returns an
+    ApplyResult (`.ok`, `.exit_code`, `.jobs`).
+
+    With `yes=False`, `confirm(prepared)` is asked first and nothing happens unless it returns
+    True (the result then lists every job as it stands). `only`: an fnmatch pattern over job keys
+    and names. `prune`: stop live jobs of this manifest that it no longer defines. `detach`:
+    return once everything is submitted. Raises ManifestError (invalid manifest), InvalidInput,
+    PlatformError (the API could not be reached for long), KaioError (another apply is running
+    on this manifest's folder)."""
+    prepared = prepare(path, client, only=only)
+    if not yes:
+        if confirm is None:
+            raise InvalidInput("apply(yes=False) needs a confirm callback")
+        if not confirm(prepared):
+            return declined(prepared)
+    return execute(
+        prepared, client, detach=detach, prune=prune, reporter=reporter, state_file=state_file
+    )
+
+
+def declined(prepared: Prepared) -> ApplyResult:
+    """The result of an apply the user did not confirm: every job as the API has it."""
+    from kaio_spec.executor.results import NOT_SUBMITTED, JobResult
+
+    by_job = {o.job.job_name: o for o in prepared.comparison.observed}
+    jobs = []
+    for job in prepared.selected:
+        o = by_job[job.job_name]
+        jobs.append(
+            JobResult(
+                job.key,
+                job.name,
+                job.job_name,
+                status_of(o.latest) if o.latest else NOT_SUBMITTED,
+                o.attempts_used,
+                tuple(o.unique_job_names),
+            )
+        )
+    return ApplyResult(prepared.comparison.plan.manifest.name, tuple(jobs), declined=True)

@@ -1,0 +1,544 @@
+"""The apply loop: one GET /jobs per round, then submit, settle, retry, stop and download.
+
+Every round starts from the API's list (the truth) and derives each job's situation from it:
+
+    new / retry   → submitted when fewer than max_parallel jobs are in flight (and not halted)
+    busy          → a worker is presigning, uploading, settling or stopping for it
+    blocked       → an uncertain submission, settled (recover.py) from a later listing
+    live          → Pending, InProgress or Stopping: followed
+    completed     → downloaded once
+    failed        → no retries left (or halted): its logs downloaded once; fail_fast halts
+
+Workers (daemon threads) do the slow parts; what they come to goes back to the loop through a
+queue, and the loop wakes for it without an extra request. The interval between rounds starts at
+0.5 s, grows by half each quiet round up to settings.poll_seconds, and drops back when anything
+changes. When the API cannot be reached the loop waits with backoff and carries on where it was.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from kaio_spec import downloads
+from kaio_spec.errors import PlatformError
+from kaio_spec.executor.observe import (
+    LIVE_STATUSES,
+    counts_as_attempt,
+    list_jobs,
+    same_key_and_name,
+    status_of,
+)
+from kaio_spec.executor.recover import settle
+from kaio_spec.executor.report import Reporter, Row
+from kaio_spec.executor.results import NOT_SUBMITTED, ApplyResult, JobResult
+from kaio_spec.executor.submit import Outcome, Submitter
+from kaio_spec.planner import PlannedJob
+from kaio_spec.state import State
+
+FIRST_INTERVAL_S = 0.5
+DOWNLOAD_TRIES = 5
+RESTART_MARK = "platform restarted"
+
+
+@dataclass
+class Track:
+    """The loop's view of one planned job (main thread only)."""
+
+    job: PlannedJob
+    attempts: list[dict[str, Any]]  # its jobs in the latest listing, newest first
+    unseen: list[str]  # submitted by this run, not in a listing yet (Pending meanwhile)
+    busy: bool = False
+    blocked_since: float | None = None  # settle with a listing started after this
+    invalid: str | None = None
+    downloaded: str | None = None  # the unique_job_name whose outputs are on disk
+    download_busy: bool = False
+    download_tries: int = 0
+    download_error: str | None = None
+    last_seen: tuple[str | None, str | None] = (None, None)
+
+    def latest(self) -> tuple[str | None, str | None]:
+        """(unique_job_name, status) of the newest attempt; (None, None) if never submitted."""
+        if self.unseen:
+            return self.unseen[-1], "Pending"
+        if self.attempts:
+            a = self.attempts[0]
+            return a.get("unique_job_name"), status_of(a)
+        return None, None
+
+    def used(self) -> int:
+        return sum(1 for a in self.attempts if counts_as_attempt(a)) + len(self.unseen)
+
+    def situation(self, halted: bool) -> str:
+        if self.invalid:
+            return "failed"
+        if self.busy:
+            return "busy"
+        if self.blocked_since is not None:
+            return "blocked"
+        unique, status = self.latest()
+        if unique is None:
+            return "halted" if halted else "new"
+        if status in LIVE_STATUSES:
+            return "live"
+        if status == "Completed":
+            return "completed"
+        if not self.unseen and not counts_as_attempt(self.attempts[0]):
+            return "halted" if halted else "new"  # stopped before it ran: submit it again
+        if self.used() <= self.job.retries:
+            return "halted" if halted else "retry"
+        return "failed"
+
+
+class _Workers:
+    """A few daemon threads running tasks; each result goes to `results` and sets `wake`.
+    Daemon: an interrupted run exits without waiting for an upload or download in progress
+    (state.json and the output markers make both safe to redo)."""
+
+    def __init__(self, n: int, results: queue.Queue, wake: threading.Event, name: str):
+        self._tasks: queue.Queue = queue.Queue()
+        self._results = results
+        self._wake = wake
+        for i in range(n):
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True).start()
+
+    def submit(self, kind: str, track: Track, fn: Callable[[], Any]) -> None:
+        self._tasks.put((kind, track, fn))
+
+    def drop_queued(self) -> None:
+        while True:
+            try:
+                self._tasks.get_nowait()
+            except queue.Empty:
+                return
+
+    def close(self) -> None:
+        self.drop_queued()
+        for _ in range(64):
+            self._tasks.put(None)
+
+    def _work(self) -> None:
+        while True:
+            item = self._tasks.get()
+            if item is None:
+                return
+            kind, track, fn = item
+            try:
+                result: Any = fn()
+            except BaseException as e:
+                result = e
+            self._results.put((kind, track, result))
+            self._wake.set()
+
+
+class Engine:
+    """One apply run over `jobs` (the plan's, already filtered by --only)."""
+
+    def __init__(
+        self,
+        client,
+        jobs: list[PlannedJob],
+        listing: list[dict[str, Any]],
+        *,
+        state: State,
+        submitter: Submitter,
+        reporter: Reporter,
+        max_parallel: int,
+        fail_fast: bool,
+        poll_seconds: float,
+        detach: bool = False,
+        unreachable_timeout_s: float = 900.0,
+    ):
+        self.client = client
+        self.state = state
+        self.submitter = submitter
+        self.reporter = reporter
+        self.max_parallel = max(1, max_parallel)
+        self.fail_fast = fail_fast
+        self.poll_seconds = max(poll_seconds, 0.05)
+        self.detach = detach
+        self.unreachable_timeout_s = unreachable_timeout_s
+        self.tracks = [Track(job, [], []) for job in jobs]
+        self.halted: str | None = None
+        self.interrupted = False
+        self.cancel = threading.Event()
+        self.wake = threading.Event()
+        self.results: queue.Queue = queue.Queue()
+        self.submit_pool = _Workers(min(8, self.max_parallel), self.results, self.wake, "submit")
+        self.download_pool = _Workers(4, self.results, self.wake, "download")
+        self._listing = listing
+        self._listing_started = 0.0  # monotonic: the initial listing settles killed runs' intents
+        self.rounds = 0
+        for track in self.tracks:
+            if state.intent(track.job.job_name):
+                track.blocked_since = -1.0
+            self._find_download(track)
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def run(self) -> ApplyResult:
+        self.reporter.begin([t.job for t in self.tracks])
+        try:
+            self._loop()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self._halt_for_interrupt()
+        finally:
+            self.submit_pool.close()
+            self.download_pool.close()
+            self.state.save()
+            self.reporter.end()
+        return self._result()
+
+    def _loop(self) -> None:
+        interval = FIRST_INTERVAL_S
+        while True:
+            changed = self._round()
+            if self._finished():
+                return
+            interval = FIRST_INTERVAL_S if changed else min(self.poll_seconds, interval * 1.5)
+            self._wait(interval)
+            self._listing = self._poll()
+
+    def _round(self) -> bool:
+        """Apply the latest listing; settle, submit and download what it allows. Whether
+        anything changed."""
+        changed = self._drain()
+        by_name: dict[str, list[dict]] = {}
+        for j in self._listing:
+            by_name.setdefault(str(j.get("job_name")), []).append(j)
+        for track in self.tracks:
+            attempts = by_name.get(track.job.job_name, [])
+            attempts.sort(key=lambda j: str(j.get("unique_job_name") or ""), reverse=True)
+            track.attempts = attempts
+            listed = {a.get("unique_job_name") for a in attempts}
+            track.unseen = [u for u in track.unseen if u not in listed]
+            changed |= self._note_status(track)
+        self._settle_blocked()
+        changed |= self._check_failures()
+        changed |= self._submit_more()
+        self._start_downloads()
+        self.reporter.update(self._rows())
+        self.rounds += 1
+        return changed
+
+    def _finished(self) -> bool:
+        halted = self.halted is not None
+        for t in self.tracks:
+            s = t.situation(halted)
+            if s in ("busy", "blocked") or (s == "live" and not self.detach):
+                return False
+            if s in ("new", "retry"):
+                return False
+            if not self.detach and (t.download_busy or self._needs_download(t)):
+                return False
+        return True
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep until the next round, handling workers' results (and submitting what they
+        free up) as they come, without polling."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.wake.wait(left):
+                self.wake.clear()
+                if self._drain():
+                    self._submit_more()
+                    self._start_downloads()
+                    self.reporter.update(self._rows())
+                if self._finished():
+                    return
+
+    def _poll(self) -> list[dict[str, Any]]:
+        """ONE GET /jobs; while the API cannot be reached, wait with backoff (and keep handling
+        workers' results)."""
+        lost_at: float | None = None
+        delay = 0.5
+        while True:
+            started = time.monotonic()
+            try:
+                listing = list_jobs(self.client)
+            except (requests.ConnectionError, requests.Timeout) as e:
+                problem = type(e).__name__
+            except requests.HTTPError as e:
+                code = e.response.status_code if e.response is not None else 0
+                if code < 500:
+                    raise PlatformError(f"the API refused to list jobs: {e}") from None
+                problem = f"HTTP {code}"
+            else:
+                if lost_at is not None:
+                    self.reporter.note("reconnected to the API; reconciling")
+                self._listing_started = started
+                return listing
+            now = time.monotonic()
+            if lost_at is None:
+                lost_at = now
+                self.reporter.note(f"cannot reach the API ({problem}); waiting for it")
+            elif now - lost_at > self.unreachable_timeout_s:
+                raise PlatformError(
+                    f"the API has been unreachable for {now - lost_at:.0f} s ({problem}); "
+                    "run kaio apply again once it is back: nothing is submitted twice"
+                )
+            self._wait(delay)
+            delay = min(delay * 2, 10.0)
+
+    # ---- workers' results ---------------------------------------------------------------------
+
+    def _drain(self) -> bool:
+        changed = False
+        while True:
+            try:
+                kind, track, result = self.results.get_nowait()
+            except queue.Empty:
+                return changed
+            changed = True
+            if kind == "download":
+                self._download_done(track, result)
+            else:
+                self._submitted(track, result)
+
+    def _submitted(self, track: Track, result: Any) -> None:
+        track.busy = False
+        if _refused(result):
+            raise PlatformError(f"the API refused the key: {result}")
+        if isinstance(result, BaseException):
+            # Unexpected: treat it as uncertain; recover.py settles by job_name.
+            result = Outcome("uncertain", error=f"{type(result).__name__}: {result}")
+            result.since = time.monotonic()
+        name = track.job.name
+        if result.kind == "uploaded":
+            if result.unique_job_name not in track.unseen:
+                track.unseen.append(result.unique_job_name)
+            self.reporter.event(
+                name, f"submitted {result.unique_job_name} (attempt {track.used()})"
+            )
+        elif result.kind in ("uncertain", "unuploaded"):
+            track.blocked_since = result.since or time.monotonic()
+            self.reporter.event(name, f"{result.error}; checking by job_name before going on")
+        elif result.kind == "invalid":
+            track.invalid = result.error
+            self.reporter.event(name, f"cannot be submitted: {result.error}")
+        # "settled": submit again when the loop next can; "cancelled": nothing happened
+
+    # ---- submitting -------------------------------------------------------------------------
+
+    def _in_flight(self) -> int:
+        halted = self.halted is not None
+        return sum(1 for t in self.tracks if t.situation(halted) in ("busy", "blocked", "live"))
+
+    def _submit_more(self) -> bool:
+        if self.halted or self.cancel.is_set():
+            return False
+        room = self.max_parallel - self._in_flight()
+        submitted = False
+        for track in self.tracks:
+            if room <= 0:
+                break
+            if track.situation(False) not in ("new", "retry"):
+                continue
+            seen = {a.get("unique_job_name") for a in track.attempts} | set(track.unseen)
+            seen |= set(self.state.unique_job_names(track.job.job_name))
+            known = sorted(str(k) for k in seen if k)
+            track.busy = True
+            job = track.job
+            self.submit_pool.submit(
+                "submit",
+                track,
+                lambda job=job, known=known: self.submitter.submit(job, known, self.cancel.is_set),
+            )
+            room -= 1
+            submitted = True
+        return submitted
+
+    def _settle_blocked(self) -> None:
+        for track in self.tracks:
+            since = track.blocked_since
+            if since is None or track.busy or self._listing_started <= since:
+                continue
+            track.blocked_since = None
+            track.busy = True
+            attempts = list(track.attempts)
+            self.submit_pool.submit(
+                "settle",
+                track,
+                lambda t=track, a=attempts, s=since: settle(self.submitter, t.job, a, s),
+            )
+
+    # ---- ends: failures, fail_fast, downloads ---------------------------------------------------
+
+    def _note_status(self, track: Track) -> bool:
+        unique, status = track.latest()
+        if unique is None or (unique, status) == track.last_seen:
+            return False
+        track.last_seen = (unique, status)
+        if status == "Pending" and unique in track.unseen:
+            return True
+        text = status or ""
+        if status in ("Failed", "Stopped"):
+            reason = track.attempts[0].get("failure_reason") if track.attempts else None
+            text += f": {reason}" if reason else ""
+        self.reporter.event(track.job.name, text)
+        return True
+
+    def _check_failures(self) -> bool:
+        if not self.fail_fast or self.halted:
+            return False
+        for track in self.tracks:
+            if track.situation(False) == "failed":
+                self._halt(f"{track.job.name} failed and fail_fast is set")
+                return True
+        return False
+
+    def _halt(self, why: str) -> None:
+        self.halted = why
+        self.submit_pool.drop_queued()
+        self.reporter.note(f"{why}: stopping the jobs still running; submitting nothing more")
+        for track in self.tracks:
+            unique, status = track.latest()
+            if unique and status in ("Pending", "InProgress"):
+                try:
+                    self.client.stop_job(unique)
+                except requests.RequestException as e:
+                    self.reporter.note(f"could not stop {unique}: {e}")
+
+    def _halt_for_interrupt(self) -> None:
+        self.halted = "interrupted"
+        self.cancel.set()
+        self.submit_pool.drop_queued()
+        self.download_pool.drop_queued()
+
+    def _find_download(self, track: Track) -> None:
+        marker = downloads.read_marker(track.job.outputs) or {}
+        unique = marker.get("unique_job_name")
+        if isinstance(unique, str) and downloads.is_complete(track.job.outputs, unique):
+            track.downloaded = unique
+
+    def _needs_download(self, track: Track) -> bool:
+        if track.download_error is not None:
+            return False
+        s = track.situation(self.halted is not None)
+        if s not in ("completed", "failed", "halted"):
+            return False
+        unique, status = track.latest()
+        if unique is None or status in LIVE_STATUSES or track.unseen:
+            return False
+        return track.downloaded != unique
+
+    def _start_downloads(self) -> None:
+        if self.detach or self.cancel.is_set():
+            return
+        for track in self.tracks:
+            if track.download_busy or not self._needs_download(track):
+                continue
+            unique, _ = track.latest()
+            track.download_busy = True
+            job = track.job
+            self.download_pool.submit(
+                "download", track, lambda job=job, u=unique: _download(self.client, job, u)
+            )
+
+    def _download_done(self, track: Track, result: Any) -> None:
+        track.download_busy = False
+        if isinstance(result, BaseException):
+            track.download_tries += 1
+            if track.download_tries >= DOWNLOAD_TRIES:
+                track.download_error = f"{type(result).__name__}: {result}"
+                self.reporter.event(track.job.name, f"download failed: {track.download_error}")
+            return
+        if not result.ok:  # "conflict": the folder holds files kaio did not write
+            track.download_error = result.message
+            self.reporter.event(track.job.name, f"outputs not downloaded: {result.message}")
+            return
+        track.downloaded = result.unique_job_name
+        self.state.mark_downloaded(track.job.job_name, result.unique_job_name, str(result.dest))
+        self.state.save()
+        if result.outcome == "downloaded":
+            self.reporter.event(track.job.name, f"outputs: {result.message}")
+
+    # ---- reporting --------------------------------------------------------------------------
+
+    def _rows(self) -> list[Row]:
+        rows = []
+        halted = self.halted is not None
+        for t in self.tracks:
+            _, status = t.latest()
+            s = t.situation(halted)
+            shown = status or ("Submitting" if s == "busy" else "Waiting")
+            if t.invalid:
+                shown = "Invalid"
+            elif s == "busy" and status not in LIVE_STATUSES:
+                shown = "Submitting"
+            attempt = t.attempts[0] if t.attempts and not t.unseen else None
+            rows.append(Row(t.job.name, shown, t.used(), t.job.retries + 1, attempt))
+        return rows
+
+    def _result(self) -> ApplyResult:
+        jobs = []
+        restarts = 0
+        for t in self.tracks:
+            unique, status = t.latest()
+            restarts += sum(
+                1 for a in t.attempts if RESTART_MARK in str(a.get("failure_reason") or "")
+            )
+            reason = t.invalid or (t.attempts[0].get("failure_reason") if t.attempts else None)
+            if t.download_error and status == "Completed":
+                reason = f"outputs not downloaded: {t.download_error}"
+            outputs = t.job.outputs if t.downloaded and t.downloaded == unique else None
+            log = None
+            if outputs is not None and status != "Completed":
+                log = _log_path(outputs)
+            uniques = [str(a.get("unique_job_name")) for a in reversed(t.attempts)] + t.unseen
+            jobs.append(
+                JobResult(
+                    key=t.job.key,
+                    name=t.job.name,
+                    job_name=t.job.job_name,
+                    status="Invalid" if t.invalid else (status or NOT_SUBMITTED),
+                    attempts=t.used(),
+                    unique_job_names=tuple(uniques),
+                    outputs=outputs,
+                    failure_reason=reason if status != "Completed" or t.download_error else None,
+                    log_path=log,
+                )
+            )
+        return ApplyResult(
+            manifest="",
+            jobs=tuple(jobs),
+            interrupted=self.interrupted,
+            detached=self.detach and not self.interrupted,
+            halted=self.halted if self.halted != "interrupted" else None,
+            restarts=restarts,
+        )
+
+
+def _download(client, job: PlannedJob, unique: str) -> downloads.DownloadResult:
+    """The outputs folder is this job's: an earlier attempt's download, or an older version's
+    (same key and name), is replaced; files kaio did not download are left alone."""
+    marker = downloads.read_marker(job.outputs) or {}
+    force = same_key_and_name(job, str(marker.get("job_name") or ""))
+    return downloads.download(client, unique, job.outputs, force=force)
+
+
+def _refused(result: Any) -> bool:
+    return (
+        isinstance(result, requests.HTTPError)
+        and result.response is not None
+        and result.response.status_code in (401, 403)
+    )
+
+
+def _log_path(outputs: Path) -> Path | None:
+    for name in ("stderr.log", "stdout.log"):
+        candidate = outputs / "logs" / "algo-1" / name
+        if candidate.is_file():
+            return candidate
+    return None

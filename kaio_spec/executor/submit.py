@@ -1,0 +1,235 @@
+"""Submitting one planned job: its folder packaged once per run, its params.json added, the intent
+written before the presign, the upload streamed.
+
+    package (once per folder) → intent saved → POST /jobs/presign → unique + URL saved → PUT
+
+The presign is never sent blindly twice: when its outcome is uncertain (the connection dropped,
+a timeout, a 502/503/504: the server may have created the job), `submit` returns `uncertain` and
+the executor settles it from a GET /jobs made afterwards (recover.py). An upload that fails after
+the transport's own retries leaves the intent (with its URL) for recover.py too.
+
+This reaches into the Client's presign and upload steps (Client.submit_package runs them back to
+back) because the executor must record what the presign answered before uploading.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+from kaio_spec.client import check_job_fields, check_package_fits
+from kaio_spec.errors import InvalidInput
+from kaio_spec.images import ResolvedImage, resolve_image
+from kaio_spec.packaging import Package, build_package
+from kaio_spec.planner import PlannedJob
+from kaio_spec.state import State
+from kaio_spec.validation import FieldError
+
+UNCERTAIN_STATUSES = frozenset({502, 503, 504})
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Outcome:
+    """What one submission came to.
+
+    kind: "uploaded" (the job has its package), "uncertain" (the presign may have created a job;
+    settle from a listing made after `since`), "unuploaded" (presigned, the upload failed; the
+    intent holds the URL), "invalid" (the job can never be submitted: `error` says why),
+    "cancelled" (the run was interrupted before the presign)."""
+
+    kind: str
+    unique_job_name: str | None = None
+    error: str | None = None
+    since: float = 0.0
+    code: int = 0  # the HTTP status that refused an upload, if one did
+
+
+class PackageCache:
+    """Each distinct (folder, entrypoint) compressed once per run; per-job files are added with
+    Package.with_files, which reuses the folder's compressed bytes. The folder's content hash must
+    still be the one planned: the job_name was derived from it."""
+
+    def __init__(self, tmp_dir: Path | None = None):
+        self.tmp_dir = tmp_dir
+        self._packages: dict[tuple[str, str], Package] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+        self.built = 0  # how many folders were compressed (benchmarks and tests read it)
+
+    def folder_package(self, job: PlannedJob) -> Package:
+        key = (str(job.directory), job.entrypoint)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            package = self._packages.get(key)
+            if package is None:
+                if self.tmp_dir is not None:
+                    self.tmp_dir.mkdir(parents=True, exist_ok=True)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # `kaio validate`/`plan` report skipped files
+                    package = build_package(job.directory, job.entrypoint, tmp_dir=self.tmp_dir)
+                self._packages[key] = package
+                self.built += 1
+        if package.content_hash != job.content_hash:
+            raise InvalidInput(
+                f"{job.directory} changed since it was planned (its job names depend on its "
+                "content); run kaio apply again to plan it anew"
+            )
+        return package
+
+    def job_package(self, job: PlannedJob) -> Package:
+        return self.folder_package(job).with_files({"params.json": job.params_json()})
+
+    def close(self) -> None:
+        with self._lock:
+            for package in self._packages.values():
+                package.close()
+            self._packages.clear()
+
+
+class _Counting:
+    """A package stream that reports the bytes read (the live display's upload progress)."""
+
+    def __init__(self, stream: IO[bytes], advance: Callable[[int], None]):
+        self._stream = stream
+        self._advance = advance
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stream.close()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        if data:
+            self._advance(len(data))
+        return data
+
+
+class Submitter:
+    """Presign and upload for the executor's workers (thread-safe)."""
+
+    def __init__(
+        self,
+        client,
+        state: State,
+        packages: PackageCache,
+        on_bytes: Callable[[int], None] = lambda n: None,
+    ):
+        self.client = client
+        self.state = state
+        self.packages = packages
+        self.on_bytes = on_bytes
+        self._images: dict[tuple, ResolvedImage] = {}
+        self._images_lock = threading.Lock()
+
+    def _image(self, job: PlannedJob) -> ResolvedImage:
+        key = (job.spec["instance_type"], job.spec["framework"], job.spec["framework_version"])
+        with self._images_lock:
+            if key not in self._images:
+                self._images[key] = resolve_image(*key, self.client.region)
+            return self._images[key]
+
+    def _fields(self, job: PlannedJob, package: Package) -> dict[str, Any]:
+        args = job.submit_arguments()
+        for name in ("framework", "framework_version"):
+            args.pop(name)
+        fields = check_job_fields(**args)
+        if fields["entrypoint"] not in package.paths():
+            raise FieldError("entrypoint", f"{fields['entrypoint']!r} is not in the package")
+        check_package_fits(package.size, fields["volume_size_gb"])
+        return fields
+
+    def submit(self, job: PlannedJob, known: list[str], cancelled: Callable[[], bool]) -> Outcome:
+        """Package, record the intent, presign, record its answer, upload."""
+        try:
+            package = self.packages.job_package(job)
+            fields = self._fields(job, package)
+            image = self._image(job)
+        except (ValueError, OSError) as e:  # FieldError and InvalidInput are ValueErrors
+            return Outcome("invalid", error=str(e))
+        if cancelled():
+            return Outcome("cancelled")
+        self.state.set_intent(
+            job.job_name,
+            {"at": now_iso(), "known": sorted(known), "unique_job_name": None, "upload_url": None},
+        )
+        self.state.save()
+        since = time.monotonic()
+        try:
+            presign = self.client._presign(fields, image)
+        except (requests.ConnectionError, requests.Timeout) as e:
+            return Outcome("uncertain", error=_short(e), since=since)
+        except requests.HTTPError as e:
+            code = e.response.status_code if e.response is not None else 0
+            if code in UNCERTAIN_STATUSES:
+                return Outcome("uncertain", error=_short(e), since=since)
+            self.state.clear_intent(job.job_name)
+            self.state.save()
+            if code in (401, 403):
+                raise  # the key no longer works: nothing else will either
+            return Outcome("invalid", error=str(e))
+        except Exception as e:  # PlatformError (env not taken, answer unusable): it exists
+            return Outcome("uncertain", error=_short(e), since=since)
+        unique = presign["unique_job_name"]
+        self.state.update_intent(
+            job.job_name, unique_job_name=unique, upload_url=presign["upload_url"]
+        )
+        self.state.save()
+        return self.upload(job, unique, presign["upload_url"], package)
+
+    def upload(
+        self, job: PlannedJob, unique: str, url: str, package: Package | None = None
+    ) -> Outcome:
+        """PUT the package (again: the server takes the same bytes twice). A 409 means the
+        server already has a package for it, or the job moved on: either way nothing to upload."""
+        since = time.monotonic()
+        try:
+            package = package or self.packages.job_package(job)
+            self._put(url, package)
+        except requests.HTTPError as e:
+            code = e.response.status_code if e.response is not None else 0
+            if code != 409:
+                return Outcome("unuploaded", unique, error=str(e), since=since, code=code)
+        except (requests.RequestException, OSError) as e:
+            return Outcome("unuploaded", unique, error=_short(e), since=since)
+        except ValueError as e:
+            return Outcome("invalid", unique, error=str(e))
+        self.state.add_attempt(job.job_name, unique)
+        self.state.clear_intent(job.job_name)
+        self.state.save()
+        return Outcome("uploaded", unique)
+
+    def _put(self, url: str, package: Package) -> None:
+        # The transport's put_stream: retried on drops and 502/503/504, a body re-opened each try;
+        # our progress (not the client's own bar, which would fight the live table).
+        self.client._transport.put_stream(
+            url,
+            lambda: _Counting(package.open(), self.on_bytes),
+            package.size,
+            progress=False,
+        )
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+__all__ = ["Outcome", "PackageCache", "Submitter", "now_iso"]
