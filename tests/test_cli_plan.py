@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,9 +17,14 @@ KAIO = str(Path(sys.executable).parent / "kaio")
 CIFAR = ROOT / "tests" / "manifests" / "valid" / "cifar"
 
 
-def kaio(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def kaio(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`kaio plan` runs offline here (planning against the API: tests/test_apply_cli.py)."""
+    if args[:1] == ("plan",) and "--help" not in args and "--offline" not in args:
+        args = (*args, "--offline")
     return subprocess.run(
-        [KAIO, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+        [KAIO, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False, env=env
     )
 
 
@@ -109,11 +115,13 @@ def test_the_table_shows_key_name_instances_values_and_action(tmp_path):
     assert all(line[start - 2 : start] == "  " and line[start] != " " for line in lines[1:4])
 
 
-def test_offline_is_accepted_and_plans_the_same(tmp_path):
+def test_offline_never_asks_the_api(tmp_path):
+    """--offline plans with no API at all (the address points at a closed port)."""
     project(tmp_path)
-    plain = kaio("plan", "kaio.yaml", "-o", "json", cwd=tmp_path)
-    offline = kaio("plan", "kaio.yaml", "-o", "json", "--offline", cwd=tmp_path)
-    assert offline.returncode == 0 and offline.stdout == plain.stdout
+    env = {**os.environ, "KAIO_API_BASE": "http://127.0.0.1:9", "KAIO_API_KEY": "k"}
+    r = kaio("plan", "kaio.yaml", "-o", "json", "--offline", cwd=tmp_path, env=env)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert [job["action"] for job in json.loads(r.stdout)["jobs"]] == ["create"] * 3
 
 
 def test_an_invalid_manifest_exits_2_with_positioned_errors_and_no_traceback(tmp_path):
