@@ -87,13 +87,15 @@ def list_jobs(client, include_archived: bool = False) -> list[dict[str, Any]]:
 
 
 def is_manifest_argument(arg: str) -> bool:
-    """Whether FILE|UNIQUE_JOB_NAME names a manifest: an existing path, or anything that looks
-    like one (a .yaml/.yml name, a folder part). Unique job names never contain '/' or '.'."""
-    if Path(arg).exists():
-        if Path(arg).is_dir():
-            raise InvalidInput(f"{arg}: is a folder; give the manifest file (e.g. {arg}/kaio.yaml)")
+    """Whether FILE|UNIQUE_JOB_NAME names a manifest: an existing file, or anything that looks
+    like a path (a .yaml/.yml name, a folder part). Unique job names never contain '/' or '.';
+    a folder named like a job (where `kaio download UNIQUE` puts it) is not a manifest."""
+    path = Path(arg)
+    if path.is_file():
         return True
-    if arg.endswith((".yaml", ".yml")) or "/" in arg:
+    if arg.endswith((".yaml", ".yml")) or "/" in arg or arg in (".", ".."):
+        if path.is_dir():
+            raise InvalidInput(f"{arg}: is a folder; give the manifest file (e.g. {arg}/kaio.yaml)")
         raise InvalidInput(f"{arg}: no such file")
     return False
 
