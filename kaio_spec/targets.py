@@ -26,7 +26,6 @@ says what to do.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import subprocess
@@ -304,6 +303,8 @@ def _refused(target: Target) -> str:
         "local key file": f"the local platform's key ({local_data_dir() / KEY_FILE})",
     }.get(target.key_source or "", "the key")
     advice = "check it, or run `kaio login` to save a valid one"
+    if target.key_source == "local key file":
+        advice = "delete that file and run the command again: a new key is made"
     if target.key_source == "the key given":
         where, advice = "the key given", "check it and run `kaio login` again"
     if target.is_local and target.key_source == "KAIO_API_KEY":
@@ -351,6 +352,11 @@ def _start_lock(data_dir: Path) -> Iterator[None]:
     """Held while one `kaio` process checks, starts and keys the local platform: two commands run
     at once start one server and create one key."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no flock; the server's own lock remains
+        yield
+        return
     with open(data_dir / START_LOCK, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

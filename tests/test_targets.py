@@ -444,3 +444,42 @@ def test_check_url():
     for bad in ("api.kaion5.com", "file:///etc", "http://", "https://a?b=1"):
         with pytest.raises(InvalidInput, match="is not an http"):
             targets.check_url(bad, "--api")
+
+
+def test_the_readme_first_command_on_a_fresh_machine(home):
+    """`kaio apply examples/specs/quickstart.yaml --yes` with no server started by hand, no key
+    and no login: the local platform starts, the job runs, its outputs are on disk."""
+    import shutil
+
+    examples = home.root / "examples"
+    repo_examples = Path(__file__).resolve().parent.parent / "examples"
+    shutil.copytree(repo_examples, examples, ignore=shutil.ignore_patterns("outputs", ".kaio"))
+    result = subprocess.run(
+        [sys.executable, "-m", "kaio_spec.cli", "apply", "specs/quickstart.yaml", "--yes"],
+        capture_output=True,
+        text=True,
+        env=home.env(),
+        cwd=examples,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert STARTED.format(port=home.port) in result.stderr
+    out = examples / "specs" / "outputs" / "quickstart" / "train"
+    assert json.loads((out / "metrics.json").read_text())["loss"] < 0.01
+    assert (out / "model.json").is_file()
+
+
+def test_a_stale_local_key_file_says_how_to_recover(home):
+    assert home.kaio("jobs").returncode == 0
+    key_file = home.data_dir / targets.KEY_FILE
+    key_file.write_text("kaio_not_a_key_of_this_platform\n")
+    refused = home.kaio("jobs")
+    assert refused.returncode == 2
+    assert "refused the local platform's key" in refused.stderr
+    assert "delete that file and run the command again" in refused.stderr
+    key_file.unlink()
+    again = home.kaio("jobs")
+    assert again.returncode == 0, again.stderr
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key_file.read_text().strip() != "kaio_not_a_key_of_this_platform"
