@@ -187,7 +187,10 @@ class _Handler(BaseHTTPRequestHandler):
         while left > 0:
             data = self.rfile.read(min(left, COPY_CHUNK))
             if not data:
-                break
+                # The client went away mid-body: so does the upstream request, as a real proxy
+                # would do (a server left waiting for the rest would hold the upload's lock).
+                conn.close()
+                raise OSError("the client's body ended early")
             conn.send(data)
             left -= len(data)
         return conn

@@ -228,11 +228,16 @@ def _outputs_root(result: ApplyResult) -> Path | None:
     return Path(os.path.commonpath([str(f) for f in folders]))
 
 
+_WORDS = {"InProgress": "running", "NotSubmitted": "not submitted"}
+
+
 def render_summary(result: ApplyResult, file: str = "kaio.yaml") -> str:
     """Counts by status, where the outputs are, each failed job's reason and log; what to do
     next after Ctrl-C or --detach."""
     n = len(result.jobs)
-    counts = ", ".join(f"{c} {s.lower()}" for s, c in sorted(result.counts().items()))
+    counts = ", ".join(
+        f"{c} {_WORDS.get(s, s.lower())}" for s, c in sorted(result.counts().items())
+    )
     lines = [f"{result.manifest}: {n} job{'s' if n != 1 else ''}: {counts or 'nothing to do'}"]
     if result.restarts:
         lines.append(

@@ -316,7 +316,8 @@ class Engine:
             result.since = time.monotonic()
         name = track.job.name
         if result.kind == "uploaded":
-            if result.unique_job_name not in track.unseen:
+            listed = {a.get("unique_job_name") for a in track.attempts}
+            if result.unique_job_name not in set(track.unseen) | listed:
                 track.unseen.append(result.unique_job_name)
             self.reporter.event(
                 name, f"submitted {result.unique_job_name} (attempt {track.used()})"
