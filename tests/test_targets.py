@@ -483,3 +483,14 @@ def test_a_stale_local_key_file_says_how_to_recover(home):
     assert again.returncode == 0, again.stderr
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.read_text().strip() != "kaio_not_a_key_of_this_platform"
+
+
+def test_server_commands_by_hand_use_the_same_data_dir_as_the_auto_started_platform(home):
+    kaio_home = home.root / "kaio-home"
+    added = home.kaio("server", "user", "add", "alice", KAIO_HOME=str(kaio_home))
+    assert added.returncode == 0, added.stderr
+    assert (kaio_home / "server").is_dir()
+    listed = home.kaio("server", "user", "list", KAIO_HOME=str(kaio_home))
+    assert "alice" in listed.stdout
+    # Elsewhere (the default home) there is no such user.
+    assert "alice" not in home.kaio("server", "user", "list").stdout

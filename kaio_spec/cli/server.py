@@ -13,20 +13,16 @@ from kaio_spec import catalog
 
 DATA_DIR_HELP = (
     "where the platform keeps its database, packages, logs and outputs "
-    "[default: $KAIO_SERVER_DATA_DIR or ~/.kaio/server]"
+    "[default: $KAIO_SERVER_DATA_DIR, else $KAIO_HOME/server, else ~/.kaio/server]"
 )
 
 
 def _data_dir(ctx: click.Context, value: Path | None) -> Path:
-    from kaio_spec.server.config import DEFAULT_DATA_DIR
+    from kaio_spec import targets
 
-    # A subcommand's own --data-dir wins over the group's (`kaio server --data-dir D user add`).
-    chosen = (
-        value
-        or (ctx.obj or {}).get("data_dir")
-        or os.environ.get("KAIO_SERVER_DATA_DIR")
-        or DEFAULT_DATA_DIR
-    )
+    # A subcommand's own --data-dir wins over the group's (`kaio server --data-dir D user add`);
+    # without either, the same folder the auto-started platform and `kaio server stop` use.
+    chosen = value or (ctx.obj or {}).get("data_dir") or targets.local_data_dir()
     return Path(chosen).expanduser()
 
 
@@ -153,8 +149,8 @@ def server_stop(ctx: click.Context, data_dir: Path | None) -> None:
     $KAIO_HOME/server, else ~/.kaio/server."""
     from kaio_spec import targets
 
-    chosen = data_dir or (ctx.obj or {}).get("data_dir") or targets.local_data_dir()
-    url = targets.stop_local(Path(chosen).expanduser())
+    chosen = _data_dir(ctx, data_dir)
+    url = targets.stop_local(chosen)
     if url is None:
         click.echo(f"no local Kaio platform is running (data dir {chosen})", err=True)
     else:
