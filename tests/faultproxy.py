@@ -115,6 +115,10 @@ class RuleBuilder:
         return self._add("delay", times, seconds=seconds)
 
 
+class _ClientGone(OSError):
+    pass
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     proxy: FaultProxy  # set on the subclass made per proxy
@@ -138,6 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(rule.status_code, {"Content-Type": "application/json"}, rule.body)
         try:
             upstream = self._forward()
+        except _ClientGone:
+            self.close_connection = True  # nobody to answer
+            return
         except OSError:
             return self._answer(502, {"Content-Type": "application/json"}, b'{"error": "upstream"}')
         try:
@@ -190,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
                 # The client went away mid-body: so does the upstream request, as a real proxy
                 # would do (a server left waiting for the rest would hold the upload's lock).
                 conn.close()
-                raise OSError("the client's body ended early")
+                raise _ClientGone("the client's body ended early")
             conn.send(data)
             left -= len(data)
         return conn

@@ -149,7 +149,7 @@ def test_a_dropped_presign_answer_is_settled_by_job_name(tmp_path, kaio_server, 
     with FaultProxy(kaio_server.url) as proxy:
         proxy.on("POST", "/jobs/presign").drop_response(times=1)
         client = Client(proxy.url).login(api_key)
-        result = kaio_spec.apply(manifest, client=client)
+        result = kaio_spec.apply(manifest, client=client, uploads=2)
         assert proxy.count("POST", "/jobs/presign") == 3
     assert result.ok, result.to_json()
     jobs = list_jobs(kaio_server.url, api_key)
@@ -178,7 +178,7 @@ def test_through_resets_502_503_slow_answers_and_cut_downloads(tmp_path, kaio_se
         proxy.on("GET", "/objects/.*").truncate(10, times=2)
         proxy.on("GET", "/objects/.*").reset(times=1)
         client = Client(proxy.url, backoff=0.05).login(api_key)
-        result = kaio_spec.apply(manifest, client=client)
+        result = kaio_spec.apply(manifest, client=client, uploads=3)  # concurrent submissions
         unused = [(r.method, r.path.pattern, r.action) for r in proxy.rules if r.hits < r.times]
     assert result.ok, result.to_json()
     assert unused == []  # every fault was met

@@ -82,9 +82,12 @@ def execute(
     reporter: Reporter | None = None,
     state_file: str | os.PathLike | None = None,
     unreachable_timeout_s: float = 900.0,
+    uploads: int | None = None,
 ) -> ApplyResult:
     """Run what `prepared` plans until every selected job has ended and its outputs are on disk
-    (with `detach`: until everything is submitted). `prune` stops the live orphans first."""
+    (with `detach`: until everything is submitted). `prune` stops the live orphans first.
+    `uploads`: submissions at once (default: 1 against a platform on this machine, 8 otherwise:
+    run.upload_workers)."""
     manifest = prepared.comparison.plan.manifest
     reporter = reporter or QuietReporter()
     path = Path(state_file) if state_file else state_path(manifest.path)
@@ -116,6 +119,7 @@ def execute(
             poll_seconds=settings.poll_seconds,
             detach=detach,
             unreachable_timeout_s=unreachable_timeout_s,
+            uploads=uploads,
         )
         result = engine.run()
     finally:
@@ -160,6 +164,7 @@ def apply(
     only: str | None = None,
     reporter: Reporter | None = None,
     state_file: str | os.PathLike | None = None,
+    uploads: int | None = None,
 ) -> ApplyResult:
     """Apply the manifest at `path` through `client` (a logged-in kaio_spec.Client): submit every
     job the API does not already have (by job_name), at most settings.max_parallel in flight;
@@ -180,7 +185,13 @@ def apply(
         if not confirm(prepared):
             return declined(prepared)
     return execute(
-        prepared, client, detach=detach, prune=prune, reporter=reporter, state_file=state_file
+        prepared,
+        client,
+        detach=detach,
+        prune=prune,
+        reporter=reporter,
+        state_file=state_file,
+        uploads=uploads,
     )
 
 

@@ -66,6 +66,7 @@ class ApplyResult:
     stopped_orphans: tuple[str, ...] = ()
     restarts: int = 0
     declined: bool = False  # the confirmation was answered no: nothing was done
+    polls: int = 0  # GET /jobs listings made (the first one, then one per polling round)
 
     @property
     def ok(self) -> bool:
