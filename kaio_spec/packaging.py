@@ -155,9 +155,12 @@ def _load_ignore(root: Path) -> pathspec.GitIgnoreSpec | None:
     return pathspec.GitIgnoreSpec.from_lines(path.read_text(encoding="utf-8").splitlines())
 
 
-def scan_folder(directory: str | os.PathLike) -> FolderScan:
+def scan_folder(directory: str | os.PathLike, exclude: Iterable[str] = ()) -> FolderScan:
     """What `build_package` would package from `directory`, in order, and what it skips (links
-    out of the folder, special files). Ignored paths are left out silently."""
+    out of the folder, special files). Ignored paths are left out silently, and so are the
+    `exclude`d ones: relative paths (forward slashes) of files or folders, such as the folders a
+    manifest downloads its outputs to when they lie inside the job's folder."""
+    excluded = {e.strip("/") for e in exclude if e.strip("/")}
     root = Path(directory)
     if not root.exists():
         raise FileNotFoundError(f"directory {str(directory)!r} does not exist")
@@ -176,7 +179,7 @@ def scan_folder(directory: str | os.PathLike) -> FolderScan:
             path = Path(child.path)
             st = child.stat(follow_symlinks=False)
             is_dir = stat.S_ISDIR(st.st_mode)
-            if _never_packaged(child.name, path, is_dir):
+            if _never_packaged(child.name, path, is_dir) or child_rel in excluded:
                 continue
             if spec is not None and spec.match_file(child_rel + "/" if is_dir else child_rel):
                 continue
@@ -688,6 +691,7 @@ def build_package(
     compresslevel: int = DEFAULT_COMPRESSLEVEL,
     workers: int | None = None,
     tmp_dir: str | os.PathLike | None = None,
+    exclude: Iterable[str] = (),
 ) -> Package:
     """Packages `directory` once (see the module's docstring for what is left out and added).
 
@@ -695,7 +699,7 @@ def build_package(
     `entrypoint` is given but is not a file the package holds at its top (e.g. .kaioignore lists
     it). Skipped links and special files are listed in `skipped`, each with a warning.
     """
-    scan = scan_folder(directory)
+    scan = scan_folder(directory, exclude)
     for s in scan.skipped:
         warnings.warn(f"{s.path}: {s.reason}", UserWarning, stacklevel=2)
     entries = _with_merged_requirements(scan, automatic_requirements)
@@ -717,11 +721,13 @@ def folder_content_hash(
     entrypoint: str | None = None,
     *,
     automatic_requirements: Iterable[str] = catalog.AUTOMATIC_REQUIREMENTS,
+    exclude: Iterable[str] = (),
 ) -> str:
-    """The `content_hash` that `build_package(directory, entrypoint)` would report, computed by
-    reading and hashing the files only: nothing is compressed or written. The planner uses it
-    for job identities. Raises what build_package raises for a missing directory or entrypoint."""
-    scan = scan_folder(directory)
+    """The `content_hash` that `build_package(directory, entrypoint, exclude=...)` would report,
+    computed by reading and hashing the files only: nothing is compressed or written. The planner
+    uses it for job identities. Raises what build_package raises for a missing directory or
+    entrypoint."""
+    scan = scan_folder(directory, exclude)
     entries = _with_merged_requirements(scan, automatic_requirements)
     if entrypoint is not None:
         _check_entrypoint_packaged(entrypoint, entries, scan.root)

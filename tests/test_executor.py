@@ -226,3 +226,26 @@ def test_a_corrupt_state_file_is_ignored_and_replaced(tmp_path, kaio_server, api
     client = Client(kaio_server.url).login(api_key)
     assert kaio_spec.apply(manifest, client=client).ok
     assert State.load(tmp_path / ".kaio" / "state.json").problem is None
+
+
+def test_outputs_inside_the_job_folder_change_nothing(tmp_path, kaio_server, api_key):
+    """The default layout: code beside the manifest (directory "."), outputs under ./outputs/.
+    Downloads land inside the job's folder, yet they are never packaged, so the jobs stay
+    unchanged on the next apply and no package carries earlier outputs."""
+    write_project(tmp_path, cells=2)
+    (tmp_path / "train.py").write_text((tmp_path / "code" / "train.py").read_text())
+    manifest = tmp_path / "kaio.yaml"
+    manifest.write_text(manifest.read_text().replace("  directory: ./code\n", "  directory: .\n"))
+    client = Client(kaio_server.url).login(api_key)
+    first = kaio_spec.apply(manifest, client=client)
+    assert first.ok and (tmp_path / "outputs" / "sweep" / "train-0" / "result.json").is_file()
+    (job,) = kaio_spec.plan(manifest).jobs[:1]
+    assert job.package_exclude == ("outputs", "outputs/sweep/train-0", "outputs/sweep/train-1")
+    assert [o.action for o in compare(client, kaio_spec.plan(manifest))] == [Action.UNCHANGED] * 2
+    again = kaio_spec.apply(manifest, client=client)
+    assert [j.unique_job_names for j in again.jobs] == [j.unique_job_names for j in first.jobs]
+    from kaio_spec.packaging import build_package
+
+    with build_package(tmp_path, "train.py", exclude=job.package_exclude) as package:
+        assert package.content_hash == job.content_hash
+        assert not [p for p in package.paths() if p.startswith(("outputs", ".kaio"))]

@@ -63,13 +63,13 @@ class PackageCache:
 
     def __init__(self, tmp_dir: Path | None = None):
         self.tmp_dir = tmp_dir
-        self._packages: dict[tuple[str, str], Package] = {}
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._packages: dict[tuple, Package] = {}
+        self._locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
         self.built = 0  # how many folders were compressed (benchmarks and tests read it)
 
     def folder_package(self, job: PlannedJob) -> Package:
-        key = (str(job.directory), job.entrypoint)
+        key = (str(job.directory), job.entrypoint, job.package_exclude)
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
@@ -79,7 +79,12 @@ class PackageCache:
                     self.tmp_dir.mkdir(parents=True, exist_ok=True)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # `kaio validate`/`plan` report skipped files
-                    package = build_package(job.directory, job.entrypoint, tmp_dir=self.tmp_dir)
+                    package = build_package(
+                        job.directory,
+                        job.entrypoint,
+                        tmp_dir=self.tmp_dir,
+                        exclude=job.package_exclude,
+                    )
                 self._packages[key] = package
                 self.built += 1
         if package.content_hash != job.content_hash:

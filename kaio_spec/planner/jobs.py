@@ -57,8 +57,12 @@ class PlannedJob:
     sweep draws; `{}` for a plain job), `matrix_text` the same as written (`lr=0.00001`).
     `spec`: SPEC_KEYS in order, `directory` absolute; framework, framework_version and
     max_runtime_hours are None when not given. `content_hash`: the packaged folder's, as
-    packaging.build_package(directory, entrypoint) reports it (without params.json).
+    packaging.build_package(directory, entrypoint, exclude=package_exclude) reports it (without
+    params.json).
     `outputs`: where the results go. `labels`: for the server (manifest, key, name, cell).
+    `package_exclude`: paths inside `directory` never packaged because the manifest downloads
+    outputs there (its outputs root and every job's outputs folder that lie inside it), so a
+    download never changes the folder's content hash; pass it to build_package(exclude=...).
     Containers are plain JSON data; treat them as read-only.
     """
 
@@ -73,6 +77,7 @@ class PlannedJob:
     outputs: Path
     labels: dict[str, str]
     action: Action = Action.CREATE
+    package_exclude: tuple[str, ...] = ()
 
     @property
     def directory(self) -> Path:

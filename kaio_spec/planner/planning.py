@@ -434,13 +434,15 @@ class _Planner:
 
     # -- identity --
 
-    def _content_hash(self, job: JobDef, directory: str, entrypoint: str) -> str | None:
-        cache_key = (directory, entrypoint)
+    def _content_hash(
+        self, job: JobDef, directory: str, entrypoint: str, exclude: tuple[str, ...] = ()
+    ) -> str | None:
+        cache_key = (directory, entrypoint, exclude)
         if cache_key in self._hashes:
             return self._hashes[cache_key]
         digest = None
         try:
-            digest = packaging.folder_content_hash(directory, entrypoint)
+            digest = packaging.folder_content_hash(directory, entrypoint, exclude=exclude)
         except FieldError as e:
             self.error(self._site_path(job, ("entrypoint",)), str(e).split(": ", 1)[1])
         except (FileNotFoundError, NotADirectoryError) as e:
@@ -456,10 +458,12 @@ class _Planner:
         by_job_name: dict[str, _Rendered] = {}
         by_outputs: dict[str, _Rendered] = {}
         manifest = self.m.name
+        downloads = self._download_folders(rendered)
         for r in rendered:
             job = r.job
             directory, relative = self._directory(r.spec["directory"])
-            content = self._content_hash(job, directory, r.spec["entrypoint"])
+            exclude = _inside(directory, downloads)
+            content = self._content_hash(job, directory, r.spec["entrypoint"], exclude)
             first = by_name.setdefault(r.name, r)
             if first is not r:
                 self._duplicate(
@@ -505,9 +509,20 @@ class _Planner:
                     content_hash=content,
                     outputs=Path(outputs),
                     labels=_labels(manifest, job.key, r.name, cell_json),
+                    package_exclude=exclude,
                 )
             )
         return jobs
+
+    def _download_folders(self, rendered: list[_Rendered]) -> list[str]:
+        """Where apply downloads outputs: the outputs template's fixed leading folders (all of
+        a manifest's outputs go under it, whichever cells it has today), and every job's own
+        folder (for templates that start with a variable)."""
+        folders = [os.path.normpath(os.path.join(self.folder, r.outputs)) for r in rendered]
+        root = _fixed_root(self.m.settings.outputs)
+        if root:
+            folders.append(os.path.normpath(os.path.join(self.folder, root)))
+        return folders
 
     def _directory(self, written_dir: str) -> tuple[str, str]:
         """A job's directory, absolute and relative to the manifest's folder (the relative one
@@ -554,6 +569,31 @@ class _Planner:
         if r.job.matrix is None and r.job.sweep is None:
             return label
         return f"{label}[{r.index}] ({self._describe(r.job, r.cell)})"
+
+
+def _fixed_root(template: str) -> str:
+    """The folders of a path template before its first template tag: "outputs/{{ x }}/y" →
+    "outputs"; "" when it starts with one."""
+    starts = [i for i in (template.find("{{"), template.find("{%"), template.find("{#")) if i >= 0]
+    if not starts:
+        return template
+    head = template[: min(starts)]
+    return head[: head.rfind("/")] if "/" in head else ""
+
+
+def _inside(directory: str, folders: list[str]) -> tuple[str, ...]:
+    """`folders` that lie strictly inside `directory`, relative to it (forward slashes)."""
+    found = set()
+    for folder in folders:
+        rel = os.path.relpath(folder, directory)
+        if (
+            rel != "."
+            and not rel.startswith(".." + os.sep)
+            and rel != ".."
+            and not os.path.isabs(rel)
+        ):
+            found.add(rel.replace(os.sep, "/"))
+    return tuple(sorted(found))
 
 
 def _labels(manifest: str, key: str, name: str, cell_json: str) -> dict[str, str]:
