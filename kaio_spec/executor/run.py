@@ -403,7 +403,9 @@ class Engine:
         if status == "Pending" and unique in track.unseen:
             return True
         text = status or ""
-        if status in ("Failed", "Stopped"):
+        if status == "Stopped" and track.attempts and not counts_as_attempt(track.attempts[0]):
+            text = "Stopped before it ran (a submission that never got its package): not an attempt"
+        elif status in ("Failed", "Stopped"):
             reason = track.attempts[0].get("failure_reason") if track.attempts else None
             text += f": {reason}" if reason else ""
         self.reporter.event(track.job.name, text)
