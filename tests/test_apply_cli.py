@@ -183,3 +183,17 @@ def test_on_a_terminal_it_asks_and_shows_a_live_table(tmp_path, kaio_server, api
     assert "Completed" in text and "sweep: 2 jobs: 2 completed" in text
     assert not re.search(r"\x1b\[[0-9;]*3\dm", text)  # NO_COLOR: no foreground colours
     check_outputs(manifest, 2)
+
+
+def test_an_unreachable_api_exits_1_without_a_traceback(tmp_path):
+    manifest = write_project(tmp_path, cells=1)
+    for command in (["apply", "--yes"], ["plan"]):
+        r = subprocess.run(
+            [KAIO, *command, str(manifest), "--api", "http://127.0.0.1:9"],
+            env=kaio_env(tmp_path, "some-key"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from kaio_spec.errors import InvalidInput, KaioError, PlatformError
+from kaio_spec.errors import InvalidInput, KaioError
 from kaio_spec.executor.observe import Comparison, compare, list_jobs, status_of
 from kaio_spec.executor.report import QuietReporter, Reporter
 from kaio_spec.executor.results import ApplyResult
@@ -59,10 +59,7 @@ def prepare(path_or_plan: str | os.PathLike | Plan, client, *, only: str | None 
     """Plan (unless given a Plan) and compare with the API in one GET /jobs. Raises
     ManifestError for an invalid manifest, InvalidInput when `only` matches no job."""
     plan = path_or_plan if isinstance(path_or_plan, Plan) else make_plan(path_or_plan)
-    try:
-        listing = list_jobs(client)
-    except (requests.ConnectionError, requests.Timeout) as e:
-        raise PlatformError(f"cannot list the jobs at {client.api_base}: {e}") from None
+    listing = list_jobs(client)
     comparison = compare(client, plan, listing)
     selected = select(comparison.plan.jobs, only)
     if only and not selected:

@@ -25,7 +25,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import requests
+
 from kaio_spec import catalog
+from kaio_spec.errors import PlatformError
 from kaio_spec.planner import Action, Plan, PlannedJob
 from kaio_spec.planner.identity import HASH_CHARS, slug
 
@@ -35,6 +38,7 @@ __all__ = [
     "Observed",
     "compare",
     "counts_as_attempt",
+    "fetch_jobs",
     "find_orphans",
     "list_jobs",
     "manifest_prefix",
@@ -247,10 +251,20 @@ def orphan_json(api_job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_jobs(client) -> list[dict[str, Any]]:
+def fetch_jobs(client) -> list[dict[str, Any]]:
     """ONE GET /jobs, archived jobs included: a job hidden from the list still exists and still
-    holds its job_name."""
+    holds its job_name. Raises what the client raises."""
     return list(client.get_jobs(include_archived=True).get("jobs") or [])
+
+
+def list_jobs(client) -> list[dict[str, Any]]:
+    """fetch_jobs, with an API that cannot be reached (after the client's own retries) as a
+    PlatformError that says where."""
+    try:
+        return fetch_jobs(client)
+    except (requests.ConnectionError, requests.Timeout) as e:
+        where = getattr(client, "api_base", "the API")
+        raise PlatformError(f"cannot list the jobs at {where}: {type(e).__name__}") from None
 
 
 def compare(client, plan: Plan, api_jobs: Iterable[dict[str, Any]] | None = None) -> Comparison:

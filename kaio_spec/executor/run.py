@@ -34,7 +34,7 @@ from kaio_spec.errors import PlatformError
 from kaio_spec.executor.observe import (
     LIVE_STATUSES,
     counts_as_attempt,
-    list_jobs,
+    fetch_jobs,
     same_key_and_name,
     status_of,
 )
@@ -223,6 +223,8 @@ class Engine:
                 return
             interval = FIRST_INTERVAL_S if changed else min(self.poll_seconds, interval * 1.5)
             self._wait(interval)
+            if self._finished():  # the last downloads ended while waiting
+                return
             self._listing = self._poll()
 
     def _round(self) -> bool:
@@ -284,7 +286,7 @@ class Engine:
         while True:
             started = time.monotonic()
             try:
-                listing = list_jobs(self.client)
+                listing = fetch_jobs(self.client)
             except (requests.ConnectionError, requests.Timeout) as e:
                 problem = type(e).__name__
             except requests.HTTPError as e:
