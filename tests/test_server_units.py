@@ -110,6 +110,15 @@ def test_package_checks(tmp_path, members, ok):
     else:
         with pytest.raises(storage.PackageError, match=r"^package: "):
             storage.check_package(path, "train.py", 10**6)
+    # The upload's one-pass check and unpack agrees, and leaves nothing of a refused package.
+    dest = tmp_path / "pkg"
+    if ok:
+        storage.unpack_package(path, dest, "train.py", 10**6)
+        assert (dest / "train.py").is_file()
+    else:
+        with pytest.raises(storage.PackageError, match=r"^package: "):
+            storage.unpack_package(path, dest, "train.py", 10**6)
+        assert [p.name for p in tmp_path.iterdir()] == ["p.tar.gz"]
 
 
 def test_a_package_of_several_gzip_members_is_read_whole(tmp_path):
@@ -129,6 +138,8 @@ def test_a_package_of_several_gzip_members_is_read_whole(tmp_path):
     storage.check_package(path, "train.py", 10**6)
     storage.extract_package(path, tmp_path / "out")
     assert (tmp_path / "out" / "data.txt").read_bytes() == b"abc"
+    storage.unpack_package(path, tmp_path / "one", "train.py", 10**6)
+    assert (tmp_path / "one" / "data.txt").read_bytes() == b"abc"
 
 
 def test_an_unpacked_size_over_the_volume_is_refused(tmp_path):
@@ -141,3 +152,6 @@ def test_an_unpacked_size_over_the_volume_is_refused(tmp_path):
     path.write_bytes(buf.getvalue())
     with pytest.raises(storage.PackageError, match="volume"):
         storage.check_package(path, "train.py", 1000)
+    with pytest.raises(storage.PackageError, match="volume"):
+        storage.unpack_package(path, tmp_path / "pkg", "train.py", 1000)
+    assert not (tmp_path / "pkg").exists()

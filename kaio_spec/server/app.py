@@ -798,7 +798,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         md5 = hashlib.md5(usedforsecurity=False)
         size = 0
         try:
-            with open(part, "wb") as f:
+            with open(part, "wb", buffering=0) as f:
+
+                def write(data: bytearray) -> None:
+                    # One pass over the bytes: hashed (hashlib lets go of the GIL) and written.
+                    md5.update(data)
+                    f.write(data)
+
                 pending = bytearray()
                 async for chunk in request.stream():
                     size += len(chunk)
@@ -806,14 +812,13 @@ def create_app(config: ServerConfig) -> FastAPI:
                         raise ApiError(
                             413, f"body: larger than the {config.max_upload_bytes} bytes allowed"
                         )
-                    md5.update(chunk)
                     pending += chunk
                     if len(pending) >= UPLOAD_WRITE_CHUNK:
-                        # Large writes off the event loop; the last small one (all of a small
-                        # package) is not worth a thread hop.
-                        await run_in_threadpool(f.write, bytes(pending))
-                        pending.clear()
-                f.write(pending)
+                        # Large pieces hashed and written off the event loop; the last small one
+                        # (all of a small package) is not worth a thread hop.
+                        data, pending = pending, bytearray()
+                        await run_in_threadpool(write, data)
+                write(pending)
             etag = md5.hexdigest()
             os.replace(part, files.package)
         finally:
@@ -830,8 +835,8 @@ def create_app(config: ServerConfig) -> FastAPI:
                     f"package: {size} bytes is more than half the job's "
                     f"{job['volume_size_gb']} GB volume"
                 )
-            storage.check_package(files.package, job["entrypoint"], volume)
-            storage.extract_package(files.package, files.pkg)
+            # Checked and unpacked in one read: nothing of a bad package reaches pkg/.
+            storage.unpack_package(files.package, files.pkg, job["entrypoint"], volume)
         except storage.PackageError as e:
             files.forget_env()
             store.transition(unique, JobStatus.FAILED, failure_reason=str(e))

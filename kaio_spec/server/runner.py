@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -235,9 +234,8 @@ class JobRun:
 
     def _launch(self, python: str) -> None:
         job_env = self.files.read_env()
+        storage.hand_out_package(self.files, [inst.host for inst in self.instances])
         for inst in self.instances:
-            work = self.files.work(inst.host)
-            shutil.copytree(self.files.pkg, work, symlinks=True)
             config_file = self.files.config(inst.host)
             config_file.parent.mkdir(parents=True, exist_ok=True)
             config_file.write_text(json.dumps({"current_host": inst.host, "hosts": self.hosts}))

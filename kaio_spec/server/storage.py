@@ -4,7 +4,9 @@
     env.json              the env values, mode 0600, deleted when the job ends
     package.tar.gz        the upload, renamed into place only once complete
     pkg/                  the checked, unpacked package (renamed into place once whole)
-    work/algo-N/          each instance's own copy of pkg/, its working folder
+    pkg-files.json        at job start: size and mtime of pkg/'s files, to tell outputs apart
+    work/algo-N/          each instance's own copy of pkg/, its working folder (the last
+                          instance's is pkg/ itself, renamed: one copy fewer)
     config/algo-N/        resourceconfig.json (SM_RESOURCE_CONFIG), outside the outputs
     logs/algo-N/          stdout.log, stderr.log
     outputs/              after the job ends: the files instances created or changed
@@ -12,6 +14,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
@@ -49,6 +52,10 @@ class JobFiles:
     @property
     def pkg(self) -> Path:
         return self.root / "pkg"
+
+    @property
+    def pkg_files(self) -> Path:
+        return self.root / "pkg-files.json"
 
     @property
     def env_file(self) -> Path:
@@ -184,36 +191,90 @@ def check_member(m: tarfile.TarInfo) -> None:
         raise PackageError(f"package: {name!r} is not a file, folder or link")
 
 
+class _MemberCheck:
+    """Checks members one by one as an archive is read; `finish()` once all were seen."""
+
+    def __init__(self, entrypoint: str, max_unpacked_bytes: int):
+        self.entrypoint = entrypoint
+        self.max_unpacked_bytes = max_unpacked_bytes
+        self.total = 0
+        self.has_entrypoint = False
+
+    def __call__(self, m: tarfile.TarInfo) -> tarfile.TarInfo:
+        check_member(m)
+        self.total += m.size if m.isreg() else 0
+        if self.total > self.max_unpacked_bytes:
+            raise PackageError(
+                f"package: unpacks to more than the volume's {self.max_unpacked_bytes} bytes"
+            )
+        if m.isreg() and posixpath.normpath(m.name) == self.entrypoint:
+            self.has_entrypoint = True
+        return m
+
+    def finish(self) -> None:
+        if not self.has_entrypoint:
+            raise PackageError(
+                f"package: the entrypoint {self.entrypoint!r} is not at its top level"
+            )
+
+
+# Errors of reading a damaged archive (gzip's BadGzipFile is an OSError; other OSErrors, such as
+# a full disk while unpacking, are the platform's, not the package's).
+_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, UnicodeError, gzip.BadGzipFile)
+# tarfile copies member data in 16 KiB pieces by default: 1 MiB costs far fewer Python calls.
+_COPY_BUFSIZE = 1024 * 1024
+
+
 def check_package(path: Path, entrypoint: str, max_unpacked_bytes: int) -> None:
     """Raise PackageError unless `path` is a readable tar.gz whose every member is safe to unpack
     and whose top level holds the entrypoint. Reads the whole archive; writes nothing."""
-    total = 0
-    has_entrypoint = False
+    check = _MemberCheck(entrypoint, max_unpacked_bytes)
     try:
         # "r:gz" reads packages made of several concatenated gzip members, as gzip does.
         with tarfile.open(path, "r:gz") as tf:
             for m in tf:
-                check_member(m)
-                total += m.size if m.isreg() else 0
-                if total > max_unpacked_bytes:
-                    raise PackageError(
-                        f"package: unpacks to more than the volume's {max_unpacked_bytes} bytes"
-                    )
-                if m.isreg() and posixpath.normpath(m.name) == entrypoint:
-                    has_entrypoint = True
+                check(m)
     except PackageError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError, UnicodeError) as e:
         raise PackageError(f"package: not a readable tar.gz ({e})") from None
-    if not has_entrypoint:
-        raise PackageError(f"package: the entrypoint {entrypoint!r} is not at its top level")
+    check.finish()
+
+
+def unpack_package(path: Path, dest: Path, entrypoint: str, max_unpacked_bytes: int) -> None:
+    """check_package and extract_package in one read of the archive (one decompression): each
+    member is checked before anything of it is written, into a temp folder renamed into place
+    only once the whole package passed; nothing is left behind when it does not."""
+    check = _MemberCheck(entrypoint, max_unpacked_bytes)
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        with tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf:
+            members = (check(m) for m in tf)
+            if hasattr(tarfile, "data_filter"):
+                # The data filter is the second line of defence behind the member checks.
+                tf.extractall(tmp, members=members, filter="data")
+            else:  # Python < 3.10.12 / 3.11.4: the member checks alone stand guard
+                tf.extractall(tmp, members=members)
+        check.finish()
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except PackageError:
+        raise
+    except getattr(tarfile, "FilterError", ()) as e:
+        raise PackageError(f"package: cannot be unpacked safely ({e})") from None
+    except _READ_ERRORS as e:
+        raise PackageError(f"package: not a readable tar.gz ({e})") from None
+    finally:
+        if tmp.exists():  # only when something failed: it was renamed into place otherwise
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def extract_package(path: Path, dest: Path) -> None:
     """Unpack a checked package into `dest`, atomically: a temp folder renamed into place."""
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
     try:
-        with tarfile.open(path, "r:gz") as tf:
+        with tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf:
             if hasattr(tarfile, "data_filter"):
                 # The data filter is the second line of defence behind check_package.
                 tf.extractall(tmp, filter="data")
@@ -245,10 +306,37 @@ def _regular_files(root: Path) -> dict[str, os.stat_result]:
     return found
 
 
+def hand_out_package(files: JobFiles, hosts: list[str]) -> None:
+    """Give each instance a working folder of its own holding the package: copies of pkg/ for
+    all instances but the last, which gets pkg/ itself (renamed, not copied: a single instance
+    costs no copy). What pkg/ held is recorded first, in pkg-files.json, for collect_outputs."""
+    original = {rel: [st.st_size, st.st_mtime_ns] for rel, st in _regular_files(files.pkg).items()}
+    tmp = files.pkg_files.with_name(files.pkg_files.name + ".tmp")
+    tmp.write_text(json.dumps(original))
+    os.replace(tmp, files.pkg_files)
+    for host in hosts[:-1]:
+        shutil.copytree(files.pkg, files.work(host), symlinks=True)
+    last = files.work(hosts[-1])
+    last.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(files.pkg, last)
+
+
+def _original_files(files: JobFiles) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of each file the package held: from pkg/ while it is there, else from
+    pkg-files.json (pkg/ became the last instance's working folder)."""
+    if files.pkg.is_dir():
+        return {rel: (st.st_size, st.st_mtime_ns) for rel, st in _regular_files(files.pkg).items()}
+    try:
+        recorded = json.loads(files.pkg_files.read_text())
+        return {rel: (int(v[0]), int(v[1])) for rel, v in recorded.items()}
+    except (OSError, ValueError, TypeError, IndexError, AttributeError):
+        return {}
+
+
 def collect_outputs(files: JobFiles, hosts: list[str]) -> int:
     """Move what each instance created or changed into outputs/ (algo-N/ prefixes when there are
     several) and drop the working copies. Returns how many files were kept."""
-    original = _regular_files(files.pkg) if files.pkg.is_dir() else {}
+    original = _original_files(files)
     kept = 0
     for host in hosts:
         work = files.work(host)
@@ -259,8 +347,7 @@ def collect_outputs(files: JobFiles, hosts: list[str]) -> int:
                 rel.encode("utf-8")
             except UnicodeError:
                 continue  # a name no URL or JSON can carry
-            before = original.get(rel)
-            if before and (before.st_size, before.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+            if original.get(rel) == (st.st_size, st.st_mtime_ns):
                 continue
             dest = files.outputs / (f"{host}/{rel}" if len(hosts) > 1 else rel)
             dest.parent.mkdir(parents=True, exist_ok=True)
