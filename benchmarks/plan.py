@@ -28,7 +28,7 @@ start = time.perf_counter()
 from kaio_spec.cli import main
 with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
     try:
-        main(["plan", sys.argv[1], "-o", "json"], standalone_mode=False)
+        main(["plan", sys.argv[1], "-o", "json", "--offline"], standalone_mode=False)
     except SystemExit as e:
         if e.code:
             raise

@@ -459,10 +459,13 @@ class _Planner:
         by_outputs: dict[str, _Rendered] = {}
         manifest = self.m.name
         downloads = self._download_folders(rendered)
+        excludes: dict[str, tuple[str, ...]] = {}  # per distinct directory, not per job
         for r in rendered:
             job = r.job
             directory, relative = self._directory(r.spec["directory"])
-            exclude = _inside(directory, downloads)
+            exclude = excludes.get(directory)
+            if exclude is None:
+                exclude = excludes[directory] = _inside(directory, downloads)
             content = self._content_hash(job, directory, r.spec["entrypoint"], exclude)
             first = by_name.setdefault(r.name, r)
             if first is not r:
@@ -517,12 +520,17 @@ class _Planner:
     def _download_folders(self, rendered: list[_Rendered]) -> list[str]:
         """Where apply downloads outputs: the outputs template's fixed leading folders (all of
         a manifest's outputs go under it, whichever cells it has today), and every job's own
-        folder (for templates that start with a variable)."""
-        folders = [os.path.normpath(os.path.join(self.folder, r.outputs)) for r in rendered]
+        folder that is not under that root (for templates that start with a variable)."""
         root = _fixed_root(self.m.settings.outputs)
-        if root:
-            folders.append(os.path.normpath(os.path.join(self.folder, root)))
-        return folders
+        folders = {os.path.normpath(os.path.join(self.folder, root))} if root else set()
+        # With a fixed root, listing each job's folder under it too would make every job's
+        # exclusions as long as the sweep (a 10,000-cell plan would compare 10^8 paths).
+        under = tuple(f + os.sep for f in folders)
+        for r in rendered:
+            folder = os.path.normpath(os.path.join(self.folder, r.outputs))
+            if not (under and folder.startswith(under)):
+                folders.add(folder)
+        return sorted(folders)
 
     def _directory(self, written_dir: str) -> tuple[str, str]:
         """A job's directory, absolute and relative to the manifest's folder (the relative one
