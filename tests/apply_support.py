@@ -9,11 +9,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import requests
+
+import kaio_spec
 
 KAIO = str(Path(sys.executable).parent / "kaio")
 FINAL = ("Completed", "Failed", "Stopped")
@@ -206,3 +209,22 @@ def check_state_valid(manifest: Path) -> dict[str, Any] | None:
     data = json.loads(path.read_text())  # never half-written
     assert data["version"] == 1
     return data
+
+
+WAIT_S = 60.0  # a hang detector, never a timing assertion
+
+
+def names(manifest: Path) -> set[str]:
+    """The job_names the manifest plans."""
+    return {j.job_name for j in kaio_spec.plan(manifest)}
+
+
+def wait_for(predicate, what: str):
+    """predicate()'s first truthy value, polled; AssertionError naming `what` after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")

@@ -11,23 +11,18 @@ import time
 
 from apply_support import (
     KAIO,
+    WAIT_S,
     check_exactly_once,
     check_outputs,
     check_state_valid,
     kaio_env,
     list_jobs,
+    names,
     run_apply,
     start_apply,
+    wait_for,
     write_project,
 )
-
-import kaio_spec
-
-WAIT_S = 60.0  # a hang detector, never a timing assertion
-
-
-def names(manifest) -> set[str]:
-    return {j.job_name for j in kaio_spec.plan(manifest)}
 
 
 def test_without_a_terminal_and_without_yes_it_refuses(tmp_path, kaio_server, api_key):
@@ -103,21 +98,12 @@ def test_an_invalid_manifest_exits_2(tmp_path, kaio_server, api_key):
     assert r.returncode == 2 and "kaio.yaml:5:" in r.stderr and "Traceback" not in r.stderr
 
 
-def _wait_for(predicate, what: str):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
-
 
 def test_ctrl_c_leaves_jobs_running_exits_130_and_apply_resumes(tmp_path, kaio_server, api_key):
     manifest = write_project(tmp_path, cells=4, max_parallel=2, sleep=3)
     proc = start_apply(manifest, kaio_server.url, api_key)
     try:
-        _wait_for(
+        wait_for(
             lambda: any(j["status"] == "InProgress" for j in list_jobs(kaio_server.url, api_key)),
             "a job running",
         )

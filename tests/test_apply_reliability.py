@@ -10,12 +10,15 @@ import time
 
 import pytest
 from apply_support import (
+    WAIT_S,
     check_exactly_once,
     check_outputs,
     check_state_valid,
     list_jobs,
+    names,
     run_apply,
     start_apply,
+    wait_for,
     write_project,
 )
 from faultproxy import FaultProxy
@@ -23,22 +26,6 @@ from faultproxy import FaultProxy
 import kaio_spec
 from kaio_spec import Client
 from kaio_spec.executor import QuietReporter
-
-WAIT_S = 60.0  # a hang detector, never a timing assertion
-
-
-def names(manifest) -> set[str]:
-    return {j.job_name for j in kaio_spec.plan(manifest)}
-
-
-def _wait_for(predicate, what: str):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 def _with_data(manifest, megabytes: int = 4) -> None:
@@ -84,7 +71,7 @@ def test_killed_between_presign_and_upload_the_upload_is_sent_again(tmp_path, ka
         proxy.on("PUT", "/objects/.*").delay(30)
         proc = start_apply(manifest, proxy.url, api_key)
         try:
-            _wait_for(
+            wait_for(
                 lambda: (
                     (check_state_valid(manifest) or {}).get("jobs")
                     and any(
@@ -122,7 +109,7 @@ def test_killed_before_the_presign_answer_was_recorded(tmp_path, kaio_server, ap
         proxy.on("POST", "/jobs/presign").rewrite(hold)
         proc = start_apply(manifest, proxy.url, api_key)
         try:
-            _wait_for(lambda: list_jobs(kaio_server.url, api_key), "the presigned job")
+            wait_for(lambda: list_jobs(kaio_server.url, api_key), "the presigned job")
             proc.kill()
             proc.wait()
         finally:
@@ -221,7 +208,7 @@ def test_server_killed_and_restarted_mid_run(tmp_path, server_factory, retries):
     manifest = write_project(tmp_path, cells=4, max_parallel=4, sleep=3, retries=retries)
     proc = start_apply(manifest, server.url, key)
     try:
-        _wait_for(
+        wait_for(
             lambda: sum(j["status"] == "InProgress" for j in list_jobs(server.url, key)) >= 2,
             "jobs running",
         )
