@@ -98,7 +98,6 @@ def test_an_invalid_manifest_exits_2(tmp_path, kaio_server, api_key):
     assert r.returncode == 2 and "kaio.yaml:5:" in r.stderr and "Traceback" not in r.stderr
 
 
-
 def test_ctrl_c_leaves_jobs_running_exits_130_and_apply_resumes(tmp_path, kaio_server, api_key):
     manifest = write_project(tmp_path, cells=4, max_parallel=2, sleep=3)
     proc = start_apply(manifest, kaio_server.url, api_key)
