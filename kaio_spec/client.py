@@ -26,10 +26,10 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 import requests
@@ -343,6 +343,153 @@ class Client:
         with 502/503/504, the job may or may not exist: look for it by job_name (and labels) in
         get_jobs(); one still Pending was never uploaded and never starts.
         """
+        fields, image = self._check_submission(
+            package,
+            job_name=job_name,
+            instance_type=instance_type,
+            instance_count=instance_count,
+            volume_size_gb=volume_size_gb,
+            entrypoint=entrypoint,
+            image=image,
+            framework=framework,
+            framework_version=framework_version,
+            env=env,
+            max_runtime_hours=max_runtime_hours,
+            labels=labels,
+        )
+        if fields["instance_type"] in catalog.NOT_ON_HOSTED_PROCESSING:
+            warnings.warn(
+                f"{fields['instance_type']} is not a SageMaker Processing instance type: the local "
+                "platform runs it, the hosted platform may refuse it (ml.c5.xlarge is the "
+                "smallest c5 it offers)",
+                UserWarning,
+                stacklevel=2,
+            )
+        presign = self._presign(fields, image)
+        self.upload(presign["unique_job_name"], presign["upload_url"], package)
+        return {
+            "status": "uploaded",
+            "job_name": fields["job_name"],
+            "unique_job_name": presign["unique_job_name"],
+            "entrypoint": fields["entrypoint"],
+            "image_uri": image.uri,
+            "framework": image.framework,
+            "framework_version": image.framework_version,
+            "env_names": sorted(presign.get("env_names") or []),
+            "content_hash": package.content_hash,
+            "package_bytes": package.size,
+        }
+
+    def presign(
+        self,
+        package: Package,
+        *,
+        job_name: str = "job",
+        instance_type: str = catalog.DEFAULT_INSTANCE_TYPE,
+        instance_count: int = 1,
+        volume_size_gb: int = 5,
+        entrypoint: str | None = None,
+        image: ResolvedImage | None = None,
+        framework: str | None = None,
+        framework_version: str | None = None,
+        env: Mapping[str, str] | None = None,
+        max_runtime_hours: float = 1,
+        labels: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The first half of submit_package, for a caller that must record the answer before it
+        uploads (the executor's state file): checks everything exactly as submit_package does
+        (the same arguments, the same exceptions, before anything is sent), then asks the API for
+        a job and where to upload its package. Nothing is uploaded; `upload` does that.
+
+        Returns the API's presign answer: unique_job_name, upload_url (a presigned URL: a
+        credential, never log it), s3_uri and env_names. The job stays Pending, and never starts,
+        until its package is uploaded. Unlike submit_package it does not warn about instance types
+        the hosted platform may refuse.
+
+        Never retried, as submit_package's docstring says: after requests.ConnectionError, or an
+        HTTPError with 502/503/504, the job may or may not exist (look for it by job_name in
+        get_jobs()). PlatformError: the API's answer is unusable, or it did not take the job's
+        environment variables (the job exists but should not be uploaded).
+        """
+        fields, image = self._check_submission(
+            package,
+            job_name=job_name,
+            instance_type=instance_type,
+            instance_count=instance_count,
+            volume_size_gb=volume_size_gb,
+            entrypoint=entrypoint,
+            image=image,
+            framework=framework,
+            framework_version=framework_version,
+            env=env,
+            max_runtime_hours=max_runtime_hours,
+            labels=labels,
+        )
+        return self._presign(fields, image)
+
+    def upload(
+        self,
+        unique_job_name: str,
+        upload_url: str,
+        package: Package,
+        *,
+        progress: bool | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        """The second half of submit_package: PUT `package` to the `upload_url` that presign
+        answered for `unique_job_name`, which starts the job.
+
+        Safe to send again (after a crash, or with the URL read back from a state file): the
+        stream is re-opened and re-sent on a dropped connection, a timeout or a 502/503/504, and a
+        409 to a re-sent try counts as success when the job has moved past Pending (the try whose
+        answer was lost went through). `progress`: show a progress bar (default: when verbose and
+        the package is large); `on_bytes(n)` is called as each n bytes are read for sending.
+
+        Raises requests.HTTPError if the upload is refused (a 409 to a first try: the server
+        already has a package for this job, or it has moved on), requests.ConnectionError or
+        Timeout once the retries are spent.
+        """
+        size = package.size
+        self._log.debug("uploading %d bytes (content %s)", size, package.content_hash[:12])
+
+        def went_through(resp: requests.Response) -> bool:
+            # A retried PUT refused with 409: the try whose answer was lost may have been taken
+            # (the URL is ours alone, so nobody else uploads). A job past Pending has its package.
+            if resp.status_code != 409:
+                return False
+            status = catalog.normalize_status(str(self.get_job(unique_job_name).get("status")))
+            return status != "Pending"
+
+        def open_body() -> IO[bytes]:
+            body = package.open()
+            return body if on_bytes is None else _Counting(body, on_bytes)
+
+        self._transport.put_stream(
+            upload_url,
+            open_body,
+            size,
+            progress=show_progress(size, self.verbose) if progress is None else progress,
+            accept_after_retry=went_through,
+        )
+
+    def _check_submission(
+        self,
+        package: Package,
+        *,
+        job_name: str,
+        instance_type: str,
+        instance_count: int,
+        volume_size_gb: int,
+        entrypoint: str | None,
+        image: ResolvedImage | None,
+        framework: str | None,
+        framework_version: str | None,
+        env: Mapping[str, str] | None,
+        max_runtime_hours: float,
+        labels: Mapping[str, str] | None,
+    ) -> tuple[dict[str, Any], ResolvedImage]:
+        """presign's and submit_package's checks, before anything is sent: the normalized fields
+        and the image."""
         entrypoint = entrypoint or package.entrypoint or "train.py"
         fields = check_job_fields(
             job_name=job_name,
@@ -361,28 +508,7 @@ class Client:
             image = resolve_image(
                 fields["instance_type"], framework, framework_version, self.region
             )
-        if fields["instance_type"] in catalog.NOT_ON_HOSTED_PROCESSING:
-            warnings.warn(
-                f"{fields['instance_type']} is not a SageMaker Processing instance type: the local "
-                "platform runs it, the hosted platform may refuse it (ml.c5.xlarge is the "
-                "smallest c5 it offers)",
-                UserWarning,
-                stacklevel=2,
-            )
-        presign = self._presign(fields, image)
-        self._upload(presign["unique_job_name"], presign["upload_url"], package)
-        return {
-            "status": "uploaded",
-            "job_name": fields["job_name"],
-            "unique_job_name": presign["unique_job_name"],
-            "entrypoint": fields["entrypoint"],
-            "image_uri": image.uri,
-            "framework": image.framework,
-            "framework_version": image.framework_version,
-            "env_names": sorted(presign.get("env_names") or []),
-            "content_hash": package.content_hash,
-            "package_bytes": package.size,
-        }
+        return fields, image
 
     def _presign(self, fields: dict[str, Any], image: ResolvedImage) -> dict[str, Any]:
         job_spec = {
@@ -424,26 +550,6 @@ class Client:
             )
         return presign
 
-    def _upload(self, unique_job_name: str, upload_url: str, package: Package) -> None:
-        size = package.size
-        self._log.debug("uploading %d bytes (content %s)", size, package.content_hash[:12])
-
-        def went_through(resp: requests.Response) -> bool:
-            # A retried PUT refused with 409: the try whose answer was lost may have been taken
-            # (the URL is ours alone, so nobody else uploads). A job past Pending has its package.
-            if resp.status_code != 409:
-                return False
-            status = catalog.normalize_status(str(self.get_job(unique_job_name).get("status")))
-            return status != "Pending"
-
-        self._transport.put_stream(
-            upload_url,
-            package.open,
-            size,
-            progress=show_progress(size, self.verbose),
-            accept_after_retry=went_through,
-        )
-
     # ---- jobs -----------------------------------------------------------------------------------
 
     def get_jobs(self, include_archived: bool = False) -> dict[str, Any]:
@@ -472,6 +578,33 @@ class Client:
     def restore_job(self, unique_job_name: str) -> dict[str, Any]:
         """Show an archived job in get_jobs() again."""
         return self._call("POST", f"/jobs/{_seg(unique_job_name)}/restore").json()
+
+    def get_logs(
+        self,
+        unique_job_name: str,
+        host: str = "algo-1",
+        offset: int = 0,
+        stream: str = "stdout",
+    ) -> tuple[bytes, int]:
+        """A running or ended job's log bytes for one instance (`host`: algo-1, algo-2, ...) and
+        `stream` ("stdout" or "stderr"), from byte `offset`; returns them and the offset to ask
+        from next (X-Next-Offset). No bytes: nothing new yet, or, once the job has ended, the end.
+        Served in pieces: ask again from the next offset until no bytes come.
+
+        A local platform's route (PROTOCOL.md). Raises requests.HTTPError: 404 if there is no such
+        job of yours, or if the server has no logs route (the hosted API: a job's logs come with
+        its outputs, download_output), 400 if the job has no such host or stream."""
+        resp = self._call(
+            "GET",
+            f"/jobs/{_seg(unique_job_name)}/logs",
+            params={"host": host, "offset": str(offset), "stream": stream},
+        )
+        data = resp.content
+        try:
+            next_offset = int(resp.headers.get("X-Next-Offset", offset + len(data)))
+        except ValueError:
+            next_offset = offset + len(data)
+        return data, next_offset
 
     def download_output(
         self, unique_job_name: str, output_dir: str | os.PathLike = "."
@@ -512,6 +645,29 @@ class Client:
             self._log.debug("downloaded %s (%d bytes)", target, size)
             written.append(target)
         return written
+
+
+class _Counting:
+    """A package stream that reports the bytes read (upload's on_bytes)."""
+
+    def __init__(self, stream: IO[bytes], advance: Callable[[int], None]):
+        self._stream = stream
+        self._advance = advance
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stream.close()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        if data:
+            self._advance(len(data))
+        return data
 
 
 def _seg(name: str) -> str:

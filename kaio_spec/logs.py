@@ -14,11 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote
+
+import requests
 
 from kaio_spec import catalog
 from kaio_spec.errors import InvalidInput, PlatformError
 from kaio_spec.journey import api_errors, find_job
+from kaio_spec.transport import error_reason
 
 __all__ = ["Chunk", "LogsNotServed", "read_logs"]
 
@@ -39,27 +41,21 @@ class Chunk:
 
 
 def _fetch(client, unique: str, host: str, stream: str, offset: int) -> tuple[bytes, int]:
-    resp = client._call(  # the Client has no public call for this local-only route
-        "GET",
-        f"/jobs/{quote(unique, safe='')}/logs",
-        params={"host": host, "offset": str(offset), "stream": stream},
-        allow=(400, 404),
-    )
-    if resp.status_code == 404:
-        find_job(client, unique)  # an unknown job: InvalidInput naming it
-        raise LogsNotServed(
-            f"{client.api_base} does not serve logs while jobs run; a job's logs come with its "
-            f"outputs once it has ended: `kaio download {unique}`"
-        )
-    if resp.status_code == 400:
-        from kaio_spec.transport import error_reason
-
-        raise InvalidInput(f"{unique}: {error_reason(resp) or 'the server refused the request'}")
     try:
-        next_offset = int(resp.headers.get("X-Next-Offset", offset + len(resp.content)))
-    except ValueError:
-        next_offset = offset + len(resp.content)
-    return resp.content, next_offset
+        return client.get_logs(unique, host=host, offset=offset, stream=stream)
+    except requests.HTTPError as e:
+        resp = e.response
+        code = resp.status_code if resp is not None else 0
+        if code == 404:
+            find_job(client, unique)  # an unknown job: InvalidInput naming it
+            raise LogsNotServed(
+                f"{client.api_base} does not serve logs while jobs run; a job's logs come with "
+                f"its outputs once it has ended: `kaio download {unique}`"
+            ) from None
+        if code == 400:
+            reason = error_reason(resp) or "the server refused the request"
+            raise InvalidInput(f"{unique}: {reason}") from None
+        raise
 
 
 def read_logs(

@@ -240,6 +240,69 @@ def test_submit_package_reuses_one_compressed_folder(client, tmp_path):
         assert (tmp_path / r["job_name"] / "out.txt").read_text() == lr
 
 
+def test_presign_then_upload_runs_the_job(client, code, tmp_path):
+    with build_package(code, "train.py") as package:
+        presign = client.presign(package, job_name="two-steps", env={"LR": "0.5"})
+        assert {"unique_job_name", "upload_url", "s3_uri", "env_names"} <= set(presign)
+        assert presign["env_names"] == ["LR"]
+        unique = presign["unique_job_name"]
+        assert client.get_job(unique)["status"] == "Pending"  # nothing uploaded yet
+        client.upload(unique, presign["upload_url"], package)
+    job = wait(client, unique)
+    assert job["status"] == "Completed", job["failure_reason"]
+    client.download_output(unique, tmp_path / "out")
+    metrics = json.loads((tmp_path / "out/results/metrics.json").read_text())
+    assert metrics == {"lr": "0.5", "host": "algo-1"}
+
+
+def test_presign_checks_like_submit_package_before_sending(client, code):
+    before = client.get_jobs()["count"]
+    with build_package(code, "train.py") as package:
+        with pytest.raises(FieldError, match="entrypoint"):
+            client.presign(package, entrypoint="other.py")
+        with pytest.raises(FieldError, match="instance_count"):
+            client.presign(package, instance_count=0)
+        with pytest.raises(FieldError, match="volume_size_gb"):
+            client.presign(package, volume_size_gb=0)
+    assert client.get_jobs()["count"] == before
+
+
+def test_get_logs_returns_the_bytes_and_the_next_offset(client, code):
+    unique = quiet_submit(client, directory=code)["unique_job_name"]
+    assert wait(client, unique)["status"] == "Completed"
+    log, offset = b"", 0
+    while True:
+        data, next_offset = client.get_logs(unique, offset=offset)
+        assert next_offset == offset + len(data)
+        if not data:
+            break
+        log, offset = log + data, next_offset
+    assert b"trained" in log
+    assert client.get_logs(unique, host="algo-1", offset=offset, stream="stdout") == (b"", offset)
+    data, end = client.get_logs(unique, stream="stderr")
+    assert end == len(data)
+
+
+def test_get_logs_of_another_tenants_or_no_job_is_404(client, kaio_server, code):
+    other = Client(kaio_server.url).login(kaio_server.add_user())
+    theirs = quiet_submit(other, directory=code)["unique_job_name"]
+    for unique in (theirs, "20260101-000000000-nope"):
+        with pytest.raises(requests.HTTPError) as e:
+            client.get_logs(unique)
+        assert e.value.response.status_code == 404
+    assert wait(other, theirs)["status"] == "Completed"
+    with pytest.raises(requests.HTTPError) as e:
+        client.get_logs(theirs)
+    assert e.value.response.status_code == 404
+
+
+def test_get_logs_of_a_host_the_job_lacks_is_400(client, code):
+    unique = quiet_submit(client, directory=code)["unique_job_name"]
+    with pytest.raises(requests.HTTPError) as e:
+        client.get_logs(unique, host="algo-2")
+    assert e.value.response.status_code == 400
+
+
 def test_a_notebook_entrypoint(client, tmp_path):
     nb = {
         "cells": [

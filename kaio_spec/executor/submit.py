@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
 
@@ -104,29 +104,6 @@ class PackageCache:
             self._packages.clear()
 
 
-class _Counting:
-    """A package stream that reports the bytes read (the live display's upload progress)."""
-
-    def __init__(self, stream: IO[bytes], advance: Callable[[int], None]):
-        self._stream = stream
-        self._advance = advance
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stream.close()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        if data:
-            self._advance(len(data))
-        return data
-
-
 class Submitter:
     """Presign and upload for the executor's workers (thread-safe)."""
 
@@ -178,7 +155,7 @@ class Submitter:
         self.state.save()
         since = time.monotonic()
         try:
-            presign = self.client._presign(fields, image)
+            presign = self.client.presign(package, image=image, **fields)
         except (requests.ConnectionError, requests.Timeout) as e:
             return Outcome("uncertain", error=_short(e), since=since)
         except requests.HTTPError as e:
@@ -207,7 +184,7 @@ class Submitter:
         since = time.monotonic()
         try:
             package = package or self.packages.job_package(job)
-            self._put(url, package)
+            self._put(url, package, unique)
         except requests.HTTPError as e:
             code = e.response.status_code if e.response is not None else 0
             if code != 409:
@@ -221,15 +198,10 @@ class Submitter:
         self.state.save()
         return Outcome("uploaded", unique)
 
-    def _put(self, url: str, package: Package) -> None:
-        # The transport's put_stream: retried on drops and 502/503/504, a body re-opened each try;
-        # our progress (not the client's own bar, which would fight the live table).
-        self.client._transport.put_stream(
-            url,
-            lambda: _Counting(package.open(), self.on_bytes),
-            package.size,
-            progress=False,
-        )
+    def _put(self, url: str, package: Package, unique: str) -> None:
+        # Client.upload: retried on drops and 502/503/504, a body re-opened each try; our
+        # progress (not the client's own bar, which would fight the live table).
+        self.client.upload(unique, url, package, progress=False, on_bytes=self.on_bytes)
 
 
 def _short(e: BaseException) -> str:
