@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -109,6 +110,23 @@ class ServerProcess:
 
     def __repr__(self) -> str:
         return f"<kaio server {self.url} data_dir={self.data_dir}>"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_home(tmp_path_factory):
+    """No test may read the developer's saved login or start a platform in their home: every
+    command the tests run sees a home, a config folder and a local port of the test session's."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("KAIO_API_BASE", "KAIO_API_KEY", "KAIO_SERVER_DATA_DIR"):
+            mp.delenv(name, raising=False)
+        mp.setenv("KAIO_HOME", str(root / ".kaio"))
+        mp.setenv("XDG_CONFIG_HOME", str(root / "config"))
+        mp.setenv("KAIO_LOCAL_PORT", str(port))
+        yield root
 
 
 @pytest.fixture(scope="session")
