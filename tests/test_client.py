@@ -11,13 +11,13 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import time
 import warnings
 from pathlib import Path
 
 import pytest
 import requests
 from faultproxy import FaultProxy
+from support import wait_for_job
 
 from kaio_spec import Client, PlatformError, catalog
 from kaio_spec.client import check_package_fits
@@ -28,14 +28,8 @@ WAIT_S = 90.0  # a hang detector, never a timing assertion
 
 
 def wait(client: Client, unique: str, until=catalog.is_final) -> dict:
-    deadline = time.monotonic() + WAIT_S
-    job = {}
-    while time.monotonic() < deadline:
-        job = client.get_job(unique)
-        if until(job["status"]):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"{unique} never got there; last seen {job}")
+    """Until `until(status)`."""
+    return wait_for_job(client, unique, lambda job: until(job["status"]), WAIT_S)
 
 
 def folder(root: Path, files: dict[str, str]) -> Path:

@@ -5,17 +5,16 @@ POST), and how a lost presign answer is recovered from."""
 from __future__ import annotations
 
 import socket
-import time
 import warnings
 from pathlib import Path
 
 import pytest
 import requests
 from faultproxy import FaultProxy
+from support import wait_for_job
 
-from kaio_spec import Client, catalog
+from kaio_spec import Client
 
-WAIT_S = 90.0
 PRESIGN = "/jobs/presign"
 UPLOAD = "/objects/.*/package.tar.gz"
 OUTPUT = "/objects/.*/outputs/.*"
@@ -47,14 +46,7 @@ def submit(client: Client, code: Path, **kw) -> dict:
         return client.submit_job(directory=str(code), **kw)
 
 
-def wait(client: Client, unique: str) -> dict:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        job = client.get_job(unique)
-        if catalog.is_final(job["status"]):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"{unique} never ended")
+wait = wait_for_job
 
 
 # ---- idempotent requests are retried ------------------------------------------------------------

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import threading
 from html.parser import HTMLParser
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 from server_support import Api
+from support import run_kaio
 
 from kaio_spec.server.app import (
     DASHBOARD_CSP,
@@ -40,16 +40,8 @@ def kaio(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`kaio ARGS` with no KAIO_ variable but `env`'s, and a home of its own: no saved
     `kaio login` and no auto-started local platform of the user's can answer instead."""
     home = tempfile.mkdtemp(prefix="kaio-dashboard-home-")
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
-    full_env.update({"KAIO_HOME": home, "XDG_CONFIG_HOME": os.path.join(home, "config")})
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "kaio_spec.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=60,
-    )
+    own = {"KAIO_HOME": home, "XDG_CONFIG_HOME": os.path.join(home, "config")}
+    return run_kaio(*args, env={**own, **(env or {})}, timeout=60)
 
 
 # ---- serving the page ---------------------------------------------------------------------------

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support import run_kaio
 
 from kaio_spec.planner import plan
 
@@ -32,17 +32,7 @@ RESULTS = {
 
 
 def kaio(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "kaio_spec.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
+    return run_kaio(*args, env=env, cwd=cwd, timeout=300)
 
 
 def test_the_examples_are_the_documented_ones():

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import run_kaio, wait_for_job
 
 from kaio_spec import downloads, journey
 from kaio_spec.packaging import build_package
@@ -82,17 +83,7 @@ def env(kaio_server, api_key, tmp_path):
 
 
 def kaio(*args: str, env: dict, cwd: Path | None = None, input: str | None = None):
-    full = {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "kaio_spec.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        cwd=cwd,
-        input=input if input is not None else "",
-        timeout=120,
-    )
+    return run_kaio(*args, env=env, cwd=cwd, input=input or "")
 
 
 def popen(*args: str, env: dict) -> subprocess.Popen:
@@ -114,16 +105,7 @@ def submit(client, job) -> str:
         return client.submit_package(with_params, **job.submit_arguments())["unique_job_name"]
 
 
-def wait(
-    client, unique: str, until=lambda job: job["status"] in ("Completed", "Failed", "Stopped")
-):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        job = client.get_job(unique)
-        if until(job):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"{unique} never got there: {job}")
+wait = wait_for_job
 
 
 def running(job) -> bool:

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import json
 import textwrap
-import time
 import warnings
 from pathlib import Path
 
 import pytest
-
-from kaio_spec import catalog
+from support import wait_for_job
 
 WAIT_S = 120.0
 
@@ -303,14 +301,7 @@ class Seed:
         return self.ns
 
     def wait(self, unique: str) -> dict:
-        client = self.ns["client"]
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            job = client.get_job(unique)
-            if catalog.is_final(job["status"]):
-                return job
-            time.sleep(0.05)
-        raise AssertionError(f"{unique} never ended")
+        return wait_for_job(self.ns["client"], unique, wait_s=WAIT_S)
 
 
 @pytest.fixture
