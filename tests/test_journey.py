@@ -314,6 +314,9 @@ def test_download_errors(env, client, project, tmp_path):
     invalid = kaio("status", str(bad), env=env)
     assert invalid.returncode == 2
     assert "bad.yaml:2:7: name:" in invalid.stderr
+    # Every command reports a bad manifest the same way: each error on its line, then a count.
+    assert invalid.stderr.splitlines()[-1] == f"2 errors in {bad}"
+    assert not invalid.stderr.startswith("error:")
     no_traceback(invalid)
 
 

@@ -9,7 +9,7 @@ import sys
 import click
 
 from kaio_spec import __version__
-from kaio_spec.errors import EXIT_INTERRUPTED, KaioError
+from kaio_spec.errors import EXIT_INTERRUPTED, KaioError, ManifestError
 
 # One module per command (or command group); each exposes `register(main)`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -28,12 +28,27 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def report_manifest_errors(e: ManifestError) -> None:
+    """Every positioned error on its own line (FILE:LINE:COLUMN: PATH: MESSAGE), then a count
+    per file."""
+    counts: dict[str, int] = {}
+    for d in e.errors:
+        click.echo(str(d), err=True)
+        file = getattr(d, "file", None) or "the manifest"
+        counts[file] = counts.get(file, 0) + 1
+    for file, n in counts.items():
+        click.echo(f"{n} error{'s' if n != 1 else ''} in {file}", err=True)
+
+
 class KaioGroup(click.Group):
     """Turns expected errors into one clear line and the right exit code, never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except ManifestError as e:
+            report_manifest_errors(e)
+            sys.exit(e.exit_code)
         except KaioError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)

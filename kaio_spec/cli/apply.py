@@ -8,7 +8,7 @@ import click
 
 from kaio_spec.cli.common import api_option, confirm, connect
 from kaio_spec.cli.plan import render_comparison
-from kaio_spec.errors import EXIT_INVALID, ManifestError
+from kaio_spec.errors import EXIT_INVALID
 
 
 @click.command("apply")
@@ -55,14 +55,7 @@ def apply_command(
         )
         sys.exit(EXIT_INVALID)
     client = connect(api)
-    try:
-        prepared = prepare(file, client, only=only)
-    except ManifestError as e:
-        for d in e.errors:
-            click.echo(str(d), err=True)
-        n = len(e.errors)
-        click.echo(f"{n} error{'s' if n != 1 else ''} in {file}", err=True)
-        sys.exit(EXIT_INVALID)
+    prepared = prepare(file, client, only=only)  # a ManifestError: the kaio group, exit 2
     click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune))
     if not confirm("Apply this plan?", yes):
         click.echo("nothing done", err=True)

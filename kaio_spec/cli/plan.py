@@ -9,7 +9,6 @@ from typing import TextIO
 import click
 
 from kaio_spec.cli.common import api_option, connect
-from kaio_spec.errors import EXIT_INVALID, ManifestError
 from kaio_spec.planner import Plan, PlannedJob, plan
 
 _COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
@@ -38,14 +37,7 @@ def plan_command(file: str, output: str, offline: bool, api: str | None) -> None
     are listed as orphans (in -o json: "orphans").
 
     Invalid manifests exit 2 with every error as FILE:LINE:COLUMN: PATH: MESSAGE."""
-    try:
-        result = plan(file)
-    except ManifestError as e:
-        for d in e.errors:
-            click.echo(str(d), err=True)
-        n = len(e.errors)
-        click.echo(f"{n} error{'s' if n != 1 else ''} in {file}", err=True)
-        sys.exit(EXIT_INVALID)
+    result = plan(file)  # a ManifestError is reported by the kaio group, exit 2
     if offline:
         if output == "json":
             write_json(result, sys.stdout)
