@@ -71,6 +71,8 @@ DASHBOARD_HEADERS = {
     "Cache-Control": "no-cache",  # revalidate (ETag): an upgraded server serves its own page
 }
 SIGNIN_LINK_TTL_S = 60.0
+# A tenant's own list: no shared cache keeps it, and a browser asks again every time (If-None-Match).
+LIST_HEADERS = {"Cache-Control": "private, no-cache"}
 
 
 class ApiError(Exception):
@@ -308,29 +310,6 @@ def parse_presign(body: dict) -> tuple[str, dict, dict[str, str]]:
     return job_name, fields, env
 
 
-def job_view(job: dict) -> dict:
-    return {
-        "unique_job_name": job["unique_job_name"],
-        "job_name": job["job_name"],
-        "status": job["status"],
-        "timestamp": job["submitted_at"],
-        "start_time": job["start_time"],
-        "end_time": job["end_time"],
-        "failure_reason": job["failure_reason"],
-        "status_history": job["status_history"],
-        "instance_type": job["instance_type"],
-        "instance_count": job["instance_count"],
-        "volume_size_gb": job["volume_size_gb"],
-        "entrypoint": job["entrypoint"],
-        "image_uri": job["image_uri"],
-        "workflow": job["workflow"],
-        "env_names": job["env_names"],
-        "labels": job["labels"],
-        "archived": job["archived"],
-        "data_deleted": job["data_deleted"],
-    }
-
-
 class SignInLinks:
     """One-time codes that sign a browser tab in (`kaio dashboard`), so that the API key never
     travels in a URL: random, single use, short-lived, kept only as hashes and only in memory
@@ -383,6 +362,28 @@ def ok(content: dict) -> JSONResponse:
     """A 200 answered as is: the route's response_model documents it in /openapi.json without
     pydantic validating and re-encoding every response (a poll of GET /jobs is the hot path)."""
     return JSONResponse(content)
+
+
+def json_text(text: str) -> Response:
+    """A 200 whose JSON the store already rendered (store.job_json)."""
+    return Response(text, media_type="application/json")
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """If-None-Match's weak comparison (RFC 9110 13.1.2): any listed tag, or *."""
+    if not if_none_match:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return etag in tags or "*" in tags
+
+
+def conditional(request: Request, body: bytes, media: str, headers: dict[str, str]) -> Response:
+    """The body with an ETag made from it, or a bodiless 304 when the caller already holds it."""
+    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    headers = {**headers, "ETag": etag}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media, headers=headers)
 
 
 def hosts_of(job: dict) -> list[str]:
@@ -477,12 +478,18 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     User = Annotated[dict, Depends(caller)]
 
-    def own_job(unique: str, user: dict) -> dict:
+    def own(read: Callable[[str, str], Any], unique: str, user: dict) -> Any:
         try:
-            return store.get_job(unique, user["id"])
+            return read(unique, user["id"])
         except NotFound:
             # Someone else's job and a missing one answer the same.
             raise ApiError(404, f"unique_job_name: no job {unique!r}") from None
+
+    def own_job(unique: str, user: dict) -> dict:
+        return own(store.get_job, unique, user)
+
+    def job_out(unique: str, user: dict) -> Response:
+        return json_text(own(store.job_json, unique, user))
 
     def base_url(request: Request) -> str:
         return str(request.base_url).rstrip("/")
@@ -540,14 +547,21 @@ def create_app(config: ServerConfig) -> FastAPI:
             }
         )
 
-    @app.get("/jobs", response_model=JobListOut, responses=ERRORS)
-    def list_jobs(user: User, include_archived: bool = False):
-        jobs = [job_view(j) for j in store.list_jobs(user["id"], include_archived)]
-        return ok({"jobs": jobs, "count": len(jobs)})
+    @app.get(
+        "/jobs",
+        response_model=JobListOut,
+        responses={**ERRORS, 304: {"description": "Not Modified (If-None-Match, local)"}},
+    )
+    def list_jobs(request: Request, user: User, include_archived: bool = False):
+        """The caller's jobs, newest first. (local) An ETag comes with the list, and a request
+        whose If-None-Match holds it is answered 304 with no body while the list is the same."""
+        jobs = store.jobs_json(user["id"], include_archived)
+        body = f'{{"jobs":[{",".join(jobs)}],"count":{len(jobs)}}}'.encode()
+        return conditional(request, body, "application/json", LIST_HEADERS)
 
     @app.get("/jobs/status/{unique_job_name}", response_model=JobOut, responses=ERRORS)
     def job_status(unique_job_name: str, user: User):
-        return ok(job_view(own_job(unique_job_name, user)))
+        return job_out(unique_job_name, user)
 
     @app.post("/jobs/{unique_job_name}/stop", response_model=JobOut, responses=ERRORS)
     def stop_job(unique_job_name: str, user: User):
@@ -561,7 +575,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             else:  # it ended between the read and the transition
                 ended = own_job(unique_job_name, user)["status"]
                 raise ApiError(409, f"status: the job already ended ({ended})")
-        return ok(job_view(own_job(unique_job_name, user)))
+        return job_out(unique_job_name, user)
 
     @app.get("/jobs/download/{unique_job_name}", response_model=DownloadOut, responses=ERRORS)
     def download(unique_job_name: str, request: Request, user: User):
@@ -591,19 +605,19 @@ def create_app(config: ServerConfig) -> FastAPI:
         if not JobStatus(job["status"]).is_final:
             raise ApiError(409, f"status: stop the job first ({job['status']})")
         scheduler.delete_data(unique_job_name)
-        return ok(job_view(own_job(unique_job_name, user)))
+        return job_out(unique_job_name, user)
 
     @app.post("/jobs/{unique_job_name}/archive", response_model=JobOut, responses=ERRORS)
     def archive(unique_job_name: str, user: User):
         own_job(unique_job_name, user)
         store.update_job(unique_job_name, archived=1)
-        return ok(job_view(own_job(unique_job_name, user)))
+        return job_out(unique_job_name, user)
 
     @app.post("/jobs/{unique_job_name}/restore", response_model=JobOut, responses=ERRORS)
     def restore(unique_job_name: str, user: User):
         own_job(unique_job_name, user)
         store.update_job(unique_job_name, archived=0)
-        return ok(job_view(own_job(unique_job_name, user)))
+        return job_out(unique_job_name, user)
 
     @app.get("/instances", response_model=InstancesOut, responses=ERRORS)
     def instances(user: User):
@@ -659,7 +673,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise ApiError(404, f"no dashboard file {name!r}")
         data, media, etag = found
         headers = {**DASHBOARD_HEADERS, "ETag": etag}
-        if request.headers.get("if-none-match") == etag:
+        if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         return Response(data, media_type=media, headers=headers)
 

@@ -89,6 +89,23 @@ CREATE TABLE IF NOT EXISTS telemetry (
 );
 """
 
+# A job as the API shows it (PROTOCOL.md), made by SQLite's JSON functions: one query renders a
+# tenant's whole listing, history included, with no Python object per field (GET /jobs is what
+# every client polls). History rows come in id order: the index on unique_job_name keeps equal
+# keys in rowid order.
+_BOOL = "json(CASE WHEN {} THEN 'true' ELSE 'false' END)"
+_JOB_JSON = f"""json_object(
+    'unique_job_name', j.unique_job_name, 'job_name', j.job_name, 'status', j.status,
+    'timestamp', j.submitted_at, 'start_time', j.start_time, 'end_time', j.end_time,
+    'failure_reason', j.failure_reason,
+    'status_history', (SELECT json_group_array(json_object('status', h.status, 'at', h.at))
+                       FROM (SELECT status, at FROM status_history
+                             WHERE unique_job_name = j.unique_job_name ORDER BY id) AS h),
+    'instance_type', j.instance_type, 'instance_count', j.instance_count,
+    'volume_size_gb', j.volume_size_gb, 'entrypoint', j.entrypoint, 'image_uri', j.image_uri,
+    'workflow', j.workflow, 'env_names', json(j.env_names), 'labels', json(j.labels),
+    'archived', {_BOOL.format("j.archived")}, 'data_deleted', {_BOOL.format("j.data_deleted")})"""
+
 TELEMETRY_FIELDS = (
     "runtime_s",
     "exit_code",
@@ -281,12 +298,25 @@ class Store:
             raise NotFound(unique)
         return self._job(rows[0])
 
-    def list_jobs(self, user_id: str, include_archived: bool = False) -> list[dict]:
-        sql = "SELECT * FROM jobs WHERE user_id = ?"
-        if not include_archived:
-            sql += " AND archived = 0"
-        rows = self._query(sql + " ORDER BY submitted_at DESC, rowid DESC", (user_id,))
-        return self._jobs(rows)
+    def job_json(self, unique: str, user_id: str) -> str:
+        """The job as the API shows it, as JSON text; NotFound as get_job."""
+        rows = self._query(
+            f"SELECT {_JOB_JSON} FROM jobs j WHERE j.unique_job_name = ? AND j.user_id = ?",
+            (unique, user_id),
+        )
+        if not rows:
+            raise NotFound(unique)
+        return rows[0][0]
+
+    def jobs_json(self, user_id: str, include_archived: bool = False) -> list[str]:
+        """The user's jobs as the API shows them (JSON texts), newest first."""
+        archived = "" if include_archived else " AND j.archived = 0"
+        rows = self._query(
+            f"SELECT {_JOB_JSON} FROM jobs j WHERE j.user_id = ?{archived} "
+            "ORDER BY j.submitted_at DESC, j.rowid DESC",
+            (user_id,),
+        )
+        return [r[0] for r in rows]
 
     def jobs_with_status(self, *statuses: JobStatus) -> list[dict]:
         marks = ", ".join("?" for _ in statuses)
@@ -306,26 +336,16 @@ class Store:
     def _job(self, row: sqlite3.Row) -> dict:
         return self._jobs([row])[0]
 
-    def _jobs(self, rows: list[sqlite3.Row]) -> list[dict]:
-        """Rows to job dicts, with every job's status history read in one query."""
+    @staticmethod
+    def _jobs(rows: list[sqlite3.Row]) -> list[dict]:
+        """Rows to the platform's own job dicts (what the API shows comes from job_json)."""
         jobs = [dict(r) for r in rows]
-        history: dict[str, list[dict]] = {j["unique_job_name"]: [] for j in jobs}
-        for i in range(0, len(jobs), 500):  # SQLite caps the number of parameters
-            names = [j["unique_job_name"] for j in jobs[i : i + 500]]
-            marks = ", ".join("?" for _ in names)
-            for r in self._query(
-                "SELECT unique_job_name, status, at FROM status_history "
-                f"WHERE unique_job_name IN ({marks}) ORDER BY id",
-                tuple(names),
-            ):
-                history[r["unique_job_name"]].append({"status": r["status"], "at": r["at"]})
         for job in jobs:
             job["env_names"] = json.loads(job["env_names"])
             job["labels"] = json.loads(job["labels"])
             job["processes"] = json.loads(job["processes"]) if job["processes"] else []
             job["archived"] = bool(job["archived"])
             job["data_deleted"] = bool(job["data_deleted"])
-            job["status_history"] = history[job["unique_job_name"]]
         return jobs
 
     def update_job(self, unique: str, **fields: Any) -> None:
