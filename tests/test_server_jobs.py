@@ -269,6 +269,36 @@ def test_the_job_listing_archive_and_restore(api):
     assert api.get("/jobs").json()["count"] == 2
 
 
+def test_an_unchanged_listing_is_answered_304_and_a_change_gets_the_new_list(api, tmp_path):
+    go = tmp_path / "go"
+    unique = api.submit({"train.py": WAIT_FOR_GO}, job_name="etag", env={"GO_FILE": str(go)})
+    api.wait_for_log(unique, "ready")
+    listed = api.get("/jobs")
+    etag = listed.headers["ETag"]
+    again = api.get("/jobs", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["ETag"] == etag
+    # Weak and listed forms of the same tag match too (RFC 9110's comparison for If-None-Match).
+    assert api.get("/jobs", headers={"If-None-Match": f'"other", W/{etag}'}).status_code == 304
+
+    go.touch()
+    api.wait(unique)
+    ended = api.get("/jobs", headers={"If-None-Match": etag})
+    assert ended.status_code == 200 and ended.headers["ETag"] != etag
+    assert ended.json()["jobs"][0]["status"] == "Completed"
+    assert ended.json() == listed.json() | {"jobs": [api.job(unique)]}
+    # The archived-included listing is another list, with a tag of its own.
+    everything = api.get("/jobs", params={"include_archived": "true"})
+    assert everything.json() == ended.json()
+    api.post(f"/jobs/{unique}/archive")
+    assert api.get("/jobs", headers={"If-None-Match": ended.headers["ETag"]}).json()["count"] == 0
+    archived = api.get(
+        "/jobs",
+        params={"include_archived": "true"},
+        headers={"If-None-Match": everything.headers["ETag"]},
+    )
+    assert archived.status_code == 200 and archived.json()["jobs"][0]["archived"] is True
+
+
 def test_deleting_a_jobs_data_keeps_its_row(api, kaio_server, tmp_path):
     go = tmp_path / "go"
     unique = api.submit({"train.py": WAIT_FOR_GO}, job_name="delete", env={"GO_FILE": str(go)})

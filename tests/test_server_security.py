@@ -55,6 +55,24 @@ def test_another_tenants_job_answers_exactly_like_a_missing_one(kaio_server, tmp
     assert mallory.get(f"/jobs/download/{unique}").status_code == 404
 
 
+def test_a_listings_etag_reveals_and_unlocks_nothing_across_tenants(kaio_server):
+    alice = Api(kaio_server.url, kaio_server.add_user())
+    mallory = Api(kaio_server.url, kaio_server.add_user())
+    mine = alice.submit({"train.py": "pass"}, job_name="mine")
+    alice.wait(mine)
+    alice_tag = alice.get("/jobs").headers["ETag"]
+    theirs = mallory.submit({"train.py": "pass"}, job_name="theirs")
+    mallory.wait(theirs)
+    # Another tenant's jobs changing is no change of mine...
+    assert alice.get("/jobs", headers={"If-None-Match": alice_tag}).status_code == 304
+    # ...and neither's tag stands for the other's list.
+    r = mallory.get("/jobs", headers={"If-None-Match": alice_tag})
+    assert r.status_code == 200 and [j["unique_job_name"] for j in r.json()["jobs"]] == [theirs]
+    mallory_tag = r.headers["ETag"]
+    r = alice.get("/jobs", headers={"If-None-Match": mallory_tag})
+    assert r.status_code == 200 and [j["unique_job_name"] for j in r.json()["jobs"]] == [mine]
+
+
 # ---- keys and tokens ----------------------------------------------------------------------------
 
 
