@@ -110,6 +110,15 @@ def test_login_refuses_bad_keys_and_routes_refuse_bad_tokens(kaio_server, api_ke
     assert login["exp"] > time.time() + 3000 and login["project"]["id"] == user_id
 
 
+def test_a_token_the_server_has_seen_before_still_expires(server_factory):
+    server = server_factory(token_ttl=2)
+    api = Api(server.url, server.add_user())
+    assert api.get("/jobs").status_code == 200  # checked once; the server remembers it
+    time.sleep(max(0.0, api.login["exp"] - time.time()) + 0.1)
+    r = api.get("/jobs")
+    assert r.status_code == 401 and "expired" in r.json()["error"]
+
+
 def test_the_cli_manages_users_and_revoked_keys_stop_working(server_factory):
     import subprocess
     import sys

@@ -1,8 +1,9 @@
 """SQLite (WAL) store of users, API keys, jobs, status history and telemetry.
 
-One connection per Store, serialised by a lock; every change is one transaction, so a SIGKILL leaves
-either the old row or the new one. WAL lets `kaio server user add` write from another process while
-the server runs.
+Two connections per Store, each serialised by a lock: one for changes, each one transaction (so a
+SIGKILL leaves either the old row or the new one), and a read-only one for queries, which in WAL
+mode never wait for a change or a checkpoint (so the event loop may make short indexed reads). WAL
+also lets `kaio server user add` write from another process while the server runs.
 """
 
 from __future__ import annotations
@@ -139,10 +140,7 @@ class Store:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_FILE
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=10.0
-        )
-        self._db.row_factory = sqlite3.Row
+        self._db = self._connect()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -150,9 +148,18 @@ class Store:
         # for two processes opening a fresh data dir at once.
         with self._lock:
             self._db.executescript(_SCHEMA)
+        self._read_lock = threading.Lock()
+        self._reader = self._connect()
+        self._reader.execute("PRAGMA query_only=ON")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        db.row_factory = sqlite3.Row
+        return db
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            self._reader.close()
             self._db.close()
 
     @contextmanager
@@ -167,8 +174,8 @@ class Store:
             self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
 
     # ---- users and keys ------------------------------------------------------------------------
 
