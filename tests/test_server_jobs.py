@@ -299,6 +299,22 @@ def test_an_unchanged_listing_is_answered_304_and_a_change_gets_the_new_list(api
     assert archived.status_code == 200 and archived.json()["jobs"][0]["archived"] is True
 
 
+def test_a_long_listing_agrees_with_each_jobs_own_view_after_changes(api):
+    # More jobs than the server reads on its event loop at once (app.LIST_READS_ON_LOOP).
+    names = [api.presign(job_name=f"many-{i}")["unique_job_name"] for i in range(70)]
+
+    def listed(**params) -> list[dict]:
+        return api.get("/jobs", params=params).json()["jobs"]
+
+    assert listed() == [api.job(u) for u in reversed(names)]  # newest first
+    api.post(f"/jobs/{names[0]}/stop")
+    api.post(f"/jobs/{names[1]}/archive")
+    everything = [api.job(u) for u in reversed(names)]
+    assert everything[-1]["status"] == "Stopped" and everything[-2]["archived"] is True
+    assert listed(include_archived="true") == everything
+    assert listed() == [job for job in everything if not job["archived"]]
+
+
 def test_deleting_a_jobs_data_keeps_its_row(api, kaio_server, tmp_path):
     go = tmp_path / "go"
     unique = api.submit({"train.py": WAIT_FOR_GO}, job_name="delete", env={"GO_FILE": str(go)})

@@ -24,6 +24,7 @@ from kaio_spec.server import auth
 from kaio_spec.server.states import JobStatus
 
 DB_FILE = "kaio.db"
+MAX_VIEWS = 20_000  # jobs' JSON kept in memory at most (about 1 KB each); then all forgotten
 USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 _SCHEMA = """
@@ -151,6 +152,12 @@ class Store:
         self._read_lock = threading.Lock()
         self._reader = self._connect()
         self._reader.execute("PRAGMA query_only=ON")
+        # Each job's JSON (job_json) kept until the job changes: GET /jobs is polled far more
+        # often than jobs change. Only this process changes jobs (one server per data dir; the
+        # other commands change users and keys, and any change of those forgets them all).
+        self._views: dict[str, str] = {}
+        self._views_lock = threading.Lock()
+        self._changes = 0
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
@@ -163,7 +170,8 @@ class Store:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, job: str | None = None) -> Iterator[sqlite3.Connection]:
+        """One transaction, which changes `job` only, or anything when job is None."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -172,6 +180,12 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            with self._views_lock:
+                self._changes += 1
+                if job is None:
+                    self._views.clear()
+                else:
+                    self._views.pop(job, None)
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._read_lock:
@@ -284,7 +298,7 @@ class Store:
             cols = ", ".join(row)
             marks = ", ".join("?" for _ in row)
             try:
-                with self._tx() as db:
+                with self._tx(unique) as db:
                     db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", tuple(row.values()))
                     db.execute(
                         "INSERT INTO status_history (unique_job_name, status, at) VALUES (?, ?, ?)",
@@ -315,15 +329,38 @@ class Store:
             raise NotFound(unique)
         return rows[0][0]
 
-    def jobs_json(self, user_id: str, include_archived: bool = False) -> list[str]:
-        """The user's jobs as the API shows them (JSON texts), newest first."""
-        archived = "" if include_archived else " AND j.archived = 0"
-        rows = self._query(
-            f"SELECT {_JOB_JSON} FROM jobs j WHERE j.user_id = ?{archived} "
-            "ORDER BY j.submitted_at DESC, j.rowid DESC",
-            (user_id,),
-        )
-        return [r[0] for r in rows]
+    def jobs_json(
+        self, user_id: str, include_archived: bool = False, max_reads: int | None = None
+    ) -> list[str] | None:
+        """The user's jobs as the API shows them (JSON texts), newest first: only the jobs that
+        changed since they were last shown are read again; None if more than max_reads are."""
+        archived = "" if include_archived else " AND archived = 0"
+        names = [
+            r[0]
+            for r in self._query(
+                f"SELECT unique_job_name FROM jobs WHERE user_id = ?{archived} "
+                "ORDER BY submitted_at DESC, rowid DESC",
+                (user_id,),
+            )
+        ]
+        with self._views_lock:
+            seen = self._changes
+            views = {name: self._views.get(name) for name in names}
+        missing = [name for name, view in views.items() if view is None]
+        if max_reads is not None and len(missing) > max_reads:
+            return None
+        for i in range(0, len(missing), 500):  # SQLite caps the number of parameters
+            part = missing[i : i + 500]
+            marks = ", ".join("?" for _ in part)
+            sql = f"SELECT j.unique_job_name, {_JOB_JSON} FROM jobs j "
+            views.update(self._query(sql + f"WHERE j.unique_job_name IN ({marks})", tuple(part)))
+        with self._views_lock:
+            # A job that changed while it was read may have been read as it was: keep nothing.
+            if self._changes == seen:
+                if len(self._views) + len(missing) > MAX_VIEWS:
+                    self._views.clear()
+                self._views.update((name, views[name]) for name in missing)
+        return [views[name] for name in names]
 
     def jobs_with_status(self, *statuses: JobStatus) -> list[dict]:
         marks = ", ".join("?" for _ in statuses)
@@ -359,7 +396,7 @@ class Store:
         if "processes" in fields:
             fields["processes"] = json.dumps(fields["processes"])
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self._tx() as db:
+        with self._tx(unique) as db:
             db.execute(
                 f"UPDATE jobs SET {sets} WHERE unique_job_name = ?", (*fields.values(), unique)
             )
@@ -369,7 +406,7 @@ class Store:
 
         Also sets start_time on InProgress and end_time on a final status, and any `fields`."""
         at = iso(now())
-        with self._tx() as db:
+        with self._tx(unique) as db:
             row = db.execute(
                 "SELECT status FROM jobs WHERE unique_job_name = ?", (unique,)
             ).fetchone()
@@ -395,7 +432,7 @@ class Store:
     # ---- telemetry -----------------------------------------------------------------------------
 
     def save_telemetry(self, unique: str, rows: dict[str, dict[str, Any]]) -> None:
-        with self._tx() as db:
+        with self._tx(unique) as db:
             for host, values in rows.items():
                 cols = ("unique_job_name", "host", *TELEMETRY_FIELDS)
                 vals = (unique, host, *(values.get(f) for f in TELEMETRY_FIELDS))
