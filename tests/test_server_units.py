@@ -155,3 +155,53 @@ def test_an_unpacked_size_over_the_volume_is_refused(tmp_path):
     with pytest.raises(storage.PackageError, match="volume"):
         storage.unpack_package(path, tmp_path / "pkg", "train.py", 1000)
     assert not (tmp_path / "pkg").exists()
+
+
+# ---- outputs ------------------------------------------------------------------------------------
+
+
+def _tree(root) -> set[str]:
+    return {str(p.relative_to(root)) + ("/" if p.is_dir() else "") for p in root.rglob("*")}
+
+
+def _handed_out(tmp_path, hosts: list[str]) -> tuple[storage.JobFiles, dict]:
+    files = storage.JobFiles(tmp_path / "job")
+    (files.pkg / "sub").mkdir(parents=True)
+    for rel in ("train.py", "data.txt", "sub/same.txt"):
+        (files.pkg / rel).write_text("as packaged")
+    return files, storage.hand_out_package(files, hosts)
+
+
+@pytest.mark.parametrize("from_memory", [True, False], ids=["in-memory", "pkg-files.json"])
+def test_outputs_are_only_the_files_a_job_created_or_changed(tmp_path, from_memory):
+    files, original = _handed_out(tmp_path, ["algo-1"])
+    work = files.work("algo-1")
+    (work / "data.txt").write_text("changed")
+    (work / "new" / "deep").mkdir(parents=True)
+    (work / "new" / "deep" / "r.txt").write_text("made")
+    (work / "empty").mkdir()
+    (work / "link").symlink_to("data.txt")
+    (work / "folder-link").symlink_to("sub")
+    kept = storage.collect_outputs(files, ["algo-1"], original if from_memory else None)
+    assert kept == 2
+    assert _tree(files.outputs) == {"data.txt", "new/", "new/deep/", "new/deep/r.txt"}
+    assert not work.exists()
+
+
+def test_several_instances_keep_their_outputs_apart_and_none_is_no_folder(tmp_path):
+    files, original = _handed_out(tmp_path, ["algo-1", "algo-2", "algo-3"])
+    (files.work("algo-1") / "a.txt").write_text("1")
+    (files.work("algo-3") / "data.txt").write_text("3")
+    assert storage.collect_outputs(files, ["algo-1", "algo-2", "algo-3"], original) == 2
+    assert _tree(files.outputs) == {"algo-1/", "algo-1/a.txt", "algo-3/", "algo-3/data.txt"}
+    assert not (files.root / "work").exists() or not any((files.root / "work").iterdir())
+
+
+def test_a_collection_a_crash_cut_short_is_completed_on_restart(tmp_path):
+    files, _ = _handed_out(tmp_path, ["algo-1"])
+    (files.work("algo-1") / "late.txt").write_text("after the crash")
+    files.outputs.mkdir()
+    (files.outputs / "early.txt").write_text("before the crash")
+    assert storage.collect_outputs(files, ["algo-1"]) == 1  # read back from pkg-files.json
+    assert _tree(files.outputs) == {"early.txt", "late.txt"}
+    assert not files.work("algo-1").exists()

@@ -104,6 +104,7 @@ class JobRun:
         self._stop_requested = threading.Event()
         self.grace_s = config.stop_grace_s
         self._logs: dict[str, tuple] = {}
+        self._original: dict[str, tuple[int, int]] | None = None  # what the package held
         self.thread = threading.Thread(target=self._run, name=f"job-{self.unique}", daemon=True)
 
     # ---- the public face ---------------------------------------------------------------------
@@ -207,7 +208,7 @@ class JobRun:
             SM_RESOURCE_CONFIG=str(config_file),
             PYTHONUNBUFFERED="1",  # logs can be followed while the job runs
             PYTHONDONTWRITEBYTECODE="1",  # no __pycache__ among the outputs
-            JUPYTER_RUNTIME_DIR=str(config_file.parent / "jupyter"),
+            JUPYTER_RUNTIME_DIR=str(self.files.jupyter(inst.host)),
         )
         cuda = gpu.cuda_visible_devices(self.itype, inst.gpus, self.machine_gpus)
         if cuda is not None:
@@ -234,11 +235,10 @@ class JobRun:
 
     def _launch(self, python: str) -> None:
         job_env = self.files.read_env()
-        storage.hand_out_package(self.files, [inst.host for inst in self.instances])
+        self._original = storage.hand_out_package(self.files, self.hosts)
         for inst in self.instances:
-            config_file = self.files.config(inst.host)
-            config_file.parent.mkdir(parents=True, exist_ok=True)
-            config_file.write_text(json.dumps({"current_host": inst.host, "hosts": self.hosts}))
+            config = {"current_host": inst.host, "hosts": self.hosts}
+            self.files.config(inst.host).write_text(json.dumps(config))
         for inst in self.instances:
             out, err = self._logs[inst.host]
             inst.proc = subprocess.Popen(
@@ -403,7 +403,7 @@ class JobRun:
             self.files.forget_env()
             # Outputs are in place before the status turns final: a client that sees the end
             # can list them at once.
-            storage.collect_outputs(self.files, self.hosts)
+            storage.collect_outputs(self.files, self.hosts, self._original)
             self.store.save_telemetry(self.unique, self._telemetry())
         except Exception:
             log.exception("job %s: cleaning up", self.unique)

@@ -7,13 +7,19 @@
     pkg-files.json        at job start: size and mtime of pkg/'s files, to tell outputs apart
     work/algo-N/          each instance's own copy of pkg/, its working folder (the last
                           instance's is pkg/ itself, renamed: one copy fewer)
-    config/algo-N/        resourceconfig.json (SM_RESOURCE_CONFIG), outside the outputs
+    resourceconfig-algo-N.json  each instance's SM_RESOURCE_CONFIG, outside the outputs
+    jupyter/algo-N/       a notebook instance's Jupyter runtime files
     logs/algo-N/          stdout.log, stderr.log
-    outputs/              after the job ends: the files instances created or changed
+    outputs/              after the job ends: the files instances created or changed (the
+                          working folder itself, the rest removed; algo-N/ each when several)
+
+A folder or file made costs far more than the bytes in it on some file systems (a trivial job's
+whole run makes a dozen), so the layout makes no more of them than it needs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import hmac
@@ -69,7 +75,10 @@ class JobFiles:
         return self.root / "work" / host
 
     def config(self, host: str) -> Path:
-        return self.root / "config" / host / "resourceconfig.json"
+        return self.root / f"resourceconfig-{host}.json"
+
+    def jupyter(self, host: str) -> Path:
+        return self.root / "jupyter" / host
 
     def logs(self, host: str) -> Path:
         return self.root / "logs" / host
@@ -306,11 +315,12 @@ def _regular_files(root: Path) -> dict[str, os.stat_result]:
     return found
 
 
-def hand_out_package(files: JobFiles, hosts: list[str]) -> None:
+def hand_out_package(files: JobFiles, hosts: list[str]) -> dict[str, tuple[int, int]]:
     """Give each instance a working folder of its own holding the package: copies of pkg/ for
     all instances but the last, which gets pkg/ itself (renamed, not copied: a single instance
-    costs no copy). What pkg/ held is recorded first, in pkg-files.json, for collect_outputs."""
-    original = {rel: [st.st_size, st.st_mtime_ns] for rel, st in _regular_files(files.pkg).items()}
+    costs no copy). Returns what pkg/ held, for collect_outputs; recorded first in
+    pkg-files.json too, for a restart after a crash."""
+    original = {rel: (st.st_size, st.st_mtime_ns) for rel, st in _regular_files(files.pkg).items()}
     tmp = files.pkg_files.with_name(files.pkg_files.name + ".tmp")
     tmp.write_text(json.dumps(original))
     os.replace(tmp, files.pkg_files)
@@ -319,6 +329,7 @@ def hand_out_package(files: JobFiles, hosts: list[str]) -> None:
     last = files.work(hosts[-1])
     last.parent.mkdir(parents=True, exist_ok=True)
     os.replace(files.pkg, last)
+    return original
 
 
 def _original_files(files: JobFiles) -> dict[str, tuple[int, int]]:
@@ -333,28 +344,64 @@ def _original_files(files: JobFiles) -> dict[str, tuple[int, int]]:
         return {}
 
 
-def collect_outputs(files: JobFiles, hosts: list[str]) -> int:
-    """Move what each instance created or changed into outputs/ (algo-N/ prefixes when there are
-    several) and drop the working copies. Returns how many files were kept."""
-    original = _original_files(files)
+def collect_outputs(
+    files: JobFiles, hosts: list[str], original: dict[str, tuple[int, int]] | None = None
+) -> int:
+    """Make each instance's working folder its outputs (outputs/, or outputs/algo-N/ when there
+    are several), keeping only what it created or changed. `original` is hand_out_package's
+    answer (read back from pkg-files.json when not given). Returns how many files were kept."""
+    if original is None:
+        original = _original_files(files)
     kept = 0
     for host in hosts:
         work = files.work(host)
         if not work.is_dir():
             continue
-        for rel, st in _regular_files(work).items():
-            try:
-                rel.encode("utf-8")
-            except UnicodeError:
-                continue  # a name no URL or JSON can carry
-            if original.get(rel) == (st.st_size, st.st_mtime_ns):
-                continue
-            dest = files.outputs / (f"{host}/{rel}" if len(hosts) > 1 else rel)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(work / rel, dest)
-            kept += 1
-        shutil.rmtree(work, ignore_errors=True)
+        found = _drop_unchanged(work, original)
+        kept += found
+        if not found:
+            with contextlib.suppress(OSError):  # what the platform may not remove stays
+                os.rmdir(work)
+            continue
+        dest = files.outputs / host if len(hosts) > 1 else files.outputs
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(work, dest)  # one rename, whatever the job wrote
+        except OSError:  # outputs of a collection a crash cut short: the rest joins them
+            shutil.copytree(work, dest, dirs_exist_ok=True, copy_function=os.replace)
+            shutil.rmtree(work)
     return kept
+
+
+def _drop_unchanged(work: Path, original: dict[str, tuple[int, int]]) -> int:
+    """Remove from `work`, in one walk, all but the regular files the job created or changed
+    (with names a URL and JSON can carry), and the folders that leaves empty; how many stay.
+    What cannot be removed (a folder the job made read-only) stays, as rmtree would leave it."""
+    kept = 0
+    for folder, dirs, names in os.walk(work, topdown=False):
+        prefix = os.path.relpath(folder, work) + "/" if folder != str(work) else ""
+        for name in names:
+            full = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(full)
+                if stat.S_ISREG(st.st_mode) and _is_output(prefix + name, st, original):
+                    kept += 1
+                else:
+                    os.unlink(full)
+        for name in dirs:
+            full = os.path.join(folder, name)
+            remove = os.unlink if os.path.islink(full) else os.rmdir
+            with contextlib.suppress(OSError):  # a folder left holding outputs is not empty
+                remove(full)
+    return kept
+
+
+def _is_output(rel: str, st: os.stat_result, original: dict[str, tuple[int, int]]) -> bool:
+    try:
+        rel.encode("utf-8")
+    except UnicodeError:
+        return False  # a name no URL or JSON can carry
+    return original.get(rel) != (st.st_size, st.st_mtime_ns)
 
 
 def list_outputs(files: JobFiles, hosts: list[str]) -> list[tuple[str, str, Path]]:
