@@ -331,6 +331,19 @@ def test_deleting_a_jobs_data_keeps_its_row(api, kaio_server, tmp_path):
     assert api.job(unique)["status"] == "Completed"
 
 
+def test_a_job_with_many_outputs_lists_and_serves_them_all(api):
+    # More URLs than the server signs on its event loop (app.SIGNED_ON_LOOP).
+    code = "for i in range(70):\n    open(f'o{i}.txt', 'w').write(str(i))\n"
+    unique = api.submit({"train.py": code}, job_name="many-outputs")
+    assert api.wait(unique)["status"] == "Completed"
+    outputs = api.outputs(unique)
+    assert set(outputs) == {f"o{i}.txt" for i in range(70)} | {
+        "logs/algo-1/stdout.log",
+        "logs/algo-1/stderr.log",
+    }
+    assert outputs["o69.txt"] == b"69"
+
+
 def test_download_is_refused_until_the_job_ends(api, tmp_path):
     go = tmp_path / "go"
     unique = api.submit({"train.py": WAIT_FOR_GO}, job_name="early", env={"GO_FILE": str(go)})

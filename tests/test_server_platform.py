@@ -184,8 +184,9 @@ def test_after_sigkill_and_restart_jobs_and_keys_survive(server_factory, tmp_pat
     server = server_factory(max_instances=1)
     key = server.add_user()
     api = Api(server.url, key)
-    finished = api.submit({"train.py": "print('ok')"}, job_name="before")
+    finished = api.submit({"train.py": "open('done.txt', 'w').write('ok')"}, job_name="before")
     assert api.wait(finished)["status"] == "Completed"
+    listed = api.get(f"/jobs/download/{finished}").json()["output_files"]
     running = api.submit(
         {"train.py": WAIT_FOR_GO}, job_name="running", env={"GO_FILE": str(tmp_path / "never")}
     )
@@ -200,6 +201,10 @@ def test_after_sigkill_and_restart_jobs_and_keys_survive(server_factory, tmp_pat
 
     api = Api(server.url, key)  # the key survived
     assert api.job(finished)["status"] == "Completed"
+    # Listed again from the folder (the server that ran it kept the listing in memory).
+    relisted = api.get(f"/jobs/download/{finished}").json()["output_files"]
+    assert [row[:2] for row in relisted] == [row[:2] for row in listed]
+    assert api.outputs(finished)["done.txt"] == b"ok"
     crashed = api.wait(running)
     assert crashed["status"] == "Failed" and "platform restarted" in crashed["failure_reason"]
     assert not _alive(pid)  # and the leftover process was killed

@@ -76,6 +76,7 @@ LIST_HEADERS = {"Cache-Control": "private, no-cache"}
 # GET /jobs reads on the event loop only the few jobs that changed since the last listing (about
 # 10 us each); more than this many are read on a thread.
 LIST_READS_ON_LOOP = 64
+SIGNED_ON_LOOP = 64  # output URLs GET /jobs/download signs on the event loop (about 10 us each)
 
 
 class ApiError(Exception):
@@ -585,23 +586,28 @@ def create_app(config: ServerConfig) -> FastAPI:
         return job_out(unique_job_name, user)
 
     @app.get("/jobs/download/{unique_job_name}", response_model=DownloadOut, responses=ERRORS)
-    def download(unique_job_name: str, request: Request, user: User):
-        job = own_job(unique_job_name, user)
+    async def download(unique_job_name: str, request: Request, user: User):
+        job = own_job(unique_job_name, user)  # one indexed read
         if not JobStatus(job["status"]).is_final:
             raise ApiError(409, f"status: the job has not ended yet ({job['status']})")
         if job["data_deleted"]:
             return ok({"output_files": []})
-        files = layout.job(unique_job_name)
-        root = base_url(request)
+        listing = scheduler.listing(unique_job_name)
+        if listing is None or len(listing) > SIGNED_ON_LOOP:
+            # The folder to list (the job ended before this server started), or many URLs to
+            # sign: off the event loop.
+            return await run_in_threadpool(output_files, job, listing, base_url(request))
+        return output_files(job, listing, base_url(request))
+
+    def output_files(job: dict, listing: list | None, root: str) -> JSONResponse:
+        unique = job["unique_job_name"]
+        if listing is None:
+            listing = storage.list_outputs(layout.job(unique), hosts_of(job))
         return ok(
             {
                 "output_files": [
-                    [
-                        rel,
-                        modified,
-                        root + signer.path("GET", storage.output_key(unique_job_name, rel)),
-                    ]
-                    for rel, modified, _ in storage.list_outputs(files, hosts_of(job))
+                    [rel, modified, root + signer.path("GET", storage.output_key(unique, rel))]
+                    for rel, modified, _ in listing
                 ]
             }
         )

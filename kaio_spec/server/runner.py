@@ -105,6 +105,7 @@ class JobRun:
         self.grace_s = config.stop_grace_s
         self._logs: dict[str, tuple] = {}
         self._original: dict[str, tuple[int, int]] | None = None  # what the package held
+        self.listing: list[tuple[str, str, Path]] | None = None  # its outputs, once it ended
         self.thread = threading.Thread(target=self._run, name=f"job-{self.unique}", daemon=True)
 
     # ---- the public face ---------------------------------------------------------------------
@@ -404,6 +405,8 @@ class JobRun:
             # Outputs are in place before the status turns final: a client that sees the end
             # can list them at once.
             storage.collect_outputs(self.files, self.hosts, self._original)
+            # Listed once, now that nothing changes them, for every client that downloads them.
+            self.listing = storage.list_outputs(self.files, self.hosts)
             self.store.save_telemetry(self.unique, self._telemetry())
         except Exception:
             log.exception("job %s: cleaning up", self.unique)

@@ -25,6 +25,8 @@ from kaio_spec.server.store import NotFound, Store, iso, now
 
 log = logging.getLogger("kaio.server")
 
+# Output listings kept of the jobs that ended last (GET /jobs/download comes right after the end).
+LISTINGS_KEPT = 512
 RESTART_REASON = "platform restarted while the job ran"
 NO_UPLOAD_REASON = "no package was uploaded within the retention period"
 
@@ -42,6 +44,8 @@ class Scheduler:
         self._free_gpus = list(self.machine_gpus)
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._listings: dict[str, list] = {}  # oldest first
+        self._listings_lock = threading.Lock()
 
     # ---- life --------------------------------------------------------------------------------
 
@@ -167,13 +171,26 @@ class Scheduler:
             self._cond.notify_all()
 
     def _ended(self, run: JobRun) -> None:
+        if run.listing is not None:
+            with self._listings_lock:
+                self._listings[run.unique] = run.listing
+                if len(self._listings) > LISTINGS_KEPT:
+                    del self._listings[next(iter(self._listings))]
         with self._cond:
             self._running.pop(run.unique, None)
             self._cond.notify_all()
 
+    def listing(self, unique: str) -> list | None:
+        """storage.list_outputs of a job that ended lately, without touching the disk; None
+        when it is not known here (list the folder then)."""
+        with self._listings_lock:
+            return self._listings.get(unique)
+
     # ---- data retention ----------------------------------------------------------------------
 
     def delete_data(self, unique: str) -> None:
+        with self._listings_lock:
+            self._listings.pop(unique, None)
         shutil.rmtree(self.layout.job(unique).root, ignore_errors=True)
         self.store.update_job(unique, data_deleted=1)
 
