@@ -110,14 +110,18 @@ class Scheduler:
     def _schedule_loop(self) -> None:
         while not self._closing.is_set():
             with self._cond:
-                try:
-                    self._start_what_fits()
-                except Exception:
-                    log.exception("scheduler")
+                self._start_next()
                 self._cond.wait(timeout=1.0)
 
+    def _start_next(self) -> None:
+        try:
+            self._start_what_fits()
+        except Exception:
+            log.exception("scheduler")
+
     def _start_what_fits(self) -> None:
-        while self._queue and not self._closing.is_set():
+        # A full platform starts nothing, whatever the head of the queue is: no need to read it.
+        while self._queue and self._used < self.config.max_instances and not self._closing.is_set():
             unique = self._queue[0]
             try:
                 job = self.store.get_job(unique)
@@ -168,6 +172,8 @@ class Scheduler:
             self._used -= len(run.instances)
             taken = {g for i in run.instances for g in i.gpus}
             self._free_gpus = [g for g in self.machine_gpus if g in taken or g in self._free_gpus]
+            # The next job starts from this thread, without waiting for the scheduler's to wake.
+            self._start_next()
             self._cond.notify_all()
 
     def _ended(self, run: JobRun) -> None:
