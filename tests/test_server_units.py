@@ -169,6 +169,7 @@ def _handed_out(tmp_path, hosts: list[str]) -> tuple[storage.JobFiles, dict]:
     (files.pkg / "sub").mkdir(parents=True)
     for rel in ("train.py", "data.txt", "sub/same.txt"):
         (files.pkg / rel).write_text("as packaged")
+    storage.prepare_run(files, hosts)
     return files, storage.hand_out_package(files, hosts)
 
 

@@ -390,8 +390,7 @@ def conditional(request: Request, body: bytes, media: str, headers: dict[str, st
     return Response(body, media_type=media, headers=headers)
 
 
-def hosts_of(job: dict) -> list[str]:
-    return [storage.host_name(i) for i in range(job["instance_count"])]
+hosts_of = storage.hosts_of
 
 
 # ---- the app ------------------------------------------------------------------------------------

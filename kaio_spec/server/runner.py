@@ -10,7 +10,6 @@ runtime limit.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -94,7 +93,7 @@ class JobRun:
         self.files = files
         self.envs_dir = envs_dir
         self.itype = catalog.INSTANCE_TYPES[job["instance_type"]]
-        self.hosts = [storage.host_name(i) for i in range(job["instance_count"])]
+        self.hosts = storage.hosts_of(job)
         self.instances = [Instance(h, g) for h, g in zip(self.hosts, gpus, strict=True)]
         self.machine_gpus = machine_gpus
         self.alone_notice = alone_notice
@@ -151,9 +150,9 @@ class JobRun:
             self._finish(final, reason)
 
     def _open_logs(self) -> None:
+        storage.prepare_run(self.files, self.hosts)  # done already, unless queued by a restart
         for inst in self.instances:
             folder = self.files.logs(inst.host)
-            folder.mkdir(parents=True, exist_ok=True)
             # Open for the job's life, closed in _finish.
             self._logs[inst.host] = (
                 open(folder / "stdout.log", "ab", buffering=0),  # noqa: SIM115
@@ -237,9 +236,6 @@ class JobRun:
     def _launch(self, python: str) -> None:
         job_env = self.files.read_env()
         self._original = storage.hand_out_package(self.files, self.hosts)
-        for inst in self.instances:
-            config = {"current_host": inst.host, "hosts": self.hosts}
-            self.files.config(inst.host).write_text(json.dumps(config))
         for inst in self.instances:
             out, err = self._logs[inst.host]
             inst.proc = subprocess.Popen(

@@ -73,10 +73,9 @@ class Scheduler:
         for job in self.store.jobs_with_status(*RUNNING_STATUSES):
             kill_leftovers(job["processes"])
             files = self.layout.job(job["unique_job_name"])
-            hosts = [storage.host_name(i) for i in range(job["instance_count"])]
             with contextlib.suppress(OSError):
                 files.forget_env()
-                storage.collect_outputs(files, hosts)
+                storage.collect_outputs(files, storage.hosts_of(job))
             end_job(self.store, job["unique_job_name"], JobStatus.FAILED, RESTART_REASON)
         for job in self.store.jobs_with_status(JobStatus.PENDING):
             if job["uploaded_at"] and self.layout.job(job["unique_job_name"]).pkg.is_dir():
@@ -85,6 +84,12 @@ class Scheduler:
     # ---- queue -------------------------------------------------------------------------------
 
     def enqueue(self, unique: str) -> None:
+        """Queue an uploaded job, its run prepared first (storage.prepare_run)."""
+        try:
+            job = self.store.get_job(unique)
+            storage.prepare_run(self.layout.job(unique), storage.hosts_of(job))
+        except Exception:  # the runner makes what is missing, and fails the job if it cannot
+            log.exception("job %s: preparing its run", unique)
         with self._cond:
             self._queue.append(unique)
             self._cond.notify_all()

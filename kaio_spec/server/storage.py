@@ -14,7 +14,8 @@
                           working folder itself, the rest removed; algo-N/ each when several)
 
 A folder or file made costs far more than the bytes in it on some file systems (a trivial job's
-whole run makes a dozen), so the layout makes no more of them than it needs.
+whole run makes a dozen), so the layout makes no more of them than it needs, and prepare_run
+makes what it can while the job waits in the queue.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ LOG_NAMES = ("stdout.log", "stderr.log")
 def host_name(index: int) -> str:
     """Instance index (0-based) to SageMaker's host name: algo-1, algo-2, ..."""
     return f"algo-{index + 1}"
+
+
+def hosts_of(job: dict) -> list[str]:
+    return [host_name(i) for i in range(job["instance_count"])]
 
 
 @dataclass(frozen=True)
@@ -315,27 +320,40 @@ def _regular_files(root: Path) -> dict[str, os.stat_result]:
     return found
 
 
+def prepare_run(files: JobFiles, hosts: list[str]) -> None:
+    """Make what a run needs before its processes start and what can be made before it is its
+    turn, none of which shows through the API: the record of what pkg/ holds (pkg-files.json,
+    for collect_outputs), the logs' folders, the working folders' parent and each instance's
+    resource config. Called when a job joins the queue, off the path from one job's end to
+    the next one's start, and again (quickly: what exists stays) when it starts."""
+    if not files.pkg_files.exists():
+        original = {
+            rel: [st.st_size, st.st_mtime_ns] for rel, st in _regular_files(files.pkg).items()
+        }
+        tmp = files.pkg_files.with_name(files.pkg_files.name + ".tmp")
+        tmp.write_text(json.dumps(original))
+        os.replace(tmp, files.pkg_files)
+    for host in hosts:
+        files.logs(host).mkdir(parents=True, exist_ok=True)
+        files.config(host).write_text(json.dumps({"current_host": host, "hosts": hosts}))
+    files.work(hosts[0]).parent.mkdir(exist_ok=True)
+
+
 def hand_out_package(files: JobFiles, hosts: list[str]) -> dict[str, tuple[int, int]]:
     """Give each instance a working folder of its own holding the package: copies of pkg/ for
     all instances but the last, which gets pkg/ itself (renamed, not copied: a single instance
-    costs no copy). Returns what pkg/ held, for collect_outputs; recorded first in
-    pkg-files.json too, for a restart after a crash."""
-    original = {rel: (st.st_size, st.st_mtime_ns) for rel, st in _regular_files(files.pkg).items()}
-    tmp = files.pkg_files.with_name(files.pkg_files.name + ".tmp")
-    tmp.write_text(json.dumps(original))
-    os.replace(tmp, files.pkg_files)
+    costs no copy). Returns what pkg/ held (prepare_run recorded it), for collect_outputs."""
+    original = _original_files(files)
     for host in hosts[:-1]:
         shutil.copytree(files.pkg, files.work(host), symlinks=True)
-    last = files.work(hosts[-1])
-    last.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(files.pkg, last)
+    os.replace(files.pkg, files.work(hosts[-1]))
     return original
 
 
 def _original_files(files: JobFiles) -> dict[str, tuple[int, int]]:
-    """(size, mtime_ns) of each file the package held: from pkg/ while it is there, else from
-    pkg-files.json (pkg/ became the last instance's working folder)."""
-    if files.pkg.is_dir():
+    """(size, mtime_ns) of each file the package held: from pkg-files.json, else from pkg/ while
+    it is there (a run cut short before prepare_run)."""
+    if not files.pkg_files.exists() and files.pkg.is_dir():
         return {rel: (st.st_size, st.st_mtime_ns) for rel, st in _regular_files(files.pkg).items()}
     try:
         recorded = json.loads(files.pkg_files.read_text())
