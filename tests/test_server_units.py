@@ -173,6 +173,24 @@ def _handed_out(tmp_path, hosts: list[str]) -> tuple[storage.JobFiles, dict]:
     return files, storage.hand_out_package(files, hosts)
 
 
+def test_a_run_is_prepared_once_and_nothing_of_it_is_an_output(tmp_path):
+    import json
+
+    files, original = _handed_out(tmp_path, ["algo-1", "algo-2"])
+    assert set(original) == {"train.py", "data.txt", "sub/same.txt"}
+    for host in ("algo-1", "algo-2"):
+        assert files.logs(host).is_dir()
+        assert json.loads(files.config(host).read_text()) == {
+            "current_host": host,
+            "hosts": ["algo-1", "algo-2"],
+        }
+    files.config("algo-1").write_text("changed")
+    storage.prepare_run(files, ["algo-1", "algo-2"])  # prepared already: left alone
+    assert files.config("algo-1").read_text() == "changed"
+    assert storage.collect_outputs(files, ["algo-1", "algo-2"], original) == 0
+    assert not files.outputs.exists()
+
+
 @pytest.mark.parametrize("from_memory", [True, False], ids=["in-memory", "pkg-files.json"])
 def test_outputs_are_only_the_files_a_job_created_or_changed(tmp_path, from_memory):
     files, original = _handed_out(tmp_path, ["algo-1"])

@@ -322,21 +322,21 @@ def _regular_files(root: Path) -> dict[str, os.stat_result]:
 
 def prepare_run(files: JobFiles, hosts: list[str]) -> None:
     """Make what a run needs before its processes start and what can be made before it is its
-    turn, none of which shows through the API: the record of what pkg/ holds (pkg-files.json,
-    for collect_outputs), the logs' folders, the working folders' parent and each instance's
-    resource config. Called when a job joins the queue, off the path from one job's end to
-    the next one's start, and again (quickly: what exists stays) when it starts."""
-    if not files.pkg_files.exists():
-        original = {
-            rel: [st.st_size, st.st_mtime_ns] for rel, st in _regular_files(files.pkg).items()
-        }
-        tmp = files.pkg_files.with_name(files.pkg_files.name + ".tmp")
-        tmp.write_text(json.dumps(original))
-        os.replace(tmp, files.pkg_files)
+    turn, none of which shows through the API: the logs' folders, the working folders' parent,
+    each instance's resource config and the record of what pkg/ holds (pkg-files.json, for
+    collect_outputs). Called when a job joins the queue, off the path from one job's end to
+    the next one's start, and again when it starts, which then costs a stat: pkg-files.json,
+    written last, says it was all made."""
+    if files.pkg_files.exists():
+        return
     for host in hosts:
         files.logs(host).mkdir(parents=True, exist_ok=True)
         files.config(host).write_text(json.dumps({"current_host": host, "hosts": hosts}))
     files.work(hosts[0]).parent.mkdir(exist_ok=True)
+    original = {rel: [st.st_size, st.st_mtime_ns] for rel, st in _regular_files(files.pkg).items()}
+    tmp = files.pkg_files.with_name(files.pkg_files.name + ".tmp")
+    tmp.write_text(json.dumps(original))
+    os.replace(tmp, files.pkg_files)
 
 
 def hand_out_package(files: JobFiles, hosts: list[str]) -> dict[str, tuple[int, int]]:
