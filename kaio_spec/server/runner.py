@@ -403,19 +403,23 @@ class JobRun:
             storage.collect_outputs(self.files, self.hosts, self._original)
             # Listed once, now that nothing changes them, for every client that downloads them.
             self.listing = storage.list_outputs(self.files, self.hosts)
-            self.store.save_telemetry(self.unique, self._telemetry())
+            telemetry = self._telemetry()
         except Exception:
             log.exception("job %s: cleaning up", self.unique)
+            telemetry = None
         finally:
             if reason and len(reason) > 4000:
                 reason = reason[:4000] + "..."
-            end_job(self.store, self.unique, final, reason)
+            end_job(self.store, self.unique, final, reason, telemetry)
             self._on_end(self)
 
 
-def end_job(store: Store, unique: str, final: JobStatus, reason: str | None) -> None:
-    """Move a job to `final`; if a stop raced in (the job is Stopping), it ends Stopped."""
-    fields = {"failure_reason": reason, "processes": []}
+def end_job(
+    store: Store, unique: str, final: JobStatus, reason: str | None, telemetry: dict | None = None
+) -> None:
+    """Move a job to `final`, with its instances' telemetry; if a stop raced in (the job is
+    Stopping), it ends Stopped."""
+    fields = {"failure_reason": reason, "processes": [], "telemetry": telemetry}
     if store.transition(unique, final, **fields):
         return
     status = JobStatus(store.get_job(unique)["status"])

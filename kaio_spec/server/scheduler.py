@@ -92,7 +92,8 @@ class Scheduler:
             log.exception("job %s: preparing its run", unique)
         with self._cond:
             self._queue.append(unique)
-            self._cond.notify_all()
+            if self._used < self.config.max_instances:  # else a release starts it
+                self._cond.notify_all()
 
     def request_stop(self, unique: str) -> None:
         """The job is already Stopping in the store; make it so."""
@@ -189,7 +190,7 @@ class Scheduler:
                     del self._listings[next(iter(self._listings))]
         with self._cond:
             self._running.pop(run.unique, None)
-            self._cond.notify_all()
+            self._start_next()  # a job larger than the platform waits for it to be empty
 
     def listing(self, unique: str) -> list | None:
         """storage.list_outputs of a job that ended lately, without touching the disk; None

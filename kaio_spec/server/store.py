@@ -401,10 +401,17 @@ class Store:
                 f"UPDATE jobs SET {sets} WHERE unique_job_name = ?", (*fields.values(), unique)
             )
 
-    def transition(self, unique: str, new: JobStatus, **fields: Any) -> bool:
+    def transition(
+        self,
+        unique: str,
+        new: JobStatus,
+        telemetry: dict[str, dict[str, Any]] | None = None,
+        **fields: Any,
+    ) -> bool:
         """Move the job to `new` if its lifecycle allows it (else False, nothing changed).
 
-        Also sets start_time on InProgress and end_time on a final status, and any `fields`."""
+        Also sets start_time on InProgress and end_time on a final status, and any `fields`;
+        `telemetry` (host -> TELEMETRY_FIELDS) is saved in the same transaction."""
         at = iso(now())
         with self._tx(unique) as db:
             row = db.execute(
@@ -427,20 +434,23 @@ class Store:
                 "INSERT INTO status_history (unique_job_name, status, at) VALUES (?, ?, ?)",
                 (unique, new.value, at),
             )
+            self._insert_telemetry(db, unique, telemetry or {})
         return True
 
     # ---- telemetry -----------------------------------------------------------------------------
 
-    def save_telemetry(self, unique: str, rows: dict[str, dict[str, Any]]) -> None:
-        with self._tx(unique) as db:
-            for host, values in rows.items():
-                cols = ("unique_job_name", "host", *TELEMETRY_FIELDS)
-                vals = (unique, host, *(values.get(f) for f in TELEMETRY_FIELDS))
-                db.execute(
-                    f"INSERT OR REPLACE INTO telemetry ({', '.join(cols)}) "
-                    f"VALUES ({', '.join('?' for _ in cols)})",
-                    vals,
-                )
+    @staticmethod
+    def _insert_telemetry(
+        db: sqlite3.Connection, unique: str, rows: dict[str, dict[str, Any]]
+    ) -> None:
+        for host, values in rows.items():
+            cols = ("unique_job_name", "host", *TELEMETRY_FIELDS)
+            vals = (unique, host, *(values.get(f) for f in TELEMETRY_FIELDS))
+            db.execute(
+                f"INSERT OR REPLACE INTO telemetry ({', '.join(cols)}) "
+                f"VALUES ({', '.join('?' for _ in cols)})",
+                vals,
+            )
 
     def telemetry(self, unique: str) -> list[dict]:
         rows = self._query(
