@@ -8,6 +8,8 @@ Prints, in one run:
   2. a batch of trivial jobs on a server with --max-instances 2 next to the same number of direct
      runs two at a time.
 Targets (issue 3): under 1 s of overhead per trivial job; the batch within 1.5x of direct runs.
+Also printed, as what the platform costs the machine: the server process's own CPU per batch job
+(outside the timings), next to the CPU of the job's process.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import requests
 
 SCRIPT = "import json, os\njson.dump({'host': os.environ.get('SM_CURRENT_HOST')}, open('out.json', 'w'))\n"
@@ -93,6 +96,11 @@ class Server:
             files = self.session.get(f"{self.url}/jobs/download/{unique}").json()["output_files"]
             assert any(rel == "out.json" for rel, _, _ in files), files
 
+    def cpu_s(self) -> tuple[float, float]:
+        """CPU seconds of the server process itself, and of the job processes it reaped."""
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system, t.children_user + t.children_system
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(15)
@@ -127,12 +135,16 @@ def main() -> None:
                 direct_run(folder)
                 direct_s.append(time.perf_counter() - t0)
 
-            batch_platform, batch_direct = [], []
+            batch_platform, batch_direct, server_cpu, job_cpu = [], [], [], []
             for r in range(args.rounds):  # interleaved, so load from elsewhere hits both
+                cpu0 = server.cpu_s()
                 t0 = time.perf_counter()
                 uniques = [server.submit(f"batch-{r}-{i}", pkg) for i in range(args.batch)]
                 server.wait_all(uniques, poll_s=0.025)
                 batch_platform.append(time.perf_counter() - t0)
+                cpu1 = server.cpu_s()
+                server_cpu.append((cpu1[0] - cpu0[0]) / args.batch)
+                job_cpu.append((cpu1[1] - cpu0[1]) / args.batch)
                 t0 = time.perf_counter()
                 with ThreadPoolExecutor(2) as pool:
                     list(pool.map(lambda _: direct_run(folder), range(args.batch)))
@@ -152,6 +164,10 @@ def main() -> None:
     print(f"  through the platform  {many_p:8.2f} s   (--max-instances 2, polled every 25 ms)")
     print(f"  direct, 2 at a time   {many_d:8.2f} s")
     print(f"  ratio                 {many_p / many_d:8.2f} x    (target <= 1.5 x)")
+    print(
+        f"  server CPU per job    {statistics.median(server_cpu) * 1000:8.1f} ms  "
+        f"(the job's own process: {statistics.median(job_cpu) * 1000:.1f} ms)"
+    )
 
 
 if __name__ == "__main__":
