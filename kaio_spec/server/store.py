@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     uploaded_at TEXT,
     etag TEXT,
     package_bytes INTEGER,
-    processes TEXT
+    processes TEXT,
+    base_package TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs(user_id, submitted_at);
 CREATE TABLE IF NOT EXISTS status_history (
@@ -88,6 +89,10 @@ CREATE TABLE IF NOT EXISTS telemetry (
     PRIMARY KEY (unique_job_name, host)
 );
 """
+
+# Columns added since a data dir could first be made: (table, column, type). Data dirs made before
+# get them at start, so that an upgraded server keeps its jobs.
+_ADDED_COLUMNS = (("jobs", "base_package", "TEXT"),)
 
 TELEMETRY_FIELDS = (
     "runtime_s",
@@ -133,6 +138,18 @@ class Store:
         # for two processes opening a fresh data dir at once.
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        for table, column, kind in _ADDED_COLUMNS:
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column in have:
+                continue
+            try:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):  # another process added it first
+                    raise
 
     def close(self) -> None:
         with self._lock:
