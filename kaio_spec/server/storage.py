@@ -498,7 +498,8 @@ def unpack_overlay(
 
 
 def _copy_base_tree(base: BaseFiles, dest: Path) -> None:
-    # copy2 keeps mtimes, which collect_outputs uses to tell the base's files from outputs.
+    # copy2 keeps mtimes: the job sees its files as a whole package would give them (tar sets
+    # each member's), so a job's files do not look newer than they are.
     try:
         shutil.copytree(base.tree, dest, symlinks=True)
     except (OSError, shutil.Error):
