@@ -451,6 +451,23 @@ def test_a_base_package_deleted_before_the_upload_answers_409_and_fails_the_job(
     assert again.status_code == 200 and "base_package" not in again.json()
 
 
+WHOLE_CLASHES = {
+    "a file, then a path through it": ({"a": "file", "a/b": "x"}, [], "'a/b'"),
+    "a path, then a file over its folder": ({"a/b": "x", "a": "file"}, [], "'a'"),
+    "a file over the top folder": ({}, [member(".", tarfile.REGTYPE)], "'.'"),
+}
+
+
+@pytest.mark.parametrize("kind", list(WHOLE_CLASHES))
+def test_a_whole_package_whose_members_clash_fails_the_job_not_the_server(api, kaio_server, kind):
+    files, members, culprit = WHOLE_CLASHES[kind]
+    package = make_package({"train.py": "pass", **files}, members)
+    r = presign_on(api, None)
+    assert r.status_code == 200 and "base_package" not in r.json()
+    error = _refused_upload(api, kaio_server, r.json(), package)
+    assert error.startswith(f"package: {culprit} clashes with an earlier member"), error
+
+
 # ---- retention ----------------------------------------------------------------------------------
 
 
