@@ -805,7 +805,8 @@ def _with_merged_requirements(scan: FolderScan, automatic: Iterable[str]) -> lis
         "file",
         data=merged.encode("utf-8"),
         executable=user.executable if user else False,
-        mtime=user.mtime if user else int(time.time()),
+        # Not the clock: the same folder must give the same bytes (and a test compares them).
+        mtime=user.mtime if user else max((e.mtime for e in entries), default=0),
     )
     if index is not None:
         entries[index] = entry

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from apply_support import wait_for
-from server_support import Api, make_package
+from server_support import Api, make_package, member, unsafe_packages
 
 from kaio_spec.server import store as store_module
 from kaio_spec.server.store import Store
@@ -74,14 +74,6 @@ def user_packages(server, api: Api) -> Path:
 
 def job_dir(server, unique: str) -> Path:
     return server.data_dir / "jobs" / unique
-
-
-def member(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    return info
 
 
 # ---- GET and PUT /packages/<sha256> -------------------------------------------------------------
@@ -166,17 +158,8 @@ def test_a_base_package_over_the_cap_is_refused(server_factory):
 def _unsafe_packages(outside: Path) -> dict[str, bytes]:
     good = {"lib.py": "pass"}
     return {
-        "absolute": make_package({**good, str(outside / "abs.txt"): "x"}),
-        "dotdot": make_package({**good, "../../../../" + outside.name + "/dd.txt": "x"}),
-        "symlink out": make_package(good, [member("escape", tarfile.SYMTYPE, str(outside))]),
-        "relative symlink out": make_package(
-            good, [member("sub/escape", tarfile.SYMTYPE, "../../../..")]
-        ),
-        "hard link out": make_package(good, [member("hl", tarfile.LNKTYPE, "/etc/passwd")]),
-        "device": make_package(good, [member("dev", tarfile.CHRTYPE)]),
-        "clash": make_package({**good, "a": "file", "a/b": "under a file"}),
-        "not gzip": b"just some bytes, not a tar.gz",
-        "truncated": make_package(good)[:40],
+        **unsafe_packages(outside, good),
+        "clash": make_package({**good, "a": "file", "a/b": "x"}),
     }
 
 
@@ -189,6 +172,7 @@ def _unsafe_packages(outside: Path) -> dict[str, bytes]:
         "relative symlink out",
         "hard link out",
         "device",
+        "fifo",
         "clash",
         "not gzip",
         "truncated",
