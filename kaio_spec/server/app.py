@@ -474,6 +474,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     scheduler = Scheduler(config, store, layout)
     upload_locks: dict[str, asyncio.Lock] = {}
     package_locks: dict[tuple[str, str], asyncio.Lock] = {}  # (user id, sha256)
+    # How stale a base package's last-used mark may get: far below the retention period.
+    touch_fresh_s = min(60.0, config.retention_s / 10)
     signin_links = SignInLinks()
     dashboard = load_dashboard()
 
@@ -597,7 +599,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
         def create() -> dict:
             # Marked used before the job exists, so that the retention sweep spares it.
-            if base is not None and layout.base(user["id"], base).touch() is not None:
+            if base is not None and layout.base(user["id"], base).touch(touch_fresh_s) is not None:
                 fields["base_package"] = base
             job = store.create_job(user["id"], job_name, fields)
             layout.job(job["unique_job_name"]).write_env(env)
@@ -939,7 +941,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         except storage.PackageError as e:
             _fail_upload(job, files, 400, e)
         if job["base_package"]:
-            base_of(job).touch()  # used by an upload too (and a sweep now would be harmless)
+            base_of(job).touch(
+                touch_fresh_s
+            )  # used by an upload too (and a sweep now would be harmless)
         store.update_job(
             job["unique_job_name"], uploaded_at=iso(now()), etag=etag, package_bytes=size
         )

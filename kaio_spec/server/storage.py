@@ -181,10 +181,14 @@ class BaseFiles:
         except (OSError, ValueError, TypeError, KeyError):
             raise BaseGone(self.sha256) from None
 
-    def touch(self) -> BaseMeta | None:
-        """Mark the base package used now (the retention sweep spares it); None if not stored."""
+    def touch(self, fresh_s: float = 0.0) -> BaseMeta | None:
+        """Mark the base package used now (the retention sweep spares it); None if not stored.
+        A mark younger than `fresh_s` is left as it is: a sweep submits each job against the
+        base twice (presign, upload), and rewriting meta.json each time cost ~2 ms."""
         try:
             meta = self.meta()
+            if time.time() - meta.last_used < fresh_s:
+                return meta
             used = BaseMeta(meta.size, meta.unpacked_bytes, time.time())
             _write_meta(self.root, used)
         except (BaseGone, FileNotFoundError):  # gone, or being deleted under us
