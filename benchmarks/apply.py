@@ -7,8 +7,9 @@ holding a 20 MB data file (random bytes: incompressible, the worst case for pack
 1. the loop the seed README has users write: `Client.submit_job(directory=..., ...)` 100 times
    (each call packages the folder and uploads it);
 2. `kaio_spec.apply(manifest, detach=True)`: the executor submits the same 100 jobs (the folder
-   compressed once, params.json added per job, uploads in parallel) and returns once all are
-   submitted; settings.max_parallel is 100 so that submission is what is measured;
+   compressed once and uploaded once as a base package, then each job's params.json alone as its
+   overlay: docs/base-packages.md) and returns once all are submitted; settings.max_parallel is
+   100 so that submission is what is measured;
 3. the executor following those 100 jobs to the end through a counting proxy
    (tests/faultproxy.py): polling rounds against GET /jobs and GET /jobs/status requests.
 

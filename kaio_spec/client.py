@@ -52,6 +52,7 @@ from kaio_spec.validation import FieldError
 LOGGER = "kaio_spec.client"
 VERBOSE_LOGGER = LOGGER + ".verbose"
 
+BASE_PACKAGES = "base-packages"  # the feature named in GET /healthz (docs/base-packages.md)
 RENEW_BEFORE_S = 60  # log in again when the token has less than this left (PROTOCOL.md)
 
 
@@ -202,6 +203,7 @@ class Client:
         self._jwt_exp = 0.0
         self._clock_skew = 0.0  # server clock minus ours, from the Date header at login
         self._login_lock = threading.Lock()
+        self._features: frozenset[str] | None = None
 
     def __repr__(self) -> str:  # never the key or the token
         state = "logged in" if self._jwt else "not logged in"
@@ -395,6 +397,7 @@ class Client:
         env: Mapping[str, str] | None = None,
         max_runtime_hours: float = 1,
         labels: Mapping[str, str] | None = None,
+        base_package: str | None = None,
     ) -> dict[str, Any]:
         """The first half of submit_package, for a caller that must record the answer before it
         uploads (the executor's state file): checks everything exactly as submit_package does
@@ -405,6 +408,11 @@ class Client:
         credential, never log it), s3_uri and env_names. The job stays Pending, and never starts,
         until its package is uploaded. Unlike submit_package it does not warn about instance types
         the hosted platform may refuse.
+
+        `base_package`: the SHA-256 of a base package the server holds (upload_base), of which
+        `package` is the folder plus per-job files. Only when the answer carries the same
+        `base_package` does the upload take those per-job files alone (Package.overlay); without
+        it, upload the whole `package` (docs/base-packages.md).
 
         Never retried, as submit_package's docstring says: after requests.ConnectionError, or an
         HTTPError with 502/503/504, the job may or may not exist (look for it by job_name in
@@ -425,7 +433,71 @@ class Client:
             max_runtime_hours=max_runtime_hours,
             labels=labels,
         )
-        return self._presign(fields, image)
+        if base_package is not None and not validation.is_sha256(base_package):
+            raise FieldError("base_package", "must be a SHA-256: 64 lower-case hex digits")
+        return self._presign(fields, image, base_package)
+
+    def features(self) -> frozenset[str]:
+        """The protocol extensions the server lists in GET /healthz (a local-platform route; the
+        hosted API has none, so: nothing). Asked once per client. Raises requests.ConnectionError
+        or Timeout when the server cannot be reached (nothing is remembered then)."""
+        if self._features is None:
+            resp = self._transport.request("GET", "/healthz")
+            try:
+                listed = resp.json().get("features") if resp.status_code == 200 else None
+            except (ValueError, AttributeError):
+                listed = None
+            self._features = frozenset(
+                f for f in (listed if isinstance(listed, list) else []) if isinstance(f, str)
+            )
+        return self._features
+
+    def upload_base(
+        self, package: Package, *, on_bytes: Callable[[int], None] | None = None
+    ) -> str | None:
+        """Makes `package` a base package on the server (docs/base-packages.md, a local-platform
+        extension), so that jobs over the same folder upload only their own files: presign with
+        `base_package=` the returned SHA-256, then upload `package.overlay(...)` when the answer
+        echoes it. Uploads nothing when the server already holds it.
+
+        Returns the package's SHA-256, or None when the server does not offer base packages (it
+        answers 404 to both routes). Raises requests.HTTPError if the server refuses the package,
+        requests.ConnectionError or Timeout once the retries are spent."""
+        if BASE_PACKAGES not in self.features():
+            return None
+        sha = package.sha256()
+        path = f"/packages/{sha}"
+        if self._call("GET", path, allow=(404,)).status_code == 200:
+            return sha
+        self._log.debug("uploading base package %s (%d bytes)", sha[:12], package.size)
+
+        def open_body() -> IO[bytes]:
+            body = package.open()
+            return body if on_bytes is None else _Counting(body, on_bytes)
+
+        def put() -> None:
+            self._transport.put_stream(
+                self._transport.url(path),
+                open_body,
+                package.size,
+                progress=show_progress(package.size, self.verbose),
+                description="base package",
+                headers=self._bearer(),
+            )
+
+        try:
+            try:
+                put()
+            except requests.HTTPError as e:
+                if e.response is None or e.response.status_code != 401:
+                    raise
+                self._relogin(self._jwt)  # the token expired on the way: once more, fresh
+                put()
+        except requests.HTTPError as e:
+            if e.response is not None and e.response.status_code == 404:
+                return None  # no such route: the server has no base packages
+            raise
+        return sha
 
     def upload(
         self,
@@ -510,7 +582,9 @@ class Client:
             )
         return fields, image
 
-    def _presign(self, fields: dict[str, Any], image: ResolvedImage) -> dict[str, Any]:
+    def _presign(
+        self, fields: dict[str, Any], image: ResolvedImage, base_package: str | None = None
+    ) -> dict[str, Any]:
         job_spec = {
             "instance_type": fields["instance_type"],
             "instance_count": fields["instance_count"],
@@ -527,6 +601,8 @@ class Client:
             body["env"] = fields["env"]
         if fields["labels"]:
             body["labels"] = fields["labels"]
+        if base_package:
+            body["base_package"] = base_package
         self._log.debug(
             "presign %s: %s x%d, image %s, env names %s",
             fields["job_name"],

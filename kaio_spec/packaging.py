@@ -6,6 +6,9 @@ Three layers, so that a sweep of many jobs over one folder compresses that folde
     build_package(directory, ...)     the folder compressed once, on disk: a `Package`
     package.with_files({...})         the same bytes plus a few small per-job files (params.json):
                                       a new `Package` that reuses the folder's compressed bytes
+    package.overlay({...})            those per-job files alone, as a package of their own, for a
+                                      server that holds the folder's package as a base package
+                                      (docs/base-packages.md); package.sha256() names that base
 
 How `with_files` stays cheap: a package is ONE gzip member whose deflate stream is cut in two.
 The folder's part (`_Blob`, a file on disk) is the gzip header and the folder's tar entries,
@@ -473,16 +476,35 @@ def content_hash(files: Iterable[PackagedFile]) -> str:
 class _Blob:
     """The folder's compressed part on disk; deleted by close() or when no package uses it."""
 
-    def __init__(self, path: Path, size: int, crc: int, length: int, level: int):
-        self.path = path
-        self.size = size  # compressed bytes on disk
+    def __init__(
+        self,
+        path: Path | None,
+        size: int,
+        crc: int,
+        length: int,
+        level: int,
+        data: bytes | None = None,
+    ):
+        self.path = path  # None when the part is small enough to live in memory: `data`
+        self.data = data
+        self.size = size  # compressed bytes
         self.crc = crc  # CRC-32 of the uncompressed tar bytes so far
         self.length = length  # uncompressed tar bytes so far
         self.level = level
-        self._finalizer = weakref.finalize(self, _unlink, str(path))
+        self._finalizer = weakref.finalize(self, _unlink, str(path)) if path else None
+
+    @classmethod
+    def empty(cls, level: int) -> _Blob:
+        """A gzip header and nothing else: the start of a package of per-job files alone."""
+        head = _gzip_header()
+        return cls(None, len(head), 0, 0, level, data=head)
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.data) if self.path is None else open(self.path, "rb")
 
     def close(self) -> None:
-        self._finalizer()
+        if self._finalizer is not None:
+            self._finalizer()
 
 
 def _unlink(path: str) -> None:
@@ -522,15 +544,28 @@ class Package:
     _blob: _Blob = field(repr=False)
     _tail: bytes = field(repr=False)
     _owner: bool = field(default=True, repr=False)
+    _sha256: str | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
         return self._blob.size + len(self._tail)
 
     @property
-    def path(self) -> Path:
-        """The file holding the folder's compressed part (not the whole package: see save())."""
+    def path(self) -> Path | None:
+        """The file holding the folder's compressed part (not the whole package: see save());
+        None for a package of in-memory files alone (overlay())."""
         return self._blob.path
+
+    def sha256(self) -> str:
+        """SHA-256 of the package's bytes: what the server knows a base package by
+        (docs/base-packages.md). Read once, then remembered."""
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            with self.open() as src:
+                while data := src.read(_READ_SIZE):
+                    digest.update(data)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
 
     def paths(self) -> list[str]:
         return [f.path for f in self.files]
@@ -551,17 +586,9 @@ class Package:
         """This package plus small files given in memory (e.g. {"params.json": "..."}), without
         compressing the folder again. A given path that the folder also has replaces the folder's
         file (the later tar member wins when unpacked, in tar and in Python's tarfile alike)."""
-        executable = set(executable)
-        extra = _extra_entries(files, executable)
-        by_path = {f.path: f for f in self.files}
-        dirs = self._dirs()
-        for e in extra:
-            if e.path in dirs:
-                raise ValueError(f"{e.path}: the package already has a folder of that name")
-            for parent in _parents(e.path):
-                if by_path.get(parent):
-                    raise ValueError(f"{e.path}: {parent} is a file in the package, not a folder")
+        extra = self._extra(files, executable)
         tail, added = _tail(extra, self._blob)
+        by_path = {f.path: f for f in self.files}
         for f in added:
             by_path[f.path] = f
         merged = tuple(sorted(by_path.values(), key=lambda f: f.path))
@@ -575,6 +602,27 @@ class Package:
             tail,
             _owner=False,
         )
+
+    def overlay(self, files: Mapping[str, bytes | str], executable: Iterable[str] = ()) -> Package:
+        """The files that with_files(files) would add, as a package of their own: what is
+        uploaded for a job whose server already holds this package as its base package
+        (docs/base-packages.md). Checked as with_files checks them; held in memory."""
+        blob = _Blob.empty(self._blob.level)
+        tail, added = _tail(self._extra(files, executable), blob)
+        return Package(self.directory, None, tuple(added), content_hash(added), (), blob, tail)
+
+    def _extra(self, files: Mapping[str, bytes | str], executable: Iterable[str]) -> list[Entry]:
+        """The entries of files given in memory, refused where they clash with the package."""
+        extra = _extra_entries(files, set(executable))
+        by_path = {f.path: f for f in self.files}
+        dirs = self._dirs()
+        for e in extra:
+            if e.kind != "dir" and e.path in dirs:
+                raise ValueError(f"{e.path}: the package already has a folder of that name")
+            for parent in _parents(e.path):
+                if by_path.get(parent):
+                    raise ValueError(f"{e.path}: {parent} is a file in the package, not a folder")
+        return extra
 
     def _dirs(self) -> set[str]:
         dirs: set[str] = set()
@@ -643,7 +691,7 @@ class PackageReader(io.RawIOBase):
     def __init__(self, blob: _Blob, tail: bytes):
         super().__init__()
         self._blob_size = blob.size
-        self._file = open(blob.path, "rb")  # noqa: SIM115 - closed by close()
+        self._file = blob.open()  # closed by close()
         self._tail = tail
         self._pos = 0
 
@@ -757,7 +805,8 @@ def _with_merged_requirements(scan: FolderScan, automatic: Iterable[str]) -> lis
         "file",
         data=merged.encode("utf-8"),
         executable=user.executable if user else False,
-        mtime=user.mtime if user else int(time.time()),
+        # Not the clock: the same folder must give the same bytes (and a test compares them).
+        mtime=user.mtime if user else max((e.mtime for e in entries), default=0),
     )
     if index is not None:
         entries[index] = entry

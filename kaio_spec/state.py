@@ -144,7 +144,9 @@ class State:
     def save(self) -> None:
         """Write the file atomically (see the module's docstring)."""
         with self._lock:
-            text = json.dumps(self._data, indent=1, sort_keys=True) + "\n"
+            # Compact: json's C encoder takes no indent, and the pure-Python one made each save
+            # of a 100-job sweep cost ~2 ms (saved three times per submission).
+            text = json.dumps(self._data, sort_keys=True, separators=(",", ":")) + "\n"
             folder = self.path.parent
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)

@@ -7,8 +7,9 @@ What is retried, and why only that:
   the server never saw the request (urllib3 counts these as `connect` errors).
 - GET, HEAD, OPTIONS and DELETE on a dropped connection, a read timeout or a 502/503/504: they
   are idempotent, so sending them twice is harmless.
-- The package PUT to a presigned URL: idempotent (the same object is written again), but its body
-  is a stream, so `put_stream` re-opens it and sends it again itself.
+- The package PUT to a presigned URL, and a base package's PUT /packages/<sha256>: idempotent
+  (the same object is written again), but their bodies are streams, so `put_stream` re-opens them
+  and sends them again itself.
 - Never a POST once it may have reached the server. `POST /jobs/presign` in particular creates a
   job; a blind retry after a lost response could create a second one. A caller that loses a
   presign response (requests.ConnectionError or a 502/503/504 from it) recovers by looking the job
@@ -175,6 +176,7 @@ class Transport:
         progress: bool = False,
         description: str = "upload",
         accept_after_retry: Callable[[requests.Response], bool] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> requests.Response:
         """PUTs `size` bytes from a fresh `open_body()` stream; on a dropped connection, a timeout
         or a 502/503/504, opens the body again and sends it again, up to `retries` times. Memory
@@ -190,7 +192,7 @@ class Transport:
             with open_body() as body, _progress(progress, size, description) as advance:
                 stream = _CountingReader(body, size, advance)
                 try:
-                    resp = self._put(url, stream)
+                    resp = self._put(url, stream, headers)
                 except (requests.ConnectionError, requests.Timeout) as e:
                     last_error = e
                     continue
@@ -205,10 +207,12 @@ class Transport:
         assert last_error is not None
         raise last_error
 
-    def _put(self, url: str, body: IO[bytes]) -> requests.Response:
+    def _put(
+        self, url: str, body: IO[bytes], headers: dict[str, str] | None = None
+    ) -> requests.Response:
         start = time.monotonic()
         try:
-            resp = self.session.put(url, data=body, timeout=UPLOAD_TIMEOUT)
+            resp = self.session.put(url, data=body, headers=headers, timeout=UPLOAD_TIMEOUT)
         except requests.RequestException as e:
             self.log.debug("PUT %s failed: %s", redact(url), type(e).__name__)
             raise

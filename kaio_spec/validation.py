@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Mapping
 
 from kaio_spec import catalog
@@ -142,6 +143,14 @@ def check_labels(labels: object) -> dict[str, str]:
     if size > catalog.LABELS_MAX_BYTES:
         raise FieldError("labels", f"at most {catalog.LABELS_MAX_BYTES} bytes in all, got {size}")
     return dict(labels)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256(value: object) -> bool:
+    """A base package's name (docs/base-packages.md): 64 lower-case hex digits."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
 def smallest_volume_for(package_bytes: int) -> int | None:

@@ -9,6 +9,7 @@
         proxy.on("GET", "/objects/.*").truncate(10)     # 10 body bytes, then the line goes dead
         proxy.on("GET", "/jobs").delay(0.5)             # slow, then forwarded
         proxy.seen                                      # [(method, path), ...] as received
+        proxy.body_sizes("PUT", "/objects/.*")          # their request bodies' sizes
 
 The Host header is forwarded as the client sent it, so a server that builds URLs from it
 (presigned upload and download URLs) points them at the proxy too: the PUT and the downloads pass
@@ -130,6 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
         method = self.command
         path = urlsplit(self.path).path
         self.proxy.seen.append((method, path))
+        self.proxy.sent.append((method, path, int(self.headers.get("Content-Length") or 0)))
         rule = next((r for r in list(self.proxy.rules) if r.claim(method, path)), None)
         action = rule.action if rule else None
         if action == "delay":
@@ -249,6 +251,7 @@ class FaultProxy:
         self.upstream_port = parts.port or 80
         self.rules: list[Rule] = []
         self.seen: list[tuple[str, str]] = []
+        self.sent: list[tuple[str, str, int]] = []  # (method, path, request body bytes)
         handler = type("Handler", (_Handler,), {"proxy": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -266,6 +269,12 @@ class FaultProxy:
     def clear(self) -> None:
         self.rules.clear()
         self.seen.clear()
+        self.sent.clear()
+
+    def body_sizes(self, method: str, path: str) -> list[int]:
+        """The request body sizes (Content-Length) of the requests matching, in order."""
+        pattern = re.compile(path)
+        return [n for m, p, n in self.sent if m == method.upper() and pattern.fullmatch(p)]
 
     def count(self, method: str, path: str) -> int:
         """How many requests matching `method` and the path regex reached the proxy."""

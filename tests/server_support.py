@@ -157,3 +157,30 @@ class Api:
         return {
             rel: requests.get(url, timeout=30).content for rel, _, url in r.json()["output_files"]
         }
+
+
+def member(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    """A tar member of any kind (links, devices, FIFOs), for packages no honest client makes."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return info
+
+
+def unsafe_packages(outside: Path, good: dict[str, str]) -> dict[str, bytes]:
+    """Packages the platform must refuse, each holding `good` plus one unsafe or broken thing;
+    `outside` is a folder nothing may ever be written to."""
+    return {
+        "absolute": make_package({**good, str(outside / "abs.txt"): "x"}),
+        "dotdot": make_package({**good, "../../../../" + outside.name + "/dd.txt": "x"}),
+        "symlink out": make_package(good, [member("escape", tarfile.SYMTYPE, str(outside))]),
+        "relative symlink out": make_package(
+            good, [member("sub/escape", tarfile.SYMTYPE, "../../../..")]
+        ),
+        "hard link out": make_package(good, [member("hl", tarfile.LNKTYPE, "/etc/passwd")]),
+        "device": make_package(good, [member("dev", tarfile.CHRTYPE)]),
+        "fifo": make_package(good, [member("pipe", tarfile.FIFOTYPE)]),
+        "not gzip": b"just some bytes, not a tar.gz",
+        "truncated": make_package(good)[:40],
+    }

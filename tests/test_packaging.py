@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -515,3 +516,15 @@ def test_memory_stays_flat_whatever_the_folder_size(tmp_path):
     assert peak_mb < 100, f"peak {peak_mb:.0f} MB while packaging 160 MB"
     with tarfile.open(tmp_path / "huge.tar.gz") as tf:
         assert tf.getmember("data.csv").size == (folder / "data.csv").stat().st_size
+
+
+def test_the_same_folder_gives_the_same_bytes_a_second_later(job, tmp_path):
+    # The requirements.txt kaio writes into a package carries no clock time: packages built
+    # across a second boundary were different bytes (and this file's byte comparisons flaky).
+    assert not (job / "requirements.txt").exists()
+    with package_of(job) as first:
+        time.sleep(1.1)
+        with package_of(job) as second:
+            assert (
+                first.save(tmp_path / "1").read_bytes() == second.save(tmp_path / "2").read_bytes()
+            )

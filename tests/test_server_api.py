@@ -209,7 +209,7 @@ def test_responses_have_exactly_the_protocols_fields(api):
 
 def test_local_routes_and_the_description(kaio_server, api):
     health = requests.get(kaio_server.url + "/healthz").json()
-    assert health == {"status": "ok", "version": __version__}
+    assert health == {"status": "ok", "version": __version__, "features": ["base-packages"]}
     rows = api.get("/instances").json()["jobs"]
     assert [r["instance_type"] for r in rows] == list(catalog.INSTANCE_TYPES)
     g4 = next(r for r in rows if r["instance_type"] == "ml.g4dn.xlarge")

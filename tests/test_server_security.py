@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
-from server_support import WAIT_FOR_GO, Api, make_package
+from server_support import WAIT_FOR_GO, Api, make_package, member, unsafe_packages
 
 from kaio_spec.server import auth, storage
 
@@ -236,29 +236,9 @@ def test_uploads_over_the_cap_are_refused(server_factory):
 # ---- unsafe packages ----------------------------------------------------------------------------
 
 
-def _member(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    return info
-
-
 def _slip_packages(outside: Path) -> dict[str, bytes]:
     good = {"train.py": "open('ran.txt', 'w').write('should never run')"}
-    return {
-        "absolute": make_package({**good, str(outside / "abs.txt"): "x"}),
-        "dotdot": make_package({**good, "../../../../" + outside.name + "/dd.txt": "x"}),
-        "symlink out": make_package(good, [_member("escape", tarfile.SYMTYPE, str(outside))]),
-        "relative symlink out": make_package(
-            good, [_member("sub/escape", tarfile.SYMTYPE, "../../../..")]
-        ),
-        "hard link out": make_package(good, [_member("hl", tarfile.LNKTYPE, "/etc/passwd")]),
-        "device": make_package(good, [_member("dev", tarfile.CHRTYPE)]),
-        "fifo": make_package(good, [_member("pipe", tarfile.FIFOTYPE)]),
-        "not gzip": b"just some bytes, not a tar.gz",
-        "truncated": make_package(good)[:40],
-        "no entrypoint": make_package({"other.py": "pass"}),
-    }
+    return {**unsafe_packages(outside, good), "no entrypoint": make_package({"other.py": "pass"})}
 
 
 @pytest.mark.parametrize(
@@ -300,7 +280,7 @@ def test_an_unsafe_or_unreadable_package_fails_the_job_and_writes_nothing(
 def test_links_inside_the_package_are_fine(api):
     inside = make_package(
         {"train.py": "print(open('alias').read())", "data/real.txt": "real"},
-        [_member("alias", tarfile.SYMTYPE, "data/real.txt")],
+        [member("alias", tarfile.SYMTYPE, "data/real.txt")],
     )
     unique = api.submit(inside, job_name="links")
     assert api.wait(unique)["status"] == "Completed"

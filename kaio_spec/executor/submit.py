@@ -1,7 +1,14 @@
 """Submitting one planned job: its folder packaged once per run, its params.json added, the intent
 written before the presign, the upload streamed.
 
-    package (once per folder) → intent saved → POST /jobs/presign → unique + URL saved → PUT
+    package (once per folder) → base package (once per folder, where the server has them)
+        → intent saved → POST /jobs/presign → unique + URL saved → PUT
+
+Where the server offers base packages (docs/base-packages.md, a local-platform extension), each
+folder's package is uploaded once per run as a base package and each job's PUT carries only its
+params.json (the overlay): a 100-cell sweep over a 20 MB folder sends the 20 MB once, not 100
+times. Where it does not, or for a job whose presign answer does not echo the base, the whole
+package is uploaded as before.
 
 The presign is never sent blindly twice: when its outcome is uncertain (the connection dropped,
 a timeout, a 502/503/504: the server may have created the job), `submit` returns `uncertain` and
@@ -95,7 +102,15 @@ class PackageCache:
         return package
 
     def job_package(self, job: PlannedJob) -> Package:
-        return self.folder_package(job).with_files({"params.json": job.params_json()})
+        return self.folder_package(job).with_files(self._job_files(job))
+
+    def job_overlay(self, job: PlannedJob) -> Package:
+        """What job_package adds to the folder, alone: the upload over a base package."""
+        return self.folder_package(job).overlay(self._job_files(job))
+
+    @staticmethod
+    def _job_files(job: PlannedJob) -> dict[str, str]:
+        return {"params.json": job.params_json()}
 
     def close(self) -> None:
         with self._lock:
@@ -120,6 +135,8 @@ class Submitter:
         self.on_bytes = on_bytes
         self._images: dict[tuple, ResolvedImage] = {}
         self._images_lock = threading.Lock()
+        self._bases: dict[str, str | None] = {}  # folder package's sha256 -> as the server has it
+        self._bases_lock = threading.Lock()
 
     def _image(self, job: PlannedJob) -> ResolvedImage:
         key = (job.spec["instance_type"], job.spec["framework"], job.spec["framework_version"])
@@ -127,6 +144,20 @@ class Submitter:
             if key not in self._images:
                 self._images[key] = resolve_image(*key, self.client.region)
             return self._images[key]
+
+    def _base(self, job: PlannedJob) -> str | None:
+        """The job's folder package as a base package on the server, uploaded once per run;
+        None where the server has no base packages or refused this one (the jobs then upload
+        their whole packages, which reports any problem with the folder job by job)."""
+        folder = self.packages.folder_package(job)
+        sha = folder.sha256()
+        with self._bases_lock:
+            if sha not in self._bases:
+                try:
+                    self._bases[sha] = self.client.upload_base(folder, on_bytes=self.on_bytes)
+                except (requests.RequestException, OSError):
+                    self._bases[sha] = None
+            return self._bases[sha]
 
     def _fields(self, job: PlannedJob, package: Package) -> dict[str, Any]:
         args = job.submit_arguments()
@@ -148,6 +179,9 @@ class Submitter:
             return Outcome("invalid", error=str(e))
         if cancelled():
             return Outcome("cancelled")
+        base = self._base(job)
+        if cancelled():
+            return Outcome("cancelled")
         self.state.set_intent(
             job.job_name,
             {"at": now_iso(), "known": sorted(known), "unique_job_name": None, "upload_url": None},
@@ -155,7 +189,7 @@ class Submitter:
         self.state.save()
         since = time.monotonic()
         try:
-            presign = self.client.presign(package, image=image, **fields)
+            presign = self.client.presign(package, image=image, base_package=base, **fields)
         except (requests.ConnectionError, requests.Timeout) as e:
             return Outcome("uncertain", error=_short(e), since=since)
         except requests.HTTPError as e:
@@ -170,20 +204,29 @@ class Submitter:
         except Exception as e:  # PlatformError (env not taken, answer unusable): it exists
             return Outcome("uncertain", error=_short(e), since=since)
         unique = presign["unique_job_name"]
+        # Recorded with the URL: a re-upload (recover.py) must send what this answer asked for.
+        on_base = base is not None and presign.get("base_package") == base
         self.state.update_intent(
-            job.job_name, unique_job_name=unique, upload_url=presign["upload_url"]
+            job.job_name,
+            unique_job_name=unique,
+            upload_url=presign["upload_url"],
+            base_package=base if on_base else None,
         )
         self.state.save()
-        return self.upload(job, unique, presign["upload_url"], package)
+        return self.upload(job, unique, presign["upload_url"], on_base=on_base)
 
     def upload(
-        self, job: PlannedJob, unique: str, url: str, package: Package | None = None
+        self, job: PlannedJob, unique: str, url: str, on_base: bool | None = None
     ) -> Outcome:
-        """PUT the package (again: the server takes the same bytes twice). A 409 means the
-        server already has a package for it, or the job moved on: either way nothing to upload."""
+        """PUT the job's package, or its overlay when its presign answer took a base package
+        (`on_base`; None: as the job's intent recorded). Safe to send again: the server takes
+        the same bytes twice, and a 409 means it already has a package for the job, or the job
+        moved on: either way nothing to upload."""
         since = time.monotonic()
+        if on_base is None:
+            on_base = bool((self.state.intent(job.job_name) or {}).get("base_package"))
         try:
-            package = package or self.packages.job_package(job)
+            package = self.packages.job_overlay(job) if on_base else self.packages.job_package(job)
             self._put(url, package, unique)
         except requests.HTTPError as e:
             code = e.response.status_code if e.response is not None else 0

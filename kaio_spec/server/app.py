@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import FileResponse
 
 from kaio_spec import __version__, catalog, validation
@@ -47,6 +48,9 @@ DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
 DEFAULT_VOLUME_GB = 5
 LOG_CHUNK = 1024 * 1024
 UPLOAD_WRITE_CHUNK = 1024 * 1024
+# Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
+# only where they exist (docs/base-packages.md).
+FEATURES = ("base-packages",)
 
 # ---- the dashboard (static files, no build step) -------------------------------------------------
 
@@ -139,6 +143,12 @@ class PresignOut(BaseModel):
     upload_url: str
     s3_uri: str
     env_names: list[str]
+    base_package: str | None = None  # only when the upload takes an overlay on it
+
+
+class PackageOut(BaseModel):
+    sha256: str
+    size: int
 
 
 class DownloadOut(BaseModel):
@@ -161,6 +171,7 @@ class InstancesOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     version: str
+    features: list[str]
 
 
 class SignInLinkOut(BaseModel):
@@ -211,6 +222,10 @@ PRESIGN_BODY = {
                     },
                     "env": {"type": "object", "additionalProperties": {"type": "string"}},
                     "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "base_package": {
+                        "type": "string",
+                        "description": "SHA-256 of a base package (docs/base-packages.md)",
+                    },
                 },
             }
         }
@@ -314,6 +329,60 @@ def parse_presign(body: dict) -> tuple[str, dict, dict[str, str]]:
     return job_name, fields, env
 
 
+def parse_base_package(body: dict) -> str | None:
+    """The optional base package a presign asks for (docs/base-packages.md)."""
+    value = body.get("base_package")
+    if value is not None and not validation.is_sha256(value):
+        raise validation.FieldError(
+            "base_package", "must be a package's SHA-256: 64 lower-case hex digits"
+        )
+    return value
+
+
+def check_sha256(value: str) -> None:
+    if not validation.is_sha256(value):
+        raise ApiError(400, "sha256: must be 64 lower-case hex digits (the package's SHA-256)")
+
+
+def refuse_declared_over(request: Request, limit: int) -> None:
+    """413 before a byte is read when the body says it is too large."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body: larger than the {limit} bytes allowed")
+
+
+async def receive_body(
+    request: Request, hasher: Any, limit: int, sink: BinaryIO | None = None
+) -> int:
+    """Stream the body through `hasher` (and into `sink`), never whole in memory; its size. 413
+    past `limit`. One pass over the bytes: each piece hashed (hashlib lets go of the GIL) and
+    written together."""
+
+    def take(data: bytearray) -> None:
+        hasher.update(data)
+        if sink is not None:
+            sink.write(data)
+
+    size = 0
+    pending = bytearray()
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"body: larger than the {limit} bytes allowed")
+            pending += chunk
+            if len(pending) >= UPLOAD_WRITE_CHUNK:
+                # Large pieces off the event loop; the last small one (all of a small package)
+                # is not worth a thread hop.
+                data, pending = pending, bytearray()
+                await run_in_threadpool(take, data)
+    except ClientDisconnect:
+        # Nobody reads the answer; the status keeps the server's log free of a traceback.
+        raise ApiError(400, "body: the client went away before sending all of it") from None
+    take(pending)
+    return size
+
+
 class SignInLinks:
     """One-time codes that sign a browser tab in (`kaio dashboard`), so that the API key never
     travels in a URL: random, single use, short-lived, kept only as hashes and only in memory
@@ -408,6 +477,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     signer = storage.Signer(secret, config.url_ttl_s)
     scheduler = Scheduler(config, store, layout)
     upload_locks: dict[str, asyncio.Lock] = {}
+    package_locks: dict[tuple[str, str], asyncio.Lock] = {}  # (user id, sha256)
+    # How stale a base package's last-used mark may get: far below the retention period.
+    touch_fresh_s = min(60.0, config.retention_s / 10)
     signin_links = SignInLinks()
     dashboard = load_dashboard()
 
@@ -503,7 +575,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/healthz", response_model=HealthOut, tags=["local"])
     async def healthz():
-        return ok({"status": "ok", "version": __version__})
+        return ok({"status": "ok", "version": __version__, "features": list(FEATURES)})
 
     @app.post(
         "/login",
@@ -535,22 +607,27 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def presign(request: Request, user: User):
         body = await read_json(request)
         job_name, fields, env = parse_presign(body)
+        base = parse_base_package(body)
 
         def create() -> dict:
+            # Marked used before the job exists, so that the retention sweep spares it.
+            if base is not None and layout.base(user["id"], base).touch(touch_fresh_s) is not None:
+                fields["base_package"] = base
             job = store.create_job(user["id"], job_name, fields)
             layout.job(job["unique_job_name"]).write_env(env)
             return job
 
         job = await run_in_threadpool(create)
         unique = job["unique_job_name"]
-        return ok(
-            {
-                "unique_job_name": unique,
-                "upload_url": base_url(request) + signer.path("PUT", storage.package_key(unique)),
-                "s3_uri": layout.job(unique).package.as_uri(),
-                "env_names": job["env_names"],
-            }
-        )
+        answer = {
+            "unique_job_name": unique,
+            "upload_url": base_url(request) + signer.path("PUT", storage.package_key(unique)),
+            "s3_uri": layout.job(unique).package.as_uri(),
+            "env_names": job["env_names"],
+        }
+        if job["base_package"]:
+            answer["base_package"] = job["base_package"]  # the upload takes an overlay on it
+        return ok(answer)
 
     @app.get(
         "/jobs",
@@ -648,6 +725,55 @@ def create_app(config: ServerConfig) -> FastAPI:
                 ]
             }
         )
+
+    # ---- base packages (local, docs/base-packages.md) ----------------------------------------
+
+    @app.get("/packages/{sha256}", tags=["local"], response_model=PackageOut, responses=ERRORS)
+    def get_base_package(sha256: str, user: User):
+        """Whether the caller holds the base package with this SHA-256 (404: not theirs, or none)."""
+        check_sha256(sha256)
+        try:
+            meta = layout.base(user["id"], sha256).meta()
+        except storage.BaseGone:
+            raise ApiError(404, f"sha256: no base package {sha256}") from None
+        return ok({"sha256": sha256, "size": meta.size})
+
+    @app.put("/packages/{sha256}", tags=["local"], response_model=PackageOut, responses=ERRORS)
+    async def put_base_package(sha256: str, request: Request, user: User):
+        """Store a base package (raw body: a tar.gz whose SHA-256 is the URL's), checked and
+        unpacked once for every job presigned against it."""
+        check_sha256(sha256)
+        refuse_declared_over(request, config.max_upload_bytes)
+        lock = package_locks.setdefault((user["id"], sha256), asyncio.Lock())
+        async with lock:
+            base = layout.base(user["id"], sha256)
+            if await run_in_threadpool(base.touch) is not None:
+                size = await _receive_hashed(request, sha256)  # harmless again: 200
+            else:
+                size = await _store_base(base, request)
+        return ok({"sha256": sha256, "size": size})
+
+    async def _receive_hashed(request: Request, sha256: str, sink: BinaryIO | None = None) -> int:
+        hasher = hashlib.sha256()
+        size = await receive_body(request, hasher, config.max_upload_bytes, sink)
+        if hasher.hexdigest() != sha256:
+            raise ApiError(400, f"body: its SHA-256 is {hasher.hexdigest()}, not the URL's")
+        return size
+
+    async def _store_base(base: storage.BaseFiles, request: Request) -> int:
+        # The whole base package is made in a temp folder renamed into place at the end: a
+        # killed server leaves no half of one (and start-up removes the temp folder).
+        tmp = base.temp()
+        tmp.mkdir(parents=True)
+        try:
+            with open(tmp / storage.PACKAGE, "wb", buffering=0) as f:
+                size = await _receive_hashed(request, base.sha256, f)
+            await run_in_threadpool(storage.store_base_package, tmp, base, size)
+        except storage.PackageError as e:
+            raise ApiError(400, str(e)) from None
+        finally:
+            await run_in_threadpool(storage.remove_temp, tmp)
+        return size
 
     @app.get(
         "/jobs/{unique_job_name}/logs",
@@ -800,51 +926,29 @@ def create_app(config: ServerConfig) -> FastAPI:
             job = store.get_job(unique)  # one indexed read: not worth a thread hop
         except NotFound:
             raise ApiError(404, "object: the job no longer exists") from None
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > config.max_upload_bytes:
-            raise ApiError(413, f"body: larger than the {config.max_upload_bytes} bytes allowed")
+        refuse_declared_over(request, config.max_upload_bytes)
         if job["uploaded_at"]:
             # A retried PUT of the same bytes succeeds (whatever the job did since); other
             # bytes are a conflict.
             md5 = hashlib.md5(usedforsecurity=False)
-            size = 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > config.max_upload_bytes:
-                    raise ApiError(413, f"body: larger than {config.max_upload_bytes} bytes")
-                md5.update(chunk)
+            await receive_body(request, md5, config.max_upload_bytes)
             if md5.hexdigest() != job["etag"]:
                 raise ApiError(409, "body: the job's package was already uploaded")
             return Response(status_code=200, headers={"ETag": f'"{job["etag"]}"'})
         if job["status"] != JobStatus.PENDING.value or job["data_deleted"]:
             raise ApiError(409, f"status: the job no longer takes an upload ({job['status']})")
         files = layout.job(unique)
+        if job["base_package"] and not base_of(job).meta_file.is_file():
+            # Said before the body is read: nothing it holds could help.
+            await run_in_threadpool(
+                _fail_upload, job, files, 409, storage.BaseGone(job["base_package"])
+            )
         files.root.mkdir(parents=True, exist_ok=True)
         part = files.root / f"{storage.PACKAGE}.part-{os.getpid()}-{id(request)}"
         md5 = hashlib.md5(usedforsecurity=False)
-        size = 0
         try:
             with open(part, "wb", buffering=0) as f:
-
-                def write(data: bytearray) -> None:
-                    # One pass over the bytes: hashed (hashlib lets go of the GIL) and written.
-                    md5.update(data)
-                    f.write(data)
-
-                pending = bytearray()
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > config.max_upload_bytes:
-                        raise ApiError(
-                            413, f"body: larger than the {config.max_upload_bytes} bytes allowed"
-                        )
-                    pending += chunk
-                    if len(pending) >= UPLOAD_WRITE_CHUNK:
-                        # Large pieces hashed and written off the event loop; the last small one
-                        # (all of a small package) is not worth a thread hop.
-                        data, pending = pending, bytearray()
-                        await run_in_threadpool(write, data)
-                write(pending)
+                size = await receive_body(request, md5, config.max_upload_bytes, f)
             etag = md5.hexdigest()
             os.replace(part, files.package)
         finally:
@@ -852,22 +956,49 @@ def create_app(config: ServerConfig) -> FastAPI:
         await run_in_threadpool(_accept_package, job, files, size, etag)
         return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
+    def base_of(job: dict) -> storage.BaseFiles:
+        return layout.base(job["user_id"], job["base_package"])
+
     def _accept_package(job: dict, files: storage.JobFiles, size: int, etag: str) -> None:
-        unique = job["unique_job_name"]
-        volume = job["volume_size_gb"] * 1024**3
         try:
-            if size > volume // 2:
-                raise storage.PackageError(
-                    f"package: {size} bytes is more than half the job's "
-                    f"{job['volume_size_gb']} GB volume"
-                )
-            # Checked and unpacked in one read: nothing of a bad package reaches pkg/.
-            storage.unpack_package(files.package, files.pkg, job["entrypoint"], volume)
+            _unpack_job_files(job, files, size)
+        except storage.BaseGone as e:
+            _fail_upload(job, files, 409, e)
         except storage.PackageError as e:
-            files.forget_env()
-            store.transition(unique, JobStatus.FAILED, failure_reason=str(e))
-            raise ApiError(400, str(e)) from None
-        store.update_job(unique, uploaded_at=iso(now()), etag=etag, package_bytes=size)
-        scheduler.enqueue(unique)
+            _fail_upload(job, files, 400, e)
+        if job["base_package"]:
+            base_of(job).touch(
+                touch_fresh_s
+            )  # used by an upload too (and a sweep now would be harmless)
+        store.update_job(
+            job["unique_job_name"], uploaded_at=iso(now()), etag=etag, package_bytes=size
+        )
+        scheduler.enqueue(job["unique_job_name"])
+
+    def _unpack_job_files(job: dict, files: storage.JobFiles, size: int) -> None:
+        """Checked and unpacked in one read: nothing of a bad package reaches pkg/."""
+        volume = job["volume_size_gb"] * 1024**3
+        if not job["base_package"]:
+            _check_package_bytes(job, size)
+            storage.unpack_package(files.package, files.pkg, job["entrypoint"], volume)
+            return
+        base = base_of(job)
+        # Counted with its base, so that a job is taken or refused alike whether or not its
+        # client could use a base package.
+        _check_package_bytes(job, size + base.meta().size, " with its base package")
+        storage.unpack_overlay(base, files.package, files.pkg, job["entrypoint"], volume)
+
+    def _check_package_bytes(job: dict, size: int, counting: str = "") -> None:
+        if size > job["volume_size_gb"] * 1024**3 // 2:
+            raise storage.PackageError(
+                f"package: {size} bytes{counting} is more than half the job's "
+                f"{job['volume_size_gb']} GB volume"
+            )
+
+    def _fail_upload(job: dict, files: storage.JobFiles, status: int, error: Exception) -> None:
+        """The job fails with the reason its upload is refused for."""
+        files.forget_env()
+        store.transition(job["unique_job_name"], JobStatus.FAILED, failure_reason=str(error))
+        raise ApiError(status, str(error))
 
     return app

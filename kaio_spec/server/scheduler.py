@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from datetime import timedelta
 
 import psutil
@@ -208,7 +209,8 @@ class Scheduler:
 
     def sweep(self) -> None:
         """Delete the data of jobs that ended longer than the retention period ago (their row
-        and telemetry stay), and give up on uploads that never came."""
+        and telemetry stay), give up on uploads that never came, and delete base packages
+        nobody used (uploaded, or presigned or uploaded against) for that long."""
         cutoff = now() - timedelta(seconds=self.config.retention_s)
         for job in self.store.jobs_ended_before(cutoff):
             self.delete_data(job["unique_job_name"])
@@ -216,6 +218,16 @@ class Scheduler:
             if not job["uploaded_at"] and job["submitted_at"] < iso(cutoff):
                 self.layout.job(job["unique_job_name"]).forget_env()
                 end_job(self.store, job["unique_job_name"], JobStatus.FAILED, NO_UPLOAD_REASON)
+        self._sweep_base_packages(time.time() - self.config.retention_s)
+
+    def _sweep_base_packages(self, cutoff_s: float) -> None:
+        for base in self.layout.base_packages():
+            try:
+                unused = base.meta().last_used < cutoff_s
+            except storage.BaseGone:
+                unused = True  # no readable meta.json: no presign can use it either
+            if unused:
+                storage.remove_base(base)
 
     def _sweep_loop(self) -> None:
         while not self._closing.wait(self.config.effective_sweep_interval_s):

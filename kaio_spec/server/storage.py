@@ -4,7 +4,7 @@
     env.json              the env values, mode 0600, deleted when the job ends
     package.tar.gz        the upload, renamed into place only once complete
     pkg/                  the checked, unpacked package (renamed into place once whole)
-    pkg-files.json        at job start: size and mtime of pkg/'s files, to tell outputs apart
+    pkg-files.json        once queued: size and mtime of pkg/'s files, to tell outputs apart
     work/algo-N/          each instance's own copy of pkg/, its working folder (the last
                           instance's is pkg/ itself, renamed: one copy fewer)
     resourceconfig-algo-N.json  each instance's SM_RESOURCE_CONFIG, outside the outputs
@@ -12,6 +12,11 @@
     logs/algo-N/          stdout.log, stderr.log
     outputs/              after the job ends: the files instances created or changed (the
                           working folder itself, the rest removed; algo-N/ each when several)
+
+<data dir>/packages/<user id>/<sha256>/   a base package (docs/base-packages.md), renamed into
+    package.tar.gz                         place whole once checked and unpacked
+    tree/                 its files, copied into the pkg/ of each job that uses it
+    meta.json             size, unpacked bytes, last used (unix seconds) for the retention sweep
 
 A folder or file made costs far more than the bytes in it on some file systems (a trivial job's
 whole run makes a dozen), so the layout makes no more of them than it needs, and prepare_run
@@ -30,17 +35,23 @@ import posixpath
 import shutil
 import stat
 import tarfile
+import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlencode
 
+from kaio_spec import catalog, validation
 from kaio_spec.server import auth
 
 PACKAGE = "package.tar.gz"
 LOG_NAMES = ("stdout.log", "stderr.log")
+# A base package serves jobs of any volume, so it may unpack to as much as the largest one holds:
+# more could never be used, and the bound keeps a gzip bomb off the disk.
+MAX_BASE_UNPACKED_BYTES = catalog.MAX_VOLUME_GB * 1024**3
 
 
 def host_name(index: int) -> str:
@@ -113,17 +124,132 @@ class Layout:
         self.data_dir = data_dir
         self.jobs = data_dir / "jobs"
         self.envs = data_dir / "envs"
+        self.packages = data_dir / "packages"
         self.jobs.mkdir(parents=True, exist_ok=True)
 
     def job(self, unique: str) -> JobFiles:
         return JobFiles(self.jobs / unique)
 
+    def base(self, user_id: str, sha256: str) -> BaseFiles:
+        """A user's base package; user ids come from signed tokens and the hash is checked hex,
+        so neither can leave the packages folder."""
+        return BaseFiles(self.packages / user_id / sha256)
+
+    def base_packages(self) -> Iterator[BaseFiles]:
+        """Every user's stored base packages (temp folders left out)."""
+        for folder in self.packages.glob("*/*"):
+            if validation.is_sha256(folder.name) and folder.is_dir():
+                yield BaseFiles(folder)
+
     def remove_partial_uploads(self) -> None:
-        """Temp files of uploads a killed server never finished."""
+        """Temp files of uploads a killed server never finished (and of base packages it was
+        storing or deleting)."""
         for part in self.jobs.glob("*/*.part-*"):
             part.unlink(missing_ok=True)
-        for tmp in self.jobs.glob("*/pkg.tmp-*"):
+        for tmp in [*self.jobs.glob("*/pkg.tmp-*"), *self.packages.glob("*/*.tmp-*")]:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- base packages ------------------------------------------------------------------------------
+
+
+class BaseGone(LookupError):
+    """The base package a job was presigned against is no longer on the platform."""
+
+    def __init__(self, sha256: str):
+        super().__init__(f"base_package: {sha256} no longer on the platform; presign again")
+
+
+@dataclass(frozen=True)
+class BaseMeta:
+    size: int
+    unpacked_bytes: int
+    last_used: float  # unix seconds: uploaded, or presigned or uploaded against
+
+
+@dataclass(frozen=True)
+class BaseFiles:
+    root: Path
+
+    @property
+    def sha256(self) -> str:
+        return self.root.name
+
+    @property
+    def package(self) -> Path:
+        return self.root / PACKAGE
+
+    @property
+    def tree(self) -> Path:
+        return self.root / "tree"
+
+    @property
+    def meta_file(self) -> Path:
+        return self.root / "meta.json"
+
+    def meta(self) -> BaseMeta:
+        """BaseGone when the base package is not (or no longer) stored."""
+        try:
+            raw = json.loads(self.meta_file.read_text())
+            return BaseMeta(int(raw["size"]), int(raw["unpacked_bytes"]), float(raw["last_used"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            raise BaseGone(self.sha256) from None
+
+    def touch(self, fresh_s: float = 0.0) -> BaseMeta | None:
+        """Mark the base package used now (the retention sweep spares it); None if not stored.
+        A mark younger than `fresh_s` is left as it is: a sweep submits each job against the
+        base twice (presign, upload), and rewriting meta.json each time cost ~2 ms."""
+        try:
+            meta = self.meta()
+            if time.time() - meta.last_used < fresh_s:
+                return meta
+            used = BaseMeta(meta.size, meta.unpacked_bytes, time.time())
+            _write_meta(self.root, used)
+        except (BaseGone, FileNotFoundError):  # gone, or being deleted under us
+            return None
+        return used
+
+    def temp(self) -> Path:
+        """A fresh temp folder's path beside the base package (removed at start if left over)."""
+        return _temp_beside(self.root)
+
+
+def _write_meta(folder: Path, meta: BaseMeta) -> None:
+    # Unique temp name: two presigns may mark the same base package used at once.
+    tmp = folder / f"meta.json.tmp-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+    try:
+        tmp.write_text(json.dumps(meta.__dict__))
+        os.replace(tmp, folder / "meta.json")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def store_base_package(tmp: Path, base: BaseFiles, size: int) -> None:
+    """Check and unpack `tmp`/package.tar.gz (already hashed) into `tmp`/tree/, write its meta.json
+    and rename `tmp` into place as `base`, whole. PackageError if the package is unreadable or
+    unsafe; no entrypoint is asked for, a base package need not be a whole job."""
+    check = _MemberCheck(None, MAX_BASE_UNPACKED_BYTES)
+    tree = tmp / "tree"
+    tree.mkdir()  # an archive with no members still makes a (empty) base package
+    _extract(tmp / PACKAGE, tree, check)
+    _write_meta(tmp, BaseMeta(size, check.total, time.time()))
+    try:
+        os.replace(tmp, base.root)
+    except OSError:
+        if not base.root.is_dir():
+            raise
+        # Already stored by an earlier request: the same bytes, so nothing to do.
+
+
+def remove_base(base: BaseFiles) -> None:
+    """Delete a base package: renamed away first, so that a job copying it sees all of it or
+    none (BaseGone), never half."""
+    doomed = base.temp()
+    try:
+        os.replace(base.root, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 # ---- presigned URLs ---------------------------------------------------------------------------
@@ -206,16 +332,19 @@ def check_member(m: tarfile.TarInfo) -> None:
 
 
 class _MemberCheck:
-    """Checks members one by one as an archive is read; `finish()` once all were seen."""
+    """Checks members one by one as an archive is read; `finish()` once all were seen.
+    `entrypoint` None: none is required. `counted`: unpacked bytes already on the volume."""
 
-    def __init__(self, entrypoint: str, max_unpacked_bytes: int):
+    def __init__(self, entrypoint: str | None, max_unpacked_bytes: int, counted: int = 0):
         self.entrypoint = entrypoint
         self.max_unpacked_bytes = max_unpacked_bytes
-        self.total = 0
+        self.total = counted
         self.has_entrypoint = False
+        self.last = ""  # the member being unpacked, for errors the extraction itself raises
 
     def __call__(self, m: tarfile.TarInfo) -> tarfile.TarInfo:
         check_member(m)
+        self.last = m.name
         self.total += m.size if m.isreg() else 0
         if self.total > self.max_unpacked_bytes:
             raise PackageError(
@@ -226,10 +355,58 @@ class _MemberCheck:
         return m
 
     def finish(self) -> None:
-        if not self.has_entrypoint:
+        if self.entrypoint is not None and not self.has_entrypoint:
             raise PackageError(
                 f"package: the entrypoint {self.entrypoint!r} is not at its top level"
             )
+
+
+class _OverlayCheck(_MemberCheck):
+    """The member checks, plus tar's rule for a member landing on an existing path of `tree` (the
+    base package's files, then the overlay's so far): a file or link replaces a file or link,
+    unlinked first so that nothing is ever written through a link; a file over a folder, a folder
+    over a file, or a path through a file or link, is refused."""
+
+    def __init__(self, tree: Path, max_unpacked_bytes: int, counted: int):
+        super().__init__(None, max_unpacked_bytes, counted)
+        self.tree = tree
+        self.unpacked: set[tuple[str, ...]] = set()  # paths the overlay made, to name the culprit
+
+    def __call__(self, m: tarfile.TarInfo) -> tarfile.TarInfo:
+        super().__call__(m)
+        parts = PurePosixPath(posixpath.normpath(m.name)).parts
+        for i in range(1, len(parts)):
+            above = _lstat_mode(self.tree.joinpath(*parts[:i]))
+            if above is None:
+                break  # unpacking makes the rest of the way
+            if not stat.S_ISDIR(above):
+                where = "/".join(parts[:i])
+                raise PackageError(
+                    f"package: {m.name!r} is inside {where!r}, which {self._owner(parts[:i])} "
+                    "as a file or link, not a folder"
+                )
+        target = self.tree.joinpath(*parts)
+        mode = _lstat_mode(target)
+        if mode is not None:
+            if stat.S_ISDIR(mode) != m.isdir():
+                put, have = ("a folder", "a file") if m.isdir() else ("a file", "a folder")
+                raise PackageError(
+                    f"package: {m.name!r} is {put} where {self._owner(parts)} {have}"
+                )
+            if not m.isdir():
+                target.unlink()
+        self.unpacked.update(parts[:i] for i in range(1, len(parts) + 1))
+        return m
+
+    def _owner(self, parts: tuple[str, ...]) -> str:
+        return "an earlier member has" if parts in self.unpacked else "the base package has"
+
+
+def _lstat_mode(path: Path) -> int | None:
+    try:
+        return os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
 
 
 # Errors of reading a damaged archive (gzip's BadGzipFile is an OSError; other OSErrors, such as
@@ -255,38 +432,112 @@ def check_package(path: Path, entrypoint: str, max_unpacked_bytes: int) -> None:
     check.finish()
 
 
-def unpack_package(path: Path, dest: Path, entrypoint: str, max_unpacked_bytes: int) -> None:
-    """check_package and extract_package in one read of the archive (one decompression): each
-    member is checked before anything of it is written, into a temp folder renamed into place
-    only once the whole package passed; nothing is left behind when it does not."""
-    check = _MemberCheck(entrypoint, max_unpacked_bytes)
-    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+# What unpacking raises when two members claim one path as a file and as a folder.
+_CLASH_ERRORS = (IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def _extract(path: Path, dest: Path, check: _MemberCheck) -> None:
+    """Unpack the archive at `path` into `dest` in one read (one decompression), each member
+    checked before anything of it is written. PackageError when a member is unsafe or the archive
+    unreadable; what was unpacked so far stays in `dest`, for the caller's temp folder to drop."""
     try:
         with tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf:
             members = (check(m) for m in tf)
             if hasattr(tarfile, "data_filter"):
                 # The data filter is the second line of defence behind the member checks.
-                tf.extractall(tmp, members=members, filter="data")
+                tf.extractall(dest, members=members, filter="data")
             else:  # Python < 3.10.12 / 3.11.4: the member checks alone stand guard
-                tf.extractall(tmp, members=members)
-        check.finish()
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+                tf.extractall(dest, members=members)
     except PackageError:
         raise
     except getattr(tarfile, "FilterError", ()) as e:
         raise PackageError(f"package: cannot be unpacked safely ({e})") from None
     except _READ_ERRORS as e:
         raise PackageError(f"package: not a readable tar.gz ({e})") from None
+    except _CLASH_ERRORS:
+        raise PackageError(
+            f"package: {check.last!r} clashes with an earlier member (one path as a file and "
+            "as a folder)"
+        ) from None
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+
+
+def remove_temp(tmp: Path) -> None:
+    """Drop a temp folder unless it was renamed into place (only when something failed)."""
+    if tmp.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def unpack_package(path: Path, dest: Path, entrypoint: str, max_unpacked_bytes: int) -> None:
+    """check_package and extract_package in one read of the archive (one decompression): each
+    member is checked before anything of it is written, into a temp folder renamed into place
+    only once the whole package passed; nothing is left behind when it does not."""
+    check = _MemberCheck(entrypoint, max_unpacked_bytes)
+    tmp = _temp_beside(dest)
+    try:
+        _extract(path, tmp, check)
+        check.finish()
+        _replace_dir(tmp, dest)
     finally:
-        if tmp.exists():  # only when something failed: it was renamed into place otherwise
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_temp(tmp)
+
+
+def unpack_overlay(
+    base: BaseFiles, overlay: Path, dest: Path, entrypoint: str, max_unpacked_bytes: int
+) -> None:
+    """A job's files from a base package and an overlay (docs/base-packages.md): a copy of the
+    base's tree (mtimes kept) with the overlay unpacked on top as a later tar member would be,
+    into a temp folder renamed into place as `dest` only once whole. The entrypoint must be a
+    regular file at the top level of the result; the base's unpacked bytes count against the
+    volume with the overlay's. PackageError for a bad overlay; BaseGone if the base was deleted."""
+    meta = base.meta()
+    if meta.unpacked_bytes > max_unpacked_bytes:
+        raise PackageError(
+            f"package: the base package unpacks to more than the volume's {max_unpacked_bytes} "
+            "bytes"
+        )
+    tmp = _temp_beside(dest)
+    try:
+        _copy_base_tree(base, tmp)
+        _extract(overlay, tmp, _OverlayCheck(tmp, max_unpacked_bytes, meta.unpacked_bytes))
+        if not _is_regular(tmp / entrypoint):
+            raise PackageError(
+                f"package: the entrypoint {entrypoint!r} is at the top level of neither the base "
+                "package nor the overlay"
+            )
+        _replace_dir(tmp, dest)
+    finally:
+        remove_temp(tmp)
+
+
+def _copy_base_tree(base: BaseFiles, dest: Path) -> None:
+    # copy2 keeps mtimes: the job sees its files as a whole package would give them (tar sets
+    # each member's), so a job's files do not look newer than they are.
+    try:
+        shutil.copytree(base.tree, dest, symlinks=True)
+    except (OSError, shutil.Error):
+        if not base.tree.is_dir():  # deleted by the retention sweep as we copied
+            raise BaseGone(base.sha256) from None
+        raise
+
+
+def _is_regular(path: Path) -> bool:
+    mode = _lstat_mode(path)
+    return mode is not None and stat.S_ISREG(mode)
+
+
+def _temp_beside(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
 
 
 def extract_package(path: Path, dest: Path) -> None:
     """Unpack a checked package into `dest`, atomically: a temp folder renamed into place."""
-    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    tmp = _temp_beside(dest)
     try:
         with tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf:
             if hasattr(tarfile, "data_filter"):
@@ -294,14 +545,11 @@ def extract_package(path: Path, dest: Path) -> None:
                 tf.extractall(tmp, filter="data")
             else:  # Python < 3.10.12 / 3.11.4: check_package alone stands guard
                 tf.extractall(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        _replace_dir(tmp, dest)
     except (tarfile.TarError, EOFError, zlib.error, UnicodeError) as e:
         raise PackageError(f"package: cannot be unpacked safely ({e})") from None
     finally:
-        if tmp.exists():  # only when something failed: it was renamed into place otherwise
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_temp(tmp)
 
 
 # ---- outputs ----------------------------------------------------------------------------------

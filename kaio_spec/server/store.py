@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     uploaded_at TEXT,
     etag TEXT,
     package_bytes INTEGER,
-    processes TEXT
+    processes TEXT,
+    base_package TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs(user_id, submitted_at);
 CREATE TABLE IF NOT EXISTS status_history (
@@ -90,6 +91,10 @@ CREATE TABLE IF NOT EXISTS telemetry (
     PRIMARY KEY (unique_job_name, host)
 );
 """
+
+# Columns added since a data dir could first be made: (table, column, type). Data dirs made before
+# get them at start, so that an upgraded server keeps its jobs.
+_ADDED_COLUMNS = (("jobs", "base_package", "TEXT"),)
 
 # A job as the API shows it (PROTOCOL.md), made by SQLite's JSON functions: one query renders a
 # tenant's whole listing, history included, with no Python object per field (GET /jobs is what
@@ -149,6 +154,7 @@ class Store:
         # for two processes opening a fresh data dir at once.
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
         self._read_lock = threading.Lock()
         self._reader = self._connect()
         self._reader.execute("PRAGMA query_only=ON")
@@ -158,6 +164,17 @@ class Store:
         self._views: dict[str, str] = {}
         self._views_lock = threading.Lock()
         self._changes = 0
+
+    def _add_missing_columns(self) -> None:
+        for table, column, kind in _ADDED_COLUMNS:
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column in have:
+                continue
+            try:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):  # another process added it first
+                    raise
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
