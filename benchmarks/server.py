@@ -71,6 +71,8 @@ class Server:
         self.session = requests.Session()
         token = self.session.post(f"{self.url}/login", json={"api_key": key}).json()
         self.session.headers["Authorization"] = f"Bearer {token['access_token']}"
+        # Presigned URLs take no bearer token; one pooled session for them, as the Client has.
+        self.uploads = requests.Session()
 
     def submit(self, name: str, pkg: bytes) -> str:
         body = {
@@ -78,11 +80,12 @@ class Server:
             "job_spec": {"instance_type": "ml.m5.large", "entrypoint": "train.py"},
         }
         presigned = self.session.post(f"{self.url}/jobs/presign", json=body).json()
-        requests.put(presigned["upload_url"], data=pkg).raise_for_status()
+        self.uploads.put(presigned["upload_url"], data=pkg).raise_for_status()
         return presigned["unique_job_name"]
 
     def wait_all(self, uniques: list[str], poll_s: float = 0.01) -> None:
-        """Poll like the executor: one GET /jobs per round; then list every job's outputs."""
+        """Poll like the executor: one GET /jobs per round, and each job's outputs listed as
+        soon as the job is seen to have ended (the executor downloads them then)."""
         left = set(uniques)
         while left:
             for job in self.session.get(f"{self.url}/jobs").json()["jobs"]:
@@ -90,11 +93,13 @@ class Server:
                     if job["status"] != "Completed":
                         raise SystemExit(f"job failed: {job}")
                     left.discard(job["unique_job_name"])
+                    self.list_outputs(job["unique_job_name"])
             if left:
                 time.sleep(poll_s)
-        for unique in uniques:
-            files = self.session.get(f"{self.url}/jobs/download/{unique}").json()["output_files"]
-            assert any(rel == "out.json" for rel, _, _ in files), files
+
+    def list_outputs(self, unique: str) -> None:
+        files = self.session.get(f"{self.url}/jobs/download/{unique}").json()["output_files"]
+        assert any(rel == "out.json" for rel, _, _ in files), files
 
     def cpu_s(self) -> tuple[float, float]:
         """CPU seconds of the server process itself, and of the job processes it reaped."""

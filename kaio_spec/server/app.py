@@ -16,6 +16,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -476,8 +477,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     tokens = auth.Tokens(secret, config.token_ttl_s)
     signer = storage.Signer(secret, config.url_ttl_s)
     scheduler = Scheduler(config, store, layout)
-    upload_locks: dict[str, asyncio.Lock] = {}
-    package_locks: dict[tuple[str, str], asyncio.Lock] = {}  # (user id, sha256)
+    # Weak: a lock lives while a request holds it (and the requests queued behind it), so the
+    # maps do not grow by one lock per upload for the server's whole life.
+    upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+    package_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+        weakref.WeakValueDictionary()  # (user id, sha256)
+    )
     # How stale a base package's last-used mark may get: far below the retention period.
     touch_fresh_s = min(60.0, config.retention_s / 10)
     signin_links = SignInLinks()
