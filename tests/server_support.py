@@ -168,6 +168,19 @@ def member(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
     return info
 
 
+UNSAFE_KINDS = (
+    "absolute",
+    "dotdot",
+    "symlink out",
+    "relative symlink out",
+    "hard link out",
+    "device",
+    "fifo",
+    "not gzip",
+    "truncated",
+)
+
+
 def unsafe_packages(outside: Path, good: dict[str, str]) -> dict[str, bytes]:
     """Packages the platform must refuse, each holding `good` plus one unsafe or broken thing;
     `outside` is a folder nothing may ever be written to."""
