@@ -453,7 +453,11 @@ class Client:
         return self._features
 
     def upload_base(
-        self, package: Package, *, on_bytes: Callable[[int], None] | None = None
+        self,
+        package: Package,
+        *,
+        progress: bool | None = None,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> str | None:
         """Makes `package` a base package on the server (docs/base-packages.md, a local-platform
         extension), so that jobs over the same folder upload only their own files: presign with
@@ -461,8 +465,9 @@ class Client:
         echoes it. Uploads nothing when the server already holds it.
 
         Returns the package's SHA-256, or None when the server does not offer base packages (it
-        answers 404 to both routes). Raises requests.HTTPError if the server refuses the package,
-        requests.ConnectionError or Timeout once the retries are spent."""
+        answers 404 to both routes). `progress` and `on_bytes` as for upload. Raises
+        requests.HTTPError if the server refuses the package, requests.ConnectionError or Timeout
+        once the retries are spent."""
         if BASE_PACKAGES not in self.features():
             return None
         sha = package.sha256()
@@ -480,7 +485,9 @@ class Client:
                 self._transport.url(path),
                 open_body,
                 package.size,
-                progress=show_progress(package.size, self.verbose),
+                progress=show_progress(package.size, self.verbose)
+                if progress is None
+                else progress,
                 description="base package",
                 headers=self._bearer(),
             )

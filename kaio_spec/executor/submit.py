@@ -154,7 +154,10 @@ class Submitter:
         with self._bases_lock:
             if sha not in self._bases:
                 try:
-                    self._bases[sha] = self.client.upload_base(folder, on_bytes=self.on_bytes)
+                    # Our progress, not the client's own bar, which would fight the live table.
+                    self._bases[sha] = self.client.upload_base(
+                        folder, progress=False, on_bytes=self.on_bytes
+                    )
                 except (requests.RequestException, OSError):
                     self._bases[sha] = None
             return self._bases[sha]
