@@ -43,6 +43,7 @@ from kaio_spec.transport import (
     DEFAULT_RETRIES,
     Transport,
     raise_for_status,
+    read_timed_out,
     show_progress,
 )
 from kaio_spec.validation import FieldError
@@ -53,7 +54,7 @@ LOGGER = "kaio_spec.client"
 VERBOSE_LOGGER = LOGGER + ".verbose"
 
 BASE_PACKAGES = "base-packages"  # the feature named in GET /healthz (docs/base-packages.md)
-FEATURES_TIMEOUT = (10, 30)  # seconds to connect, and to wait for /healthz's answer
+FEATURES_TIMEOUT = (10, 10)  # seconds to connect, and to wait for /healthz's answer
 RENEW_BEFORE_S = 60  # log in again when the token has less than this left (PROTOCOL.md)
 
 
@@ -440,17 +441,21 @@ class Client:
 
     def features(self) -> frozenset[str]:
         """The protocol extensions the server lists in GET /healthz (a local-platform route; the
-        hosted API has none, so: nothing). Asked once per client. Raises requests.ConnectionError
-        when the server cannot be reached (nothing is remembered then); a server that does not
-        answer in time lists nothing."""
+        hosted API has none, so: nothing). Asked once per client. A server that takes the request
+        but does not answer within FEATURES_TIMEOUT (each try) lists nothing. Raises
+        requests.ConnectionError when the server cannot be reached (nothing is remembered then)."""
         if self._features is None:
             # A short read timeout: a server that never answers a route it lacks must not hold
             # the first submission for the usual five minutes.
             try:
                 resp = self._transport.request("GET", "/healthz", timeout=FEATURES_TIMEOUT)
                 listed = resp.json().get("features") if resp.status_code == 200 else None
-            except (requests.ReadTimeout, ValueError, AttributeError):
-                listed = None  # it answered nothing usable: no extensions
+            except (ValueError, AttributeError):
+                listed = None  # an answer, but not one listing features
+            except requests.ConnectionError as e:
+                if not read_timed_out(e):
+                    raise
+                listed = None  # reached, but silent on this route: no extensions
             self._features = frozenset(
                 f for f in (listed if isinstance(listed, list) else []) if isinstance(f, str)
             )

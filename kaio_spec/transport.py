@@ -34,6 +34,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from kaio_spec import __version__
@@ -82,6 +83,15 @@ def raise_for_status(resp: requests.Response) -> None:
     message = f"{resp.status_code} {resp.reason or ''}".rstrip()
     message += f": {reason} ({where})" if reason else f" ({where})"
     raise requests.HTTPError(message, response=resp, request=resp.request)
+
+
+def read_timed_out(e: requests.RequestException) -> bool:
+    """The server took the request but did not answer in time (after the session's retries,
+    requests reports that as a ConnectionError caused by a ReadTimeoutError)."""
+    if isinstance(e, requests.ReadTimeout):
+        return True
+    reason = getattr(e.args[0], "reason", None) if e.args else None
+    return isinstance(reason, ReadTimeoutError)
 
 
 def make_session(

@@ -14,6 +14,7 @@ from faultproxy import FaultProxy
 from support import wait_for_job
 
 from kaio_spec import Client
+from kaio_spec.transport import Transport, read_timed_out
 
 PRESIGN = "/jobs/presign"
 UPLOAD = "/objects/.*/package.tar.gz"
@@ -203,3 +204,19 @@ def test_a_failed_download_leaves_no_partial_file(pclient, proxy, finished, tmp_
         pclient.download_output(finished, tmp_path / "out")
     assert not (tmp_path / "out/out.txt").exists()
     assert not list((tmp_path / "out").rglob("*.part"))
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_a_read_timeout_is_told_from_an_unreachable_server(kaio_server, proxy, retries):
+    # Client.features treats the first as "no extensions here" and raises the second.
+    proxy.on("GET", "/healthz").delay(2.0, times=None)
+    transport = Transport(proxy.url, retries=retries, backoff=0.01)
+    with pytest.raises(requests.RequestException) as silent:
+        transport.request("GET", "/healthz", timeout=(5, 0.3))
+    assert read_timed_out(silent.value)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens there once closed
+    with pytest.raises(requests.ConnectionError) as refused:
+        Transport(f"http://127.0.0.1:{port}", retries=retries, backoff=0.01).request("GET", "/")
+    assert not read_timed_out(refused.value)
