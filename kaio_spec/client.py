@@ -485,30 +485,17 @@ class Client:
             return sha
         self._log.debug("uploading base package %s (%d bytes)", sha[:12], package.size)
 
-        def open_body() -> IO[bytes]:
-            body = package.open()
-            return body if on_bytes is None else _Counting(body, on_bytes)
-
-        def put() -> None:
+        try:
             self._transport.put_stream(
                 self._transport.url(path),
-                open_body,
+                _body_opener(package, on_bytes),
                 package.size,
                 progress=show_progress(package.size, self.verbose)
                 if progress is None
                 else progress,
                 description="base package",
-                headers=self._bearer(),
+                headers=self._bearer(),  # renewed first when it is about to expire
             )
-
-        try:
-            try:
-                put()
-            except requests.HTTPError as e:
-                if e.response is None or e.response.status_code != 401:
-                    raise
-                self._relogin(self._jwt)  # the token expired on the way: once more, fresh
-                put()
         except requests.HTTPError as e:
             if e.response is not None and e.response.status_code == 404:
                 return None  # no such route: the server has no base packages
@@ -548,13 +535,9 @@ class Client:
             status = catalog.normalize_status(str(self.get_job(unique_job_name).get("status")))
             return status != "Pending"
 
-        def open_body() -> IO[bytes]:
-            body = package.open()
-            return body if on_bytes is None else _Counting(body, on_bytes)
-
         self._transport.put_stream(
             upload_url,
-            open_body,
+            _body_opener(package, on_bytes),
             size,
             progress=show_progress(size, self.verbose) if progress is None else progress,
             accept_after_retry=went_through,
@@ -737,6 +720,18 @@ class Client:
             self._log.debug("downloaded %s (%d bytes)", target, size)
             written.append(target)
         return written
+
+
+def _body_opener(
+    package: Package, on_bytes: Callable[[int], None] | None
+) -> Callable[[], IO[bytes]]:
+    """Opens the package afresh for each try of an upload, counting bytes if asked."""
+
+    def open_body() -> IO[bytes]:
+        body = package.open()
+        return body if on_bytes is None else _Counting(body, on_bytes)
+
+    return open_body
 
 
 class _Counting:

@@ -195,7 +195,8 @@ def test_apply_uploads_whole_packages_to_a_server_without_base_packages(
         client = Client(proxy.url).login(api_key)
         result = kaio_spec.apply(manifest, client=client)
         assert result.ok, result.to_json()
-        assert proxy.count("PUT", "/packages/.*") == 0
+        assert proxy.count("PUT", "/packages/.*") + proxy.count("GET", "/packages/.*") == 0
+        assert proxy.count("GET", "/healthz") == 1  # asked once for the whole run
         uploads = proxy.body_sizes("PUT", "/objects/.*")
         assert len(uploads) == 3 and min(uploads) > DATA_BYTES, uploads
     check_outputs(manifest, 3)

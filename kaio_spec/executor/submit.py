@@ -135,7 +135,7 @@ class Submitter:
         self.on_bytes = on_bytes
         self._images: dict[tuple, ResolvedImage] = {}
         self._images_lock = threading.Lock()
-        self._bases: dict[str, str | None] = {}  # folder package's sha256 -> as the server has it
+        self._bases: dict[str, str | None] = {}  # folder's content hash -> its base's sha256
         self._bases_lock = threading.Lock()
 
     def _image(self, job: PlannedJob) -> ResolvedImage:
@@ -150,17 +150,19 @@ class Submitter:
         None where the server has no base packages or refused this one (the jobs then upload
         their whole packages, which reports any problem with the folder job by job)."""
         folder = self.packages.folder_package(job)
-        sha = folder.sha256()
+        # By content: folders with the same files may share one base. (Not by sha256, which
+        # reads the whole package, for nothing where the server has no base packages.)
+        key = folder.content_hash
         with self._bases_lock:
-            if sha not in self._bases:
+            if key not in self._bases:
                 try:
                     # Our progress, not the client's own bar, which would fight the live table.
-                    self._bases[sha] = self.client.upload_base(
+                    self._bases[key] = self.client.upload_base(
                         folder, progress=False, on_bytes=self.on_bytes
                     )
                 except (requests.RequestException, OSError):
-                    self._bases[sha] = None
-            return self._bases[sha]
+                    self._bases[key] = None
+            return self._bases[key]
 
     def _fields(self, job: PlannedJob, package: Package) -> dict[str, Any]:
         args = job.submit_arguments()
@@ -216,21 +218,22 @@ class Submitter:
             base_package=base if on_base else None,
         )
         self.state.save()
-        return self.upload(job, unique, presign["upload_url"], on_base=on_base)
+        body = self.packages.job_overlay(job) if on_base else package
+        return self.upload(job, unique, presign["upload_url"], body)
 
     def upload(
-        self, job: PlannedJob, unique: str, url: str, on_base: bool | None = None
+        self, job: PlannedJob, unique: str, url: str, body: Package | None = None
     ) -> Outcome:
-        """PUT the job's package, or its overlay when its presign answer took a base package
-        (`on_base`; None: as the job's intent recorded). Safe to send again: the server takes
-        the same bytes twice, and a 409 means it already has a package for the job, or the job
-        moved on: either way nothing to upload."""
+        """PUT `body`: the job's package, or its overlay when its presign answer took a base
+        package (None: made again, as the job's intent recorded). Safe to send again: the server
+        takes the same bytes twice, and a 409 means it already has a package for the job, or the
+        job moved on: either way nothing to upload."""
         since = time.monotonic()
-        if on_base is None:
-            on_base = bool((self.state.intent(job.job_name) or {}).get("base_package"))
         try:
-            package = self.packages.job_overlay(job) if on_base else self.packages.job_package(job)
-            self._put(url, package, unique)
+            if body is None:
+                on_base = (self.state.intent(job.job_name) or {}).get("base_package")
+                body = self.packages.job_overlay(job) if on_base else self.packages.job_package(job)
+            self._put(url, body, unique)
         except requests.HTTPError as e:
             code = e.response.status_code if e.response is not None else 0
             if code != 409:
