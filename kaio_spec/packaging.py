@@ -357,7 +357,6 @@ class _ParallelDeflater:
         self._zdict = b""
         self.crc = 0
         self.length = 0
-        self.compressed = 0
 
     def write(self, data: bytes | memoryview) -> None:
         self._buf += data
@@ -379,7 +378,6 @@ class _ParallelDeflater:
 
     def _emit(self, data: bytes) -> None:
         self._out.write(data)
-        self.compressed += len(data)
 
     def close(self) -> None:
         """Compress what is buffered, without ending the stream (no final block)."""

@@ -105,12 +105,7 @@ def _tar(*members: tuple[str, bytes, str]) -> bytes:
 def test_package_checks(tmp_path, members, ok):
     path = tmp_path / "p.tar.gz"
     path.write_bytes(_tar(*members))
-    if ok:
-        storage.check_package(path, "train.py", 10**6)
-    else:
-        with pytest.raises(storage.PackageError, match=r"^package: "):
-            storage.check_package(path, "train.py", 10**6)
-    # The upload's one-pass check and unpack agrees, and leaves nothing of a refused package.
+    # The upload's one-pass check and unpack; it leaves nothing of a refused package.
     dest = tmp_path / "pkg"
     if ok:
         storage.unpack_package(path, dest, "train.py", 10**6)
@@ -135,9 +130,6 @@ def test_a_package_of_several_gzip_members_is_read_whole(tmp_path):
     half = len(raw) // 2
     path = tmp_path / "multi.tar.gz"
     path.write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]))
-    storage.check_package(path, "train.py", 10**6)
-    storage.extract_package(path, tmp_path / "out")
-    assert (tmp_path / "out" / "data.txt").read_bytes() == b"abc"
     storage.unpack_package(path, tmp_path / "one", "train.py", 10**6)
     assert (tmp_path / "one" / "data.txt").read_bytes() == b"abc"
 
@@ -150,8 +142,6 @@ def test_an_unpacked_size_over_the_volume_is_refused(tmp_path):
         info.size = 2000
         tf.addfile(info, io.BytesIO(b"\0" * 2000))
     path.write_bytes(buf.getvalue())
-    with pytest.raises(storage.PackageError, match="volume"):
-        storage.check_package(path, "train.py", 1000)
     with pytest.raises(storage.PackageError, match="volume"):
         storage.unpack_package(path, tmp_path / "pkg", "train.py", 1000)
     assert not (tmp_path / "pkg").exists()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from kaio_spec import catalog
 
-DEFAULT_DATA_DIR = Path("~/.kaio/server")
 DEFAULT_PORT = 8421
 
 

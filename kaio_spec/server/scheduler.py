@@ -110,10 +110,6 @@ class Scheduler:
                 return
         run.stop("user")
 
-    def queued(self) -> list[str]:
-        with self._cond:
-            return list(self._queue)
-
     def _schedule_loop(self) -> None:
         while not self._closing.is_set():
             with self._cond:

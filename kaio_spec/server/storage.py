@@ -416,22 +416,6 @@ _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, UnicodeError, gzip.BadGz
 _COPY_BUFSIZE = 1024 * 1024
 
 
-def check_package(path: Path, entrypoint: str, max_unpacked_bytes: int) -> None:
-    """Raise PackageError unless `path` is a readable tar.gz whose every member is safe to unpack
-    and whose top level holds the entrypoint. Reads the whole archive; writes nothing."""
-    check = _MemberCheck(entrypoint, max_unpacked_bytes)
-    try:
-        # "r:gz" reads packages made of several concatenated gzip members, as gzip does.
-        with tarfile.open(path, "r:gz") as tf:
-            for m in tf:
-                check(m)
-    except PackageError:
-        raise
-    except (tarfile.TarError, EOFError, zlib.error, OSError, UnicodeError) as e:
-        raise PackageError(f"package: not a readable tar.gz ({e})") from None
-    check.finish()
-
-
 # What unpacking raises when two members claim one path as a file and as a folder.
 _CLASH_ERRORS = (IsADirectoryError, NotADirectoryError, FileExistsError)
 
@@ -474,7 +458,7 @@ def remove_temp(tmp: Path) -> None:
 
 
 def unpack_package(path: Path, dest: Path, entrypoint: str, max_unpacked_bytes: int) -> None:
-    """check_package and extract_package in one read of the archive (one decompression): each
+    """Check and unpack a package in one read of the archive (one decompression): each
     member is checked before anything of it is written, into a temp folder renamed into place
     only once the whole package passed; nothing is left behind when it does not."""
     check = _MemberCheck(entrypoint, max_unpacked_bytes)
@@ -533,23 +517,6 @@ def _is_regular(path: Path) -> bool:
 
 def _temp_beside(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-
-
-def extract_package(path: Path, dest: Path) -> None:
-    """Unpack a checked package into `dest`, atomically: a temp folder renamed into place."""
-    tmp = _temp_beside(dest)
-    try:
-        with tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf:
-            if hasattr(tarfile, "data_filter"):
-                # The data filter is the second line of defence behind check_package.
-                tf.extractall(tmp, filter="data")
-            else:  # Python < 3.10.12 / 3.11.4: check_package alone stands guard
-                tf.extractall(tmp)
-        _replace_dir(tmp, dest)
-    except (tarfile.TarError, EOFError, zlib.error, UnicodeError) as e:
-        raise PackageError(f"package: cannot be unpacked safely ({e})") from None
-    finally:
-        remove_temp(tmp)
 
 
 # ---- outputs ----------------------------------------------------------------------------------

@@ -133,10 +133,6 @@ def iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
 class NotFound(LookupError):
     pass
 
