@@ -24,6 +24,7 @@ import argparse
 import http.client
 import io
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -54,8 +55,8 @@ def package() -> bytes:
 
 
 class Server:
-    def __init__(self, data_dir: Path, max_instances: int):
-        cmd = [sys.executable, "-m", "kaio_spec.cli", "server", "--port", "0"]
+    def __init__(self, data_dir: Path, max_instances: int, *flags: str):
+        cmd = [sys.executable, "-m", "kaio_spec.cli", "server", "--port", "0", *flags]
         cmd += ["--data-dir", str(data_dir), "--max-instances", str(max_instances)]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
@@ -173,6 +174,31 @@ def direct_run(folder: Path) -> None:
     subprocess.run([sys.executable, "train.py"], cwd=folder, check=True)
 
 
+def batch(server: Server, pkg: bytes, name: str, jobs: int) -> dict[str, float]:
+    """`jobs` trivial jobs submitted at once and followed to their outputs: the wall time, and
+    per job the server's CPU, its job processes' and this benchmark's."""
+    cpu0, own0, t0 = server.cpu_s(), time.process_time(), time.perf_counter()
+    server.wait_all([server.submit(f"{name}-{i}", pkg) for i in range(jobs)], poll_s=0.025)
+    wall, cpu1 = time.perf_counter() - t0, server.cpu_s()
+    return {
+        "wall": wall,
+        "server": (cpu1[0] - cpu0[0]) / jobs,
+        "job": (cpu1[1] - cpu0[1]) / jobs,
+        "client": (time.process_time() - own0) / jobs,
+    }
+
+
+def direct_batch(folder: Path, jobs: int) -> dict[str, float]:
+    reaped0, t0 = children_cpu_s(), time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: direct_run(folder), range(jobs)))
+    return {"wall": time.perf_counter() - t0, "job": (children_cpu_s() - reaped0) / jobs}
+
+
+def median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(row[key] for row in rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -180,14 +206,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="batch comparisons (median)")
     args = parser.parse_args()
     pkg = package()
-    with tempfile.TemporaryDirectory() as tmp:
+    # Beside the default data folder (~/.kaio/server): a job's confinement costs with the
+    # number of entries of the data folder's ancestors (sandbox.py), which a crowded /tmp
+    # would overstate.
+    # (Not kaio_spec.targets.local_data_dir: importing kaio_spec from here would find this
+    # folder's packaging.py for the library of that name.)
+    home = Path(os.environ.get("KAIO_HOME") or Path.home() / ".kaio").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home, prefix="benchmark-") as tmp:
         tmp = Path(tmp)
         folder = tmp / "job"
         folder.mkdir()
         (folder / "train.py").write_text(SCRIPT)
-        server = Server(tmp / "data", max_instances=2)
+        server = Server(tmp / "data", 2)
+        bare = Server(tmp / "bare", 2, "--no-sandbox")
         try:
-            server.wait_all([server.submit("warm-up", pkg)])  # imports and caches warm
+            for s in (server, bare):
+                s.wait_all([s.submit("warm-up", pkg)])  # imports and caches warm
 
             platform_s, direct_s = [], []
             for i in range(args.repeat):
@@ -198,28 +233,16 @@ def main() -> None:
                 direct_run(folder)
                 direct_s.append(time.perf_counter() - t0)
 
-            batch_platform, batch_direct, server_cpu, job_cpu, bench_cpu = [], [], [], [], []
-            direct_cpu = []
-            for r in range(args.rounds):  # interleaved, so load from elsewhere hits both
-                cpu0 = server.cpu_s()
-                own0 = time.process_time()
-                t0 = time.perf_counter()
-                uniques = [server.submit(f"batch-{r}-{i}", pkg) for i in range(args.batch)]
-                server.wait_all(uniques, poll_s=0.025)
-                batch_platform.append(time.perf_counter() - t0)
-                bench_cpu.append((time.process_time() - own0) / args.batch)
-                cpu1 = server.cpu_s()
-                server_cpu.append((cpu1[0] - cpu0[0]) / args.batch)
-                job_cpu.append((cpu1[1] - cpu0[1]) / args.batch)
-                reaped0 = children_cpu_s()
-                t0 = time.perf_counter()
-                with ThreadPoolExecutor(2) as pool:
-                    list(pool.map(lambda _: direct_run(folder), range(args.batch)))
-                batch_direct.append(time.perf_counter() - t0)
-                direct_cpu.append((children_cpu_s() - reaped0) / args.batch)
+            confined, unconfined, direct = [], [], []
+            for r in range(args.rounds):  # interleaved, so load from elsewhere hits all three
+                confined.append(batch(server, pkg, f"batch-{r}", args.batch))
+                unconfined.append(batch(bare, pkg, f"batch-{r}", args.batch))
+                direct.append(direct_batch(folder, args.batch))
+            confined_jobs = server.api.call("GET", "/healthz")["jobs_confined"]
             per_call = client_cpu_per_call(server.url)
         finally:
             server.stop()
+            bare.stop()
 
     one_p, one_d = statistics.median(platform_s), statistics.median(direct_s)
     print(f"one trivial job (median of {args.repeat}):")
@@ -228,18 +251,24 @@ def main() -> None:
     )
     print(f"  python train.py       {one_d * 1000:8.0f} ms")
     print(f"  overhead              {(one_p - one_d) * 1000:8.0f} ms per job   (target < 1000 ms)")
-    many_p, many_d = statistics.median(batch_platform), statistics.median(batch_direct)
+    many_p, many_d = median(confined, "wall"), median(direct, "wall")
+    how = "jobs confined" if confined_jobs else "no Landlock here: jobs unconfined"
     print(f"{args.batch} trivial jobs, two at a time (median of {args.rounds}):")
-    print(f"  through the platform  {many_p:8.2f} s   (--max-instances 2, polled every 25 ms)")
+    print(f"  through the platform  {many_p:8.2f} s   (--max-instances 2, {how})")
     print(f"  direct, 2 at a time   {many_d:8.2f} s")
     print(f"  ratio                 {many_p / many_d:8.2f} x    (target <= 1.5 x)")
-    # On two cores that the jobs fill, everything else's CPU is time the jobs wait.
     print(
-        f"  server CPU per job    {statistics.median(server_cpu) * 1000:8.1f} ms  "
-        f"(the job's own process: {statistics.median(job_cpu) * 1000:.1f} ms, run directly: "
-        f"{statistics.median(direct_cpu) * 1000:.1f} ms; this benchmark's client: "
-        f"{statistics.median(bench_cpu) * 1000:.1f} ms)"
+        f"  with --no-sandbox     {median(unconfined, 'wall'):8.2f} s   "
+        f"(ratio {median(unconfined, 'wall') / many_d:.2f} x)"
     )
+    # On two cores that the jobs fill, everything else's CPU is time the jobs wait.
+    for label, rows in (("server CPU per job", confined), ("  with --no-sandbox", unconfined)):
+        print(
+            f"  {label:20s}  {median(rows, 'server') * 1000:8.1f} ms  (the job's own process: "
+            f"{median(rows, 'job') * 1000:.1f} ms, run directly: "
+            f"{median(direct, 'job') * 1000:.1f} ms; this benchmark's client: "
+            f"{median(rows, 'client') * 1000:.1f} ms)"
+        )
     print(
         f"  client CPU per call   {per_call[1] * 1000:8.2f} ms  (http.client, this benchmark's; "
         f"requests, kaio_spec.Client's: {per_call[0] * 1000:.2f} ms)"

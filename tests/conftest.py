@@ -31,8 +31,9 @@ class ServerProcess:
     """A `kaio server` started as `python -m kaio_spec.cli server`, on a port it picked itself
     (--port 0, read back from the data dir's server.json), kept across restarts."""
 
-    def __init__(self, data_dir: Path, **flags):
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, **flags):
         self.data_dir = Path(data_dir)
+        self.env = env or {}  # set for the server (and so its jobs) over the tests' own
         self.flags = flags
         self.port = 0
         self.proc: subprocess.Popen | None = None
@@ -46,14 +47,18 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "kaio_spec.cli", "server", "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
         for name, value in self.flags.items():
-            cmd += [f"--{name.replace('_', '-')}", str(value)]
+            flag = name.replace("_", "-")
+            if isinstance(value, bool):  # an on/off switch: --sandbox, --no-sandbox
+                cmd.append(f"--{flag}" if value else f"--no-{flag}")
+            else:
+                cmd += [f"--{flag}", str(value)]
         return cmd
 
     def start(self) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         server_file = self.data_dir / "server.json"
         server_file.unlink(missing_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self._command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from server_support import Api
 
 from kaio_spec import __version__, catalog
+from kaio_spec.server.sandbox import landlock_abi
 
 
 @pytest.fixture
@@ -209,7 +210,12 @@ def test_responses_have_exactly_the_protocols_fields(api):
 
 def test_local_routes_and_the_description(kaio_server, api):
     health = requests.get(kaio_server.url + "/healthz").json()
-    assert health == {"status": "ok", "version": __version__, "features": ["base-packages"]}
+    assert health == {
+        "status": "ok",
+        "version": __version__,
+        "features": ["base-packages"],
+        "jobs_confined": landlock_abi() > 0,  # the fixture's server keeps the default
+    }
     rows = api.get("/instances").json()["jobs"]
     assert [r["instance_type"] for r in rows] == list(catalog.INSTANCE_TYPES)
     g4 = next(r for r in rows if r["instance_type"] == "ml.g4dn.xlarge")

@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 from kaio_spec import catalog
-from kaio_spec.server import environments, gpu, storage
+from kaio_spec.server import environments, gpu, sandbox, storage
 from kaio_spec.server.states import JobStatus
 
 T = catalog.INSTANCE_TYPES
@@ -214,3 +214,21 @@ def test_a_collection_a_crash_cut_short_is_completed_on_restart(tmp_path):
     assert storage.collect_outputs(files, ["algo-1"]) == 1  # read back from pkg-files.json
     assert _tree(files.outputs) == {"early.txt", "late.txt"}
     assert not files.work("algo-1").exists()
+
+
+# ---- sandbox: when jobs are confined --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("enabled", "abi", "confined", "says"),
+    [
+        (True, 7, True, "jobs are confined with Landlock (ABI 7): none reaches this data folder"),
+        (True, 2, True, "(ABI 2): none reaches this data folder (from Linux 6.2, nor truncate"),
+        (True, 1, False, "WARNING: jobs run unconfined: this kernel has Landlock ABI 1, which"),
+        (True, 0, False, "WARNING: jobs run unconfined: this kernel has no Landlock (Linux 5.19+"),
+        (False, 7, False, "jobs run unconfined (--no-sandbox): a job can read this data folder"),
+    ],
+)
+def test_jobs_are_confined_from_landlock_abi_2_unless_told_not_to(enabled, abi, confined, says):
+    assert sandbox.confinement(enabled, abi)[0] is confined
+    assert says in sandbox.confinement(enabled, abi)[1]

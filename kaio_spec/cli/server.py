@@ -55,6 +55,13 @@ def _data_dir_option(f):
     show_default=True,
     help="delete a job's package, logs and outputs this long after it ends",
 )
+@click.option(
+    "--sandbox/--no-sandbox",
+    default=True,
+    show_default=True,
+    help="confine jobs with Landlock (Linux 5.13+), so that none can read this platform's data "
+    "folder (its secret, its database, other jobs' files) beyond its own job's",
+)
 # For tests: shrink the limits so they can be reached quickly.
 @click.option("--max-upload-bytes", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--token-ttl", type=click.IntRange(min=1), default=None, hidden=True)

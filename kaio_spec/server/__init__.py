@@ -8,6 +8,7 @@ scheduler.py    queue and capacity, restart recovery, retention sweep
 runner.py       one job's processes, from set-up to outputs
 environments.py requirements.txt: the server's interpreter or a cached venv
 gpu.py          NVIDIA GPU detection and assignment
+sandbox.py      jobs confined with Landlock, away from the data dir
 states.py       job statuses and their lifecycle
 """
 
@@ -17,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import socket
 import sys
 from dataclasses import replace
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from kaio_spec.errors import InvalidInput
 from kaio_spec.server.config import ServerConfig
+from kaio_spec.server.sandbox import confinement, landlock_abi
 
 __all__ = ["ServerConfig", "create_app", "serve"]
 
@@ -61,6 +64,15 @@ def _write_server_file(data_dir: Path, info: dict) -> None:
     os.replace(tmp, data_dir / SERVER_FILE)
 
 
+def _raise_open_files_limit(wanted: int = 65536) -> None:
+    # The sandbox holds every entry beside the data folder's ancestors open (sandbox.py): a
+    # folder of thousands would not fit the usual soft limit of 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft != resource.RLIM_INFINITY and soft < limit:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
 def serve(config: ServerConfig) -> None:
     """Serve until SIGINT or SIGTERM. One server per data dir (a lock file says so)."""
     import uvicorn
@@ -74,6 +86,7 @@ def serve(config: ServerConfig) -> None:
     except BlockingIOError:
         raise InvalidInput(f"--data-dir {data_dir}: another kaio server is using it") from None
     sock = _bind(config.host, config.port)
+    _raise_open_files_limit()
     port = sock.getsockname()[1]
     config = replace(config, data_dir=data_dir, port=port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -82,6 +95,7 @@ def serve(config: ServerConfig) -> None:
     url = f"http://{host}:{port}"
     _write_server_file(data_dir, {"url": url, "pid": os.getpid(), "port": port})
     print(f"kaio server: serving {url} (data in {data_dir})", file=sys.stderr, flush=True)
+    print(f"kaio server: {confinement(config.sandbox, landlock_abi())[1]}", file=sys.stderr)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

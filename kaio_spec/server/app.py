@@ -173,6 +173,7 @@ class HealthOut(BaseModel):
     status: str
     version: str
     features: list[str]
+    jobs_confined: bool
 
 
 class SignInLinkOut(BaseModel):
@@ -477,6 +478,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     tokens = auth.Tokens(secret, config.token_ttl_s)
     signer = storage.Signer(secret, config.url_ttl_s)
     scheduler = Scheduler(config, store, layout)
+    health = {
+        "status": "ok",
+        "version": __version__,
+        "features": list(FEATURES),
+        "jobs_confined": scheduler.sandbox.active,
+    }
     # Weak: a lock lives while a request holds it (and the requests queued behind it), so the
     # maps do not grow by one lock per upload for the server's whole life.
     upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -580,7 +587,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/healthz", response_model=HealthOut, tags=["local"])
     async def healthz():
-        return ok({"status": "ok", "version": __version__, "features": list(FEATURES)})
+        return ok(health)
 
     @app.post(
         "/login",

@@ -26,6 +26,7 @@ import psutil
 from kaio_spec import catalog
 from kaio_spec.server import environments, gpu, storage
 from kaio_spec.server.config import ServerConfig
+from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import JobStatus
 from kaio_spec.server.store import Store
 
@@ -85,6 +86,7 @@ class JobRun:
         gpus: list[list[int]],
         machine_gpus: list[int],
         alone_notice: bool,
+        sandbox: Sandbox,
     ):
         self.job = job
         self.unique = job["unique_job_name"]
@@ -97,6 +99,7 @@ class JobRun:
         self.instances = [Instance(h, g) for h, g in zip(self.hosts, gpus, strict=True)]
         self.machine_gpus = machine_gpus
         self.alone_notice = alone_notice
+        self.sandbox = sandbox
         self.events: queue.Queue = queue.Queue()
         self.stop_reason: str | None = None  # "user", MAX_RUNTIME_REASON or SHUTDOWN_REASON
         self.failure: str | None = None
@@ -177,6 +180,8 @@ class JobRun:
                 f"at most {self.config.max_instances} instances and has "
                 f"{len(self.machine_gpus)} GPUs; it runs alone, all instances at once\n"
             )
+        if notice := self.sandbox.notice():
+            self._log_all(notice + "\n")
 
     def _setup(self, deadline: float) -> str | None:
         """The interpreter, or None if the job was stopped during set-up."""
@@ -210,6 +215,10 @@ class JobRun:
             PYTHONDONTWRITEBYTECODE="1",  # no __pycache__ among the outputs
             JUPYTER_RUNTIME_DIR=str(self.files.jupyter(inst.host)),
         )
+        if self.sandbox.private_tmp:
+            tmp = self.files.tmp(inst.host)
+            tmp.mkdir(parents=True, exist_ok=True)
+            env["TMPDIR"] = str(tmp)
         cuda = gpu.cuda_visible_devices(self.itype, inst.gpus, self.machine_gpus)
         if cuda is not None:
             env["CUDA_VISIBLE_DEVICES"] = cuda
@@ -236,17 +245,26 @@ class JobRun:
     def _launch(self, python: str) -> None:
         job_env = self.files.read_env()
         self._original = storage.hand_out_package(self.files, self.hosts)
+        envs = [self._instance_env(inst, python, job_env) for inst in self.instances]
+
+        def start() -> None:
+            # Each instance's process is kept as it starts: should a later one fail to start,
+            # _finish kills those that did.
+            for inst, env in zip(self.instances, envs, strict=True):
+                out, err = self._logs[inst.host]
+                inst.proc = subprocess.Popen(
+                    self._command(python),
+                    cwd=self.files.work(inst.host),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
+
+        self.sandbox.spawn(self.files.root, [self.envs_dir], start)
         for inst in self.instances:
-            out, err = self._logs[inst.host]
-            inst.proc = subprocess.Popen(
-                self._command(python),
-                cwd=self.files.work(inst.host),
-                env=self._instance_env(inst, python, job_env),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+            assert inst.proc is not None
             t0 = time.monotonic()
             with contextlib.suppress(psutil.Error):
                 inst.started = psutil.Process(inst.proc.pid).create_time()
@@ -398,6 +416,7 @@ class JobRun:
                 out.close()
                 err.close()
             self.files.forget_env()
+            self.files.remove_tmp()
             # Outputs are in place before the status turns final: a client that sees the end
             # can list them at once.
             storage.collect_outputs(self.files, self.hosts, self._original)

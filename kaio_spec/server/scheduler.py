@@ -21,6 +21,7 @@ from kaio_spec import catalog
 from kaio_spec.server import gpu, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.runner import SHUTDOWN_REASON, JobRun, end_job, kill_group
+from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import RUNNING_STATUSES, JobStatus
 from kaio_spec.server.store import NotFound, Store, iso, now
 
@@ -38,6 +39,8 @@ class Scheduler:
         self.store = store
         self.layout = layout
         self.machine_gpus = [g.index for g in gpu.detect_gpus()]
+        self.sandbox = Sandbox(layout.data_dir, config.sandbox)
+        self.sandbox.prepare_home()
         self._cond = threading.Condition()
         self._queue: list[str] = []
         self._running: dict[str, JobRun] = {}
@@ -163,6 +166,7 @@ class Scheduler:
             gpus,
             self.machine_gpus,
             alone,
+            self.sandbox,
         )
         self._used += len(run.instances)
         taken = {g for share in gpus for g in share}

@@ -96,6 +96,13 @@ class JobFiles:
     def jupyter(self, host: str) -> Path:
         return self.root / "jupyter" / host
 
+    def tmp(self, host: str) -> Path:
+        """An instance's TMPDIR, when it needs one of its own (sandbox.Sandbox.private_tmp)."""
+        return self.root / "tmp" / host
+
+    def remove_tmp(self) -> None:
+        shutil.rmtree(self.root / "tmp", ignore_errors=True)
+
     def logs(self, host: str) -> Path:
         return self.root / "logs" / host
 

@@ -1,0 +1,208 @@
+"""Jobs confined with Landlock: a job reaches nothing of the platform's data folder but its own
+job's files, on a real server running real job processes. The --no-sandbox server beside it shows
+that each denial below is the sandbox's doing (the same job reads everything there)."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import ServerProcess
+from server_support import Api
+
+from kaio_spec.server import auth, storage
+from kaio_spec.server.sandbox import landlock_abi
+from kaio_spec.server.store import DB_FILE
+
+ABI = landlock_abi()
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "specs"
+needs_landlock = pytest.mark.skipif(ABI == 0, reason="this kernel has no Landlock")
+
+# Tries each access named in $PROBES ({"name": [kind, path, pid or $VARIABLE holding a path]})
+# and writes what happened to report.json: "ok:<what was read>" or the error's errno name.
+PROBE = textwrap.dedent(
+    """
+    import ctypes, errno, json, os, tempfile
+    probes, report = json.loads(os.environ["PROBES"]), {}
+    for name, (kind, target) in probes.items():
+        if target.startswith("$"):
+            target = os.environ[target[1:]]
+        try:
+            if kind == "read":
+                with open(target, "rb") as f:
+                    result = "ok:" + f.read(64).decode("utf-8", "replace")
+            elif kind == "list":
+                result = "ok:" + ",".join(sorted(os.listdir(target)))
+            elif kind == "write":
+                with open(target, "w") as f:
+                    f.write("written by the job")
+                result = "ok:"
+            elif kind == "link":  # a hard link in the job's own folder
+                os.link(target, "linked")
+                result = "ok:" + open("linked").read(64)
+            elif kind == "signal":
+                os.kill(int(target), 0)
+                result = "ok:"
+            elif kind == "ptrace":
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.ptrace(16, int(target), 0, 0) != 0:  # PTRACE_ATTACH
+                    raise OSError(ctypes.get_errno(), "ptrace")
+                libc.ptrace(17, int(target), 0, 0)  # PTRACE_DETACH: let it run on
+                result = "ok:"
+            elif kind == "tempfile":
+                fd, path = tempfile.mkstemp()
+                os.close(fd)
+                result = "ok:" + path
+        except OSError as e:
+            result = errno.errorcode.get(e.errno, type(e).__name__)
+        report[name] = result
+    json.dump(report, open("report.json", "w"))
+    """
+)
+
+
+def run_probes(api: Api, probes: dict[str, list[str]]) -> tuple[str, dict[str, str]]:
+    unique = api.submit(
+        {"probe.py": PROBE}, entrypoint="probe.py", env={"PROBES": json.dumps(probes)}
+    )
+    job = api.wait(unique)
+    assert job["status"] == "Completed", job
+    return unique, json.loads(api.outputs(unique)["report.json"])
+
+
+@pytest.fixture
+def confined(server_factory):
+    return server_factory(max_instances=4)
+
+
+@pytest.fixture
+def unconfined(server_factory):
+    return server_factory(max_instances=4, sandbox=False)
+
+
+def other_tenants_job(server) -> Path:
+    """The package of a job another tenant ran to its end on `server`, checked to be there."""
+    other = Api(server.url, server.add_user())
+    unique = other.submit({"train.py": "open('out.txt', 'w').write('secret result')"})
+    assert other.wait(unique)["status"] == "Completed"
+    package = storage.Layout(server.data_dir).job(unique).package
+    assert package.is_file()
+    return package
+
+
+def data_folder_probes(server) -> dict[str, list[str]]:
+    data = server.data_dir
+    # A link beside the data folder, pointing into it: the sandbox must not follow it in.
+    link = data.parent / "data-link"
+    link.symlink_to(data, target_is_directory=True)
+    return {
+        "secret": ["read", str(data / auth.SECRET_FILE)],
+        "secret hard-linked": ["link", str(data / auth.SECRET_FILE)],
+        "database": ["read", str(data / DB_FILE)],
+        "other tenant's package": ["read", str(other_tenants_job(server))],
+        "data folder listing": ["list", str(data)],
+        "jobs listing": ["list", str(data / "jobs")],
+        "secret through a link": ["read", str(link / auth.SECRET_FILE)],
+        "new file in the data folder": ["write", str(data / "planted.txt")],
+    }
+
+
+@needs_landlock
+def test_a_confined_job_reaches_nothing_of_the_data_folder_but_its_own(confined, tmp_path):
+    api = Api(confined.url, confined.add_user())
+    assert api.get("/healthz").json()["jobs_confined"] is True
+    beside = tmp_path / "dataset.csv"  # outside the data folder: a job reads its data as before
+    beside.write_text("x,y\n1,2\n")
+    probes = data_folder_probes(confined)
+    probes |= {
+        "dataset": ["read", str(beside)],
+        "own folder": ["write", "written.txt"],
+        "resource config": ["read", "$SM_RESOURCE_CONFIG"],
+    }
+    probes["trace the server"] = ["ptrace", str(confined.proc.pid)]
+    if ABI >= 6:
+        probes["signal the server"] = ["signal", str(confined.proc.pid)]
+    unique, report = run_probes(api, probes)
+
+    allowed = ("dataset", "own folder", "resource config")
+    denied = {n: r for n, r in report.items() if n not in allowed}
+    # Landlock says EACCES to a path, EXDEV to a link that would gain rights, EPERM to a
+    # process outside the job.
+    expected = {n: "EACCES" for n in denied} | {"secret hard-linked": "EXDEV"}
+    expected |= {n: "EPERM" for n in ("trace the server", "signal the server") if n in denied}
+    assert denied == expected
+    assert report["dataset"] == "ok:x,y\n1,2\n"
+    assert report["own folder"] == "ok:"
+    assert report["resource config"].startswith('ok:{"current_host": "algo-1"')
+    assert api.outputs(unique)["written.txt"] == b"written by the job"
+    assert not (confined.data_dir / "planted.txt").exists()
+    assert (confined.data_dir / auth.SECRET_FILE).stat().st_size > 0  # the server still reads it
+
+
+def test_without_the_sandbox_the_same_job_reads_the_data_folder(unconfined):
+    api = Api(unconfined.url, unconfined.add_user())
+    assert api.get("/healthz").json()["jobs_confined"] is False
+    probes = data_folder_probes(unconfined)
+    _, report = run_probes(api, probes)
+    secret = (unconfined.data_dir / auth.SECRET_FILE).read_bytes()[:64]
+    assert report["secret"] == "ok:" + secret.decode("utf-8", "replace")
+    assert report["secret hard-linked"] == report["secret"]
+    assert report["other tenant's package"].startswith("ok:")
+    other_job = Path(probes["other tenant's package"][1]).parent.name
+    assert report["jobs listing"].startswith("ok:") and other_job in report["jobs listing"]
+    assert (unconfined.data_dir / "planted.txt").read_text() == "written by the job"
+    assert "unconfined (--no-sandbox)" in unconfined.log_path.read_text()
+
+
+@needs_landlock
+def test_a_confined_job_whose_temp_folder_is_above_the_data_folder_gets_its_own(confined):
+    # The test servers' data folders are under /tmp, where a confined job may create nothing.
+    api = Api(confined.url, confined.add_user())
+    unique, report = run_probes(api, {"temp file": ["tempfile", ""]})
+    job_tmp = storage.Layout(confined.data_dir).job(unique).tmp("algo-1")
+    assert report["temp file"].startswith("ok:" + str(job_tmp) + os.sep)
+    assert not job_tmp.exists()  # removed with the job's end
+    assert "jobs are confined with Landlock" in confined.log_path.read_text()
+
+
+@needs_landlock
+def test_a_notebook_runs_confined_with_the_data_folder_in_a_fresh_home(tmp_path):
+    # The default data folder is ~/.kaio/server: confined jobs may create nothing directly in
+    # ~, so the server makes what nbconvert's first run would (~/.ipython, ~/.jupyter...).
+    home = tmp_path / "home"
+    home.mkdir()
+    server = ServerProcess(home / ".kaio" / "server", env={"HOME": str(home)}, max_instances=2)
+    notebook = (EXAMPLES / "notebook" / "analysis.ipynb").read_text()
+    try:
+        api = Api(server.start().url, server.add_user())
+        unique = api.submit({"analysis.ipynb": notebook}, entrypoint="analysis.ipynb")
+        job = api.wait(unique)
+        log = api.get(f"/jobs/{unique}/logs", params={"host": "algo-1"}).text
+    finally:
+        server.stop()
+    assert job["status"] == "Completed", (job, log)
+    assert log.startswith("kaio: this job is confined away from the platform's data folder")
+    assert f"directly in {home / '.kaio'}, {home}, " in log.splitlines()[0]
+    assert {".ipython", ".jupyter"} <= {p.name for p in home.iterdir()}
+
+
+@needs_landlock
+def test_what_appears_beside_the_data_folder_later_is_seen_by_the_next_job(confined):
+    # The server keeps the entries outside the data folder open between jobs: one added after a
+    # job started must reach the next job, and a new link into the data folder must not.
+    api = Api(confined.url, confined.add_user())
+    beside = confined.data_dir.parent
+    run_probes(api, {"nothing yet": ["list", "."]})
+    (beside / "new-dataset.csv").write_text("a,b\n")
+    (beside / "new-link").symlink_to(confined.data_dir, target_is_directory=True)
+    _, report = run_probes(
+        api,
+        {
+            "new dataset": ["read", str(beside / "new-dataset.csv")],
+            "secret through the new link": ["read", str(beside / "new-link" / auth.SECRET_FILE)],
+        },
+    )
+    assert report == {"new dataset": "ok:a,b\n", "secret through the new link": "EACCES"}
