@@ -206,3 +206,42 @@ def test_what_appears_beside_the_data_folder_later_is_seen_by_the_next_job(confi
         },
     )
     assert report == {"new dataset": "ok:a,b\n", "secret through the new link": "EACCES"}
+
+
+# An in-tree build backend that needs nothing installed: pip runs it, offline, to build the
+# package that requirements.txt names by its path, and prints what it says when it fails.
+BACKEND = """
+import errno
+def _probe():
+    try:
+        open({target!r}).read()
+        result = "ok"
+    except OSError as e:
+        result = errno.errorcode.get(e.errno, type(e).__name__)
+    raise SystemExit("kaio-probe: " + result)
+def get_requires_for_build_wheel(config_settings=None):
+    _probe()
+build_wheel = get_requires_for_build_wheel
+"""
+PYPROJECT = '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+
+
+def build_backend_probe(server) -> str:
+    """What a build backend in a job's requirements read of the server's secret, as pip said."""
+    api = Api(server.url, server.add_user())
+    files = {
+        "train.py": "print('never run')",
+        "requirements.txt": "./probe\n",
+        "probe/pyproject.toml": PYPROJECT,
+        "probe/backend.py": BACKEND.format(target=str(server.data_dir / auth.SECRET_FILE)),
+    }
+    job = api.wait(api.submit(files))
+    assert job["status"] == "Failed" and "pip could not install" in job["failure_reason"], job
+    log = api.get(f"/jobs/{job['unique_job_name']}/logs", params={"host": "algo-1"}).text
+    return log.split("kaio-probe: ", 1)[1].split()[0]
+
+
+@needs_landlock
+def test_pip_runs_a_packages_build_backend_confined_too(confined, unconfined):
+    assert build_backend_probe(confined) == "EACCES"
+    assert build_backend_probe(unconfined) == "ok"

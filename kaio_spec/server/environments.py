@@ -147,16 +147,29 @@ def _link_server_site_packages(env: Path) -> None:
     (lib / "_kaio_server_site.pth").write_text("\n".join(paths) + "\n")
 
 
+# How set-up starts a process: start(writable, **Popen's arguments). The platform confines
+# what pip runs (a package's build backend is the tenant's code) to writing beneath `writable`
+# (sandbox.py); without a sandbox it is subprocess.Popen.
+StartProcess = Callable[..., subprocess.Popen]
+
+
+def popen(writable: Path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(**kwargs)
+
+
 def _run_logged(
     cmd: list[str],
     cwd: Path,
     log: Callable[[str], None],
     should_stop: Callable[[], bool],
+    start: StartProcess,
+    writable: Path,
 ) -> tuple[int, list[str]]:
     """Run cmd in its own process group, streaming its output to `log`; (exit code, last lines).
     Kills it (the whole group) as soon as should_stop() says so."""
-    proc = subprocess.Popen(
-        cmd,
+    proc = start(
+        writable,
+        args=cmd,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -198,10 +211,12 @@ def prepare(
     log: Callable[[str], None],
     should_stop: Callable[[], bool],
     scratch: Path,
+    start: StartProcess = popen,
 ) -> str:
     """The interpreter to run a package with. Installs its requirements.txt if it must, into a
     cached environment (or, for requirements naming paths inside the package, one under
-    `scratch`). Raises SetupFailed with pip's message, or SetupInterrupted."""
+    `scratch`), running pip with `start`. Raises SetupFailed with pip's message, or
+    SetupInterrupted."""
     req_file = package / "requirements.txt"
     if not req_file.is_file():
         return sys.executable
@@ -211,7 +226,8 @@ def prepare(
         log("kaio: requirements.txt is satisfied by the platform's environment\n")
         return sys.executable
     if not is_cacheable(text):
-        return str(venv_python(_build(scratch / "venv", req_file, package, log, should_stop)))
+        env = scratch / "venv"
+        return str(venv_python(_build(env, req_file, package, log, should_stop, start)))
     envs_dir.mkdir(parents=True, exist_ok=True)
     env = envs_dir / environment_key(text)
     if (env / READY).exists():
@@ -222,7 +238,7 @@ def prepare(
             log(f"kaio: reusing the cached environment {env.name} for requirements.txt\n")
             return str(venv_python(env))
         log(f"kaio: installing {', '.join(missing)} into a new environment {env.name}\n")
-        return str(venv_python(_build(env, req_file, package, log, should_stop)))
+        return str(venv_python(_build(env, req_file, package, log, should_stop, start)))
 
 
 @contextlib.contextmanager
@@ -248,22 +264,26 @@ def _build(
     package: Path,
     log: Callable[[str], None],
     should_stop: Callable[[], bool],
+    start: StartProcess,
 ) -> Path:
     # Built in place, not in a temp folder renamed: a venv's scripts hold its absolute path.
     # The READY marker, written last, is what makes it usable; a killed build is rebuilt.
     shutil.rmtree(env, ignore_errors=True)
+    env.mkdir(parents=True)  # before pip runs: a confined pip writes beneath it, nowhere else
     code, lines = _run_logged(
         [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(env)],
         package,
         log,
         should_stop,
+        popen,  # the platform's own code: only pip runs what a package brings
+        env,
     )
     if code != 0:
         raise SetupFailed("could not create a virtual environment: " + _pip_error(lines))
     _link_server_site_packages(env)
     pip = [sys.executable, "-m", "pip", "--python", str(venv_python(env)), "install"]
     pip += ["--disable-pip-version-check", "--no-input", "-r", str(req_file)]
-    code, lines = _run_logged(pip, package, log, should_stop)
+    code, lines = _run_logged(pip, package, log, should_stop, start, env)
     if code != 0:
         shutil.rmtree(env, ignore_errors=True)
         raise SetupFailed("pip could not install requirements.txt:\n" + _pip_error(lines))

@@ -193,14 +193,35 @@ class JobRun:
 
         try:
             return environments.prepare(
-                self.files.pkg, self.envs_dir, self._log_all, should_stop, self.files.root
+                self.files.pkg,
+                self.envs_dir,
+                self._log_all,
+                should_stop,
+                self.files.root,
+                self._start_setup_process,
             )
         except environments.SetupInterrupted:
             return None
 
+    def _start_setup_process(self, writable: Path, **popen_args) -> subprocess.Popen:
+        """pip, confined like the job (it runs the package's build backends) but for writing
+        beneath `writable` (the environment it installs into) too."""
+        env = _server_env()
+        if self.sandbox.private_tmp:
+            env["TMPDIR"] = str(self._private_tmp("setup"))
+        return self.sandbox.spawn(
+            [self.files.root, writable],
+            [self.envs_dir],
+            lambda: subprocess.Popen(env=env, **popen_args),
+        )
+
+    def _private_tmp(self, name: str) -> Path:
+        tmp = self.files.tmp(name)
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp
+
     def _instance_env(self, inst: Instance, python: str, job_env: dict[str, str]) -> dict:
-        # The server's environment minus its own KAIO_* settings (an API key, say), then the job's.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
+        env = _server_env()
         env.update(job_env)
         if python != sys.executable:
             bin_dir = str(Path(python).parent)
@@ -216,9 +237,7 @@ class JobRun:
             JUPYTER_RUNTIME_DIR=str(self.files.jupyter(inst.host)),
         )
         if self.sandbox.private_tmp:
-            tmp = self.files.tmp(inst.host)
-            tmp.mkdir(parents=True, exist_ok=True)
-            env["TMPDIR"] = str(tmp)
+            env["TMPDIR"] = str(self._private_tmp(inst.host))
         cuda = gpu.cuda_visible_devices(self.itype, inst.gpus, self.machine_gpus)
         if cuda is not None:
             env["CUDA_VISIBLE_DEVICES"] = cuda
@@ -262,7 +281,7 @@ class JobRun:
                     start_new_session=True,
                 )
 
-        self.sandbox.spawn(self.files.root, [self.envs_dir], start)
+        self.sandbox.spawn([self.files.root], [self.envs_dir], start)
         for inst in self.instances:
             assert inst.proc is not None
             t0 = time.monotonic()
@@ -431,6 +450,11 @@ class JobRun:
                 reason = reason[:4000] + "..."
             end_job(self.store, self.unique, final, reason, telemetry)
             self._on_end(self)
+
+
+def _server_env() -> dict[str, str]:
+    """The server's environment minus its own KAIO_* settings (an API key, say)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
 
 
 def end_job(

@@ -14,6 +14,9 @@ ancestors (/, and for the default data folder ~ and ~/.kaio) nor create new entr
 them. When the temp folder is one of them (a data folder under /tmp), each instance gets a
 TMPDIR of its own instead. `kaio server --no-sandbox` runs jobs unconfined.
 
+The same holds for pip installing a job's requirements.txt (a package's build backend is the
+tenant's code), which may also write the environment it installs into.
+
 A confinement applies to the thread that asks for it and to the processes it starts from then
 on, so each job's processes are started from a short-lived thread of their own (`spawn`).
 
@@ -182,17 +185,18 @@ class Sandbox:
             "lifts this)"
         )
 
-    def spawn(self, job_root: Path, readable: list[Path], start: Callable[[], T]) -> T:
+    def spawn(self, writable: list[Path], readable: list[Path], start: Callable[[], T]) -> T:
         """`start()`'s result, its processes started confined to everything outside the data
-        folder, `job_root` (all rights) and `readable` (read and execute), when the sandbox is
-        active; unconfined otherwise. Raises SandboxError, or what `start` raises."""
+        folder, `writable` (all rights: the job's folder) and `readable` (read and execute),
+        when the sandbox is active; unconfined otherwise. Raises SandboxError, or what `start`
+        raises."""
         if not self.active:
             return start()
         outcome: dict = {}
 
         def confined() -> None:
             try:
-                self._confine_this_thread(job_root, readable)
+                self._confine_this_thread(writable, readable)
                 outcome["value"] = start()
             except BaseException as e:  # handed to the caller's thread
                 outcome["error"] = e
@@ -209,7 +213,7 @@ class Sandbox:
     def _handled(self) -> int:
         return _FS_RIGHTS.get(self.abi, _ALL_FS_RIGHTS)
 
-    def _confine_this_thread(self, job_root: Path, readable: list[Path]) -> None:
+    def _confine_this_thread(self, writable: list[Path], readable: list[Path]) -> None:
         handled = self._handled()
         attr = _RulesetAttr(handled, 0, _SCOPE_SIGNAL if self.abi >= 6 else 0)
         size = ctypes.sizeof(_RulesetAttr) if self.abi >= 6 else 8  # older: handled_access_fs
@@ -218,7 +222,8 @@ class Sandbox:
             with self._outside_lock:
                 for fd, is_dir in self._outside_entries():
                     self._add_rule(ruleset, fd, handled if is_dir else handled & _FILE_RIGHTS)
-            self._allow(ruleset, str(job_root), handled)
+            for path in writable:
+                self._allow(ruleset, str(path), handled)
             for path in readable:
                 if path.exists():
                     self._allow(ruleset, str(path), _READ_EXECUTE & handled)
