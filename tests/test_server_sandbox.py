@@ -107,6 +107,9 @@ def data_folder_probes(server) -> dict[str, list[str]]:
         "jobs listing": ["list", str(data / "jobs")],
         "secret through a link": ["read", str(link / auth.SECRET_FILE)],
         "new file in the data folder": ["write", str(data / "planted.txt")],
+        # Its own job's files beyond its working folder: the platform serves its logs.
+        "own log": ["write", f"../../logs/algo-1/{storage.LOG_NAMES[0]}"],
+        "own package": ["read", f"../../{storage.PACKAGE}"],
     }
 
 

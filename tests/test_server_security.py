@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tarfile
+import textwrap
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -306,3 +307,47 @@ def test_env_values_reach_the_job_but_no_response_log_or_database(api, kaio_serv
     leaks = [p for p in everything if value.encode() in p.read_bytes()]
     assert leaks == []
     assert not (kaio_server.data_dir / "jobs" / unique / "env.json").exists()
+
+
+# Writes out.txt, then leaves a process behind (its own session: the job's end does not stop it)
+# that, once $GO_FILE exists, puts there instead a link to $TARGET, or a FIFO no reader could
+# get past.
+LEFT_BEHIND = textwrap.dedent(
+    """
+    import os, time
+    open("out.txt", "w").write("the result")
+    open("pipe.txt", "w").write("the result")
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            while not os.path.exists(os.environ["GO_FILE"]):
+                time.sleep(0.02)
+            os.remove("out.txt")
+            os.symlink(os.environ["TARGET"], "out.txt")
+            os.remove("pipe.txt")
+            os.mkfifo("pipe.txt")
+            open("swapped", "w").close()
+        os._exit(0)
+    """
+)
+
+
+def test_a_process_the_job_left_behind_cannot_make_its_outputs_serve_another_file(
+    api, kaio_server, tmp_path
+):
+    go = tmp_path / "go"
+    target = kaio_server.data_dir / auth.SECRET_FILE
+    unique = api.submit({"train.py": LEFT_BEHIND}, env={"GO_FILE": str(go), "TARGET": str(target)})
+    assert api.wait(unique)["status"] == "Completed"
+    urls = {rel: url for rel, _, url in api.get(f"/jobs/download/{unique}").json()["output_files"]}
+    go.write_text("")
+    outputs = storage.Layout(kaio_server.data_dir).job(unique).outputs
+    deadline = time.monotonic() + 30
+    while not (outputs / "swapped").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (outputs / "out.txt").is_symlink() and (outputs / "pipe.txt").is_fifo()
+
+    for rel in ("out.txt", "pipe.txt"):
+        r = requests.get(urls[rel], timeout=10)  # a FIFO would hang an open that waits
+        assert r.status_code == 404, (rel, r.status_code, r.content[:100])
+        assert target.read_bytes() not in r.content

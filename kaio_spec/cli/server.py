@@ -59,8 +59,8 @@ def _data_dir_option(f):
     "--sandbox/--no-sandbox",
     default=True,
     show_default=True,
-    help="confine jobs with Landlock (Linux 5.13+), so that none can read this platform's data "
-    "folder (its secret, its database, other jobs' files) beyond its own job's",
+    help="confine jobs with Landlock (Linux 5.19+), so that none reaches this platform's data "
+    "folder (its secret, its database, other jobs' files) beyond its own working folders",
 )
 # For tests: shrink the limits so they can be reached quickly.
 @click.option("--max-upload-bytes", type=click.IntRange(min=1), default=None, hidden=True)

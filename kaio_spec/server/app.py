@@ -17,8 +17,9 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
+from email.utils import formatdate
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
@@ -29,7 +30,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.responses import FileResponse
+from starlette.responses import StreamingResponse
 
 from kaio_spec import __version__, catalog, validation
 from kaio_spec.server import auth, storage
@@ -48,6 +49,7 @@ MAX_TEXT_FIELD = 512
 DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
 DEFAULT_VOLUME_GB = 5
 LOG_CHUNK = 1024 * 1024
+FILE_CHUNK = 256 * 1024  # an output sent in pieces of this size
 UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
 # only where they exist (docs/base-packages.md).
@@ -465,6 +467,27 @@ hosts_of = storage.hosts_of
 
 
 # ---- the app ------------------------------------------------------------------------------------
+
+
+def file_response(f: BinaryIO) -> StreamingResponse:
+    """The open file's bytes, as many as it held when opened (something may still append)."""
+    st = os.fstat(f.fileno())
+
+    def chunks() -> Iterator[bytes]:
+        with f:
+            left = st.st_size
+            while left > 0 and (data := f.read(min(FILE_CHUNK, left))):
+                left -= len(data)
+                yield data
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(st.st_size),
+            "Last-Modified": formatdate(st.st_mtime, usegmt=True),
+        },
+    )
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -916,12 +939,12 @@ def create_app(config: ServerConfig) -> FastAPI:
             job = store.get_job(unique)
         except NotFound:
             raise ApiError(404, "object: no such object") from None
-        path = None
+        opened = None
         if kind == "outputs" and not job["data_deleted"]:
-            path = storage.resolve_output(layout.job(unique), hosts_of(job), rel)
-        if path is None:
+            opened = storage.open_output(layout.job(unique), hosts_of(job), rel)
+        if opened is None:
             raise ApiError(404, "object: no such object (deleted, or never written)")
-        return FileResponse(path, media_type="application/octet-stream")
+        return file_response(opened)
 
     @app.put("/objects/{key:path}", tags=["presigned"], responses=ERRORS)
     async def put_object(key: str, request: Request):

@@ -204,21 +204,32 @@ class JobRun:
             return None
 
     def _start_setup_process(self, writable: Path, **popen_args) -> subprocess.Popen:
-        """pip, confined like the job (it runs the package's build backends) but for writing
-        beneath `writable` (the environment it installs into) too."""
+        """pip, confined like the job (it runs the package's build backends), writing only
+        beneath the package (built in place) and `writable` (the environment it installs into)."""
         env = _server_env()
+        folders = [self.files.pkg, writable]
         if self.sandbox.private_tmp:
-            env["TMPDIR"] = str(self._private_tmp("setup"))
+            folders.append(self._private_tmp("setup"))
+            env["TMPDIR"] = str(folders[-1])
         return self.sandbox.spawn(
-            [self.files.root, writable],
-            [self.envs_dir],
-            lambda: subprocess.Popen(env=env, **popen_args),
+            folders, [self.envs_dir], lambda: subprocess.Popen(env=env, **popen_args)
         )
 
     def _private_tmp(self, name: str) -> Path:
         tmp = self.files.tmp(name)
         tmp.mkdir(parents=True, exist_ok=True)
         return tmp
+
+    def _instance_folders(self, inst: Instance, python: str) -> tuple[list[Path], list[Path]]:
+        """What an instance may write beneath (its working, Jupyter and temp folders: not its
+        logs, which the platform serves) and only read (its resource config, its Python)."""
+        writable = [self.files.work(inst.host), self.files.jupyter(inst.host)]
+        if self.sandbox.private_tmp:
+            writable.append(self.files.tmp(inst.host))
+        readable = [self.files.config(inst.host), self.envs_dir]
+        if python != sys.executable:
+            readable.append(Path(python).parent.parent)  # a venv of the job's own folder
+        return writable, readable
 
     def _instance_env(self, inst: Instance, python: str, job_env: dict[str, str]) -> dict:
         env = _server_env()
@@ -266,12 +277,14 @@ class JobRun:
         self._original = storage.hand_out_package(self.files, self.hosts)
         envs = [self._instance_env(inst, python, job_env) for inst in self.instances]
 
-        def start() -> None:
-            # Each instance's process is kept as it starts: should a later one fail to start,
-            # _finish kills those that did.
-            for inst, env in zip(self.instances, envs, strict=True):
-                out, err = self._logs[inst.host]
-                inst.proc = subprocess.Popen(
+        # Each instance's process is kept as it starts: should a later one fail to start,
+        # _finish kills those that did. Confined one by one: each instance has its own disk.
+        for inst, env in zip(self.instances, envs, strict=True):
+            out, err = self._logs[inst.host]
+            self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
+            inst.proc = self.sandbox.spawn(
+                *self._instance_folders(inst, python),
+                lambda out=out, err=err, inst=inst, env=env: subprocess.Popen(
                     self._command(python),
                     cwd=self.files.work(inst.host),
                     env=env,
@@ -279,9 +292,8 @@ class JobRun:
                     stdout=out,
                     stderr=err,
                     start_new_session=True,
-                )
-
-        self.sandbox.spawn([self.files.root], [self.envs_dir], start)
+                ),
+            )
         for inst in self.instances:
             assert inst.proc is not None
             t0 = time.monotonic()

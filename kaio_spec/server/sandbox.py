@@ -2,11 +2,12 @@
 
 Jobs run as the server's own OS user. Unconfined, a job could read the data folder: the secret
 that signs every tenant's tokens and URLs, the database, other tenants' packages and outputs. A
-confined job (Linux 5.13+ with Landlock enabled; no privilege needed) reaches everything the
-server's user can, except the data folder, of which it reaches only its own job's folder and,
-read-only, the cached environments. It cannot ptrace a process outside its job, and, from Landlock
-ABI 6, cannot signal one either (it can still read /proc/<pid>/environ of the server's user's
-processes: the README says what that leaves open).
+confined job (Linux 5.19+ with Landlock enabled; no privilege needed) reaches everything the
+server's user can, except the data folder, of which each instance reaches only the folders it
+writes (runner.JobRun._instance_folders) and, read-only, its resource config and the
+environments. It cannot ptrace a process outside its domain, and, from Landlock ABI 6, cannot
+signal one either (it can still read /proc/<pid>/environ of the server's user's processes: the
+README says what that leaves open).
 
 Landlock only grants: "everything but the data folder" is a rule for every entry of each of the
 folder's ancestors but the one leading to it. Which costs jobs this much: they cannot list those
@@ -187,9 +188,9 @@ class Sandbox:
 
     def spawn(self, writable: list[Path], readable: list[Path], start: Callable[[], T]) -> T:
         """`start()`'s result, its processes started confined to everything outside the data
-        folder, `writable` (all rights: the job's folder) and `readable` (read and execute),
-        when the sandbox is active; unconfined otherwise. Raises SandboxError, or what `start`
-        raises."""
+        folder, `writable` (all rights) and `readable` (read and execute), folders or files of
+        the data folder, when the sandbox is active; unconfined otherwise. Raises SandboxError,
+        or what `start` raises."""
         if not self.active:
             return start()
         outcome: dict = {}
@@ -279,9 +280,11 @@ class Sandbox:
                 yield entry.path
 
     def _allow(self, ruleset: int, path: str, rights: int) -> None:
-        """A rule granting `rights` beneath the folder `path`."""
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
+        """A rule granting `rights` beneath the folder `path`, or on the file `path`."""
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                rights &= _FILE_RIGHTS
             self._add_rule(ruleset, fd, rights)
         finally:
             os.close(fd)

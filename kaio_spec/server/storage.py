@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
 from kaio_spec import catalog, validation
@@ -618,21 +619,24 @@ def _drop_unchanged(work: Path, original: dict[str, tuple[int, int]]) -> int:
     (with names a URL and JSON can carry), and the folders that leaves empty; how many stay.
     What cannot be removed (a folder the job made read-only) stays, as rmtree would leave it."""
     kept = 0
-    for folder, dirs, names in os.walk(work, topdown=False):
+    # Each step relative to an open folder that is no link: a process the job left behind,
+    # swapping a folder for a link while this walks, cannot make it remove anything elsewhere.
+    for folder, dirs, names, folder_fd in os.fwalk(work, topdown=False):
         prefix = os.path.relpath(folder, work) + "/" if folder != str(work) else ""
         for name in names:
-            full = os.path.join(folder, name)
             with contextlib.suppress(OSError):
-                st = os.lstat(full)
+                st = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
                 if stat.S_ISREG(st.st_mode) and _is_output(prefix + name, st, original):
                     kept += 1
                 else:
-                    os.unlink(full)
+                    os.unlink(name, dir_fd=folder_fd)
         for name in dirs:
-            full = os.path.join(folder, name)
-            remove = os.unlink if os.path.islink(full) else os.rmdir
             with contextlib.suppress(OSError):  # a folder left holding outputs is not empty
-                remove(full)
+                st = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    os.unlink(name, dir_fd=folder_fd)
+                else:
+                    os.rmdir(name, dir_fd=folder_fd)
     return kept
 
 
@@ -662,26 +666,36 @@ def list_outputs(files: JobFiles, hosts: list[str]) -> list[tuple[str, str, Path
     return rows
 
 
-def resolve_output(files: JobFiles, hosts: list[str], rel: str) -> Path | None:
-    """The file behind output `rel`, or None; never anything outside the job's folder."""
+def open_output(files: JobFiles, hosts: list[str], rel: str) -> BinaryIO | None:
+    """Output `rel` open for reading, or None; never anything outside the job's folder. Opened
+    one folder at a time, through no link, and checked to be a regular file once open: checks
+    of a path before opening it could be raced by a process the job left behind."""
     parts = PurePosixPath(rel).parts
     if not parts or rel.startswith("/") or ".." in parts or "\x00" in rel:
         return None
     if len(parts) == 3 and parts[0] == "logs" and parts[1] in hosts and parts[2] in LOG_NAMES:
-        path = files.logs(parts[1]) / parts[2]
+        root, parts = files.logs(parts[1]), parts[2:]
     else:
-        path = files.outputs.joinpath(*parts)
-        # No symlink anywhere on the way: outputs/ only ever holds regular files and folders.
-        for p in [path, *path.parents]:
-            if p == files.outputs:
-                break
-            if p.is_symlink():
-                return None
+        root = files.outputs
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        st = os.lstat(path)
+        folder = os.open(root, flags | os.O_DIRECTORY)
     except OSError:
         return None
-    return path if stat.S_ISREG(st.st_mode) else None
+    try:
+        for name in parts[:-1]:
+            inner = os.open(name, flags | os.O_DIRECTORY, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=folder)  # a FIFO must not block
+    except OSError:
+        return None
+    finally:
+        os.close(folder)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
 
 
 def tail(path: Path, lines: int = 10, max_bytes: int = 4096) -> str:
