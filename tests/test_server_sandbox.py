@@ -13,7 +13,7 @@ import pytest
 from conftest import ServerProcess
 from server_support import Api
 
-from kaio_spec.server import auth, storage
+from kaio_spec.server import auth, environments, storage
 from kaio_spec.server.sandbox import landlock_abi
 from kaio_spec.server.store import DB_FILE
 
@@ -248,3 +248,50 @@ def build_backend_probe(server) -> str:
 def test_pip_runs_a_packages_build_backend_confined_too(confined, unconfined):
     assert build_backend_probe(confined) == "EACCES"
     assert build_backend_probe(unconfined) == "ok"
+
+
+# A backend that builds a real (empty) wheel, and meanwhile puts a link to $TARGET where the
+# platform writes the environment's READY marker once pip is done.
+LINKING_BACKEND = """
+import base64, hashlib, os, sys, zipfile
+def _environment():
+    return os.path.dirname(os.path.dirname(sys.executable))  # pip runs under its python
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    os.symlink(TARGET, os.path.join(_environment(), READY))
+    info = "probe-1.0.dist-info/"
+    files = {
+        info + "METADATA": "Metadata-Version: 2.1\\nName: probe\\nVersion: 1.0\\n",
+        info + "WHEEL": "Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    files[info + "RECORD"] = "\\n".join(record + [info + "RECORD,,"]) + "\\n"
+    name = "probe-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as wheel:
+        for path, text in files.items():
+            wheel.writestr(path, text)
+    return name
+"""
+
+
+@needs_landlock
+def test_a_link_pip_leaves_for_the_ready_marker_is_not_written_through(confined):
+    api = Api(confined.url, confined.add_user())
+    secret_file = confined.data_dir / auth.SECRET_FILE
+    secret = secret_file.read_bytes()
+    backend = f"TARGET = {str(secret_file)!r}\nREADY = {environments.READY!r}\n" + LINKING_BACKEND
+    files = {
+        "train.py": "open('ran.txt', 'w').write('ran')",
+        "requirements.txt": "./probe\n",
+        "probe/pyproject.toml": PYPROJECT,
+        "probe/backend.py": backend,
+    }
+    job = api.wait(api.submit(files))
+    log = api.get(f"/jobs/{job['unique_job_name']}/logs", params={"host": "algo-1"}).text
+    assert job["status"] == "Completed", (job, log)
+    assert secret_file.read_bytes() == secret  # not truncated through the link
+    assert api.outputs(job["unique_job_name"])["ran.txt"] == b"ran"

@@ -287,5 +287,18 @@ def _build(
     if code != 0:
         shutil.rmtree(env, ignore_errors=True)
         raise SetupFailed("pip could not install requirements.txt:\n" + _pip_error(lines))
-    (env / READY).write_text("")
+    _mark_ready(env)
     return env
+
+
+def _mark_ready(env: Path) -> None:
+    """Write the READY marker as a file of its own: pip, confined to writing the environment,
+    may have put a link in its place, which writing through would truncate a file elsewhere."""
+    marker = env / READY
+    try:
+        marker.unlink(missing_ok=True)  # a link itself, never what it points to
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        shutil.rmtree(env, ignore_errors=True)
+        raise SetupFailed(f"the new environment changed under the platform ({e})") from None
+    os.close(fd)

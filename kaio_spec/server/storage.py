@@ -609,7 +609,8 @@ def collect_outputs(
         try:
             os.rename(work, dest)  # one rename, whatever the job wrote
         except OSError:  # outputs of a collection a crash cut short: the rest joins them
-            shutil.copytree(work, dest, dirs_exist_ok=True, copy_function=os.replace)
+            # Links moved as links: what they point to is none of the outputs' business.
+            shutil.copytree(work, dest, symlinks=True, dirs_exist_ok=True, copy_function=os.replace)
             shutil.rmtree(work)
     return kept
 
