@@ -59,7 +59,7 @@ _ALL_FS_RIGHTS = (1 << 16) - 1
 # Rights that make sense on a file (Landlock refuses directory rights on a rule for one).
 _FILE_RIGHTS = _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE | _IOCTL_DEV
 _READ_EXECUTE = _EXECUTE | _READ_FILE | _READ_DIR
-_RACY_NS = 50_000_000  # more than a coarse filesystem clock's tick
+_RACY_NS = 2_000_000_000  # more than any filesystem's mtime step (FAT's 2 s, NFS's 1 s at worst)
 # ABI 1 (Linux 5.13-5.18) denies moving a file to another folder whatever the rules: confined,
 # many a job's tools would break. ABI 2 protects all but truncate(2) by path (ABI 3 adds it).
 MIN_ABI = 2
