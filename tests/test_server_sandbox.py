@@ -120,8 +120,14 @@ def test_a_confined_job_reaches_nothing_of_the_data_folder_but_its_own(confined,
     beside = tmp_path / "dataset.csv"  # outside the data folder: a job reads its data as before
     beside.write_text("x,y\n1,2\n")
     probes = data_folder_probes(confined)
+    # A link beside the data folder to a folder outside it works as its target does.
+    (confined.data_dir.parent / "datasets").symlink_to(tmp_path, target_is_directory=True)
     probes |= {
         "dataset": ["read", str(beside)],
+        "dataset through a link": [
+            "read",
+            str(confined.data_dir.parent / "datasets" / beside.name),
+        ],
         "own folder": ["write", "written.txt"],
         "resource config": ["read", "$SM_RESOURCE_CONFIG"],
     }
@@ -130,14 +136,14 @@ def test_a_confined_job_reaches_nothing_of_the_data_folder_but_its_own(confined,
         probes["signal the server"] = ["signal", str(confined.proc.pid)]
     unique, report = run_probes(api, probes)
 
-    allowed = ("dataset", "own folder", "resource config")
+    allowed = ("dataset", "dataset through a link", "own folder", "resource config")
     denied = {n: r for n, r in report.items() if n not in allowed}
     # Landlock says EACCES to a path, EXDEV to a link that would gain rights, EPERM to a
     # process outside the job.
     expected = {n: "EACCES" for n in denied} | {"secret hard-linked": "EXDEV"}
     expected |= {n: "EPERM" for n in ("trace the server", "signal the server") if n in denied}
     assert denied == expected
-    assert report["dataset"] == "ok:x,y\n1,2\n"
+    assert report["dataset"] == report["dataset through a link"] == "ok:x,y\n1,2\n"
     assert report["own folder"] == "ok:"
     assert report["resource config"].startswith('ok:{"current_host": "algo-1"')
     assert api.outputs(unique)["written.txt"] == b"written by the job"

@@ -253,31 +253,31 @@ class Sandbox:
             self._outside = []
             for path in self._outside_data_dir():
                 try:
-                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
                 except OSError as e:
                     if e.errno in (errno.EMFILE, errno.ENFILE):
                         raise SandboxError(e.errno, f"Landlock: cannot hold {path} open") from e
                     continue  # gone since it was listed
-                self._outside.append((fd, stat.S_ISDIR(os.fstat(fd).st_mode)))
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISLNK(mode):  # became a link since it was listed
+                    os.close(fd)
+                    continue
+                self._outside.append((fd, stat.S_ISDIR(mode)))
             self._outside_key = key
         return self._outside
 
     def _outside_data_dir(self) -> Iterator[str]:
-        """Every entry of each ancestor of the data folder, but the one leading to it and any
-        link whose target is the data folder, inside it or one of its ancestors."""
+        """Every entry of each ancestor of the data folder but the one leading to it, and but
+        links: a path through a link reaches what its target's own place allows, and a rule
+        for a link's target could be a rule for the data folder itself."""
         for below, ancestor in itertools.pairwise([self.data_dir, *self.ancestors]):
             try:
                 entries = list(os.scandir(ancestor))
             except OSError:
                 continue
             for entry in entries:
-                if entry.path == below:
-                    continue
-                if entry.is_symlink():
-                    target = os.path.realpath(entry.path)
-                    if _inside(target, self.data_dir) or _inside(self.data_dir, target):
-                        continue
-                yield entry.path
+                if entry.path != below and not entry.is_symlink():
+                    yield entry.path
 
     def _allow(self, ruleset: int, path: str, rights: int) -> None:
         """A rule granting `rights` beneath the folder `path`, or on the file `path`."""
