@@ -649,7 +649,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             if base is not None and layout.base(user["id"], base).touch(touch_fresh_s) is not None:
                 fields["base_package"] = base
             job = store.create_job(user["id"], job_name, fields)
-            layout.job(job["unique_job_name"]).write_env(env)
+            if env:  # read_env: {} when there is no file
+                layout.job(job["unique_job_name"]).write_env(env)
             return job
 
         job = await run_in_threadpool(create)

@@ -275,16 +275,32 @@ class JobRun:
     def _launch(self, python: str) -> None:
         job_env = self.files.read_env()
         self._original = storage.hand_out_package(self.files, self.hosts)
-        envs = [self._instance_env(inst, python, job_env) for inst in self.instances]
-
         # Each instance's process is kept as it starts: should a later one fail to start,
-        # _finish kills those that did. Confined one by one: each instance has its own disk.
-        for inst, env in zip(self.instances, envs, strict=True):
-            out, err = self._logs[inst.host]
-            self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
-            inst.proc = self.sandbox.spawn(
-                *self._instance_folders(inst, python),
-                lambda out=out, err=err, inst=inst, env=env: subprocess.Popen(
+        # _finish kills those that did.
+        for inst in self.instances:
+            self._start_instance(inst, python, self._instance_env(inst, python, job_env))
+            with contextlib.suppress(psutil.Error):
+                inst.started = psutil.Process(inst.proc.pid).create_time()
+        processes = [
+            {"host": i.host, "pid": i.proc.pid, "started": i.started}
+            for i in self.instances
+            if i.proc
+        ]
+        self.store.update_job(self.unique, processes=processes)
+
+    def _start_instance(self, inst: Instance, python: str, env: dict[str, str]) -> None:
+        """Start the instance's process from a thread of its own, which then waits for it to
+        exit (_reap): confined there (each instance has its own disk), as a confinement holds
+        for the thread that asks for it and for what it starts. Raises what starting raised."""
+        writable, readable = self._instance_folders(inst, python)
+        self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
+        out, err = self._logs[inst.host]
+        started: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+
+        def life() -> None:
+            try:
+                self.sandbox.confine_this_thread(writable, readable)
+                inst.proc = subprocess.Popen(
                     self._command(python),
                     cwd=self.files.work(inst.host),
                     env=env,
@@ -292,20 +308,17 @@ class JobRun:
                     stdout=out,
                     stderr=err,
                     start_new_session=True,
-                ),
-            )
-        for inst in self.instances:
-            assert inst.proc is not None
+                )
+            except BaseException as e:  # handed to the job's thread
+                started.put(e)
+                return
             t0 = time.monotonic()
-            with contextlib.suppress(psutil.Error):
-                inst.started = psutil.Process(inst.proc.pid).create_time()
-            threading.Thread(target=self._reap, args=(inst, t0), daemon=True).start()
-        processes = [
-            {"host": i.host, "pid": i.proc.pid, "started": i.started}
-            for i in self.instances
-            if i.proc
-        ]
-        self.store.update_job(self.unique, processes=processes)
+            started.put(None)
+            self._reap(inst, t0)
+
+        threading.Thread(target=life, name=f"{self.unique}-{inst.host}", daemon=True).start()
+        if (error := started.get()) is not None:
+            raise error
 
     def _reap(self, inst: Instance, t0: float) -> None:
         assert inst.proc is not None

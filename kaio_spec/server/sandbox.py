@@ -19,7 +19,8 @@ The same holds for pip installing a job's requirements.txt (a package's build ba
 tenant's code), which may also write the environment it installs into.
 
 A confinement applies to the thread that asks for it and to the processes it starts from then
-on, so each job's processes are started from a short-lived thread of their own (`spawn`).
+on, so each instance's process is started from a thread of its own (the one that then waits for
+it, runner.JobRun._start_instance), and pip from a short-lived one (`spawn`).
 
 The syscalls are called through ctypes: the Python bindings published so far (py-landlock 0.1,
 landlock 1.0.dev) are early releases without Landlock's signal scoping.
@@ -197,7 +198,7 @@ class Sandbox:
 
         def confined() -> None:
             try:
-                self._confine_this_thread(writable, readable)
+                self.confine_this_thread(writable, readable)
                 outcome["value"] = start()
             except BaseException as e:  # handed to the caller's thread
                 outcome["error"] = e
@@ -209,12 +210,11 @@ class Sandbox:
             raise outcome["error"]
         return outcome["value"]
 
-    # ---- Landlock ------------------------------------------------------------------------------
-
-    def _handled(self) -> int:
-        return _FS_RIGHTS.get(self.abi, _ALL_FS_RIGHTS)
-
-    def _confine_this_thread(self, writable: list[Path], readable: list[Path]) -> None:
+    def confine_this_thread(self, writable: list[Path], readable: list[Path]) -> None:
+        """Confine the calling thread, and what it starts from now on, as `spawn` says; for a
+        thread that does nothing else for the platform. Nothing when the sandbox is inactive."""
+        if not self.active:
+            return
         handled = self._handled()
         attr = _RulesetAttr(handled, 0, _SCOPE_SIGNAL if self.abi >= 6 else 0)
         size = ctypes.sizeof(_RulesetAttr) if self.abi >= 6 else 8  # older: handled_access_fs
@@ -233,6 +233,11 @@ class Sandbox:
             self._call(_SYS_RESTRICT_SELF, ruleset, 0)
         finally:
             os.close(ruleset)
+
+    # ---- Landlock ------------------------------------------------------------------------------
+
+    def _handled(self) -> int:
+        return _FS_RIGHTS.get(self.abi, _ALL_FS_RIGHTS)
 
     def _outside_entries(self) -> list[tuple[int, bool]]:
         """(O_PATH descriptor, is a folder) of each entry of _outside_data_dir, opened again
