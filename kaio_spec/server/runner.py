@@ -1,8 +1,9 @@
 """One job's run: set-up, `instance_count` processes, monitoring, and the end.
 
 Each instance is a process in its own session (so its whole process group can be signalled) and
-its own copy of the package. A waiter thread per instance reaps it with wait4 (exit status and
-resource usage, exact even for a job that lives for milliseconds) and reports to one event queue;
+its own copy of the package. A thread per instance starts it, confined (sandbox.py), then reaps
+it with wait4 (exit status and resource usage, exact even for a job that lives for milliseconds)
+and reports to one event queue;
 the monitor loop reads that queue, samples CPU and memory with psutil, and enforces stop and the
 runtime limit.
 """
