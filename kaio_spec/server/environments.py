@@ -269,7 +269,7 @@ def _build(
     # Built in place, not in a temp folder renamed: a venv's scripts hold its absolute path.
     # The READY marker, written last, is what makes it usable; a killed build is rebuilt.
     shutil.rmtree(env, ignore_errors=True)
-    env.mkdir(parents=True)  # before pip runs: a confined pip writes beneath it, nowhere else
+    env.mkdir(parents=True, exist_ok=True)  # before pip runs: a confined pip writes beneath it
     code, lines = _run_logged(
         [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(env)],
         package,
