@@ -14,12 +14,14 @@ from conftest import ServerProcess
 from server_support import Api
 
 from kaio_spec.server import auth, environments, storage
-from kaio_spec.server.sandbox import landlock_abi
+from kaio_spec.server.sandbox import confinement, landlock_abi
 from kaio_spec.server.store import DB_FILE
 
 ABI = landlock_abi()
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "specs"
-needs_landlock = pytest.mark.skipif(ABI == 0, reason="this kernel has no Landlock")
+needs_landlock = pytest.mark.skipif(
+    not confinement(True, ABI)[0], reason=f"this kernel cannot confine jobs (Landlock ABI {ABI})"
+)
 
 # Tries each access named in $PROBES ({"name": [kind, path, pid or $VARIABLE holding a path]})
 # and writes what happened to report.json: "ok:<what was read>" or the error's errno name.
