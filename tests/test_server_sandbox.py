@@ -1,5 +1,5 @@
 """Jobs confined with Landlock: a job reaches nothing of the platform's data folder but its own
-job's files, on a real server running real job processes. The --no-sandbox server beside it shows
+working folders, on a real server running real job processes. The --no-sandbox server beside it shows
 that each denial below is the sandbox's doing (the same job reads everything there)."""
 
 from __future__ import annotations
