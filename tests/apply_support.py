@@ -9,12 +9,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import requests
+import support
 
 import kaio_spec
 
@@ -221,10 +221,4 @@ def names(manifest: Path) -> set[str]:
 
 def wait_for(predicate, what: str):
     """predicate()'s first truthy value, polled; AssertionError naming `what` after WAIT_S."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
+    return support.wait_for(predicate, what, WAIT_S)

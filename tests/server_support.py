@@ -8,12 +8,12 @@ import hashlib
 import io
 import tarfile
 import textwrap
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from support import poll
 
 FINAL = ("Completed", "Failed", "Stopped")
 WAIT_S = 60.0  # a hang detector, never a timing assertion
@@ -134,22 +134,15 @@ class Api:
     def wait(
         self, unique: str, until: Callable[[dict], bool] = lambda j: j["status"] in FINAL
     ) -> dict:
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            job = self.job(unique)
-            if until(job):
-                return job
-            time.sleep(0.03)
-        raise AssertionError(f"job {unique} never got there; last seen: {job}")
+        return poll(lambda: self.job(unique), until, f"job {unique} got there", WAIT_S)
 
     def wait_for_log(self, unique: str, text: str, host: str = "algo-1") -> str:
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            log = self.get(f"/jobs/{unique}/logs", params={"host": host}).text
-            if text in log:
-                return log
-            time.sleep(0.03)
-        raise AssertionError(f"{text!r} never appeared in {unique}'s {host} log: {log!r}")
+        return poll(
+            lambda: self.get(f"/jobs/{unique}/logs", params={"host": host}).text,
+            lambda log: text in log,
+            f"{text!r} appeared in {unique}'s {host} log",
+            WAIT_S,
+        )
 
     def outputs(self, unique: str) -> dict[str, bytes]:
         r = self.get(f"/jobs/download/{unique}")

@@ -1,4 +1,5 @@
-"""Helpers shared by test modules: following a job to a state, and running the `kaio` command."""
+"""Helpers shared by test modules: waiting for something (a job's state, say), and running the
+`kaio` command."""
 
 from __future__ import annotations
 
@@ -6,27 +7,43 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from kaio_spec import catalog
 
 WAIT_S = 90.0  # a hang detector, never a timing assertion
+T = TypeVar("T")
 
 
 def ended(job: dict) -> bool:
     return catalog.is_final(job["status"])
 
 
-def wait_for_job(client, unique: str, until=ended, wait_s: float = WAIT_S) -> dict:
-    """Poll `client.get_job(unique)` until `until(job)`; AssertionError with the last job seen."""
+def poll(
+    read: Callable[[], T], until: Callable[[T], object], what: str, wait_s: float = WAIT_S
+) -> T:
+    """read()'s first value that `until` accepts, read again every 50 ms; AssertionError naming
+    `what` and the last value read after `wait_s`."""
     deadline = time.monotonic() + wait_s
-    job: dict = {}
-    while time.monotonic() < deadline:
-        job = client.get_job(unique)
-        if until(job):
-            return job
+    while True:
+        value = read()
+        if until(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"never happened: {what}; last seen: {value!r}")
         time.sleep(0.05)
-    raise AssertionError(f"{unique} never got there; last seen {job}")
+
+
+def wait_for(predicate: Callable[[], T], what: str, wait_s: float = WAIT_S) -> T:
+    """predicate()'s first truthy value, polled; AssertionError naming `what` after `wait_s`."""
+    return poll(predicate, bool, what, wait_s)
+
+
+def wait_for_job(client, unique: str, until=ended, wait_s: float = WAIT_S) -> dict:
+    """`client.get_job(unique)` polled until `until(job)`."""
+    return poll(lambda: client.get_job(unique), until, f"{unique} got there", wait_s)
 
 
 def run_kaio(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import textwrap
 from pathlib import Path
 
@@ -303,3 +304,18 @@ def test_a_link_pip_leaves_for_the_ready_marker_is_not_written_through(confined)
     assert job["status"] == "Completed", (job, log)
     assert secret_file.read_bytes() == secret  # not truncated through the link
     assert api.outputs(job["unique_job_name"])["ran.txt"] == b"ran"
+
+
+def test_the_server_may_hold_many_entries_open(server_factory):
+    # The sandbox keeps the entries beside the data folder's ancestors open: the server raises
+    # its soft limit on open files to 65536 (or the hard limit, if lower), from the usual 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, soft), hard))
+    try:
+        server = server_factory()  # inherits the low limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+    row = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    assert int(row.split()[3]) >= wanted, row

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from kaio_spec.errors import InvalidInput
 from kaio_spec.server.config import ServerConfig
-from kaio_spec.server.sandbox import confinement, landlock_abi
 
 __all__ = ["ServerConfig", "create_app", "serve"]
 
@@ -95,7 +94,7 @@ def serve(config: ServerConfig) -> None:
     url = f"http://{host}:{port}"
     _write_server_file(data_dir, {"url": url, "pid": os.getpid(), "port": port})
     print(f"kaio server: serving {url} (data in {data_dir})", file=sys.stderr, flush=True)
-    print(f"kaio server: {confinement(config.sandbox, landlock_abi())[1]}", file=sys.stderr)
+    print(f"kaio server: {app.state.scheduler.sandbox.summary}", file=sys.stderr)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

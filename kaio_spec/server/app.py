@@ -37,6 +37,7 @@ from kaio_spec.server import auth, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.states import JobStatus
+from kaio_spec.server.storage import hosts_of
 from kaio_spec.server.store import NotFound, Store, iso, now
 
 log = logging.getLogger("kaio.server")
@@ -461,9 +462,6 @@ def conditional(request: Request, body: bytes, media: str, headers: dict[str, st
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=media, headers=headers)
-
-
-hosts_of = storage.hosts_of
 
 
 # ---- the app ------------------------------------------------------------------------------------
@@ -1002,10 +1000,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             _fail_upload(job, files, 409, e)
         except storage.PackageError as e:
             _fail_upload(job, files, 400, e)
-        if job["base_package"]:
-            base_of(job).touch(
-                touch_fresh_s
-            )  # used by an upload too (and a sweep now would be harmless)
+        if job["base_package"]:  # used by an upload too (and a sweep now would be harmless)
+            base_of(job).touch(touch_fresh_s)
         store.update_job(
             job["unique_job_name"], uploaded_at=iso(now()), etag=etag, package_bytes=size
         )

@@ -461,7 +461,8 @@ class JobRun:
                 out.close()
                 err.close()
             self.files.forget_env()
-            self.files.remove_tmp()
+            if self.sandbox.private_tmp:
+                self.files.remove_tmp()
             # Outputs are in place before the status turns final: a client that sees the end
             # can list them at once.
             storage.collect_outputs(self.files, self.hosts, self._original)

@@ -144,7 +144,8 @@ class Sandbox:
     def __init__(self, data_dir: Path, enabled: bool = True):
         self.data_dir = os.path.realpath(data_dir)
         abi = landlock_abi()
-        self.abi = abi if confinement(enabled, abi)[0] else 0
+        confined, self.summary = confinement(enabled, abi)  # what the server says at start
+        self.abi = abi if confined else 0
         self._libc = _libc()
         # The data folder's ancestors, nearest first: where confined jobs create nothing.
         self.ancestors: list[str] = []

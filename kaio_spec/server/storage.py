@@ -50,6 +50,7 @@ from kaio_spec.server import auth
 
 PACKAGE = "package.tar.gz"
 LOG_NAMES = ("stdout.log", "stderr.log")
+BASE_META = "meta.json"  # a base package's size, unpacked bytes and last use
 # A base package serves jobs of any volume, so it may unpack to as much as the largest one holds:
 # more could never be used, and the bound keeps a gzip bomb off the disk.
 MAX_BASE_UNPACKED_BYTES = catalog.MAX_VOLUME_GB * 1024**3
@@ -193,7 +194,7 @@ class BaseFiles:
 
     @property
     def meta_file(self) -> Path:
-        return self.root / "meta.json"
+        return self.root / BASE_META
 
     def meta(self) -> BaseMeta:
         """BaseGone when the base package is not (or no longer) stored."""
@@ -212,7 +213,7 @@ class BaseFiles:
             if time.time() - meta.last_used < fresh_s:
                 return meta
             used = BaseMeta(meta.size, meta.unpacked_bytes, time.time())
-            _write_meta(self.root, used)
+            _write_meta(self.meta_file, used)
         except (BaseGone, FileNotFoundError):  # gone, or being deleted under us
             return None
         return used
@@ -222,12 +223,14 @@ class BaseFiles:
         return _temp_beside(self.root)
 
 
-def _write_meta(folder: Path, meta: BaseMeta) -> None:
+def _write_meta(path: Path, meta: BaseMeta) -> None:
     # Unique temp name: two presigns may mark the same base package used at once.
-    tmp = folder / f"meta.json.tmp-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+    tmp = path.with_name(
+        f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+    )
     try:
         tmp.write_text(json.dumps(meta.__dict__))
-        os.replace(tmp, folder / "meta.json")
+        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -240,7 +243,7 @@ def store_base_package(tmp: Path, base: BaseFiles, size: int) -> None:
     tree = tmp / "tree"
     tree.mkdir()  # an archive with no members still makes a (empty) base package
     _extract(tmp / PACKAGE, tree, check)
-    _write_meta(tmp, BaseMeta(size, check.total, time.time()))
+    _write_meta(tmp / BASE_META, BaseMeta(size, check.total, time.time()))
     try:
         os.replace(tmp, base.root)
     except OSError:
