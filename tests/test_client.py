@@ -95,9 +95,13 @@ def test_calls_before_login_say_so(kaio_server):
 # ---- the job lifecycle --------------------------------------------------------------------------
 
 
+# Distinctive enough that no timestamp or id in a job's record can contain it by chance.
+LR_VALUE = "0.0314159"
+
+
 def test_submit_run_and_download(client, code, tmp_path):
     result = client.submit_job(
-        directory=str(code), job_name="train-lr", env={"LR": "0.1"}, labels={"cell": "a"}
+        directory=str(code), job_name="train-lr", env={"LR": LR_VALUE}, labels={"cell": "a"}
     )
     assert result["status"] == "uploaded"
     assert result["job_name"] == "train-lr" and result["entrypoint"] == "train.py"
@@ -109,14 +113,14 @@ def test_submit_run_and_download(client, code, tmp_path):
     job = wait(client, unique)
     assert job["status"] == "Completed", job["failure_reason"]
     assert job["image_uri"] == result["image_uri"] and job["labels"] == {"cell": "a"}
-    assert "0.1" not in json.dumps(job)  # values are never echoed
+    assert LR_VALUE not in json.dumps(job)  # values are never echoed
 
     files = client.download_output(unique, tmp_path / "out")
     assert all(isinstance(p, Path) for p in files)
     names = sorted(p.relative_to(tmp_path / "out").as_posix() for p in files)
     assert names == ["logs/algo-1/stderr.log", "logs/algo-1/stdout.log", "results/metrics.json"]
     assert json.loads((tmp_path / "out/results/metrics.json").read_text()) == {
-        "lr": "0.1",
+        "lr": LR_VALUE,
         "host": "algo-1",
     }
     assert "trained" in (tmp_path / "out/logs/algo-1/stdout.log").read_text()
