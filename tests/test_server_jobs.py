@@ -24,6 +24,7 @@ def test_three_instances_see_sm_variables_and_keep_their_outputs_apart(api):
         import json, os
         seen = {k: os.environ[k] for k in ("SM_CURRENT_HOST", "SM_HOSTS", "LR")}
         seen["resource_config"] = json.load(open(os.environ["SM_RESOURCE_CONFIG"]))
+        seen["jupyter"] = os.environ.get("JUPYTER_RUNTIME_DIR")
         json.dump(seen, open("seen.json", "w"))
         open("data.txt", "a").write("changed by " + seen["SM_CURRENT_HOST"])
         print("hello from", seen["SM_CURRENT_HOST"])
@@ -51,6 +52,7 @@ def test_three_instances_see_sm_variables_and_keep_their_outputs_apart(api):
         assert seen["SM_HOSTS"] == "algo-1,algo-2,algo-3"
         assert seen["LR"] == "0.1"
         assert seen["resource_config"] == {"current_host": host, "hosts": hosts}
+        assert seen["jupyter"] is None  # a Jupyter folder is a notebook's alone
         assert outputs[f"{host}/data.txt"] == f"input\nchanged by {host}".encode()
         assert outputs[f"logs/{host}/stdout.log"] == f"hello from {host}\n".encode()
 
@@ -75,6 +77,7 @@ def test_a_notebook_runs_and_the_executed_notebook_is_an_output(api):
                 "source": [
                     "import os\n",
                     "open('from_notebook.txt', 'w').write(os.environ['SM_CURRENT_HOST'])\n",
+                    "open('runtime.txt', 'w').write(os.environ['JUPYTER_RUNTIME_DIR'])\n",
                     "print(6 * 7)",
                 ],
             }
@@ -90,6 +93,9 @@ def test_a_notebook_runs_and_the_executed_notebook_is_an_output(api):
     assert job["status"] == "Completed", job
     outputs = api.outputs(unique)
     assert outputs["from_notebook.txt"] == b"algo-1"
+    # The kernel's connection files go to the job's own Jupyter folder, not among the outputs.
+    assert outputs["runtime.txt"].decode().endswith(f"/jobs/{unique}/jupyter/algo-1")
+    assert not any(name.endswith(".json") and "kernel" in name for name in outputs)
     executed = json.loads(outputs["analysis.ipynb"])
     cell_outputs = executed["cells"][0]["outputs"]
     assert any("42" in "".join(o.get("text", "")) for o in cell_outputs), cell_outputs

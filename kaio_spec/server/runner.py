@@ -97,6 +97,7 @@ class JobRun:
         self.envs_dir = envs_dir
         self.itype = catalog.INSTANCE_TYPES[job["instance_type"]]
         self.hosts = storage.hosts_of(job)
+        self.is_notebook = job["entrypoint"].endswith(".ipynb")
         self.instances = [Instance(h, g) for h, g in zip(self.hosts, gpus, strict=True)]
         self.machine_gpus = machine_gpus
         self.alone_notice = alone_notice
@@ -222,9 +223,12 @@ class JobRun:
         return tmp
 
     def _instance_folders(self, inst: Instance, python: str) -> tuple[list[Path], list[Path]]:
-        """What an instance may write beneath (its working, Jupyter and temp folders: not its
-        logs, which the platform serves) and only read (its resource config, its Python)."""
-        writable = [self.files.work(inst.host), self.files.jupyter(inst.host)]
+        """What an instance may write beneath (its working folder, a notebook's Jupyter folder,
+        its temp folder: not its logs, which the platform serves) and only read (its resource
+        config, its Python)."""
+        writable = [self.files.work(inst.host)]
+        if self.is_notebook:
+            writable.append(self.files.jupyter(inst.host))
         if self.sandbox.private_tmp:
             writable.append(self.files.tmp(inst.host))
         readable = [self.files.config(inst.host), self.envs_dir]
@@ -246,8 +250,9 @@ class JobRun:
             SM_RESOURCE_CONFIG=str(config_file),
             PYTHONUNBUFFERED="1",  # logs can be followed while the job runs
             PYTHONDONTWRITEBYTECODE="1",  # no __pycache__ among the outputs
-            JUPYTER_RUNTIME_DIR=str(self.files.jupyter(inst.host)),
         )
+        if self.is_notebook:  # the kernel's connection files, out of the outputs
+            env["JUPYTER_RUNTIME_DIR"] = str(self.files.jupyter(inst.host))
         if self.sandbox.private_tmp:
             env["TMPDIR"] = str(self._private_tmp(inst.host))
         cuda = gpu.cuda_visible_devices(self.itype, inst.gpus, self.machine_gpus)
@@ -257,7 +262,7 @@ class JobRun:
 
     def _command(self, python: str) -> list[str]:
         entry = self.job["entrypoint"]
-        if entry.endswith(".ipynb"):
+        if self.is_notebook:
             # Executed in place: the executed notebook is a changed file, so an output. The
             # kernel is pinned to the interpreter running nbconvert (the job's environment).
             return [
@@ -294,7 +299,8 @@ class JobRun:
         exit (_reap): confined there (each instance has its own disk), as a confinement holds
         for the thread that asks for it and for what it starts. Raises what starting raised."""
         writable, readable = self._instance_folders(inst, python)
-        self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
+        if self.is_notebook:  # a folder made costs (storage.py): only where it serves
+            self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
         out, err = self._logs[inst.host]
         started: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
 
