@@ -10,7 +10,15 @@ Prints, in one run:
      the ratio is the median of each round's own (the machine's speed drifts between rounds).
 Targets (issue 3): under 1 s of overhead per trivial job; the batch within 1.5x of direct runs.
 Also printed, as what the platform costs the machine: the server process's own CPU per batch job
-(outside the timings), next to the CPU of the job's process and of this benchmark's client.
+(outside the timings), next to the CPU of the job's process and of this benchmark's client; and
+what making a new file or folder costs beside the data folder, before and after the batches.
+
+That last figure is there because the platform makes about a dozen new files and folders per
+job, and on ext4 without a journal (this project's VMs) each new one first skips over those of
+its block group deleted in the last one to six minutes (the kernel's recently_deleted check):
+right after a run whose cleanup deleted thousands, such as a previous run of this benchmark or
+a test suite, a new entry costs ten to thirty times its usual CPU and the server's CPU per job
+doubles. Compare runs only where that figure is alike.
 
 This benchmark talks HTTP through http.client over kept-alive connections, not through requests
 (kaio_spec.Client's transport): on a machine whose cores the jobs fill, the client's CPU is taken
@@ -166,6 +174,17 @@ def client_cpu_per_call(url: str, calls: int = 200) -> tuple[float, float]:
     return (t1 - t0) / calls, (time.process_time() - t1) / calls
 
 
+def new_entry_ms(parent: Path, count: int = 100) -> float:
+    """CPU milliseconds per new folder or file made under `parent` (left for the caller's
+    cleanup: deleting them here would make the next ones dearer)."""
+    probe = Path(tempfile.mkdtemp(dir=parent, prefix="probe-"))
+    t0 = time.process_time()
+    for i in range(count):
+        (probe / str(i)).mkdir()
+        (probe / str(i) / "f").touch()
+    return (time.process_time() - t0) * 1000 / (2 * count)
+
+
 def children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -205,10 +224,17 @@ def median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(row[key] for row in rows)
 
 
-def paired_ratio(platform: list[dict[str, float]], direct: list[dict[str, float]]) -> float:
-    """The median of each round's ratio: a round's batches ran back to back, so a machine that
-    speeds up or slows down between rounds moves both sides of a ratio alike."""
-    return statistics.median(p["wall"] / d["wall"] for p, d in zip(platform, direct, strict=True))
+def round_ratios(platform: list[dict[str, float]], direct: list[dict[str, float]]) -> list[float]:
+    """Each round's own ratio: a round's batches ran back to back, so a machine that speeds up
+    or slows down between rounds moves both sides of a ratio alike. Their median is the figure;
+    their range says how much the machine moved the rounds."""
+    return [p["wall"] / d["wall"] for p, d in zip(platform, direct, strict=True)]
+
+
+def ratio_text(platform: list[dict[str, float]], direct: list[dict[str, float]]) -> tuple[str, str]:
+    """The median ratio, and the range of the rounds' own."""
+    ratios = round_ratios(platform, direct)
+    return f"{statistics.median(ratios):.2f}", f"rounds {min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def main() -> None:
@@ -227,6 +253,7 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=home, prefix="benchmark-") as tmp:
         tmp = Path(tmp)
+        entry_ms = [new_entry_ms(tmp)]
         folder = tmp / "job"
         folder.mkdir()
         (folder / "train.py").write_text(SCRIPT)
@@ -252,6 +279,7 @@ def main() -> None:
                 direct.append(direct_batch(folder, args.batch))
             confined_jobs = server.api.call("GET", "/healthz")["jobs_confined"]
             per_call = client_cpu_per_call(server.url)
+            entry_ms.append(new_entry_ms(tmp))
         finally:
             server.stop()
             bare.stop()
@@ -268,10 +296,11 @@ def main() -> None:
     print(f"{args.batch} trivial jobs, two at a time (median of {args.rounds}):")
     print(f"  through the platform  {many_p:8.2f} s   (--max-instances 2, {how})")
     print(f"  direct, 2 at a time   {many_d:8.2f} s")
-    print(f"  ratio                 {paired_ratio(confined, direct):8.2f} x    (target <= 1.5 x)")
+    ratio, spread = ratio_text(confined, direct)
+    print(f"  ratio                 {ratio:>8} x    (target <= 1.5 x; {spread})")
+    ratio, spread = ratio_text(unconfined, direct)
     print(
-        f"  with --no-sandbox     {median(unconfined, 'wall'):8.2f} s   "
-        f"(ratio {paired_ratio(unconfined, direct):.2f} x)"
+        f"  with --no-sandbox     {median(unconfined, 'wall'):8.2f} s   (ratio {ratio} x; {spread})"
     )
     # On two cores that the jobs fill, everything else's CPU is time the jobs wait.
     for label, rows in (("server CPU per job", confined), ("  with --no-sandbox", unconfined)):
@@ -284,6 +313,10 @@ def main() -> None:
     print(
         f"  client CPU per call   {per_call[1] * 1000:8.2f} ms  (http.client, this benchmark's; "
         f"requests, kaio_spec.Client's: {per_call[0] * 1000:.2f} ms)"
+    )
+    print(
+        f"  a new file or folder  {entry_ms[0]:8.3f} ms  (CPU, beside the data folder, before the "
+        f"batches; after them: {entry_ms[1]:.3f} ms; the platform makes about 12 per job)"
     )
 
 
