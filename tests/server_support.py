@@ -30,6 +30,30 @@ WAIT_FOR_GO = textwrap.dedent(
 )
 
 
+# Leaves two processes behind, out of its process group: one in a session of its own, one
+# daemonised (forked twice); prints its own pid and theirs, then waits for $GO_FILE if set.
+LEAVES_HELPERS = textwrap.dedent(
+    """
+    import os, subprocess, sys, time
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    helper = subprocess.Popen(sleeper, start_new_session=True)
+    read, write = os.pipe()
+    if os.fork() == 0:
+        os.setsid()
+        daemon = os.fork()
+        if daemon == 0:
+            os.execv(sys.executable, sleeper)
+        os.write(write, str(daemon).encode())
+        os._exit(0)
+    os.close(write)
+    print("helpers", os.getpid(), helper.pid, int(os.read(read, 20)), flush=True)
+    go = os.environ.get("GO_FILE")
+    while go and not os.path.exists(go):
+        time.sleep(0.02)
+    """
+)
+
+
 def make_package(files: dict[str, str | bytes], members: list[tarfile.TarInfo] = ()) -> bytes:
     """A tar.gz of `files` (name -> content) plus raw `members` (links, devices...)."""
     buf = io.BytesIO()
@@ -190,3 +214,10 @@ def unsafe_packages(outside: Path, good: dict[str, str]) -> dict[str, bytes]:
         "not gzip": b"just some bytes, not a tar.gz",
         "truncated": make_package(good)[:40],
     }
+
+
+def helpers_of(api: Api, unique: str) -> tuple[int, list[int]]:
+    """A LEAVES_HELPERS job's own pid, and those of what it leaves behind."""
+    log = api.wait_for_log(unique, "helpers ")
+    leader, *helpers = (int(pid) for pid in log.split("helpers ")[1].split()[:3])
+    return leader, helpers

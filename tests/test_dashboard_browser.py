@@ -276,7 +276,7 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def browser(kaio_server, request):
+def browser(kaio_server, request, tmp_path_factory):
     chromium = _find("KAIO_CHROMIUM", "/usr/bin/chromium", "chromium", "chromium-browser")
     chromedriver = _find("KAIO_CHROMEDRIVER", "/usr/bin/chromedriver", "chromedriver")
     if not chromium or not chromedriver:
@@ -287,8 +287,12 @@ def browser(kaio_server, request):
     except ImportError:
         pytest.fail(f"selenium is not installed. {INSTALL_HINT}", pytrace=False)
 
-    profile = Path(tempfile.mkdtemp(prefix="kaio-chromium-"))
-    downloads = Path(tempfile.mkdtemp(prefix="kaio-downloads-"))
+    # All in this run's own folder: a fixed path such as /tmp/chromedriver.log would be another
+    # run's (another user's: chromedriver then exits at once).
+    work = tmp_path_factory.mktemp("chromium")
+    profile, downloads = work / "profile", work / "downloads"
+    profile.mkdir()
+    downloads.mkdir()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in CHROMIUM_FLAGS:
@@ -304,9 +308,7 @@ def browser(kaio_server, request):
     )
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     # A Service with an explicit path: selenium-manager never runs (it would try to download).
-    service = Service(
-        executable_path=chromedriver, log_output=str(profile.parent / "chromedriver.log")
-    )
+    service = Service(executable_path=chromedriver, log_output=str(work / "chromedriver.log"))
     try:
         driver = webdriver.Chrome(service=service, options=options)
     except Exception as e:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 
 import psutil
 import pytest
 import requests
-from server_support import WAIT_FOR_GO, Api
+from server_support import LEAVES_HELPERS, WAIT_FOR_GO, Api, helpers_of
+from support import wait_for
 
 
 @pytest.fixture
@@ -184,6 +187,31 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_what_a_job_leaves_behind_is_killed_once_it_has_ended(api, tmp_path):
+    completes = api.submit({"train.py": LEAVES_HELPERS}, job_name="leaves-helpers")
+    go = tmp_path / "never"
+    runs_on = api.submit({"train.py": LEAVES_HELPERS}, job_name="runs-on", env={"GO_FILE": str(go)})
+    # The same job name under another platform's mark (another data folder's server).
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    foreign = subprocess.Popen(
+        sleeper, env={**os.environ, "KAIO_JOB_RUN": f"{'0' * 16}:{completes}"}
+    )
+    try:
+        left, running = helpers_of(api, completes)[1], helpers_of(api, runs_on)[1]
+        assert api.wait(completes)["status"] == "Completed"
+        wait_for(lambda: not any(map(_alive, left)), f"{left}, left behind, were killed")
+        # The scan that killed them left alone the helpers of a job still running, and what
+        # another platform's job started.
+        assert all(map(_alive, running)) and foreign.poll() is None
+
+        assert api.post(f"/jobs/{runs_on}/stop").status_code == 200
+        assert api.wait(runs_on)["status"] == "Stopped"
+        wait_for(lambda: not any(map(_alive, running)), f"{running}, left behind, were killed")
+    finally:
+        foreign.kill()
+        foreign.wait()
 
 
 def test_a_job_that_reaches_its_runtime_limit_is_stopped(api, tmp_path):

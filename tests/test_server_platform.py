@@ -10,7 +10,8 @@ from datetime import datetime
 import psutil
 import pytest
 import requests
-from server_support import WAIT_FOR_GO, Api, make_package, make_wheel
+from server_support import LEAVES_HELPERS, WAIT_FOR_GO, Api, helpers_of, make_package, make_wheel
+from support import wait_for
 
 from kaio_spec.server.store import Store
 
@@ -188,15 +189,17 @@ def test_after_sigkill_and_restart_jobs_and_keys_survive(server_factory, tmp_pat
     assert api.wait(finished)["status"] == "Completed"
     listed = api.get(f"/jobs/download/{finished}").json()["output_files"]
     running = api.submit(
-        {"train.py": WAIT_FOR_GO}, job_name="running", env={"GO_FILE": str(tmp_path / "never")}
+        {"train.py": LEAVES_HELPERS}, job_name="running", env={"GO_FILE": str(tmp_path / "never")}
     )
-    pid = int(api.wait_for_log(running, "ready").split()[1])
+    pid, helpers = helpers_of(api, running)
     queued = api.submit({"train.py": "open('after.txt', 'w').write('ran')"}, job_name="queued")
     assert api.job(queued)["status"] == "Pending"
     waiting_upload = api.presign(job_name="upload-later")
 
     server.kill()
-    assert _alive(pid)  # the instance outlived the server, as a container would
+    assert _alive(pid) and all(
+        map(_alive, helpers)
+    )  # they outlived the server, as a container would
     server.start()
 
     api = Api(server.url, key)  # the key survived
@@ -208,6 +211,8 @@ def test_after_sigkill_and_restart_jobs_and_keys_survive(server_factory, tmp_pat
     crashed = api.wait(running)
     assert crashed["status"] == "Failed" and "platform restarted" in crashed["failure_reason"]
     assert not _alive(pid)  # and the leftover process was killed
+    # What it left out of its process group too: the restarted server knows its predecessor's.
+    wait_for(lambda: not any(map(_alive, helpers)), f"{helpers}, left behind, were killed")
     requeued = api.wait(queued)
     assert requeued["status"] == "Completed"
     assert api.outputs(queued)["after.txt"] == b"ran"

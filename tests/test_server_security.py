@@ -309,24 +309,32 @@ def test_env_values_reach_the_job_but_no_response_log_or_database(api, kaio_serv
     assert not (kaio_server.data_dir / "jobs" / unique / "env.json").exists()
 
 
-# Writes out.txt, then leaves a process behind (its own session: the job's end does not stop it)
-# that, once $GO_FILE exists, puts there instead a link to $TARGET, or a FIFO no reader could
-# get past.
-LEFT_BEHIND = textwrap.dedent(
+# Once $GO_FILE exists, puts instead of out.txt a link to $TARGET, and instead of pipe.txt a
+# FIFO no reader could get past.
+SWAP = textwrap.dedent(
     """
     import os, time
+    while not os.path.exists(os.environ["GO_FILE"]):
+        time.sleep(0.02)
+    os.remove("out.txt")
+    os.symlink(os.environ["TARGET"], "out.txt")
+    os.remove("pipe.txt")
+    os.mkfifo("pipe.txt")
+    open("swapped", "w").close()
+    """
+)
+# Writes out.txt, then leaves SWAP behind: in its own session (the job's end does not stop it),
+# started again without the platform's mark (so it is not killed as a leftover either).
+LEFT_BEHIND = textwrap.dedent(
+    f"""
+    import os, sys
     open("out.txt", "w").write("the result")
     open("pipe.txt", "w").write("the result")
     if os.fork() == 0:
         os.setsid()
         if os.fork() == 0:
-            while not os.path.exists(os.environ["GO_FILE"]):
-                time.sleep(0.02)
-            os.remove("out.txt")
-            os.symlink(os.environ["TARGET"], "out.txt")
-            os.remove("pipe.txt")
-            os.mkfifo("pipe.txt")
-            open("swapped", "w").close()
+            env = {{k: v for k, v in os.environ.items() if k != "KAIO_JOB_RUN"}}
+            os.execve(sys.executable, [sys.executable, "-c", {SWAP!r}], env)
         os._exit(0)
     """
 )

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 
 from kaio_spec import catalog
-from kaio_spec.server import environments, gpu, storage
+from kaio_spec.server import environments, gpu, leftovers, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import JobStatus
@@ -88,6 +88,7 @@ class JobRun:
         machine_gpus: list[int],
         alone_notice: bool,
         sandbox: Sandbox,
+        platform: str,
     ):
         self.job = job
         self.unique = job["unique_job_name"]
@@ -102,6 +103,7 @@ class JobRun:
         self.machine_gpus = machine_gpus
         self.alone_notice = alone_notice
         self.sandbox = sandbox
+        self.mark = leftovers.mark(platform, self.unique)  # in the environment of its processes
         self.events: queue.Queue = queue.Queue()
         self.stop_reason: str | None = None  # "user", MAX_RUNTIME_REASON or SHUTDOWN_REASON
         self.failure: str | None = None
@@ -209,6 +211,7 @@ class JobRun:
         """pip, confined like the job (it runs the package's build backends), writing only
         beneath the package (built in place) and `writable` (the environment it installs into)."""
         env = _server_env()
+        env[leftovers.MARK] = self.mark
         folders = [self.files.pkg, writable]
         if self.sandbox.private_tmp:
             folders.append(self._private_tmp("setup"))
@@ -250,6 +253,7 @@ class JobRun:
             SM_RESOURCE_CONFIG=str(config_file),
             PYTHONUNBUFFERED="1",  # logs can be followed while the job runs
             PYTHONDONTWRITEBYTECODE="1",  # no __pycache__ among the outputs
+            **{leftovers.MARK: self.mark},  # after the job's env: a job cannot unmark itself
         )
         if self.is_notebook:  # the kernel's connection files, out of the outputs
             env["JUPYTER_RUNTIME_DIR"] = str(self.files.jupyter(inst.host))

@@ -18,7 +18,7 @@ from datetime import timedelta
 import psutil
 
 from kaio_spec import catalog
-from kaio_spec.server import gpu, storage
+from kaio_spec.server import gpu, leftovers, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.runner import SHUTDOWN_REASON, JobRun, end_job, kill_group
 from kaio_spec.server.sandbox import Sandbox
@@ -50,12 +50,21 @@ class Scheduler:
         self._threads: list[threading.Thread] = []
         self._listings: dict[str, list] = {}  # oldest first
         self._listings_lock = threading.Lock()
+        self.platform = leftovers.platform_id(layout.data_dir)
+        # Set when a job ends (and at start): its left-behind processes are looked for then.
+        self._leftovers_due = threading.Event()
+        self._leftovers_due.set()  # those of the jobs a killed server ran
 
     # ---- life --------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.recover()
-        for target, name in ((self._schedule_loop, "scheduler"), (self._sweep_loop, "sweeper")):
+        loops = (
+            (self._schedule_loop, "scheduler"),
+            (self._sweep_loop, "sweeper"),
+            (self._leftovers_loop, "leftovers"),
+        )
+        for target, name in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -167,6 +176,7 @@ class Scheduler:
             self.machine_gpus,
             alone,
             self.sandbox,
+            self.platform,
         )
         self._used += len(run.instances)
         taken = {g for share in gpus for g in share}
@@ -192,6 +202,7 @@ class Scheduler:
         with self._cond:
             self._running.pop(run.unique, None)
             self._start_next()  # a job larger than the platform waits for it to be empty
+        self._leftovers_due.set()
 
     def listing(self, unique: str) -> list | None:
         """storage.list_outputs of a job that ended lately, without touching the disk; None
@@ -228,6 +239,24 @@ class Scheduler:
                 unused = True  # no readable meta.json: no presign can use it either
             if unused:
                 storage.remove_base(base)
+
+    # ---- processes jobs left behind -----------------------------------------------------------
+
+    def running_jobs(self) -> set[str]:
+        with self._cond:
+            return set(self._running)
+
+    def _leftovers_loop(self) -> None:
+        # Only after a job ended: with nothing ending, no process can have become a leftover.
+        while not self._closing.wait(leftovers.SCAN_INTERVAL_S):
+            if not self._leftovers_due.is_set():
+                continue
+            self._leftovers_due.clear()
+            try:
+                if leftovers.kill_leftovers(self.platform, self.running_jobs):
+                    self._leftovers_due.set()  # once more: what they were starting as they died
+            except Exception:
+                log.exception("killing what jobs left behind")
 
     def _sweep_loop(self) -> None:
         while not self._closing.wait(self.config.effective_sweep_interval_s):
