@@ -228,11 +228,12 @@ def test_a_clean_shutdown_fails_the_running_jobs_and_kills_them(server_factory, 
     key = server.add_user()
     api = Api(server.url, key)
     unique = api.submit(
-        {"train.py": WAIT_FOR_GO}, job_name="cut-short", env={"GO_FILE": str(tmp_path / "no")}
+        {"train.py": LEAVES_HELPERS}, job_name="cut-short", env={"GO_FILE": str(tmp_path / "no")}
     )
-    pid = int(api.wait_for_log(unique, "ready").split()[1])
+    pid, helpers = helpers_of(api, unique)
     server.stop()  # SIGTERM
     assert not _alive(pid)
+    wait_for(lambda: not any(map(_alive, helpers)), f"{helpers}, left behind, were killed")
     server.start()
     job = Api(server.url, key).job(unique)
     assert job["status"] == "Failed" and "shut down" in job["failure_reason"]
