@@ -197,9 +197,8 @@ def test_after_sigkill_and_restart_jobs_and_keys_survive(server_factory, tmp_pat
     waiting_upload = api.presign(job_name="upload-later")
 
     server.kill()
-    assert _alive(pid) and all(
-        map(_alive, helpers)
-    )  # they outlived the server, as a container would
+    # The instance and what it left outlived the server, as a container would.
+    assert _alive(pid) and all(map(_alive, helpers))
     server.start()
 
     api = Api(server.url, key)  # the key survived

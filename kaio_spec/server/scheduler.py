@@ -79,8 +79,10 @@ class Scheduler:
             run.stop(SHUTDOWN_REASON, grace_s)
         for run in runs:
             run.thread.join(grace_s + 5)
-        with contextlib.suppress(Exception):  # what they left behind goes with them
+        try:  # what they left behind goes with them
             leftovers.kill_leftovers(self.platform, lambda: set())
+        except Exception:
+            log.exception("killing what jobs left behind")
 
     def recover(self) -> None:
         """After a crash: jobs that were running failed; uploaded Pending jobs queue again."""
