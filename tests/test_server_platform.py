@@ -3,6 +3,7 @@ after SIGKILL, the retention sweep and telemetry. Each test runs its own server.
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from datetime import datetime
@@ -84,6 +85,72 @@ def test_jobs_wait_for_capacity_first_come_first_served(server_factory, tmp_path
     assert first["start b"] > last["end a"]  # b waited for a's instances to end
     assert first["start c"] > last["end b"]  # c waited for b, although it was smaller
     assert _at(jobs["c"], "InProgress") >= _at(jobs["b"], "InProgress")
+
+
+# Two GPUs, as nvidia-smi lists them and their use: a stand-in for the hardware on machines
+# without it (the server runs it as it would the real one; test_server_jobs has the real one).
+FAKE_NVIDIA_SMI = textwrap.dedent(
+    """\
+    #!/bin/sh
+    case "$*" in
+      *memory.total*) printf '0, Tesla T4, 15360\\n1, Tesla T4, 15360\\n' ;;
+      *utilization.gpu*) printf '0, 37, 1024\\n1, 0, 0\\n' ;;
+      *) exit 2 ;;
+    esac
+    """
+)
+PRINTS_ITS_GPUS = textwrap.dedent(
+    """
+    import os, time
+    print("cuda", repr(os.environ.get("CUDA_VISIBLE_DEVICES")), flush=True)
+    while not os.path.exists(os.environ["GO_FILE"]):
+        time.sleep(0.02)
+    """
+)
+
+
+def test_gpu_instances_get_a_gpu_each_and_wait_for_one(server_factory, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(FAKE_NVIDIA_SMI)
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    server = server_factory(env={"PATH": path}, max_instances=4)
+    api = Api(server.url, server.add_user())
+    go = tmp_path / "go"
+
+    def submit(name: str, instance_type: str, count: int = 1) -> str:
+        return api.submit(
+            {"train.py": PRINTS_ITS_GPUS},
+            job_name=name,
+            instance_type=instance_type,
+            instance_count=count,
+            env={"GO_FILE": str(go)},
+        )
+
+    def cuda(unique: str, host: str = "algo-1") -> str:
+        return api.wait_for_log(unique, "cuda ", host).split("cuda ")[1].split()[0]
+
+    pair = submit("pair", "ml.g4dn.xlarge", 2)  # one GPU each: both of the machine's
+    cpu = submit("cpu", "ml.m5.large")
+    third = submit("third", "ml.g4dn.xlarge")  # room for its instance, but no GPU left
+    assert {cuda(pair, "algo-1"), cuda(pair, "algo-2")} == {"'0'", "'1'"}
+    assert cuda(cpu) == "''"  # a CPU instance sees no GPU
+    assert api.job(third)["status"] == "Pending"
+    go.touch()
+    assert all(api.wait(u)["status"] == "Completed" for u in (pair, cpu, third))
+    assert cuda(third) in {"'0'", "'1'"}
+    log = api.outputs(pair)["logs/algo-1/stdout.log"].decode()
+    assert "no NVIDIA GPU" not in log
+
+    store = Store(server.data_dir)
+    try:
+        rows = {row["host"]: row for row in store.telemetry(pair)}
+    finally:
+        store.close()
+    on_gpu0 = "algo-1" if cuda(pair, "algo-1") == "'0'" else "algo-2"
+    assert rows[on_gpu0]["peak_gpu_util_percent"] == 37
+    assert rows[on_gpu0]["peak_gpu_memory_mb"] == 1024
 
 
 def test_a_queued_job_can_be_stopped_before_it_starts(server_factory, tmp_path):
