@@ -232,3 +232,42 @@ def test_a_collection_a_crash_cut_short_is_completed_on_restart(tmp_path):
 def test_jobs_are_confined_from_landlock_abi_2_unless_told_not_to(enabled, abi, confined, says):
     assert sandbox.confinement(enabled, abi)[0] is confined
     assert says in sandbox.confinement(enabled, abi)[1]
+
+
+# ---- leftovers: which processes carry a platform's mark ------------------------------------------
+
+
+def test_marked_processes_read_the_mark_wherever_it_sits_in_the_environment(tmp_path):
+    import subprocess
+    import sys
+
+    from kaio_spec.server import leftovers
+
+    platform = leftovers.platform_id(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path)
+    assert platform == leftovers.platform_id(tmp_path / "link")  # one folder, one platform
+    assert platform != leftovers.platform_id(tmp_path / "other")
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    envs = {
+        "first": {leftovers.MARK: leftovers.mark(platform, "first"), "PATH": "/usr/bin"},
+        "last": {"PATH": "/usr/bin", leftovers.MARK: leftovers.mark(platform, "last")},
+        "other platform": {leftovers.MARK: leftovers.mark(platform[:-1] + "x", "j")},
+        "a longer id": {leftovers.MARK: leftovers.mark(platform + "0", "j")},
+        "another name": {"X" + leftovers.MARK: leftovers.mark(platform, "j")},
+    }
+    procs = {name: subprocess.Popen(sleeper, env=env) for name, env in envs.items()}
+    try:
+        found = leftovers.marked_processes(platform)
+        assert {
+            pid: job for pid, job in found.items() if pid in {p.pid for p in procs.values()}
+        } == {
+            procs["first"].pid: "first",
+            procs["last"].pid: "last",
+        }
+        killed = leftovers.kill_leftovers(platform, lambda: {"first"})
+        assert killed == 1 and procs["last"].wait(10) == -9
+        assert procs["first"].poll() is None and procs["other platform"].poll() is None
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
