@@ -44,7 +44,6 @@ class Instance:
     host: str
     gpus: list[int]
     proc: subprocess.Popen | None = None
-    started: float = 0.0  # psutil create_time of the leader, to recognise it after a restart
     exit_code: int | None = None
     runtime_s: float | None = None
     cpu_seconds: float | None = None
@@ -289,14 +288,6 @@ class JobRun:
         # _finish kills those that did.
         for inst in self.instances:
             self._start_instance(inst, python, self._instance_env(inst, python, job_env))
-            with contextlib.suppress(psutil.Error):
-                inst.started = psutil.Process(inst.proc.pid).create_time()
-        processes = [
-            {"host": i.host, "pid": i.proc.pid, "started": i.started}
-            for i in self.instances
-            if i.proc
-        ]
-        self.store.update_job(self.unique, processes=processes)
 
     def _start_instance(self, inst: Instance, python: str, env: dict[str, str]) -> None:
         """Start the instance's process from a thread of its own, which then waits for it to
@@ -499,7 +490,7 @@ def end_job(
 ) -> None:
     """Move a job to `final`, with its instances' telemetry; if a stop raced in (the job is
     Stopping), it ends Stopped."""
-    fields = {"failure_reason": reason, "processes": [], "telemetry": telemetry}
+    fields = {"failure_reason": reason, "telemetry": telemetry}
     if store.transition(unique, final, **fields):
         return
     status = JobStatus(store.get_job(unique)["status"])

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
-
-import psutil
 
 from kaio_spec import catalog
 from kaio_spec.server import gpu, leftovers, storage
 from kaio_spec.server.config import ServerConfig
-from kaio_spec.server.runner import SHUTDOWN_REASON, JobRun, end_job, kill_group
+from kaio_spec.server.runner import SHUTDOWN_REASON, JobRun, end_job
 from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import RUNNING_STATUSES, JobStatus
 from kaio_spec.server.store import NotFound, Store, iso, now
@@ -51,9 +49,8 @@ class Scheduler:
         self._listings: dict[str, list] = {}  # oldest first
         self._listings_lock = threading.Lock()
         self.platform = leftovers.platform_id(layout.data_dir)
-        # Set when a job ends (and at start): its left-behind processes are looked for then.
+        # Set when a job ends: what it left behind is looked for then.
         self._leftovers_due = threading.Event()
-        self._leftovers_due.set()  # those of the jobs a killed server ran
 
     # ---- life --------------------------------------------------------------------------------
 
@@ -79,16 +76,14 @@ class Scheduler:
             run.stop(SHUTDOWN_REASON, grace_s)
         for run in runs:
             run.thread.join(grace_s + 5)
-        try:  # what they left behind goes with them
-            leftovers.kill_leftovers(self.platform, lambda: set())
-        except Exception:
-            log.exception("killing what jobs left behind")
+        self._kill_leftovers(set)  # what they left behind goes with them
 
     def recover(self) -> None:
-        """After a crash: jobs that were running failed; uploaded Pending jobs queue again."""
+        """After a crash: jobs that were running failed (all their processes killed first,
+        found by their mark: no job runs yet); uploaded Pending jobs queue again."""
         self.layout.remove_partial_uploads()
+        self._kill_leftovers(set)
         for job in self.store.jobs_with_status(*RUNNING_STATUSES):
-            kill_leftovers(job["processes"])
             files = self.layout.job(job["unique_job_name"])
             with contextlib.suppress(OSError):
                 files.forget_env()
@@ -256,11 +251,16 @@ class Scheduler:
             if not self._leftovers_due.is_set():
                 continue
             self._leftovers_due.clear()
-            try:
-                if leftovers.kill_leftovers(self.platform, self.running_jobs):
-                    self._leftovers_due.set()  # once more: what they were starting as they died
-            except Exception:
-                log.exception("killing what jobs left behind")
+            if self._kill_leftovers(self.running_jobs):
+                self._leftovers_due.set()  # once more: what they were starting as they died
+
+    def _kill_leftovers(self, running: Callable[[], set[str]]) -> int:
+        """leftovers.kill_leftovers for this platform; a failure is logged, not raised."""
+        try:
+            return leftovers.kill_leftovers(self.platform, running)
+        except Exception:
+            log.exception("killing what jobs left behind")
+            return 0
 
     def _sweep_loop(self) -> None:
         while not self._closing.wait(self.config.effective_sweep_interval_s):
@@ -268,19 +268,3 @@ class Scheduler:
                 self.sweep()
             except Exception:
                 log.exception("retention sweep")
-
-
-def kill_leftovers(processes: list[dict]) -> None:
-    """SIGKILL the process groups a killed server left behind, recognised by pgid and by having
-    started no earlier than the recorded leader (so a recycled pid is left alone)."""
-    groups = {p["pid"]: p.get("started") or 0.0 for p in processes}
-    if not groups:
-        return
-    for proc in psutil.process_iter(["pid", "create_time"]):
-        try:
-            pgid = os.getpgid(proc.info["pid"])
-        except (ProcessLookupError, PermissionError, OSError):
-            continue
-        started = groups.get(pgid)
-        if started is not None and proc.info["create_time"] + 0.01 >= started:
-            kill_group(pgid)

@@ -66,7 +66,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     uploaded_at TEXT,
     etag TEXT,
     package_bytes INTEGER,
-    processes TEXT,
     base_package TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs(user_id, submitted_at);
@@ -400,14 +399,11 @@ class Store:
         for job in jobs:
             job["env_names"] = json.loads(job["env_names"])
             job["labels"] = json.loads(job["labels"])
-            job["processes"] = json.loads(job["processes"]) if job["processes"] else []
             job["archived"] = bool(job["archived"])
             job["data_deleted"] = bool(job["data_deleted"])
         return jobs
 
     def update_job(self, unique: str, **fields: Any) -> None:
-        if "processes" in fields:
-            fields["processes"] = json.dumps(fields["processes"])
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._tx(unique) as db:
             db.execute(
@@ -437,8 +433,6 @@ class Store:
             if new.is_final:
                 fields.setdefault("end_time", at)
             fields["status"] = new.value
-            if "processes" in fields:
-                fields["processes"] = json.dumps(fields["processes"])
             sets = ", ".join(f"{k} = ?" for k in fields)
             db.execute(
                 f"UPDATE jobs SET {sets} WHERE unique_job_name = ?", (*fields.values(), unique)
