@@ -229,18 +229,26 @@ def test_a_bad_parameter_is_refused_at_its_key(tmp_path, parameter, expected):
     assert errors(tmp_path, parameter) == [expected]
 
 
-def test_a_draw_too_large_for_a_number_is_refused_at_the_parameter(tmp_path):
+@pytest.mark.parametrize(
+    ("parameter", "message"),
+    [
+        ("{distribution: q_log_normal, mu: 1000}", "too large for a number"),
+        # A finite draw, but too many steps of q: x / q is no number.
+        ("{distribution: q_normal, sigma: 1e300, q: 1e-300}", "too many steps of q (1e-300)"),
+    ],
+)
+def test_a_draw_too_large_for_a_number_is_refused_at_the_parameter(tmp_path, parameter, message):
     (tmp_path / "train.py").write_text("print('hi')\n")
     path = tmp_path / "kaio.yaml"
     path.write_text(
         "version: 1\nname: huge\njobs:\n  s:\n    sweep:\n      count: 1\n      parameters:\n"
-        "        x: {distribution: q_log_normal, mu: 1000}\n"
+        f"        x: {parameter}\n"
     )
     with pytest.raises(ManifestError) as caught:
         plan(path)
     [d] = caught.value.errors
     assert (d.line, d.dotted_path) == (8, X)
-    assert "too large for a number" in d.message
+    assert message in d.message
 
 
 # ---- golden draws --------------------------------------------------------------------------------

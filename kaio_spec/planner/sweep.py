@@ -203,7 +203,10 @@ def _quantized(form: Callable[[SweepParameter, Callable[[], float]], Any]):
 
     def q_form(p: SweepParameter, rng: Callable[[], float]) -> int | float:
         q = _arg(p, "q")
-        k = round(form(p, rng) / q)
+        x = form(p, rng)
+        if not math.isfinite(x / q):
+            raise DrawError(p.name, f"drew {x:.6E}, too many steps of q ({q}) for a number")
+        k = round(x / q)
         if isinstance(q, int) and not isinstance(q, bool):
             return k * q
         # k * q in decimal from q's shortest repr: 3 * 0.1 is 0.3, not 0.30000000000000004.
