@@ -126,7 +126,8 @@ class Matrix:
 @dataclass(frozen=True)
 class SweepParameter:
     """One sweep parameter; `distribution` is always set (inferred as W&B does when omitted).
-    Only the fields its distribution uses are meaningful (`value` for constant, and so on)."""
+    Only the fields its distribution uses are meaningful (`value` for constant, and so on); one
+    left out is None, and its draws use W&B's default for it (PARAMETER_DEFAULTS)."""
 
     name: str
     distribution: str
@@ -550,11 +551,9 @@ def _exponent_problems(dist: str, lo: float, hi: float, path: Path) -> list[Prob
     """W&B's older log forms take min and max as natural-log exponents; a bound written as the
     value itself (max: 1000 meaning 1000) overflows, so say what the form means and what to use."""
     if dist in ("log_uniform", "q_log_uniform") and hi > _MAX_EXPONENT:
-        key, value, meaning = "max", hi, "between exp(min) and exp(max)"
-        exponent = hi
+        key, value, exponent, meaning = "max", hi, hi, "between exp(min) and exp(max)"
     elif dist == "inv_log_uniform" and -lo > _MAX_EXPONENT:
-        key, value, meaning = "min", lo, "between exp(-max) and exp(-min)"
-        exponent = -lo
+        key, value, exponent, meaning = "min", lo, -lo, "between exp(-max) and exp(-min)"
     else:
         return []
     message = (
