@@ -450,6 +450,7 @@ DEFINITIONS = [
     (P("x", "beta", a=0.3, b=1), lambda x: x**0.3),
     # Beta(1, b): 1 - (1 - x)^b.
     (P("x", "beta", a=1, b=4.5), lambda x: 1 - (1 - x) ** 4.5),
+    (P("x", "uniform", min=-1.0, max=3.0), lambda x: (x + 1) / 4),
 ]
 
 
@@ -478,6 +479,7 @@ QUANTIZED = [
     ("q_log_normal", 5, None),  # q left out: 1.0
     ("q_beta", 6, 0.1),
     ("q_beta", 9, 1),  # an integer q: integer draws, 0 or 1
+    ("q_uniform", 10, 0.3),
 ]
 
 
