@@ -164,15 +164,20 @@ def test_kaio_validate_points_at_each_bad_parameter(tmp_path):
 # ---- bad parameters: each refused where it is written ------------------------------------------
 
 
-def errors(tmp_path: Path, parameter: str) -> list[str]:
-    (tmp_path / "train.py").write_text("print('hi')\n")
-    path = tmp_path / "kaio.yaml"
+def one_parameter(folder: Path, parameter: str) -> Path:
+    """A manifest whose one job sweeps parameter x (on line 8) as written."""
+    (folder / "train.py").write_text("print('hi')\n")
+    path = folder / "kaio.yaml"
     path.write_text(
-        "version: 1\nname: bad\njobs:\n  s:\n    sweep:\n      count: 2\n      parameters:\n"
+        "version: 1\nname: one\njobs:\n  s:\n    sweep:\n      count: 1\n      parameters:\n"
         f"        x: {parameter}\n"
     )
+    return path
+
+
+def errors(tmp_path: Path, parameter: str) -> list[str]:
     with pytest.raises(ManifestError) as caught:
-        load_manifest(path)
+        load_manifest(one_parameter(tmp_path, parameter))
     return [f"{d.line}:{d.column}: {d.dotted_path}: {d.message}" for d in caught.value.errors]
 
 
@@ -238,14 +243,8 @@ def test_a_bad_parameter_is_refused_at_its_key(tmp_path, parameter, expected):
     ],
 )
 def test_a_draw_too_large_for_a_number_is_refused_at_the_parameter(tmp_path, parameter, message):
-    (tmp_path / "train.py").write_text("print('hi')\n")
-    path = tmp_path / "kaio.yaml"
-    path.write_text(
-        "version: 1\nname: huge\njobs:\n  s:\n    sweep:\n      count: 1\n      parameters:\n"
-        f"        x: {parameter}\n"
-    )
     with pytest.raises(ManifestError) as caught:
-        plan(path)
+        plan(one_parameter(tmp_path, parameter))
     [d] = caught.value.errors
     assert (d.line, d.dotted_path) == (8, X)
     assert message in d.message
