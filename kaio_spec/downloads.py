@@ -29,7 +29,7 @@ from typing import Any
 
 from kaio_spec import catalog
 
-__all__ = ["MARKER", "DownloadResult", "download", "is_complete", "read_marker"]
+__all__ = ["MARKER", "DownloadResult", "download", "download_planned", "is_complete", "read_marker"]
 
 MARKER = ".kaio-download.json"
 _PARTIAL = ".kaio-partial-"
@@ -164,6 +164,9 @@ def download(client, unique_job_name: str, dest: str | os.PathLike, *, force: bo
             "unique_job_name": unique_job_name,
             "job_name": job.get("job_name"),
             "status": catalog.normalize_status(str(job.get("status"))),
+            # for `kaio results` offline: how long it ran, without asking the API again
+            "start_time": job.get("start_time"),
+            "end_time": job.get("end_time"),
             "files": files,
             "downloaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -175,6 +178,17 @@ def download(client, unique_job_name: str, dest: str | os.PathLike, *, force: bo
     if not files and job.get("data_deleted"):
         note += " (its data was deleted after the retention period)"
     return DownloadResult(unique_job_name, dest, "downloaded", files, note)
+
+
+def download_planned(client, job, unique_job_name: str) -> DownloadResult:
+    """`download()` of a planned job's attempt into its `outputs` folder, the way apply does it:
+    the folder is this job's, so an earlier attempt's download, or an older version's (same key
+    and name), is replaced; files kaio did not download are left alone."""
+    from kaio_spec.executor.observe import same_key_and_name
+
+    marker = read_marker(job.outputs) or {}
+    force = same_key_and_name(job, str(marker.get("job_name") or ""))
+    return download(client, unique_job_name, job.outputs, force=force)
 
 
 def _write_marker(folder: Path, marker: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jobs",
     "status",
     "download",
+    "results",
     "stop",
     "logs",
 )
