@@ -357,8 +357,8 @@ class Results(Sequence[dict[str, Any]]):
             import pandas
         except ImportError:
             raise InvalidInput(
-                "Results.to_pandas() needs pandas, which kaio-spec does not install: "
-                "pip install pandas"
+                "Results.to_pandas() needs pandas, which kaio-spec does not install by "
+                "itself: pip install 'kaio-spec[pandas]' (or pip install pandas)"
             ) from None
         return pandas.DataFrame(self.to_records(), columns=list(self.columns))
 

@@ -98,45 +98,60 @@ def results_command(
         render_table(table)
 
 
+PARAM_MIN = 8
+
+
 def render_table(table) -> None:
-    """A rich table: numbers right-aligned, parameters and metrics told apart by colour and
-    header, parameter columns wrapped (never the metrics) when the terminal is narrow."""
+    """A rich table: numbers right-aligned, parameters and metrics told apart by colour. On a
+    narrow terminal only the parameter columns wrap: the job columns and the metrics keep their
+    width (the lines grow longer than the terminal rather than lose a column). Piped, nothing
+    wraps."""
     from rich.console import Console
     from rich.table import Table
 
     from kaio_spec.results_table import format_value
 
+    texts = {c: [format_value(r.get(c), c) for r in table.rows] for c in table.columns}
+    natural = {c: max([len(c), *(len(t) for t in texts[c])]) for c in table.columns}
+    # a parameter wraps only past PARAM_MIN characters; the other columns never
+    least = {c: min(natural[c], PARAM_MIN) if c in table.params else natural[c] for c in natural}
     console = Console()
+    if console.is_terminal:
+        console = Console(width=max(console.width, sum(least.values()) + 2 * len(least) + 3))
+    else:
+        console = Console(width=sum(natural.values()) + 2 * len(table.columns) + 3)
     best = table.best
     grid = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
     grid.add_column("", no_wrap=True, width=1)  # the best row's mark
     for c in table.columns:
         kind = "param" if c in table.params else "metric" if c in table.metrics else "job"
-        widest = None
-        if kind == "metric":  # room for the widest value: metrics are never cut nor wrapped
-            widest = max([len(c), *(len(format_value(r.get(c), c)) for r in table.rows)])
         grid.add_column(
             c,
             justify="right" if table.is_numeric(c) else "left",
             style={"param": "cyan", "metric": "green"}.get(kind),
             header_style={"param": "bold cyan", "metric": "bold green"}.get(kind, "bold"),
-            no_wrap=kind == "metric",
+            no_wrap=kind != "param",
             overflow="fold",
-            min_width=widest,
+            min_width=least[c],
         )
-    for row in table.rows:
+    for i, row in enumerate(table.rows):
         mark = "*" if best is not None and row is best else ""
-        grid.add_row(mark, *(format_value(row.get(c), c) for c in table.columns))
+        grid.add_row(mark, *(texts[c][i] for c in table.columns))
     console.print(grid)
+    console.print(_summary_line(table), highlight=False)
+    if table.metrics or table.params:
+        console.print("[cyan]parameters[/] · [green]metrics[/]", style="dim")
+
+
+def _summary_line(table) -> str:
+    """'svc: 6 jobs (5 Completed, 1 Failed); best: svc-3 (accuracy 0.9933)'"""
     counts: dict[str, int] = {}
     for r in table.rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     said = ", ".join(f"{n} {status}" for status, n in counts.items())
     total = len(table.rows)
     line = f"{table.manifest}: {total} job{'s' if total != 1 else ''} ({said})"
-    console.print(line + (f"; {table.summary()}" if table.summary() else ""), highlight=False)
-    if table.metrics or table.params:
-        console.print("[cyan]parameters[/] · [green]metrics[/]", style="dim")
+    return line + (f"; {table.summary()}" if table.summary() else "")
 
 
 def register(main: click.Group) -> None:

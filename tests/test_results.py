@@ -1,0 +1,254 @@
+"""`kaio results FILE` and kaio_spec.results(): a sweep's cells side by side, on a real platform.
+
+One sweep is applied once for the module (6 cells of an SVC-like grid, one failing, one writing
+no metrics.json) and read back in every way a user would: the table, each output format, the
+options, Python, and results.csv after apply."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from apply_support import KAIO, kaio_env
+
+import kaio_spec
+from kaio_spec.errors import InvalidInput
+
+# accuracy per (kernel, C): None writes no metrics.json, "fail" exits 1
+TRAIN = textwrap.dedent(
+    """\
+    import json, sys
+    p = json.load(open("params.json"))
+    acc = {("linear", 0.05): None, ("linear", 0.1): 0.93, ("linear", 1): 0.95,
+           ("rbf", 0.05): 0.92, ("rbf", 0.1): 0.9933, ("rbf", 1): "fail"}[(p["kernel"], p["C"])]
+    if acc == "fail":
+        sys.exit("diverged")
+    with open("metrics.jsonl", "w") as f:
+        for step, loss in enumerate([0.9, 0.3, 0.5]):
+            f.write(json.dumps({"step": step, "loss": loss * p["C"]}) + "\\n")
+    if acc is not None:
+        json.dump({"accuracy": acc, "eval": {"f1": round(acc - 0.01, 4), "split": "test"}},
+                  open("metrics.json", "w"))
+    """
+)
+
+MANIFEST = textwrap.dedent(
+    """\
+    version: 1
+    name: svc
+    settings: {max_parallel: 6, poll_seconds: 0.3}
+    defaults:
+      directory: ./code
+      params: {seed: 7}
+    jobs:
+      svc:
+        name: "svc-{{ matrix.kernel }}-C{{ matrix.C }}"
+        sweep:
+          method: grid
+          metric: {name: accuracy, goal: maximize}
+          parameters:
+            C: {values: [1, 0.1, 0.05]}
+            kernel: {values: [linear, rbf]}
+    """
+)
+
+
+class Project:
+    def __init__(self, folder: Path, url: str, key: str):
+        self.folder, self.url, self.key = folder, url, key
+        self.manifest = folder / "kaio.yaml"
+        self.outputs = folder / "outputs" / "svc"
+
+    def kaio(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [KAIO, *args],
+            cwd=self.folder,
+            env=kaio_env(self.folder / "home", self.key),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def results(self, *args: str, offline: bool = False) -> subprocess.CompletedProcess:
+        where = ("--offline",) if offline else ("--api", self.url)
+        return self.kaio("results", "kaio.yaml", *where, *args)
+
+    def json(self, *args: str) -> dict:
+        r = self.results("-o", "json", *args)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, kaio_server) -> Project:
+    folder = tmp_path_factory.mktemp("svc")
+    (folder / "code").mkdir()
+    (folder / "code" / "train.py").write_text(TRAIN)
+    (folder / "kaio.yaml").write_text(MANIFEST)
+    (folder / "home").mkdir()
+    p = Project(folder, kaio_server.url, kaio_server.add_user())
+    applied = p.kaio("apply", "kaio.yaml", "--api", p.url, "--yes")
+    assert applied.returncode == 1, applied.stdout + applied.stderr  # one cell fails
+    assert "best: svc-rbf-C0.1 (accuracy 0.9933)" in applied.stdout
+    return p
+
+
+def by_name(doc: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in doc["rows"]}
+
+
+def test_the_best_cell_of_an_applied_sweep_and_its_values(project):
+    """The user's question after a sweep: which cell was best, and with what."""
+    doc = project.json()
+    assert doc["best"] == "svc-rbf-C0.1"
+    assert doc["metric"] == {"name": "accuracy", "goal": "maximize"}
+    # Every cell, best first, then by accuracy; the ones without it last, in plan order.
+    assert [r["name"] for r in doc["rows"]] == [
+        "svc-rbf-C0.1",
+        "svc-linear-C1",
+        "svc-linear-C0.1",
+        "svc-rbf-C0.05",
+        "svc-rbf-C1",
+        "svc-linear-C0.05",
+    ]
+    best = doc["rows"][0]
+    assert best["status"] == "Completed" and best["attempts"] == 1
+    assert best["run_time"] is not None and best["run_time"] >= 0
+    # The parameters as the job received them in params.json: defaults' and the cell's.
+    assert (best["C"], best["kernel"], best["seed"]) == (0.1, "rbf", 7)
+    # metrics.json, nested keys flattened; metrics.jsonl's last step, min and max.
+    assert (best["accuracy"], best["eval.f1"], best["eval.split"]) == (0.9933, 0.9833, "test")
+    assert best["step"] == 2 and best["loss"] == pytest.approx(0.05)
+    assert best["loss.min"] == pytest.approx(0.03) and best["loss.max"] == pytest.approx(0.09)
+    assert doc["params"] == ["C", "kernel", "seed"]
+
+    rows = by_name(doc)
+    failed = rows["svc-rbf-C1"]
+    assert failed["status"] == "Failed" and failed["attempts"] == 1
+    assert failed["accuracy"] is None and failed["loss"] is None  # nothing written
+    assert (failed["C"], failed["kernel"]) == (1, "rbf")
+    no_summary = rows["svc-linear-C0.05"]
+    assert no_summary["status"] == "Completed"
+    assert no_summary["accuracy"] is None and no_summary["loss.max"] == pytest.approx(0.045)
+
+    table = project.results()
+    assert table.returncode == 0, table.stderr
+    assert "best: svc-rbf-C0.1 (accuracy 0.9933)" in table.stdout
+    assert "svc: 6 jobs (5 Completed, 1 Failed)" in table.stdout
+    first = next(line for line in table.stdout.splitlines() if "svc-" in line)
+    assert first.startswith("*") and "svc-rbf-C0.1" in first  # the best row is marked
+
+
+def test_apply_wrote_results_csv_and_json_next_to_the_outputs(project):
+    with open(project.outputs / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    assert rows[0]["name"] == "svc-rbf-C0.1" and rows[0]["accuracy"] == "0.9933"
+    assert {r["name"]: r["status"] for r in rows}["svc-rbf-C1"] == "Failed"
+    saved = json.loads((project.outputs / "results.json").read_text())
+    assert saved["best"] == "svc-rbf-C0.1" and len(saved["rows"]) == 6
+    assert not list(project.outputs.glob(".*tmp"))  # written atomically
+
+
+def test_sort_numbers_as_numbers_and_names_naturally(project):
+    doc = project.json("--sort", "C", "--columns", "name,C")
+    assert [r["C"] for r in doc["rows"]] == [0.05, 0.05, 0.1, 0.1, 1, 1]
+    doc = project.json("--sort", "name")
+    # lr0.05 before lr0.1 before lr1: the numbers inside names compare as numbers
+    assert [r["name"] for r in doc["rows"]] == [
+        "svc-linear-C0.05",
+        "svc-linear-C0.1",
+        "svc-linear-C1",
+        "svc-rbf-C0.05",
+        "svc-rbf-C0.1",
+        "svc-rbf-C1",
+    ]
+    doc = project.json("--sort", "-accuracy")
+    assert [r["accuracy"] for r in doc["rows"]] == [0.9933, 0.95, 0.93, 0.92, None, None]
+    doc = project.json("--sort", "accuracy")  # ascending: missing values still last
+    assert [r["accuracy"] for r in doc["rows"]] == [0.92, 0.93, 0.95, 0.9933, None, None]
+
+
+def test_only_top_columns_and_only_changed(project):
+    doc = project.json("--only", "svc-rbf-*", "--top", "2")
+    assert [r["name"] for r in doc["rows"]] == ["svc-rbf-C0.1", "svc-rbf-C0.05"]
+    doc = project.json("--only-changed")
+    assert doc["params"] == ["C", "kernel"]  # seed is 7 everywhere
+    assert "seed" not in doc["rows"][0]
+    doc = project.json("--columns", "name,eval.*")
+    assert doc["columns"] == ["name", "eval.f1", "eval.split"]
+
+
+def test_csv_and_markdown(project):
+    r = project.results("-o", "csv", "--columns", "name,C,accuracy")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == ["name", "C", "accuracy"]
+    assert rows[1] == ["svc-rbf-C0.1", "0.1", "0.9933"]
+    assert rows[-1] == ["svc-linear-C0.05", "0.05", ""]  # a missing value is empty
+
+    md = project.results("-o", "md", "--columns", "name,C,accuracy").stdout
+    lines = md.splitlines()
+    assert lines[0] == "| name | C | accuracy |"
+    assert lines[1] == "| --- | ---: | ---: |"
+    assert lines[2] == "| **svc-rbf-C0.1** | 0.1 | 0.9933 |"
+    assert lines[-1] == "best: svc-rbf-C0.1 (accuracy 0.9933)"
+
+
+def test_bad_options_are_one_clear_line(project):
+    r = project.results("--sort", "acuracy")
+    assert r.returncode == 2
+    assert "--sort 'acuracy': no such column" in r.stderr and "accuracy" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = project.results("--only", "nope*")
+    assert r.returncode == 2 and "--only 'nope*': matches no job of svc" in r.stderr
+    r = project.results("--top", "0")
+    assert r.returncode == 2 and "--top 0" in r.stderr
+
+
+def test_outputs_not_on_disk_are_downloaded_first(project):
+    folder = project.outputs / "svc-linear-C1"
+    shutil.rmtree(folder)
+    doc = project.json("--no-download")
+    assert by_name(doc)["svc-linear-C1"]["accuracy"] is None
+    assert not folder.exists()
+    doc = project.json()
+    assert by_name(doc)["svc-linear-C1"]["accuracy"] == 0.95
+    assert (folder / "metrics.json").is_file()
+
+
+def test_offline_reads_what_is_on_disk(project):
+    r = project.kaio("results", "kaio.yaml", "--offline", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["best"] == "svc-rbf-C0.1"
+    rows = by_name(doc)
+    assert rows["svc-rbf-C0.1"]["attempts"] == 1  # from .kaio/state.json
+    assert rows["svc-rbf-C1"]["status"] == "Failed"  # its logs were downloaded
+
+
+def test_python_results(project, tmp_path):
+    client = kaio_spec.Client(project.url).login(project.key)
+    table = kaio_spec.results(project.manifest, client)
+    assert isinstance(table, kaio_spec.Results) and len(table) == 6
+    assert table.best["name"] == "svc-rbf-C0.1" and table.best["accuracy"] == 0.9933
+    assert table.summary() == "best: svc-rbf-C0.1 (accuracy 0.9933)"
+    assert [r["name"] for r in table.sorted("-C").top(2)] == ["svc-linear-C1", "svc-rbf-C1"]
+    table.to_csv(tmp_path / "r.csv")
+    assert (tmp_path / "r.csv").read_text().splitlines()[1].startswith("svc,svc-rbf-C0.1,")
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(InvalidInput, match=r"pip install 'kaio-spec\[pandas\]'"):
+            table.to_pandas()
+    else:
+        frame = table.to_pandas()
+        assert frame["name"].iloc[0] == "svc-rbf-C0.1"
+        assert frame["accuracy"].max() == 0.9933
