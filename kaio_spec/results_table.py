@@ -74,13 +74,6 @@ def natural_key(text: str) -> tuple:
     )
 
 
-def sort_key(value: Any) -> tuple:
-    """Numbers before text, each in its own order; missing (None, NaN) handled by the caller."""
-    if _is_number(value):
-        return (0, float(value), ())
-    return (1, 0.0, natural_key(str(value)))
-
-
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -246,17 +239,22 @@ class Results(Sequence[dict[str, Any]]):
         """Sorted by column `by` ("-name": descending), or by the declared metric (best first)
         when None; rows without a value last, ties in plan order."""
         if by is None:
-            if self.metric is None:
-                return self
+            if self.metric is None or self.metric.name not in self.columns:
+                return self  # nothing declared, or no job wrote it yet: plan order
             by = ("-" if self.metric.maximize else "") + self.metric.name
         descending = by.startswith("-")
         column = by[1:] if descending else by
         self._check_columns([column], "--sort")
-        present = [r for r in self.rows if not _missing(r.get(column))]
-        absent = [r for r in self.rows if _missing(r.get(column))]
-        # reverse=True keeps equal rows in their order too: ties stay in plan order
-        present.sort(key=lambda r: sort_key(r[column]), reverse=descending)
-        return self._with(present + absent)
+        groups: tuple[list, list, list] = ([], [], [])  # numbers, text, missing
+        for r in self.rows:
+            value = r.get(column)
+            groups[2 if _missing(value) else 0 if _is_number(value) else 1].append(r)
+        numbers, texts, absent = groups
+        # numbers, then text, then missing values, whichever the direction; reverse=True keeps
+        # equal rows in their order too, so ties stay in plan order
+        numbers.sort(key=lambda r: float(r[column]), reverse=descending)
+        texts.sort(key=lambda r: natural_key(str(r[column])), reverse=descending)
+        return self._with(numbers + texts + absent)
 
     def only(self, pattern: str) -> Results:
         """The rows whose key or name matches the fnmatch pattern (a plain key or name too)."""

@@ -252,3 +252,128 @@ def test_python_results(project, tmp_path):
         frame = table.to_pandas()
         assert frame["name"].iloc[0] == "svc-rbf-C0.1"
         assert frame["accuracy"].max() == 0.9933
+
+
+# ---- what is on disk, read offline: edge cases of the metrics files and of ranking ------------
+
+
+def synthetic(folder: Path, metric: str, values: dict[str, dict[str, str]]) -> Path:
+    """A grid sweep over `x` whose jobs' outputs are already downloaded: values[x] maps a file
+    name to its text. The markers are what `kaio download` writes."""
+    xs = ", ".join(json.dumps(x) for x in values)
+    (folder / "code").mkdir(exist_ok=True)
+    (folder / "code" / "train.py").write_text("")
+    manifest = folder / "kaio.yaml"
+    manifest.write_text(
+        "version: 1\nname: edge\ndefaults: {directory: ./code}\njobs:\n  t:\n"
+        '    name: "t-{{ matrix.x }}"\n'
+        f"    metric: {metric}\n"
+        f"    sweep: {{method: grid, parameters: {{x: {{values: [{xs}]}}}}}}\n"
+    )
+    for job in kaio_spec.plan(manifest):
+        files = values[str(job.matrix["x"])]
+        job.outputs.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            path = job.outputs / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        marker = {"unique_job_name": f"u-{job.name}", "status": "Completed", "files": list(files)}
+        (job.outputs / ".kaio-download.json").write_text(json.dumps(marker))
+    return manifest
+
+
+def test_ties_keep_plan_order_and_name_the_others_and_nan_is_never_best(tmp_path):
+    manifest = synthetic(
+        tmp_path,
+        "{name: acc, goal: maximize}",
+        {
+            "a": {"metrics.json": '{"acc": 0.8}'},
+            "b": {"metrics.json": '{"acc": 0.9}'},
+            "c": {"metrics.json": '{"acc": NaN}'},
+            "d": {"metrics.json": '{"acc": 0.9}'},
+            "e": {"metrics.json": '{"acc": "n/a"}'},
+        },
+    )
+    table = kaio_spec.results(manifest, offline=True)
+    assert [r["name"] for r in table] == ["t-b", "t-d", "t-a", "t-e", "t-c"]
+    assert table.best["name"] == "t-b"
+    assert table.summary() == "best: t-b (acc 0.9, tied with t-d)"
+    assert json.loads(json.dumps(table.to_json()))["rows"][-1]["acc"] == "nan"
+
+
+def test_minimize_and_no_value_anywhere(tmp_path):
+    manifest = synthetic(
+        tmp_path,
+        "{name: loss}",  # W&B's default goal: minimize
+        {"1": {"metrics.json": '{"loss": 0.5}'}, "2": {"metrics.json": '{"loss": 0.25}'}},
+    )
+    assert kaio_spec.results(manifest, offline=True).best["name"] == "t-2"
+    other = tmp_path / "none"
+    other.mkdir()
+    manifest = synthetic(other, "{name: loss}", {"1": {"other.txt": "x"}})
+    table = kaio_spec.results(manifest, offline=True)
+    assert table.best is None
+    assert table.summary() == "best: none yet (no completed job has a number for loss)"
+
+
+def test_jsonl_cut_lines_bad_files_and_several_instances(tmp_path):
+    manifest = synthetic(
+        tmp_path,
+        "{name: loss}",
+        {
+            # a job killed mid-write: the cut last line is skipped, the rest counts
+            "cut": {"metrics.jsonl": '{"loss": 3}\n\n{"loss": 1, "lr": 0.1}\n{"loss": 0.'},
+            "bad": {"metrics.json": "{not json"},
+            "list": {"metrics.json": "[1, 2]"},
+            # several instances: the first host's, as the dashboard reads them
+            "multi": {"algo-2/metrics.json": '{"loss": 9}', "algo-1/metrics.json": '{"loss": 2}'},
+        },
+    )
+    table = kaio_spec.results(manifest, offline=True)
+    rows = {r["name"]: r for r in table}
+    assert (rows["t-cut"]["loss"], rows["t-cut"]["loss.min"], rows["t-cut"]["loss.max"]) == (
+        1,
+        1,
+        3,
+    )
+    assert rows["t-cut"]["lr"] == 0.1
+    assert rows["t-multi"]["loss"] == 2
+    assert rows["t-bad"]["loss"] is None and rows["t-bad"]["status"] == "Completed"
+    problems = "\n".join(table.problems)
+    assert "t-cut:" in problems and "1 line(s) that are not JSON objects skipped" in problems
+    assert "t-bad:" in problems and "not JSON" in problems
+    assert "t-list:" in problems and "holds a list, not an object" in problems
+
+
+def test_a_metric_named_like_a_parameter_gets_its_own_column(tmp_path):
+    manifest = synthetic(
+        tmp_path,
+        "{name: x, goal: maximize}",
+        {"1": {"metrics.json": '{"x": 5}'}, "2": {"metrics.json": '{"x": 7}'}},
+    )
+    table = kaio_spec.results(manifest, offline=True)
+    assert table.params == ("x",) and table.metrics == ("metrics.x",)
+    assert table.best["name"] == "t-2" and table.best["x"] == "2" and table.best["metrics.x"] == 7
+
+
+def test_offline_without_downloads_says_not_submitted(tmp_path):
+    manifest = synthetic(tmp_path, "{name: x}", {"1": {}})
+    for job in kaio_spec.plan(manifest):
+        shutil.rmtree(job.outputs)
+    (row,) = kaio_spec.results(manifest, offline=True)
+    assert (row["status"], row["attempts"], row["x"]) == ("NotSubmitted", 0, "1")
+
+
+def test_metric_is_checked_by_validate_and_is_not_part_of_identity(tmp_path):
+    manifest = synthetic(tmp_path, "{name: acc, goal: maximize}", {"1": {}})
+    before = [j.job_name for j in kaio_spec.plan(manifest)]
+    text = manifest.read_text()
+    manifest.write_text(text.replace("goal: maximize", "goal: minimize"))
+    assert [j.job_name for j in kaio_spec.plan(manifest)] == before
+    manifest.write_text(text.replace("goal: maximize", "goal: highest"))
+    r = subprocess.run(
+        [KAIO, "validate", str(manifest)], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 2
+    assert "kaio.yaml:7:31: jobs.t.metric.goal:" in r.stderr
+    assert "maximize" in r.stderr and "Traceback" not in r.stderr
