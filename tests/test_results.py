@@ -241,6 +241,10 @@ def test_python_results(project, tmp_path):
     assert table.best["name"] == "svc-rbf-C0.1" and table.best["accuracy"] == 0.9933
     assert table.summary() == "best: svc-rbf-C0.1 (accuracy 0.9933)"
     assert [r["name"] for r in table.sorted("-C").top(2)] == ["svc-linear-C1", "svc-rbf-C1"]
+    status = kaio_spec.status(project.manifest, client)
+    assert {j["name"]: j["status"] for j in status["jobs"]}["svc-rbf-C1"] == "Failed"
+    (got,) = kaio_spec.download(project.manifest, client, only="svc-rbf-C0.1")
+    assert got["outcome"] == "already" and "metrics.json" in got["files"]
     table.to_csv(tmp_path / "r.csv")
     assert (tmp_path / "r.csv").read_text().splitlines()[1].startswith("svc,svc-rbf-C0.1,")
     try:
