@@ -146,9 +146,7 @@ async function signInWithLink(code) {
   }
   const before = session.token ? { token: session.token, project: session.project } : null;
   if (before && !(await mayReplace(before.project, login.project))) {
-    signOutOnServer(login.access_token);
-    route();
-    notice(`The sign-in link was not used: this tab stays signed in as ${nameOf(before.project)}.`);
+    signOutOnServer(login.access_token); // the tab stays as it was
     return;
   }
   if (before) signOutOnServer(before.token);
@@ -189,19 +187,21 @@ document.getElementById("signout").addEventListener("click", () => {
   route();
 });
 
-// A sign-in link pasted into an open tab arrives as a hash change, not as a page load.
-function takeSignInLink() {
+// A sign-in link pasted into an open tab arrives as a hash change, not as a page load; the tab
+// then keeps showing what it showed (`back`, the previous address) while the link is used.
+function takeSignInLink(back = "#/jobs") {
   const link = /^#signin=([A-Za-z0-9_-]{1,512})$/.exec(location.hash);
   if (!link) return false;
   // Out of the address bar and of this history entry before anything else happens.
-  history.replaceState(null, "", `${location.pathname}${location.search}#/jobs`);
+  const to = session.token && back && !back.startsWith("#signin=") ? back : "#/jobs";
+  history.replaceState(null, "", `${location.pathname}${location.search}${to}`);
   signInWithLink(link[1]);
   return true;
 }
 
-window.addEventListener("hashchange", () => {
+window.addEventListener("hashchange", (event) => {
   notice("");
-  if (takeSignInLink()) return;
+  if (takeSignInLink(new URL(event.oldURL).hash)) return;
   route();
   main.focus();
 });
