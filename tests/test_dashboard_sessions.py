@@ -226,7 +226,8 @@ def test_a_bad_public_url_is_refused_with_exit_2(tmp_path, value):
         timeout=60,
     )
     assert r.returncode == 2, r.stderr
-    assert "--public-url" in r.stderr and "Traceback" not in r.stderr
+    assert "--public-url" in r.stderr and repr(value) in r.stderr  # names the value, says why
+    assert "Traceback" not in r.stderr
 
 
 # ---- nothing from elsewhere -------------------------------------------------------------------

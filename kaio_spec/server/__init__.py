@@ -1,7 +1,9 @@
 """The local Kaio platform: the API of PROTOCOL.md over SQLite and local disk, jobs as processes.
 
 app.py          routes and error handling (create_app)
-auth.py         API keys, the server secret, JWTs
+auth.py         API keys, the server secret, JWTs and the ids of signed-out ones
+headers.py      no-store and nosniff on every answer that sets none of its own
+apidocs.py      Swagger UI's files for /docs, from a pinned package
 store.py        SQLite: users, keys, jobs, status history, telemetry
 storage.py      a job's folder, presigned URLs, package checks, outputs
 scheduler.py    queue and capacity, restart recovery, retention sweep
