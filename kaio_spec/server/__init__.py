@@ -97,6 +97,12 @@ def serve(config: ServerConfig) -> None:
     _write_server_file(data_dir, {"url": url, "pid": os.getpid(), "port": port})
     print(f"kaio server: serving {url} (data in {data_dir})", file=sys.stderr, flush=True)
     print(f"kaio server: {app.state.scheduler.sandbox.summary}", file=sys.stderr)
+    if config.public_url is None and config.host in ("0.0.0.0", "::", ""):
+        print(
+            f"kaio server: presigned URLs name {config.base_url}, which other machines cannot "
+            "reach; pass --public-url with the address they use",
+            file=sys.stderr,
+        )
     server = uvicorn.Server(
         uvicorn.Config(
             app,

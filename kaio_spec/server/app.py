@@ -883,7 +883,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     def api_docs_asset(name: str, request: Request):
         return dashboard_file(name, request, swagger)
 
-    @app.post("/logout", tags=["local"], status_code=204, response_class=Response)
+    @app.post("/logout", tags=["local"], status_code=204, response_class=Response, responses=ERRORS)
     def logout(user: User):
         """Sign the caller's token out: it is refused from now until it would have expired
         (other tokens of the same key go on working). The dashboard's Sign out calls this."""
