@@ -156,6 +156,7 @@ def test_the_sign_in_page_says_how_to_get_a_link(browser):
     browser.reset()
     hint = browser.text("#signin-hint")
     assert "Run kaio dashboard" in hint and "new tab starts signed out" in hint
+    browser.screenshot("sign-in")
 
 
 # ---- 3. nothing third-party on the origin -----------------------------------------------------
