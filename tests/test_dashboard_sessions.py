@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from server_support import Api
+from support import run_kaio
 
 from kaio_spec.server import auth
 
@@ -262,3 +263,18 @@ def test_no_page_of_the_origin_references_another_host(kaio_server):
             assert asset.headers["content-security-policy"] == r.headers["content-security-policy"]
         assert not re.search(r"(?i)https?://|cdn", r.text), page
     assert requests.get(url + "/openapi.json", timeout=10).json()["paths"]
+
+
+def test_kaio_dashboard_signs_its_own_token_out(server_factory, tmp_path):
+    """The command logs in only to make the link: its token is signed out once the link is made,
+    and the link still signs the tab in."""
+    server = server_factory()
+    key = server.add_user()
+    env = {"KAIO_HOME": str(tmp_path / "home"), "KAIO_API_KEY": key}
+    result = run_kaio("dashboard", "--no-browser", "--api", server.url, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = (server.data_dir / auth.REVOKED_FILE).read_text().splitlines()
+    assert len(lines) == 1
+    code = result.stdout.strip().rsplit("#signin=", 1)[1]
+    r = requests.post(server.url + "/login/link", json={"code": code}, timeout=10)
+    assert r.status_code == 200 and jobs_status(server.url, r.json()["access_token"]) == 200
