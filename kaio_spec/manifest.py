@@ -54,7 +54,7 @@ __all__ = [
 
 # A job's fields when neither the job nor `defaults` sets them: the seed client's defaults.
 # framework, framework_version and max_runtime_hours have none (detected or left to the
-# platform); env and params are absent unless given (params then defaults to the matrix cell).
+# platform); env and params are absent unless given (the planner adds the cell to params).
 JOB_DEFAULTS: Mapping[str, Any] = {
     "directory": ".",
     "entrypoint": "train.py",

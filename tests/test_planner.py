@@ -69,7 +69,8 @@ def test_the_issue_example_plans_to_the_documented_shape():
             "framework_version": "2.1.0",
             "max_runtime_hours": 2,
             "env": {"DATASET": "cifar10"},
-            "params": {"lr": 0.1},
+            # the cell's values, then the job's own params (issue 13: a cell is never lost)
+            "params": {"lr": 0.1, "batch_size": 32},
             "retries": 1,
         },
         "action": "create",

@@ -336,8 +336,7 @@ class _Planner:
         outputs_tpl = self._compile(("settings", "outputs"), self.m.settings.outputs, False)
         if not compiled_ok or outputs_tpl is None:
             return []
-        swept = job.matrix is not None or job.sweep is not None
-        own_params = "params" in job.fields
+        own_params = frozenset(job.fields.get("params") or ())
         copy_env = any(p[0] == "env" for p, _, _ in sites)
         copy_params = any(p[0] == "params" for p, _, _ in sites)
         out = []
@@ -375,10 +374,7 @@ class _Planner:
             outputs = self._render(job, cell, ("settings", "outputs"), outputs_tpl, context)
             if not ok or outputs is _FAILED:
                 continue
-            params = spec.get("params") or {}
-            if swept and not own_params:
-                params = {**params, **cell.values}
-            spec["params"] = params
+            spec["params"] = _merged_params(spec.get("params") or {}, cell.values, own_params)
             spec["env"] = spec.get("env") or {}
             out.append(_Rendered(job, index, cell, name, spec, outputs))
         return out
@@ -577,6 +573,20 @@ class _Planner:
         if r.job.matrix is None and r.job.sweep is None:
             return label
         return f"{label}[{r.index}] ({self._describe(r.job, r.cell)})"
+
+
+def _merged_params(
+    rendered: dict[str, Any], cell: dict[str, Any], own: frozenset[str]
+) -> dict[str, Any]:
+    """params.json: defaults.params <- the cell's values <- the job's own params, later winning
+    (`rendered` holds defaults.params and the job's params already merged and rendered; `own`
+    names the job's keys). A cell value is always there unless the job sets that key itself."""
+    if not cell:
+        return rendered
+    merged = {k: v for k, v in rendered.items() if k not in own}
+    merged.update(cell)
+    merged.update((k, rendered[k]) for k in rendered if k in own)
+    return merged
 
 
 def _fixed_root(template: str) -> str:
