@@ -32,7 +32,7 @@ from kaio_spec.manifest import JobDef, Manifest, load_manifest
 from kaio_spec.planner.identity import identity_digest
 from kaio_spec.planner.identity import job_name as make_job_name
 from kaio_spec.planner.jobs import SPEC_KEYS, Plan, PlannedJob
-from kaio_spec.planner.matrix import Cell, TooManyCells, expand_matrix
+from kaio_spec.planner.matrix import Cell, TooManyCells, count_cells, expand_matrix
 from kaio_spec.planner.sweep import DrawError, cell_seed, grid, grid_size, random_draws
 from kaio_spec.planner.templates import (
     Namespace,
@@ -45,8 +45,9 @@ from kaio_spec.planner.templates import (
 from kaio_spec.planner.values import NotJSON, canonical_json, to_json_value, written
 from kaio_spec.schema import is_template
 from kaio_spec.validation import FieldError, check_env
+from kaio_spec.yamlpos import Location
 
-__all__ = ["plan"]
+__all__ = ["check", "plan"]
 
 # Fields that are strings by nature: a template there renders to text, whatever it computes.
 _TEXT_FIELDS = frozenset(
@@ -68,6 +69,19 @@ def plan(source: str | os.PathLike[str] | Manifest) -> Plan:
     value, two jobs with one name, job_name or outputs folder."""
     manifest = source if isinstance(source, Manifest) else load_manifest(source)
     return _Planner(manifest).run()
+
+
+def check(source: str | os.PathLike[str]) -> list[Diagnostic]:
+    """Every error `plan` would raise, without reading the jobs' folders (nothing is hashed):
+    the schema and the manifest's rules, the job count against max_jobs, every template
+    compiled and rendered for every cell (names checked against the context), rendered values
+    validated, duplicate names and outputs folders. Empty when the manifest is valid. This is
+    what `kaio validate` runs."""
+    try:
+        _Planner(load_manifest(source), hash_folders=False).run()
+    except ManifestError as e:
+        return e.errors
+    return []
 
 
 # ---- the planner ---------------------------------------------------------------------------
@@ -139,8 +153,9 @@ def _plain_name(text: str) -> str:
 
 
 class _Planner:
-    def __init__(self, manifest: Manifest):
+    def __init__(self, manifest: Manifest, *, hash_folders: bool = True):
         self.m = manifest
+        self.hash_folders = hash_folders  # False: check only (job_names are then not real)
         self.doc = manifest.document
         self.folder = str(manifest.folder)
         self.errors: list[Diagnostic] = []
@@ -154,13 +169,25 @@ class _Planner:
 
     # -- errors --
 
-    def error(self, path: tuple, message: str, *, key: bool = False, once: Any = None) -> None:
-        """Record an error at `path`, once per (path, `once` or message)."""
+    def error(
+        self,
+        path: tuple,
+        message: str,
+        *,
+        key: bool = False,
+        once: Any = None,
+        at: tuple[int, int] | None = None,
+    ) -> None:
+        """Record an error at `path` (at line and column `at` when given), once per (path,
+        `once` or message)."""
         mark = (path, message if once is None else once)
         if mark in self._reported:
             return
         self._reported.add(mark)
-        self.errors.append(self.m.diagnostic(path, message, key=key))
+        if at is None:
+            self.errors.append(self.m.diagnostic(path, message, key=key))
+        else:
+            self.errors.append(Diagnostic(self.doc.file, at[0], at[1], tuple(path), message))
 
     def fail_if_errors(self) -> None:
         if self.errors:
@@ -173,8 +200,9 @@ class _Planner:
         rendered: list[_Rendered] = []
         for key, job in self.m.jobs.items():
             rendered.extend(self._render_job(job, self._with_sweep(job, cells[key])))
-        self.fail_if_errors()
-        jobs = self._identify(rendered)
+        # Names are checked whatever failed to render (the cells that did), so that one run
+        # reports both; folders are hashed only for a plan that can still succeed.
+        jobs = self._identify(rendered, hash_folders=self.hash_folders and not self.errors)
         self.fail_if_errors()
         return Plan(self.m, tuple(jobs))
 
@@ -193,7 +221,7 @@ class _Planner:
                 else:
                     cells = [Cell({}, {})]
             except TooManyCells:
-                self._too_many(job, total, max_jobs)
+                self._too_many(job, total, max_jobs, factor)
                 self.fail_if_errors()
             if not cells:
                 self.error(
@@ -205,14 +233,18 @@ class _Planner:
             out[key] = cells
         return out
 
-    def _too_many(self, job: JobDef, before: int, max_jobs: int) -> None:
+    def _too_many(self, job: JobDef, before: int, max_jobs: int, factor: int) -> None:
         written_limit = self.doc.source_text(("settings", "max_jobs")) is not None
-        limit = f"settings.max_jobs ({'' if written_limit else 'default '}{max_jobs})"
-        if before:
-            message = f"with the {before} jobs before it, this job makes more jobs than {limit}"
+        limit = f"settings.max_jobs is {max_jobs}{'' if written_limit else ' (the default)'}"
+        cells = 1 if job.matrix is None else count_cells(job.matrix)
+        if cells is None:
+            makes = "makes more jobs than can be counted"
         else:
-            message = f"this job makes more jobs than {limit}"
-        self.error(job.path, message + "; raise max_jobs or make fewer combinations", key=True)
+            makes = f"makes {cells * factor} job{'s' if cells * factor != 1 else ''}"
+            if before:
+                makes += f", {before + cells * factor} with the {before} before it"
+        message = f"this job {makes}; {limit}; raise max_jobs or make fewer combinations"
+        self.error(job.path, message, key=True)
 
     def _with_sweep(self, job: JobDef, cells: list[Cell]) -> list[Cell]:
         sweep = job.sweep
@@ -309,7 +341,10 @@ class _Planner:
         try:
             return compile_template(source, native)
         except RenderError as e:
-            self.error(where, str(e))
+            at = None
+            if e.offset is not None and self.doc.value(where) == source:
+                at = _inside_scalar(self.m.path, self.doc.locations.get(where), source, e.offset)
+            self.error(where, str(e), at=at)
             return None
 
     def _site_path(self, job: JobDef, spec_path: tuple) -> tuple:
@@ -448,7 +483,7 @@ class _Planner:
         self._hashes[cache_key] = digest
         return digest
 
-    def _identify(self, rendered: list[_Rendered]) -> list[PlannedJob]:
+    def _identify(self, rendered: list[_Rendered], hash_folders: bool) -> list[PlannedJob]:
         jobs: list[PlannedJob] = []
         by_name: dict[str, _Rendered] = {}
         by_job_name: dict[str, _Rendered] = {}
@@ -462,7 +497,11 @@ class _Planner:
             exclude = excludes.get(directory)
             if exclude is None:
                 exclude = excludes[directory] = _inside(directory, downloads)
-            content = self._content_hash(job, directory, r.spec["entrypoint"], exclude)
+            content = (
+                self._content_hash(job, directory, r.spec["entrypoint"], exclude)
+                if hash_folders
+                else ""
+            )
             first = by_name.setdefault(r.name, r)
             if first is not r:
                 self._duplicate(
@@ -587,6 +626,34 @@ def _merged_params(
     merged.update(cell)
     merged.update((k, rendered[k]) for k in rendered if k in own)
     return merged
+
+
+def _inside_scalar(file: Path, loc: Location | None, value: str, offset: int) -> tuple | None:
+    """The line and column in `file` of `value[offset]`, for a string scalar written at `loc`
+    plain, quoted (with nothing escaped before `offset`) or as a literal block (`|`); None
+    when it cannot be told (the error then points at the value's start)."""
+    if loc is None:
+        return None
+    try:
+        lines = file.read_text(encoding="utf-8-sig").split("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    before = value[:offset]
+    if "\n" not in before and loc.line <= len(lines):  # on the value's first line
+        line = lines[loc.line - 1]
+        for quote in (0, 1):
+            start = loc.column - 1 + quote
+            if line[start : start + len(before)] == before:
+                return loc.line, start + len(before) + 1
+    n = before.count("\n")
+    template_line, tail = value.split("\n")[n], before.rsplit("\n", 1)[-1]
+    index = loc.line + n  # a literal block's text starts on the line after its `|`
+    if index < len(lines):
+        line = lines[index]
+        column = line.find(template_line) if template_line else -1
+        if column >= 0 and not line[:column].strip():
+            return index + 1, column + len(tail) + 1
+    return None
 
 
 def _fixed_root(template: str) -> str:
