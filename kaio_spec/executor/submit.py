@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -128,11 +128,15 @@ class Submitter:
         state: State,
         packages: PackageCache,
         on_bytes: Callable[[int], None] = lambda n: None,
+        secrets: Mapping[str, str] | None = None,
     ):
         self.client = client
         self.state = state
         self.packages = packages
         self.on_bytes = on_bytes
+        # Secret name -> value (kaio_spec.secrets.Secrets): added to a job's env in _fields, on
+        # its way to the presign, and nowhere else (the state records no env).
+        self.secrets = secrets or {}
         self._images: dict[tuple, ResolvedImage] = {}
         self._images_lock = threading.Lock()
         self._bases: dict[str, str | None] = {}  # folder's content hash -> its base's sha256
@@ -168,6 +172,10 @@ class Submitter:
         args = job.submit_arguments()
         for name in ("framework", "framework_version"):
             args.pop(name)
+        for variable, secret in job.secrets.items():
+            if secret not in self.secrets:  # read_secrets checked them all before any submit
+                raise FieldError(f"env.{variable}", f"secret {secret} was not read")
+            args["env"][variable] = self.secrets[secret]
         fields = check_job_fields(**args)
         if fields["entrypoint"] not in package.paths():
             raise FieldError("entrypoint", f"{fields['entrypoint']!r} is not in the package")

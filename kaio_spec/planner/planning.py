@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,14 +61,21 @@ _NOT_IN_NAMES = re.compile(r"[\x00-\x1f\x7f/\\]")  # control characters and path
 _FAILED = object()  # what _render returns after recording an error
 
 
-def plan(source: str | os.PathLike[str] | Manifest) -> Plan:
+def plan(
+    source: str | os.PathLike[str] | Manifest,
+    *,
+    variables: Mapping[str, Any] | None = None,
+    never_packaged: Iterable[str | os.PathLike[str]] = (),
+) -> Plan:
     """Expand a manifest (a path, or one already loaded) into its jobs, offline.
 
+    `variables` override the manifest's `vars` (--var, --var-file: variables.read_variables).
+    `never_packaged`: more files kept out of every job's package and hash (an --env-file).
     Raises ManifestError listing every problem, each positioned in the manifest: an invalid
     manifest, more jobs than settings.max_jobs, a template that fails or renders an invalid
     value, two jobs with one name, job_name or outputs folder."""
     manifest = source if isinstance(source, Manifest) else load_manifest(source)
-    return _Planner(manifest).run()
+    return _Planner(manifest, variables=variables, never_packaged=never_packaged).run()
 
 
 def check(source: str | os.PathLike[str]) -> list[Diagnostic]:
@@ -153,9 +160,17 @@ def _plain_name(text: str) -> str:
 
 
 class _Planner:
-    def __init__(self, manifest: Manifest, *, hash_folders: bool = True):
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        hash_folders: bool = True,
+        variables: Mapping[str, Any] | None = None,
+        never_packaged: Iterable[str | os.PathLike[str]] = (),
+    ):
         self.m = manifest
         self.hash_folders = hash_folders  # False: check only (job_names are then not real)
+        self.never_packaged = _never_packaged(manifest, never_packaged)
         self.doc = manifest.document
         self.folder = str(manifest.folder)
         self.errors: list[Diagnostic] = []
@@ -164,8 +179,19 @@ class _Planner:
         self._checked: dict[tuple[str, str], list[Diagnostic]] = {}
         self._hashes: dict[tuple[str, str], str | None] = {}
         self._directories: dict[str, tuple[str, str]] = {}
-        self.vars = self._wrap("vars", manifest.vars, ("vars",))
+        self.vars = self._vars(variables or {})
         self.manifest_ns = Namespace("manifest", {"name": manifest.name})
+
+    def _vars(self, overrides: Mapping[str, Any]) -> Namespace:
+        """`vars` as templates see them: the manifest's, each overridden one as given."""
+        values = {**self.m.vars, **overrides}
+        return Namespace(
+            "vars",
+            {
+                k: self._wrap(f"vars.{k}", v, None if k in overrides else ("vars", k))
+                for k, v in values.items()
+            },
+        )
 
     # -- errors --
 
@@ -496,7 +522,8 @@ class _Planner:
             directory, relative = self._directory(r.spec["directory"])
             exclude = excludes.get(directory)
             if exclude is None:
-                exclude = excludes[directory] = _inside(directory, downloads)
+                never = [*downloads, *self.never_packaged, os.path.join(directory, ".env")]
+                exclude = excludes[directory] = _inside(directory, never)
             content = (
                 self._content_hash(job, directory, r.spec["entrypoint"], exclude)
                 if hash_folders
@@ -548,6 +575,7 @@ class _Planner:
                     outputs=Path(outputs),
                     labels=_labels(manifest, job.key, r.name, cell_json),
                     package_exclude=exclude,
+                    secrets=dict(job.secrets),
                 )
             )
         return jobs
@@ -593,6 +621,8 @@ class _Planner:
             "env_names": sorted(env),
             "env_values": hashlib.sha256(canonical_json(env).encode()).hexdigest(),
             "content_hash": content,
+            # Which secrets a job gets is part of what it is; their values never are.
+            **({"secrets": sorted(r.job.secrets.items())} if r.job.secrets else {}),
         }
 
     def _duplicate(
@@ -654,6 +684,23 @@ def _inside_scalar(file: Path, loc: Location | None, value: str, offset: int) ->
         if column >= 0 and not line[:column].strip():
             return index + 1, column + len(tail) + 1
     return None
+
+
+# Manifests beside the one applied: never part of a job's package or hash, so that editing
+# one (a comment) changes no job whose folder holds it.
+_MANIFEST_NAMES = ("kaio.yaml", "kaio.yml", "*.kaio.yaml", "*.kaio.yml")
+
+
+def _never_packaged(manifest: Manifest, extra: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Files kept out of every job's package and hash: the manifest itself, every kaio.yaml and
+    *.kaio.yaml beside it, its folder's `.env` (dotenv: secrets) and `extra` (an --env-file).
+    (The `.env` at the top of each job's own folder is kept out too: _identify.)"""
+    folder = manifest.folder
+    found = {str(manifest.path), str(folder / ".env")}
+    for pattern in _MANIFEST_NAMES:
+        found.update(str(p) for p in folder.glob(pattern))
+    found.update(os.path.abspath(e) for e in extra)
+    return sorted(found)
 
 
 def _fixed_root(template: str) -> str:
