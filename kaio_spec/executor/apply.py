@@ -107,7 +107,14 @@ def execute(
             reporter.note(state.problem)
         state.set_manifest(manifest.name, manifest.file)
         stopped = _prune(client, prepared, reporter) if prune else ()
-        submitter = Submitter(client, state, packages, on_bytes=reporter.uploaded, secrets=secrets)
+        submitter = Submitter(
+            client,
+            state,
+            packages,
+            on_bytes=reporter.uploaded,
+            secrets=secrets,
+            on_note=reporter.note,  # the image's notices: plain lines, each once
+        )
         settings = manifest.settings
         engine = Engine(
             client,

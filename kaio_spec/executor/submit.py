@@ -34,7 +34,7 @@ import requests
 
 from kaio_spec.client import check_job_fields, check_package_fits
 from kaio_spec.errors import InvalidInput
-from kaio_spec.images import ResolvedImage, resolve_image
+from kaio_spec.images import ResolvedImage, resolve_job_image
 from kaio_spec.packaging import Package, build_package
 from kaio_spec.planner import PlannedJob
 from kaio_spec.state import State
@@ -129,6 +129,7 @@ class Submitter:
         packages: PackageCache,
         on_bytes: Callable[[int], None] = lambda n: None,
         secrets: Mapping[str, str] | None = None,
+        on_note: Callable[[str], None] = lambda text: None,
     ):
         self.client = client
         self.state = state
@@ -139,14 +140,27 @@ class Submitter:
         self.secrets = secrets or {}
         self._images: dict[tuple, ResolvedImage] = {}
         self._images_lock = threading.Lock()
+        self.on_note = on_note
+        self._notes: set[str] = set()
         self._bases: dict[str, str | None] = {}  # folder's content hash -> its base's sha256
         self._bases_lock = threading.Lock()
 
     def _image(self, job: PlannedJob) -> ResolvedImage:
-        key = (job.spec["instance_type"], job.spec["framework"], job.spec["framework_version"])
+        spec = job.spec
+        key = (spec["instance_type"], spec["framework"], spec["framework_version"], job.directory)
         with self._images_lock:
             if key not in self._images:
-                self._images[key] = resolve_image(*key, self.client.region)
+                image = resolve_job_image(
+                    *key[:3],
+                    self.client.region,
+                    requirements=job.directory / "requirements.txt",
+                    warn=False,
+                )
+                self._images[key] = image
+                for note in image.warnings:  # a nearest version: said once per apply
+                    if note not in self._notes:
+                        self._notes.add(note)
+                        self.on_note(note)
             return self._images[key]
 
     def _base(self, job: PlannedJob) -> str | None:
