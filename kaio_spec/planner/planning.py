@@ -669,12 +669,16 @@ def _inside_scalar(file: Path, loc: Location | None, value: str, offset: int) ->
     except (OSError, UnicodeDecodeError):
         return None
     before = value[:offset]
-    if "\n" not in before and loc.line <= len(lines):  # on the value's first line
-        line = lines[loc.line - 1]
+    if loc.line > len(lines):
+        return None
+    first = lines[loc.line - 1]
+    if "\n" not in before:  # on the value's first line
         for quote in (0, 1):
             start = loc.column - 1 + quote
-            if line[start : start + len(before)] == before:
+            if first[start : start + len(before)] == before:
                 return loc.line, start + len(before) + 1
+    if not first[loc.column - 1 :].startswith("|"):
+        return None
     n = before.count("\n")
     template_line, tail = value.split("\n")[n], before.rsplit("\n", 1)[-1]
     index = loc.line + n  # a literal block's text starts on the line after its `|`
