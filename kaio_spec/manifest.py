@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -66,18 +67,37 @@ JOB_DEFAULTS: Mapping[str, Any] = {
 MERGED_FIELDS = ("env", "params")  # merged key by key between defaults and a job
 IDENTITY_FIELDS = ("name", "matrix", "sweep")  # a job's own, never from defaults
 
+_BOUNDS = frozenset({"min", "max"})
+_NORMAL = frozenset({"mu", "sigma"})
+_BETA = frozenset({"a", "b"})
+_Q = frozenset({"q"})
 DISTRIBUTIONS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = {
-    # distribution: (required keys, optional keys), W&B's parameter forms
+    # distribution: (required keys, optional keys), W&B's parameter forms (its sweeps engine's
+    # names and defaults); an optional key left out takes its value in PARAMETER_DEFAULTS.
     "constant": (frozenset({"value"}), frozenset()),
     "categorical": (frozenset({"values"}), frozenset({"probabilities"})),
-    "int_uniform": (frozenset({"min", "max"}), frozenset()),
-    "uniform": (frozenset({"min", "max"}), frozenset()),
-    "log_uniform_values": (frozenset({"min", "max"}), frozenset()),
-    "q_uniform": (frozenset({"min", "max", "q"}), frozenset()),
-    "normal": (frozenset({"mu", "sigma"}), frozenset()),
-    "log_normal": (frozenset({"mu", "sigma"}), frozenset()),
+    "int_uniform": (_BOUNDS, frozenset()),
+    "uniform": (_BOUNDS, frozenset()),
+    "q_uniform": (_BOUNDS, _Q),
+    "log_uniform_values": (_BOUNDS, frozenset()),
+    "q_log_uniform_values": (_BOUNDS, _Q),
+    "inv_log_uniform_values": (_BOUNDS, frozenset()),
+    # W&B's older forms: min and max are natural-log exponents, not values.
+    "log_uniform": (_BOUNDS, frozenset()),
+    "q_log_uniform": (_BOUNDS, _Q),
+    "inv_log_uniform": (_BOUNDS, frozenset()),
+    "normal": (frozenset(), _NORMAL),
+    "q_normal": (frozenset(), _NORMAL | _Q),
+    "log_normal": (frozenset(), _NORMAL),
+    "q_log_normal": (frozenset(), _NORMAL | _Q),
+    "beta": (frozenset(), _BETA),
+    "q_beta": (frozenset(), _BETA | _Q),
 }
-_PARAMETER_KEYS = ("values", "probabilities", "value", "min", "max", "mu", "sigma", "q")
+# W&B's defaults; q is the float 1.0 there (so a q_ form without q draws floats such as 32.0).
+PARAMETER_DEFAULTS: Mapping[str, float] = {"q": 1.0, "mu": 0.0, "sigma": 1.0, "a": 1.0, "b": 1.0}
+# Forms whose min and max are values whose logarithms are drawn (so both must be above 0).
+LOG_OF_VALUES = ("log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values")
+_PARAMETER_KEYS = ("values", "probabilities", "value", "min", "max", "mu", "sigma", "a", "b", "q")
 
 
 # ---- the typed manifest -------------------------------------------------------------------
@@ -106,7 +126,8 @@ class Matrix:
 @dataclass(frozen=True)
 class SweepParameter:
     """One sweep parameter; `distribution` is always set (inferred as W&B does when omitted).
-    Only the fields its distribution uses are meaningful (`value` for constant, and so on)."""
+    Only the fields its distribution uses are meaningful (`value` for constant, and so on); one
+    left out is None, and its draws use W&B's default for it (PARAMETER_DEFAULTS)."""
 
     name: str
     distribution: str
@@ -117,6 +138,8 @@ class SweepParameter:
     max: float | None = None
     mu: float | None = None
     sigma: float | None = None
+    a: float | None = None
+    b: float | None = None
     q: float | None = None
 
 
@@ -488,7 +511,7 @@ def _parameter_problems(name: str, p: dict, path: Path, method: str) -> list[Pro
             Problem(
                 path,
                 "give 'values', 'value', or a distribution with its bounds "
-                "(mu and sigma need distribution: normal or log_normal)",
+                "(mu and sigma need a distribution such as normal; a and b need beta or q_beta)",
             )
         ]
     if not isinstance(dist, str) or dist not in DISTRIBUTIONS:
@@ -538,11 +561,30 @@ def _bounds_problems(dist: str, p: dict, path: Path) -> list[Problem]:
             out.append(Problem((*path, "max"), f"max ({hi}) is less than min ({lo})"))
     elif hi <= lo:
         out.append(Problem((*path, "max"), f"max ({hi}) must be greater than min ({lo})"))
-    if dist == "log_uniform_values" and lo <= 0:
-        out.append(
-            Problem((*path, "min"), f"min ({lo}) must be greater than 0 for log_uniform_values")
-        )
-    return out
+    if dist in LOG_OF_VALUES and lo <= 0:
+        out.append(Problem((*path, "min"), f"min ({lo}) must be greater than 0 for {dist}"))
+    return out + _exponent_problems(dist, lo, hi, path)
+
+
+# The largest x with exp(x) a finite float (exp(709.79) overflows).
+_MAX_EXPONENT = math.log(sys.float_info.max)
+
+
+def _exponent_problems(dist: str, lo: float, hi: float, path: Path) -> list[Problem]:
+    """W&B's older log forms take min and max as natural-log exponents; a bound written as the
+    value itself (max: 1000 meaning 1000) overflows, so say what the form means and what to use."""
+    if dist in ("log_uniform", "q_log_uniform") and hi > _MAX_EXPONENT:
+        key, value, exponent, meaning = "max", hi, hi, "between exp(min) and exp(max)"
+    elif dist == "inv_log_uniform" and -lo > _MAX_EXPONENT:
+        key, value, exponent, meaning = "min", lo, -lo, "between exp(-max) and exp(-min)"
+    else:
+        return []
+    message = (
+        f"{key} ({value}) is a natural-log exponent: {dist} draws {meaning}, and "
+        f"exp({exponent:g}) is too large for a number; to give the bounds as values, "
+        f"use {dist}_values"
+    )
+    return [Problem((*path, key), message)]
 
 
 def _probabilities_problems(p: dict, path: Path) -> list[Problem]:
