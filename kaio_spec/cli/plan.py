@@ -9,9 +9,54 @@ from typing import TextIO
 import click
 
 from kaio_spec.cli.common import api_option, connect
+from kaio_spec.manifest import load_manifest
 from kaio_spec.planner import Plan, PlannedJob, plan
+from kaio_spec.planner.variables import read_variables
+from kaio_spec.secrets import sources as secret_sources
 
 _COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
+
+
+def input_options(f):
+    """--var, --var-file and --env-file: values from outside the manifest (plan and apply)."""
+    f = click.option(
+        "--env-file",
+        metavar="FILE",
+        help="A dotenv file with the values of the manifest's secrets, for those the "
+        "environment does not set (never packaged, stored or printed).",
+    )(f)
+    f = click.option(
+        "--var-file",
+        "var_files",
+        metavar="FILE",
+        multiple=True,
+        help="A YAML mapping of values for the manifest's vars (repeatable).",
+    )(f)
+    return click.option(
+        "--var",
+        "var_pairs",
+        metavar="NAME=VALUE",
+        multiple=True,
+        help="Set the manifest's var NAME (repeatable; after --var-file, the last wins).",
+    )(f)
+
+
+def plan_with_inputs(
+    file: str, var_pairs: tuple[str, ...], var_files: tuple[str, ...], env_file: str | None
+) -> Plan:
+    """The plan of FILE with --var and --var-file applied, the --env-file never packaged."""
+    manifest = load_manifest(file)
+    variables = read_variables(manifest, var_pairs, var_files)
+    return plan(manifest, variables=variables, never_packaged=[env_file] if env_file else [])
+
+
+def render_secrets(jobs, env_file: str | None) -> str:
+    """One line per secret the jobs get, saying where its value comes from (never the value)."""
+    lines = []
+    for name, source in secret_sources(jobs, env_file).items():
+        where = f"from {source}" if source else "not set: kaio apply refuses to start"
+        lines.append(f"secret {name} ({where})")
+    return "\n".join(lines)
 
 
 @click.command("plan")
@@ -30,19 +75,33 @@ _COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
     help="Plan without asking the API what already exists (every job is 'create').",
 )
 @api_option
-def plan_command(file: str, output: str, offline: bool, api: str | None) -> None:
+@input_options
+def plan_command(
+    file: str,
+    output: str,
+    offline: bool,
+    api: str | None,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[str, ...],
+    env_file: str | None,
+) -> None:
     """Show the jobs FILE means: matrices and sweeps expanded, templates rendered, each job's
     name, job_name and what apply would do with it: compared with the API's jobs (one request),
     each is create, unchanged, retry or replace, and the manifest's jobs it no longer defines
     are listed as orphans (in -o json: "orphans").
 
+    Secrets are listed by name with where their values would come from, never the values.
     Invalid manifests exit 2 with every error as FILE:LINE:COLUMN: PATH: MESSAGE."""
-    result = plan(file)  # a ManifestError is reported by the kaio group, exit 2
+    # A ManifestError is reported by the kaio group, exit 2.
+    result = plan_with_inputs(file, var_pairs, var_files, env_file)
+    secrets = render_secrets(result.jobs, env_file) if output != "json" else ""
     if offline:
         if output == "json":
             write_json(result, sys.stdout)
         else:
             click.echo(render_table(result))
+            if secrets:
+                click.echo(secrets)
         return
     from kaio_spec.executor import compare
 
@@ -51,6 +110,8 @@ def plan_command(file: str, output: str, offline: bool, api: str | None) -> None
         write_json(comparison.plan, sys.stdout, orphans=comparison.to_json()["orphans"])
     else:
         click.echo(render_comparison(comparison))
+        if secrets:
+            click.echo(secrets)
 
 
 def write_json(result: Plan, out: TextIO, orphans: list | None = None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from kaio_spec.executor.run import Engine
 from kaio_spec.executor.submit import PackageCache, Submitter
 from kaio_spec.planner import Plan, PlannedJob
 from kaio_spec.planner import plan as make_plan
+from kaio_spec.secrets import read_secrets
 from kaio_spec.state import State, StateLock, state_path
 
 __all__ = ["Prepared", "apply", "execute", "prepare", "select"]
@@ -80,11 +81,15 @@ def execute(
     state_file: str | os.PathLike | None = None,
     unreachable_timeout_s: float = 900.0,
     uploads: int | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> ApplyResult:
     """Run what `prepared` plans until every selected job has ended and its outputs are on disk
     (with `detach`: until everything is submitted). `prune` stops the live orphans first.
     `uploads`: submissions at once (default: 1 against a platform on this machine, 8 otherwise:
-    run.upload_workers)."""
+    run.upload_workers). `secrets`: the values of the secrets the jobs name (read_secrets;
+    default: read from the environment, ManifestError when one is missing)."""
+    if secrets is None:
+        secrets = read_secrets(prepared.comparison.plan.manifest, prepared.selected)
     manifest = prepared.comparison.plan.manifest
     reporter = reporter or QuietReporter()
     path = Path(state_file) if state_file else state_path(manifest.path)
@@ -102,7 +107,14 @@ def execute(
             reporter.note(state.problem)
         state.set_manifest(manifest.name, manifest.file)
         stopped = _prune(client, prepared, reporter) if prune else ()
-        submitter = Submitter(client, state, packages, on_bytes=reporter.uploaded)
+        submitter = Submitter(
+            client,
+            state,
+            packages,
+            on_bytes=reporter.uploaded,
+            secrets=secrets,
+            on_note=reporter.note,  # the image's notices: plain lines, each once
+        )
         settings = manifest.settings
         engine = Engine(
             client,
