@@ -65,6 +65,7 @@ def write_project(
     env: dict[str, str] | None = None,
     poll_seconds: float = 0.3,
     extra_jobs: str = "",
+    retry_delay_seconds: float = 0,
 ) -> Path:
     """A manifest (`kaio.yaml`) with one matrix job over `cells` cells, code in ./code."""
     code = folder / "code"
@@ -82,6 +83,7 @@ def write_project(
               max_parallel: {max_parallel}
               fail_fast: {str(fail_fast).lower()}
               poll_seconds: {poll_seconds}
+              retry_delay_seconds: {retry_delay_seconds}
             defaults:
               directory: ./code
             jobs:

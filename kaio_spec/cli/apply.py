@@ -7,7 +7,7 @@ import sys
 import click
 
 from kaio_spec.cli.common import api_option, confirm, connect
-from kaio_spec.cli.plan import render_comparison
+from kaio_spec.cli.plan import render_comparison, rerun_options
 from kaio_spec.errors import EXIT_INVALID
 
 
@@ -28,12 +28,22 @@ from kaio_spec.errors import EXIT_INVALID
     metavar="PATTERN",
     help="Apply only the jobs whose key or name matches PATTERN (fnmatch: 'train-lr*').",
 )
+@rerun_options
 def apply_command(
-    file: str, api: str | None, yes: bool, detach: bool, prune: bool, only: str | None
+    file: str,
+    api: str | None,
+    yes: bool,
+    detach: bool,
+    prune: bool,
+    only: str | None,
+    rerun_failed: bool,
+    replace: str | None,
 ) -> None:
     """Make the jobs FILE defines exist and run to the end: submit those the API does not
     have (by job_name: never twice), at most settings.max_parallel in flight; retry failures up
     to each job's `retries`; download outputs (and failed jobs' logs) to the `outputs` folders.
+    A job that used up its retries stays failed until --rerun-failed (or --replace) asks for
+    one more attempt.
 
     Shows the plan and asks first (--yes skips that; without a terminal --yes is required).
     Exit 0 when every job completed, 1 otherwise, 2 for invalid input, 130 on Ctrl-C (jobs keep
@@ -55,7 +65,9 @@ def apply_command(
         )
         sys.exit(EXIT_INVALID)
     client = connect(api)
-    prepared = prepare(file, client, only=only)  # a ManifestError: the kaio group, exit 2
+    prepared = prepare(
+        file, client, only=only, rerun_failed=rerun_failed, replace=replace
+    )  # a ManifestError: the kaio group, exit 2
     click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune))
     if not confirm("Apply this plan?", yes):
         click.echo("nothing done", err=True)

@@ -12,6 +12,31 @@ from kaio_spec.cli.common import api_option, connect
 from kaio_spec.planner import Plan, PlannedJob, plan
 
 _COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
+# The summary's words for each action's count: "2 to create, 1 unchanged".
+_ACTION_WORDS = {
+    "create": "to create",
+    "unchanged": "unchanged",
+    "retry": "to retry",
+    "replace": "to replace",
+    "rerun": "to rerun (--rerun-failed)",
+    "replace-requested": "to rerun (--replace)",
+}
+
+
+def rerun_options(f):
+    """--rerun-failed and --replace, shared by plan and apply."""
+    f = click.option(
+        "--replace",
+        metavar="PATTERN",
+        help="Submit a new attempt of the jobs whose key or name matches PATTERN (fnmatch), "
+        "even if they completed (Terraform's -replace).",
+    )(f)
+    return click.option(
+        "--rerun-failed",
+        is_flag=True,
+        help="Submit a new attempt of every job whose last attempt failed or was stopped and "
+        "that has no retries left (same job_name; attempts go on counting).",
+    )(f)
 
 
 @click.command("plan")
@@ -30,7 +55,10 @@ _COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
     help="Plan without asking the API what already exists (every job is 'create').",
 )
 @api_option
-def plan_command(file: str, output: str, offline: bool, api: str | None) -> None:
+@rerun_options
+def plan_command(
+    file: str, output: str, offline: bool, api: str | None, rerun_failed: bool, replace: str | None
+) -> None:
     """Show the jobs FILE means: matrices and sweeps expanded, templates rendered, each job's
     name, job_name and what apply would do with it: compared with the API's jobs (one request),
     each is create, unchanged, retry or replace, and the manifest's jobs it no longer defines
@@ -47,6 +75,10 @@ def plan_command(file: str, output: str, offline: bool, api: str | None) -> None
     from kaio_spec.executor import compare
 
     comparison = compare(connect(api), result)
+    if rerun_failed or replace:
+        from kaio_spec.executor.observe import request
+
+        comparison = request(comparison, rerun_failed=rerun_failed, replace=replace)
     if output == "json":
         write_json(comparison.plan, sys.stdout, orphans=comparison.to_json()["orphans"])
     else:
@@ -94,7 +126,9 @@ def render_table(result: Plan) -> str:
     for job in result.jobs:
         counts[job.action.value] = counts.get(job.action.value, 0) + 1
     n = len(result.jobs)
-    summary = ", ".join(f"{count} to {action}" for action, count in counts.items())
+    summary = ", ".join(
+        f"{count} {_ACTION_WORDS.get(action, action)}" for action, count in counts.items()
+    )
     lines.append("")
     lines.append(f"{result.manifest.name}: {n} job{'s' if n != 1 else ''} ({summary})")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from kaio_spec.errors import InvalidInput, KaioError
-from kaio_spec.executor.observe import Comparison, compare, list_jobs, status_of
+from kaio_spec.executor.observe import Comparison, compare, list_jobs, request, status_of
 from kaio_spec.executor.report import QuietReporter, Reporter
 from kaio_spec.executor.results import ApplyResult
 from kaio_spec.executor.run import Engine
@@ -55,12 +55,22 @@ def select(jobs: tuple[PlannedJob, ...], only: str | None) -> tuple[PlannedJob, 
     )
 
 
-def prepare(path_or_plan: str | os.PathLike | Plan, client, *, only: str | None = None) -> Prepared:
-    """Plan (unless given a Plan) and compare with the API in one GET /jobs. Raises
-    ManifestError for an invalid manifest, InvalidInput when `only` matches no job."""
+def prepare(
+    path_or_plan: str | os.PathLike | Plan,
+    client,
+    *,
+    only: str | None = None,
+    rerun_failed: bool = False,
+    replace: str | None = None,
+) -> Prepared:
+    """Plan (unless given a Plan) and compare with the API in one GET /jobs; `rerun_failed` and
+    `replace` (an fnmatch pattern) ask for new attempts (observe.request). Raises ManifestError
+    for an invalid manifest, InvalidInput when `only` or `replace` matches no job."""
     plan = path_or_plan if isinstance(path_or_plan, Plan) else make_plan(path_or_plan)
     listing = list_jobs(client)
     comparison = compare(client, plan, listing)
+    if rerun_failed or replace:
+        comparison = request(comparison, rerun_failed=rerun_failed, replace=replace)
     selected = select(comparison.plan.jobs, only)
     if only and not selected:
         raise InvalidInput(
@@ -117,6 +127,8 @@ def execute(
             detach=detach,
             unreachable_timeout_s=unreachable_timeout_s,
             uploads=uploads,
+            retry_delay_s=settings.retry_delay_seconds,
+            retry_on=settings.retry_on,
         )
         result = engine.run()
     finally:
@@ -159,6 +171,8 @@ def apply(
     detach: bool = False,
     prune: bool = False,
     only: str | None = None,
+    rerun_failed: bool = False,
+    replace: str | None = None,
     reporter: Reporter | None = None,
     state_file: str | os.PathLike | None = None,
     uploads: int | None = None,
@@ -171,11 +185,13 @@ def apply(
 
     With `yes=False`, `confirm(prepared)` is asked first and nothing happens unless it returns
     True (the result then lists every job as it stands). `only`: an fnmatch pattern over job keys
-    and names. `prune`: stop live jobs of this manifest that it no longer defines. `detach`:
+    and names. `rerun_failed`: a new attempt of every job that failed or was stopped for good;
+    `replace`: of every ended job matching this pattern, even completed ones (same job_name,
+    attempts go on counting, then its retries again). `prune`: stop live jobs of this manifest that it no longer defines. `detach`:
     return once everything is submitted. Raises ManifestError (invalid manifest), InvalidInput,
     PlatformError (the API could not be reached for long), KaioError (another apply is running
     on this manifest's folder)."""
-    prepared = prepare(path, client, only=only)
+    prepared = prepare(path, client, only=only, rerun_failed=rerun_failed, replace=replace)
     if not yes:
         if confirm is None:
             raise InvalidInput("apply(yes=False) needs a confirm callback")
