@@ -52,6 +52,7 @@ def apply_command(
         LiveReporter,
         PlainReporter,
         execute,
+        explain,
         prepare,
         render_summary,
     )
@@ -68,7 +69,8 @@ def apply_command(
     prepared = prepare(
         file, client, only=only, rerun_failed=rerun_failed, replace=replace
     )  # a ManifestError: the kaio group, exit 2
-    click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune))
+    why = explain(prepared.comparison)
+    click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune, why=why))
     if not confirm("Apply this plan?", yes):
         click.echo("nothing done", err=True)
         sys.exit(1)

@@ -73,26 +73,36 @@ def plan_command(
             click.echo(render_table(result))
         return
     from kaio_spec.executor import compare
+    from kaio_spec.executor.explain import explain
 
     comparison = compare(connect(api), result)
     if rerun_failed or replace:
         from kaio_spec.executor.observe import request
 
         comparison = request(comparison, rerun_failed=rerun_failed, replace=replace)
+    why = explain(comparison)
     if output == "json":
-        write_json(comparison.plan, sys.stdout, orphans=comparison.to_json()["orphans"])
+        orphans = comparison.to_json()["orphans"]
+        write_json(comparison.plan, sys.stdout, orphans=orphans, why=why)
     else:
-        click.echo(render_comparison(comparison))
+        click.echo(render_comparison(comparison, why=why))
 
 
-def write_json(result: Plan, out: TextIO, orphans: list | None = None) -> None:
+def write_json(
+    result: Plan, out: TextIO, orphans: list | None = None, why: dict | None = None
+) -> None:
     """Plan.to_json() as JSON, one job per line: readable, and written as it is made (a
     10,000-job plan never exists as one string). `orphans` (compared with the API) follow the
-    jobs as a top-level "orphans" list."""
+    jobs as a top-level "orphans" list; `why` (explain.explain's, compared with the API) gives
+    each job a "why": why it is retried, rerun or replaced (null for the others)."""
     head = json.dumps({"manifest": result.manifest.name, "file": result.manifest.file})
     out.write(head[:-1] + ', "jobs": [')
     for i, job in enumerate(result.jobs):
-        out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(job.to_json(), ensure_ascii=False))
+        doc = job.to_json()
+        if why is not None:
+            reason = why.get(job.job_name)
+            doc["why"] = reason.to_json() if reason is not None else None
+        out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(doc, ensure_ascii=False))
     out.write("\n]" if result.jobs else "]")
     if orphans is not None:
         out.write(', "orphans": [')
@@ -134,27 +144,50 @@ def render_table(result: Plan) -> str:
     return "\n".join(lines)
 
 
-def render_comparison(comparison, selected=None, *, prune: bool = False) -> str:
-    """The plan compared with the API (`selected`: the jobs --only kept), then its orphans."""
+def render_comparison(comparison, selected=None, *, prune: bool = False, why=None) -> str:
+    """The plan compared with the API (`selected`: the jobs --only kept), why each job is
+    retried, rerun or replaced (`why`: explain.explain's), then a count of its orphans."""
     jobs = comparison.plan.jobs if selected is None else tuple(selected)
-    lines = [render_table(Plan(comparison.plan.manifest, jobs))]
+    manifest = comparison.plan.manifest
+    lines = [render_table(Plan(manifest, jobs))]
+    lines += render_why(jobs, why or {})
     if comparison.orphans:
-        from kaio_spec.executor import status_of
-
-        live = comparison.live_orphans()
-        what = (
-            "--prune stops the running ones"
-            if not prune
-            else f"--prune stops the {len(live)} running"
+        n, live = len(comparison.orphans), len(comparison.live_orphans())
+        running = f", {live} of them running" if live else ""
+        stop = (
+            f" `kaio apply {manifest.file} --prune` stops the running ones;"
+            if live and not prune
+            else ""
         )
         lines.append("")
         lines.append(
-            f"orphans: jobs of {comparison.plan.manifest.name} this manifest no longer "
-            f"defines ({what}):"
+            f"{n} orphaned job{'s' if n != 1 else ''} (of {manifest.name}, no longer in "
+            f"{manifest.file}{running}):{stop} `kaio forget {manifest.file}` archives "
+            f"{'them' if n != 1 else 'it'}"
         )
-        for j in comparison.orphans:
-            lines.append(f"  {j.get('unique_job_name')}  {status_of(j)}")
     return "\n".join(lines)
+
+
+WHY_NAMES = 4  # job names shown for a reason many jobs share
+
+
+def render_why(jobs, why: dict) -> list[str]:
+    """Each distinct reason once, with the jobs it concerns (Terraform's plan, grouped: a code
+    change that replaces 100 cells is one paragraph, not 100)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for job in jobs:
+        reason = why.get(job.job_name)
+        if reason is not None:
+            groups.setdefault((reason.action, *reason.lines()), []).append(job.name)
+    lines = []
+    for (action, summary, *rest), names in groups.items():
+        shown = ", ".join(names[:WHY_NAMES])
+        if len(names) > WHY_NAMES:
+            shown += f" and {len(names) - WHY_NAMES} more"
+        lines.append("")
+        lines.append(f"{shown} ({action}): {summary}")
+        lines.extend(f"    {line}" for line in rest)
+    return lines
 
 
 def register(main: click.Group) -> None:

@@ -380,6 +380,7 @@ class Engine:
             result.since = time.monotonic()
         name = track.job.name
         if result.kind == "uploaded":
+            self._record_version(track.job)
             listed = {a.get("unique_job_name") for a in track.attempts}
             if result.unique_job_name not in set(track.unseen) | listed:
                 track.unseen.append(result.unique_job_name)
@@ -393,6 +394,21 @@ class Engine:
             track.invalid = result.error
             self.reporter.event(name, f"cannot be submitted: {result.error}")
         # "settled": submit again when the loop next can; "cancelled": nothing happened
+
+    def _record_version(self, job: PlannedJob) -> None:
+        """What the job was submitted with, for `kaio plan` to say what changed when it is
+        replaced (state.py `version`): its spec, and its folder's files once per folder."""
+        files = None
+        if self.state.folder_files(job.content_hash) is None:
+            try:  # the package this run built to submit the job (cached: nothing is read again)
+                package = self.submitter.packages.folder_package(job)
+                files = {f.path: f.digest[:16] for f in package.files}
+            except (OSError, ValueError):
+                files = None  # the plan then says the folder changed, without naming files
+        older = [
+            n for n in self.state.job_names() if n != job.job_name and same_key_and_name(job, n)
+        ]
+        self.state.record_version(job.job_name, dict(job.spec), job.content_hash, files, older)
 
     # ---- submitting -------------------------------------------------------------------------
 

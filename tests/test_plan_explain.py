@@ -1,0 +1,72 @@
+"""`kaio plan` says why each job is retried, rerun or replaced, in words and as a field-level
+diff (Terraform's plan), and `-o json` carries the same: a user changes a sweep after applying
+it and reads the plan, against a real local platform."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from apply_support import KAIO, kaio_env, run_apply, write_project
+
+
+def plan(manifest, url, api_key, *args):
+    r = subprocess.run(
+        [KAIO, "plan", "kaio.yaml", "--api", url, *args],
+        cwd=manifest.parent,
+        env=kaio_env(manifest.parent / "home", api_key),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_a_replace_names_the_changed_fields_and_files(tmp_path, kaio_server, api_key):
+    manifest = write_project(tmp_path, cells=2, env={"LR": "0.1", "GONE": "x"})
+    assert run_apply(manifest, kaio_server.url, api_key, "--yes").returncode == 0
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace('{"LR": "0.1", "GONE": "x"}', '{"LR": "0.2", "NEW": "y"}').replace(
+            "entrypoint: train.py", "entrypoint: train.py\n    instance_type: ml.m5.xlarge"
+        )
+    )
+    code = tmp_path / "code"
+    (code / "train.py").write_text((code / "train.py").read_text() + "\n# tuned\n")
+    (code / "helper.py").write_text("X = 1\n")
+
+    out = plan(manifest, kaio_server.url, api_key)
+    # One paragraph for the two cells, which changed the same way.
+    assert "train-0, train-1 (replace): changed since it was last submitted" in out.splitlines()
+    for line in (
+        '    ~ instance_type: "ml.m5.large" -> "ml.m5.xlarge"',
+        '    ~ env.LR: "0.1" -> "0.2"',
+        '    - env.GONE: "x"',
+        '    + env.NEW: "y"',
+        "    ~ files of code: 1 modified (train.py), 1 added (helper.py)",
+    ):
+        assert line in out.splitlines(), (line, out)
+    assert "sweep: 2 jobs (2 to replace)" in out
+
+    doc = json.loads(plan(manifest, kaio_server.url, api_key, "-o", "json"))
+    why = doc["jobs"][1]["why"]
+    assert why["action"] == "replace" and why["previous"].startswith("sweep-train-1-")
+    assert {"field": "env.LR", "change": "changed", "from": "0.1", "to": "0.2"} in why["changes"]
+    assert why["files"]["modified"] == ["train.py"] and why["files"]["added"] == ["helper.py"]
+    assert why["files"]["removed"] == [] and why["files"]["folder"] == "code"
+
+
+def test_a_retry_says_how_many_attempts_failed(tmp_path, kaio_server, api_key):
+    manifest = write_project(tmp_path, cells=2, env={"FAIL_CELLS": "1"})
+    r = run_apply(manifest, kaio_server.url, api_key, "--yes")
+    assert r.returncode == 1
+    # retries is not part of a job's identity: raising it retries the failed cell.
+    manifest.write_text(manifest.read_text().replace("retries: 0", "retries: 2"))
+    out = plan(manifest, kaio_server.url, api_key)
+    assert "train-1 (retry): failed 1 of 3 attempts; attempt 2 is submitted" in out
+    assert "    last: algo-1 exited with code 4; last lines of its stderr:" in out
+    assert "sweep: 2 jobs (1 unchanged, 1 to retry)" in out
+    doc = json.loads(plan(manifest, kaio_server.url, api_key, "-o", "json"))
+    assert doc["jobs"][0]["why"] is None
+    assert doc["jobs"][1]["why"]["attempts"] == {"failed": 1, "used": 1, "allowed": 3}
