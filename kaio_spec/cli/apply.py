@@ -21,7 +21,8 @@ from kaio_spec.errors import EXIT_INVALID
 @click.option(
     "--prune",
     is_flag=True,
-    help="Stop running jobs of this manifest that it no longer defines (orphans).",
+    help="Stop running jobs of this manifest that it no longer defines (orphans), and move "
+    "the outputs of cells it no longer defines into .pruned/ beside them (never deleted).",
 )
 @click.option(
     "--only",

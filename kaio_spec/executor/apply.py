@@ -16,8 +16,16 @@ from typing import Any
 
 import requests
 
+from kaio_spec import downloads
 from kaio_spec.errors import InvalidInput, KaioError
-from kaio_spec.executor.observe import Comparison, compare, list_jobs, request, status_of
+from kaio_spec.executor.observe import (
+    Comparison,
+    compare,
+    list_jobs,
+    manifest_prefix,
+    request,
+    status_of,
+)
 from kaio_spec.executor.report import QuietReporter, Reporter
 from kaio_spec.executor.results import ApplyResult
 from kaio_spec.executor.run import Engine
@@ -94,7 +102,9 @@ def execute(
     """Run what `prepared` plans until every selected job has ended and its outputs are on disk
     (with `detach`: until everything is submitted). `prune` stops the live orphans first.
     `uploads`: submissions at once (default: 1 against a platform on this machine, 8 otherwise:
-    run.upload_workers)."""
+    run.upload_workers). The first run writes a .gitignore of `*` into .kaio/ and the outputs
+    root; `prune` also moves the outputs of cells the manifest no longer defines into
+    `.pruned/` beside them."""
     manifest = prepared.comparison.plan.manifest
     reporter = reporter or QuietReporter()
     path = Path(state_file) if state_file else state_path(manifest.path)
@@ -111,7 +121,9 @@ def execute(
         if state.problem:
             reporter.note(state.problem)
         state.set_manifest(manifest.name, manifest.file)
+        _ignore_in_git(path.parent, prepared.comparison.plan)
         stopped = _prune(client, prepared, reporter) if prune else ()
+        moved = _prune_outputs(prepared.comparison.plan, reporter) if prune else ()
         submitter = Submitter(client, state, packages, on_bytes=reporter.uploaded)
         settings = manifest.settings
         engine = Engine(
@@ -134,7 +146,47 @@ def execute(
     finally:
         packages.close()
         lock.release()
-    return replace(result, manifest=manifest.name, stopped_orphans=tuple(stopped))
+    return replace(
+        result, manifest=manifest.name, stopped_orphans=tuple(stopped), pruned_outputs=moved
+    )
+
+
+def _ignore_in_git(state_folder: Path, plan: Plan) -> None:
+    """.kaio/ and the outputs root are never committed by a `git add -A` after a sweep."""
+    downloads.ignore_in_git(state_folder)
+    root = outputs_root(plan)
+    if root is not None:
+        downloads.ignore_in_git(root)
+
+
+def outputs_root(plan: Plan) -> Path | None:
+    """The folder of the manifest's folder that holds every job's outputs folder, below it
+    (`outputs` for the default `outputs/<manifest>/<job>`); None when there is no such folder,
+    or it holds a job's code or the manifest (it must not be ignored by git)."""
+    folder = str(plan.manifest.folder)
+    tops = set()
+    for job in plan.jobs:
+        rel = os.path.relpath(job.outputs, folder).split(os.sep)
+        if len(rel) < 2 or rel[0] in ("..", "."):
+            return None
+        tops.add(rel[0])
+    if len(tops) != 1:
+        return None
+    root = os.path.join(folder, tops.pop())
+    inside = [str(job.directory) for job in plan.jobs] + [folder]
+    if any(p == root or p.startswith(root + os.sep) for p in inside):
+        return None
+    return Path(root)
+
+
+def _prune_outputs(plan: Plan, reporter: Reporter) -> tuple[str, ...]:
+    moved = []
+    prefix = manifest_prefix(plan.manifest.name)
+    for folder in downloads.stale_outputs([j.outputs for j in plan.jobs], prefix):
+        dest = downloads.move_to_pruned(folder)
+        moved.append(str(dest))
+        reporter.note(f"outputs of {folder.name}, a cell no longer defined, moved to {dest}")
+    return tuple(moved)
 
 
 def _clean_packages(folder: Path | None) -> None:

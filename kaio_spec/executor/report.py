@@ -247,6 +247,12 @@ def render_summary(result: ApplyResult, file: str = "kaio.yaml") -> str:
         )
     if result.stopped_orphans:
         lines.append(f"  stopped {len(result.stopped_orphans)} orphaned job(s) (--prune)")
+    if result.pruned_outputs:
+        where = _shown(Path(result.pruned_outputs[0]).parent)
+        lines.append(
+            f"  moved the outputs of {len(result.pruned_outputs)} cell(s) no longer defined to "
+            f"{where} (--prune)"
+        )
     root = _outputs_root(result)
     if root is not None:
         lines.append(f"outputs: {_shown(root)}")
