@@ -110,11 +110,15 @@ def execute(
     path = Path(state_file) if state_file else state_path(manifest.path)
     lock = StateLock(path)
     if not lock.acquire():
+        pid = lock.holder()
         raise KaioError(
-            f"another kaio apply is running for {manifest.file} ({lock.path} is locked); wait "
-            "for it to end, or stop it"
+            f"another kaio apply{f' (pid {pid})' if pid else ''} is applying {manifest.file} "
+            f"({lock.path} is locked); wait for it to end, or stop it. Other manifests of "
+            "this folder can be applied meanwhile"
         )
-    packages = PackageCache(path.parent / "packages")
+    # Packages being built, per manifest: a run cleans its own folder at start (_clean_packages)
+    # while another manifest of the folder may be applied at once.
+    packages = PackageCache(path.parent / "packages" / path.stem)
     try:
         _clean_packages(packages.tmp_dir)
         state = State.load(path)
@@ -190,8 +194,8 @@ def _prune_outputs(plan: Plan, reporter: Reporter) -> tuple[str, ...]:
 
 
 def _clean_packages(folder: Path | None) -> None:
-    """Package files a killed run left behind (only this manifest folder's runs use it, and the
-    lock says none is running)."""
+    """Package files a killed run left behind (only this manifest's runs use it, and the lock
+    says none is running)."""
     if folder is None or not folder.is_dir():
         return
     for entry in folder.iterdir():
