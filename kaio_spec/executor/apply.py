@@ -125,7 +125,7 @@ def execute(
         if state.problem:
             reporter.note(state.problem)
         state.set_manifest(manifest.name, manifest.file)
-        _ignore_in_git(path.parent, prepared.comparison.plan)
+        downloads.ignore_in_git(path.parent)
         stopped = _prune(client, prepared, reporter) if prune else ()
         moved = _prune_outputs(prepared.comparison.plan, reporter) if prune else ()
         submitter = Submitter(client, state, packages, on_bytes=reporter.uploaded)
@@ -147,6 +147,7 @@ def execute(
             retry_on=settings.retry_on,
         )
         result = engine.run()
+        _ignore_outputs_in_git(prepared.comparison.plan)
     finally:
         packages.close()
         lock.release()
@@ -155,11 +156,11 @@ def execute(
     )
 
 
-def _ignore_in_git(state_folder: Path, plan: Plan) -> None:
-    """.kaio/ and the outputs root are never committed by a `git add -A` after a sweep."""
-    downloads.ignore_in_git(state_folder)
+def _ignore_outputs_in_git(plan: Plan) -> None:
+    """The outputs root is never committed by a `git add -A` after a sweep (nor is .kaio/).
+    Written once outputs are there (a --detach run downloads nothing: no folder is made)."""
     root = outputs_root(plan)
-    if root is not None:
+    if root is not None and root.is_dir():
         downloads.ignore_in_git(root)
 
 
