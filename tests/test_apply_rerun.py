@@ -25,11 +25,15 @@ CHECK = textwrap.dedent(
 )
 
 
-def write_check_project(folder, *, retries=1, delay=0.0, retry_on="any"):
+def write_check_project(folder, *, retries=1, delay=0.0, retry_on=None):
     (folder / "code").mkdir(parents=True, exist_ok=True)
     (folder / "code" / "check.py").write_text(CHECK)
     needed = folder / "needed.txt"
     manifest = folder / "kaio.yaml"
+    # Only the settings a test is about (each test then fails on a kaio without its feature for
+    # the reason it tests, not for an unknown setting).
+    delay_line = f"  retry_delay_seconds: {delay}\n" if delay else ""
+    retry_on_line = f"  retry_on: {retry_on}\n" if retry_on else ""
     manifest.write_text(
         textwrap.dedent(
             f"""\
@@ -37,9 +41,7 @@ def write_check_project(folder, *, retries=1, delay=0.0, retry_on="any"):
             name: rerun
             settings:
               poll_seconds: 0.3
-              retry_delay_seconds: {delay}
-              retry_on: {retry_on}
-            jobs:
+            {{settings}}jobs:
               check:
                 directory: ./code
                 entrypoint: check.py
@@ -50,7 +52,7 @@ def write_check_project(folder, *, retries=1, delay=0.0, retry_on="any"):
                 entrypoint: check.py
                 env: {{NEEDED_FILE: "{folder / "code" / "check.py"}"}}
             """
-        )
+        ).replace("{settings}", delay_line + retry_on_line)
     )
     return manifest, needed
 
