@@ -12,10 +12,6 @@ it submit a job twice (a fresh clone on another machine has none). What the file
 - `unique_job_names`: every attempt this machine submitted, oldest first.
 - `downloaded`: which attempt's outputs are on disk (each output folder also holds a marker, written
   last, so the folder itself says so too).
-- `version`: the spec and folder content hash a job was last submitted with, and `folders`: each
-  recorded folder's files (path → a short digest of the bytes), so that `kaio plan` can say what
-  changed when a job is replaced (executor/explain.py). Only the newest version of each job is
-  kept, and only the folders those versions name.
 
 Writes are atomic (a temporary file in the same folder, fsync, os.replace, fsync of the folder):
 a reader, or a run killed at any moment, finds the old file or the new one, never half of one.
@@ -107,18 +103,6 @@ class State:
                 if rec.get("intent")
             }
 
-    def version(self, job_name: str) -> dict[str, Any] | None:
-        """What `job_name` was submitted with ({"spec", "content_hash"}), if recorded."""
-        with self._lock:
-            version = self._data["jobs"].get(job_name, {}).get("version")
-            return json.loads(json.dumps(version)) if isinstance(version, dict) else None
-
-    def folder_files(self, content_hash: str) -> dict[str, str] | None:
-        """A recorded folder's files: path → short digest; None if not recorded."""
-        with self._lock:
-            files = self._data.get("folders", {}).get(content_hash)
-            return dict(files) if isinstance(files, dict) else None
-
     def downloaded(self, job_name: str) -> dict[str, str]:
         with self._lock:
             return dict(self._data["jobs"].get(job_name, {}).get("downloaded", {}))
@@ -157,32 +141,6 @@ class State:
             if unique_job_name not in uniques:
                 uniques.append(unique_job_name)
 
-    def record_version(
-        self,
-        job_name: str,
-        spec: dict[str, Any],
-        content_hash: str,
-        files: dict[str, str] | None,
-        older: list[str] = (),
-    ) -> None:
-        """Remember what `job_name` was submitted with (and its folder's files, when given);
-        forget the versions of `older` job_names (earlier versions of the same job) and the
-        folders no version names any more."""
-        with self._lock:
-            for name in older:
-                self._data["jobs"].get(name, {}).pop("version", None)
-            self._record(job_name)["version"] = {"spec": spec, "content_hash": content_hash}
-            folders = self._data.setdefault("folders", {})
-            if files is not None:
-                folders[content_hash] = dict(files)
-            named = {
-                rec["version"].get("content_hash")
-                for rec in self._data["jobs"].values()
-                if isinstance(rec.get("version"), dict)
-            }
-            for digest in [d for d in folders if d not in named]:
-                del folders[digest]
-
     def mark_downloaded(self, job_name: str, unique_job_name: str, folder: str) -> None:
         with self._lock:
             self._record(job_name)["downloaded"][unique_job_name] = folder
@@ -193,21 +151,27 @@ class State:
             # Compact: json's C encoder takes no indent, and the pure-Python one made each save
             # of a 100-job sweep cost ~2 ms (saved three times per submission).
             text = json.dumps(self._data, sort_keys=True, separators=(",", ":")) + "\n"
-            folder = self.path.parent
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, 0o600)
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            _fsync_dir(folder)
+            write_atomic(self.path, text)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """`text` into `path`, readable by its owner only: whole or not at all, even if the process
+    is killed (a temporary file in the same folder, fsync, os.replace, fsync of the folder)."""
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -224,7 +188,7 @@ def _valid(data: Any) -> bool:
     if not isinstance(data, dict) or data.get("version") != VERSION:
         return False
     jobs = data.get("jobs")
-    if not isinstance(jobs, dict) or not isinstance(data.setdefault("folders", {}), dict):
+    if not isinstance(jobs, dict):
         return False
     for rec in jobs.values():
         if not isinstance(rec, dict):

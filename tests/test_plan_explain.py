@@ -5,6 +5,7 @@ it and reads the plan, against a real local platform."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 from apply_support import KAIO, kaio_env, run_apply, write_project
@@ -55,6 +56,16 @@ def test_a_replace_names_the_changed_fields_and_files(tmp_path, kaio_server, api
     assert {"field": "env.LR", "change": "changed", "from": "0.1", "to": "0.2"} in why["changes"]
     assert why["files"]["modified"] == ["train.py"] and why["files"]["added"] == ["helper.py"]
     assert why["files"]["removed"] == [] and why["files"]["folder"] == "code"
+
+    # A clone without .kaio/ (or jobs another machine submitted): what the API shows of them.
+    shutil.rmtree(tmp_path / ".kaio")
+    out = plan(manifest, kaio_server.url, api_key).splitlines()
+    assert (
+        "train-0, train-1 (replace): changed since it was last submitted (from another machine, "
+        "or before kaio recorded what it submitted in .kaio/): what the API shows of it" in out
+    )
+    assert '    ~ instance_type: "ml.m5.large" -> "ml.m5.xlarge"' in out
+    assert '    + env.NEW: "y"' in out and '    - env.GONE: "(value not recorded)"' in out
 
 
 def test_a_retry_says_how_many_attempts_failed(tmp_path, kaio_server, api_key):

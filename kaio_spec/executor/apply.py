@@ -30,6 +30,7 @@ from kaio_spec.executor.report import QuietReporter, Reporter
 from kaio_spec.executor.results import ApplyResult
 from kaio_spec.executor.run import Engine
 from kaio_spec.executor.submit import PackageCache, Submitter
+from kaio_spec.executor.versions import Versions
 from kaio_spec.planner import Plan, PlannedJob
 from kaio_spec.planner import plan as make_plan
 from kaio_spec.state import State, StateLock, state_path
@@ -145,6 +146,7 @@ def execute(
             uploads=uploads,
             retry_delay_s=settings.retry_delay_seconds,
             retry_on=settings.retry_on,
+            versions=Versions.for_state(path),
         )
         result = engine.run()
         _ignore_outputs_in_git(prepared.comparison.plan)

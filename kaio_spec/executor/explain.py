@@ -1,12 +1,12 @@
 """Why a planned job is retried, rerun or replaced: in words and as a field-level diff, the way
 Terraform explains a plan.
 
-    why = explain(comparison, State.load(state_path(manifest.path)))
+    why = explain(comparison)   # versions: .kaio/<state>.versions.json beside the manifest
     why[job_name].lines()   # ['changed since sweep-train-1-0a1b2c3d', '~ env.LR: "0.1" -> "0.2"']
     why[job_name].to_json() # the same as data (`kaio plan -o json`'s "why")
 
 A replace compares the job with the version it replaces as this machine submitted it
-(state.py records each job's spec and its folder's files at submit time); without that record
+(versions.py records each job's spec and its folder's files at submit time); without that record
 (another machine submitted it) it compares with what the API says of the old job: instance
 type and count, volume, entrypoint and the names of its env variables.
 """
@@ -21,7 +21,9 @@ from typing import Any
 
 from kaio_spec import packaging
 from kaio_spec.executor.observe import Comparison, Observed, counts_as_attempt, status_of
+from kaio_spec.executor.versions import DIGEST_CHARS, Versions
 from kaio_spec.planner import SPEC_KEYS, Action, PlannedJob
+from kaio_spec.state import state_path
 
 __all__ = ["Change", "Explanation", "FileChanges", "explain", "spec_changes"]
 
@@ -114,20 +116,18 @@ class Explanation:
         }
 
 
-def explain(comparison: Comparison, state=None) -> dict[str, Explanation]:
+def explain(comparison: Comparison, versions: Versions | None = None) -> dict[str, Explanation]:
     """An Explanation for each job of `comparison` that is retried, rerun or replaced, by
-    job_name. `state`: the manifest's State (its recorded versions); by default the one beside
+    job_name. `versions`: what its jobs were submitted with; by default those recorded beside
     the manifest."""
-    if state is None:
-        from kaio_spec.state import State, state_path
-
-        state = State.load(state_path(comparison.plan.manifest.path))
+    if versions is None:
+        versions = Versions.for_state(state_path(comparison.plan.manifest.path))
     folders: dict[tuple, dict[str, str]] = {}
     out = {}
     for o in comparison.observed:
         action = o.job.action
         if action == Action.REPLACE:
-            out[o.job.job_name] = _replace(o, state, folders)
+            out[o.job.job_name] = _replace(o, versions, folders)
         elif action in (Action.RETRY, Action.RERUN, Action.REPLACE_REQUESTED):
             out[o.job.job_name] = _attempts(o)
     return out
@@ -169,22 +169,22 @@ def _verb(status: str) -> str:
     return "stopped" if status == "Stopped" else "failed"
 
 
-def _replace(o: Observed, state, folders: dict) -> Explanation:
+def _replace(o: Observed, versions: Versions, folders: dict) -> Explanation:
     previous = max(o.replaced, key=lambda j: str(j.get("unique_job_name") or ""))
     old_name = str(previous.get("job_name"))
-    version = state.version(old_name) if state is not None else None
+    version = versions.spec(old_name)
     if version is None:
         changes = _api_changes(previous, o.job)
         summary = (
-            "changed since it was last submitted, from another machine or before kaio recorded "
-            "specs (.kaio/state.json): "
+            "changed since it was last submitted (from another machine, or before kaio recorded "
+            "what it submitted in .kaio/): "
             + ("what the API shows of it" if changes else "its code, params or env")
         )
         return Explanation("replace", summary, tuple(changes), previous=old_name)
     changes = spec_changes(version.get("spec") or {}, o.job.spec)
     files = None
     if version.get("content_hash") != o.job.content_hash:
-        recorded = state.folder_files(str(version.get("content_hash")))
+        recorded = versions.folder_files(str(version.get("content_hash")))
         files = _file_changes(recorded, o.job, folders)
     summary = "changed since it was last submitted"
     if not changes and files is None:
@@ -248,7 +248,7 @@ def _file_changes(recorded: dict[str, str] | None, job: PlannedJob, folders: dic
     if key not in folders:
         try:
             files = packaging.folder_files(job.directory, exclude=job.package_exclude)
-            folders[key] = {f.path: f.digest[:16] for f in files}
+            folders[key] = {f.path: f.digest[:DIGEST_CHARS] for f in files}
         except (OSError, ValueError):
             folders[key] = {}
     now = folders[key]

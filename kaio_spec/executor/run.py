@@ -43,6 +43,7 @@ from kaio_spec.executor.recover import settle
 from kaio_spec.executor.report import Reporter, Row
 from kaio_spec.executor.results import NOT_SUBMITTED, ApplyResult, JobResult
 from kaio_spec.executor.submit import Outcome, Submitter
+from kaio_spec.executor.versions import DIGEST_CHARS, Versions
 from kaio_spec.planner import Action, PlannedJob
 from kaio_spec.state import State
 
@@ -206,6 +207,7 @@ class Engine:
         uploads: int | None = None,
         retry_delay_s: float = 0.0,
         retry_on: str = "any",
+        versions: Versions | None = None,
     ):
         self.client = client
         self.state = state
@@ -217,6 +219,7 @@ class Engine:
         self.detach = detach
         self.unreachable_timeout_s = unreachable_timeout_s
         self.retry_delay_s = max(0.0, retry_delay_s)
+        self.versions = versions
         self.tracks = [_track(job, listing, retry_on) for job in jobs]
         self.halted: str | None = None
         self.interrupted = False
@@ -249,6 +252,7 @@ class Engine:
             self.submit_pool.close()
             self.download_pool.close()
             self.state.save()
+            self._save_versions()
             self.reporter.end()
         return self._result()
 
@@ -397,18 +401,28 @@ class Engine:
 
     def _record_version(self, job: PlannedJob) -> None:
         """What the job was submitted with, for `kaio plan` to say what changed when it is
-        replaced (state.py `version`): its spec, and its folder's files once per folder."""
+        replaced (versions.py): its spec, and its folder's files once per folder."""
+        if self.versions is None:
+            return
         files = None
-        if self.state.folder_files(job.content_hash) is None:
+        if self.versions.folder_files(job.content_hash) is None:
             try:  # the package this run built to submit the job (cached: nothing is read again)
                 package = self.submitter.packages.folder_package(job)
-                files = {f.path: f.digest[:16] for f in package.files}
+                files = {f.path: f.digest[:DIGEST_CHARS] for f in package.files}
             except (OSError, ValueError):
                 files = None  # the plan then says the folder changed, without naming files
         older = [
             n for n in self.state.job_names() if n != job.job_name and same_key_and_name(job, n)
         ]
-        self.state.record_version(job.job_name, dict(job.spec), job.content_hash, files, older)
+        self.versions.record(job.job_name, dict(job.spec), job.content_hash, files, older)
+
+    def _save_versions(self) -> None:
+        if self.versions is None:
+            return
+        try:
+            self.versions.save()
+        except OSError as e:  # only explanations depend on it: say so, and go on
+            self.reporter.note(f"could not record the jobs' versions in {self.versions.path}: {e}")
 
     # ---- submitting -------------------------------------------------------------------------
 
