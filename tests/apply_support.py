@@ -136,6 +136,21 @@ def run_apply(
     )
 
 
+def run_kaio(manifest: Path, api_key: str, *args: str) -> subprocess.CompletedProcess:
+    """`kaio ARGS` in the manifest's folder, as its user (pass --api where it talks to one)."""
+    home = manifest.parent / "home"
+    home.mkdir(exist_ok=True)
+    return subprocess.run(
+        [KAIO, *args],
+        cwd=manifest.parent,
+        env=kaio_env(home, api_key),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def start_apply(manifest: Path, url: str, api_key: str, *args: str) -> subprocess.Popen:
     home = manifest.parent / "home"
     home.mkdir(exist_ok=True)

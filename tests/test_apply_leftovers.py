@@ -11,18 +11,11 @@ import shutil
 import subprocess
 
 import pytest
-from apply_support import KAIO, kaio_env, list_jobs, run_apply, write_project
+from apply_support import list_jobs, run_apply, run_kaio, write_project
 
 
 def kaio(manifest, url, api_key, *args):
-    return subprocess.run(
-        [KAIO, *args],
-        cwd=manifest.parent,
-        env=kaio_env(manifest.parent / "home", api_key),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_kaio(manifest, api_key, *args)
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

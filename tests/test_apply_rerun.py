@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import textwrap
 from datetime import datetime
 
-from apply_support import KAIO, kaio_env, list_jobs, run_apply
+from apply_support import list_jobs, run_apply, run_kaio
 
 # The job needs a file the test creates: it fails until the file exists.
 CHECK = textwrap.dedent(
@@ -58,14 +57,7 @@ def write_check_project(folder, *, retries=1, delay=0.0, retry_on=None):
 
 
 def plan_json(manifest, url, api_key, *args):
-    r = subprocess.run(
-        [KAIO, "plan", str(manifest), "--api", url, "-o", "json", *args],
-        cwd=manifest.parent,
-        env=kaio_env(manifest.parent / "home", api_key),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_kaio(manifest, api_key, "plan", str(manifest), "--api", url, "-o", "json", *args)
     assert r.returncode == 0, r.stderr
     return {j["key"]: j for j in json.loads(r.stdout)["jobs"]}
 

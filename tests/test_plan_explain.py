@@ -6,20 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
-from apply_support import KAIO, kaio_env, run_apply, write_project
+from apply_support import run_apply, run_kaio, write_project
 
 
 def plan(manifest, url, api_key, *args):
-    r = subprocess.run(
-        [KAIO, "plan", "kaio.yaml", "--api", url, *args],
-        cwd=manifest.parent,
-        env=kaio_env(manifest.parent / "home", api_key),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_kaio(manifest, api_key, "plan", "kaio.yaml", "--api", url, *args)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
