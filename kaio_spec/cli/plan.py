@@ -61,8 +61,11 @@ def plan_command(
 ) -> None:
     """Show the jobs FILE means: matrices and sweeps expanded, templates rendered, each job's
     name, job_name and what apply would do with it: compared with the API's jobs (one request),
-    each is create, unchanged, retry or replace, and the manifest's jobs it no longer defines
-    are listed as orphans (in -o json: "orphans").
+    each is create, unchanged, retry or replace (rerun and replace-requested with
+    --rerun-failed and --replace, as `kaio apply` would take them), and why, job by job: the
+    fields and files that changed since the job was last submitted, or how many attempts
+    failed (in -o json: each job's "why", null for create and unchanged). The manifest's jobs
+    it no longer defines are counted as orphans (in -o json: listed in "orphans").
 
     Invalid manifests exit 2 with every error as FILE:LINE:COLUMN: PATH: MESSAGE."""
     result = plan(file)  # a ManifestError is reported by the kaio group, exit 2
