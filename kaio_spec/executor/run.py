@@ -164,13 +164,17 @@ class _Workers:
             self._wake.set()
 
 
-def _track(job: PlannedJob, listing: list[dict[str, Any]], retry_on: str) -> Track:
+def _track(job: PlannedJob, by_name: dict[str, list[dict]], retry_on: str) -> Track:
     """A job's track, with what --rerun-failed or --replace asked for it (its action): one new
-    attempt after its latest one, and then its retries again."""
+    attempt after its latest one, and then its retries again. `by_name`: the listing's jobs by
+    job_name."""
     track = Track(job, [], [], allowed=job.retries + 1, retry_on=retry_on)
     if job.action in (Action.RERUN, Action.REPLACE_REQUESTED):
-        mine = [j for j in listing if j.get("job_name") == job.job_name]
-        mine.sort(key=lambda j: str(j.get("unique_job_name") or ""), reverse=True)
+        mine = sorted(
+            by_name.get(job.job_name, []),
+            key=lambda j: str(j.get("unique_job_name") or ""),
+            reverse=True,
+        )
         if mine:
             track.force_from = mine[0].get("unique_job_name")
             track.allowed = sum(1 for a in mine if counts_as_attempt(a)) + job.retries + 1
@@ -220,7 +224,10 @@ class Engine:
         self.unreachable_timeout_s = unreachable_timeout_s
         self.retry_delay_s = max(0.0, retry_delay_s)
         self.versions = versions
-        self.tracks = [_track(job, listing, retry_on) for job in jobs]
+        by_name: dict[str, list[dict]] = {}
+        for j in listing:
+            by_name.setdefault(str(j.get("job_name")), []).append(j)
+        self.tracks = [_track(job, by_name, retry_on) for job in jobs]
         self.halted: str | None = None
         self.interrupted = False
         self.cancel = threading.Event()
