@@ -49,15 +49,30 @@ def test_a_replace_names_the_changed_fields_and_files(tmp_path, kaio_server, api
     assert why["files"]["modified"] == ["train.py"] and why["files"]["added"] == ["helper.py"]
     assert why["files"]["removed"] == [] and why["files"]["folder"] == "code"
 
+    # What plans compare with stays small: each job's newest version, each folder's files once.
+    versions = tmp_path / ".kaio" / "state.versions.json"
+    before = json.loads(versions.read_text())
+    assert len(before["jobs"]) == 2 and len(before["folders"]) == 1
+    assert run_apply(manifest, kaio_server.url, api_key, "--yes").returncode == 0
+    after = json.loads(versions.read_text())
+    assert len(after["jobs"]) == 2 and len(after["folders"]) == 1
+    assert set(after["jobs"]).isdisjoint(before["jobs"])
+    assert "replace" not in plan(manifest, kaio_server.url, api_key)
+
     # A clone without .kaio/ (or jobs another machine submitted): what the API shows of them.
     shutil.rmtree(tmp_path / ".kaio")
+    manifest.write_text(
+        manifest.read_text()
+        .replace('"NEW": "y"', '"OTHER": "z"')
+        .replace("instance_type: ml.m5.xlarge", "instance_type: ml.m5.2xlarge")
+    )
     out = plan(manifest, kaio_server.url, api_key).splitlines()
     assert (
         "train-0, train-1 (replace): changed since it was last submitted (from another machine, "
         "or before kaio recorded what it submitted in .kaio/): what the API shows of it" in out
     )
-    assert '    ~ instance_type: "ml.m5.large" -> "ml.m5.xlarge"' in out
-    assert '    + env.NEW: "y"' in out and '    - env.GONE: "(value not recorded)"' in out
+    assert '    ~ instance_type: "ml.m5.xlarge" -> "ml.m5.2xlarge"' in out
+    assert '    + env.OTHER: "z"' in out and '    - env.NEW: "(value not recorded)"' in out
 
 
 def test_a_retry_says_how_many_attempts_failed(tmp_path, kaio_server, api_key):
