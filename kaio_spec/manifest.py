@@ -112,6 +112,8 @@ class Settings:
     max_jobs: int = 1000
     outputs: str = "outputs/{{ manifest.name }}/{{ job.name }}"
     poll_seconds: float = 10
+    retry_delay_seconds: float = 10  # a retry's first wait; doubled each time (executor/run.py)
+    retry_on: str = "any"  # "any" failure, or only the "platform"'s (executor/observe.py)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,13 @@ import sys
 import click
 
 from kaio_spec.cli.common import api_option, confirm, connect
-from kaio_spec.cli.plan import input_options, plan_with_inputs, render_comparison, render_secrets
+from kaio_spec.cli.plan import (
+    input_options,
+    plan_with_inputs,
+    render_comparison,
+    render_secrets,
+    rerun_options,
+)
 from kaio_spec.errors import EXIT_INVALID
 
 
@@ -21,7 +27,8 @@ from kaio_spec.errors import EXIT_INVALID
 @click.option(
     "--prune",
     is_flag=True,
-    help="Stop running jobs of this manifest that it no longer defines (orphans).",
+    help="Stop running jobs of this manifest that it no longer defines (orphans), and move "
+    "the outputs of cells it no longer defines into .pruned/ beside them (never deleted).",
 )
 @click.option(
     "--only",
@@ -29,6 +36,7 @@ from kaio_spec.errors import EXIT_INVALID
     help="Apply only the jobs whose key or name matches PATTERN (fnmatch: 'train-lr*').",
 )
 @input_options
+@rerun_options
 def apply_command(
     file: str,
     api: str | None,
@@ -39,10 +47,14 @@ def apply_command(
     var_pairs: tuple[str, ...],
     var_files: tuple[str, ...],
     env_file: str | None,
+    rerun_failed: bool,
+    replace: str | None,
 ) -> None:
     """Make the jobs FILE defines exist and run to the end: submit those the API does not
     have (by job_name: never twice), at most settings.max_parallel in flight; retry failures up
     to each job's `retries`; download outputs (and failed jobs' logs) to the `outputs` folders.
+    A job that used up its retries stays failed until --rerun-failed (or --replace) asks for
+    one more attempt.
 
     Shows the plan and asks first (--yes skips that; without a terminal --yes is required).
     Exit 0 when every job completed, 1 otherwise, 2 for invalid input, 130 on Ctrl-C (jobs keep
@@ -51,6 +63,7 @@ def apply_command(
         LiveReporter,
         PlainReporter,
         execute,
+        explain,
         prepare,
         render_summary,
     )
@@ -66,10 +79,11 @@ def apply_command(
         sys.exit(EXIT_INVALID)
     planned = plan_with_inputs(file, var_pairs, var_files, env_file)  # ManifestError: exit 2
     client = connect(api)
-    prepared = prepare(planned, client, only=only)
+    prepared = prepare(planned, client, only=only, rerun_failed=rerun_failed, replace=replace)
     # Before anything is submitted: a missing secret names its jobs and line (exit 2).
     secrets = read_secrets(planned.manifest, prepared.selected, env_file)
-    click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune))
+    why = explain(prepared.comparison)
+    click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune, why=why))
     if secrets:
         click.echo(render_secrets(prepared.selected, env_file))
     if not confirm("Apply this plan?", yes):

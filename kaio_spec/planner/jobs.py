@@ -36,12 +36,15 @@ SPEC_KEYS = (
 
 class Action(str, Enum):
     """What apply would do with a planned job. Offline, every job is `create`; the executor
-    compares with what the API has and sets the others."""
+    compares with what the API has and sets the others (`rerun` and `replace-requested` only
+    when asked: executor/observe.py's `request`)."""
 
     CREATE = "create"
     UNCHANGED = "unchanged"
     RETRY = "retry"
     REPLACE = "replace"
+    RERUN = "rerun"  # kaio apply --rerun-failed: a new attempt of a job that failed for good
+    REPLACE_REQUESTED = "replace-requested"  # kaio apply --replace: a new attempt, as asked
 
     def __str__(self) -> str:
         return self.value
