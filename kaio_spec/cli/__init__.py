@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "download",
     "results",
     "stop",
+    "forget",
     "logs",
 )
 
