@@ -93,8 +93,8 @@ def is_complete(dest: str | os.PathLike, unique_job_name: str) -> bool:
     files = marker.get("files")
     if not isinstance(files, list):
         return False
-    root = Path(dest)
-    return all(isinstance(f, str) and (root / f).is_file() for f in files)
+    root = os.fspath(dest)  # os.path, not pathlib: `kaio results` checks a thousand folders
+    return all(isinstance(f, str) and os.path.isfile(os.path.join(root, f)) for f in files)
 
 
 def _occupied(dest: Path) -> bool:

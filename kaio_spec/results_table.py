@@ -114,35 +114,43 @@ def read_metrics(folder: str | os.PathLike) -> tuple[dict[str, Any], str | None]
 
 def _read_steps(path: Path, metrics: dict[str, Any]) -> str | None:
     """The last record of a metrics.jsonl, plus each numeric metric's min and max over all."""
-    last: dict[str, Any] = {}
-    low: dict[str, float] = {}
-    high: dict[str, float] = {}
-    bad = 0
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except OSError as e:
         return f"{path}: {e}"
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            bad += 1  # a line cut by a job killed mid-write: skipped
-            continue
-        if not isinstance(record, dict):
-            bad += 1
-            continue
-        last = flatten(record)
-        for k, v in last.items():
-            if _is_number(v) and not math.isnan(v):
-                low[k] = min(low.get(k, v), v)
-                high[k] = max(high.get(k, v), v)
-    metrics.update(last)
-    for k in low:
-        metrics[f"{k}.min"] = low[k]
-        metrics[f"{k}.max"] = high[k]
+    records, bad = _json_lines(lines)
+    if not records:
+        return f"{path}: {bad} line(s) that are not JSON objects skipped" if bad else None
+    flat = [
+        flatten(r) if any(isinstance(v, dict | list) for v in r.values()) else r for r in records
+    ]
+    metrics.update(flat[-1])
+    for key in _union(flat):
+        # type() rather than _is_number(): a bool is no number, NaN (v != v) no value; this
+        # loop sees every step of every job
+        values = [v for r in flat if type(v := r.get(key)) in (int, float) and v == v]
+        if values:
+            metrics[f"{key}.min"] = min(values)
+            metrics[f"{key}.max"] = max(values)
     return f"{path}: {bad} line(s) that are not JSON objects skipped" if bad else None
+
+
+def _json_lines(lines: list[str]) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects among `lines`, and how many lines were not one (a line cut by a job
+    killed mid-write, say). One decode of the whole file when every line is fine."""
+    try:
+        parsed = json.loads("[" + ",".join(lines) + "]")
+    except ValueError:
+        parsed = None
+    if parsed is None or len(parsed) != len(lines):  # a line that is not exactly one value
+        parsed = []
+        for line in lines:
+            try:
+                parsed.append(json.loads(line))
+            except ValueError:
+                parsed.append(None)
+    records = [r for r in parsed if isinstance(r, dict)]
+    return records, len(parsed) - len(records)
 
 
 # ---- the table ----------------------------------------------------------------------------------
@@ -382,6 +390,8 @@ def format_value(value: Any, column: str = "") -> str:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     s = int(seconds)
     if s < 60:
         return f"{s}s"
@@ -484,18 +494,21 @@ def _offline_facts(job, state) -> dict[str, Any]:
     if not isinstance(unique, str) or not is_complete(job.outputs, unique):
         status = UNKNOWN if attempts else NOT_SUBMITTED
         return {"status": status, "attempts": attempts, "run_time": None, "unique_job_name": None}
+    # the marker's job and every file it lists are there: collect() need not check again
     times = {"start_time": marker.get("start_time"), "end_time": marker.get("end_time")}
     return {
         "status": str(marker.get("status") or UNKNOWN),
         "attempts": attempts or None,
         "run_time": elapsed(times) if times["end_time"] else None,
         "unique_job_name": unique,
+        "on_disk": True,
     }
 
 
 def collect(plan, facts: Sequence[dict[str, Any]]) -> Results:
     """The table of `plan`'s jobs, given each job's facts (status, attempts, run_time,
-    unique_job_name: the attempt whose outputs count) in plan order."""
+    unique_job_name: the attempt whose outputs count; on_disk: True when they are known to be
+    downloaded) in plan order."""
     from kaio_spec.downloads import is_complete
 
     params_of = [_params(job) for job in plan.jobs]
@@ -504,7 +517,7 @@ def collect(plan, facts: Sequence[dict[str, Any]]) -> Results:
     for job, params, fact in zip(plan.jobs, params_of, facts, strict=True):
         unique = fact["unique_job_name"]
         metrics: dict[str, Any] = {}
-        if unique and is_complete(job.outputs, unique):
+        if unique and (fact.get("on_disk") or is_complete(job.outputs, unique)):
             metrics, problem = read_metrics(job.outputs)
             if problem:
                 problems.append(f"{job.name}: {problem}")

@@ -98,49 +98,81 @@ def results_command(
         render_table(table)
 
 
-PARAM_MIN = 8
+PARAM_MIN = 8  # a parameter column is never wrapped narrower than this
+STYLES = {"param": {"fg": "cyan"}, "metric": {"fg": "green"}, "job": {}}
 
 
 def render_table(table) -> None:
-    """A rich table: numbers right-aligned, parameters and metrics told apart by colour. On a
-    narrow terminal only the parameter columns wrap: the job columns and the metrics keep their
-    width (the lines grow longer than the terminal rather than lose a column). Piped, nothing
-    wraps."""
-    from rich.console import Console
-    from rich.table import Table
+    """An aligned table: numbers right-aligned, parameters (cyan) and metrics (green) told
+    apart by colour on a terminal. On a narrow terminal only the parameter columns wrap, widest
+    first: the job columns and the metrics keep their width (lines grow longer than the
+    terminal rather than lose a column). Piped, nothing wraps and there is no colour.
+
+    Written by hand rather than with rich's Table, which took seconds to lay out a 1,000-cell
+    sweep (benchmarks/results.py)."""
+    import shutil
 
     from kaio_spec.results_table import format_value
 
-    texts = {c: [format_value(r.get(c), c) for r in table.rows] for c in table.columns}
-    natural = {c: max([len(c), *(len(t) for t in texts[c])]) for c in table.columns}
-    # a parameter wraps only past PARAM_MIN characters; the other columns never
-    least = {c: min(natural[c], PARAM_MIN) if c in table.params else natural[c] for c in natural}
-    console = Console()
-    if console.is_terminal:
-        console = Console(width=max(console.width, sum(least.values()) + 2 * len(least) + 3))
-    else:
-        console = Console(width=sum(natural.values()) + 2 * len(table.columns) + 3)
+    columns = list(table.columns)
+    texts = {c: [format_value(r.get(c), c) for r in table.rows] for c in columns}
+    widths = {c: max([len(c), *(len(t) for t in texts[c])]) for c in columns}
+    if sys.stdout.isatty():
+        _fit(widths, [c for c in columns if c in table.params], shutil.get_terminal_size()[0])
+    kinds = {
+        c: "param" if c in table.params else "metric" if c in table.metrics else "job"
+        for c in columns
+    }
+    right = {c for c in columns if table.is_numeric(c)}
     best = table.best
-    grid = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
-    grid.add_column("", no_wrap=True, width=1)  # the best row's mark
-    for c in table.columns:
-        kind = "param" if c in table.params else "metric" if c in table.metrics else "job"
-        grid.add_column(
-            c,
-            justify="right" if table.is_numeric(c) else "left",
-            style={"param": "cyan", "metric": "green"}.get(kind),
-            header_style={"param": "bold cyan", "metric": "bold green"}.get(kind, "bold"),
-            no_wrap=kind != "param",
-            overflow="fold",
-            min_width=least[c],
-        )
+    lines = [_line(" ", [[c] for c in columns], columns, widths, right, kinds, bold=True)]
     for i, row in enumerate(table.rows):
-        mark = "*" if best is not None and row is best else ""
-        grid.add_row(mark, *(texts[c][i] for c in table.columns))
-    console.print(grid)
-    console.print(_summary_line(table), highlight=False)
+        cells = [_wrap(texts[c][i], widths[c]) for c in columns]
+        mark = "*" if best is not None and row is best else " "
+        lines.append(_line(mark, cells, columns, widths, right, kinds))
+    click.echo("\n".join(lines))
+    click.echo(_summary_line(table))
     if table.metrics or table.params:
-        console.print("[cyan]parameters[/] · [green]metrics[/]", style="dim")
+        legend = click.style("parameters", fg="cyan") + " · " + click.style("metrics", fg="green")
+        click.echo(click.style(legend, dim=True))
+
+
+def _fit(widths: dict[str, int], params: list[str], room: int) -> None:
+    """Narrow the widest parameter columns, one character at a time, until the line fits in
+    `room` or none can be narrowed further."""
+
+    def total() -> int:
+        return 1 + sum(w + 2 for w in widths.values())
+
+    while total() > room:
+        wide = [c for c in params if widths[c] > PARAM_MIN]
+        if not wide:
+            return
+        widest = max(wide, key=lambda c: widths[c])
+        widths[widest] -= 1
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    if len(text) <= width:
+        return [text]
+    import textwrap
+
+    return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
+
+
+def _line(mark, cells, columns, widths, right, kinds, bold: bool = False) -> str:
+    """One table row (several terminal lines when a cell wraps)."""
+    height = max(len(c) for c in cells)
+    out = []
+    for n in range(height):
+        parts = [mark if n == 0 else " "]
+        for c, cell in zip(columns, cells, strict=True):
+            text = cell[n] if n < len(cell) else ""
+            text = text.rjust(widths[c]) if c in right else text.ljust(widths[c])
+            style = {**STYLES[kinds[c]], **({"bold": True} if bold else {})}
+            parts.append(click.style(text, **style) if style else text)
+        out.append("  ".join(parts).rstrip())
+    return "\n".join(out)
 
 
 def _summary_line(table) -> str:
