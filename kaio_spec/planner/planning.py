@@ -573,7 +573,7 @@ class _Planner:
                     spec=spec,
                     content_hash=content,
                     outputs=Path(outputs),
-                    labels=_labels(manifest, job.key, r.name, cell_json),
+                    labels=_labels(manifest, job.key, r.name, cell_json, job.metric),
                     package_exclude=exclude,
                     secrets=dict(job.secrets),
                 )
@@ -732,8 +732,10 @@ def _inside(directory: str, folders: list[str]) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def _labels(manifest: str, key: str, name: str, cell_json: str) -> dict[str, str]:
+def _labels(manifest: str, key: str, name: str, cell_json: str, metric=None) -> dict[str, str]:
     labels = {"manifest": manifest, "key": key, "name": name, "cell": cell_json}
+    if metric is not None:  # the dashboard ranks a sweep's cells by it (not part of identity)
+        labels["metric"] = json.dumps({"name": metric.name, "goal": metric.goal})
     if len(json.dumps(labels).encode()) > catalog.LABELS_MAX_BYTES:
         # Labels are a convenience for the dashboard: a huge cell is named by its hash.
         labels["cell"] = "sha256:" + hashlib.sha256(cell_json.encode()).hexdigest()[:16]
