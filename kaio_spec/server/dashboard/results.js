@@ -97,10 +97,12 @@ function mix(a, b, f) {
 function axisOf(name, values) {
   const present = values.filter((v) => !isMissing(v));
   if (present.length && present.every((v) => typeof v === "number" && Number.isFinite(v))) {
-    let lo = Math.min(...present);
-    let hi = Math.max(...present);
-    if (lo === hi) [lo, hi] = [lo - 1, hi + 1];
-    return { name, at: (v) => (v - lo) / (hi - lo), ticks: [lo, hi].map((t) => [formatNumber(t), (t - lo) / (hi - lo)]) };
+    const lo = present.reduce((a, v) => Math.min(a, v), Infinity);
+    const hi = present.reduce((a, v) => Math.max(a, v), -Infinity);
+    const span = hi - lo;
+    // one value, or a span too small or too large for a double: every line through the middle
+    const at = span > 0 && Number.isFinite(span) ? (v) => (v - lo) / span : () => 0.5;
+    return { name, at, ticks: (span > 0 ? [lo, hi] : [lo]).map((t) => [formatNumber(t), at(t)]) };
   }
   const keys = [...new Set(present.map(keyOf))].sort(naturalCompare);
   const step = keys.length > 1 ? 1 / (keys.length - 1) : 0;
@@ -109,8 +111,10 @@ function axisOf(name, values) {
 }
 
 // One vertical axis per parameter and metric, one line per row, coloured by `colourBy` (low
-// values blue, high orange); the best row drawn last and thick. rows: [{name, values: Map}].
-export function parallelCoordinates(rows, names, colourBy, best) {
+// values blue, high orange); the best row drawn last and thick. rows: [{name, values: Map}],
+// values keyed by axis id; axes: [{id, label}] (a parameter and a metric may share a name).
+export function parallelCoordinates(rows, columns, colourBy, best) {
+  const names = columns.map((c) => c.label);
   const { width, height, top, bottom, side } = PC;
   const root = svg("svg", {
     viewBox: `0 0 ${width} ${height}`,
@@ -119,20 +123,22 @@ export function parallelCoordinates(rows, names, colourBy, best) {
     role: "img",
     "aria-label": `parallel coordinates of ${rows.length} cells over ${names.join(", ")}`,
   });
-  const axes = names.map((n) => axisOf(n, rows.map((r) => r.values.get(n))));
+  const axes = columns.map((c) => ({ ...axisOf(c.label, rows.map((r) => r.values.get(c.id))), id: c.id }));
   const gap = names.length > 1 ? (width - 2 * side) / (names.length - 1) : 0;
   const xOf = (i) => side + i * gap;
   const yOf = (f) => height - bottom - f * (height - top - bottom);
-  const colour = axisOf(colourBy || "", rows.map((r) => r.values.get(colourBy)));
+  const colour = axisOf("", rows.map((r) => r.values.get(colourBy)));
   const ordered = [...rows].sort((a, b) => (a === best) - (b === best));
   for (const row of ordered) {
     const points = [];
     axes.forEach((axis, i) => {
-      const v = row.values.get(axis.name);
-      if (!isMissing(v)) points.push(`${xOf(i).toFixed(1)},${yOf(axis.at(v)).toFixed(1)}`);
+      const v = row.values.get(axis.id);
+      const y = isMissing(v) ? NaN : yOf(axis.at(v));
+      if (Number.isFinite(y)) points.push(`${xOf(i).toFixed(1)},${y.toFixed(1)}`);
     });
     const c = row.values.get(colourBy);
     const f = typeof c === "number" && Number.isFinite(c) ? colour.at(c) : null;
+    if (points.length < 2) continue;
     const stroke = f === null ? "#9aa0a6" : mix(LOW, HIGH, f);
     root.append(
       svg(

@@ -455,11 +455,14 @@ export function sweepView(main, manifest, key) {
       return;
     }
     parallelSection.hidden = false;
-    const names = [...params, ...metrics];
-    const lines = rows.map((row) => ({ row, name: row.sweep.name, values: new Map(names.map((n) => [n, params.includes(n) ? row.sweep.cell.get(n) : metricValue(row, n)])) }));
+    const axes = [
+      ...params.map((p) => ({ id: `param:${p}`, label: p, value: (row) => row.sweep.cell.get(p) })),
+      ...metrics.map((m) => ({ id: `metric:${m}`, label: m, value: (row) => metricValue(row, m) })),
+    ];
+    const lines = rows.map((row) => ({ row, name: row.sweep.name, values: new Map(axes.map((a) => [a.id, a.value(row)])) }));
     const best = bestRow(rows, declared(), metricValue);
     const bestLine = lines.find((l) => l.row === best) || null;
-    parallelBox.replaceChildren(parallelCoordinates(lines, names, state.y, bestLine));
+    parallelBox.replaceChildren(parallelCoordinates(lines, axes, state.y ? `metric:${state.y}` : null, bestLine));
   }
 
   function draw() {
