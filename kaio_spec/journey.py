@@ -242,6 +242,18 @@ def elapsed(job: dict[str, Any], now: datetime | None = None) -> float | None:
     return max(0.0, (end - start).total_seconds())
 
 
+def format_duration(seconds: float | None) -> str:
+    """Seconds for people: 42s, 3m05s, 2h07m; '-' for None."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 def _parse(text: object) -> datetime | None:
     if not isinstance(text, str) or not text:
         return None

@@ -390,14 +390,10 @@ def format_value(value: Any, column: str = "") -> str:
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    from kaio_spec.journey import format_duration
+
+    # tenths under 10 s: a sweep of quick jobs is not a column of 0s
+    return f"{seconds:.1f}s" if seconds < 10 else format_duration(seconds)
 
 
 def _md(text: str) -> str:
