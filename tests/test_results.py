@@ -381,3 +381,48 @@ def test_metric_is_checked_by_validate_and_is_not_part_of_identity(tmp_path):
     assert r.returncode == 2
     assert "kaio.yaml:7:31: jobs.t.metric.goal:" in r.stderr
     assert "maximize" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_on_a_narrow_terminal_parameters_wrap_and_metrics_stay_whole(project):
+    """Run in a pseudo-terminal 60 columns wide: a long parameter value wraps onto more lines,
+    while every metric is shown whole on its row's first line."""
+    import os
+    import pty
+    import re
+
+    long_value = "a-rather-long-parameter-value-that-cannot-fit"
+    main, secondary = pty.openpty()
+    env = kaio_env(project.folder / "home", project.key) | {"COLUMNS": "60", "NO_COLOR": "1"}
+    # the same jobs' outputs (same manifest name and job names), one more parameter
+    manifest = project.folder / "wide.yaml"
+    manifest.write_text(
+        MANIFEST.replace("params: {seed: 7}", f"params: {{seed: 7, note: {long_value}}}")
+    )
+    done = subprocess.run(
+        [KAIO, "results", "wide.yaml", "--offline", "--columns", "name,note,accuracy,eval.f1"],
+        cwd=project.folder,
+        env=env,
+        stdout=secondary,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    os.close(secondary)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(main)
+    assert done.returncode == 0, done.stderr
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.decode()).replace("\r", "")
+    lines = text.splitlines()
+    assert lines[0].split() == ["name", "note", "accuracy", "eval.f1"]
+    assert all(len(line) <= 60 for line in lines[:-2]), lines  # fits: the note wrapped
+    assert long_value not in text  # not on one line...
+    assert long_value.replace("-", "") in "".join(lines).replace("-", "").replace(" ", "")

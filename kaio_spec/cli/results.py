@@ -66,6 +66,9 @@ def results_command(
     folders, as `kaio download` does. With a `metric: {name, goal}` declared (in the job, its
     sweep or `defaults`), rows are sorted best first and the best completed job is named.
 
+    Exits 0 whatever the jobs' statuses (read them from -o json in scripts); 2 for an invalid
+    FILE or option (an unknown --sort or --columns column names the columns there are).
+
     \b
     -o json prints
       {"manifest", "metric": {"name", "goal"} | null, "best": NAME | null,
