@@ -818,6 +818,15 @@ def test_a_sweep_with_a_declared_metric_marks_its_best_cell_and_its_jobs_show_re
             env = {"LR": str(lr), "DEPTH": str(depth)}
             if (lr, depth) == (1.0, 4):
                 env["FAIL"] = "1"  # the cell that would have been best fails
+            if (lr, depth) == (0.05, 2):  # retries: 2, and a first attempt that failed
+                labels["retries"] = "2"
+                failed = api.submit(
+                    {"train.py": RANKED_JOB},
+                    job_name=name.replace(".", "-"),
+                    env={**env, "FAIL": "1"},
+                    labels=labels,
+                )
+                assert api.wait(failed)["status"] == "Failed"
             names[name] = api.submit(
                 {"train.py": RANKED_JOB}, job_name=name.replace(".", "-"), env=env, labels=labels
             )
@@ -844,6 +853,8 @@ def test_a_sweep_with_a_declared_metric_marks_its_best_cell_and_its_jobs_show_re
         ),
         "ranked by accuracy",
     )
+    retried = browser.one(f'#sweep-table tr[data-unique="{names["lr0.05-d2"]}"]')
+    assert retried.find_elements("css selector", "td")[2].text == "2/3"  # attempt 2 of 3
     best = browser.css("#sweep-table tbody tr.best")
     assert len(best) == 1 and "lr1-d2" in best[0].text and "★ best" in best[0].text
     sort_by_name = browser.one("#sweep-table button[data-column='[\"name\"]']")
@@ -861,7 +872,7 @@ def test_a_sweep_with_a_declared_metric_marks_its_best_cell_and_its_jobs_show_re
     csv_text = saved.read_text()
     lines = csv_text.splitlines()
     assert lines[0] == "name,status,attempts,lr,depth,accuracy,eval.loss"
-    assert lines[1] == "lr0.05-d2,Completed,1,0.05,2,0.925,0.05"
+    assert lines[1] == "lr0.05-d2,Completed,2,0.05,2,0.925,0.05"
     assert lines[-1] == "lr1-d4,Failed,1,1,4,,"
 
     parallel = browser.one("#sweep-parallel")
@@ -893,7 +904,7 @@ def test_a_sweep_with_a_declared_metric_marks_its_best_cell_and_its_jobs_show_re
 
     # The jobs list: grouped by manifest, each job under its readable name.
     browser.go("#/jobs")
-    browser.wait_text("#jobs tr.group", "manifest ranked · 7 jobs")
+    browser.wait_text("#jobs tr.group", "manifest ranked · 8 jobs")
     assert len(browser.css("#jobs tr.group")) == 1
     first = browser.one(row(browser, names["lr1-d2"]))
     assert first.find_element("css selector", "a.job-link").text == "lr1-d2"

@@ -426,3 +426,14 @@ def test_on_a_narrow_terminal_parameters_wrap_and_metrics_stay_whole(project):
     assert all(len(line) <= 60 for line in lines[:-2]), lines  # fits: the note wrapped
     assert long_value not in text  # not on one line...
     assert long_value.replace("-", "") in "".join(lines).replace("-", "").replace(" ", "")
+
+
+def test_the_dashboard_learns_the_metric_and_the_attempts_from_labels(tmp_path):
+    manifest = synthetic(tmp_path, "{name: acc, goal: maximize}\n    retries: 2", {"1": {}})
+    (job,) = kaio_spec.plan(manifest)
+    assert json.loads(job.labels["metric"]) == {"name": "acc", "goal": "maximize"}
+    assert job.labels["retries"] == "2"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (job,) = kaio_spec.plan(synthetic(plain, "{name: acc}", {"1": {}}))
+    assert "retries" not in job.labels  # nothing to say: one attempt

@@ -212,6 +212,13 @@ function latestPerCell(jobs) {
   return [...rows.values()];
 }
 
+// "2/3" when the job may take several attempts (its retries label), else the count.
+function attemptsText(row) {
+  const retries = Number.parseInt((row.job.labels || {}).retries, 10);
+  const most = Number.isInteger(retries) && retries > 0 ? retries + 1 : 1;
+  return most > 1 && row.attempts <= most ? `${row.attempts}/${most}` : String(row.attempts);
+}
+
 export function sweepView(main, manifest, key) {
   // sort: null until a header is clicked: by the declared metric, best first, else by name
   const state = { sort: null, x: null, y: null };
@@ -393,7 +400,7 @@ export function sweepView(main, manifest, key) {
             row === best ? h("span", { class: "best-mark", title: `best ${declared().name}`, text: " ★ best" }) : null,
           ),
           h("td", {}, statusBadge(row.job.status)),
-          h("td", { class: "num", text: String(row.attempts), title: `${row.attempts} attempt${row.attempts === 1 ? "" : "s"} of this cell; the latest is shown` }),
+          h("td", { class: "num", text: attemptsText(row), title: `${row.attempts} attempt${row.attempts === 1 ? "" : "s"} of this cell; the latest is shown` }),
           params.map((p) => h("td", { class: "param", text: cellText(row.sweep.cell.get(p)) })),
           metrics.map((m) => {
             const v = valueOf(row, ["metric", m]);
