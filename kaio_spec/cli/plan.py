@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from kaio_spec.cli.common import api_option, connect
-from kaio_spec.planner import Plan, PlannedJob, plan
+
+if TYPE_CHECKING:  # the planner loads when a command uses it, not for `kaio --help`
+    from kaio_spec.planner import Plan, PlannedJob
 
 _COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
 
@@ -37,6 +39,8 @@ def plan_command(file: str, output: str, offline: bool, api: str | None) -> None
     are listed as orphans (in -o json: "orphans").
 
     Invalid manifests exit 2 with every error as FILE:LINE:COLUMN: PATH: MESSAGE."""
+    from kaio_spec.planner import plan
+
     result = plan(file)  # a ManifestError is reported by the kaio group, exit 2
     if offline:
         if output == "json":
@@ -102,6 +106,8 @@ def render_table(result: Plan) -> str:
 
 def render_comparison(comparison, selected=None, *, prune: bool = False) -> str:
     """The plan compared with the API (`selected`: the jobs --only kept), then its orphans."""
+    from kaio_spec.planner import Plan
+
     jobs = comparison.plan.jobs if selected is None else tuple(selected)
     lines = [render_table(Plan(comparison.plan.manifest, jobs))]
     if comparison.orphans:

@@ -8,7 +8,6 @@ import sys
 import click
 
 from kaio_spec.errors import EXIT_INVALID, EXIT_OK
-from kaio_spec.manifest import validate_file
 
 
 @click.command("validate")
@@ -26,6 +25,8 @@ def validate(files: tuple[str, ...], output: str) -> None:
 
     Every error is reported as FILE:LINE:COLUMN: PATH: MESSAGE. Usable as a pre-commit hook and
     in CI."""
+    from kaio_spec.manifest import validate_file  # not loaded for `kaio --help`
+
     results = [(file, validate_file(file)) for file in files]
     bad = [(file, errors) for file, errors in results if errors]
     if output == "json":

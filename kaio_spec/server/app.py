@@ -32,7 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
-from kaio_spec import __version__, catalog, validation
+from kaio_spec import catalog, validation
+from kaio_spec._version import __version__
 from kaio_spec.server import apidocs, auth, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.headers import DefaultHeaders, attachment
