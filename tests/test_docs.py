@@ -1,0 +1,74 @@
+"""The documentation in docs/ stays true to the code: docs/manifest.md documents every property of
+kaio.yaml's JSON Schema, and nothing that is not one (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "kaio_spec" / "schemas" / "kaio.schema.json"
+MANIFEST_DOC = ROOT / "docs" / "manifest.md"
+
+# A key's path names any job key, parameter or matrix key with `*`: jobs.*.sweep.parameters.*.min
+ANY = "*"
+
+
+def schema_paths(node: dict, root: dict, path: str = "") -> Iterator[str]:
+    """Every property the schema allows, as a dotted path, following $ref, anyOf and allOf."""
+    while "$ref" in node:
+        node = root["$defs"][node["$ref"].removeprefix("#/$defs/")]
+    for branch in node.get("anyOf", []) + node.get("allOf", []):
+        yield from schema_paths(branch, root, path)
+    prefix = f"{path}." if path else ""
+    for key, sub in node.get("properties", {}).items():
+        yield prefix + key
+        yield from schema_paths(sub, root, prefix + key)
+    for pattern in node.get("patternProperties", {}):
+        yield prefix + pattern.lstrip("^") + ANY
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield from schema_paths(extra, root, prefix + ANY)
+
+
+def documented_paths(text: str) -> set[str]:
+    """The keys docs/manifest.md documents: every `code` span of a heading."""
+    return {
+        span
+        for line in text.splitlines()
+        if line.startswith("#")
+        for span in re.findall(r"`([^`]+)`", line)
+    }
+
+
+def test_every_schema_property_is_documented_and_every_documented_key_exists():
+    schema = json.loads(SCHEMA.read_text())
+    in_schema = set(schema_paths(schema, schema))
+    in_doc = documented_paths(MANIFEST_DOC.read_text())
+    missing = sorted(in_schema - in_doc)
+    extra = sorted(in_doc - in_schema)
+    assert not missing and not extra, (
+        "docs/manifest.md and kaio.schema.json disagree:\n"
+        + (
+            f"  in the schema, no heading in docs/manifest.md: {', '.join(missing)}\n"
+            if missing
+            else ""
+        )
+        + (
+            f"  a heading in docs/manifest.md, not in the schema: {', '.join(extra)}\n"
+            if extra
+            else ""
+        )
+        + "each key is a heading such as ### `jobs.*.retries`, `defaults.retries`"
+    )
+
+
+def test_the_schema_walk_finds_nested_and_referenced_keys():
+    """The check sees keys behind $ref and additionalProperties, so it cannot pass vacuously."""
+    schema = json.loads(SCHEMA.read_text())
+    found = set(schema_paths(schema, schema))
+    for path in ("version", "settings.outputs", "defaults.env", "jobs.*.matrix.include", "x-*"):
+        assert path in found
+    assert "jobs.*.sweep.parameters.*.q" in found
