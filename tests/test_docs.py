@@ -72,3 +72,33 @@ def test_the_schema_walk_finds_nested_and_referenced_keys():
     for path in ("version", "settings.outputs", "defaults.env", "jobs.*.matrix.include", "x-*"):
         assert path in found
     assert "jobs.*.sweep.parameters.*.q" in found
+
+
+def repository_texts() -> Iterator[Path]:
+    for folder in ("kaio_spec", "docs", "benchmarks", "examples"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".md", ".js", ".html", ".yaml", ".toml"):
+                yield path
+    yield ROOT / "README.md"
+    yield ROOT / "pyproject.toml"
+
+
+def test_nothing_cites_documents_outside_the_repository():
+    """Someone who clones the repository can read every document the code points at."""
+    outside = re.compile(r"\.\./shared|\bPROTOCOL\.md|\bDESIGN\.md")
+    citing = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in repository_texts()
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if outside.search(line)
+    ]
+    assert citing == [], f"cite docs/protocol.md or docs/architecture.md instead: {citing}"
+
+
+def test_relative_links_in_the_docs_lead_to_files():
+    broken = []
+    for doc in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
+            if not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target}")
+    assert broken == []
