@@ -102,3 +102,21 @@ def test_relative_links_in_the_docs_lead_to_files():
             if not (doc.parent / target).exists():
                 broken.append(f"{doc.relative_to(ROOT)}: {target}")
     assert broken == []
+
+
+def test_the_whole_manifests_in_the_manifest_reference_are_valid(tmp_path):
+    """A reader copies them: each one that is a whole manifest validates and plans."""
+    import shutil
+
+    from kaio_spec.manifest import validate_file
+    from kaio_spec.planner import plan
+
+    shutil.copytree(ROOT / "examples" / "specs" / "linefit", tmp_path / "linefit")
+    blocks = re.findall(r"```yaml\n(.*?)```", MANIFEST_DOC.read_text(), re.S)
+    whole = [b for b in blocks if re.search(r"^version: 1$", b, re.M)]
+    assert len(whole) >= 2
+    for n, text in enumerate(whole):
+        path = tmp_path / f"example-{n}.yaml"
+        path.write_text(text)
+        assert validate_file(str(path)) == [], text
+        assert plan(str(path)).jobs
