@@ -8,12 +8,15 @@ import hashlib
 import io
 import os
 import posixpath
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 import requests
 from server_support import Api, make_package, member
+
+from kaio_spec.server import storage, unpack
 
 CANARY = "canary beside the data folder: never to change\n"
 LINK_CHAIN_STEPS = "abcdefghijklmnop"  # 16 nested levels, a link at each
@@ -239,3 +242,63 @@ def test_modes_and_times_of_members_are_kept_safely(api, kaio_server):
         "dir 0o700 1600000000",
     ]
     assert os.path.isdir(kaio_server.data_dir)
+
+
+# ---- the floor: unpack.Tree follows no link, whatever the checks let through --------------------
+
+
+@pytest.mark.parametrize("openat2", [True, False], ids=["openat2", "walk"])
+def test_the_tree_writes_through_no_link_even_one_no_check_saw(tmp_path, openat2):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "sub").mkdir()
+    (root / "out").symlink_to(outside)
+    (root / "sub" / "up").symlink_to("../../outside")
+    with unpack.Tree(root, openat2=openat2) as tree:
+        for way in [("out", "f.txt"), ("sub", "up", "f.txt"), ("sub", "up", "new", "f.txt")]:
+            with pytest.raises(unpack.LinkInTheWay):
+                tree.write_file(way, io.BytesIO(b"x"), 0o644, 0, 1024)
+            with pytest.raises(unpack.LinkInTheWay):
+                tree.make_folder(way, 0o755, 0)
+            with pytest.raises(unpack.LinkInTheWay):
+                tree.symlink(way, "x")
+        with pytest.raises(unpack.LinkInTheWay):
+            tree.hardlink(("h",), ("out", "secret"))
+        tree.write_file(("sub", "deep", "ok.txt"), io.BytesIO(b"ok"), 0o644, 0, 1024)
+        tree.finish()
+    assert list(outside.iterdir()) == []
+    assert (root / "sub" / "deep" / "ok.txt").read_bytes() == b"ok"
+
+
+def test_link_targets_are_resolved_through_the_links_on_their_way(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "here").symlink_to(".")
+    (tmp_path / "a" / "b" / "top").symlink_to("../..")
+    with unpack.Tree(tmp_path) as tree:
+        assert unpack.resolves_inside(tree, ("x",), "a/b/top/a")
+        assert not unpack.resolves_inside(tree, ("x",), "a/b/top/..")
+        assert not unpack.resolves_inside(tree, ("x",), "here/../x")
+        assert unpack.resolves_inside(tree, ("a", "x"), "../here/a")
+        assert not unpack.resolves_inside(tree, ("x",), "/etc")
+
+
+def test_copies_for_more_instances_than_the_disk_holds_are_refused_before_any(tmp_path):
+    """The free-space check, on a 1 MiB tmpfs (root only: mounting needs it)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        files = storage.JobFiles(disk / "job")
+        (files.pkg).mkdir(parents=True)
+        (files.pkg / "data.bin").write_bytes(b"\1" * 400 * 1024)
+        hosts = ["algo-1", "algo-2", "algo-3"]
+        storage.prepare_run(files, hosts)
+        with pytest.raises(storage.NoRoom, match=r"2 copies .* need 819200 bytes"):
+            storage.hand_out_package(files, hosts)
+        assert not files.work("algo-1").exists()  # nothing half-copied fills the disk
+        assert storage.hand_out_package(files, hosts[:2])  # one copy fits
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -662,10 +662,30 @@ def hand_out_package(files: JobFiles, hosts: list[str]) -> dict[str, tuple[int, 
     all instances but the last, which gets pkg/ itself (renamed, not copied: a single instance
     costs no copy). Returns what pkg/ held (prepare_run recorded it), for collect_outputs."""
     original = _original_files(files)
+    _check_room_for_copies(files, original, len(hosts) - 1)
     for host in hosts[:-1]:
         shutil.copytree(files.pkg, files.work(host), symlinks=True)
     os.replace(files.pkg, files.work(hosts[-1]))
     return original
+
+
+class NoRoom(OSError):
+    """The disk has no room for the copies of a package each instance gets."""
+
+
+def _check_room_for_copies(files: JobFiles, original: dict[str, tuple[int, int]], copies: int):
+    """NoRoom, before a byte is copied, when the copies would not fit the free space: a
+    half-made copy would fill the disk every other job writes to."""
+    if copies <= 0:
+        return
+    need = copies * sum(size for size, _ in original.values())
+    fs = os.statvfs(files.root)
+    free = fs.f_bavail * fs.f_frsize
+    if need > free:
+        raise NoRoom(
+            f"the package's {copies} copies for the job's other instances need {need} bytes; "
+            f"the platform's disk has {free} free"
+        )
 
 
 def _original_files(files: JobFiles) -> dict[str, tuple[int, int]]:

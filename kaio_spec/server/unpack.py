@@ -65,13 +65,14 @@ def _openat2(dir_fd: int, path: str, flags: int) -> int:
     return fd
 
 
-def open_beneath(root_fd: int, parts: Parts) -> int:
+def open_beneath(root_fd: int, parts: Parts, openat2: bool = True) -> int:
     """A descriptor of folder `parts` below `root_fd`, reached through no link. LinkInTheWay
-    when a component is a link or not a folder; FileNotFoundError when one is missing."""
+    when a component is a link or not a folder; FileNotFoundError when one is missing.
+    `openat2` False: the walk that stands in for it on kernels without it (for its tests)."""
     global _openat2_missing
     if not parts:
         return os.dup(root_fd)
-    if not _openat2_missing:
+    if openat2 and not _openat2_missing:
         try:
             return _openat2(root_fd, "/".join(parts), _DIR_FLAGS)
         except OSError as e:
@@ -108,7 +109,8 @@ class Tree:
     Use as a context manager; `finish()` gives folders their modes and times at the end (a
     read-only folder made early would refuse the members that go in it)."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, openat2: bool = True):
+        self._openat2 = openat2
         self._root = os.open(root, _DIR_FLAGS)
         self._parent: tuple[Parts, int] | None = None  # the last folder written in, kept open
         self._folders: list[tuple[Parts, int, float]] = []  # (folder, mode, mtime) for finish
@@ -137,7 +139,7 @@ class Tree:
             return self._parent[1]
         self._drop_parent()
         try:
-            fd = open_beneath(self._root, parts)
+            fd = open_beneath(self._root, parts, self._openat2)
         except FileNotFoundError:
             if not make:
                 raise
@@ -212,7 +214,7 @@ class Tree:
 
     def hardlink(self, parts: Parts, target: Parts) -> None:
         """A hard link to the regular file `target`; LinkInTheWay when it is anything else."""
-        src = open_beneath(self._root, target[:-1])
+        src = open_beneath(self._root, target[:-1], self._openat2)
         try:
             st = os.stat(target[-1], dir_fd=src, follow_symlinks=False)
             if not stat.S_ISREG(st.st_mode):
@@ -230,7 +232,7 @@ class Tree:
         own); a folder always stays the platform's to write and remove."""
         self._drop_parent()
         for parts, mode, mtime in sorted(self._folders, key=lambda f: len(f[0]), reverse=True):
-            fd = open_beneath(self._root, parts)
+            fd = open_beneath(self._root, parts, self._openat2)
             try:
                 os.fchmod(fd, mode | 0o700)
                 os.utime(fd, (mtime, mtime))
