@@ -9,6 +9,7 @@ the checks are exactly validation.py's; pydantic models below only describe the 
 # `User` dependency is local to create_app, so they must be evaluated where they are written.
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -50,6 +51,7 @@ MAX_TEXT_FIELD = 512
 DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
 DEFAULT_VOLUME_GB = 5
 LOG_CHUNK = 1024 * 1024
+MAX_LOG_OFFSET = 2**53  # far past any log, and exact in every JSON reader (a JavaScript number)
 FILE_CHUNK = 256 * 1024  # an output sent in pieces of this size
 UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
@@ -255,6 +257,33 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _lone_surrogate_at(value: Any) -> str | None:
+    """Where (`job_spec.entrypoint`, `env`) the first string or key holds a lone surrogate,
+    which JSON's \\ud800 escapes allow and UTF-8 (so the store, a file name, an environment
+    variable) cannot carry; None when there is none. Iterative, as _depth."""
+    stack: list[tuple[str, Any]] = [("body", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str) and _not_utf8(v):
+            return path
+        if isinstance(v, dict):
+            for key, inner in v.items():
+                if _not_utf8(key):
+                    return path
+                stack.append((key if path == "body" else f"{path}.{key}", inner))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", inner) for i, inner in enumerate(v))
+    return None
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -285,6 +314,10 @@ async def read_json(request: Request) -> dict:
         raise ApiError(400, "body: must be a JSON object")
     if _depth(value) > MAX_JSON_DEPTH:
         raise ApiError(400, f"body: nested deeper than {MAX_JSON_DEPTH} levels")
+    if (where := _lone_surrogate_at(value)) is not None:
+        raise ApiError(
+            400, f"{where}: holds a lone surrogate (a \\ud800-style escape), not valid Unicode"
+        )
     return value
 
 
@@ -819,7 +852,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         unique_job_name: str,
         user: User,
         host: Annotated[str, Query(max_length=32)] = "algo-1",
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0,
         stream: Literal["stdout", "stderr"] = "stdout",
     ):
         """Log bytes of one instance from `offset`; the next offset is in X-Next-Offset."""
@@ -829,8 +862,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         path = layout.job(unique_job_name).logs(host) / f"{stream}.log"
         data = b""
         with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(LOG_CHUNK)
+            if offset < os.fstat(f.fileno()).st_size:  # never a seek past the end
+                f.seek(offset)
+                data = f.read(LOG_CHUNK)
         return Response(
             data,
             media_type="text/plain; charset=utf-8",
@@ -926,6 +960,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         q = request.query_params
         try:
             signer.verify(method, key, q.get("expires"), q.get("signature"))
+        except storage.MalformedSignature as e:
+            raise ApiError(400, f"signature: {e}") from None
         except storage.BadSignature as e:
             raise ApiError(403, f"signature: {e}") from None
 
@@ -984,9 +1020,15 @@ def create_app(config: ServerConfig) -> FastAPI:
             with open(part, "wb", buffering=0) as f:
                 size = await receive_body(request, md5, config.max_upload_bytes, f)
             etag = md5.hexdigest()
+            if job["etag"] and etag != job["etag"]:
+                # A crash cut the unpacking of the bytes first received short: a retry may
+                # send those again, nothing else (as after an upload that was accepted).
+                raise ApiError(409, "body: the job's package was already received")
             os.replace(part, files.package)
         finally:
             part.unlink(missing_ok=True)
+        if not job["etag"]:  # the bytes this job takes from now on, whatever happens next
+            await run_in_threadpool(store.update_job, unique, etag=etag)
         await run_in_threadpool(_accept_package, job, files, size, etag)
         return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
@@ -1000,6 +1042,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             _fail_upload(job, files, 409, e)
         except storage.PackageError as e:
             _fail_upload(job, files, 400, e)
+        except OSError as e:  # the platform's own trouble (a full disk): the job fails, not hangs
+            log.exception("job %s: unpacking its package", job["unique_job_name"])
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            reason = f"package: the platform could not unpack it ({e.strerror or type(e).__name__})"
+            _fail_upload(job, files, 507 if full else 503, RuntimeError(reason))
         if job["base_package"]:  # used by an upload too (and a sweep now would be harmless)
             base_of(job).touch(touch_fresh_s)
         store.update_job(

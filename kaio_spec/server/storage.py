@@ -2,6 +2,7 @@
 
 <data dir>/jobs/<unique_job_name>/
     env.json              the env values, mode 0600, deleted when the job ends
+    outcome.json          how the run ended, written before its outputs are collected
     package.tar.gz        the upload, renamed into place only once complete
     pkg/                  the checked, unpacked package (renamed into place once whole)
     pkg-files.json        once queued: size and mtime of pkg/'s files, to tell outputs apart
@@ -47,6 +48,7 @@ from urllib.parse import quote, urlencode
 
 from kaio_spec import catalog, validation
 from kaio_spec.server import auth, unpack
+from kaio_spec.server.states import JobStatus
 
 PACKAGE = "package.tar.gz"
 LOG_NAMES = ("stdout.log", "stderr.log")
@@ -126,6 +128,28 @@ class JobFiles:
 
     def forget_env(self) -> None:
         self.env_file.unlink(missing_ok=True)
+
+    # ---- how the run ended, kept for a restart while its outputs were being collected -------
+
+    @property
+    def outcome_file(self) -> Path:
+        return self.root / "outcome.json"
+
+    def record_outcome(self, status: str, reason: str | None) -> None:
+        tmp = self.root / "outcome.json.tmp"
+        tmp.write_text(json.dumps({"status": status, "reason": reason}))
+        os.replace(tmp, self.outcome_file)
+
+    def read_outcome(self) -> tuple[JobStatus, str | None] | None:
+        """(final status, reason) the run ended with, if it got that far."""
+        try:
+            raw = json.loads(self.outcome_file.read_text())
+            status, reason = JobStatus(raw["status"]), raw["reason"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if not status.is_final or not (reason is None or isinstance(reason, str)):
+            return None
+        return status, reason
 
 
 class Layout:
@@ -270,6 +294,13 @@ class BadSignature(Exception):
     pass
 
 
+class MalformedSignature(BadSignature):
+    """Not even the shape of a signature this server makes (64 hex digits)."""
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
 class Signer:
     """HMAC-SHA256 over method, object key and expiry, with a key derived from the server secret."""
 
@@ -290,6 +321,8 @@ class Signer:
     def verify(self, method: str, key: str, expires: str | None, signature: str | None) -> None:
         if not expires or not signature:
             raise BadSignature("the URL has no signature")
+        if len(signature) != 64 or not _HEX.issuperset(signature):
+            raise MalformedSignature("must be 64 lower-case hex digits, as the server made it")
         try:
             when = int(expires)
         except ValueError:

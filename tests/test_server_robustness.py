@@ -1,0 +1,182 @@
+"""No request makes a 500, a stuck job or a stuck lock: hostile and broken requests against a real
+server, each answered with a reason, the server and the job's lock free afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tarfile
+import threading
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import requests
+from server_support import Api, make_package
+from support import wait_for
+
+from kaio_spec.server.store import Store
+
+
+@pytest.fixture
+def api(kaio_server, api_key) -> Api:
+    return Api(kaio_server.url, api_key)
+
+
+def presign_raw(api: Api, body_text: str) -> requests.Response:
+    """POST /jobs/presign with a body exactly as given (json.dumps writes a lone surrogate as
+    the escape \\ud800, which JSON allows and UTF-8 cannot carry)."""
+    return api.post(
+        "/jobs/presign", data=body_text.encode(), headers={"Content-Type": "application/json"}
+    )
+
+
+def spec(**changes) -> dict:
+    body = {
+        "job_name": "surrogate",
+        "job_spec": {"instance_type": "ml.m5.large", "entrypoint": "train.py"},
+        "env": {"A": "b"},
+        "labels": {"k": "v"},
+    }
+    for where, value in changes.items():
+        section, _, name = where.partition(".")
+        body[section][name] = value
+    return body
+
+
+LONE = "x\ud800y"
+
+
+@pytest.mark.parametrize(
+    "where, changes",
+    [
+        ("env.A", {"env.A": LONE}),
+        ("env", {"env." + LONE: "value"}),
+        ("job_spec.entrypoint", {"job_spec.entrypoint": LONE}),
+        ("job_spec.image_uri", {"job_spec.image_uri": LONE}),
+        ("labels.k", {"labels.k": LONE}),
+    ],
+)
+def test_a_lone_surrogate_is_a_400_naming_the_field(api, where, changes):
+    r = presign_raw(api, json.dumps(spec(**changes)))
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error.startswith(where) and "surrogate" in error, error
+    assert api.get("/jobs").status_code == 200  # nothing half-made behind it
+
+
+def test_a_log_offset_past_any_file_is_a_400_or_empty(api):
+    unique = api.submit({"train.py": "print('hello')"}, job_name="offsets")
+    assert api.wait(unique)["status"] == "Completed"
+    r = api.get(f"/jobs/{unique}/logs", params={"offset": 9223372036854775807})
+    assert r.status_code == 400 and r.json()["error"].startswith("offset"), r.text
+    r = api.get(f"/jobs/{unique}/logs", params={"offset": 10**12})  # past the end: nothing
+    assert r.status_code == 200 and r.content == b"" and r.headers["X-Next-Offset"] == str(10**12)
+    assert api.get(f"/jobs/{unique}/logs").text == "hello\n"
+
+
+@pytest.mark.parametrize("signature", ["é" * 64, "∂", "zz" * 32])
+def test_a_presigned_url_with_a_signature_of_other_characters_is_a_400(api, signature):
+    presigned = api.presign(job_name="non-ascii")
+    url = urlsplit(presigned["upload_url"])
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    forged = url._replace(query=urlencode({**query, "signature": signature})).geturl()
+    package = make_package({"train.py": "pass"})
+    r = requests.put(forged, data=package, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith("signature:")
+    assert requests.get(forged, timeout=30).status_code == 400
+    # The job was not touched: the real URL still takes its package.
+    assert requests.put(presigned["upload_url"], data=package, timeout=30).status_code == 200
+
+
+# ---- crashes: what a restart makes of a cut-short upload or run ---------------------------------
+
+
+def _zeros_package(files: int, each: int) -> bytes:
+    """A small package that takes a while to unpack: `files` files of `each` zero bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        script = tarfile.TarInfo("train.py")
+        script.size = len(b"print('ran')")
+        tf.addfile(script, io.BytesIO(b"print('ran')"))
+        for i in range(files):
+            info = tarfile.TarInfo(f"zeros/z{i}.bin")
+            info.size = each
+            tf.addfile(info, _Zeros(each))
+    return buf.getvalue()
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, size: int):
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = min(len(b), self.left)
+        b[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def test_a_retry_after_a_crash_while_unpacking_takes_only_the_bytes_first_received(
+    server_factory,
+):
+    server = server_factory(max_instances=2)
+    api = Api(server.url, server.add_user())
+    package = _zeros_package(60, 8 * 1024**2)  # 480 MB to write: seconds to unpack
+    presigned = api.presign(job_name="cut")
+    unique = presigned["unique_job_name"]
+    job_dir = server.data_dir / "jobs" / unique
+    put = threading.Thread(target=_quiet_put, args=(presigned["upload_url"], package))
+    put.start()
+    wait_for(lambda: any(job_dir.glob("pkg.tmp-*/zeros")), "unpacking began", 60)
+    server.kill()
+    put.join(30)
+    server.start()
+    assert api.job(unique)["status"] == "Pending"
+    other = make_package({"train.py": "print('other bytes')"})
+    r = requests.put(presigned["upload_url"], data=other, timeout=60)
+    assert r.status_code == 409 and r.json()["error"].startswith("body:"), r.text
+    r = requests.put(presigned["upload_url"], data=package, timeout=120)
+    assert r.status_code == 200, r.text
+    assert api.wait(unique)["status"] == "Completed"
+    assert api.get(f"/jobs/{unique}/logs").text == "ran\n"
+
+
+def _quiet_put(url: str, data: bytes) -> None:
+    with contextlib.suppress(requests.RequestException):
+        requests.put(url, data=data, timeout=60)
+
+
+def test_a_run_that_ended_before_a_crash_while_collecting_outputs_is_completed(server_factory):
+    server = server_factory(max_instances=2)
+    api = Api(server.url, server.add_user())
+    # Many output files: collecting and listing them takes a while after the job exits 0.
+    script = (
+        "import os\n"
+        "os.makedirs('many')\n"
+        "for i in range(5000):\n"
+        "    open(f'many/{i}.txt', 'w').close()\n"
+        "open('result.txt', 'w').write('done')\n"
+    )
+    unique = api.submit({"train.py": script}, job_name="collect")
+    job_dir = server.data_dir / "jobs" / unique
+    wait_for(lambda: (job_dir / "outcome.json").exists(), "the run ended", 120)
+    server.kill()
+    store = Store(server.data_dir)
+    try:
+        at_crash = store.get_job(unique)["status"]
+    finally:
+        store.close()
+    assert at_crash == "InProgress"  # the crash came while its outputs were being collected
+    server.start()
+    job = api.wait(unique)
+    assert job["status"] == "Completed" and job["failure_reason"] is None, job
+    listed = {
+        rel: url for rel, _, url in api.get(f"/jobs/download/{unique}").json()["output_files"]
+    }
+    assert len(listed) == 5000 + 1 + 2  # the files, the result, the two logs
+    assert requests.get(listed["result.txt"], timeout=30).content == b"done"
