@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import socket
 import tarfile
 import threading
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -180,3 +181,55 @@ def test_a_run_that_ended_before_a_crash_while_collecting_outputs_is_completed(s
     }
     assert len(listed) == 5000 + 1 + 2  # the files, the result, the two logs
     assert requests.get(listed["result.txt"], timeout=30).content == b"done"
+
+
+# ---- slow clients -------------------------------------------------------------------------------
+
+
+def _raw_connection(url: str) -> socket.socket:
+    where = urlsplit(url)
+    return socket.create_connection((where.hostname, where.port), timeout=30)
+
+
+def test_an_upload_that_stalls_is_timed_out_and_frees_the_job(server_factory):
+    server = server_factory(max_instances=2, upload_stall_timeout=2)
+    api = Api(server.url, server.add_user())
+    presigned = api.presign(job_name="stall")
+    target = urlsplit(presigned["upload_url"])
+    with _raw_connection(server.url) as stalled:
+        head = (
+            f"PUT {target.path}?{target.query} HTTP/1.1\r\nHost: {target.netloc}\r\n"
+            "Content-Length: 100000\r\n\r\n"
+        )
+        stalled.sendall(head.encode() + b"\x1f\x8b" + b"\0" * 100)  # then nothing more
+        answer = b""
+        while not answer.endswith(b"}") and (piece := stalled.recv(4096)):
+            answer += piece
+        answer = answer.decode()
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert "no byte came for 2 s" in answer
+    # The job's upload lock is free: the real upload goes through.
+    package = make_package({"train.py": "print('ok')"})
+    r = requests.put(presigned["upload_url"], data=package, timeout=30)
+    assert r.status_code == 200, r.text
+    assert api.wait(presigned["unique_job_name"])["status"] == "Completed"
+
+
+def test_slow_and_silent_connections_are_closed_and_do_not_pin_the_server(server_factory):
+    server = server_factory(max_instances=2, header_timeout=1)
+    slow = []
+    for i in range(200):  # a bounded number: enough to show, not to load the machine
+        conn = _raw_connection(server.url)
+        if i % 2:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished
+        slow.append(conn)
+    try:
+        # The server answers others meanwhile...
+        assert requests.get(server.url + "/healthz", timeout=30).status_code == 200
+        # ...and closes each of them once its headers are overdue.
+        for conn in slow:
+            assert conn.recv(1024) == b""
+    finally:
+        for conn in slow:
+            conn.close()
+    assert requests.get(server.url + "/healthz", timeout=30).status_code == 200

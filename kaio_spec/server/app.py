@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from email.utils import formatdate
 from pathlib import Path
@@ -39,7 +39,7 @@ from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.states import JobStatus
 from kaio_spec.server.storage import hosts_of
-from kaio_spec.server.store import NotFound, Store, iso, now
+from kaio_spec.server.store import JobFilter, NotFound, Store, iso, now
 
 log = logging.getLogger("kaio.server")
 
@@ -56,7 +56,8 @@ FILE_CHUNK = 256 * 1024  # an output sent in pieces of this size
 UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
 # only where they exist (docs/base-packages.md).
-FEATURES = ("base-packages",)
+FEATURES = ("base-packages", "jobs-filters")
+MAX_LIST_LIMIT = 1000  # jobs in one page of GET /jobs (feature jobs-filters)
 
 # ---- the dashboard (static files, no build step) -------------------------------------------------
 
@@ -377,6 +378,17 @@ def parse_base_package(body: dict) -> str | None:
     return value
 
 
+def parse_label_filters(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """GET /jobs's `label=key=value` filters."""
+    pairs = []
+    for value in values:
+        key, eq, wanted = value.partition("=")
+        if not eq or not key:
+            raise ApiError(400, f"label: {value!r} must be key=value")
+        pairs.append((key, wanted))
+    return tuple(pairs)
+
+
 def check_sha256(value: str) -> None:
     if not validation.is_sha256(value):
         raise ApiError(400, "sha256: must be 64 lower-case hex digits (the package's SHA-256)")
@@ -389,12 +401,26 @@ def refuse_declared_over(request: Request, limit: int) -> None:
         raise ApiError(413, f"body: larger than the {limit} bytes allowed")
 
 
+async def stalls_timed_out(request: Request, stall_s: float) -> AsyncIterator[bytes]:
+    """The body's pieces; 408 when none comes for `stall_s` seconds, so that a client that
+    stops sending frees what the request holds (an upload's lock) instead of keeping it."""
+    pieces = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(pieces.__anext__(), stall_s)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"body: no byte came for {stall_s:g} s; send it again") from None
+        yield chunk
+
+
 async def receive_body(
-    request: Request, hasher: Any, limit: int, sink: BinaryIO | None = None
+    request: Request, hasher: Any, limit: int, sink: BinaryIO | None = None, stall_s: float = 60.0
 ) -> int:
     """Stream the body through `hasher` (and into `sink`), never whole in memory; its size. 413
-    past `limit`. One pass over the bytes: each piece hashed (hashlib lets go of the GIL) and
-    written together."""
+    past `limit`; 408 when it stalls for `stall_s`. One pass over the bytes: each piece hashed
+    (hashlib lets go of the GIL) and written together."""
 
     def take(data: bytearray) -> None:
         hasher.update(data)
@@ -404,7 +430,7 @@ async def receive_body(
     size = 0
     pending = bytearray()
     try:
-        async for chunk in request.stream():
+        async for chunk in stalls_timed_out(request, stall_s):
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, f"body: larger than the {limit} bytes allowed")
@@ -701,12 +727,29 @@ def create_app(config: ServerConfig) -> FastAPI:
         response_model=JobListOut,
         responses={**ERRORS, 304: {"description": "Not Modified (If-None-Match, local)"}},
     )
-    async def list_jobs(request: Request, user: User, include_archived: bool = False):
+    async def list_jobs(
+        request: Request,
+        user: User,
+        include_archived: bool = False,
+        job_name: Annotated[str | None, Query(max_length=MAX_TEXT_FIELD)] = None,
+        label: Annotated[list[str], Query(max_length=MAX_TEXT_FIELD)] = [],  # noqa: B006
+        limit: Annotated[int | None, Query(ge=1, le=MAX_LIST_LIMIT)] = None,
+        after: Annotated[str | None, Query(max_length=MAX_TEXT_FIELD)] = None,
+    ):
         """The caller's jobs, newest first. (local) An ETag comes with the list, and a request
-        whose If-None-Match holds it is answered 304 with no body while the list is the same."""
-        jobs = store.jobs_json(user["id"], include_archived, max_reads=LIST_READS_ON_LOOP)
-        if jobs is None:  # many jobs to read again (the first listing, say): off the event loop
-            jobs = await run_in_threadpool(store.jobs_json, user["id"], include_archived)
+        whose If-None-Match holds it is answered 304 with no body while the list is the same.
+        (local, feature `jobs-filters`) Only the jobs named `job_name`, only those with each
+        `label=key=value`, at most `limit` of them, after the job `after` (the last of the
+        previous page)."""
+        only = JobFilter(job_name, parse_label_filters(label), limit, after)
+        try:
+            jobs = store.jobs_json(user["id"], include_archived, LIST_READS_ON_LOOP, only)
+            if jobs is None:  # many jobs to read again (the first listing): off the event loop
+                jobs = await run_in_threadpool(
+                    store.jobs_json, user["id"], include_archived, None, only
+                )
+        except NotFound:
+            raise ApiError(400, f"after: no job {after!r} of yours") from None
         body = f'{{"jobs":[{",".join(jobs)}],"count":{len(jobs)}}}'.encode()
         return conditional(request, body, "application/json", LIST_HEADERS)
 
@@ -822,7 +865,9 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     async def _receive_hashed(request: Request, sha256: str, sink: BinaryIO | None = None) -> int:
         hasher = hashlib.sha256()
-        size = await receive_body(request, hasher, config.max_upload_bytes, sink)
+        size = await receive_body(
+            request, hasher, config.max_upload_bytes, sink, config.upload_stall_s
+        )
         if hasher.hexdigest() != sha256:
             raise ApiError(400, f"body: its SHA-256 is {hasher.hexdigest()}, not the URL's")
         return size
@@ -1001,7 +1046,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             # A retried PUT of the same bytes succeeds (whatever the job did since); other
             # bytes are a conflict.
             md5 = hashlib.md5(usedforsecurity=False)
-            await receive_body(request, md5, config.max_upload_bytes)
+            await receive_body(request, md5, config.max_upload_bytes, stall_s=config.upload_stall_s)
             if md5.hexdigest() != job["etag"]:
                 raise ApiError(409, "body: the job's package was already uploaded")
             return Response(status_code=200, headers={"ETag": f'"{job["etag"]}"'})
@@ -1018,7 +1063,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         md5 = hashlib.md5(usedforsecurity=False)
         try:
             with open(part, "wb", buffering=0) as f:
-                size = await receive_body(request, md5, config.max_upload_bytes, f)
+                size = await receive_body(
+                    request, md5, config.max_upload_bytes, f, config.upload_stall_s
+                )
             etag = md5.hexdigest()
             if job["etag"] and etag != job["etag"]:
                 # A crash cut the unpacking of the bytes first received short: a retry may
