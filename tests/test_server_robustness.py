@@ -233,3 +233,11 @@ def test_slow_and_silent_connections_are_closed_and_do_not_pin_the_server(server
         for conn in slow:
             conn.close()
     assert requests.get(server.url + "/healthz", timeout=30).status_code == 200
+
+
+def test_a_presign_answer_reveals_no_path_of_the_server(api, kaio_server):
+    presigned = api.presign(job_name="where")
+    unique = presigned["unique_job_name"]
+    assert presigned["s3_uri"] == f"s3://kaio-local/{unique}/package.tar.gz"
+    text = json.dumps(presigned)
+    assert str(kaio_server.data_dir) not in text and str(kaio_server.data_dir.parent) not in text

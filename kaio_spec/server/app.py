@@ -57,6 +57,7 @@ UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
 # only where they exist (docs/base-packages.md).
 FEATURES = ("base-packages", "jobs-filters")
+PACKAGE_BUCKET = "kaio-local"  # the s3_uri of a presign answer names it, and no folder
 MAX_LIST_LIMIT = 1000  # jobs in one page of GET /jobs (feature jobs-filters)
 
 # ---- the dashboard (static files, no build step) -------------------------------------------------
@@ -715,7 +716,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         answer = {
             "unique_job_name": unique,
             "upload_url": base_url(request) + signer.path("PUT", storage.package_key(unique)),
-            "s3_uri": layout.job(unique).package.as_uri(),
+            # Where the package is kept, as an object key in a symbolic bucket: never the data
+            # folder's path, which is no tenant's business.
+            "s3_uri": f"s3://{PACKAGE_BUCKET}/{storage.package_key(unique)}",
             "env_names": job["env_names"],
         }
         if job["base_package"]:
