@@ -6,13 +6,21 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import tarfile
+import tempfile
 import threading
+from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
+from conftest import ServerProcess
 from server_support import Api, make_package
 from support import wait_for
 
@@ -241,3 +249,108 @@ def test_a_presign_answer_reveals_no_path_of_the_server(api, kaio_server):
     assert presigned["s3_uri"] == f"s3://kaio-local/{unique}/package.tar.gz"
     text = json.dumps(presigned)
     assert str(kaio_server.data_dir) not in text and str(kaio_server.data_dir.parent) not in text
+
+
+# ---- a job's folder the job made unreadable ---------------------------------------------------
+
+NOBODY = 65534
+LOCKS_ITSELF_OUT = (
+    "import os\n"
+    "os.makedirs('locked/inner')\n"
+    "open('locked/inner/data.bin', 'wb').write(b'x' * 100000)\n"
+    "os.chmod('locked/inner', 0)\n"
+    "os.chmod('locked', 0o500)\n"
+)
+
+
+# The tests' own interpreter may sit where nobody cannot reach it (a pyenv under /root): the
+# system's of the same version, with this checkout and its packages on the path.
+NOBODYS_PYTHON = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+NOBODYS_PYTHONPATH = os.pathsep.join(
+    [str(Path(__file__).resolve().parent.parent), *(p for p in sys.path if "site-packages" in p)]
+)
+
+
+def _runs_as_nobody(python: str) -> bool:
+    probe = [*UnprivilegedServer.prefix, python, "-c", "import kaio_spec.server.app"]
+    env = {**os.environ, "PYTHONPATH": NOBODYS_PYTHONPATH}
+    return os.path.exists(python) and subprocess.run(probe, env=env).returncode == 0
+
+
+class UnprivilegedServer(ServerProcess):
+    """A server run as `nobody` (the tests run as root here, and root removes anything)."""
+
+    prefix: ClassVar[list[str]] = [
+        "setpriv",
+        f"--reuid={NOBODY}",
+        f"--regid={NOBODY}",
+        "--clear-groups",
+    ]
+
+    def _command(self) -> list[str]:
+        return [*self.prefix, NOBODYS_PYTHON, *super()._command()[1:]]
+
+    def add_user(self, name: str | None = None) -> str:
+        command = [NOBODYS_PYTHON, "-m", "kaio_spec.cli", "server", "user", "add"]
+        command += [name or "tenant", "--data-dir", str(self.data_dir)]
+        env = {**os.environ, **self.env}
+        return subprocess.run(
+            self.prefix + command, env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+
+@pytest.fixture
+def unprivileged_server():
+    if os.geteuid() != 0:
+        pytest.skip("the tests already run unprivileged: the other tests cover it")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is needed to run the server as nobody")
+    if not _runs_as_nobody(NOBODYS_PYTHON):
+        pytest.skip(f"nobody cannot run {NOBODYS_PYTHON} with this project's packages")
+    base = Path(tempfile.mkdtemp(prefix="kaio-nobody-"))
+    base.chmod(0o755)
+    home = base / "home"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    (base / "data").mkdir()
+    os.chown(base / "data", NOBODY, NOBODY)
+    env = {
+        "HOME": str(home),
+        "KAIO_HOME": str(home / ".kaio"),
+        "XDG_CONFIG_HOME": str(home),
+        "PYTHONPATH": NOBODYS_PYTHONPATH,
+    }
+    started = []
+
+    def start(**flags) -> UnprivilegedServer:
+        # Unconfined: what is tested is the platform's deletion, not the job's confinement.
+        server = UnprivilegedServer(base / "data", env=env, max_instances=2, sandbox=False, **flags)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+    subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("how", ["DELETE", "retention sweep"])
+def test_a_folder_the_job_made_unreadable_is_deleted_all_the_same(unprivileged_server, how):
+    flags = {"retention_days": 4 / 86400, "sweep_interval": 0.2} if how != "DELETE" else {}
+    server = unprivileged_server(**flags)
+    api = Api(server.url, server.add_user())
+    unique = api.submit({"train.py": LOCKS_ITSELF_OUT}, job_name="locked")
+    job = api.wait(unique)
+    assert job["status"] == "Completed", (
+        job["failure_reason"],
+        api.get(f"/jobs/{unique}/logs", params={"stream": "stderr"}).text,
+    )
+    folder = server.data_dir / "jobs" / unique
+    assert list(folder.rglob("data.bin"))  # behind folders of mode 000 and 500
+    if how == "DELETE":
+        r = api.delete(f"/jobs/{unique}/data")
+        assert r.status_code == 200 and r.json()["data_deleted"], r.text
+    else:
+        wait_for(lambda: api.job(unique)["data_deleted"], "the sweep deleted the data", 60)
+    assert not folder.exists()

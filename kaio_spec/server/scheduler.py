@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -219,7 +218,10 @@ class Scheduler:
     def delete_data(self, unique: str) -> None:
         with self._listings_lock:
             self._listings.pop(unique, None)
-        shutil.rmtree(self.layout.job(unique).root, ignore_errors=True)
+        root = self.layout.job(unique).root
+        storage.remove_tree(root)
+        if root.exists():
+            log.warning("job %s: some of its data could not be deleted", unique)
         self.store.update_job(unique, data_deleted=1)
 
     def sweep(self) -> None:

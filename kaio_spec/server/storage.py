@@ -35,11 +35,12 @@ import os
 import posixpath
 import shutil
 import stat
+import sys
 import tarfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -578,6 +579,37 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
+
+
+def remove_tree(root: Path) -> None:
+    """Remove a folder and all it holds, even folders a job made unreadable or read-only (mode
+    000, 500), which rmtree alone would leave behind an API that said the data is deleted. Each
+    such folder is given back to the platform (u+rwx) by a descriptor reached through no link,
+    and the removal retried; what still cannot be removed stays, as with rmtree."""
+    handler = {"onexc" if sys.version_info >= (3, 12) else "onerror": _unlock_and_retry}
+    shutil.rmtree(root, **handler)
+
+
+def _unlock_and_retry(function: Callable, path: str, error: object) -> None:
+    exc = error[1] if isinstance(error, tuple) else error
+    if not isinstance(exc, PermissionError):
+        return  # gone already, or not the platform's to remove
+    with contextlib.suppress(OSError):
+        if function in (os.unlink, os.rmdir):  # its folder is read-only
+            _give_back(os.path.dirname(path))
+            function(path)
+        elif _give_back(path):  # a folder that could not be opened or listed
+            remove_tree(Path(path))
+
+
+def _give_back(folder: str) -> bool:
+    """Make `folder` the platform's to list and change again (u+rwx); whether it now is."""
+    fd = os.open(folder, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chmod(f"/proc/self/fd/{fd}", 0o700)  # the folder opened, never a link's target
+    finally:
+        os.close(fd)
+    return os.access(folder, os.R_OK | os.W_OK | os.X_OK, follow_symlinks=False)
 
 
 def remove_temp(tmp: Path) -> None:
