@@ -290,7 +290,7 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-async def read_json(request: Request) -> dict:
+async def read_json(request: Request, stall_s: float = 60.0) -> dict:
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "application/json":
         raise ApiError(400, "Content-Type: must be application/json")
@@ -298,7 +298,7 @@ async def read_json(request: Request) -> dict:
     if declared and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
         raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in stalls_timed_out(request, stall_s):
         body += chunk
         if len(body) > MAX_JSON_BYTES:
             raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")

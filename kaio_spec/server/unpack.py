@@ -86,10 +86,15 @@ def open_beneath(root_fd: int, parts: Parts, openat2: bool = True) -> int:
     return _walk(root_fd, parts)
 
 
-def _walk(root_fd: int, parts: Parts) -> int:
+def _walk(root_fd: int, parts: Parts, make: bool = False) -> int:
+    """Folder `parts` opened one component at a time, each through no link (and made first
+    where missing, when `make`)."""
     fd = os.dup(root_fd)
     try:
         for name in parts:
+            if make:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o700, dir_fd=fd)
             try:
                 inner = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except OSError as e:
@@ -143,22 +148,8 @@ class Tree:
         except FileNotFoundError:
             if not make:
                 raise
-            fd = self._make_folders(parts)
+            fd = _walk(self._root, parts, make=True)
         self._parent = (parts, fd)
-        return fd
-
-    def _make_folders(self, parts: Parts) -> int:
-        fd = os.dup(self._root)
-        try:
-            for name in parts:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(name, 0o700, dir_fd=fd)
-                inner = _walk(fd, (name,))
-                os.close(fd)
-                fd = inner
-        except BaseException:
-            os.close(fd)
-            raise
         return fd
 
     # ---- reading ------------------------------------------------------------------------------
