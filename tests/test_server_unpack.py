@@ -164,6 +164,7 @@ LINK_RULES = {
     # The same, the other way round: `t` looked inside when it came; `s` made it leave.
     "a link made to leave by a later one": ([("t", SYM, "s/../x"), ("s", SYM, ".")], "t"),
     "a hard link to a link": ([("soft", SYM, "train.py"), ("hard", HARD, "soft")], "hard"),
+    "a hard link to the folder itself": ([("hard", HARD, ".")], "hard"),
     "a component over 255 bytes": ([("x" * 256 + "/f.txt", FILE, "x")], "x" * 256 + "/f.txt"),
     "a name over 4095 bytes": ([(LONG_NAME, FILE, "x")], LONG_NAME),
     "a NUL in a link target": ([("nul", SYM, "a\0" + "b" * 200)], "nul"),

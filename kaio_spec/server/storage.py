@@ -423,7 +423,10 @@ class _MemberCheck:
         """The member's path, once it passed every check."""
         check_member(m)
         self.last = m.name
-        self.total += m.size if m.isreg() else FOLDER_BYTES if m.isdir() else 0
+        if m.isreg():
+            self.total += m.size
+        elif m.isdir():
+            self.total += FOLDER_BYTES
         if self.total > self.max_unpacked_bytes:
             raise PackageError(
                 f"package: unpacks to more than the volume's {self.max_unpacked_bytes} bytes"
@@ -604,6 +607,8 @@ def _unlock_and_retry(function: Callable, path: str, error: object) -> None:
 
 def _give_back(folder: str) -> bool:
     """Make `folder` the platform's to list and change again (u+rwx); whether it now is."""
+    if not hasattr(os, "O_PATH"):  # not Linux: no way to change it through no link
+        return False
     fd = os.open(folder, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.chmod(f"/proc/self/fd/{fd}", 0o700)  # the folder opened, never a link's target

@@ -16,6 +16,7 @@ import ctypes
 import errno
 import os
 import stat
+import sys
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -38,6 +39,8 @@ class LinkInTheWay(OSError):
 
 
 def _libc_syscall() -> Callable | None:
+    if not sys.platform.startswith("linux"):  # 437 is openat2 on Linux only
+        return None
     try:
         return ctypes.CDLL(None, use_errno=True).syscall
     except (OSError, AttributeError):
@@ -205,6 +208,8 @@ class Tree:
 
     def hardlink(self, parts: Parts, target: Parts) -> None:
         """A hard link to the regular file `target`; LinkInTheWay when it is anything else."""
+        if not target:
+            raise LinkInTheWay(errno.EPERM, "not a regular file", ".")
         src = open_beneath(self._root, target[:-1], self._openat2)
         try:
             st = os.stat(target[-1], dir_fd=src, follow_symlinks=False)
