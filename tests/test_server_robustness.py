@@ -144,6 +144,11 @@ def test_a_retry_after_a_crash_while_unpacking_takes_only_the_bytes_first_receiv
     wait_for(lambda: any(job_dir.glob("pkg.tmp-*/zeros")), "unpacking began", 60)
     server.kill()
     put.join(30)
+    store = Store(server.data_dir)
+    try:
+        assert store.get_job(unique)["uploaded_at"] is None  # cut short while unpacking
+    finally:
+        store.close()
     server.start()
     assert api.job(unique)["status"] == "Pending"
     other = make_package({"train.py": "print('other bytes')"})

@@ -15,7 +15,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_KEEP_ALIVE_S = 5  # uvicorn's own default, set here so that it is a decision
-DEFAULT_MAX_CONNECTIONS = 1000  # past this, uvicorn answers 503 at once rather than queueing
+# Past this many open connections uvicorn answers 503 at once: the file descriptors and memory
+# they hold stay bounded. uvicorn counts silent connections too, so the bound sits far above
+# what clients use (a few per tenant) and the header timeout sheds the silent ones.
+DEFAULT_MAX_CONNECTIONS = 8192
 
 
 def header_timeout_protocol(header_timeout_s: float) -> type[HttpToolsProtocol]:
