@@ -26,6 +26,24 @@ def _data_dir(ctx: click.Context, value: Path | None) -> Path:
     return Path(chosen).expanduser()
 
 
+def _public_url(value: str | None) -> str | None:
+    """--public-url checked: an absolute http(s) URL with a host, no query or fragment."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as e:
+        raise click.BadParameter(f"{value!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{value!r}: must be http:// or https:// and name a host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise click.BadParameter(f"{value!r}: no query, fragment or user name")
+    return value.rstrip("/")
+
+
 def _data_dir_option(f):
     return click.option(
         "--data-dir", type=click.Path(file_okay=False, path_type=Path), help=DATA_DIR_HELP
@@ -54,6 +72,13 @@ def _data_dir_option(f):
     default=float(catalog.RETENTION_DAYS),
     show_default=True,
     help="delete a job's package, logs and outputs this long after it ends",
+)
+@click.option(
+    "--public-url",
+    metavar="URL",
+    callback=lambda ctx, param, value: _public_url(value),
+    help="the address clients reach this server at (http[s]://host[:port][/prefix]), used in "
+    "the presigned upload and download URLs it hands out [default: http://HOST:PORT]",
 )
 @click.option(
     "--sandbox/--no-sandbox",

@@ -1,7 +1,9 @@
 """The local Kaio platform: the API of PROTOCOL.md over SQLite and local disk, jobs as processes.
 
 app.py          routes and error handling (create_app)
-auth.py         API keys, the server secret, JWTs
+auth.py         API keys, the server secret, JWTs and the ids of signed-out ones
+headers.py      no-store and nosniff on every answer that sets none of its own
+apidocs.py      Swagger UI's files for /docs, from a pinned package
 store.py        SQLite: users, keys, jobs, status history, telemetry
 storage.py      a job's folder, presigned URLs, package checks, outputs
 scheduler.py    queue and capacity, restart recovery, retention sweep
@@ -99,6 +101,12 @@ def serve(config: ServerConfig) -> None:
     _write_server_file(data_dir, {"url": url, "pid": os.getpid(), "port": port})
     print(f"kaio server: serving {url} (data in {data_dir})", file=sys.stderr, flush=True)
     print(f"kaio server: {app.state.scheduler.sandbox.summary}", file=sys.stderr)
+    if config.public_url is None and config.host in ("0.0.0.0", "::", ""):
+        print(
+            f"kaio server: presigned URLs name {config.base_url}, which other machines cannot "
+            "reach; pass --public-url with the address they use",
+            file=sys.stderr,
+        )
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -34,8 +34,9 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
 from kaio_spec import __version__, catalog, validation
-from kaio_spec.server import auth, storage
+from kaio_spec.server import apidocs, auth, storage
 from kaio_spec.server.config import ServerConfig
+from kaio_spec.server.headers import DefaultHeaders, attachment
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.states import JobStatus
 from kaio_spec.server.storage import hosts_of
@@ -83,8 +84,8 @@ DASHBOARD_HEADERS = {
     "Cache-Control": "no-cache",  # revalidate (ETag): an upgraded server serves its own page
 }
 SIGNIN_LINK_TTL_S = 60.0
-# A tenant's own list: no shared cache keeps it, and a browser asks again every time (If-None-Match).
-LIST_HEADERS = {"Cache-Control": "private, no-cache"}
+# A tenant's own list: no cache keeps it (headers.py); a client may still send If-None-Match.
+LIST_HEADERS = {"Cache-Control": "no-store"}
 # GET /jobs reads on the event loop only the few jobs that changed since the last listing (about
 # 10 us each); more than this many are read on a thread.
 LIST_READS_ON_LOOP = 64
@@ -458,24 +459,26 @@ class SignInLinks:
     ):
         self.ttl_s = ttl_s
         self._clock = clock
-        self._codes: dict[str, tuple[float, str, int]] = {}  # sha256 -> (expiry, user, key id)
+        # sha256 -> (expiry, user, key id, the expiry of the token that made the code)
+        self._codes: dict[str, tuple[float, str, int, int]] = {}
         self._lock = threading.Lock()
 
-    def issue(self, user_id: str, key_id: int) -> str:
+    def issue(self, user_id: str, key_id: int, not_after: int) -> str:
         code = secrets.token_urlsafe(32)
         with self._lock:
             t = self._clock()
             self._codes = {h: v for h, v in self._codes.items() if v[0] > t}
-            self._codes[self._hash(code)] = (t + self.ttl_s, user_id, key_id)
+            self._codes[self._hash(code)] = (t + self.ttl_s, user_id, key_id, not_after)
         return code
 
-    def redeem(self, code: str) -> tuple[str, int] | None:
-        """(user id, key id) of a valid code, which is then spent; None otherwise."""
+    def redeem(self, code: str) -> tuple[str, int, int] | None:
+        """(user id, key id, when its token must expire by) of a valid code, which is then
+        spent; None otherwise."""
         with self._lock:
             found = self._codes.pop(self._hash(code), None)
-            if found is None or found[0] <= self._clock():
+            if found is None or found[0] <= self._clock() or found[3] <= time.time():
                 return None
-        return found[1], found[2]
+        return found[1], found[2], found[3]
 
     @staticmethod
     def _hash(code: str) -> str:
@@ -556,7 +559,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     store = Store(data_dir)
     layout = storage.Layout(data_dir)
     secret = auth.load_or_create_secret(data_dir)
-    tokens = auth.Tokens(secret, config.token_ttl_s)
+    tokens = auth.Tokens(
+        secret, config.token_ttl_s, auth.RevokedTokens(data_dir / auth.REVOKED_FILE)
+    )
     signer = storage.Signer(secret, config.url_ttl_s)
     scheduler = Scheduler(config, store, layout)
     health = {
@@ -575,6 +580,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     touch_fresh_s = min(60.0, config.retention_s / 10)
     signin_links = SignInLinks()
     dashboard = load_dashboard()
+    swagger = apidocs.load_swagger()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -591,7 +597,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         description="The Kaio API (PROTOCOL.md), served by `kaio server`.",
         lifespan=lifespan,
         redoc_url=None,
+        docs_url=None,  # served below from the package's own files (apidocs.py), not a CDN
     )
+    app.add_middleware(DefaultHeaders)
     app.state.config = config
     app.state.store = store
     app.state.scheduler = scheduler
@@ -639,12 +647,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "Authorization: a Bearer token is required (POST /login)")
         try:
-            user_id, key_id = tokens.verify(token.strip())
+            claims = tokens.verify(token.strip())
         except auth.TokenError as e:
             raise ApiError(401, f"Authorization: {e}; log in again") from None
-        if not store.key_is_active(user_id, key_id):
+        if not store.key_is_active(claims.user_id, claims.key_id):
             raise ApiError(401, "Authorization: the API key behind this token was revoked")
-        return {"id": user_id, "key_id": key_id}
+        return {"id": claims.user_id, "key_id": claims.key_id, "claims": claims}
 
     User = Annotated[dict, Depends(caller)]
 
@@ -662,7 +670,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         return json_text(own(store.job_json, unique, user))
 
     def base_url(request: Request) -> str:
-        return str(request.base_url).rstrip("/")
+        # The configured address, never the Host header: a request saying `Host: evil.example`
+        # must not get URLs (credentials) that send their bearer elsewhere.
+        return config.base_url
 
     # ---- routes ---------------------------------------------------------------------------
 
@@ -687,8 +697,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         user, key_id = found
         return signed_in(user, key_id)
 
-    def signed_in(user: dict, key_id: int) -> JSONResponse:
-        token, exp = tokens.issue(user["id"], key_id)
+    def signed_in(user: dict, key_id: int, not_after: int | None = None) -> JSONResponse:
+        token, exp = tokens.issue(user["id"], key_id, not_after)
         return ok({"access_token": token, "exp": exp, "project": user})
 
     @app.post(
@@ -921,8 +931,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     # ---- the dashboard (local) ----------------------------------------------------------------
 
-    def dashboard_file(name: str, request: Request) -> Response:
-        found = dashboard.get(name)
+    def dashboard_file(name: str, request: Request, files: dict | None = None) -> Response:
+        found = (dashboard if files is None else files).get(name)
         if found is None:
             raise ApiError(404, f"no dashboard file {name!r}")
         data, media, etag = found
@@ -946,11 +956,29 @@ def create_app(config: ServerConfig) -> FastAPI:
         """The dashboard's scripts, styles and images."""
         return dashboard_file(name, request)
 
+    @app.get("/docs", tags=["local"], response_class=Response, include_in_schema=False)
+    def api_docs(request: Request):
+        """The API reference (Swagger UI on /openapi.json), from this server's own files."""
+        return dashboard_file("docs.html", request)
+
+    @app.get("/docs/{name}", tags=["local"], response_class=Response, include_in_schema=False)
+    def api_docs_asset(name: str, request: Request):
+        return dashboard_file(name, request, swagger)
+
+    @app.post("/logout", tags=["local"], status_code=204, response_class=Response, responses=ERRORS)
+    def logout(user: User):
+        """Sign the caller's token out: it is refused from now until it would have expired
+        (other tokens of the same key go on working). The dashboard's Sign out calls this."""
+        claims = user["claims"]
+        tokens.revoked.revoke(claims.token_id, claims.exp)
+        return Response(status_code=204)
+
     @app.post("/dashboard/links", tags=["local"], response_model=SignInLinkOut, responses=ERRORS)
     def create_signin_link(user: User):
         """A one-time code (valid briefly) that signs a dashboard tab in as the caller: `kaio
-        dashboard` opens `/#signin=<code>`, so no API key or token ever sits in a URL."""
-        code = signin_links.issue(user["id"], user["key_id"])
+        dashboard` opens `/#signin=<code>`, so no API key or token ever sits in a URL. The token
+        it gives ends when the caller's own token does: a token cannot renew itself this way."""
+        code = signin_links.issue(user["id"], user["key_id"], user["claims"].exp)
         return ok({"code": code, "expires_in": int(signin_links.ttl_s)})
 
     @app.post(
@@ -983,7 +1011,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         found = signin_links.redeem(code)
         if found is None:
             raise ApiError(403, "code: unknown, already used or expired; make a new link")
-        user_id, key_id = found
+        user_id, key_id, not_after = found
 
         def project() -> dict | None:
             if not store.key_is_active(user_id, key_id):
@@ -1000,7 +1028,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         user = await run_in_threadpool(project)
         if user is None:
             raise ApiError(403, "code: the API key behind this link was revoked")
-        return signed_in(user, key_id)
+        return signed_in(user, key_id, not_after)
 
     # ---- presigned objects ------------------------------------------------------------------
 
@@ -1027,7 +1055,10 @@ def create_app(config: ServerConfig) -> FastAPI:
             opened = storage.open_output(layout.job(unique), hosts_of(job), rel)
         if opened is None:
             raise ApiError(404, "object: no such object (deleted, or never written)")
-        return file_response(opened)
+        response = file_response(opened)
+        # A download, never a page: an output named x.html cannot run in this origin.
+        response.headers["Content-Disposition"] = attachment(rel)
+        return response
 
     @app.put("/objects/{key:path}", tags=["presigned"], responses=ERRORS)
     async def put_object(key: str, request: Request):
