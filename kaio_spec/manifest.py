@@ -55,7 +55,7 @@ __all__ = [
 
 # A job's fields when neither the job nor `defaults` sets them: the seed client's defaults.
 # framework, framework_version and max_runtime_hours have none (detected or left to the
-# platform); env and params are absent unless given (params then defaults to the matrix cell).
+# platform); env and params are absent unless given (the planner adds the cell to params).
 JOB_DEFAULTS: Mapping[str, Any] = {
     "directory": ".",
     "entrypoint": "train.py",
@@ -112,6 +112,8 @@ class Settings:
     max_jobs: int = 1000
     outputs: str = "outputs/{{ manifest.name }}/{{ job.name }}"
     poll_seconds: float = 10
+    retry_delay_seconds: float = 10  # a retry's first wait; doubled each time (executor/run.py)
+    retry_on: str = "any"  # "any" failure, or only the "platform"'s (executor/observe.py)
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,9 @@ class JobDef:
     matrix: Matrix | None
     sweep: Sweep | None
     origins: dict[Path, Path] = field(repr=False, compare=False, default_factory=dict)
+    # env variable -> the name of the secret that sets it (`{secret: NAME}` in env, or the
+    # top-level `secrets`); their values are read when the job is submitted, never planned.
+    secrets: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -197,6 +202,7 @@ class Manifest:
     settings: Settings
     jobs: dict[str, JobDef]
     document: Document = field(repr=False, compare=False)
+    secrets: list[str] = field(default_factory=list)  # exported to every job
 
     @property
     def folder(self) -> FsPath:
@@ -315,6 +321,7 @@ def _semantic_problems(data: Any, folder: FsPath) -> list[Problem]:
     defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
     out += _directory_problems(defaults.get("directory"), ("defaults", "directory"), folder)
     jobs = data.get("jobs") if isinstance(data.get("jobs"), dict) else {}
+    out += _secrets_problems(data.get("secrets"), defaults, jobs)
     for key, job in jobs.items():
         if not isinstance(job, dict):
             continue
@@ -327,6 +334,24 @@ def _semantic_problems(data: Any, folder: FsPath) -> list[Problem]:
             out += _matrix_problems(job["matrix"], (*path, "matrix"))
         if isinstance(job.get("sweep"), dict):
             out += _sweep_problems(job["sweep"], (*path, "sweep"), dims)
+    return out
+
+
+def _secrets_problems(exported: Any, defaults: dict, jobs: dict) -> list[Problem]:
+    """A variable both exported by the top-level `secrets` and set in an env: say which wins."""
+    if not isinstance(exported, list):
+        return []
+    places = [(("defaults",), defaults)] + [(("jobs", k), j) for k, j in jobs.items()]
+    out = []
+    for path, fields in places:
+        env = fields.get("env") if isinstance(fields, dict) else None
+        for name in env if isinstance(env, dict) else ():
+            if name in exported:
+                message = (
+                    f"{name!r} is also in the top-level secrets, which set it for every job; "
+                    "keep one of the two"
+                )
+                out.append(Problem((*path, "env", name), message, key=True))
     return out
 
 
@@ -616,7 +641,11 @@ def _rendered_file_problems(manifest: Manifest, rendered: Mapping[str, Any]) -> 
 def _build(doc: Document, file: str) -> Manifest:
     data = doc.data
     defaults = data.get("defaults", {})
-    jobs = {key: _job(key, i, job, defaults) for i, (key, job) in enumerate(data["jobs"].items())}
+    exported = data.get("secrets", [])
+    jobs = {
+        key: _job(key, i, job, defaults, exported)
+        for i, (key, job) in enumerate(data["jobs"].items())
+    }
     return Manifest(
         file=file,
         path=FsPath(os.path.abspath(file)),
@@ -627,10 +656,11 @@ def _build(doc: Document, file: str) -> Manifest:
         settings=Settings(**data.get("settings", {})),
         jobs=jobs,
         document=doc,
+        secrets=list(exported),
     )
 
 
-def _job(key: str, index: int, job: dict, defaults: dict) -> JobDef:
+def _job(key: str, index: int, job: dict, defaults: dict, exported: list[str]) -> JobDef:
     own = {k: v for k, v in job.items() if k not in IDENTITY_FIELDS}
     spec: dict[str, Any] = dict(JOB_DEFAULTS)
     origins: dict[Path, Path] = {}
@@ -645,6 +675,7 @@ def _job(key: str, index: int, job: dict, defaults: dict) -> JobDef:
             origins[(name,)] = (*source, name)
     if "name" in job:
         origins[("name",)] = ("jobs", key, "name")
+    secrets = _split_secrets(spec, exported, origins)
     return JobDef(
         key=key,
         index=index,
@@ -654,7 +685,21 @@ def _job(key: str, index: int, job: dict, defaults: dict) -> JobDef:
         matrix=_matrix(job["matrix"]) if "matrix" in job else None,
         sweep=_sweep(job["sweep"]) if "sweep" in job else None,
         origins=origins,
+        secrets=secrets,
     )
+
+
+def _split_secrets(spec: dict, exported: list[str], origins: dict[Path, Path]) -> dict[str, str]:
+    """The job's secrets (env variable -> secret name), taken out of spec["env"], which keeps
+    the plain values only; the top-level ones are found at ("secrets", i)."""
+    env = spec.get("env") or {}
+    secrets = {name: value["secret"] for name, value in env.items() if isinstance(value, dict)}
+    if secrets:
+        spec["env"] = {name: value for name, value in env.items() if name not in secrets}
+    for i, name in enumerate(exported):
+        secrets.setdefault(name, name)  # one also set in env is refused (_secrets_problems)
+        origins.setdefault(("env", name), ("secrets", i))
+    return secrets
 
 
 def _matrix(m: dict) -> Matrix:

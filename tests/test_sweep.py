@@ -331,8 +331,7 @@ def test_counting_includes_the_sweep_factor(tmp_path):
         plan(write(tmp_path, text))
     [d] = caught.value.errors
     assert d.message == (
-        "this job makes more jobs than settings.max_jobs (8); raise max_jobs or make fewer "
-        "combinations"
+        "this job makes 9 jobs; settings.max_jobs is 8; raise max_jobs or make fewer combinations"
     )
 
 

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "status",
     "download",
     "stop",
+    "forget",
     "logs",
 )
 
