@@ -1,8 +1,9 @@
 """kaio-spec: run ML jobs from git on Kaio (SageMaker Processing) or on the local platform.
 
 The public names load on first use (PEP 562), so that `import kaio_spec`, and the `kaio` command
-and server that import its submodules, pay only for what they use. Adding a public name is one
-line in _PUBLIC (and one in __all__).
+and server that import its submodules, pay only for what they use. At run time a public name is one line in
+_PUBLIC; it is also listed in __all__ and imported under TYPE_CHECKING, for linters, type checkers
+and IDEs (tests/test_imports.py checks that the three agree).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from kaio_spec._version import __version__
 
-# public name -> the module that defines it
+# public name -> the module that defines it (the public API: tests/test_public_api.py)
 _PUBLIC: dict[str, str] = {
     "Action": "kaio_spec.planner",
     "ApplyResult": "kaio_spec.executor",

@@ -5,6 +5,7 @@ Timings are measured by benchmarks/imports.py, never asserted here; what is load
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -74,6 +75,23 @@ def test_import_kaio_spec_loads_only_its_version():
 
 def test_every_lazy_public_name_is_in_all_and_back():
     assert set(kaio_spec._PUBLIC) | {"__version__"} == set(kaio_spec.__all__)
+
+
+def test_type_checkers_see_every_lazy_name_from_its_module():
+    """The TYPE_CHECKING imports (what type checkers and IDEs read) are _PUBLIC's, name for name."""
+    tree = ast.parse(Path(kaio_spec.__file__).read_text())
+    guard = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+    )
+    seen = {
+        alias.name: node.module
+        for node in guard.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert seen == kaio_spec._PUBLIC
 
 
 def test_an_unknown_name_is_an_attribute_error():
