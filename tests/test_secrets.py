@@ -15,6 +15,8 @@ import pytest
 from apply_support import list_jobs
 from support import run_kaio
 
+from kaio_spec.state import state_path
+
 REPO = Path(__file__).resolve().parent.parent
 KEY = "trk-s3cr3t-" + "9f8e7d6c5b4a"  # what the test exports; nowhere in the repository
 
@@ -61,7 +63,7 @@ def test_the_job_gets_its_secret_from_the_environment_and_nothing_keeps_it(proje
     assert "secret TRACKER_API_KEY (from environment)" in r.stdout
     assert run_json(root) == {"project": "trial-7", "key_sha256_16": fingerprint(KEY)}
     assert KEY not in r.stdout + r.stderr
-    assert (root / "specs/.kaio/state.json").is_file()
+    assert state_path(root / "specs/tracking.yaml").is_file()
     assert files_holding(root, KEY) == []
     # The platform has the variable (the job ran with it) but lists its name only.
     [job] = list_jobs(env["KAIO_API_BASE"], env["KAIO_API_KEY"])
