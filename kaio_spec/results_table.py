@@ -449,21 +449,29 @@ def results(path_or_plan, client=None, *, download: bool = True, offline: bool =
 
         client = client or journey.connect()
         comparison = journey.manifest_status(client, plan)
+        not_downloaded = []
         if download:
             with journey.api_errors(client.api_base):
-                _download_ended(client, comparison.observed)
+                not_downloaded = _download_ended(client, comparison.observed)
         facts = [_api_facts(o) for o in comparison.observed]
+        return collect(plan, facts, not_downloaded)
     return collect(plan, facts)
 
 
-def _download_ended(client, observed) -> None:
+def _download_ended(client, observed) -> list[str]:
+    """Download the ended jobs' outputs missing from disk; why any could not be (a folder that
+    holds something else is left alone, and that job shows no metrics)."""
     from kaio_spec.catalog import is_final
     from kaio_spec.downloads import download_planned, is_complete
 
+    problems = []
     for o in observed:
         unique = o.unique_job_name
         if unique and is_final(o.status or "Pending") and not is_complete(o.job.outputs, unique):
-            download_planned(client, o.job, unique)  # a "conflict" is left alone: no metrics
+            result = download_planned(client, o.job, unique)
+            if not result.ok:
+                problems.append(f"{o.job.name}: outputs not downloaded: {result.message}")
+    return problems
 
 
 def _api_facts(o) -> dict[str, Any]:
@@ -501,7 +509,7 @@ def _offline_facts(job, state) -> dict[str, Any]:
     }
 
 
-def collect(plan, facts: Sequence[dict[str, Any]]) -> Results:
+def collect(plan, facts: Sequence[dict[str, Any]], problems: Sequence[str] = ()) -> Results:
     """The table of `plan`'s jobs, given each job's facts (status, attempts, run_time,
     unique_job_name: the attempt whose outputs count; on_disk: True when they are known to be
     downloaded) in plan order."""
@@ -509,7 +517,7 @@ def collect(plan, facts: Sequence[dict[str, Any]]) -> Results:
 
     params_of = [_params(job) for job in plan.jobs]
     param_names = _union(params_of)
-    rows, metric_names, problems = [], [], []
+    rows, metric_names, problems = [], [], list(problems)
     for job, params, fact in zip(plan.jobs, params_of, facts, strict=True):
         unique = fact["unique_job_name"]
         metrics: dict[str, Any] = {}

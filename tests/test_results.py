@@ -224,6 +224,20 @@ def test_outputs_not_on_disk_are_downloaded_first(project):
     assert (folder / "metrics.json").is_file()
 
 
+def test_a_folder_holding_other_files_is_left_alone_and_named(project):
+    folder = project.outputs / "svc-linear-C0.1"
+    shutil.rmtree(folder)
+    folder.mkdir()
+    (folder / "mine.txt").write_text("my notes")
+    r = project.results("-o", "json")
+    assert r.returncode == 0, r.stderr
+    assert by_name(json.loads(r.stdout))["svc-linear-C0.1"]["accuracy"] is None
+    assert "warning: svc-linear-C0.1: outputs not downloaded:" in r.stderr
+    assert (folder / "mine.txt").read_text() == "my notes"  # untouched
+    shutil.rmtree(folder)
+    assert by_name(project.json())["svc-linear-C0.1"]["accuracy"] == 0.93  # fetched again
+
+
 def test_offline_reads_what_is_on_disk(project):
     r = project.kaio("results", "kaio.yaml", "--offline", "-o", "json")
     assert r.returncode == 0, r.stderr
