@@ -135,7 +135,7 @@ def render_table(table) -> None:
         lines.append(_line(mark, cells, columns, widths, right, kinds))
     click.echo("\n".join(lines))
     click.echo(_summary_line(table))
-    if table.metrics or table.params:
+    if (table.metrics or table.params) and sys.stdout.isatty():  # the colours' key
         legend = click.style("parameters", fg="cyan") + " · " + click.style("metrics", fg="green")
         click.echo(click.style(legend, dim=True))
 
