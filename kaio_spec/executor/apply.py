@@ -57,12 +57,20 @@ class Prepared:
 
 
 def select(jobs: tuple[PlannedJob, ...], only: str | None) -> tuple[PlannedJob, ...]:
-    """The jobs whose key or name matches the fnmatch pattern `only` (all when None)."""
+    """The jobs whose key or name matches the fnmatch pattern `only` (all when None), and the
+    jobs they need, transitively (as make does): a completed need is unchanged, and its outputs
+    are what the selected job gets."""
     if not only:
         return jobs
-    return tuple(
-        j for j in jobs if fnmatch.fnmatchcase(j.key, only) or fnmatch.fnmatchcase(j.name, only)
-    )
+    chosen = {
+        j.job_name
+        for j in jobs
+        if fnmatch.fnmatchcase(j.key, only) or fnmatch.fnmatchcase(j.name, only)
+    }
+    for job in reversed(jobs):  # planned stage by stage: a job's needs come before it
+        if job.job_name in chosen:
+            chosen.update(n.job_name for n in job.needs)
+    return tuple(j for j in jobs if j.job_name in chosen)
 
 
 def prepare(

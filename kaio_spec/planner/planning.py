@@ -33,6 +33,7 @@ from kaio_spec.planner.identity import identity_digest
 from kaio_spec.planner.identity import job_name as make_job_name
 from kaio_spec.planner.jobs import SPEC_KEYS, Plan, PlannedJob
 from kaio_spec.planner.matrix import Cell, TooManyCells, count_cells, expand_matrix
+from kaio_spec.planner.needs import identity_part, needed_jobs
 from kaio_spec.planner.sweep import DrawError, cell_seed, grid, grid_size, random_draws
 from kaio_spec.planner.templates import (
     Namespace,
@@ -44,6 +45,7 @@ from kaio_spec.planner.templates import (
 )
 from kaio_spec.planner.values import NotJSON, canonical_json, to_json_value, written
 from kaio_spec.schema import is_template
+from kaio_spec.stages import stage_of
 from kaio_spec.validation import FieldError, check_env
 from kaio_spec.yamlpos import Location
 
@@ -224,13 +226,19 @@ class _Planner:
     def run(self) -> Plan:
         cells = self._count()
         rendered: list[_Rendered] = []
-        for key, job in self.m.jobs.items():
+        # Stage by stage (stages.py): a job's identity holds the job_names of those it needs.
+        for key, job in self._in_stage_order():
             rendered.extend(self._render_job(job, self._with_sweep(job, cells[key])))
         # Names are checked whatever failed to render (the cells that did), so that one run
         # reports both; folders are hashed only for a plan that can still succeed.
         jobs = self._identify(rendered, hash_folders=self.hash_folders and not self.errors)
         self.fail_if_errors()
         return Plan(self.m, tuple(jobs))
+
+    def _in_stage_order(self) -> list[tuple[str, JobDef]]:
+        """The jobs, those of the first stage first (each stage in manifest order)."""
+        stages = stage_of({key: job.needs for key, job in self.m.jobs.items()})
+        return sorted(self.m.jobs.items(), key=lambda item: (stages[item[0]], item[1].index))
 
     def _count(self) -> dict[str, list[Cell]]:
         max_jobs = self.m.settings.max_jobs
@@ -511,6 +519,8 @@ class _Planner:
 
     def _identify(self, rendered: list[_Rendered], hash_folders: bool) -> list[PlannedJob]:
         jobs: list[PlannedJob] = []
+        by_key: dict[str, list[PlannedJob]] = {}  # for the jobs that need them
+        has_cells = {k: j.matrix is not None or j.sweep is not None for k, j in self.m.jobs.items()}
         by_name: dict[str, _Rendered] = {}
         by_job_name: dict[str, _Rendered] = {}
         by_outputs: dict[str, _Rendered] = {}
@@ -550,7 +560,11 @@ class _Planner:
                 continue
             spec = {k: r.spec.get(k) for k in SPEC_KEYS}
             spec["directory"] = directory
-            digest = identity_digest(self._identity(r, spec, relative, content))
+            needs = needed_jobs(job.needs, by_key, has_cells)
+            identity = self._identity(r, spec, relative, content)
+            if needs:
+                identity["needs"] = identity_part(needs)
+            digest = identity_digest(identity)
             name = make_job_name(manifest, r.name, digest)
             first = by_job_name.setdefault(name, r)
             if first is not r:
@@ -576,8 +590,10 @@ class _Planner:
                     labels=_labels(manifest, job.key, r.name, cell_json),
                     package_exclude=exclude,
                     secrets=dict(job.secrets),
+                    needs=needs,
                 )
             )
+            by_key.setdefault(job.key, []).append(jobs[-1])
         return jobs
 
     def _download_folders(self, rendered: list[_Rendered]) -> list[str]:

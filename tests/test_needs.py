@@ -1,0 +1,190 @@
+"""`needs:` between jobs, as a user runs a pipeline: prep writes stats.json, a 2-cell train grid
+needs prep and reads inputs/prep/stats.json, eval needs train and reads each cell's metrics.json
+under inputs/train/<cell>/ to pick the best. `kaio` subprocesses against a real local platform,
+with real job processes; the values each job saw are checked in its outputs."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+from apply_support import list_jobs, run_apply, run_kaio
+
+# prep fails while the file named by PREP_NEEDS is missing (outside the package: the test makes
+# it appear), else writes stats.json from its params.
+PREP = textwrap.dedent(
+    """\
+    import json, os, sys
+    p = json.load(open("params.json"))
+    need = os.environ.get("PREP_NEEDS")
+    if need and not os.path.exists(need):
+        print(f"{need} is missing", file=sys.stderr, flush=True)
+        sys.exit(7)
+    json.dump({"rows": p["rows"], "mean": p["rows"] / 2}, open("stats.json", "w"))
+    """
+)
+# Each train cell: the stats it found, and a loss that is lowest for lr=0.1.
+TRAIN = textwrap.dedent(
+    """\
+    import json, os
+    p = json.load(open("params.json"))
+    stats = json.load(open("inputs/prep/stats.json"))
+    json.dump({"stats": stats, "files": sorted(os.listdir("inputs/prep"))}, open("seen.json", "w"))
+    json.dump({"loss": abs(p["lr"] - 0.1) + stats["mean"]}, open("metrics.json", "w"))
+    """
+)
+# eval: every train cell's metrics, through needs.json; the best cell by loss.
+EVAL = textwrap.dedent(
+    """\
+    import json
+    needs = json.load(open("needs.json"))
+    seen = {}
+    for cell in needs["train"]:
+        seen[cell["name"]] = json.load(open(cell["path"] + "/metrics.json"))["loss"]
+    best = min(needs["train"], key=lambda c: seen[c["name"]])
+    json.dump({"best": best["name"], "lr": best["matrix"]["lr"], "seen": seen}, open("best.json", "w"))
+    """
+)
+
+
+def write_pipeline(folder, *, rows=10, prep_needs=None):
+    """A pipeline with each job's code in its own folder, so a change to prep changes no other
+    job's folder: only its job_name reaches them, through needs."""
+    for key, code in (("prep", PREP), ("train", TRAIN), ("eval", EVAL)):
+        (folder / key).mkdir(parents=True, exist_ok=True)
+        (folder / key / f"{key}.py").write_text(code)
+    env = f"\n    env: {{PREP_NEEDS: {json.dumps(str(prep_needs))}}}" if prep_needs else ""
+    manifest = folder / "kaio.yaml"
+    manifest.write_text(
+        textwrap.dedent(
+            """\
+            version: 1
+            name: pipe
+            settings:
+              poll_seconds: 0.3
+            jobs:
+              prep:
+                directory: ./prep
+                entrypoint: prep.py
+                params: {rows: ROWS}ENV
+              train:
+                directory: ./train
+                entrypoint: train.py
+                needs: prep
+                matrix:
+                  lr: [0.1, 0.5]
+              eval:
+                directory: ./eval
+                entrypoint: eval.py
+                needs: [train]
+            """
+        )
+        .replace("ROWS", str(rows))
+        .replace("ENV", env)
+    )
+    return manifest
+
+
+def outputs(folder, name):
+    return folder / "outputs" / "pipe" / name
+
+
+def read(folder, name, file):
+    return json.loads((outputs(folder, name) / file).read_text())
+
+
+def counts(url, api_key):
+    """Submissions per job key."""
+    return {key: len(jobs) for key, jobs in by_key(url, api_key).items()}
+
+
+def by_key(url, api_key):
+    found: dict[str, list[dict]] = {}
+    for job in list_jobs(url, api_key):
+        found.setdefault(job["labels"]["key"], []).append(job)
+    return found
+
+
+def plan_actions(manifest, url, api_key, *args):
+    r = run_kaio(manifest, api_key, "plan", str(manifest), "--api", url, "-o", "json", *args)
+    assert r.returncode == 0, r.stderr
+    return {j["name"]: j["action"] for j in json.loads(r.stdout)["jobs"]}
+
+
+def test_a_pipeline_runs_in_order_and_each_job_sees_what_it_needs(tmp_path, kaio_server, api_key):
+    manifest = write_pipeline(tmp_path, rows=10)
+    url = kaio_server.url
+    result = run_apply(manifest, url, api_key, "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # Each train cell read the stats prep wrote, under inputs/prep/ (outputs only: no logs).
+    for cell in ("train-lr0.1", "train-lr0.5"):
+        seen = read(tmp_path, cell, "seen.json")
+        assert seen == {"stats": {"rows": 10, "mean": 5.0}, "files": ["stats.json"]}
+    # eval read both cells' metrics through needs.json and picked lr=0.1.
+    best = read(tmp_path, "eval", "best.json")
+    assert best["best"] == "train-lr0.1" and best["lr"] == 0.1
+    assert best["seen"] == {"train-lr0.1": 5.0, "train-lr0.5": 5.4}
+
+    # Each stage started after every cell of the stage before it had ended.
+    jobs = by_key(url, api_key)
+    assert [len(jobs[k]) for k in ("prep", "train", "eval")] == [1, 2, 1]
+    prep_end = jobs["prep"][0]["end_time"]
+    assert all(t["start_time"] >= prep_end for t in jobs["train"])
+    assert jobs["eval"][0]["start_time"] >= max(t["end_time"] for t in jobs["train"])
+
+
+def test_identity_follows_needs_unchanged_chain_then_a_changed_prep(tmp_path, kaio_server, api_key):
+    manifest = write_pipeline(tmp_path, rows=10)
+    url = kaio_server.url
+    assert run_apply(manifest, url, api_key, "--yes").returncode == 0
+
+    # Applied again unchanged: every job is unchanged, nothing is submitted.
+    again = run_apply(manifest, url, api_key, "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "4 unchanged" in again.stdout and "submitted" not in again.stdout
+
+    # A change to prep alone (its params; the other jobs' folders are untouched) replaces the
+    # jobs that need it, transitively.
+    write_pipeline(tmp_path, rows=40)
+    actions = plan_actions(manifest, url, api_key)
+    assert set(actions.values()) == {"replace"}, actions
+    replaced = run_apply(manifest, url, api_key, "--yes")
+    assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    assert read(tmp_path, "train-lr0.5", "seen.json")["stats"] == {"rows": 40, "mean": 20.0}
+    assert read(tmp_path, "eval", "best.json")["seen"] == {"train-lr0.1": 20.0, "train-lr0.5": 20.4}
+    assert counts(url, api_key) == {"prep": 2, "train": 4, "eval": 2}
+
+
+def test_jobs_whose_need_failed_are_skipped_then_run_once_it_succeeds(
+    tmp_path, kaio_server, api_key
+):
+    needed = tmp_path / "prep-input.txt"
+    manifest = write_pipeline(tmp_path, prep_needs=needed)
+    url = kaio_server.url
+
+    first = run_apply(manifest, url, api_key, "--yes")
+    assert first.returncode == 1, first.stdout + first.stderr
+    summary = first.stdout + first.stderr
+    assert "1 failed, 3 skipped" in summary
+    assert re.search(
+        r"train-lr0\.1, train-lr0\.5 \(2 jobs\): skipped: needs prep, which failed", summary
+    )
+    assert "eval (pipe-eval-" in summary and "skipped: needs train, which was skipped" in summary
+    assert counts(url, api_key) == {"prep": 1}  # nothing that needs it was submitted
+
+    # Fixed, and the failed need re-run: the jobs that need it run this time.
+    needed.write_text("here\n")
+    rerun = run_apply(manifest, url, api_key, "--yes", "--rerun-failed")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert read(tmp_path, "eval", "best.json")["best"] == "train-lr0.1"
+    assert counts(url, api_key) == {"prep": 2, "train": 2, "eval": 1}
+
+
+def test_only_a_dependent_job_brings_what_it_needs(tmp_path, kaio_server, api_key):
+    manifest = write_pipeline(tmp_path, rows=6)
+    result = run_apply(manifest, kaio_server.url, api_key, "--yes", "--only", "train")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert read(tmp_path, "train-lr0.1", "seen.json")["stats"]["rows"] == 6
+    assert counts(kaio_server.url, api_key) == {"prep": 1, "train": 2}
