@@ -188,3 +188,76 @@ def test_only_a_dependent_job_brings_what_it_needs(tmp_path, kaio_server, api_ke
     assert result.returncode == 0, result.stdout + result.stderr
     assert read(tmp_path, "train-lr0.1", "seen.json")["stats"]["rows"] == 6
     assert counts(kaio_server.url, api_key) == {"prep": 1, "train": 2}
+
+
+def validate(folder, text):
+    (folder / "train.py").write_text("")
+    (folder / "kaio.yaml").write_text(textwrap.dedent(text))
+    r = run_kaio(folder / "kaio.yaml", "unused", "validate", "kaio.yaml")
+    return r.returncode, r.stderr.splitlines()[:-1]  # the last line counts them
+
+
+def test_unknown_and_own_needs_are_errors_at_their_line(tmp_path):
+    code, errors = validate(
+        tmp_path,
+        """\
+        version: 1
+        name: pipe
+        jobs:
+          prep: {}
+          train:
+            needs: [prepp, train]
+          eval:
+            needs: trian
+        """,
+    )
+    assert code == 2
+    assert errors == [
+        "kaio.yaml:6:13: jobs.train.needs[0]: 'prepp' is not a job of this manifest; "
+        "did you mean 'prep'?",
+        "kaio.yaml:6:20: jobs.train.needs[1]: a job cannot need itself",
+        "kaio.yaml:8:12: jobs.eval.needs: 'trian' is not a job of this manifest; "
+        "did you mean 'train'?",
+    ]
+
+
+def test_a_cycle_of_needs_is_an_error_that_names_it(tmp_path):
+    code, errors = validate(
+        tmp_path,
+        """\
+        version: 1
+        name: pipe
+        jobs:
+          prep:
+            needs: eval
+          train:
+            needs: [prep]
+          eval:
+            needs: [train]
+        """,
+    )
+    assert code == 2
+    assert errors == [
+        "kaio.yaml:5:12: jobs.prep.needs: these needs go round in a cycle: "
+        "prep → eval → train → prep; a job can only need jobs that can run before it"
+    ]
+
+
+def test_needs_is_a_job_field_not_a_default(tmp_path):
+    code, errors = validate(
+        tmp_path,
+        """\
+        version: 1
+        name: pipe
+        defaults:
+          needs: prep
+        jobs:
+          prep: {}
+          train:
+            needs: []
+        """,
+    )
+    assert code == 2
+    assert len(errors) == 2
+    assert errors[0].startswith("kaio.yaml:4:3: defaults.needs: unknown key 'needs'")
+    assert errors[1] == "kaio.yaml:8:5: jobs.train.needs: must not be an empty list"
