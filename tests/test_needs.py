@@ -261,3 +261,29 @@ def test_needs_is_a_job_field_not_a_default(tmp_path):
     assert len(errors) == 2
     assert errors[0].startswith("kaio.yaml:4:3: defaults.needs: unknown key 'needs'")
     assert errors[1] == "kaio.yaml:8:5: jobs.train.needs: must not be an empty list"
+
+
+def test_plan_shows_the_stages_in_order_and_json_carries_needs(tmp_path):
+    manifest = write_pipeline(tmp_path)
+    text = manifest.read_text()  # eval written first: the plan still shows it last
+    eval_block = text[text.index("  eval:") :]
+    manifest.write_text(text.replace(eval_block, "").replace("jobs:\n", "jobs:\n" + eval_block))
+    table = run_kaio(manifest, "unused", "plan", "--offline", str(manifest))
+    assert table.returncode == 0, table.stderr
+    rows = [re.sub(r"\s+", " ", line.strip()) for line in table.stdout.splitlines()[1:7]]
+    assert rows == [
+        "stage 1:",
+        "prep prep ml.m5.large × 1 - create",
+        "stage 2, after prep:",
+        "train train-lr0.1 ml.m5.large × 1 lr=0.1 create",
+        "train train-lr0.5 ml.m5.large × 1 lr=0.5 create",
+        "stage 3, after train:",
+    ]
+    as_json = run_kaio(manifest, "unused", "plan", "--offline", "-o", "json", str(manifest))
+    jobs = json.loads(as_json.stdout)["jobs"]
+    assert [(j["name"], j.get("needs")) for j in jobs] == [
+        ("prep", None),
+        ("train-lr0.1", ["prep"]),
+        ("train-lr0.5", ["prep"]),
+        ("eval", ["train"]),
+    ]

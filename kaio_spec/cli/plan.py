@@ -13,6 +13,7 @@ from kaio_spec.manifest import load_manifest
 from kaio_spec.planner import Plan, PlannedJob, plan
 from kaio_spec.planner.variables import read_variables
 from kaio_spec.secrets import sources as secret_sources
+from kaio_spec.stages import stage_of
 
 _COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
 # The summary's words for each action's count: "2 to create, 1 unchanged".
@@ -189,13 +190,16 @@ def _row(job: PlannedJob) -> tuple[str, ...]:
 
 
 def render_table(result: Plan) -> str:
-    """The plan as aligned columns, then a one-line summary."""
+    """The plan as aligned columns, then a one-line summary; a plan whose jobs need others is
+    shown stage by stage, in the order they run ("stage 2, after prep")."""
     rows = [_COLUMNS, *(_row(job) for job in result.jobs)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
         for row in rows
     ]
+    if any(job.needs for job in result.jobs):
+        lines = _with_stage_headings(result, lines)
     counts: dict[str, int] = {}
     for job in result.jobs:
         counts[job.action.value] = counts.get(job.action.value, 0) + 1
@@ -206,6 +210,25 @@ def render_table(result: Plan) -> str:
     lines.append("")
     lines.append(f"{result.manifest.name}: {n} job{'s' if n != 1 else ''} ({summary})")
     return "\n".join(lines)
+
+
+def _with_stage_headings(result: Plan, lines: list[str]) -> list[str]:
+    """The table's lines (header first, then one per job) with a heading before each stage."""
+    jobs = result.manifest.jobs
+    stages = stage_of({key: job.needs for key, job in jobs.items()})
+    after: dict[int, dict[str, None]] = {}  # stage -> what its jobs need, in order
+    for key, job in jobs.items():
+        after.setdefault(stages[key], {}).update(dict.fromkeys(job.needs))
+    out = [lines[0]]
+    shown = None
+    for job, line in zip(result.jobs, lines[1:], strict=True):
+        if stages[job.key] != shown:
+            shown = stages[job.key]
+            needs = f", after {', '.join(after[shown])}" if after[shown] else ""
+            out.append(f"stage {shown + 1}{needs}:")
+        out.append("  " + line)
+    out[0] = "  " + out[0]
+    return out
 
 
 def render_comparison(comparison, selected=None, *, prune: bool = False, why=None) -> str:
