@@ -10,6 +10,7 @@ import re
 import textwrap
 
 from apply_support import list_jobs, run_apply, run_kaio
+from faultproxy import FaultProxy
 
 # prep fails while the file named by PREP_NEEDS is missing (outside the package: the test makes
 # it appear), else writes stats.json from its params.
@@ -287,3 +288,41 @@ def test_plan_shows_the_stages_in_order_and_json_carries_needs(tmp_path):
         ("train-lr0.5", ["prep"]),
         ("eval", ["train"]),
     ]
+
+
+def test_a_need_whose_download_is_cut_skips_what_needs_it_until_it_comes(
+    tmp_path, kaio_server, api_key
+):
+    manifest = write_pipeline(tmp_path, rows=12)
+    url = kaio_server.url
+    with FaultProxy(url) as proxy:
+        # Every download of prep's outputs is cut after 10 bytes.
+        proxy.on("GET", "/objects/.*-prep-.*/outputs/.*").truncate(10, times=None)
+        cut = run_apply(manifest, proxy.url, api_key, "--yes")
+    assert cut.returncode == 1, cut.stdout + cut.stderr
+    assert "skipped: needs prep, which completed, but its outputs could not be downloaded" in (
+        cut.stdout
+    )
+    assert counts(url, api_key) == {"prep": 1}
+    assert not (outputs(tmp_path, "prep") / "stats.json").exists()  # nothing half-written
+
+    # Once the line holds, the next apply downloads prep's outputs (prep itself is unchanged)
+    # and runs what needs it.
+    again = run_apply(manifest, url, api_key, "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert read(tmp_path, "train-lr0.5", "seen.json")["stats"] == {"rows": 12, "mean": 6.0}
+    assert counts(url, api_key) == {"prep": 1, "train": 2, "eval": 1}
+
+
+def test_detach_submits_what_can_start_and_leaves_the_rest_for_the_next_apply(
+    tmp_path, kaio_server, api_key
+):
+    manifest = write_pipeline(tmp_path, rows=8)
+    url = kaio_server.url
+    detached = run_apply(manifest, url, api_key, "--yes", "--detach")
+    assert detached.returncode == 0, detached.stdout + detached.stderr
+    assert "not submitted: waits for prep (--detach does not wait for it)" in detached.stdout
+    assert counts(url, api_key) == {"prep": 1}
+    followed = run_apply(manifest, url, api_key, "--yes")
+    assert followed.returncode == 0, followed.stdout + followed.stderr
+    assert read(tmp_path, "eval", "best.json")["best"] == "train-lr0.1"
