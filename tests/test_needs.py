@@ -32,6 +32,7 @@ TRAIN = textwrap.dedent(
     p = json.load(open("params.json"))
     stats = json.load(open("inputs/prep/stats.json"))
     json.dump({"stats": stats, "files": sorted(os.listdir("inputs/prep"))}, open("seen.json", "w"))
+    json.dump(p, open("params_seen.json", "w"))
     json.dump({"loss": abs(p["lr"] - 0.1) + stats["mean"]}, open("metrics.json", "w"))
     """
 )
@@ -326,3 +327,38 @@ def test_detach_submits_what_can_start_and_leaves_the_rest_for_the_next_apply(
     followed = run_apply(manifest, url, api_key, "--yes")
     assert followed.returncode == 0, followed.stdout + followed.stderr
     assert read(tmp_path, "eval", "best.json")["best"] == "train-lr0.1"
+
+
+def test_templates_read_what_a_needed_job_wrote_once_it_has_completed(
+    tmp_path, kaio_server, api_key
+):
+    manifest = write_pipeline(tmp_path, rows=10)
+    scaled = "    params: {scaled: \"{{ needs.prep.outputs['stats.json'].rows * 2 }}\"}\n"
+    manifest.write_text(
+        manifest.read_text().replace("    needs: prep\n", "    needs: prep\n" + scaled)
+    )
+    url = kaio_server.url
+
+    # Before prep has run, the jobs after it wait: the plan says so.
+    planned = run_kaio(manifest, api_key, "plan", str(manifest), "--api", url)
+    assert planned.returncode == 0, planned.stderr
+    assert "train  waits for prep: planned once it has completed" in planned.stdout
+    assert "eval  waits for train: planned once it has completed" in planned.stdout
+    as_json = run_kaio(manifest, api_key, "plan", str(manifest), "--offline", "-o", "json")
+    assert json.loads(as_json.stdout)["waiting"] == [
+        {"key": "train", "waits_for": ["prep"]},
+        {"key": "eval", "waits_for": ["train"]},
+    ]
+    assert run_kaio(manifest, api_key, "validate", str(manifest)).returncode == 0
+
+    # One apply runs prep, then plans and runs the rest with what prep wrote.
+    result = run_apply(manifest, url, api_key, "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for cell, lr in (("train-lr0.1", 0.1), ("train-lr0.5", 0.5)):
+        assert read(tmp_path, cell, "params_seen.json") == {"lr": lr, "scaled": 20}
+    assert read(tmp_path, "eval", "best.json")["best"] == "train-lr0.1"
+    assert counts(url, api_key) == {"prep": 1, "train": 2, "eval": 1}
+
+    again = run_apply(manifest, url, api_key, "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "4 unchanged" in again.stdout and "submitted" not in again.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kaio_spec.manifest import Manifest
-from kaio_spec.planner.needs import NeededJob
+from kaio_spec.planner.needs import NeededJob, Waiting
 
 __all__ = ["SPEC_KEYS", "Action", "Plan", "PlannedJob"]
 
@@ -154,10 +154,13 @@ class PlannedJob:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a manifest means: its jobs in manifest order (each key's cells in order)."""
+    """What a manifest means: its jobs stage by stage (a job after those it needs; each stage
+    in manifest order, each key's cells in order). `waiting`: jobs whose templates read the
+    outputs of jobs they need, planned once those have completed (planner/needs.py)."""
 
     manifest: Manifest
     jobs: tuple[PlannedJob, ...]
+    waiting: tuple[Waiting, ...] = ()
 
     def __iter__(self) -> Iterator[PlannedJob]:
         return iter(self.jobs)
@@ -171,4 +174,5 @@ class Plan:
             "manifest": self.manifest.name,
             "file": self.manifest.file,
             "jobs": [job.to_json() for job in self.jobs],
+            **({"waiting": [w.to_json() for w in self.waiting]} if self.waiting else {}),
         }

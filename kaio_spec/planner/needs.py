@@ -9,12 +9,26 @@ keeps every job_name, so it re-applies as unchanged.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INPUTS", "NEEDS_JSON", "NeededJob", "identity_part", "needed_jobs"]
+from kaio_spec import downloads
+from kaio_spec.planner.templates import Namespace, RenderError
+
+__all__ = [
+    "INPUTS",
+    "NEEDS_JSON",
+    "NeededJob",
+    "NeededOutputs",
+    "NotReady",
+    "Waiting",
+    "identity_part",
+    "needed_jobs",
+    "needs_namespace",
+]
 
 INPUTS = "inputs"  # the folder of a dependent job's working folder that holds what it needs
 NEEDS_JSON = "needs.json"  # beside it: the list of what is there
@@ -44,6 +58,18 @@ class NeededJob:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A job whose templates read the outputs of jobs it needs (`waits_for`), not planned yet:
+    apply plans it again once they have completed."""
+
+    key: str
+    waits_for: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "waits_for": list(self.waits_for)}
+
+
 def needed_jobs(
     needs: Sequence[str], planned: Mapping[str, Sequence[Any]], has_cells: Mapping[str, bool]
 ) -> tuple[NeededJob, ...]:
@@ -64,3 +90,65 @@ def identity_part(needed: Iterable[NeededJob]) -> dict[str, list[str]]:
     for n in needed:
         part.setdefault(n.key, []).append(n.job_name)
     return {key: sorted(names) for key, names in part.items()}
+
+
+# ---- templates that read a needed job's outputs ------------------------------------------------
+
+MAX_OUTPUT_BYTES = 1_000_000  # `needs.<key>.outputs[...]` reads small JSON files, not models
+
+
+class NotReady(RenderError):
+    """A template read a needed job's outputs before they were downloaded: the job is planned
+    once that job has completed (`kaio plan` shows it as "waits for <key>")."""
+
+    def __init__(self, key: str):
+        super().__init__(f"waits for {key}")
+        self.key = key
+
+
+class NeededOutputs:
+    """`needs.<key>.outputs` in a template: `outputs['stats.json']` is that JSON file of the
+    needed job's downloaded outputs (Namespaces for mappings, via `wrap`). `folder` None: not
+    readable now (`kaio validate`, which reads no outputs). `read` records the job_name of the
+    outputs read, which the planner checks against the needed job's own once it is identified
+    (outputs of an older version of it must not be used)."""
+
+    def __init__(self, key: str, folder: Path | None, read: dict[str, str], wrap):
+        self.key, self.folder, self.read, self.wrap = key, folder, read, wrap
+
+    def __getitem__(self, file: str) -> Any:
+        if self.folder is None:
+            raise NotReady(self.key)
+        marker = downloads.read_marker(self.folder) or {}
+        unique = marker.get("unique_job_name")
+        if marker.get("status") != "Completed" or not downloads.is_complete(self.folder, unique):
+            raise NotReady(self.key)
+        files = [f for f in marker["files"] if not f.startswith("logs/")]
+        if file not in files:
+            raise RenderError(f"{self.key} has no output {file!r} (it has {', '.join(files)})")
+        path = self.folder / file
+        if path.stat().st_size > MAX_OUTPUT_BYTES:
+            raise RenderError(f"{self.key}'s {file} is over {MAX_OUTPUT_BYTES:,} bytes")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:
+            raise RenderError(f"{self.key}'s {file} is not JSON: {e}") from None
+        self.read[self.key] = str(marker.get("job_name"))
+        return self.wrap(f"needs.{self.key}.outputs[{file!r}]", data)
+
+
+def needs_namespace(
+    needs: Sequence[str], folders: Mapping[str, Path | None], read: dict[str, str], wrap
+) -> Namespace:
+    """`needs` for a job's templates: `needs.<key>.outputs[...]` for each key it needs that has
+    a single job (`folders`: key -> its outputs folder; None when not to be read)."""
+    return Namespace(
+        "needs",
+        {
+            key: Namespace(
+                f"needs.{key}", {"outputs": NeededOutputs(key, folders.get(key), read, wrap)}
+            )
+            for key in needs
+            if key in folders
+        },
+    )

@@ -33,7 +33,7 @@ from kaio_spec.planner.identity import identity_digest
 from kaio_spec.planner.identity import job_name as make_job_name
 from kaio_spec.planner.jobs import SPEC_KEYS, Plan, PlannedJob
 from kaio_spec.planner.matrix import Cell, TooManyCells, count_cells, expand_matrix
-from kaio_spec.planner.needs import identity_part, needed_jobs
+from kaio_spec.planner.needs import NotReady, Waiting, identity_part, needed_jobs, needs_namespace
 from kaio_spec.planner.sweep import DrawError, cell_seed, grid, grid_size, random_draws
 from kaio_spec.planner.templates import (
     Namespace,
@@ -181,6 +181,11 @@ class _Planner:
         self._checked: dict[tuple[str, str], list[Diagnostic]] = {}
         self._hashes: dict[tuple[str, str], str | None] = {}
         self._directories: dict[str, tuple[str, str]] = {}
+        # needs: each key's rendered cells; the keys whose templates wait for a need's outputs
+        # (key -> the needs); the job_names of the outputs each key's templates read.
+        self._rendered_by_key: dict[str, list[_Rendered]] = {}
+        self._waiting: dict[str, set[str]] = {}
+        self._read_from: dict[str, dict[str, str]] = {}
         self.vars = self._vars(variables or {})
         self.manifest_ns = Namespace("manifest", {"name": manifest.name})
 
@@ -228,12 +233,55 @@ class _Planner:
         rendered: list[_Rendered] = []
         # Stage by stage (stages.py): a job's identity holds the job_names of those it needs.
         for key, job in self._in_stage_order():
-            rendered.extend(self._render_job(job, self._with_sweep(job, cells[key])))
+            if self._waits_for(job):
+                continue
+            cells_rendered = self._render_job(job, self._with_sweep(job, cells[key]))
+            self._rendered_by_key[key] = cells_rendered
+            rendered.extend(cells_rendered)
         # Names are checked whatever failed to render (the cells that did), so that one run
         # reports both; folders are hashed only for a plan that can still succeed.
         jobs = self._identify(rendered, hash_folders=self.hash_folders and not self.errors)
         self.fail_if_errors()
-        return Plan(self.m, tuple(jobs))
+        waiting = tuple(
+            Waiting(key, tuple(sorted(self._waiting[key])))
+            for key in self.m.jobs
+            if key in self._waiting
+        )
+        return Plan(self.m, tuple(jobs), waiting)
+
+    # -- needs whose outputs templates read (planner/needs.py) --
+
+    def _waits_for(self, job: JobDef, planned: dict[str, list[PlannedJob]] | None = None) -> bool:
+        """Whether `job` waits (recorded in _waiting): a job it needs waits, or (given the jobs
+        `planned` so far) its templates read outputs of another version of a job it needs."""
+        waits = {key for key in job.needs if key in self._waiting}
+        for key, read in self._read_from.get(job.key, {}).items():
+            if planned is not None and [j.job_name for j in planned.get(key, [])] != [read]:
+                waits.add(key)
+        if waits:
+            self._waiting.setdefault(job.key, set()).update(waits)
+        return bool(waits)
+
+    def _needs_context(self, job: JobDef) -> dict[str, Any]:
+        """`needs` for the job's templates: the outputs of each needed job without cells (read
+        only when planning for real: `kaio validate` reads none)."""
+        if not job.needs:
+            return {}
+        folders = {}
+        for key in job.needs:
+            cells = self._rendered_by_key.get(key, [])
+            if (
+                len(cells) == 1
+                and self.m.jobs[key].matrix is None
+                and self.m.jobs[key].sweep is None
+            ):
+                outputs = os.path.normpath(os.path.join(self.folder, cells[0].outputs))
+                folders[key] = Path(outputs) if self.hash_folders else None
+        read = self._read_from.setdefault(job.key, {})
+        return {"needs": needs_namespace(job.needs, folders, read, self._wrap_read)}
+
+    def _wrap_read(self, label: str, value: Any) -> Any:
+        return self._wrap(label, value, None)
 
     def _in_stage_order(self) -> list[tuple[str, JobDef]]:
         """The jobs, those of the first stage first (each stage in manifest order)."""
@@ -409,12 +457,14 @@ class _Planner:
         copy_env = any(p[0] == "env" for p, _, _ in sites)
         copy_params = any(p[0] == "params" for p, _, _ in sites)
         out = []
+        needs = self._needs_context(job)
         for index, cell in enumerate(cells):
             context = make_context(
                 matrix=self._matrix_namespace(job, cell),
                 vars=self.vars,
                 manifest=self.manifest_ns,
                 job=Namespace("job", {"key": job.key, "index": index}),
+                **needs,
             )
             ok = True
             if name_tpl is not None:
@@ -453,6 +503,9 @@ class _Planner:
         try:
             value = tpl.render(context)
             return to_json_value(value) if tpl.native else value
+        except NotReady as e:  # not an error: the job waits (planner/needs.py)
+            self._waiting.setdefault(job.key, set()).add(e.key)
+            return _FAILED
         except RenderError as e:
             base = str(e)
         except NotJSON as e:
@@ -556,7 +609,7 @@ class _Planner:
                     where=("settings", "outputs"),
                 )
                 continue
-            if content is None:
+            if content is None or self._waits_for(job, by_key):
                 continue
             spec = {k: r.spec.get(k) for k in SPEC_KEYS}
             spec["directory"] = directory
