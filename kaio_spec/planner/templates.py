@@ -44,7 +44,7 @@ __all__ = [
     "plain",
 ]
 
-CONTEXT_NAMES = ("matrix", "vars", "manifest", "job", "needs")
+CONTEXT_NAMES = ("matrix", "vars", "manifest", "job")
 MAX_REPEAT = 100_000  # the longest string or list `*` may build in a template
 MAX_EXPONENT = 10_000
 
