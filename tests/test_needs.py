@@ -362,3 +362,17 @@ def test_templates_read_what_a_needed_job_wrote_once_it_has_completed(
     again = run_apply(manifest, url, api_key, "--yes")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "4 unchanged" in again.stdout and "submitted" not in again.stdout
+
+
+def test_a_pipeline_runs_on_a_server_without_the_local_extensions(tmp_path, kaio_server, api_key):
+    """As against the hosted API: no /healthz features, so no base packages; each job's whole
+    package carries what it needs."""
+    manifest = write_pipeline(tmp_path, rows=4)
+    with FaultProxy(kaio_server.url) as proxy:
+        proxy.on("GET", "/healthz").status(404, "no route GET /healthz", times=None)
+        result = run_apply(manifest, proxy.url, api_key, "--yes")
+        assert proxy.count("PUT", "/packages/.*") + proxy.count("GET", "/packages/.*") == 0
+        assert proxy.count("PUT", "/objects/.*") == 4  # each job's whole package
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert read(tmp_path, "train-lr0.1", "seen.json")["stats"] == {"rows": 4, "mean": 2.0}
+    assert read(tmp_path, "eval", "best.json")["seen"] == {"train-lr0.1": 2.0, "train-lr0.5": 2.4}
