@@ -28,6 +28,10 @@ from kaio_spec.planner.needs import NEEDS_JSON, NeededJob
 __all__ = ["SKIPPED", "Held", "InputFiles", "NeedsGate"]
 
 _NOT_PACKAGED = ("logs/", downloads.MARKER)  # of a needed job's downloaded folder
+# What a job's package may carry of its needs' outputs: they travel in memory (the package's
+# in-memory tail, packaging.Package.with_files), so a pipeline handing on GBs of checkpoints is
+# refused with a clear message rather than exhausting the machine's memory.
+MAX_NEEDED_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ class InputFiles:
             return {}
         out: dict[str, bytes | str] = {}
         listing: dict[str, list[dict[str, Any]]] = {}
+        _check_size(job)
         for need in job.needs:
             files, entry = self._outputs(need)
             out.update((f"{need.path}/{rel}", data) for rel, data in files.items())
@@ -142,7 +147,8 @@ class InputFiles:
             return found
 
 
-def _read_outputs(need: NeededJob) -> tuple[dict[str, bytes], dict[str, Any]]:
+def _output_names(need: NeededJob) -> tuple[dict[str, Any], list[str]]:
+    """The needed job's download marker and the output files it lists (not its logs)."""
     if not _downloaded(need):
         raise InvalidInput(
             f"the outputs of {need.name} ({need.job_name}), which it needs, are not in "
@@ -154,6 +160,23 @@ def _read_outputs(need: NeededJob) -> tuple[dict[str, bytes], dict[str, Any]]:
         for rel in marker["files"]
         if not rel.startswith(_NOT_PACKAGED[0]) and rel != _NOT_PACKAGED[1]
     )
+    return marker, names
+
+
+def _check_size(job: PlannedJob) -> None:
+    total = 0
+    for need in job.needs:
+        _, names = _output_names(need)
+        total += sum((need.outputs / rel).stat().st_size for rel in names)
+    if total > MAX_NEEDED_BYTES:
+        raise InvalidInput(
+            f"the outputs of the jobs it needs are {total / 2**20:,.0f} MiB; a job's package "
+            f"carries at most {MAX_NEEDED_BYTES / 2**20:,.0f} MiB of them"
+        )
+
+
+def _read_outputs(need: NeededJob) -> tuple[dict[str, bytes], dict[str, Any]]:
+    marker, names = _output_names(need)
     files = {rel: (need.outputs / rel).read_bytes() for rel in names}
     entry = {**need.to_json(), "unique_job_name": marker["unique_job_name"], "files": names}
     return files, entry
