@@ -376,3 +376,30 @@ def test_a_pipeline_runs_on_a_server_without_the_local_extensions(tmp_path, kaio
     assert result.returncode == 0, result.stdout + result.stderr
     assert read(tmp_path, "train-lr0.1", "seen.json")["stats"] == {"rows": 4, "mean": 2.0}
     assert read(tmp_path, "eval", "best.json")["seen"] == {"train-lr0.1": 2.0, "train-lr0.5": 2.4}
+
+
+def test_a_template_may_read_only_the_outputs_of_a_needed_job_without_cells(tmp_path):
+    read = "\"{{ needs.prep.outputs['stats.json'].rows }}\""
+    code, errors = validate(
+        tmp_path,
+        f"""\
+        version: 1
+        name: pipe
+        jobs:
+          prep:
+            matrix: {{x: [1, 2]}}
+          train:
+            needs: prep
+            params: {{rows: {read}}}
+          other:
+            params: {{rows: {read}}}
+        """,
+    )
+    assert code == 2
+    assert errors == [
+        "kaio.yaml:8:20: jobs.train.params.rows: prep has cells (a matrix or a sweep); "
+        "needs.prep.outputs reads the outputs of a job without cells "
+        f"(in {read})",
+        "kaio.yaml:10:20: jobs.other.params.rows: prep is not among the jobs this job needs; "
+        f"add it: needs: [prep] (in {read})",
+    ]

@@ -111,12 +111,18 @@ class NeededOutputs:
     needed job's downloaded outputs (Namespaces for mappings, via `wrap`). `folder` None: not
     readable now (`kaio validate`, which reads no outputs). `read` records the job_name of the
     outputs read, which the planner checks against the needed job's own once it is identified
-    (outputs of an older version of it must not be used)."""
+    (outputs of an older version of it must not be used). `problem`: why this key's outputs
+    cannot be read in this job's templates at all."""
 
-    def __init__(self, key: str, folder: Path | None, read: dict[str, str], wrap):
+    def __init__(
+        self, key: str, folder: Path | None, read: dict[str, str], wrap, problem: str | None
+    ):
         self.key, self.folder, self.read, self.wrap = key, folder, read, wrap
+        self.problem = problem
 
     def __getitem__(self, file: str) -> Any:
+        if self.problem is not None:
+            raise RenderError(self.problem)
         if self.folder is None:
             raise NotReady(self.key)
         marker = downloads.read_marker(self.folder) or {}
@@ -138,17 +144,25 @@ class NeededOutputs:
 
 
 def needs_namespace(
-    needs: Sequence[str], folders: Mapping[str, Path | None], read: dict[str, str], wrap
+    keys: Mapping[str, bool],
+    needs: Sequence[str],
+    folders: Mapping[str, Path | None],
+    read: dict[str, str],
+    wrap,
 ) -> Namespace:
-    """`needs` for a job's templates: `needs.<key>.outputs[...]` for each key it needs that has
-    a single job (`folders`: key -> its outputs folder; None when not to be read)."""
-    return Namespace(
-        "needs",
-        {
-            key: Namespace(
-                f"needs.{key}", {"outputs": NeededOutputs(key, folders.get(key), read, wrap)}
+    """`needs` for a job's templates: `needs.<key>.outputs[...]` for each key it needs
+    (`folders`: key -> its outputs folder; None when not to be read); for the manifest's other
+    `keys` (key -> whether it has cells), and keys with cells, a message saying why not."""
+    data = {}
+    for key, has_cells in keys.items():
+        problem = None
+        if key not in needs:
+            problem = f"{key} is not among the jobs this job needs; add it: needs: [{key}]"
+        elif has_cells:
+            problem = (
+                f"{key} has cells (a matrix or a sweep); needs.{key}.outputs reads the outputs "
+                "of a job without cells"
             )
-            for key in needs
-            if key in folders
-        },
-    )
+        outputs = NeededOutputs(key, folders.get(key), read, wrap, problem)
+        data[key] = Namespace(f"needs.{key}", {"outputs": outputs})
+    return Namespace("needs", data)

@@ -186,6 +186,9 @@ class _Planner:
         self._rendered_by_key: dict[str, list[_Rendered]] = {}
         self._waiting: dict[str, set[str]] = {}
         self._read_from: dict[str, dict[str, str]] = {}
+        self._has_cells = {
+            k: j.matrix is not None or j.sweep is not None for k, j in manifest.jobs.items()
+        }
         self.vars = self._vars(variables or {})
         self.manifest_ns = Namespace("manifest", {"name": manifest.name})
 
@@ -265,20 +268,15 @@ class _Planner:
     def _needs_context(self, job: JobDef) -> dict[str, Any]:
         """`needs` for the job's templates: the outputs of each needed job without cells (read
         only when planning for real: `kaio validate` reads none)."""
-        if not job.needs:
-            return {}
+        has_cells = self._has_cells
         folders = {}
         for key in job.needs:
             cells = self._rendered_by_key.get(key, [])
-            if (
-                len(cells) == 1
-                and self.m.jobs[key].matrix is None
-                and self.m.jobs[key].sweep is None
-            ):
+            if len(cells) == 1 and not has_cells[key]:
                 outputs = os.path.normpath(os.path.join(self.folder, cells[0].outputs))
                 folders[key] = Path(outputs) if self.hash_folders else None
         read = self._read_from.setdefault(job.key, {})
-        return {"needs": needs_namespace(job.needs, folders, read, self._wrap_read)}
+        return {"needs": needs_namespace(has_cells, job.needs, folders, read, self._wrap_read)}
 
     def _wrap_read(self, label: str, value: Any) -> Any:
         return self._wrap(label, value, None)
@@ -573,7 +571,7 @@ class _Planner:
     def _identify(self, rendered: list[_Rendered], hash_folders: bool) -> list[PlannedJob]:
         jobs: list[PlannedJob] = []
         by_key: dict[str, list[PlannedJob]] = {}  # for the jobs that need them
-        has_cells = {k: j.matrix is not None or j.sweep is not None for k, j in self.m.jobs.items()}
+        has_cells = self._has_cells
         by_name: dict[str, _Rendered] = {}
         by_job_name: dict[str, _Rendered] = {}
         by_outputs: dict[str, _Rendered] = {}
