@@ -403,3 +403,17 @@ def test_a_template_may_read_only_the_outputs_of_a_needed_job_without_cells(tmp_
         "kaio.yaml:10:20: jobs.other.params.rows: prep is not among the jobs this job needs; "
         f"add it: needs: [prep] (in {read})",
     ]
+
+
+def test_stages_of_a_diamond_and_the_cycle_found_first():
+    from kaio_spec.stages import find_cycle, stage_of
+
+    diamond = {"eval": ["a", "b"], "a": ["prep"], "b": ["prep"], "prep": [], "alone": []}
+    assert find_cycle(diamond) is None
+    assert stage_of(diamond) == {"eval": 2, "a": 1, "b": 1, "prep": 0, "alone": 0}
+    # Keys it does not know are the unknown-key check's to report, not a cycle.
+    assert find_cycle({"a": ["missing"]}) is None
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["b"], "d": ["d"]}) == ["b", "c", "b"]
+    long = {f"j{i}": [f"j{i + 1}"] for i in range(5000)} | {"j5000": []}
+    assert stage_of(long)["j0"] == 5000  # no recursion limit on a long chain
+    assert find_cycle({**long, "j5000": ["j0"]})[0] == "j0"
