@@ -627,12 +627,26 @@ class Client:
 
     # ---- jobs -----------------------------------------------------------------------------------
 
-    def get_jobs(self, include_archived: bool = False, **filters: Any) -> dict[str, Any]:
-        """Your jobs, newest first: {"jobs": [...], "count": N}. `filters` are the query
-        parameters of a server with the `jobs-filters` feature (GET /healthz): job_name,
-        label (a list of "key=value"), limit, after."""
+    def get_jobs(self, include_archived: bool = False) -> dict[str, Any]:
+        """Your jobs, newest first: {"jobs": [...], "count": N} (the seed's signature, kept)."""
+        return self.query_jobs(include_archived=include_archived)
+
+    def query_jobs(
+        self,
+        *,
+        include_archived: bool = False,
+        job_name: str | None = None,
+        labels: list[str] | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> dict[str, Any]:
+        """get_jobs() narrowed on a server with the `jobs-filters` feature (GET /healthz; a
+        server without it ignores them and lists everything): one `job_name`, `labels` as
+        "key=value" strings that must all match, at most `limit` jobs after the unique name
+        `after` (paging)."""
+        query = {"job_name": job_name, "label": labels, "limit": limit, "after": after}
         params: dict[str, Any] = {"include_archived": "true"} if include_archived else {}
-        params.update((k, v) for k, v in filters.items() if v is not None)
+        params.update((k, v) for k, v in query.items() if v is not None)
         return self._call("GET", "/jobs", params=params or None).json()
 
     def get_job(self, unique_job_name: str) -> dict[str, Any]:
