@@ -23,6 +23,19 @@ deflated in a worker thread (zlib releases the GIL) with the previous chunk's la
 dictionary, each ending on a byte boundary (Z_SYNC_FLUSH); concatenated in order they are one valid
 deflate stream. At most a few chunks are in flight, so memory stays flat whatever the folder's size.
 
+Deflate is spent only where it pays: each chunk is looked at in segments of 64 KiB, and a sample
+from each segment's middle is compressed; a segment whose sample shrinks by less than a tenth
+(already-compressed data: npz, parquet, checkpoints, images, archives, random bytes) goes out as
+stored deflate blocks (zlib at level 0: the bytes as they are, behind a 5-byte block header), the
+others are deflated as before, a run of neighbouring segments at a time with the 32 KiB before
+the run as dictionary. The content decides, never a file's name, and it decides the same way
+every time: the same folder gives the same bytes, on one core or many. Stored blocks are part
+of every deflate stream; each reader inflates them at the speed of a copy.
+
+A package can be read while it is being written (start_package): the folder's part grows on disk
+and a reader follows it, so an upload starts with the first compressed chunk (Client.submit_job,
+where the server takes uploads of unknown length) instead of after the last.
+
 What is never packaged: `.git`, `.kaio` (kaio apply's state), virtual environments (any folder holding `pyvenv.cfg` or
 `conda-meta/`, and folders named like one), `__pycache__`, `.env` and `.env.*` files (secrets), and
 what the folder's top-level `.kaioignore` lists, in gitignore syntax (negation included; as in git,
@@ -50,6 +63,7 @@ import stat
 import struct
 import tarfile
 import tempfile
+import threading
 import time
 import warnings
 import weakref
@@ -85,6 +99,11 @@ AUTOMATIC_MARKER = "# added by kaio: the platform's automatic dependencies"
 DEFAULT_COMPRESSLEVEL = 1
 CHUNK_SIZE = 1 << 20  # bytes of tar stream per compression task
 _WINDOW = 32 * 1024  # deflate's window: the dictionary handed from one chunk to the next
+# Where deflate pays: each SEGMENT of a chunk is judged by compressing SAMPLE bytes from its middle
+# (about 3% of the bytes; zlib level 1 on incompressible data is its slowest case, ~50 MB/s).
+_SEGMENT = 64 * 1024
+_SAMPLE = 2 * 1024
+_PAYS_BELOW = 0.9  # deflate a segment whose sample compresses to less than 90% of its size
 _BLOCK = tarfile.BLOCKSIZE  # 512
 _END_OF_ARCHIVE = b"\0" * (2 * _BLOCK)
 _READ_SIZE = 1 << 20
@@ -327,12 +346,52 @@ def _gzip_header() -> bytes:
     return b"\x1f\x8b\x08\x00" + b"\0\0\0\0" + b"\x00\xff"
 
 
-def _deflate(chunk: bytes, level: int, zdict: bytes, final: bool) -> bytes:
+def _deflate(chunk: bytes | memoryview, level: int, zdict: bytes, final: bool) -> bytes:
     if zdict:
         c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=zdict)
     else:
         c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
     return c.compress(chunk) + c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+
+
+def _deflate_pays(segment: memoryview) -> bool:
+    """Whether deflating `segment` would shrink it worth the time: its middle sample, compressed
+    at level 1 without history, must shrink below _PAYS_BELOW of its size."""
+    start = max(0, (len(segment) - _SAMPLE) // 2)
+    sample = segment[start : start + _SAMPLE]
+    return len(zlib.compress(sample, 1, -zlib.MAX_WBITS)) < len(sample) * _PAYS_BELOW
+
+
+def _runs(chunk: memoryview) -> list[tuple[int, int, bool]]:
+    """The chunk as runs of neighbouring segments: (start, end, deflate pays)."""
+    runs: list[tuple[int, int, bool]] = []
+    for start in range(0, len(chunk), _SEGMENT):
+        end = min(start + _SEGMENT, len(chunk))
+        pays = _deflate_pays(chunk[start:end])
+        if runs and runs[-1][2] == pays:
+            runs[-1] = (runs[-1][0], end, pays)
+        else:
+            runs.append((start, end, pays))
+    return runs
+
+
+def _compress_chunk(chunk: bytes, level: int, zdict: bytes, sampled: bool) -> bytes:
+    """One chunk of the tar stream as deflate blocks ending on a byte boundary, not final:
+    deflated where deflate pays, stored where it does not (when `sampled`; else all deflated)."""
+    if not sampled or level == 0:
+        return _deflate(chunk, level, zdict, False)
+    view = memoryview(chunk)
+    out = []
+    for start, end, pays in _runs(view):
+        if not pays:
+            out.append(_deflate(view[start:end], 0, b"", False))
+            continue
+        # The 32 KiB before the run, which may reach back into the previous chunk.
+        before = bytes(view[max(0, start - _WINDOW) : start])
+        if len(before) < _WINDOW:
+            before = (zdict + before)[-_WINDOW:]
+        out.append(_deflate(view[start:end], level, before, False))
+    return b"".join(out)
 
 
 def default_workers() -> int:
@@ -346,9 +405,17 @@ class _ParallelDeflater:
     """Writes a deflate stream to `out`, compressing CHUNK_SIZE pieces on a thread pool, in order.
     Keeps the running CRC-32 and length of what was written, for the gzip trailer."""
 
-    def __init__(self, out: BinaryIO, level: int, workers: int, chunk_size: int = CHUNK_SIZE):
+    def __init__(
+        self,
+        out: BinaryIO,
+        level: int,
+        workers: int,
+        chunk_size: int = CHUNK_SIZE,
+        store_incompressible: bool = True,
+    ):
         self._out = out
         self._level = level
+        self._sampled = store_incompressible
         self._chunk = chunk_size
         self._pool = ThreadPoolExecutor(workers, "kaio-gzip") if workers > 1 else None
         self._max_pending = max(2, 2 * workers)
@@ -369,10 +436,11 @@ class _ParallelDeflater:
         self.crc = zlib.crc32(chunk, self.crc)
         self.length += len(chunk)
         zdict, self._zdict = self._zdict, chunk[-_WINDOW:]
+        args = (chunk, self._level, zdict, self._sampled)
         if self._pool is None:
-            self._emit(_deflate(chunk, self._level, zdict, False))
+            self._emit(_compress_chunk(*args))
             return
-        self._pending.append(self._pool.submit(_deflate, chunk, self._level, zdict, False))
+        self._pending.append(self._pool.submit(_compress_chunk, *args))
         while len(self._pending) > self._max_pending:
             self._emit(self._pending.popleft().result())
 
@@ -738,27 +806,79 @@ def build_package(
     workers: int | None = None,
     tmp_dir: str | os.PathLike | None = None,
     exclude: Iterable[str] = (),
+    store_incompressible: bool = True,
 ) -> Package:
     """Packages `directory` once (see the module's docstring for what is left out and added).
 
     Raises FileNotFoundError if the directory does not exist, and FieldError (a ValueError) if
     `entrypoint` is given but is not a file the package holds at its top (e.g. .kaioignore lists
     it). Skipped links and special files are listed in `skipped`, each with a warning.
+    `store_incompressible=False` deflates every byte, as kaio did before (benchmarks compare).
     """
+    scan, entries = _prepare(directory, entrypoint, automatic_requirements, exclude)
+    compression = _Compression(compresslevel, workers or default_workers(), store_incompressible)
+    return _build(Path(directory), entrypoint, scan, entries, compression, _blob_file(tmp_dir))
+
+
+def start_package(
+    directory: str | os.PathLike = ".",
+    entrypoint: str | None = None,
+    *,
+    automatic_requirements: Iterable[str] = catalog.AUTOMATIC_REQUIREMENTS,
+    compresslevel: int = DEFAULT_COMPRESSLEVEL,
+    workers: int | None = None,
+    tmp_dir: str | os.PathLike | None = None,
+    exclude: Iterable[str] = (),
+) -> PackageBuild:
+    """build_package, compressing in a background thread: the bytes can be read (and uploaded)
+    as they are made, with `open()`; `result()` waits for the Package. The folder is scanned and
+    checked here, so build_package's errors for a bad directory or entrypoint are raised here,
+    before anything is compressed."""
+    scan, entries = _prepare(directory, entrypoint, automatic_requirements, exclude)
+    compression = _Compression(compresslevel, workers or default_workers(), True)
+    return PackageBuild(Path(directory), entrypoint, scan, entries, compression, tmp_dir)
+
+
+def _prepare(
+    directory: str | os.PathLike,
+    entrypoint: str | None,
+    automatic_requirements: Iterable[str],
+    exclude: Iterable[str],
+) -> tuple[FolderScan, list[Entry]]:
+    """The folder scanned (a warning for each skipped path) and checked; the entries to pack."""
     scan = scan_folder(directory, exclude)
     for s in scan.skipped:
-        warnings.warn(f"{s.path}: {s.reason}", UserWarning, stacklevel=2)
+        warnings.warn(f"{s.path}: {s.reason}", UserWarning, stacklevel=3)
     entries = _with_merged_requirements(scan, automatic_requirements)
     if entrypoint is not None:
         _check_entrypoint_packaged(entrypoint, entries, scan.root)
-    blob, files = _write_blob(entries, compresslevel, workers or default_workers(), tmp_dir)
+    return scan, entries
+
+
+@dataclass(frozen=True)
+class _Compression:
+    level: int
+    workers: int
+    store_incompressible: bool
+
+
+def _build(
+    directory: Path,
+    entrypoint: str | None,
+    scan: FolderScan,
+    entries: list[Entry],
+    compression: _Compression,
+    blob_file: tuple[int, str],
+    growth: _Growth | None = None,
+) -> Package:
+    blob, files = _write_blob(entries, compression, blob_file, growth)
     try:
         tail, _ = _tail([], blob)
     except BaseException:
         blob.close()
         raise
     return Package(
-        Path(directory), entrypoint, tuple(files), content_hash(files), scan.skipped, blob, tail
+        directory, entrypoint, tuple(files), content_hash(files), scan.skipped, blob, tail
     )
 
 
@@ -833,21 +953,214 @@ def _check_entrypoint_packaged(entrypoint: str, entries: list[Entry], root: Path
     )
 
 
+def _blob_file(tmp_dir) -> tuple[int, str]:
+    return tempfile.mkstemp(prefix="kaio-package-", suffix=".tar.gz.part", dir=tmp_dir)
+
+
 def _write_blob(
-    entries: list[Entry], level: int, workers: int, tmp_dir
+    entries: list[Entry],
+    compression: _Compression,
+    blob_file: tuple[int, str],
+    growth: _Growth | None = None,
 ) -> tuple[_Blob, list[PackagedFile]]:
-    fd, name = tempfile.mkstemp(prefix="kaio-package-", suffix=".tar.gz.part", dir=tmp_dir)
-    path = Path(name)
+    """The folder's part written to `blob_file` (from _blob_file; deleted here on failure), each
+    compressed piece told to `growth` once it is in the file, for readers that follow it."""
+    fd, name = blob_file
+    level = compression.level
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as raw:
+            out = raw if growth is None else _Published(raw, growth)
             out.write(_gzip_header())
-            deflater = _ParallelDeflater(out, level, workers)
+            deflater = _ParallelDeflater(
+                out,
+                level,
+                compression.workers,
+                store_incompressible=compression.store_incompressible,
+            )
             try:
                 files = [f for e in entries if (f := _write_entry(e, deflater)) is not None]
             finally:
                 deflater.close()
-            size = out.tell()
+            size = raw.tell()
     except BaseException:
         _unlink(name)
         raise
-    return _Blob(path, size, deflater.crc, deflater.length, level), files
+    return _Blob(Path(name), size, deflater.crc, deflater.length, level), files
+
+
+# ---- a package read as it is made ---------------------------------------------------------------
+
+
+class PackagingCancelled(Exception):
+    """A PackageBuild was closed before it finished."""
+
+
+class PackagingFailed(RuntimeError):
+    """What a reader of a PackageBuild raises when the build failed (PackageBuild.result() raises
+    the build's own error). Not an OSError: an HTTP client must not take it for a network fault."""
+
+
+class _Growth:
+    """How much of the folder's part is in its file, told by the builder to readers that follow
+    it; then, once it is done, the package's tail or the build's error."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.written = 0
+        self.tail: bytes | None = None  # set when the build finished
+        self.error: BaseException | None = None
+        self.cancelled = False
+
+    def advance(self, n: int) -> None:
+        with self._cond:
+            if self.cancelled:
+                raise PackagingCancelled("the package's build was cancelled")
+            self.written += n
+            self._cond.notify_all()
+
+    def finish(self, tail: bytes | None, error: BaseException | None = None) -> None:
+        with self._cond:
+            self.tail, self.error = tail, error
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self.cancelled = True
+
+    def wait_past(self, pos: int) -> tuple[int, bytes | None]:
+        """Blocks until more than `pos` bytes are written or the build is done: (bytes written,
+        the tail once done). Raises PackagingFailed when the build failed."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self.written > pos or self.tail is not None or self.error is not None
+            )
+            if self.error is not None:
+                raise PackagingFailed(f"packaging failed: {self.error}") from self.error
+            return self.written, self.tail
+
+
+class _Published:
+    """The blob's file for a build that is read as it grows: each write is flushed, then told."""
+
+    def __init__(self, raw: BinaryIO, growth: _Growth):
+        self._raw = raw
+        self._growth = growth
+
+    def write(self, data: bytes) -> None:
+        self._raw.write(data)
+        self._raw.flush()
+        self._growth.advance(len(data))
+
+
+class PackageBuild:
+    """A package being built in a background thread (start_package). `open()` reads its bytes as
+    they are made, from the first, as often as needed (each reader gets the same bytes: a
+    retried upload sends what the first try sent); `result()` waits for the Package, which
+    `close()` deletes with the build (a `with` block does both)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        entrypoint: str | None,
+        scan: FolderScan,
+        entries: list[Entry],
+        compression: _Compression,
+        tmp_dir,
+    ):
+        self.directory = directory
+        self.entrypoint = entrypoint
+        # At most this many bytes, whatever compresses: known before any is compressed.
+        self.size_bound = _size_bound(entries)
+        self._growth = _Growth()
+        self._package: Package | None = None
+        blob_file = _blob_file(tmp_dir)
+        self._path = blob_file[1]
+        args = (directory, entrypoint, scan, entries, compression, blob_file)
+        self._thread = threading.Thread(target=self._run, args=args, name="kaio-package")
+        self._thread.start()
+
+    def _run(self, *args) -> None:
+        try:
+            self._package = _build(*args, growth=self._growth)
+        except BaseException as e:
+            self._growth.finish(None, e)
+        else:
+            self._growth.finish(self._package._tail)
+
+    def open(self) -> BinaryIO:
+        """A stream of the package's bytes that waits for those not made yet."""
+        return io.BufferedReader(_FollowingReader(self._path, self._growth), _READ_SIZE)
+
+    def failed(self) -> BaseException | None:
+        """The build's error, once it has failed; else None."""
+        return self._growth.error
+
+    def result(self) -> Package:
+        """The finished Package (waits for it); raises the build's error if it failed."""
+        self._thread.join()
+        if self._growth.error is not None:
+            raise self._growth.error
+        assert self._package is not None
+        return self._package
+
+    def close(self) -> None:
+        """Stops the build if it is still running; deletes the package's file."""
+        self._growth.cancel()
+        self._thread.join()
+        if self._package is not None:
+            self._package.close()
+
+    def __enter__(self) -> PackageBuild:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _FollowingReader(io.RawIOBase):
+    """A PackageBuild's bytes from the first: the blob's file as far as it is written (waiting
+    for more while the build runs), then the tail."""
+
+    def __init__(self, path: str, growth: _Growth):
+        super().__init__()
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        except FileNotFoundError:
+            growth.wait_past(0)  # the build failed and removed it: PackagingFailed says why
+            raise
+        self._growth = growth
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        written, tail = self._growth.wait_past(self._pos)
+        if self._pos < written:
+            self._file.seek(self._pos)
+            n = self._file.readinto(view[: written - self._pos])
+        else:  # the build is done: the tail after the blob
+            assert tail is not None
+            piece = tail[self._pos - written : self._pos - written + len(view)]
+            n = len(piece)
+            view[:n] = piece
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
+
+
+def _size_bound(entries: list[Entry]) -> int:
+    """More bytes than the package of `entries` can take: the tar stream's size, plus what stored
+    and deflated blocks, flushes and the gzip header and trailer add to it (well under 1/256)."""
+    tar = len(_END_OF_ARCHIVE)
+    for e in entries:
+        size = 0
+        if e.kind == "file":
+            size = len(e.data) if e.data is not None else os.stat(e.source).st_size
+        tar += len(_tar_header(e, size)) + size + len(_padding(size))
+    return tar + tar // 256 + 65536

@@ -53,8 +53,9 @@ LOG_CHUNK = 1024 * 1024
 FILE_CHUNK = 256 * 1024  # an output sent in pieces of this size
 UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
-# only where they exist (docs/base-packages.md).
-FEATURES = ("base-packages",)
+# only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
+# of unknown length, as the client compresses it (receive_body streams and counts it either way).
+FEATURES = ("base-packages", "streamed-upload")
 
 # ---- the dashboard (static files, no build step) -------------------------------------------------
 
