@@ -26,7 +26,7 @@ deflate stream. At most a few chunks are in flight, so memory stays flat whateve
 Deflate is spent only where it pays: each chunk is looked at in segments of 64 KiB, and a sample
 from each segment's middle is compressed; a segment whose sample shrinks by less than a tenth
 (already-compressed data: npz, parquet, checkpoints, images, archives, random bytes) goes out as
-stored deflate blocks (zlib at level 0: the bytes as they are, behind a 5-byte block header), the
+stored deflate blocks (the bytes as they are, 64 KiB behind each 5-byte block header), the
 others are deflated as before, a run of neighbouring segments at a time with the 32 KiB before
 the run as dictionary. The content decides, never a file's name, and it decides the same way
 every time: the same folder gives the same bytes, on one core or many. Stored blocks are part
@@ -104,6 +104,7 @@ _WINDOW = 32 * 1024  # deflate's window: the dictionary handed from one chunk to
 _SEGMENT = 64 * 1024
 _SAMPLE = 2 * 1024
 _PAYS_BELOW = 0.9  # deflate a segment whose sample compresses to less than 90% of its size
+_MAX_STORED = 0xFFFF  # bytes in one stored deflate block
 _BLOCK = tarfile.BLOCKSIZE  # 512
 _END_OF_ARCHIVE = b"\0" * (2 * _BLOCK)
 _READ_SIZE = 1 << 20
@@ -354,6 +355,17 @@ def _deflate(chunk: bytes | memoryview, level: int, zdict: bytes, final: bool) -
     return c.compress(chunk) + c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
 
 
+def _stored(data: memoryview) -> Iterator[bytes | memoryview]:
+    """`data` as stored deflate blocks (RFC 1951, 3.2.4): each a byte 0 (not final, type 00,
+    padded to the byte; the stream is on a byte boundary before each, as every chunk and stored
+    block ends on one), LEN and its complement NLEN, then up to 65535 bytes as they are. Written
+    here rather than by zlib at level 0, whose blocks shrink to fit its output buffer."""
+    for start in range(0, len(data), _MAX_STORED):
+        block = data[start : start + _MAX_STORED]
+        yield struct.pack("<BHH", 0, len(block), len(block) ^ 0xFFFF)
+        yield block
+
+
 def _deflate_pays(segment: memoryview) -> bool:
     """Whether deflating `segment` would shrink it worth the time: its middle sample, compressed
     at level 1 without history, must shrink below _PAYS_BELOW of its size."""
@@ -381,10 +393,10 @@ def _compress_chunk(chunk: bytes, level: int, zdict: bytes, sampled: bool) -> by
     if not sampled or level == 0:
         return _deflate(chunk, level, zdict, False)
     view = memoryview(chunk)
-    out = []
+    out: list[bytes | memoryview] = []
     for start, end, pays in _runs(view):
         if not pays:
-            out.append(_deflate(view[start:end], 0, b"", False))
+            out.extend(_stored(view[start:end]))
             continue
         # The 32 KiB before the run, which may reach back into the previous chunk.
         before = bytes(view[max(0, start - _WINDOW) : start])
