@@ -19,15 +19,15 @@ starting value) and the total length. Every gzip reader, streaming or not (`tar 
 tarfile in "r:gz" and "r|gz" modes), sees one ordinary member.
 
 The folder's part is compressed pigz-style on every core: the tar stream is cut into chunks, each
-deflated in a worker thread (zlib releases the GIL) with the previous chunk's last 32 KiB as its
-dictionary, each ending on a byte boundary (Z_SYNC_FLUSH); concatenated in order they are one valid
+deflated in a worker thread (ISA-L's deflate, from the isal package, or zlib where it is missing;
+both release the GIL) with the previous chunk's last 32 KiB as its dictionary, each ending on a byte boundary (Z_SYNC_FLUSH); concatenated in order they are one valid
 deflate stream. At most a few chunks are in flight, so memory stays flat whatever the folder's size.
 
 Deflate is spent only where it pays: each chunk is looked at in segments of 64 KiB, and a sample
 from each segment's middle is compressed; a segment whose sample shrinks by less than a tenth
 (already-compressed data: npz, parquet, checkpoints, images, archives, random bytes) goes out as
 stored deflate blocks (the bytes as they are, 64 KiB behind each 5-byte block header), the
-others are deflated as before, a run of neighbouring segments at a time with the 32 KiB before
+others are deflated, a run of neighbouring segments at a time with the 32 KiB before
 the run as dictionary. The content decides, never a file's name, and it decides the same way
 every time: the same folder gives the same bytes, on one core or many. Stored blocks are part
 of every deflate stream; each reader inflates them at the speed of a copy.
@@ -82,6 +82,11 @@ from packaging.utils import canonicalize_name
 from kaio_spec import catalog
 from kaio_spec.validation import FieldError
 
+try:
+    from isal import isal_zlib
+except ImportError:  # no wheel for this platform: zlib does the same, slower
+    isal_zlib = None
+
 IGNORE_FILE = ".kaioignore"
 REQUIREMENTS_FILE = "requirements.txt"
 
@@ -95,7 +100,7 @@ NEVER_DIR_NAMES = frozenset({".git", "__pycache__", ".kaio", *VENV_DIR_NAMES})
 # The comment line above the automatic dependencies in the package's requirements.txt.
 AUTOMATIC_MARKER = "# added by kaio: the platform's automatic dependencies"
 
-# gzip -1 speed; on two cores this packages faster than `tar | gzip -1` (benchmarks/packaging.py).
+# ISA-L's fastest level, about gzip -1's ratio on text (benchmarks/packaging.py measures it).
 DEFAULT_COMPRESSLEVEL = 1
 CHUNK_SIZE = 1 << 20  # bytes of tar stream per compression task
 _WINDOW = 32 * 1024  # deflate's window: the dictionary handed from one chunk to the next
@@ -347,12 +352,20 @@ def _gzip_header() -> bytes:
     return b"\x1f\x8b\x08\x00" + b"\0\0\0\0" + b"\x00\xff"
 
 
+def _deflater(level: int):
+    """The library that deflates at `level`: ISA-L's for levels 1 to 3 (its level 1 is about
+    three times as fast as zlib's and compresses text a little smaller), zlib's otherwise or
+    where isal is not installed. Each writes the same bytes for the same input every time."""
+    return isal_zlib if isal_zlib is not None and 1 <= level <= 3 else zlib
+
+
 def _deflate(chunk: bytes | memoryview, level: int, zdict: bytes, final: bool) -> bytes:
+    lib = _deflater(level)
     if zdict:
-        c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=zdict)
+        c = lib.compressobj(level, lib.DEFLATED, -zlib.MAX_WBITS, zdict=zdict)
     else:
-        c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return c.compress(chunk) + c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+        c = lib.compressobj(level, lib.DEFLATED, -zlib.MAX_WBITS)
+    return c.compress(chunk) + c.flush(lib.Z_FINISH if final else lib.Z_SYNC_FLUSH)
 
 
 def _stored(data: memoryview) -> Iterator[bytes | memoryview]:
@@ -371,7 +384,7 @@ def _deflate_pays(segment: memoryview) -> bool:
     at level 1 without history, must shrink below _PAYS_BELOW of its size."""
     start = max(0, (len(segment) - _SAMPLE) // 2)
     sample = segment[start : start + _SAMPLE]
-    return len(zlib.compress(sample, 1, -zlib.MAX_WBITS)) < len(sample) * _PAYS_BELOW
+    return len(_deflater(1).compress(sample, 1, -zlib.MAX_WBITS)) < len(sample) * _PAYS_BELOW
 
 
 def _runs(chunk: memoryview) -> list[tuple[int, int, bool]]:
@@ -387,11 +400,11 @@ def _runs(chunk: memoryview) -> list[tuple[int, int, bool]]:
     return runs
 
 
-def _compress_chunk(chunk: bytes, level: int, zdict: bytes, sampled: bool) -> bytes:
+def _compress_chunk(chunk: bytes, level: int, zdict: bytes) -> bytes:
     """One chunk of the tar stream as deflate blocks ending on a byte boundary, not final:
-    deflated where deflate pays, stored where it does not (when `sampled`; else all deflated)."""
-    if not sampled or level == 0:
-        return _deflate(chunk, level, zdict, False)
+    deflated where deflate pays, stored where it does not."""
+    if level == 0:
+        return b"".join(_stored(memoryview(chunk)))
     view = memoryview(chunk)
     out: list[bytes | memoryview] = []
     for start, end, pays in _runs(view):
@@ -423,11 +436,9 @@ class _ParallelDeflater:
         level: int,
         workers: int,
         chunk_size: int = CHUNK_SIZE,
-        store_incompressible: bool = True,
     ):
         self._out = out
         self._level = level
-        self._sampled = store_incompressible
         self._chunk = chunk_size
         self._pool = ThreadPoolExecutor(workers, "kaio-gzip") if workers > 1 else None
         self._max_pending = max(2, 2 * workers)
@@ -448,7 +459,7 @@ class _ParallelDeflater:
         self.crc = zlib.crc32(chunk, self.crc)
         self.length += len(chunk)
         zdict, self._zdict = self._zdict, chunk[-_WINDOW:]
-        args = (chunk, self._level, zdict, self._sampled)
+        args = (chunk, self._level, zdict)
         if self._pool is None:
             self._emit(_compress_chunk(*args))
             return
@@ -818,17 +829,15 @@ def build_package(
     workers: int | None = None,
     tmp_dir: str | os.PathLike | None = None,
     exclude: Iterable[str] = (),
-    store_incompressible: bool = True,
 ) -> Package:
     """Packages `directory` once (see the module's docstring for what is left out and added).
 
     Raises FileNotFoundError if the directory does not exist, and FieldError (a ValueError) if
     `entrypoint` is given but is not a file the package holds at its top (e.g. .kaioignore lists
     it). Skipped links and special files are listed in `skipped`, each with a warning.
-    `store_incompressible=False` deflates every byte, as kaio did before (benchmarks compare).
     """
     scan, entries = _prepare(directory, entrypoint, automatic_requirements, exclude)
-    compression = _Compression(compresslevel, workers or default_workers(), store_incompressible)
+    compression = _Compression(compresslevel, workers or default_workers())
     return _build(Path(directory), entrypoint, scan, entries, compression, _blob_file(tmp_dir))
 
 
@@ -847,7 +856,7 @@ def start_package(
     checked here, so build_package's errors for a bad directory or entrypoint are raised here,
     before anything is compressed."""
     scan, entries = _prepare(directory, entrypoint, automatic_requirements, exclude)
-    compression = _Compression(compresslevel, workers or default_workers(), True)
+    compression = _Compression(compresslevel, workers or default_workers())
     return PackageBuild(Path(directory), entrypoint, scan, entries, compression, tmp_dir)
 
 
@@ -871,7 +880,6 @@ def _prepare(
 class _Compression:
     level: int
     workers: int
-    store_incompressible: bool
 
 
 def _build(
@@ -983,12 +991,7 @@ def _write_blob(
         with os.fdopen(fd, "wb") as raw:
             out = raw if growth is None else _Published(raw, growth)
             out.write(_gzip_header())
-            deflater = _ParallelDeflater(
-                out,
-                level,
-                compression.workers,
-                store_incompressible=compression.store_incompressible,
-            )
+            deflater = _ParallelDeflater(out, level, compression.workers)
             try:
                 files = [f for e in entries if (f := _write_entry(e, deflater)) is not None]
             finally:
