@@ -87,6 +87,9 @@ try:
 except ImportError:  # no wheel for this platform: zlib does the same, slower
     isal_zlib = None
 
+# The gzip trailer's CRC-32, of every byte of the tar stream: ISA-L's is ~5x zlib's speed.
+_crc32 = isal_zlib.crc32 if isal_zlib is not None else zlib.crc32
+
 IGNORE_FILE = ".kaioignore"
 REQUIREMENTS_FILE = "requirements.txt"
 
@@ -400,11 +403,12 @@ def _runs(chunk: memoryview) -> list[tuple[int, int, bool]]:
     return runs
 
 
-def _compress_chunk(chunk: bytes, level: int, zdict: bytes) -> bytes:
+def _compress_chunk(chunk: bytes, level: int, zdict: bytes) -> list[bytes | memoryview]:
     """One chunk of the tar stream as deflate blocks ending on a byte boundary, not final:
-    deflated where deflate pays, stored where it does not."""
+    deflated where deflate pays, stored where it does not. In pieces, to be written in order
+    (a stored block's bytes are the chunk's own, not a copy)."""
     if level == 0:
-        return b"".join(_stored(memoryview(chunk)))
+        return list(_stored(memoryview(chunk)))
     view = memoryview(chunk)
     out: list[bytes | memoryview] = []
     for start, end, pays in _runs(view):
@@ -416,7 +420,7 @@ def _compress_chunk(chunk: bytes, level: int, zdict: bytes) -> bytes:
         if len(before) < _WINDOW:
             before = (zdict + before)[-_WINDOW:]
         out.append(_deflate(view[start:end], level, before, False))
-    return b"".join(out)
+    return out
 
 
 def default_workers() -> int:
@@ -443,20 +447,36 @@ class _ParallelDeflater:
         self._pool = ThreadPoolExecutor(workers, "kaio-gzip") if workers > 1 else None
         self._max_pending = max(2, 2 * workers)
         self._pending: deque[Future] = deque()
-        self._buf = bytearray()
+        # What was written and not yet cut into chunks: the callers' own (immutable) bytes,
+        # held rather than copied, and joined once into a chunk (each copy of the stream costs).
+        self._held: deque[bytes | memoryview] = deque()
+        self._held_bytes = 0
         self._zdict = b""
         self.crc = 0
         self.length = 0
 
-    def write(self, data: bytes | memoryview) -> None:
-        self._buf += data
-        while len(self._buf) >= self._chunk:
-            chunk = bytes(self._buf[: self._chunk])
-            del self._buf[: self._chunk]
-            self._submit(chunk)
+    def write(self, data: bytes) -> None:
+        self._held.append(data)
+        self._held_bytes += len(data)
+        while self._held_bytes >= self._chunk:
+            self._submit(self._take(self._chunk))
+
+    def _take(self, n: int) -> bytes:
+        """The first `n` bytes held, as one bytes object."""
+        pieces = []
+        while n:
+            piece = self._held.popleft()
+            if len(piece) > n:
+                rest = memoryview(piece)
+                piece, rest = rest[:n], rest[n:]
+                self._held.appendleft(rest)
+            pieces.append(piece)
+            n -= len(piece)
+            self._held_bytes -= len(piece)
+        return b"".join(pieces)
 
     def _submit(self, chunk: bytes) -> None:
-        self.crc = zlib.crc32(chunk, self.crc)
+        self.crc = _crc32(chunk, self.crc)
         self.length += len(chunk)
         zdict, self._zdict = self._zdict, chunk[-_WINDOW:]
         args = (chunk, self._level, zdict)
@@ -467,15 +487,15 @@ class _ParallelDeflater:
         while len(self._pending) > self._max_pending:
             self._emit(self._pending.popleft().result())
 
-    def _emit(self, data: bytes) -> None:
-        self._out.write(data)
+    def _emit(self, pieces: list[bytes | memoryview]) -> None:
+        for piece in pieces:
+            self._out.write(piece)
 
     def close(self) -> None:
         """Compress what is buffered, without ending the stream (no final block)."""
         try:
-            if self._buf:
-                self._submit(bytes(self._buf))
-                self._buf.clear()
+            if self._held_bytes:
+                self._submit(self._take(self._held_bytes))
             while self._pending:
                 self._emit(self._pending.popleft().result())
         finally:
