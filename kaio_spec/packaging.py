@@ -1104,8 +1104,6 @@ class PackageBuild:
     ):
         self.directory = directory
         self.entrypoint = entrypoint
-        # At most this many bytes, whatever compresses: known before any is compressed.
-        self.size_bound = _size_bound(entries)
         self._growth = _Growth()
         self._package: Package | None = None
         blob_file = _blob_file(tmp_dir)
@@ -1113,6 +1111,8 @@ class PackageBuild:
         args = (directory, entrypoint, scan, entries, compression, blob_file)
         self._thread = threading.Thread(target=self._run, args=args, name="kaio-package")
         self._thread.start()
+        # At most this many bytes, whatever compresses: known before any is compressed.
+        self.size_bound = _size_bound(entries)
 
     def _run(self, *args) -> None:
         try:
@@ -1195,7 +1195,10 @@ def _size_bound(entries: list[Entry]) -> int:
     tar = len(_END_OF_ARCHIVE)
     for e in entries:
         size = 0
-        if e.kind == "file":
-            size = len(e.data) if e.data is not None else os.stat(e.source).st_size
+        if e.kind == "file" and e.data is not None:
+            size = len(e.data)
+        elif e.kind == "file":
+            with contextlib.suppress(OSError):  # gone: the build says so
+                size = os.stat(e.source).st_size
         tar += len(_tar_header(e, size)) + size + len(_padding(size))
     return tar + tar // 256 + 65536

@@ -113,3 +113,30 @@ def test_a_server_without_streamed_uploads_gets_the_finished_package_with_its_si
     assert proxy.body_sizes("PUT", UPLOAD) == [len(expected)]  # Content-Length, as the hosted API
     assert stored_on_server(kaio_server, result["unique_job_name"]) == expected
     check_job_saw_the_folder(client, result["unique_job_name"], folder, tmp_path / "out")
+
+
+def test_a_file_gone_while_streaming_fails_the_submission_and_stops_its_job(
+    proxy, api_key, tmp_path
+):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text("print('never runs')\n")
+    (code / "a_first.bin").write_bytes(os.urandom(24 * CHUNK_SIZE))
+    (code / "z_gone.txt").write_text("removed after the scan, before it is read\n")
+    (code / "dangling").symlink_to(tmp_path / "nothing-here")  # warned about after the scan
+
+    def remove_on_warning(message, *args, **kw):
+        (code / "z_gone.txt").unlink(missing_ok=True)
+
+    client = Client(proxy.url, backoff=0.01).login(api_key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = remove_on_warning
+        with pytest.raises(FileNotFoundError, match=r"z_gone\.txt"):
+            client.submit_job(directory=str(code), job_name="gone-midway", entrypoint="train.py")
+    assert proxy.count("POST", "/jobs/presign") == 1  # presigned before the package was done
+    named = [j for j in client.get_jobs()["jobs"] if j["job_name"] == "gone-midway"]
+    assert len(named) == 1
+    job = wait_for_job(client, named[0]["unique_job_name"])
+    assert job["status"] == "Stopped", job  # not left Pending for ever
+    assert [n for m, _, n in proxy.received if m == "PUT"] == []  # nothing whole was sent
