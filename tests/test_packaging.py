@@ -14,6 +14,7 @@ import tarfile
 import textwrap
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -420,19 +421,26 @@ def _untar(path: Path, dest: Path, mode: str) -> None:
             tf.extractall(dest)
 
 
+def _unpacked_every_way(path: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The package at `path`, checked by gzip -t, then unpacked by the tar binary, by tarfile
+    and by tarfile streaming: (reader, folder) for each."""
+    assert subprocess.run(["gzip", "-t", path]).returncode == 0
+    for name, extract in [
+        ("tar", lambda dest: subprocess.run(["tar", "-xzf", path, "-C", dest], check=True)),
+        ("r-gz", lambda dest: _untar(path, dest, "r:gz")),
+        ("r-stream", lambda dest: _untar(path, dest, "r|gz")),
+    ]:
+        dest = tmp_path / name
+        dest.mkdir()
+        extract(dest)
+        yield name, dest
+
+
 def test_tar_and_tarfile_read_it_whole(big_job, tmp_path):
     with package_of(big_job) as base:
         p = base.with_files({"params.json": "{}"})
         path = p.save(tmp_path / "pkg.tar.gz")
-        assert subprocess.run(["gzip", "-t", path]).returncode == 0
-        for name, extract in [
-            ("tar", lambda dest: subprocess.run(["tar", "-xzf", path, "-C", dest], check=True)),
-            ("r-gz", lambda dest: _untar(path, dest, "r:gz")),
-            ("r-stream", lambda dest: _untar(path, dest, "r|gz")),
-        ]:
-            dest = tmp_path / name
-            dest.mkdir()
-            extract(dest)
+        for name, dest in _unpacked_every_way(path, tmp_path):
             for f in p.files:
                 if f.path in ("requirements.txt", "params.json"):
                     continue
@@ -562,16 +570,7 @@ def test_incompressible_bytes_are_stored_and_text_deflated_in_one_package(mixed_
     assert len(data) < len(random_bytes) + text_size // 2
     # ... and the package is as small as when every byte is deflated at level 1 (within 1%).
     assert len(data) <= every_byte_deflated * 1.01
-    path = tmp_path / "mixed.tar.gz"
-    assert subprocess.run(["gzip", "-t", path]).returncode == 0
-    for name, extract in [
-        ("tar", lambda dest: subprocess.run(["tar", "-xzf", path, "-C", dest], check=True)),
-        ("r-gz", lambda dest: _untar(path, dest, "r:gz")),
-        ("r-stream", lambda dest: _untar(path, dest, "r|gz")),
-    ]:
-        dest = tmp_path / name
-        dest.mkdir()
-        extract(dest)
+    for name, dest in _unpacked_every_way(tmp_path / "mixed.tar.gz", tmp_path):
         assert (dest / "b_random.npz").read_bytes() == random_bytes, name
         assert (dest / "a_text.csv").read_bytes() == (mixed_job / "a_text.csv").read_bytes()
 
