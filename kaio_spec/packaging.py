@@ -1104,6 +1104,8 @@ class PackageBuild:
     ):
         self.directory = directory
         self.entrypoint = entrypoint
+        # At most this many bytes, whatever compresses: known before any is compressed.
+        self.size_bound = _size_bound(entries)
         self._growth = _Growth()
         self._package: Package | None = None
         blob_file = _blob_file(tmp_dir)
@@ -1111,8 +1113,6 @@ class PackageBuild:
         args = (directory, entrypoint, scan, entries, compression, blob_file)
         self._thread = threading.Thread(target=self._run, args=args, name="kaio-package")
         self._thread.start()
-        # At most this many bytes, whatever compresses: known before any is compressed.
-        self.size_bound = _size_bound(entries)
 
     def _run(self, *args) -> None:
         try:
@@ -1190,8 +1190,10 @@ class _FollowingReader(io.RawIOBase):
 
 
 def _size_bound(entries: list[Entry]) -> int:
-    """More bytes than the package of `entries` can take: the tar stream's size, plus what stored
-    and deflated blocks, flushes and the gzip header and trailer add to it (well under 1/256)."""
+    """More bytes than the package of `entries` can take, from their sizes alone (cheap: it is
+    asked for before the presign): the tar stream's size, counting each header as generously as
+    a pax header with the path and link target twice over can be, plus what stored and deflated
+    blocks, flushes and the gzip header and trailer add to it (well under 1/256)."""
     tar = len(_END_OF_ARCHIVE)
     for e in entries:
         size = 0
@@ -1200,5 +1202,6 @@ def _size_bound(entries: list[Entry]) -> int:
         elif e.kind == "file":
             with contextlib.suppress(OSError):  # gone: the build says so
                 size = os.stat(e.source).st_size
-        tar += len(_tar_header(e, size)) + size + len(_padding(size))
+        names = len(e.path.encode("utf-8", "surrogateescape")) + len(e.link_target or "") * 4
+        tar += 4 * _BLOCK + 2 * names + size + len(_padding(size))
     return tar + tar // 256 + 65536

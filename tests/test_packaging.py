@@ -631,3 +631,15 @@ def test_a_build_that_fails_fails_its_readers_with_the_reason(job, tmp_path):
         with pytest.raises(FileNotFoundError):
             building.result()
     assert not list(tmp_path.glob("kaio-package-*"))
+
+
+def test_the_size_bound_holds_for_long_names_links_and_random_bytes(big_job, tmp_path):
+    # The volume check before a streamed upload trusts it: never below the package's size.
+    (big_job / ("link-" + "é" * 120)).symlink_to("run.sh")
+    for i in range(200):
+        write(big_job, {f"small/{'ü' * 40}-{i}.txt": "x" * (i % 7)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        building = start_package(big_job, "train.py")
+    with building:
+        assert building.size_bound >= building.result().size
