@@ -103,8 +103,10 @@ NEVER_DIR_NAMES = frozenset({".git", "__pycache__", ".kaio", *VENV_DIR_NAMES})
 # The comment line above the automatic dependencies in the package's requirements.txt.
 AUTOMATIC_MARKER = "# added by kaio: the platform's automatic dependencies"
 
-# ISA-L's fastest level, about gzip -1's ratio on text (benchmarks/packaging.py measures it).
-DEFAULT_COMPRESSLEVEL = 1
+# ISA-L's default level: as fast as its level 1 (3x zlib's level 1), text ~5% smaller than gzip -1
+# makes it, and quicker than either for zlib to inflate (the server's ingest). Measured by
+# benchmarks/packaging.py. Without isal, zlib's level 2.
+DEFAULT_COMPRESSLEVEL = 2
 CHUNK_SIZE = 1 << 20  # bytes of tar stream per compression task
 _WINDOW = 32 * 1024  # deflate's window: the dictionary handed from one chunk to the next
 # Where deflate pays: each SEGMENT of a chunk is judged by compressing SAMPLE bytes from its middle
@@ -356,8 +358,8 @@ def _gzip_header() -> bytes:
 
 
 def _deflater(level: int):
-    """The library that deflates at `level`: ISA-L's for levels 1 to 3 (its level 1 is about
-    three times as fast as zlib's and compresses text a little smaller), zlib's otherwise or
+    """The library that deflates at `level`: ISA-L's for levels 1 to 3 (each about
+    three times as fast as zlib's level 1, and text a little smaller), zlib's otherwise or
     where isal is not installed. Each writes the same bytes for the same input every time."""
     return isal_zlib if isal_zlib is not None and 1 <= level <= 3 else zlib
 
