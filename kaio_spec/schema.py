@@ -190,6 +190,10 @@ def _required(e: ValidationError, path: Path, describe: Describe) -> list[Proble
     ]
 
 
+# Keys a job has that defaults cannot hold: each names or shapes that one job.
+JOB_ONLY_KEYS = ("name", "matrix", "sweep", "needs")
+
+
 def _additional(e: ValidationError, path: Path, describe: Describe) -> list[Problem]:
     known = list(e.schema.get("properties", {}))
     patterns = [re.compile(p) for p in e.schema.get("patternProperties", {})]
@@ -198,7 +202,11 @@ def _additional(e: ValidationError, path: Path, describe: Describe) -> list[Prob
         if key in known or any(p.search(key) for p in patterns):
             continue
         close = suggest(key, known)
-        if close:
+        if path == ("defaults",) and key in JOB_ONLY_KEYS:
+            # A job's own key in defaults: say where it goes, not a near name ('matrix' is
+            # close to 'metric', which is no help).
+            hint = f": {key} belongs to each job (jobs.<key>.{key}), not to defaults"
+        elif close:
             hint = f"; did you mean {close!r}?"
         else:
             hint = f" (expected {one_of_words(known)})" if known else ""

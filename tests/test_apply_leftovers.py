@@ -72,7 +72,14 @@ def test_prune_moves_outputs_of_cells_no_longer_defined_and_status_lists_them_as
     assert json.loads((root / ".pruned" / "train-2" / "result.json").read_text()) == {"i": 2}
     assert not (root / "train-2").exists()
     assert (root / "mine" / "notes.txt").read_text() == "keep\n"
-    assert sorted(p.name for p in root.iterdir()) == [".pruned", "mine", "train-0", "train-1"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        ".pruned",
+        "mine",
+        "results.csv",  # the comparison apply writes beside the outputs: no cell's, never pruned
+        "results.json",
+        "train-0",
+        "train-1",
+    ]
     doc = json.loads(
         kaio(manifest, url, api_key, "status", "kaio.yaml", "--api", url, "-o", "json").stdout
     )

@@ -133,7 +133,7 @@ CASES = [
     case(
         "job_unknown_key_far",
         H + "jobs:\n  train:\n    gpus: 1\n",
-        "kaio.yaml:5:5: jobs.train.gpus: unknown key 'gpus' (expected 'name', 'directory', 'entrypoint', 'instance_type', 'instance_count', 'volume_size_gb', 'framework', 'framework_version', 'max_runtime_hours', 'retries', 'env', 'params', 'matrix', 'sweep' or 'needs')",
+        "kaio.yaml:5:5: jobs.train.gpus: unknown key 'gpus' (expected 'name', 'directory', 'entrypoint', 'instance_type', 'instance_count', 'volume_size_gb', 'framework', 'framework_version', 'max_runtime_hours', 'retries', 'env', 'params', 'matrix', 'sweep', 'metric' or 'needs')",
     ),
     case(
         "instance_type_typo",
@@ -295,8 +295,8 @@ CASES = [
     case(
         "defaults_name_not_allowed",
         H + "defaults:\n  name: x\n  matrix: {a: [1]}\njobs: {train: {}}\n",
-        "kaio.yaml:4:3: defaults.name: unknown key 'name' (expected 'directory', 'entrypoint', 'instance_type', 'instance_count', 'volume_size_gb', 'framework', 'framework_version', 'max_runtime_hours', 'retries', 'env' or 'params')",
-        "kaio.yaml:5:3: defaults.matrix: unknown key 'matrix' (expected 'directory', 'entrypoint', 'instance_type', 'instance_count', 'volume_size_gb', 'framework', 'framework_version', 'max_runtime_hours', 'retries', 'env' or 'params')",
+        "kaio.yaml:4:3: defaults.name: unknown key 'name': name belongs to each job (jobs.<key>.name), not to defaults",
+        "kaio.yaml:5:3: defaults.matrix: unknown key 'matrix': matrix belongs to each job (jobs.<key>.matrix), not to defaults",
     ),
     case(
         "duplicate_job_key",

@@ -59,6 +59,7 @@ def test_a_job_with_its_own_params_and_a_matrix_gets_both_in_params_json(
     received = {
         folder.name: json.loads((folder / "received.json").read_text())
         for folder in (tmp_path / "outputs" / "cells").iterdir()
+        if folder.is_dir()  # results.csv and results.json lie beside the cells
     }
     assert received == {"a-lr0.1": {"fixed": 2, "lr": 0.1}, "a-lr0.2": {"fixed": 2, "lr": 0.2}}
 
