@@ -1,4 +1,5 @@
-"""Jobs confined with Landlock: a job reaches nothing of the platform's data folder but its own
+"""Jobs confined with Landlock (the fallback where namespaces are unavailable; forced here with
+the hidden --isolation landlock): a job reaches nothing of the platform's data folder but its own
 working folders, on a real server running real job processes. The --no-sandbox server beside it shows
 that each denial below is the sandbox's doing (the same job reads everything there)."""
 
@@ -78,7 +79,7 @@ def run_probes(api: Api, probes: dict[str, list[str]]) -> tuple[str, dict[str, s
 
 @pytest.fixture
 def confined(server_factory):
-    return server_factory(max_instances=4)
+    return server_factory(max_instances=4, isolation="landlock")
 
 
 @pytest.fixture
@@ -186,7 +187,9 @@ def test_a_notebook_runs_confined_with_the_data_folder_in_a_fresh_home(tmp_path)
     # ~, so the server makes what nbconvert's first run would (~/.ipython, ~/.jupyter...).
     home = tmp_path / "home"
     home.mkdir()
-    server = ServerProcess(home / ".kaio" / "server", env={"HOME": str(home)}, max_instances=2)
+    server = ServerProcess(
+        home / ".kaio" / "server", env={"HOME": str(home)}, max_instances=2, isolation="landlock"
+    )
     notebook = (EXAMPLES / "notebook" / "analysis.ipynb").read_text()
     try:
         api = Api(server.start().url, server.add_user())

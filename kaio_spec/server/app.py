@@ -177,6 +177,7 @@ class HealthOut(BaseModel):
     version: str
     features: list[str]
     jobs_confined: bool
+    isolation: str
 
 
 class SignInLinkOut(BaseModel):
@@ -503,7 +504,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         "status": "ok",
         "version": __version__,
         "features": list(FEATURES),
-        "jobs_confined": scheduler.sandbox.active,
+        "jobs_confined": scheduler.sandbox.mode != "none",
+        "isolation": scheduler.sandbox.mode,  # "namespaces", "landlock" or "none"
     }
     # Weak: a lock lives while a request holds it (and the requests queued behind it), so the
     # maps do not grow by one lock per upload for the server's whole life.

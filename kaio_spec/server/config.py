@@ -18,7 +18,9 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     max_instances: int = os.cpu_count() or 1
     retention_days: float = catalog.RETENTION_DAYS
-    sandbox: bool = True  # jobs confined with Landlock where the kernel has it (sandbox.py)
+    sandbox: bool = True  # jobs isolated (namespaces.py), else confined with Landlock (sandbox.py)
+    job_network: str = "host"  # "none": each job in a network namespace of its own
+    isolation: str = "auto"  # "landlock": Landlock even where namespaces work (for tests)
     # Below: not user-facing flags' business, but tests shrink them to exercise the limits.
     max_upload_bytes: int = catalog.MAX_UPLOAD_BYTES
     token_ttl_s: int = 3600

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 
 from kaio_spec import catalog
-from kaio_spec.server import environments, gpu, leftovers, storage
+from kaio_spec.server import environments, gpu, leftovers, namespaces, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import JobStatus
@@ -209,15 +209,30 @@ class JobRun:
     def _start_setup_process(self, writable: Path, **popen_args) -> subprocess.Popen:
         """pip, confined like the job (it runs the package's build backends), writing only
         beneath the package (built in place) and `writable` (the environment it installs into)."""
-        env = _server_env()
+        env = self._base_env()
         env[leftovers.MARK] = self.mark
         folders = [self.files.pkg, writable]
+        if self.sandbox.namespaced:
+            popen_args["args"] = self.sandbox.command(
+                popen_args["args"], popen_args["cwd"], folders, [self.envs_dir], home=self.home
+            )
         if self.sandbox.private_tmp:
             folders.append(self._private_tmp("setup"))
             env["TMPDIR"] = str(folders[-1])
         return self.sandbox.spawn(
             folders, [self.envs_dir], lambda: subprocess.Popen(env=env, **popen_args)
         )
+
+    @property
+    def home(self) -> Path:
+        """The tenant's HOME, in namespaces."""
+        return self.sandbox.home_of(self.job["user_id"])
+
+    def _base_env(self) -> dict[str, str]:
+        """What a job's processes inherit of the server's environment: in namespaces, with the
+        tenant's HOME and a private /tmp instead of the server's."""
+        env = _server_env()
+        return namespaces.environment(env, self.home) if self.sandbox.namespaced else env
 
     def _private_tmp(self, name: str) -> Path:
         tmp = self.files.tmp(name)
@@ -239,7 +254,7 @@ class JobRun:
         return writable, readable
 
     def _instance_env(self, inst: Instance, python: str, job_env: dict[str, str]) -> dict:
-        env = _server_env()
+        env = self._base_env()
         env.update(job_env)
         if python != sys.executable:
             bin_dir = str(Path(python).parent)
@@ -294,6 +309,10 @@ class JobRun:
         exit (_reap): confined there (each instance has its own disk), as a confinement holds
         for the thread that asks for it and for what it starts. Raises what starting raised."""
         writable, readable = self._instance_folders(inst, python)
+        cwd = self.files.work(inst.host)
+        argv = self.sandbox.command(
+            self._command(python), cwd, writable, readable, home=self.home, gpus=inst.gpus
+        )
         if self.is_notebook:  # a folder made costs (storage.py): only where it serves
             self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
         out, err = self._logs[inst.host]
@@ -303,8 +322,8 @@ class JobRun:
             try:
                 self.sandbox.confine_this_thread(writable, readable)
                 inst.proc = subprocess.Popen(
-                    self._command(python),
-                    cwd=self.files.work(inst.host),
+                    argv,
+                    cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
@@ -326,6 +345,8 @@ class JobRun:
         assert inst.proc is not None
         _, status, usage = os.wait4(inst.proc.pid, 0)
         code = os.waitstatus_to_exitcode(status)
+        if self.sandbox.namespaced:
+            code = namespaces.exit_code(code)  # bwrap's own says a signal as 128+N
         inst.proc.returncode = code  # reaped here, so Popen must not try again
         inst.runtime_s = time.monotonic() - t0
         inst.cpu_seconds = usage.ru_utime + usage.ru_stime
@@ -381,7 +402,11 @@ class JobRun:
 
     def _signal_all(self, sig: int) -> None:
         for inst in self.instances:
-            if inst.proc is not None and not inst.done:
+            if inst.proc is None or inst.done:
+                continue
+            if self.sandbox.namespaced:
+                namespaces.signal_job(inst.proc.pid, sig)
+            else:
                 kill_group(inst.proc.pid, sig)
 
     def _failure_reason(self, inst: Instance, code: int) -> str:

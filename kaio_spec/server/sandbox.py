@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from kaio_spec.server import namespaces
+
 T = TypeVar("T")
 
 # linux/landlock.h and the x86-64/arm64 syscall numbers (the same on both: they came after the
@@ -138,14 +140,46 @@ HOME_FOLDERS = (
 )
 
 
-class Sandbox:
-    """How jobs are started on this platform: confined (see the module's docstring), or not."""
+# What a Landlock fallback leaves open that namespaces close (the warning at start says so).
+LANDLOCK_GAPS = (
+    "jobs share the file system outside the data folder with the server and with each other "
+    "(a job can write the server's Python environment and home, and so run code in other "
+    "tenants' jobs), see other jobs' processes and their environments in /proc, and leave "
+    "processes running in the background"
+)
 
-    def __init__(self, data_dir: Path, enabled: bool = True):
+
+class Sandbox:
+    """How jobs are started on this platform: in namespaces of their own (namespaces.py), else
+    confined with Landlock (see the module's docstring), or neither. `mode` says which:
+    "namespaces", "landlock" or "none"."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        enabled: bool = True,
+        isolation: str = "auto",
+        job_network: bool = True,
+    ):
         self.data_dir = os.path.realpath(data_dir)
-        abi = landlock_abi()
+        self.job_network = job_network
+        why_not = namespaces.unavailable() if enabled and isolation == "auto" else "landlock"
+        abi = 0 if enabled and why_not is None else landlock_abi()
         confined, self.summary = confinement(enabled, abi)  # what the server says at start
         self.abi = abi if confined else 0
+        self.mode = "landlock" if confined else "none"
+        if why_not is None:
+            self.mode = "namespaces"
+            self.summary = (
+                "jobs run in namespaces of their own (bubblewrap): a read-only file system, "
+                "none of this data folder but their own folders, a private /proc, /tmp and "
+                "tenant's HOME, network " + ("shared" if job_network else "none")
+            )
+        elif enabled and isolation == "auto":
+            self.summary = (
+                f"WARNING: jobs cannot run in namespaces ({why_not}), so {LANDLOCK_GAPS}; "
+                + self.summary
+            )
         self._libc = _libc()
         # The data folder's ancestors, nearest first: where confined jobs create nothing.
         self.ancestors: list[str] = []
@@ -165,7 +199,29 @@ class Sandbox:
 
     @property
     def active(self) -> bool:
+        """Whether jobs are confined with Landlock (not: in namespaces)."""
         return self.abi > 0
+
+    @property
+    def namespaced(self) -> bool:
+        return self.mode == "namespaces"
+
+    def home_of(self, tenant: str) -> Path:
+        """A tenant's HOME in namespaces: kept across its jobs, seen by no other tenant's."""
+        return Path(self.data_dir) / "homes" / tenant
+
+    def command(
+        self, argv: list[str], cwd: Path, writable: list[Path], readable: list[Path], **jail
+    ) -> list[str]:
+        """`argv` as it is started: in namespaces (namespaces.Jail's `home`, `gpus`), or as it
+        is where jobs are confined with Landlock (spawn) or not at all."""
+        if not self.namespaced:
+            return argv
+        jail["home"].mkdir(parents=True, exist_ok=True, mode=0o700)
+        where = namespaces.Jail(
+            self.data_dir, writable=writable, readable=readable, network=self.job_network, **jail
+        )
+        return namespaces.command(argv, where, cwd)
 
     def prepare_home(self) -> None:
         """Make the home folders that jobs' tools would make on first use, when confined jobs

@@ -37,7 +37,9 @@ class Scheduler:
         self.store = store
         self.layout = layout
         self.machine_gpus = [g.index for g in gpu.detect_gpus()]
-        self.sandbox = Sandbox(layout.data_dir, config.sandbox)
+        self.sandbox = Sandbox(
+            layout.data_dir, config.sandbox, config.isolation, config.job_network != "none"
+        )
         self.sandbox.prepare_home()
         self._cond = threading.Condition()
         self._queue: list[str] = []
