@@ -125,13 +125,14 @@ def _gpu_nodes(gpus: list[int]) -> list[str]:
 
 def signal_job(pid: int, sig: int) -> None:
     """Send `sig` to the job bwrap `pid` runs: to the process group of each process bwrap's
-    init (PID 1 inside) runs, as an unconfined instance's group would get it. SIGKILL, or a
-    job not yet started in its namespace, goes to bwrap itself: the namespace dies with it."""
-    targets: list[int] = []
+    init (PID 1 inside) runs, as an unconfined instance's group would get it (the init, in it
+    too, ignores it: PID 1 gets no signal it has no handler for). SIGKILL, or a job not yet
+    started in its namespace, goes to bwrap itself: the namespace dies with it."""
+    targets: set[int] = set()
     if sig != signal.SIGKILL:
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error, OSError):
             for init in psutil.Process(pid).children():
-                targets += [p.pid for p in init.children()]
+                targets |= {os.getpgid(p.pid) for p in init.children()}
     if not targets:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
