@@ -212,7 +212,11 @@ PRESIGN_BODY = {
                         "required": ["instance_type", "entrypoint"],
                         "properties": {
                             "instance_type": {"enum": list(catalog.INSTANCE_TYPES)},
-                            "instance_count": {"type": "integer", "minimum": 1},
+                            "instance_count": {
+                                "type": "integer",
+                                "minimum": catalog.MIN_INSTANCE_COUNT,
+                                "maximum": catalog.MAX_INSTANCE_COUNT,
+                            },
                             "volume_size_gb": {
                                 "type": "integer",
                                 "minimum": catalog.MIN_VOLUME_GB,
@@ -222,7 +226,11 @@ PRESIGN_BODY = {
                             "image_uri": {"type": "string"},
                             "framework": {"type": "string"},
                             "framework_version": {"type": "string"},
-                            "max_runtime_hours": {"type": "number", "exclusiveMinimum": 0},
+                            "max_runtime_hours": {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "maximum": catalog.MAX_RUNTIME_HOURS,
+                            },
                             "workflow": {"type": "string"},
                         },
                     },
