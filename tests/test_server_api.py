@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from server_support import Api
 
 from kaio_spec import __version__, catalog
+from kaio_spec.server import namespaces
 from kaio_spec.server.sandbox import confinement, landlock_abi
 
 
@@ -212,12 +213,17 @@ def test_responses_have_exactly_the_protocols_fields(api):
 
 def test_local_routes_and_the_description(kaio_server, api):
     health = requests.get(kaio_server.url + "/healthz").json()
+    isolation = "landlock" if confinement(True, landlock_abi())[0] else "none"
+    if namespaces.unavailable() is None:
+        isolation = "namespaces"
     assert health == {
         "status": "ok",
         "version": __version__,
         "features": ["base-packages"],
-        # The fixture's server keeps the default: confined where this kernel allows it.
-        "jobs_confined": confinement(True, landlock_abi())[0],
+        # The fixture's server keeps the default: in namespaces where bwrap can make them,
+        # else confined with Landlock where this kernel allows it.
+        "jobs_confined": isolation != "none",
+        "isolation": isolation,
     }
     rows = api.get("/instances").json()["jobs"]
     assert [r["instance_type"] for r in rows] == list(catalog.INSTANCE_TYPES)
