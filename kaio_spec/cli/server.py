@@ -49,6 +49,12 @@ def _data_dir_option(f):
     help="instance processes run at once [default: the number of CPU cores]",
 )
 @click.option(
+    "--max-instances-per-user",
+    type=click.IntRange(min=1),
+    default=None,
+    help="instance processes one user runs at once [default: as many as the platform runs]",
+)
+@click.option(
     "--retention-days",
     type=click.FloatRange(min=0, min_open=True),
     default=float(catalog.RETENTION_DAYS),
@@ -77,6 +83,11 @@ def _data_dir_option(f):
 @click.option("--stop-grace", type=click.FloatRange(min=0), default=None, hidden=True)
 @click.option("--sweep-interval", type=click.FloatRange(min=0.05), default=None, hidden=True)
 @click.option("--isolation", type=click.Choice(["auto", "landlock"]), default=None, hidden=True)
+@click.option("--log-cap-bytes", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option("--max-processes", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option(
+    "--limits-scale", type=click.FloatRange(min=0, min_open=True), default=None, hidden=True
+)
 @click.pass_context
 def server(ctx: click.Context, data_dir: Path | None, **options) -> None:
     """Run the local Kaio platform (the API of PROTOCOL.md, jobs as local processes)."""

@@ -17,6 +17,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     max_instances: int = os.cpu_count() or 1
+    max_instances_per_user: int | None = None  # None: a tenant may fill the platform
     retention_days: float = catalog.RETENTION_DAYS
     sandbox: bool = True  # jobs isolated (namespaces.py), else confined with Landlock (sandbox.py)
     job_network: str = "host"  # "none": each job in a network namespace of its own
@@ -27,6 +28,9 @@ class ServerConfig:
     url_ttl_s: int = 3600
     stop_grace_s: float = 10.0
     sweep_interval_s: float | None = None  # None: derived from retention_days
+    log_cap_bytes: int = 100 * 1024**2  # per stream and instance; the rest is dropped
+    max_processes: int = 4096  # per instance
+    limits_scale: float = 1.0  # times the memory and volume an instance type promises
 
     @property
     def retention_s(self) -> float:

@@ -82,6 +82,7 @@ class Jail:
     readable: list[Path] = field(default_factory=list)
     gpus: list[int] = field(default_factory=list)
     network: bool = True
+    tmp_bytes: int | None = None  # the most /tmp and /dev/shm (memory) may hold
 
 
 def command(argv: list[str], jail: Jail, cwd: Path | str) -> list[str]:
@@ -93,7 +94,8 @@ def command(argv: list[str], jail: Jail, cwd: Path | str) -> list[str]:
     if not jail.network:
         args.append("--unshare-net")
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    args += ["--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
+    size = ["--size", str(jail.tmp_bytes)] if jail.tmp_bytes else []
+    args += [*size, "--tmpfs", "/tmp", *size, "--tmpfs", "/dev/shm"]
     for node in _gpu_nodes(jail.gpus):
         args += ["--dev-bind", node, node]
     # An empty folder over the data folder (made read-only last), then the job's own in it.

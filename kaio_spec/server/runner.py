@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 
 from kaio_spec import catalog
-from kaio_spec.server import environments, gpu, leftovers, namespaces, storage
+from kaio_spec.server import environments, gpu, leftovers, limits, namespaces, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import JobStatus
@@ -34,6 +34,7 @@ from kaio_spec.server.store import Store
 log = logging.getLogger("kaio.server")
 
 SAMPLE_INTERVAL_S = 0.5
+VOLUME_SAMPLE_INTERVAL_S = 2.0  # at least: ten times what walking the job's files took
 GPU_SAMPLE_INTERVAL_S = 2.0
 MAX_RUNTIME_REASON = "MaxRuntimeExceeded"
 SHUTDOWN_REASON = "the platform shut down while the job ran"
@@ -96,6 +97,9 @@ class JobRun:
         self.files = files
         self.envs_dir = envs_dir
         self.itype = catalog.INSTANCE_TYPES[job["instance_type"]]
+        self.limits = limits.Limits.of(job, config)
+        self._pumps: list[limits.LogPump] = []
+        self._next_volume_sample = 0.0
         self.hosts = storage.hosts_of(job)
         self.is_notebook = job["entrypoint"].endswith(".ipynb")
         self.instances = [Instance(h, g) for h, g in zip(self.hosts, gpus, strict=True)]
@@ -311,11 +315,23 @@ class JobRun:
         writable, readable = self._instance_folders(inst, python)
         cwd = self.files.work(inst.host)
         argv = self.sandbox.command(
-            self._command(python), cwd, writable, readable, home=self.home, gpus=inst.gpus
+            self._command(python),
+            cwd,
+            writable,
+            readable,
+            home=self.home,
+            gpus=inst.gpus,
+            tmp_bytes=self.limits.volume_bytes,
         )
         if self.is_notebook:  # a folder made costs (storage.py): only where it serves
             self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
-        out, err = self._logs[inst.host]
+        # Through pipes, so that each log holds at most its cap (limits.LogPump).
+        (out, out_w), (err, err_w) = os.pipe(), os.pipe()
+        for read_fd, log_file, stream in zip(
+            (out, err), self._logs[inst.host], ("stdout", "stderr"), strict=True
+        ):
+            name = f"{self.unique}-{inst.host}-{stream}"
+            self._pumps.append(limits.LogPump(read_fd, log_file, self.limits.log_cap_bytes, name))
         started: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
 
         def life() -> None:
@@ -326,13 +342,16 @@ class JobRun:
                     cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
+                    stdout=out_w,
+                    stderr=err_w,
                     start_new_session=True,
                 )
             except BaseException as e:  # handed to the job's thread
                 started.put(e)
                 return
+            finally:
+                os.close(out_w)  # the job's now: its pumps end when the job's copies close
+                os.close(err_w)
             t0 = time.monotonic()
             started.put(None)
             self._reap(inst, t0)
@@ -431,6 +450,29 @@ class JobRun:
                     rss += p.memory_info().rss
             inst.peak_cpu = max(inst.peak_cpu, cpu)
             inst.rss_bytes = max(inst.rss_bytes, rss)
+            if rss > self.limits.memory_bytes:
+                self._exceeded(self.limits.memory_exceeded(inst.host))
+            elif len(tree) > self.limits.max_processes:
+                self._exceeded(self.limits.processes_exceeded(inst.host))
+        if time.monotonic() >= self._next_volume_sample:
+            self._sample_volume()
+
+    def _sample_volume(self) -> None:
+        t0 = time.monotonic()
+        folders = [self.files.root / name for name in ("work", "jupyter", "tmp", "venv")]
+        if limits.disk_usage(folders) > self.limits.volume_bytes:
+            self._exceeded(self.limits.volume_exceeded())
+        took = time.monotonic() - t0
+        self._next_volume_sample = t0 + took + max(VOLUME_SAMPLE_INTERVAL_S, 10 * took)
+
+    def _exceeded(self, reason: str) -> None:
+        """An instance went past a limit: the job fails with `reason`, all of it killed now."""
+        if self.failure is not None or self._stop_requested.is_set():
+            return
+        self.failure = reason
+        self._log_all(f"kaio: {reason}: the job is stopped\n")
+        self.grace_s = 0.0
+        self._stop_requested.set()
 
     def _sample_gpus(self) -> None:
         usage = gpu.gpu_usage()
@@ -483,6 +525,9 @@ class JobRun:
         # Nothing of the job runs any more: the next job may start while this one is wrapped up.
         self._on_release(self)
         try:
+            deadline = time.monotonic() + 5.0  # what the instances wrote last, in their logs
+            for pump in self._pumps:
+                pump.thread.join(max(0.0, deadline - time.monotonic()))
             for out, err in self._logs.values():
                 out.close()
                 err.close()
