@@ -340,5 +340,7 @@ def test_probes_of_the_data_folder_find_nothing(platform):
     )
     assert report["secret"] == report["database"] == "ENOENT"
     assert report["own log"] == "ENOENT"
-    # A /tmp of its own: nothing of the host's but the way to the job's own folders in it.
-    assert report["/tmp"] == "ok:" + data.relative_to("/tmp").parts[0]
+    # A /tmp of its own: nothing of the host's, but the way to the job's own folders if the
+    # data folder is in /tmp.
+    inside = data.is_relative_to("/tmp")
+    assert report["/tmp"] == "ok:" + (data.relative_to("/tmp").parts[0] if inside else "")

@@ -171,10 +171,16 @@ def test_without_the_sandbox_the_same_job_reads_the_data_folder(unconfined):
 
 
 @needs_landlock
-def test_a_confined_job_whose_temp_folder_is_above_the_data_folder_gets_its_own(confined):
-    # The test servers' data folders are under /tmp, where a confined job may create nothing.
-    api = Api(confined.url, confined.add_user())
-    unique, report = run_probes(api, {"temp file": ["tempfile", ""]})
+def test_a_confined_job_whose_temp_folder_is_above_the_data_folder_gets_its_own(tmp_path):
+    # The server's temp folder holds its data folder: a confined job may create nothing there.
+    confined = ServerProcess(
+        tmp_path / "data", env={"TMPDIR": str(tmp_path)}, max_instances=2, isolation="landlock"
+    )
+    try:
+        api = Api(confined.start().url, confined.add_user())
+        unique, report = run_probes(api, {"temp file": ["tempfile", ""]})
+    finally:
+        confined.stop()
     job_tmp = storage.Layout(confined.data_dir).job(unique).tmp("algo-1")
     assert report["temp file"].startswith("ok:" + str(job_tmp) + os.sep)
     assert not job_tmp.exists()  # removed with the job's end
