@@ -19,7 +19,6 @@ from kaio_spec.server.store import DB_FILE
 
 WHY_NOT = namespaces.unavailable()
 needs_namespaces = pytest.mark.skipif(WHY_NOT is not None, reason=f"no namespaces: {WHY_NOT}")
-pytestmark = needs_namespaces
 
 
 @pytest.fixture
@@ -70,6 +69,7 @@ def ordinary_job(api: Api, tenant: str) -> dict:
     return json.loads(outputs["report.json"])
 
 
+@needs_namespaces
 def test_ordinary_jobs_write_tmp_home_and_their_folder_with_a_home_per_tenant(platform):
     alice = Api(platform.url, platform.add_user())
     bob = Api(platform.url, platform.add_user())
@@ -93,6 +93,7 @@ def test_ordinary_jobs_write_tmp_home_and_their_folder_with_a_home_per_tenant(pl
     assert not (platform.home / ".mylib").exists()
 
 
+@needs_namespaces
 def test_a_notebook_and_a_two_instance_job_run_in_namespaces(platform):
     api = Api(platform.url, platform.add_user())
     notebook = (EXAMPLES / "notebook" / "analysis.ipynb").read_text()
@@ -147,6 +148,7 @@ BOBS_NOTEBOOK = {
 }
 
 
+@needs_namespaces
 def test_code_one_tenant_plants_for_python_or_ipython_never_runs_in_anothers_job(platform):
     site_packages = Path(sysconfig.get_paths()["purelib"])  # the server's: it runs our Python
     planted = site_packages / "zz_kaio_planted.pth"
@@ -196,6 +198,7 @@ PEEK = textwrap.dedent(
 )
 
 
+@needs_namespaces
 def test_a_job_reads_no_concurrent_tenants_environment_in_proc(platform):
     alice = Api(platform.url, platform.add_user())
     bob = Api(platform.url, platform.add_user())
@@ -236,6 +239,7 @@ STAT = textwrap.dedent(
 )
 
 
+@needs_namespaces
 def test_a_job_cannot_tell_which_jobs_and_outputs_of_others_exist(platform):
     alice = Api(platform.url, platform.add_user())
     bob = Api(platform.url, platform.add_user())
@@ -264,6 +268,7 @@ DAEMON = textwrap.dedent(
 )
 
 
+@needs_namespaces
 def test_what_a_job_leaves_running_dies_with_it(platform):
     api = Api(platform.url, platform.add_user())
     unique = api.submit({"train.py": DAEMON})
@@ -273,6 +278,7 @@ def test_what_a_job_leaves_running_dies_with_it(platform):
     assert unique not in leftovers.marked_processes(platform_id).values()
 
 
+@needs_namespaces
 def test_pip_builds_in_namespaces_too(platform):
     assert build_backend_probe(platform) == "ENOENT"  # the secret is not even there
 
@@ -297,11 +303,13 @@ def _connects(server) -> str:
     return json.loads(api.outputs(unique)["report.json"])
 
 
+@needs_namespaces
 def test_jobs_reach_the_network_unless_the_platform_says_none(platform, server_factory):
     assert _connects(platform) == "connected"
     assert _connects(server_factory(job_network="none")) == "ConnectionRefusedError"
 
 
+@needs_namespaces
 def test_a_stopped_job_gets_sigterm_first_inside_its_namespace(server_factory):
     server = server_factory(stop_grace=20)
     api = Api(server.url, server.add_user())
@@ -318,6 +326,7 @@ def test_a_stopped_job_gets_sigterm_first_inside_its_namespace(server_factory):
     assert api.outputs(unique)["bye.txt"] == b"bye"
 
 
+@needs_namespaces
 def test_a_job_killed_by_a_signal_says_so_in_namespaces(platform):
     api = Api(platform.url, platform.add_user())
     unique = api.submit({"train.py": "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"})
@@ -326,6 +335,7 @@ def test_a_job_killed_by_a_signal_says_so_in_namespaces(platform):
     assert job["failure_reason"].startswith("algo-1 was killed by signal SIGKILL")
 
 
+@needs_namespaces
 def test_probes_of_the_data_folder_find_nothing(platform):
     api = Api(platform.url, platform.add_user())
     data = platform.data_dir
@@ -344,3 +354,21 @@ def test_probes_of_the_data_folder_find_nothing(platform):
     # data folder is in /tmp.
     inside = data.is_relative_to("/tmp")
     assert report["/tmp"] == "ok:" + (data.relative_to("/tmp").parts[0] if inside else "")
+
+
+def test_without_bubblewrap_jobs_fall_back_to_landlock_and_the_server_says_what_is_open(
+    tmp_path,
+):
+    (tmp_path / "bin").mkdir()  # a PATH with no bwrap on it
+    server = ServerProcess(tmp_path / "data", env={"PATH": str(tmp_path / "bin")})
+    try:
+        api = Api(server.start().url, server.add_user())
+        health = api.get("/healthz").json()
+        unique = api.submit({"train.py": "open('out.txt', 'w').write('ran')"})
+        assert api.wait(unique)["status"] == "Completed"
+    finally:
+        server.stop()
+    assert health["isolation"] in ("landlock", "none")
+    log = server.log_path.read_text()
+    assert "WARNING: jobs cannot run in namespaces (bubblewrap (bwrap) is not installed)" in log
+    assert "see other jobs' processes and their environments in /proc" in log

@@ -163,19 +163,20 @@ class Sandbox:
     ):
         self.data_dir = os.path.realpath(data_dir)
         self.job_network = job_network
-        why_not = namespaces.unavailable() if enabled and isolation == "auto" else "landlock"
-        abi = 0 if enabled and why_not is None else landlock_abi()
+        # Namespaces where bwrap can make them; else Landlock (isolation="landlock": always).
+        why_not = namespaces.unavailable() if enabled and isolation == "auto" else None
+        in_namespaces = enabled and isolation == "auto" and why_not is None
+        abi = 0 if in_namespaces else landlock_abi()
         confined, self.summary = confinement(enabled, abi)  # what the server says at start
         self.abi = abi if confined else 0
-        self.mode = "landlock" if confined else "none"
-        if why_not is None:
-            self.mode = "namespaces"
+        self.mode = "namespaces" if in_namespaces else "landlock" if confined else "none"
+        if in_namespaces:
             self.summary = (
                 "jobs run in namespaces of their own (bubblewrap): a read-only file system, "
                 "none of this data folder but their own folders, a private /proc, /tmp and "
                 "tenant's HOME, network " + ("shared" if job_network else "none")
             )
-        elif enabled and isolation == "auto":
+        elif why_not is not None:
             self.summary = (
                 f"WARNING: jobs cannot run in namespaces ({why_not}), so {LANDLOCK_GAPS}; "
                 + self.summary
