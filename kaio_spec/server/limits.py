@@ -16,9 +16,11 @@ go past them for that long.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -127,3 +129,100 @@ class LogPump:
     def _write(self, data: bytes) -> None:
         with contextlib.suppress(ValueError, OSError):  # closed by a job that ended meanwhile
             self.log.write(data)
+
+
+class PidsCgroups:
+    """A pids cgroup per instance, where the server may make them: the kernel then refuses the
+    instance's fork past `max_processes` at once, however fast it forks (a fork bomb harms no
+    other job), where sampling would see it only at the next sample. cgroup v1's pids hierarchy,
+    or v2 where the server's cgroup already delegates the pids controller to its children;
+    anything else (no such cgroup, no right to make one) leaves the sampled count alone."""
+
+    def __init__(self, platform: str):
+        self.root: Path | None = None  # where instances' cgroups are made, beside the server's
+        self.prefix = f"kaio-{platform}-"  # theirs: another platform's are never touched
+        for parent in _pids_parents():
+            probe = parent / f"{self.prefix}probe"
+            try:
+                probe.mkdir(exist_ok=True)
+                probe.rmdir()
+            except OSError:
+                continue
+            self.root = parent
+            for left in parent.glob(self.prefix + "*"):  # of a server that was killed
+                self.remove(left)
+            break
+
+    def create(self, name: str, max_processes: int) -> Path | None:
+        """A new cgroup for one instance, or None where there are none to be had."""
+        if self.root is None:
+            return None
+        folder = self.root / (self.prefix + name)
+        try:
+            folder.mkdir(exist_ok=True)
+            (folder / "pids.max").write_text(str(max_processes))
+        except OSError:
+            return None
+        return folder
+
+    @staticmethod
+    def command(folder: Path | None, argv: list[str]) -> list[str]:
+        """`argv` started inside cgroup `folder`: a shell moves itself in, then becomes argv,
+        so that nothing of the instance is ever started outside it."""
+        if folder is None:
+            return argv
+        enter = 'echo $$ > "$0" && exec "$@"'
+        return ["/bin/sh", "-c", enter, str(folder / "cgroup.procs"), *argv]
+
+    @staticmethod
+    def refused_forks(folder: Path | None) -> int:
+        """How many forks the cgroup refused (pids.events' "max")."""
+        if folder is None:
+            return 0
+        with contextlib.suppress(OSError, ValueError):
+            for line in (folder / "pids.events").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "max":
+                    return int(value)
+        return 0
+
+    @staticmethod
+    def remove(folder: Path | None, wait_s: float = 0.0) -> None:
+        """Once its processes are gone (a cgroup with processes cannot be removed: killed ones
+        may take a moment to go), waiting up to `wait_s` for them."""
+        deadline = time.monotonic() + wait_s
+        while folder is not None:
+            try:
+                folder.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.02)
+
+
+@functools.cache
+def pids_cgroups(platform: str) -> PidsCgroups:
+    """The platform's PidsCgroups, made once per process."""
+    return PidsCgroups(platform)
+
+
+def _pids_parents() -> list[Path]:
+    """The server's own cgroup in the pids hierarchy (v1), or in the unified one (v2) if it
+    delegates pids to its children."""
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            rel = path.lstrip("/")
+            if "pids" in controllers.split(","):
+                found.append(Path("/sys/fs/cgroup/pids") / rel)
+            elif controllers == "":
+                for mount in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+                    control = mount / rel / "cgroup.subtree_control"
+                    with contextlib.suppress(OSError):
+                        if "pids" in control.read_text().split():
+                            found.append(mount / rel)
+    return found
