@@ -15,7 +15,7 @@ from server_support import Api
 from test_server_sandbox import EXAMPLES, build_backend_probe, run_probes
 
 from kaio_spec.server import auth, leftovers, namespaces, storage
-from kaio_spec.server.store import DB_FILE
+from kaio_spec.server.store import DB_FILE, Store
 
 WHY_NOT = namespaces.unavailable()
 needs_namespaces = pytest.mark.skipif(WHY_NOT is not None, reason=f"no namespaces: {WHY_NOT}")
@@ -372,3 +372,20 @@ def test_without_bubblewrap_jobs_fall_back_to_landlock_and_the_server_says_what_
     log = server.log_path.read_text()
     assert "WARNING: jobs cannot run in namespaces (bubblewrap (bwrap) is not installed)" in log
     assert "see other jobs' processes and their environments in /proc" in log
+
+
+@needs_namespaces
+def test_telemetry_counts_the_cpu_and_memory_of_an_isolated_job(platform):
+    api = Api(platform.url, platform.add_user())
+    busy = "b = b'x' * (64 * 1024 * 1024)\nsum(range(20_000_000))\n"
+    unique = api.submit({"train.py": busy})
+    job = api.wait(unique)
+    assert job["status"] == "Completed"
+    store = Store(platform.data_dir)
+    try:
+        (row,) = store.telemetry(unique)
+    finally:
+        store.close()
+    # From wait4's resource usage of the job's whole namespace, not of bwrap alone.
+    assert row["cpu_seconds"] >= 0.1, row
+    assert row["peak_rss_bytes"] >= 64 * 1024 * 1024, row

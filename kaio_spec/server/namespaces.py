@@ -13,8 +13,13 @@ mount, PID and IPC namespaces, with every capability dropped:
   ~/.ipython), never another tenant's;
 - network: the host's, unless `kaio server --job-network none` (then a loopback of its own).
 
-bwrap's own init is PID 1 of the namespace: when the command exits, or bwrap is killed, the
-kernel kills every process left in the namespace, so nothing a job started outlives it.
+PID 1 of the namespace is a shell (INIT) that runs the command, waits for it and exits with its
+status: when it exits, or bwrap is killed, the kernel kills every process left in the namespace,
+so nothing a job started outlives it. bwrap's own init would do the same, but bwrap exits
+without reaping it, so the job's CPU time and peak memory would be lost to wait4's resource
+usage (the instance's telemetry); the shell is reaped by bwrap, the command by the shell. As
+PID 1 it gets no signal it has no handler for: its handler for SIGTERM and SIGINT passes them
+to its process group (the command's), as an unconfined instance's group would get them.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ from pathlib import Path
 
 import psutil
 
+# PID 1 inside: runs "$@", passes SIGTERM/SIGINT to its group, exits with the command's status.
+INIT = (
+    "trap 'trap \"\" TERM INT; kill -TERM 0' TERM; trap 'trap \"\" TERM INT; kill -INT 0' INT; "
+    '"$@" & child=$!; '
+    "while :; do wait $child 2>/dev/null; code=$?; kill -0 $child 2>/dev/null || exit $code; done"
+)
 # Device nodes every CUDA program needs besides its GPUs' own /dev/nvidiaN.
 NVIDIA_CONTROL = (
     "/dev/nvidiactl",
@@ -91,6 +102,7 @@ def command(argv: list[str], jail: Jail, cwd: Path | str) -> list[str]:
     assert exe is not None
     args = [exe, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     args += ["--unshare-cgroup-try", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    args += ["--as-pid-1"]  # INIT is PID 1 (see the module's docstring)
     if not jail.network:
         args.append("--unshare-net")
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
@@ -105,8 +117,8 @@ def command(argv: list[str], jail: Jail, cwd: Path | str) -> list[str]:
     # A folder before what is inside it: a writable environment inside the read-only ones.
     for option, path in sorted(binds, key=lambda bind: len(bind[1].parts)):
         args += [option, str(path), str(path)]
-    args += ["--remount-ro", jail.data_dir, "--chdir", str(cwd), "--", *argv]
-    return args
+    args += ["--remount-ro", jail.data_dir, "--chdir", str(cwd)]
+    return [*args, "--", "/bin/sh", "-c", INIT, "kaio-init", *argv]
 
 
 def environment(env: dict[str, str], home: Path) -> dict[str, str]:
@@ -126,22 +138,19 @@ def _gpu_nodes(gpus: list[int]) -> list[str]:
 
 
 def signal_job(pid: int, sig: int) -> None:
-    """Send `sig` to the job bwrap `pid` runs: to the process group of each process bwrap's
-    init (PID 1 inside) runs, as an unconfined instance's group would get it (the init, in it
-    too, ignores it: PID 1 gets no signal it has no handler for). SIGKILL, or a job not yet
-    started in its namespace, goes to bwrap itself: the namespace dies with it."""
-    targets: set[int] = set()
+    """Send `sig` (SIGTERM, SIGINT or SIGKILL) to the job bwrap `pid` runs: SIGTERM and SIGINT
+    to INIT, which passes them to the command's process group; SIGKILL, or a job whose INIT is
+    not started yet, to bwrap's group: the namespace dies with bwrap."""
+    inits: list[psutil.Process] = []
     if sig != signal.SIGKILL:
-        with contextlib.suppress(psutil.Error, OSError):
-            for init in psutil.Process(pid).children():
-                targets |= {os.getpgid(p.pid) for p in init.children()}
-    if not targets:
+        with contextlib.suppress(psutil.Error):
+            inits = psutil.Process(pid).children()
+    for init in inits:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(init.pid, sig)
+    if not inits:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
-        return
-    for target in targets:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(target, sig)
 
 
 def exit_code(code: int) -> int:
