@@ -32,7 +32,7 @@ def test_an_instance_using_more_memory_than_its_type_fails_the_job(server_factor
     assert job["status"] == "Failed"
     assert job["failure_reason"] == "algo-1 used more than the 128 MiB of ml.c5.large"
     log = api.get(f"/jobs/{unique}/logs").text
-    assert "kaio: algo-1 used more than the 128 MiB of ml.c5.large: the job is stopped" in log
+    assert "kaio: algo-1 used more than the 128 MiB of ml.c5.large" in log
     # Within its type's memory, a job runs as before.
     small = api.submit({"train.py": "b = b'x' * (32 * 1024 * 1024)"}, instance_type="ml.c5.large")
     assert api.wait(small)["status"] == "Completed"
@@ -120,7 +120,7 @@ def test_an_instance_running_too_many_processes_fails_and_harms_no_other_job(ser
     )
     assert bob.wait(other)["status"] == "Completed"
     assert bob.outputs(other)["fine.txt"] == b"fine"
-    if limits.pids_cgroups("probe").root is not None:  # the kernel refused the 21st at once
+    if "pids" in limits.instance_cgroups("probe").parents:  # the kernel refused the 21st
         stderr = alice.get(f"/jobs/{bomb}/logs", params={"stream": "stderr"}).text
         assert "Resource temporarily unavailable" in stderr
 

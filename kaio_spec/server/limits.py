@@ -131,98 +131,126 @@ class LogPump:
             self.log.write(data)
 
 
-class PidsCgroups:
-    """A pids cgroup per instance, where the server may make them: the kernel then refuses the
-    instance's fork past `max_processes` at once, however fast it forks (a fork bomb harms no
-    other job), where sampling would see it only at the next sample. cgroup v1's pids hierarchy,
-    or v2 where the server's cgroup already delegates the pids controller to its children;
-    anything else (no such cgroup, no right to make one) leaves the sampled count alone."""
+# Per controller: the file holding the limit (cgroup v1's name, v2's) and the event that says
+# the limit was hit (v1's and v2's file, the key in it).
+CONTROLLERS = {
+    "pids": (("pids.max", "pids.max"), ("pids.events", "pids.events", "max")),
+    "memory": (
+        ("memory.limit_in_bytes", "memory.max"),
+        ("memory.oom_control", "memory.events", "oom_kill"),
+    ),
+}
+
+
+class InstanceCgroups:
+    """A cgroup per instance in each hierarchy where the server may make them: the kernel then
+    holds the instance to `max_processes` (refusing its forks past it, however fast it forks:
+    a fork bomb harms no other job) and to its type's memory (the OOM killer ends it), where
+    sampling would see either only at the next sample. cgroup v1's pids and memory hierarchies,
+    or v2 where the server's cgroup already delegates those controllers to its children;
+    without them (no such cgroup, no right to make one) the sampled figures alone hold."""
 
     def __init__(self, platform: str):
-        self.root: Path | None = None  # where instances' cgroups are made, beside the server's
         self.prefix = f"kaio-{platform}-"  # theirs: another platform's are never touched
-        for parent in _pids_parents():
+        self.parents: dict[str, tuple[Path, int]] = {}  # controller -> (folder, cgroup version)
+        for controller, parent, version in _cgroup_parents():
             probe = parent / f"{self.prefix}probe"
             try:
                 probe.mkdir(exist_ok=True)
                 probe.rmdir()
             except OSError:
                 continue
-            self.root = parent
+            self.parents.setdefault(controller, (parent, version))
             for left in parent.glob(self.prefix + "*"):  # of a server that was killed
-                self.remove(left)
-            break
+                self.remove({controller: left})
 
-    def create(self, name: str, max_processes: int) -> Path | None:
-        """A new cgroup for one instance, or None where there are none to be had."""
-        if self.root is None:
-            return None
-        folder = self.root / (self.prefix + name)
-        try:
-            folder.mkdir(exist_ok=True)
-            (folder / "pids.max").write_text(str(max_processes))
-        except OSError:
-            return None
-        return folder
+    def create(self, name: str, limits: Limits) -> dict[str, Path]:
+        """The cgroups of one instance (controller -> folder; none where there are none)."""
+        values = {"pids": limits.max_processes, "memory": limits.memory_bytes}
+        made: dict[str, Path] = {}
+        for controller, (parent, version) in self.parents.items():
+            folder = parent / (self.prefix + name)
+            limit_file = CONTROLLERS[controller][0][version - 1]
+            try:
+                folder.mkdir(exist_ok=True)
+                (folder / limit_file).write_text(str(values[controller]))
+            except OSError:
+                continue
+            made[controller] = folder
+        return made
 
     @staticmethod
-    def command(folder: Path | None, argv: list[str]) -> list[str]:
-        """`argv` started inside cgroup `folder`: a shell moves itself in, then becomes argv,
-        so that nothing of the instance is ever started outside it."""
-        if folder is None:
+    def command(cgroups: dict[str, Path], argv: list[str]) -> list[str]:
+        """`argv` started inside `cgroups`: a shell moves itself in, then becomes argv, so that
+        nothing of the instance is ever started outside them."""
+        procs = sorted({str(folder / "cgroup.procs") for folder in cgroups.values()})
+        if not procs:
             return argv
-        enter = 'echo $$ > "$0" && exec "$@"'
-        return ["/bin/sh", "-c", enter, str(folder / "cgroup.procs"), *argv]
+        enter = 'for procs in "$@"; do [ "$procs" = -- ] && break; echo $$ > "$procs"; shift; '
+        enter += 'done; shift; exec "$@"'
+        return ["/bin/sh", "-c", enter, "kaio-cgroups", *procs, "--", *argv]
 
-    @staticmethod
-    def refused_forks(folder: Path | None) -> int:
-        """How many forks the cgroup refused (pids.events' "max")."""
+    def hit(self, cgroups: dict[str, Path], controller: str) -> bool:
+        """Whether the instance's `controller` cgroup refused a fork or killed for memory."""
+        folder = cgroups.get(controller)
         if folder is None:
-            return 0
+            return False
+        version = self.parents[controller][1]
+        events, key = CONTROLLERS[controller][1][version - 1], CONTROLLERS[controller][1][2]
         with contextlib.suppress(OSError, ValueError):
-            for line in (folder / "pids.events").read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "max":
-                    return int(value)
-        return 0
+            for line in (folder / events).read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value) > 0
+        return False
 
     @staticmethod
-    def remove(folder: Path | None, wait_s: float = 0.0) -> None:
-        """Once its processes are gone (a cgroup with processes cannot be removed: killed ones
+    def remove(cgroups: dict[str, Path], wait_s: float = 0.0) -> None:
+        """Once their processes are gone (a cgroup with processes cannot be removed: killed ones
         may take a moment to go), waiting up to `wait_s` for them."""
         deadline = time.monotonic() + wait_s
-        while folder is not None:
-            try:
-                folder.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                if time.monotonic() >= deadline:
-                    return
-                time.sleep(0.02)
+        for folder in set(cgroups.values()):
+            while True:
+                try:
+                    folder.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.02)
+
+    def sweep(self, running: set[str]) -> None:
+        """Remove the cgroups of jobs not in `running` that nothing is left in (what a job left
+        behind, on a platform without namespaces, keeps its cgroup until it is killed)."""
+        for parent, _ in self.parents.values():
+            for folder in parent.glob(self.prefix + "*"):
+                rest = folder.name[len(self.prefix) :]
+                if not any(rest.startswith(unique + "-") for unique in running):
+                    self.remove({"": folder})
 
 
 @functools.cache
-def pids_cgroups(platform: str) -> PidsCgroups:
-    """The platform's PidsCgroups, made once per process."""
-    return PidsCgroups(platform)
+def instance_cgroups(platform: str) -> InstanceCgroups:
+    """The platform's InstanceCgroups, made once per process."""
+    return InstanceCgroups(platform)
 
 
-def _pids_parents() -> list[Path]:
-    """The server's own cgroup in the pids hierarchy (v1), or in the unified one (v2) if it
-    delegates pids to its children."""
+def _cgroup_parents() -> list[tuple[str, Path, int]]:
+    """(controller, the server's own cgroup for it, cgroup version): v1 hierarchies of pids and
+    memory, and the unified one (v2) for each of them it delegates to its children."""
     found = []
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/cgroup").read_text().splitlines():
             _, controllers, path = line.split(":", 2)
             rel = path.lstrip("/")
-            if "pids" in controllers.split(","):
-                found.append(Path("/sys/fs/cgroup/pids") / rel)
-            elif controllers == "":
+            for controller in CONTROLLERS:
+                if controller in controllers.split(","):
+                    found.append((controller, Path("/sys/fs/cgroup") / controller / rel, 1))
+            if controllers == "":
                 for mount in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
-                    control = mount / rel / "cgroup.subtree_control"
                     with contextlib.suppress(OSError):
-                        if "pids" in control.read_text().split():
-                            found.append(mount / rel)
+                        delegated = (mount / rel / "cgroup.subtree_control").read_text().split()
+                        found += [(c, mount / rel, 2) for c in CONTROLLERS if c in delegated]
     return found

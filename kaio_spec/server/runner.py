@@ -53,7 +53,7 @@ class Instance:
     peak_gpu_util: float | None = None
     peak_gpu_mem: float | None = None
     watched: dict[int, psutil.Process] = field(default_factory=dict)
-    cgroup: Path | None = None  # its pids cgroup, where the server can make one (limits.py)
+    cgroups: dict[str, Path] = field(default_factory=dict)  # where it may have them (limits.py)
 
     @property
     def done(self) -> bool:
@@ -99,7 +99,7 @@ class JobRun:
         self.envs_dir = envs_dir
         self.itype = catalog.INSTANCE_TYPES[job["instance_type"]]
         self.limits = limits.Limits.of(job, config)
-        self.cgroups = limits.pids_cgroups(platform)
+        self.cgroups = limits.instance_cgroups(platform)
         self._pumps: list[limits.LogPump] = []
         self._next_volume_sample = 0.0
         self.hosts = storage.hosts_of(job)
@@ -325,8 +325,8 @@ class JobRun:
             gpus=inst.gpus,
             tmp_bytes=self.limits.volume_bytes,
         )
-        inst.cgroup = self.cgroups.create(f"{self.unique}-{inst.host}", self.limits.max_processes)
-        argv = self.cgroups.command(inst.cgroup, argv)
+        inst.cgroups = self.cgroups.create(f"{self.unique}-{inst.host}", self.limits)
+        argv = self.cgroups.command(inst.cgroups, argv)
         if self.is_notebook:  # a folder made costs (storage.py): only where it serves
             self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
         # Through pipes, so that each log holds at most its cap (limits.LogPump).
@@ -435,8 +435,13 @@ class JobRun:
     def _failure_reason(self, inst: Instance, code: int) -> str:
         last = storage.tail(self.files.logs(inst.host) / "stderr.log")
         reason = exit_description(inst.host, code)
-        if self.cgroups.refused_forks(inst.cgroup):  # what it died of, most likely
+        # What the kernel held it to, in its cgroups, is what it died of, most likely.
+        if self.cgroups.hit(inst.cgroups, "memory"):
+            reason = self.limits.memory_exceeded(inst.host)
+            self._log_all(f"kaio: {reason}\n")
+        elif self.cgroups.hit(inst.cgroups, "pids"):
             reason = self.limits.processes_exceeded(inst.host)
+            self._log_all(f"kaio: {reason}\n")
         return f"{reason}; last lines of its stderr:\n{last}" if last else reason
 
     def _sample(self) -> None:
@@ -456,9 +461,9 @@ class JobRun:
                     rss += p.memory_info().rss
             inst.peak_cpu = max(inst.peak_cpu, cpu)
             inst.rss_bytes = max(inst.rss_bytes, rss)
-            if rss > self.limits.memory_bytes:
+            if rss > self.limits.memory_bytes or self.cgroups.hit(inst.cgroups, "memory"):
                 self._exceeded(self.limits.memory_exceeded(inst.host))
-            elif len(tree) > self.limits.max_processes or self.cgroups.refused_forks(inst.cgroup):
+            elif len(tree) > self.limits.max_processes or self.cgroups.hit(inst.cgroups, "pids"):
                 self._exceeded(self.limits.processes_exceeded(inst.host))
         if time.monotonic() >= self._next_volume_sample:
             self._sample_volume()
@@ -529,7 +534,7 @@ class JobRun:
         except Exception:
             log.exception("job %s: killing what is left", self.unique)
         for inst in self.instances:
-            self.cgroups.remove(inst.cgroup, wait_s=1.0)
+            self.cgroups.remove(inst.cgroups, wait_s=1.0)
         # Nothing of the job runs any more: the next job may start while this one is wrapped up.
         self._on_release(self)
         try:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from kaio_spec import catalog
-from kaio_spec.server import gpu, leftovers, storage
+from kaio_spec.server import gpu, leftovers, limits, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.runner import SHUTDOWN_REASON, JobRun, end_job
 from kaio_spec.server.sandbox import Sandbox
@@ -304,9 +304,12 @@ class Scheduler:
                 self._leftovers_due.set()  # once more: what they were starting as they died
 
     def _kill_leftovers(self, running: Callable[[], set[str]]) -> int:
-        """leftovers.kill_leftovers for this platform; a failure is logged, not raised."""
+        """leftovers.kill_leftovers for this platform, then the cgroups of ended jobs that are
+        empty now removed; a failure is logged, not raised."""
         try:
-            return leftovers.kill_leftovers(self.platform, running)
+            killed = leftovers.kill_leftovers(self.platform, running)
+            limits.instance_cgroups(self.platform).sweep(running())
+            return killed
         except Exception:
             log.exception("killing what jobs left behind")
             return 0
