@@ -365,7 +365,7 @@ def main() -> None:
     if len(starts) > 1:
         print(
             f"  in namespaces         {starts[1]:8.1f} ms  (bubblewrap: "
-            f"+{starts[1] - starts[0]:.1f} ms, {starts[1] / starts[0]:.2f} x)"
+            f"{starts[1] - starts[0]:+.1f} ms, {starts[1] / starts[0]:.2f} x)"
         )
     else:
         print("  in namespaces              -     (bubblewrap cannot make them here)")

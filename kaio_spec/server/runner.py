@@ -1,11 +1,12 @@
 """One job's run: set-up, `instance_count` processes, monitoring, and the end.
 
 Each instance is a process in its own session (so its whole process group can be signalled) and
-its own copy of the package. A thread per instance starts it, confined (sandbox.py), then reaps
-it with wait4 (exit status and resource usage, exact even for a job that lives for milliseconds)
-and reports to one event queue;
-the monitor loop reads that queue, samples CPU and memory with psutil, and enforces stop and the
-runtime limit.
+its own copy of the package. A thread per instance starts it, isolated (in namespaces of its own,
+namespaces.py, or confined with Landlock, sandbox.py) and in its cgroups where the server may
+make them (limits.py), its output through pipes into capped logs, then reaps it with wait4 (exit
+status and resource usage, exact even for a job that lives for milliseconds) and reports to one
+event queue; the monitor loop reads that queue, samples CPU, memory, processes and the volume
+with psutil, and enforces stop, the runtime limit and the limits of limits.py.
 """
 
 from __future__ import annotations

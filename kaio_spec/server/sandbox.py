@@ -1,4 +1,6 @@
-"""Jobs confined with Landlock, so that one tenant's job cannot reach the platform's data folder.
+"""Which isolation jobs get (Sandbox.mode): namespaces (namespaces.py) where bubblewrap can make
+them, else Landlock's confinement below, else none; and that confinement, so that one tenant's
+job cannot reach the platform's data folder where namespaces are not to be had.
 
 Jobs run as the server's own OS user. Unconfined, a job could read the data folder: the secret
 that signs every tenant's tokens and URLs, the database, other tenants' packages and outputs. A
