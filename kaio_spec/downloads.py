@@ -29,7 +29,17 @@ from typing import Any
 
 from kaio_spec import catalog
 
-__all__ = ["MARKER", "DownloadResult", "download", "is_complete", "read_marker"]
+__all__ = [
+    "MARKER",
+    "PRUNED",
+    "DownloadResult",
+    "download",
+    "ignore_in_git",
+    "is_complete",
+    "move_to_pruned",
+    "read_marker",
+    "stale_outputs",
+]
 
 MARKER = ".kaio-download.json"
 _PARTIAL = ".kaio-partial-"
@@ -201,3 +211,59 @@ def _move_into_place(partial: Path, dest: Path, tag: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink()
+
+
+# ---- what a sweep leaves in the repository -------------------------------------------------
+
+PRUNED = ".pruned"
+GITIGNORE = "# Written by kaio: outputs and state are not source; nothing here goes to git.\n*\n"
+
+
+def ignore_in_git(folder: str | os.PathLike) -> bool:
+    """Write `folder/.gitignore` ignoring everything in it (as pytest does for its cache), unless
+    a .gitignore is there already (the user's wins). Whether one was written."""
+    path = Path(folder) / ".gitignore"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(GITIGNORE)
+    return True
+
+
+def stale_outputs(planned: list[Path], job_name_prefix: str) -> list[Path]:
+    """Downloaded outputs folders beside the planned ones (in the same parent folders) that
+    hold a job of this manifest (their marker's job_name starts with `job_name_prefix`) but no
+    planned job's: the outputs of cells the manifest no longer defines."""
+    wanted = {p.resolve() for p in planned}
+    stale = []
+    for parent in sorted({p.resolve().parent for p in planned}):
+        try:
+            entries = sorted(parent.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or entry in wanted or not entry.is_dir():
+                continue
+            if entry.is_symlink():
+                continue
+            job_name = (read_marker(entry) or {}).get("job_name")
+            if isinstance(job_name, str) and job_name.startswith(job_name_prefix):
+                stale.append(entry)
+    return stale
+
+
+def move_to_pruned(folder: Path) -> Path:
+    """Move `folder` into `.pruned/` beside it (never deleted: a rename, in one step), under a
+    new name if that one is taken. Returns where it went."""
+    pruned = folder.parent / PRUNED
+    pruned.mkdir(exist_ok=True)
+    dest = pruned / folder.name
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = pruned / f"{folder.name}.{n}"
+    os.rename(folder, dest)
+    return dest

@@ -1,8 +1,12 @@
 """Which SageMaker container image a job runs in.
 
     resolve_image(instance_type, framework=None, framework_version=None) -> ResolvedImage
+    resolve_job_image(instance_type, framework, framework_version, requirements=path)
 
-The framework and its version come from, in order: the caller (`framework`, `framework_version`),
+For a job (resolve_job_image), what its own requirements.txt pins comes first: `torch==2.3.0`
+there means the PyTorch 2.3.0 image, whatever the manifest or this machine says, since that is
+what the job installs. Then (resolve_image) the framework and its version come from, in order:
+the caller (`framework`, `framework_version`: the manifest's),
 else what is installed locally, read from package metadata (torch, then tensorflow, then
 scikit-learn; never imported: importing torch to read its version takes seconds). With nothing
 installed, a CPU instance gets the newest scikit-learn image (the seed's fallback for general ML
@@ -17,11 +21,15 @@ on a GPU instance yields the PyTorch image, with a warning.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
+from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from kaio_spec import catalog
@@ -52,7 +60,7 @@ class ResolvedImage:
     framework_version: str  # as the image names it: "2.1.0", "1.2-1"
     gpu: bool
     python: str  # the image's Python: "py310", or "py3" for scikit-learn
-    source: str  # "argument" | "local" | "default"
+    source: str  # "argument" | "local" | "default" | "requirements"
     requested_version: str | None = None  # what was asked for or found installed
     warnings: tuple[str, ...] = field(default=())
 
@@ -149,8 +157,14 @@ def resolve_image(
     framework: str | None = None,
     framework_version: str | None = None,
     region: str | None = None,
+    *,
+    warn: bool = True,
+    asked_by: str = "asked for",
 ) -> ResolvedImage:
     """The container image for a job on `instance_type` (see the module's docstring for the rules).
+    Notices (a nearest version) are in `.warnings`, and also issued as UserWarnings unless
+    `warn` is False (`kaio apply` prints each once, as a line of its own). `asked_by` says
+    where a requested version came from, in those notices.
 
     Raises FieldError (a ValueError) for an unknown instance type, framework or region, a version
     that is not a version number, `framework_version` without a framework to apply it to, and
@@ -209,10 +223,68 @@ def resolve_image(
             row.python,
         )
     if not exact:
-        origin = "installed here" if source == "local" else "asked for"
+        origin = "installed here" if source == "local" else asked_by
         notes.append(
             f"{framework} {requested} ({origin}) has no SageMaker image; using the nearest, {version}"
         )
-    for note in notes:
+    for note in notes if warn else ():
         warnings.warn(note, UserWarning, stacklevel=2)
     return ResolvedImage(uri, framework, version, gpu, python, source, requested, tuple(notes))
+
+
+def pinned_framework(requirements: str | os.PathLike) -> tuple[str, str] | None:
+    """(framework, version) that a requirements.txt pins exactly (`torch==2.3.0`), the first in
+    DETECTION_ORDER when it pins several; None when it pins none or cannot be read. Options
+    (-r, --index-url), URLs and unpinned or wildcard requirements say nothing."""
+    try:
+        text = Path(requirements).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return None
+    pins: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        framework = _DISTRIBUTION_FRAMEWORKS.get(canonicalize_name(req.name))
+        specs = list(req.specifier)
+        exact = len(specs) == 1 and specs[0].operator in ("==", "===")
+        if framework and exact and "*" not in specs[0].version:
+            pins.setdefault(framework, specs[0].version)
+    return next(((f, pins[f]) for f in DETECTION_ORDER if f in pins), None)
+
+
+def resolve_job_image(
+    instance_type: str,
+    framework: str | None = None,
+    framework_version: str | None = None,
+    region: str | None = None,
+    *,
+    requirements: str | os.PathLike | None = None,
+    warn: bool = True,
+) -> ResolvedImage:
+    """A job's image: the framework its `requirements` file pins first, then resolve_image's
+    order (`framework`/`framework_version`, what is installed here, the default). A pin of
+    scikit-learn on a GPU instance is left out (its images are CPU-only)."""
+    pinned = pinned_framework(requirements) if requirements is not None else None
+    if pinned is not None and not (
+        pinned[0] == "sklearn" and check_instance_type(instance_type).is_gpu
+    ):
+        image = resolve_image(
+            instance_type, *pinned, region, warn=warn, asked_by="pinned in requirements.txt"
+        )
+        return replace(image, source="requirements")
+    return resolve_image(instance_type, framework, framework_version, region, warn=warn)
+
+
+_DISTRIBUTION_FRAMEWORKS = {
+    canonicalize_name(dist): framework
+    for framework in catalog.FRAMEWORKS
+    for dist in (
+        catalog.FRAMEWORK_DISTRIBUTIONS[framework],
+        *ALTERNATIVE_DISTRIBUTIONS.get(framework, ()),
+    )
+}

@@ -192,10 +192,10 @@ def stop_job(client, unique_job_name: str) -> tuple[str, str]:
 
 
 def status_json(comparison) -> dict[str, Any]:
-    """`kaio status -o json`: the manifest, each planned job with its latest attempt, and the
-    orphans (shape in `kaio status --help`)."""
-    from kaio_spec.downloads import is_complete
-    from kaio_spec.executor.observe import orphan_json
+    """`kaio status -o json`: the manifest, each planned job with its latest attempt, the
+    orphans, and the stale outputs folders (shape in `kaio status --help`)."""
+    from kaio_spec.downloads import is_complete, stale_outputs
+    from kaio_spec.executor.observe import manifest_prefix, orphan_json
 
     jobs = []
     for o in comparison.observed:
@@ -221,6 +221,12 @@ def status_json(comparison) -> dict[str, Any]:
         "file": plan.manifest.file,
         "jobs": jobs,
         "orphans": [orphan_json(j) for j in comparison.orphans],
+        "stale_outputs": [
+            str(p)
+            for p in stale_outputs(
+                [j.outputs for j in plan.jobs], manifest_prefix(plan.manifest.name)
+            )
+        ],
     }
 
 

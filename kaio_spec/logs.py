@@ -38,6 +38,7 @@ class Chunk:
     label: str
     unique_job_name: str
     data: bytes
+    stream: str = "stdout"
 
 
 def _fetch(client, unique: str, host: str, stream: str, offset: int) -> tuple[bytes, int]:
@@ -69,12 +70,15 @@ def read_logs(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[Chunk]:
     """Yield the log bytes of `jobs` ((label, unique_job_name) pairs, or one unique name) for
-    `host` and `stream`, from the start. Without `follow`, what there is now; with it, until every
+    `host` and `stream` ("stdout", "stderr", or "both": each round reads stdout then stderr, so
+    while following they come interleaved as the job writes them, to the round), from the
+    start. Without `follow`, what there is now; with it, until every
     job has ended and its log is read to the end (one status request per round: GET /jobs for
     several jobs, the job's own status for one)."""
     if isinstance(jobs, str):
         jobs = [(jobs, jobs)]
-    offsets = {unique: 0 for _, unique in jobs}
+    streams = ("stdout", "stderr") if stream == "both" else (stream,)
+    offsets = {(unique, s): 0 for _, unique in jobs for s in streams}
     pending = list(jobs)
     with api_errors(client.api_base):
         while pending:
@@ -82,11 +86,13 @@ def read_logs(
             # byte, so reading to the end afterwards misses nothing.
             ended = _ended(client, [u for _, u in pending]) if follow else None
             for label, unique in pending:
-                while True:
-                    data, offsets[unique] = _fetch(client, unique, host, stream, offsets[unique])
-                    if not data:
-                        break
-                    yield Chunk(label, unique, data)
+                for s in streams:
+                    while True:
+                        at = (unique, s)
+                        data, offsets[at] = _fetch(client, unique, host, s, offsets[at])
+                        if not data:
+                            break
+                        yield Chunk(label, unique, data, s)
             if not follow:
                 return
             pending = [(label, u) for label, u in pending if u not in ended]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -54,7 +55,7 @@ __all__ = [
 
 # A job's fields when neither the job nor `defaults` sets them: the seed client's defaults.
 # framework, framework_version and max_runtime_hours have none (detected or left to the
-# platform); env and params are absent unless given (params then defaults to the matrix cell).
+# platform); env and params are absent unless given (the planner adds the cell to params).
 JOB_DEFAULTS: Mapping[str, Any] = {
     "directory": ".",
     "entrypoint": "train.py",
@@ -66,18 +67,37 @@ JOB_DEFAULTS: Mapping[str, Any] = {
 MERGED_FIELDS = ("env", "params")  # merged key by key between defaults and a job
 IDENTITY_FIELDS = ("name", "matrix", "sweep")  # a job's own, never from defaults
 
+_BOUNDS = frozenset({"min", "max"})
+_NORMAL = frozenset({"mu", "sigma"})
+_BETA = frozenset({"a", "b"})
+_Q = frozenset({"q"})
 DISTRIBUTIONS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = {
-    # distribution: (required keys, optional keys), W&B's parameter forms
+    # distribution: (required keys, optional keys), W&B's parameter forms (its sweeps engine's
+    # names and defaults); an optional key left out takes its value in PARAMETER_DEFAULTS.
     "constant": (frozenset({"value"}), frozenset()),
     "categorical": (frozenset({"values"}), frozenset({"probabilities"})),
-    "int_uniform": (frozenset({"min", "max"}), frozenset()),
-    "uniform": (frozenset({"min", "max"}), frozenset()),
-    "log_uniform_values": (frozenset({"min", "max"}), frozenset()),
-    "q_uniform": (frozenset({"min", "max", "q"}), frozenset()),
-    "normal": (frozenset({"mu", "sigma"}), frozenset()),
-    "log_normal": (frozenset({"mu", "sigma"}), frozenset()),
+    "int_uniform": (_BOUNDS, frozenset()),
+    "uniform": (_BOUNDS, frozenset()),
+    "q_uniform": (_BOUNDS, _Q),
+    "log_uniform_values": (_BOUNDS, frozenset()),
+    "q_log_uniform_values": (_BOUNDS, _Q),
+    "inv_log_uniform_values": (_BOUNDS, frozenset()),
+    # W&B's older forms: min and max are natural-log exponents, not values.
+    "log_uniform": (_BOUNDS, frozenset()),
+    "q_log_uniform": (_BOUNDS, _Q),
+    "inv_log_uniform": (_BOUNDS, frozenset()),
+    "normal": (frozenset(), _NORMAL),
+    "q_normal": (frozenset(), _NORMAL | _Q),
+    "log_normal": (frozenset(), _NORMAL),
+    "q_log_normal": (frozenset(), _NORMAL | _Q),
+    "beta": (frozenset(), _BETA),
+    "q_beta": (frozenset(), _BETA | _Q),
 }
-_PARAMETER_KEYS = ("values", "probabilities", "value", "min", "max", "mu", "sigma", "q")
+# W&B's defaults; q is the float 1.0 there (so a q_ form without q draws floats such as 32.0).
+PARAMETER_DEFAULTS: Mapping[str, float] = {"q": 1.0, "mu": 0.0, "sigma": 1.0, "a": 1.0, "b": 1.0}
+# Forms whose min and max are values whose logarithms are drawn (so both must be above 0).
+LOG_OF_VALUES = ("log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values")
+_PARAMETER_KEYS = ("values", "probabilities", "value", "min", "max", "mu", "sigma", "a", "b", "q")
 
 
 # ---- the typed manifest -------------------------------------------------------------------
@@ -92,6 +112,8 @@ class Settings:
     max_jobs: int = 1000
     outputs: str = "outputs/{{ manifest.name }}/{{ job.name }}"
     poll_seconds: float = 10
+    retry_delay_seconds: float = 10  # a retry's first wait; doubled each time (executor/run.py)
+    retry_on: str = "any"  # "any" failure, or only the "platform"'s (executor/observe.py)
 
 
 @dataclass(frozen=True)
@@ -106,7 +128,8 @@ class Matrix:
 @dataclass(frozen=True)
 class SweepParameter:
     """One sweep parameter; `distribution` is always set (inferred as W&B does when omitted).
-    Only the fields its distribution uses are meaningful (`value` for constant, and so on)."""
+    Only the fields its distribution uses are meaningful (`value` for constant, and so on); one
+    left out is None, and its draws use W&B's default for it (PARAMETER_DEFAULTS)."""
 
     name: str
     distribution: str
@@ -117,6 +140,8 @@ class SweepParameter:
     max: float | None = None
     mu: float | None = None
     sigma: float | None = None
+    a: float | None = None
+    b: float | None = None
     q: float | None = None
 
 
@@ -145,6 +170,9 @@ class JobDef:
     matrix: Matrix | None
     sweep: Sweep | None
     origins: dict[Path, Path] = field(repr=False, compare=False, default_factory=dict)
+    # env variable -> the name of the secret that sets it (`{secret: NAME}` in env, or the
+    # top-level `secrets`); their values are read when the job is submitted, never planned.
+    secrets: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -174,6 +202,7 @@ class Manifest:
     settings: Settings
     jobs: dict[str, JobDef]
     document: Document = field(repr=False, compare=False)
+    secrets: list[str] = field(default_factory=list)  # exported to every job
 
     @property
     def folder(self) -> FsPath:
@@ -292,6 +321,7 @@ def _semantic_problems(data: Any, folder: FsPath) -> list[Problem]:
     defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
     out += _directory_problems(defaults.get("directory"), ("defaults", "directory"), folder)
     jobs = data.get("jobs") if isinstance(data.get("jobs"), dict) else {}
+    out += _secrets_problems(data.get("secrets"), defaults, jobs)
     for key, job in jobs.items():
         if not isinstance(job, dict):
             continue
@@ -304,6 +334,24 @@ def _semantic_problems(data: Any, folder: FsPath) -> list[Problem]:
             out += _matrix_problems(job["matrix"], (*path, "matrix"))
         if isinstance(job.get("sweep"), dict):
             out += _sweep_problems(job["sweep"], (*path, "sweep"), dims)
+    return out
+
+
+def _secrets_problems(exported: Any, defaults: dict, jobs: dict) -> list[Problem]:
+    """A variable both exported by the top-level `secrets` and set in an env: say which wins."""
+    if not isinstance(exported, list):
+        return []
+    places = [(("defaults",), defaults)] + [(("jobs", k), j) for k, j in jobs.items()]
+    out = []
+    for path, fields in places:
+        env = fields.get("env") if isinstance(fields, dict) else None
+        for name in env if isinstance(env, dict) else ():
+            if name in exported:
+                message = (
+                    f"{name!r} is also in the top-level secrets, which set it for every job; "
+                    "keep one of the two"
+                )
+                out.append(Problem((*path, "env", name), message, key=True))
     return out
 
 
@@ -465,7 +513,7 @@ def _parameter_problems(name: str, p: dict, path: Path, method: str) -> list[Pro
             Problem(
                 path,
                 "give 'values', 'value', or a distribution with its bounds "
-                "(mu and sigma need distribution: normal or log_normal)",
+                "(mu and sigma need a distribution such as normal; a and b need beta or q_beta)",
             )
         ]
     if not isinstance(dist, str) or dist not in DISTRIBUTIONS:
@@ -515,11 +563,30 @@ def _bounds_problems(dist: str, p: dict, path: Path) -> list[Problem]:
             out.append(Problem((*path, "max"), f"max ({hi}) is less than min ({lo})"))
     elif hi <= lo:
         out.append(Problem((*path, "max"), f"max ({hi}) must be greater than min ({lo})"))
-    if dist == "log_uniform_values" and lo <= 0:
-        out.append(
-            Problem((*path, "min"), f"min ({lo}) must be greater than 0 for log_uniform_values")
-        )
-    return out
+    if dist in LOG_OF_VALUES and lo <= 0:
+        out.append(Problem((*path, "min"), f"min ({lo}) must be greater than 0 for {dist}"))
+    return out + _exponent_problems(dist, lo, hi, path)
+
+
+# The largest x with exp(x) a finite float (exp(709.79) overflows).
+_MAX_EXPONENT = math.log(sys.float_info.max)
+
+
+def _exponent_problems(dist: str, lo: float, hi: float, path: Path) -> list[Problem]:
+    """W&B's older log forms take min and max as natural-log exponents; a bound written as the
+    value itself (max: 1000 meaning 1000) overflows, so say what the form means and what to use."""
+    if dist in ("log_uniform", "q_log_uniform") and hi > _MAX_EXPONENT:
+        key, value, exponent, meaning = "max", hi, hi, "between exp(min) and exp(max)"
+    elif dist == "inv_log_uniform" and -lo > _MAX_EXPONENT:
+        key, value, exponent, meaning = "min", lo, -lo, "between exp(-max) and exp(-min)"
+    else:
+        return []
+    message = (
+        f"{key} ({value}) is a natural-log exponent: {dist} draws {meaning}, and "
+        f"exp({exponent:g}) is too large for a number; to give the bounds as values, "
+        f"use {dist}_values"
+    )
+    return [Problem((*path, key), message)]
 
 
 def _probabilities_problems(p: dict, path: Path) -> list[Problem]:
@@ -574,7 +641,11 @@ def _rendered_file_problems(manifest: Manifest, rendered: Mapping[str, Any]) -> 
 def _build(doc: Document, file: str) -> Manifest:
     data = doc.data
     defaults = data.get("defaults", {})
-    jobs = {key: _job(key, i, job, defaults) for i, (key, job) in enumerate(data["jobs"].items())}
+    exported = data.get("secrets", [])
+    jobs = {
+        key: _job(key, i, job, defaults, exported)
+        for i, (key, job) in enumerate(data["jobs"].items())
+    }
     return Manifest(
         file=file,
         path=FsPath(os.path.abspath(file)),
@@ -585,10 +656,11 @@ def _build(doc: Document, file: str) -> Manifest:
         settings=Settings(**data.get("settings", {})),
         jobs=jobs,
         document=doc,
+        secrets=list(exported),
     )
 
 
-def _job(key: str, index: int, job: dict, defaults: dict) -> JobDef:
+def _job(key: str, index: int, job: dict, defaults: dict, exported: list[str]) -> JobDef:
     own = {k: v for k, v in job.items() if k not in IDENTITY_FIELDS}
     spec: dict[str, Any] = dict(JOB_DEFAULTS)
     origins: dict[Path, Path] = {}
@@ -603,6 +675,7 @@ def _job(key: str, index: int, job: dict, defaults: dict) -> JobDef:
             origins[(name,)] = (*source, name)
     if "name" in job:
         origins[("name",)] = ("jobs", key, "name")
+    secrets = _split_secrets(spec, exported, origins)
     return JobDef(
         key=key,
         index=index,
@@ -612,7 +685,21 @@ def _job(key: str, index: int, job: dict, defaults: dict) -> JobDef:
         matrix=_matrix(job["matrix"]) if "matrix" in job else None,
         sweep=_sweep(job["sweep"]) if "sweep" in job else None,
         origins=origins,
+        secrets=secrets,
     )
+
+
+def _split_secrets(spec: dict, exported: list[str], origins: dict[Path, Path]) -> dict[str, str]:
+    """The job's secrets (env variable -> secret name), taken out of spec["env"], which keeps
+    the plain values only; the top-level ones are found at ("secrets", i)."""
+    env = spec.get("env") or {}
+    secrets = {name: value["secret"] for name, value in env.items() if isinstance(value, dict)}
+    if secrets:
+        spec["env"] = {name: value for name, value in env.items() if name not in secrets}
+    for i, name in enumerate(exported):
+        secrets.setdefault(name, name)  # one also set in env is refused (_secrets_problems)
+        origins.setdefault(("env", name), ("secrets", i))
+    return secrets
 
 
 def _matrix(m: dict) -> Matrix:

@@ -781,6 +781,21 @@ def folder_content_hash(
     return content_hash(f for e in entries if (f := _write_entry(e, sink)) is not None)
 
 
+def folder_files(
+    directory: str | os.PathLike = ".",
+    *,
+    automatic_requirements: Iterable[str] = catalog.AUTOMATIC_REQUIREMENTS,
+    exclude: Iterable[str] = (),
+) -> list[PackagedFile]:
+    """The files and links `build_package(directory, exclude=...)` would hold, with their
+    digests (what its content hash is made of), read and hashed only; for saying which files
+    changed between two versions of a folder (executor/explain.py)."""
+    scan = scan_folder(directory, exclude)
+    entries = _with_merged_requirements(scan, automatic_requirements)
+    sink = _NullSink()
+    return [f for e in entries if (f := _write_entry(e, sink)) is not None]
+
+
 class _NullSink:
     """Where folder_content_hash "writes" the tar stream: _write_entry hashes as it goes."""
 

@@ -151,8 +151,19 @@ def _any_of(e: ValidationError, path: Path, describe: Describe) -> list[Problem]
             out.extend(_translate(c, describe))
         if out:
             return out
-    best = jsonschema.exceptions.best_match(e.context or [])  # pragma: no cover
-    return list(_translate(best, describe)) if best else [Problem(path, e.message)]
+    # "a string or {secret: NAME}": report the alternative of the value's own type (the
+    # first one when none is), as if it were the only one.
+    by_branch: dict[int, list[ValidationError]] = {}
+    for c in e.context or []:
+        by_branch.setdefault(c.relative_schema_path[0], []).append(c)
+    typed = [
+        i
+        for i, errors in by_branch.items()
+        if not any(c.validator == "type" and not c.relative_path for c in errors)
+    ]
+    chosen = by_branch.get(typed[0] if len(typed) == 1 else min(by_branch, default=-1), [])
+    out = [p for c in chosen for p in _translate(c, describe)]
+    return out or [Problem(path, e.message)]
 
 
 def _type(e: ValidationError, path: Path, describe: Describe) -> list[Problem]:

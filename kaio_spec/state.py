@@ -36,8 +36,12 @@ VERSION = 1
 
 
 def state_path(manifest_file: str | os.PathLike) -> Path:
-    """Where the state of the manifest at `manifest_file` lives: `.kaio/state.json` beside it."""
-    return Path(manifest_file).resolve().parent / STATE_DIR / STATE_FILE
+    """Where the state of the manifest at `manifest_file` lives: `.kaio/state.json` beside it
+    for a `kaio.yaml`, `.kaio/state-<file name>.json` for any other (one per manifest, so that
+    two manifests of one folder are applied at once without sharing a file)."""
+    path = Path(manifest_file).resolve()
+    name = STATE_FILE if path.name == "kaio.yaml" else f"state-{path.name}.json"
+    return path.parent / STATE_DIR / name
 
 
 class State:
@@ -147,21 +151,27 @@ class State:
             # Compact: json's C encoder takes no indent, and the pure-Python one made each save
             # of a 100-job sweep cost ~2 ms (saved three times per submission).
             text = json.dumps(self._data, sort_keys=True, separators=(",", ":")) + "\n"
-            folder = self.path.parent
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, 0o600)
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            _fsync_dir(folder)
+            write_atomic(self.path, text)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """`text` into `path`, readable by its owner only: whole or not at all, even if the process
+    is killed (a temporary file in the same folder, fsync, os.replace, fsync of the folder)."""
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -193,14 +203,23 @@ def _valid(data: Any) -> bool:
 
 
 class StateLock:
-    """An exclusive lock on a manifest's state folder for the length of one apply, so two applies
-    of one manifest on one machine do not interleave their submissions. Held with flock, which the
-    kernel releases when the process dies (SIGKILL included): a killed run never leaves it stuck.
-    Where flock does not exist (Windows), it is a no-op."""
+    """An exclusive lock on a manifest's state file for the length of one apply, so two applies
+    of one manifest on one machine do not interleave their submissions (other manifests of the
+    folder have state files and locks of their own). Held with flock, which the kernel releases
+    when the process dies (SIGKILL included): a killed run never leaves it stuck. The holder
+    writes its pid into it (`holder()`). Where flock does not exist (Windows), it is a no-op."""
 
     def __init__(self, state_file: Path):
-        self.path = Path(state_file).parent / "lock"
+        state_file = Path(state_file)
+        self.path = state_file.with_name(state_file.stem + ".lock")
         self._fd: int | None = None
+
+    def holder(self) -> str | None:
+        """What the holder wrote: its pid (None if unreadable)."""
+        try:
+            return self.path.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
 
     def acquire(self) -> bool:
         """True if taken; False if another process holds it."""
@@ -216,6 +235,9 @@ class StateLock:
             os.close(fd)
             return False
         self._fd = fd
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return True
 
     def release(self) -> None:

@@ -67,6 +67,7 @@ def write_project(
     env: dict[str, str] | None = None,
     poll_seconds: float = 0.3,
     extra_jobs: str = "",
+    retry_delay_seconds: float = 0,
 ) -> Path:
     """A manifest (`kaio.yaml`) with one matrix job over `cells` cells, code in ./code."""
     code = folder / "code"
@@ -84,6 +85,7 @@ def write_project(
               max_parallel: {max_parallel}
               fail_fast: {str(fail_fast).lower()}
               poll_seconds: {poll_seconds}
+              retry_delay_seconds: {retry_delay_seconds}
             defaults:
               directory: ./code
             jobs:
@@ -132,6 +134,21 @@ def run_apply(
         text=True,
         timeout=timeout,
         input=input,
+        check=False,
+    )
+
+
+def run_kaio(manifest: Path, api_key: str, *args: str) -> subprocess.CompletedProcess:
+    """`kaio ARGS` in the manifest's folder, as its user (pass --api where it talks to one)."""
+    home = manifest.parent / "home"
+    home.mkdir(exist_ok=True)
+    return subprocess.run(
+        [KAIO, *args],
+        cwd=manifest.parent,
+        env=kaio_env(home, api_key),
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
 

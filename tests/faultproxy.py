@@ -11,9 +11,9 @@
         proxy.seen                                      # [(method, path), ...] as received
         proxy.body_sizes("PUT", "/objects/.*")          # their request bodies' sizes
 
-The Host header is forwarded as the client sent it, so a server that builds URLs from it
-(presigned upload and download URLs) points them at the proxy too: the PUT and the downloads pass
-through it as well. Each rule matches a method (or "*") and a regular expression over the path
+The server's own address in a JSON answer (presigned upload and download URLs name the server's
+configured address, never the Host header) is rewritten to the proxy's, as a reverse proxy in
+front of a server does: the PUT and the downloads pass through the proxy as well. Each rule matches a method (or "*") and a regular expression over the path
 (without the query string), and applies `times` times (None: always), in the order rules were
 added. Request bodies are streamed to the server, never held whole in memory.
 
@@ -157,7 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
                 resp.read()
                 return self._reset()
             if action == "rewrite":
-                status, headers, body = rule.rewrite(resp.status, headers, resp.read())
+                body = self._own_address(resp.read())
+                status, headers, body = rule.rewrite(resp.status, headers, body)
                 headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
                 return self._answer(status, headers, body)
             if action == "truncate":
@@ -165,9 +166,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(resp.read(rule.keep_bytes))
                 self.wfile.flush()
                 return self._reset()
+            if resp.getheader("Content-Type", "").startswith("application/json"):
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+                return self._answer(resp.status, headers, self._own_address(resp.read()))
             self._relay(resp, headers)
         finally:
             upstream.close()
+
+    def _own_address(self, body: bytes) -> bytes:
+        """The body with the server's address (in its URLs) replaced by the proxy's."""
+        return body.replace(self.proxy.upstream_url.encode(), self.proxy.url.encode())
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _dispatch
 
@@ -255,6 +263,7 @@ class FaultProxy:
 
     def __init__(self, upstream_url: str):
         parts = urlsplit(upstream_url)
+        self.upstream_url = f"{parts.scheme}://{parts.netloc}"
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
         self.rules: list[Rule] = []

@@ -90,7 +90,7 @@ def test_the_issue_example_through_the_cli():
     train = json.loads(r.stdout)["jobs"][1]
     assert (train["name"], train["matrix"]) == ("train-lr0.1-bs32", {"lr": 0.1, "batch_size": 32})
     assert train["spec"]["env"] == {"DATASET": "cifar10"}
-    assert train["spec"]["params"] == {"lr": 0.1}
+    assert train["spec"]["params"] == {"lr": 0.1, "batch_size": 32}
 
 
 def test_the_table_shows_key_name_instances_values_and_action(tmp_path):

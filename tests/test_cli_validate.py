@@ -125,3 +125,88 @@ def test_pre_commit_hook_runs_kaio_validate_on_manifests():
     files = re.compile(hook["files"])
     assert files.search("kaio.yaml") and files.search("jobs/cifar/kaio.yml")
     assert not files.search("other.yaml") and not files.search("notkaio.yaml")
+
+
+# ---- everything plan --offline finds, validate finds (issue 13) ----------------------------
+
+
+def plan_offline_errors(folder: Path) -> list[str]:
+    r = kaio("plan", "--offline", "kaio.yaml", cwd=folder)
+    assert r.returncode == 2, r.stdout
+    return r.stderr.splitlines()
+
+
+def test_validate_reports_what_only_planning_finds_with_the_same_positions(tmp_path):
+    (tmp_path / "train.py").write_text("")
+    (tmp_path / "kaio.yaml").write_text(
+        "version: 1\n"
+        "name: static\n"
+        "vars: {dataset: cifar}\n"
+        "jobs:\n"
+        "  syntax:\n"
+        '    params: {x: "{{ matrix.a + }}"}\n'
+        "    matrix: {a: [1]}\n"
+        "  undefined_key:\n"
+        '    env: {LR: "{{ matrix.lr }}"}\n'
+        "    matrix: {learning_rate: [0.1]}\n"
+        "  undefined_var:\n"
+        '    env: {DATA: "{{ vars.datset }}"}\n'
+        "  same_a:\n"
+        "    name: twin\n"
+        "  same_b:\n"
+        "    name: twin\n"
+        "  nothing_left:\n"
+        "    matrix:\n"
+        "      a: [1, 2]\n"
+        "      exclude: [{a: 1}, {a: 2}]\n"
+    )
+    r = kaio("validate", "kaio.yaml", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[-1] == "5 errors in kaio.yaml"
+    assert lines[:-1] == [
+        "kaio.yaml:6:32: jobs.syntax.params.x: template syntax error: unexpected 'end of print "
+        "statement'",
+        "kaio.yaml:9:15: jobs.undefined_key.env.LR: matrix has no 'lr'; it has 'learning_rate' "
+        "(in '{{ matrix.lr }}' for learning_rate=0.1)",
+        "kaio.yaml:12:17: jobs.undefined_var.env.DATA: vars has no 'datset'; did you mean "
+        "'dataset'? (in '{{ vars.datset }}')",
+        "kaio.yaml:16:11: jobs.same_b.name: two jobs are named 'twin': jobs.same_a and "
+        "jobs.same_b; give each job its own name",
+        "kaio.yaml:18:5: jobs.nothing_left.matrix: exclude removes every combination and "
+        "include adds none, so this job makes no jobs",
+    ]
+    # the very lines kaio plan --offline prints
+    assert plan_offline_errors(tmp_path) == lines
+
+
+def test_validate_says_how_many_jobs_a_matrix_makes_over_max_jobs(tmp_path):
+    (tmp_path / "train.py").write_text("")
+    values = list(range(50))
+    (tmp_path / "kaio.yaml").write_text(
+        "version: 1\n"
+        "name: big\n"
+        "jobs:\n"
+        f"  grid:\n    matrix: {{a: {values}, b: {values[:20]}, c: [x, y, z, w, v]}}\n"
+    )
+    r = kaio("validate", "kaio.yaml", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[0] == (
+        "kaio.yaml:4:3: jobs.grid: this job makes 5000 jobs; settings.max_jobs is 1000 "
+        "(the default); raise max_jobs or make fewer combinations"
+    )
+    assert plan_offline_errors(tmp_path)[0] == r.stderr.splitlines()[0]
+
+
+def test_a_sweep_with_exclude_and_include_is_valid(tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text("")
+    (tmp_path / "kaio.yaml").write_text(
+        "version: 1\nname: fine\ndefaults: {directory: code}\njobs:\n"
+        "  t:\n    matrix:\n      a: [1, 2, 3]\n      exclude: [{a: 2}]\n"
+        "      include: [{a: 2, b: 1}]\n"
+    )
+    r = kaio("validate", "kaio.yaml", cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (0, "kaio.yaml: valid\n")

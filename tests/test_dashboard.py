@@ -12,6 +12,7 @@ import re
 import subprocess
 import tempfile
 import threading
+import time
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -156,9 +157,10 @@ class _Inline(HTMLParser):
             self.problems.append("an inline script body")
 
 
-def test_the_html_has_no_inline_code_and_fetches_nothing_external():
+@pytest.mark.parametrize("page", ["index.html", "docs.html"])
+def test_the_html_has_no_inline_code_and_fetches_nothing_external(page):
     parser = _Inline()
-    parser.feed((DASHBOARD_DIR / "index.html").read_text())
+    parser.feed((DASHBOARD_DIR / page).read_text())
     assert parser.problems == []
 
 
@@ -254,18 +256,19 @@ def test_a_link_of_a_revoked_key_does_not_sign_in(kaio_server):
 def test_codes_expire_and_are_kept_only_as_hashes():
     now = [1000.0]
     links = SignInLinks(ttl_s=60, clock=lambda: now[0])
-    early, late = links.issue("u1", 1), links.issue("u2", 2)
+    session_end = int(time.time()) + 3600
+    early, late = links.issue("u1", 1, session_end), links.issue("u2", 2, session_end)
     assert early not in repr(links._codes) and late not in repr(links._codes)
     now[0] += 59.9
-    assert links.redeem(early) == ("u1", 1)
+    assert links.redeem(early) == ("u1", 1, session_end)
     assert links.redeem(early) is None
     now[0] += 0.1
     assert links.redeem(late) is None  # expired at exactly its ttl
     # Expired codes are dropped when the next one is made, so the table stays small.
     for _ in range(3):
-        links.issue("u3", 3)
+        links.issue("u3", 3, session_end)
     now[0] += 61
-    links.issue("u4", 4)
+    links.issue("u4", 4, session_end)
     assert len(links._codes) == 1
 
 

@@ -240,8 +240,9 @@ def test_outputs_inside_the_job_folder_change_nothing(tmp_path, kaio_server, api
     first = kaio_spec.apply(manifest, client=client)
     assert first.ok and (tmp_path / "outputs" / "sweep" / "train-0" / "result.json").is_file()
     (job,) = kaio_spec.plan(manifest).jobs[:1]
-    # The outputs root covers every job's folder under it: one exclusion, whatever the sweep size.
-    assert job.package_exclude == ("outputs",)
+    # The outputs root covers every job's folder under it: one exclusion, whatever the sweep size
+    # (besides the manifest and .env, never packaged either).
+    assert job.package_exclude == (".env", "kaio.yaml", "outputs")
     assert [o.action for o in compare(client, kaio_spec.plan(manifest))] == [Action.UNCHANGED] * 2
     again = kaio_spec.apply(manifest, client=client)
     assert [j.unique_job_names for j in again.jobs] == [j.unique_job_names for j in first.jobs]

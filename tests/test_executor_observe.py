@@ -9,6 +9,7 @@ from apply_support import write_project
 import kaio_spec
 from kaio_spec import Action
 from kaio_spec.executor import counts_as_attempt, find_orphans, observe
+from kaio_spec.executor.observe import platform_failure
 
 
 @pytest.fixture
@@ -132,3 +133,38 @@ def test_comparison_json_is_the_plan_shape_plus_orphans(tmp_path, plan):
         }
     ]
     assert comparison.live_orphans() == []
+
+
+@pytest.mark.parametrize(
+    ("reason", "platform"),
+    [
+        ("platform restarted while the job ran", True),
+        ("the platform shut down while the job ran", True),
+        ("CapacityError: Unable to provision requested ML compute capacity", True),
+        ("InternalServerError: We encountered an internal error", True),
+        ("MaxRuntimeExceeded", False),
+        ("algo-1 exited with code 1; last lines of its stderr:\nKeyError: 'lr'", False),
+    ],
+)
+def test_retry_on_platform_retries_only_the_platforms_failures(tmp_path, reason, platform):
+    manifest = write_project(tmp_path, cells=1, retries=1)
+    any_plan = kaio_spec.plan(manifest)
+    manifest.write_text(
+        manifest.read_text().replace("settings:", "settings:\n  retry_on: platform")
+    )
+    platform_plan = kaio_spec.plan(manifest)
+    job_name = any_plan.jobs[0].job_name  # retry_on is no part of a job's identity
+    failed = api_job(job_name, "Failed", failure_reason=reason)
+    assert platform_failure(failed) is platform
+    assert actions(platform_plan, [failed]) == [Action.RETRY if platform else Action.UNCHANGED]
+    assert actions(any_plan, [failed]) == [Action.RETRY]  # the default retries every failure
+
+
+def test_retry_delay_doubles_is_capped_and_jittered():
+    from kaio_spec.executor.run import MAX_RETRY_DELAY_S, retry_delay
+
+    assert retry_delay(0, 3) == 0 and retry_delay(10, 0) == 0
+    for failures, full in ((1, 10), (2, 20), (3, 40), (20, MAX_RETRY_DELAY_S)):
+        draws = [retry_delay(10, failures) for _ in range(200)]
+        assert all(full / 2 <= d <= full for d in draws), (failures, min(draws), max(draws))
+        assert len(set(draws)) > 100  # jittered, not one fixed wait

@@ -254,3 +254,60 @@ def test_region_override():
 def test_sklearn_in_an_unknown_region():
     with pytest.raises(FieldError, match=r"^region: no scikit-learn images known for 'ap-south-1'"):
         images.resolve_image("ml.m5.large", "sklearn", region="ap-south-1")
+
+
+# ---- a job's requirements.txt pins first (issue 13) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "pinned"),
+    [
+        ("torch==2.3.0\n", ("pytorch", "2.3.0")),
+        ("numpy\nTorch == 2.3.0  # cuda build\n", ("pytorch", "2.3.0")),
+        ("tensorflow-cpu==2.16.2\n", ("tensorflow", "2.16.2")),
+        ("-r base.txt\nscikit_learn==1.2.2\n", ("sklearn", "1.2.2")),
+        ("scikit-learn==1.2.2\ntorch==2.5.0\n", ("pytorch", "2.5.0")),
+        ("torch>=2.3\n", None),
+        ("torch==2.*\n", None),
+        ("torch==2.3.0,<3\n", None),
+        ("not a requirement ===\n", None),
+        ("", None),
+    ],
+)
+def test_the_framework_a_requirements_file_pins(tmp_path, text, pinned):
+    path = tmp_path / "requirements.txt"
+    path.write_text(text)
+    assert images.pinned_framework(path) == pinned
+
+
+def test_a_job_pinning_torch_gets_that_pytorch_image_whatever_else_is_said(tmp_path, installed):
+    installed("scikit-learn", "1.2.2", module="sklearn")
+    (tmp_path / "requirements.txt").write_text("torch==2.3.0\n")
+    r = images.resolve_job_image(
+        "ml.m5.large", "tensorflow", None, requirements=tmp_path / "requirements.txt"
+    )
+    assert r.uri == f"{DLC}/pytorch-training:2.3.0-cpu-py311-ubuntu20.04-sagemaker"
+    assert (r.source, r.warnings) == ("requirements", ())
+    # Without the file: the manifest's framework, then what is installed here.
+    assert resolve("ml.m5.large", "tensorflow", "2.16.2").framework == "tensorflow"
+    assert images.resolve_job_image("ml.m5.large", requirements=tmp_path / "none.txt").uri == (
+        f"{SKL}:1.2-1-cpu-py3"
+    )
+
+
+def test_a_scikit_learn_pin_on_a_gpu_instance_is_left_out(tmp_path):
+    (tmp_path / "requirements.txt").write_text("scikit-learn==1.2.2\n")
+    r = images.resolve_job_image(
+        "ml.g4dn.xlarge", "pytorch", "2.1.0", requirements=tmp_path / "requirements.txt"
+    )
+    assert (r.framework, r.framework_version) == ("pytorch", "2.1.0")
+
+
+def test_notices_are_not_warnings_when_asked_not_to_warn(installed):
+    installed("torch", "2.5.0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = images.resolve_image("ml.m5.large", warn=False)
+    assert r.warnings == (
+        "pytorch 2.5.0 (installed here) has no SageMaker image; using the nearest, 2.5.1",
+    )

@@ -421,7 +421,10 @@ def test_logs_follow_a_job_to_its_end(env, client, project):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert job_lines(seen + out) == ["hello from algo-1", "go on algo-1"]
+    # stdout and stderr interleaved, in the order the job wrote them (read while it runs).
+    assert job_lines(seen + out) == ["hello from algo-1", "warning from algo-1", "go on algo-1"]
+    only_out = kaio("logs", waits, "--stdout", env=env)
+    assert job_lines(only_out.stdout) == ["hello from algo-1", "go on algo-1"]
 
     other = kaio("logs", waits, "--host", "algo-2", "--stderr", env=env)
     assert other.returncode == 0, other.stderr
@@ -446,11 +449,13 @@ def test_logs_of_a_manifest_prefix_each_line(env, client, project):
     assert result.returncode == 0, result.stderr
     assert sorted(job_lines(result.stdout)) == [
         "quick | hello from algo-1",
+        "quick | warning from algo-1",
         "waits | go on algo-1",
         "waits | hello from algo-1",
+        "waits | warning from algo-1",
     ]
     one = kaio("logs", str(project.file), "--only", "quick", env=env)
-    assert job_lines(one.stdout) == ["hello from algo-1"]
+    assert job_lines(one.stdout) == ["hello from algo-1", "warning from algo-1"]
 
     nothing = kaio("logs", str(project.file), "--only", "never", env=env)
     assert nothing.returncode == 2

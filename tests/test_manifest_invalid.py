@@ -417,16 +417,16 @@ CASES = [
         "kaio.yaml:7:7: jobs.train.sweep.count: 'count' applies to random sweeps; a grid sweep runs every combination",
     ),
     case(
-        "sweep_normal_missing_sigma",
+        "sweep_log_uniform_missing_max",
         H
-        + "jobs:\n  train:\n    sweep:\n      count: 3\n      parameters:\n        lr: {distribution: normal, mu: 0}\n",
-        "kaio.yaml:8:9: jobs.train.sweep.parameters.lr: missing required key 'sigma' (distribution normal needs 'mu' and 'sigma')",
+        + "jobs:\n  train:\n    sweep:\n      count: 3\n      parameters:\n        lr: {distribution: log_uniform, min: -9}\n",
+        "kaio.yaml:8:9: jobs.train.sweep.parameters.lr: missing required key 'max' (distribution log_uniform needs 'min' and 'max')",
     ),
     case(
         "sweep_mu_sigma_without_distribution",
         H
         + "jobs:\n  train:\n    sweep:\n      count: 3\n      parameters:\n        lr: {mu: 0, sigma: 1}\n",
-        "kaio.yaml:8:9: jobs.train.sweep.parameters.lr: give 'values', 'value', or a distribution with its bounds (mu and sigma need distribution: normal or log_normal)",
+        "kaio.yaml:8:9: jobs.train.sweep.parameters.lr: give 'values', 'value', or a distribution with its bounds (mu and sigma need a distribution such as normal; a and b need beta or q_beta)",
     ),
     case(
         "sweep_probabilities_length",
@@ -465,10 +465,10 @@ CASES = [
         "kaio.yaml:8:53: jobs.train.sweep.parameters.lr.min: min (0) must be greater than 0 for log_uniform_values",
     ),
     case(
-        "sweep_q_uniform_missing_q",
+        "sweep_q_uniform_zero_q",
         H
-        + "jobs:\n  train:\n    sweep:\n      count: 3\n      parameters:\n        bs: {distribution: q_uniform, min: 8, max: 64}\n",
-        "kaio.yaml:8:9: jobs.train.sweep.parameters.bs: missing required key 'q' (distribution q_uniform needs 'min', 'max' and 'q')",
+        + "jobs:\n  train:\n    sweep:\n      count: 3\n      parameters:\n        bs: {distribution: q_uniform, min: 8, max: 64, q: 0}\n",
+        "kaio.yaml:8:59: jobs.train.sweep.parameters.bs.q: 0 must be greater than 0",
     ),
     case(
         "sweep_unknown_parameter_key",
@@ -480,7 +480,7 @@ CASES = [
         "sweep_unknown_distribution",
         H
         + "jobs:\n  train:\n    sweep:\n      count: 3\n      parameters:\n        lr: {distribution: loguniform, min: 1, max: 2}\n",
-        "kaio.yaml:8:28: jobs.train.sweep.parameters.lr.distribution: 'loguniform' is not one of 'constant', 'categorical', 'int_uniform', 'uniform', 'log_uniform_values', 'q_uniform', 'normal' or 'log_normal'; did you mean 'log_uniform_values'?",
+        "kaio.yaml:8:28: jobs.train.sweep.parameters.lr.distribution: 'loguniform' is not one of 'constant', 'categorical', 'int_uniform', 'uniform', 'q_uniform', 'log_uniform_values', 'q_log_uniform_values', 'inv_log_uniform_values', 'log_uniform', 'q_log_uniform', 'inv_log_uniform', 'normal', 'q_normal', 'log_normal', 'q_log_normal', 'beta' or 'q_beta'; did you mean 'log_uniform_values'?",
     ),
     case(
         "sweep_grid_needs_values",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kaio_spec import ManifestError, plan
 from kaio_spec.manifest import Matrix
-from kaio_spec.planner.matrix import TooManyCells, expand_matrix
+from kaio_spec.planner.matrix import TooManyCells, count_cells, expand_matrix
 from kaio_spec.planner.values import json_equal
 
 
@@ -348,3 +348,18 @@ def test_no_kept_combination_matches_an_exclude(m):
         assert not any(
             all(k in cell and json_equal(cell[k], v) for k, v in e.items()) for e in m.exclude
         )
+
+
+@settings(max_examples=300, deadline=None)
+@given(matrices(), st.integers(min_value=1, max_value=6))
+def test_counting_without_expanding_agrees_with_expanding(m, more):
+    """count_cells (for "makes 5000 jobs") enumerates only the keys entries name."""
+    assert count_cells(m) == len(expand_matrix(m))
+    wider = Matrix({**m.dimensions, "free": list(range(more))}, m.include, m.exclude)
+    assert count_cells(wider) == len(expand_matrix(wider))
+
+
+def test_counting_gives_up_beyond_its_budget():
+    m = Matrix({"a": list(range(100)), "b": list(range(100))}, [], [{"a": 1, "b": 1}])
+    assert count_cells(m, budget=9999) is None
+    assert count_cells(m) == 9999

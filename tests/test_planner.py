@@ -69,7 +69,8 @@ def test_the_issue_example_plans_to_the_documented_shape():
             "framework_version": "2.1.0",
             "max_runtime_hours": 2,
             "env": {"DATASET": "cifar10"},
-            "params": {"lr": 0.1},
+            # the cell's values, then the job's own params (issue 13: a cell is never lost)
+            "params": {"lr": 0.1, "batch_size": 32},
             "retries": 1,
         },
         "action": "create",
@@ -226,7 +227,29 @@ def test_a_syntax_error_points_at_the_template(tmp_path):
         """,
     )
     [message] = errors(path)
-    assert message.startswith("5:17: jobs.t.params.x: template syntax error: ")
+    # the column of the '}}' the parser refused, inside the quoted template (issue 13)
+    assert message.startswith("5:32: jobs.t.params.x: template syntax error: ")
+
+
+def test_a_syntax_error_in_a_block_or_plain_template_points_inside_it(tmp_path):
+    path = write(
+        tmp_path,
+        """        version: 1
+        name: syntax
+        jobs:
+          t:
+            name: lr{{ matrix.a }}{{ 'x }}
+            env:
+              A: |
+                first line {{ matrix.a }}
+                  second {{ matrix.a | }}
+            matrix: {a: [1]}
+        """,
+    )
+    assert [m.split(" template")[0] for m in errors(path)] == [
+        "5:30: jobs.t.name:",  # where the lexer met the unclosed quote
+        "9:32: jobs.t.env.A:",  # the '}}' where a filter's name should be
+    ]
 
 
 def test_the_sandbox_refuses_what_a_manifest_has_no_business_doing(tmp_path):
@@ -665,8 +688,8 @@ def test_more_jobs_than_max_jobs_is_refused_before_anything_is_rendered(tmp_path
     )
     # Only the limit is reported: the broken template was never rendered.
     assert errors(path) == [
-        "6:3: jobs.big: with the 1 jobs before it, this job makes more jobs than "
-        "settings.max_jobs (3); raise max_jobs or make fewer combinations"
+        "6:3: jobs.big: this job makes 3 jobs, 4 with the 1 before it; settings.max_jobs is 3; "
+        "raise max_jobs or make fewer combinations"
     ]
 
 
@@ -683,7 +706,7 @@ def test_the_default_limit_is_1000_and_a_huge_matrix_is_refused_at_once(tmp_path
         """,
     )
     assert errors(path) == [
-        "4:3: jobs.t: this job makes more jobs than settings.max_jobs (default 1000); "
+        "4:3: jobs.t: this job makes 1000000000000 jobs; settings.max_jobs is 1000 (the default); "
         "raise max_jobs or make fewer combinations"
     ]
 

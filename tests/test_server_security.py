@@ -99,7 +99,8 @@ def test_login_refuses_bad_keys_and_routes_refuse_bad_tokens(kaio_server, api_ke
     secret = (kaio_server.data_dir / auth.SECRET_FILE).read_text()
     assert (kaio_server.data_dir / auth.SECRET_FILE).stat().st_mode & 0o077 == 0
     login = requests.post(f"{url}/login", json={"api_key": api_key}).json()
-    user_id, key_id = auth.Tokens(bytes.fromhex(secret), 3600).verify(login["access_token"])
+    claims = auth.Tokens(bytes.fromhex(secret), 3600).verify(login["access_token"])
+    user_id, key_id = claims.user_id, claims.key_id
     expired, _ = auth.Tokens(bytes.fromhex(secret), -10).issue(user_id, key_id)
     r = requests.get(f"{url}/jobs", headers={"Authorization": f"Bearer {expired}"})
     assert r.status_code == 401 and "expired" in r.json()["error"]

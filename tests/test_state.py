@@ -70,6 +70,8 @@ def test_an_unreadable_file_is_ignored_with_a_reason(tmp_path):
 
 def test_state_path_is_beside_the_manifest(tmp_path):
     assert state_path(tmp_path / "sub" / "kaio.yaml") == tmp_path / "sub" / ".kaio" / "state.json"
+    other = tmp_path / "sub" / ".kaio" / "state-prep.kaio.yaml.json"
+    assert state_path(tmp_path / "sub" / "prep.kaio.yaml") == other
 
 
 WRITER = textwrap.dedent(
@@ -114,7 +116,7 @@ LOCKER = textwrap.dedent(
 )
 
 
-def test_one_apply_per_manifest_folder_and_a_killed_holder_frees_it(tmp_path):
+def test_one_apply_per_manifest_and_a_killed_holder_frees_it(tmp_path):
     path = tmp_path / ".kaio" / "state.json"
     holder = subprocess.Popen(
         [sys.executable, "-c", LOCKER, str(path)], stdout=subprocess.PIPE, text=True
@@ -122,10 +124,14 @@ def test_one_apply_per_manifest_folder_and_a_killed_holder_frees_it(tmp_path):
     try:
         assert holder.stdout.readline() == "True\n"
         assert StateLock(path).acquire() is False
+        assert StateLock(path).holder() == str(holder.pid)
+        other = StateLock(state_path(tmp_path / "other.kaio.yaml"))  # another manifest
+        assert other.acquire() is True
+        other.release()
     finally:
         holder.kill()
         holder.wait()
     lock = StateLock(path)
     assert lock.acquire() is True
     lock.release()
-    assert os.path.exists(path.parent / "lock")
+    assert os.path.exists(path.parent / "state.lock")

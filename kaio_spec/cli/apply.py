@@ -7,7 +7,13 @@ import sys
 import click
 
 from kaio_spec.cli.common import api_option, confirm, connect
-from kaio_spec.cli.plan import render_comparison
+from kaio_spec.cli.plan import (
+    input_options,
+    plan_with_inputs,
+    render_comparison,
+    render_secrets,
+    rerun_options,
+)
 from kaio_spec.errors import EXIT_INVALID
 
 
@@ -21,19 +27,34 @@ from kaio_spec.errors import EXIT_INVALID
 @click.option(
     "--prune",
     is_flag=True,
-    help="Stop running jobs of this manifest that it no longer defines (orphans).",
+    help="Stop running jobs of this manifest that it no longer defines (orphans), and move "
+    "the outputs of cells it no longer defines into .pruned/ beside them (never deleted).",
 )
 @click.option(
     "--only",
     metavar="PATTERN",
     help="Apply only the jobs whose key or name matches PATTERN (fnmatch: 'train-lr*').",
 )
+@input_options
+@rerun_options
 def apply_command(
-    file: str, api: str | None, yes: bool, detach: bool, prune: bool, only: str | None
+    file: str,
+    api: str | None,
+    yes: bool,
+    detach: bool,
+    prune: bool,
+    only: str | None,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[str, ...],
+    env_file: str | None,
+    rerun_failed: bool,
+    replace: str | None,
 ) -> None:
     """Make the jobs FILE defines exist and run to the end: submit those the API does not
     have (by job_name: never twice), at most settings.max_parallel in flight; retry failures up
     to each job's `retries`; download outputs (and failed jobs' logs) to the `outputs` folders.
+    A job that used up its retries stays failed until --rerun-failed (or --replace) asks for
+    one more attempt.
 
     Shows the plan and asks first (--yes skips that; without a terminal --yes is required).
     Exit 0 when every job completed, 1 otherwise, 2 for invalid input, 130 on Ctrl-C (jobs keep
@@ -42,9 +63,11 @@ def apply_command(
         LiveReporter,
         PlainReporter,
         execute,
+        explain,
         prepare,
         render_summary,
     )
+    from kaio_spec.secrets import read_secrets
 
     if not yes and not sys.stdin.isatty():
         # Before connecting: nothing to ask on, so nothing to start or look up.
@@ -54,15 +77,23 @@ def apply_command(
             err=True,
         )
         sys.exit(EXIT_INVALID)
+    planned = plan_with_inputs(file, var_pairs, var_files, env_file)  # ManifestError: exit 2
     client = connect(api)
-    prepared = prepare(file, client, only=only)  # a ManifestError: the kaio group, exit 2
-    click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune))
+    prepared = prepare(planned, client, only=only, rerun_failed=rerun_failed, replace=replace)
+    # Before anything is submitted: a missing secret names its jobs and line (exit 2).
+    secrets = read_secrets(planned.manifest, prepared.selected, env_file)
+    why = explain(prepared.comparison)
+    click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune, why=why))
+    if secrets:
+        click.echo(render_secrets(prepared.selected, env_file))
     if not confirm("Apply this plan?", yes):
         click.echo("nothing done", err=True)
         sys.exit(1)
     live = sys.stderr.isatty() and sys.stdout.isatty()
     reporter = LiveReporter() if live else PlainReporter()
-    result = execute(prepared, client, detach=detach, prune=prune, reporter=reporter)
+    result = execute(
+        prepared, client, detach=detach, prune=prune, reporter=reporter, secrets=secrets
+    )
     click.echo(render_summary(result, file))
     sys.exit(result.exit_code)
 

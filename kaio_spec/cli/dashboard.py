@@ -8,6 +8,7 @@ address bar and the history entry before exchanging the code for a token (POST /
 
 from __future__ import annotations
 
+import contextlib
 import webbrowser
 
 import click
@@ -49,6 +50,14 @@ def signin_link(api_base: str, api_key: str) -> str:
             if r.status_code != 200:
                 raise PlatformError(f"{api_base}/dashboard/links answered {_error(r)}")
             code = r.json()["code"]
+            # The command's own token has done its job; the tab's, from the link, is another.
+            # Best effort: an older server has no /logout, and the token expires anyway.
+            with contextlib.suppress(requests.RequestException):
+                http.post(
+                    f"{api_base}/logout",
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=TIMEOUT_S,
+                )
     except KaioError:
         raise
     except requests.RequestException as e:

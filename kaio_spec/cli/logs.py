@@ -21,15 +21,25 @@ from kaio_spec.errors import InvalidInput
     metavar="algo-N",
     help="which instance's log (a job with instance_count N has algo-1 to algo-N)",
 )
-@click.option("--stderr", "use_stderr", is_flag=True, help="the stderr log instead of stdout")
+@click.option(
+    "--stdout",
+    "stream",
+    flag_value="stdout",
+    help="only the stdout log (default: stdout and stderr interleaved)",
+)
+@click.option("--stderr", "stream", flag_value="stderr", help="only the stderr log")
 @click.option("--only", metavar="PATTERN", help="FILE: only the jobs whose name or key matches")
 @api_option
 def logs_command(
-    target: str, follow: bool, host: str, use_stderr: bool, only: str | None, api: str | None
+    target: str, follow: bool, host: str, stream: str | None, only: str | None, api: str | None
 ) -> None:
-    """Print a job's log (stdout of algo-1 unless told otherwise) through the local platform's
-    logs route. FILE: the latest attempt of each submitted job of the manifest, each line
-    prefixed with the job's name when there are several.
+    """Print a job's log (algo-1's stdout and stderr unless told otherwise) through the local
+    platform's logs route. FILE: the latest attempt of each submitted job of the manifest, each
+    line prefixed with the job's name when there are several.
+
+    stdout and stderr come interleaved line by line as they are read: while following, in the
+    order the job wrote them to within a second; read after the fact, each log's new lines in
+    turn (the platform keeps them apart, without times). --stdout or --stderr shows one.
 
     With -f it follows the jobs until they have all ended, then exits 0. Ctrl-C stops following
     and exits 130, as `kubectl logs -f` does when interrupted; the jobs keep running.
@@ -60,13 +70,12 @@ def logs_command(
         jobs = [(target, job["unique_job_name"])]
         prefix = False
 
-    out = _Writer(prefix)
-    chunks = read_logs(
-        client, jobs, host=host, stream="stderr" if use_stderr else "stdout", follow=follow
-    )
+    stream = stream or "both"
+    out = _Writer(prefix, lines=stream == "both")
+    chunks = read_logs(client, jobs, host=host, stream=stream, follow=follow)
     try:
         for chunk in chunks:
-            out.write(chunk.label, chunk.data)
+            out.write(chunk.label, chunk.data, chunk.stream)
         out.close()
     except BrokenPipeError:
         # `kaio logs X | head`: the reader has gone; that is not an error.
@@ -78,31 +87,38 @@ def logs_command(
 
 
 class _Writer:
-    """Raw bytes to stdout; with `prefix`, whole lines, each prefixed with its job's name."""
+    """Bytes to stdout. With `prefix` (several jobs) or `lines` (two streams interleaved), whole
+    lines only, so that a line of one never cuts into a line of another; `prefix` puts its
+    job's name before each line."""
 
-    def __init__(self, prefix: bool):
+    def __init__(self, prefix: bool, lines: bool = False):
         self.prefix = prefix
-        self.partial: dict[str, bytes] = {}
+        self.lines = lines or prefix
+        self.partial: dict[tuple[str, str], bytes] = {}
         self.wrote = False
         self.out = sys.stdout.buffer
 
-    def write(self, label: str, data: bytes) -> None:
+    def _line(self, label: str, line: bytes) -> None:
+        head = label.encode() + b" | " if self.prefix else b""
+        self.out.write(head + line + b"\n")
+
+    def write(self, label: str, data: bytes, stream: str = "stdout") -> None:
         self.wrote = self.wrote or bool(data)
-        if not self.prefix:
+        if not self.lines:
             self.out.write(data)
             self.out.flush()
             return
-        text = self.partial.pop(label, b"") + data
+        text = self.partial.pop((label, stream), b"") + data
         *lines, rest = text.split(b"\n")
         for line in lines:
-            self.out.write(label.encode() + b" | " + line + b"\n")
+            self._line(label, line)
         if rest:
-            self.partial[label] = rest
+            self.partial[(label, stream)] = rest
         self.out.flush()
 
     def close(self) -> None:
-        for label, rest in self.partial.items():
-            self.out.write(label.encode() + b" | " + rest + b"\n")
+        for (label, _), rest in self.partial.items():
+            self._line(label, rest)
         self.partial.clear()
         self.out.flush()
 

@@ -9,9 +9,79 @@ from typing import TextIO
 import click
 
 from kaio_spec.cli.common import api_option, connect
+from kaio_spec.manifest import load_manifest
 from kaio_spec.planner import Plan, PlannedJob, plan
+from kaio_spec.planner.variables import read_variables
+from kaio_spec.secrets import sources as secret_sources
 
 _COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
+# The summary's words for each action's count: "2 to create, 1 unchanged".
+_ACTION_WORDS = {
+    "create": "to create",
+    "unchanged": "unchanged",
+    "retry": "to retry",
+    "replace": "to replace",
+    "rerun": "to rerun (--rerun-failed)",
+    "replace-requested": "to rerun (--replace)",
+}
+
+
+def rerun_options(f):
+    """--rerun-failed and --replace, shared by plan and apply."""
+    f = click.option(
+        "--replace",
+        metavar="PATTERN",
+        help="Submit a new attempt of the jobs whose key or name matches PATTERN (fnmatch), "
+        "even if they completed (Terraform's -replace).",
+    )(f)
+    return click.option(
+        "--rerun-failed",
+        is_flag=True,
+        help="Submit a new attempt of every job whose last attempt failed or was stopped and "
+        "that has no retries left (same job_name; attempts go on counting).",
+    )(f)
+
+
+def input_options(f):
+    """--var, --var-file and --env-file: values from outside the manifest (plan and apply)."""
+    f = click.option(
+        "--env-file",
+        metavar="FILE",
+        help="A dotenv file with the values of the manifest's secrets, for those the "
+        "environment does not set (never packaged, stored or printed).",
+    )(f)
+    f = click.option(
+        "--var-file",
+        "var_files",
+        metavar="FILE",
+        multiple=True,
+        help="A YAML mapping of values for the manifest's vars (repeatable).",
+    )(f)
+    return click.option(
+        "--var",
+        "var_pairs",
+        metavar="NAME=VALUE",
+        multiple=True,
+        help="Set the manifest's var NAME (repeatable; after --var-file, the last wins).",
+    )(f)
+
+
+def plan_with_inputs(
+    file: str, var_pairs: tuple[str, ...], var_files: tuple[str, ...], env_file: str | None
+) -> Plan:
+    """The plan of FILE with --var and --var-file applied, the --env-file never packaged."""
+    manifest = load_manifest(file)
+    variables = read_variables(manifest, var_pairs, var_files)
+    return plan(manifest, variables=variables, never_packaged=[env_file] if env_file else [])
+
+
+def render_secrets(jobs, env_file: str | None) -> str:
+    """One line per secret the jobs get, saying where its value comes from (never the value)."""
+    lines = []
+    for name, source in secret_sources(jobs, env_file).items():
+        where = f"from {source}" if source else "not set: kaio apply refuses to start"
+        lines.append(f"secret {name} ({where})")
+    return "\n".join(lines)
 
 
 @click.command("plan")
@@ -30,37 +100,73 @@ _COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
     help="Plan without asking the API what already exists (every job is 'create').",
 )
 @api_option
-def plan_command(file: str, output: str, offline: bool, api: str | None) -> None:
+@input_options
+@rerun_options
+def plan_command(
+    file: str,
+    output: str,
+    offline: bool,
+    api: str | None,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[str, ...],
+    env_file: str | None,
+    rerun_failed: bool,
+    replace: str | None,
+) -> None:
     """Show the jobs FILE means: matrices and sweeps expanded, templates rendered, each job's
     name, job_name and what apply would do with it: compared with the API's jobs (one request),
-    each is create, unchanged, retry or replace, and the manifest's jobs it no longer defines
-    are listed as orphans (in -o json: "orphans").
+    each is create, unchanged, retry or replace (rerun and replace-requested with
+    --rerun-failed and --replace, as `kaio apply` would take them), and why, job by job: the
+    fields and files that changed since the job was last submitted, or how many attempts
+    failed (in -o json: each job's "why", null for create and unchanged). The manifest's jobs
+    it no longer defines are counted as orphans (in -o json: listed in "orphans").
 
+    Secrets are listed by name with where their values would come from, never the values.
     Invalid manifests exit 2 with every error as FILE:LINE:COLUMN: PATH: MESSAGE."""
-    result = plan(file)  # a ManifestError is reported by the kaio group, exit 2
+    # A ManifestError is reported by the kaio group, exit 2.
+    result = plan_with_inputs(file, var_pairs, var_files, env_file)
+    secrets = render_secrets(result.jobs, env_file) if output != "json" else ""
     if offline:
         if output == "json":
             write_json(result, sys.stdout)
         else:
             click.echo(render_table(result))
+            if secrets:
+                click.echo(secrets)
         return
     from kaio_spec.executor import compare
+    from kaio_spec.executor.explain import explain
 
     comparison = compare(connect(api), result)
+    if rerun_failed or replace:
+        from kaio_spec.executor.observe import request
+
+        comparison = request(comparison, rerun_failed=rerun_failed, replace=replace)
+    why = explain(comparison)
     if output == "json":
-        write_json(comparison.plan, sys.stdout, orphans=comparison.to_json()["orphans"])
+        orphans = comparison.to_json()["orphans"]
+        write_json(comparison.plan, sys.stdout, orphans=orphans, why=why)
     else:
-        click.echo(render_comparison(comparison))
+        click.echo(render_comparison(comparison, why=why))
+        if secrets:
+            click.echo(secrets)
 
 
-def write_json(result: Plan, out: TextIO, orphans: list | None = None) -> None:
+def write_json(
+    result: Plan, out: TextIO, orphans: list | None = None, why: dict | None = None
+) -> None:
     """Plan.to_json() as JSON, one job per line: readable, and written as it is made (a
     10,000-job plan never exists as one string). `orphans` (compared with the API) follow the
-    jobs as a top-level "orphans" list."""
+    jobs as a top-level "orphans" list; `why` (explain.explain's, compared with the API) gives
+    each job a "why": why it is retried, rerun or replaced (null for the others)."""
     head = json.dumps({"manifest": result.manifest.name, "file": result.manifest.file})
     out.write(head[:-1] + ', "jobs": [')
     for i, job in enumerate(result.jobs):
-        out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(job.to_json(), ensure_ascii=False))
+        doc = job.to_json()
+        if why is not None:
+            reason = why.get(job.job_name)
+            doc["why"] = reason.to_json() if reason is not None else None
+        out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(doc, ensure_ascii=False))
     out.write("\n]" if result.jobs else "]")
     if orphans is not None:
         out.write(', "orphans": [')
@@ -94,33 +200,58 @@ def render_table(result: Plan) -> str:
     for job in result.jobs:
         counts[job.action.value] = counts.get(job.action.value, 0) + 1
     n = len(result.jobs)
-    summary = ", ".join(f"{count} to {action}" for action, count in counts.items())
+    summary = ", ".join(
+        f"{count} {_ACTION_WORDS.get(action, action)}" for action, count in counts.items()
+    )
     lines.append("")
     lines.append(f"{result.manifest.name}: {n} job{'s' if n != 1 else ''} ({summary})")
     return "\n".join(lines)
 
 
-def render_comparison(comparison, selected=None, *, prune: bool = False) -> str:
-    """The plan compared with the API (`selected`: the jobs --only kept), then its orphans."""
+def render_comparison(comparison, selected=None, *, prune: bool = False, why=None) -> str:
+    """The plan compared with the API (`selected`: the jobs --only kept), why each job is
+    retried, rerun or replaced (`why`: explain.explain's), then a count of its orphans."""
     jobs = comparison.plan.jobs if selected is None else tuple(selected)
-    lines = [render_table(Plan(comparison.plan.manifest, jobs))]
+    manifest = comparison.plan.manifest
+    lines = [render_table(Plan(manifest, jobs))]
+    lines += render_why(jobs, why or {})
     if comparison.orphans:
-        from kaio_spec.executor import status_of
-
-        live = comparison.live_orphans()
-        what = (
-            "--prune stops the running ones"
-            if not prune
-            else f"--prune stops the {len(live)} running"
+        n, live = len(comparison.orphans), len(comparison.live_orphans())
+        running = f", {live} of them running" if live else ""
+        stop = (
+            f" `kaio apply {manifest.file} --prune` stops the running ones;"
+            if live and not prune
+            else ""
         )
         lines.append("")
         lines.append(
-            f"orphans: jobs of {comparison.plan.manifest.name} this manifest no longer "
-            f"defines ({what}):"
+            f"{n} orphaned job{'s' if n != 1 else ''} (of {manifest.name}, no longer in "
+            f"{manifest.file}{running}):{stop} `kaio forget {manifest.file}` archives "
+            f"{'them' if n != 1 else 'it'}"
         )
-        for j in comparison.orphans:
-            lines.append(f"  {j.get('unique_job_name')}  {status_of(j)}")
     return "\n".join(lines)
+
+
+WHY_NAMES = 4  # job names shown for a reason many jobs share
+
+
+def render_why(jobs, why: dict) -> list[str]:
+    """Each distinct reason once, with the jobs it concerns (Terraform's plan, grouped: a code
+    change that replaces 100 cells is one paragraph, not 100)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for job in jobs:
+        reason = why.get(job.job_name)
+        if reason is not None:
+            groups.setdefault((reason.action, *reason.lines()), []).append(job.name)
+    lines = []
+    for (action, summary, *rest), names in groups.items():
+        shown = ", ".join(names[:WHY_NAMES])
+        if len(names) > WHY_NAMES:
+            shown += f" and {len(names) - WHY_NAMES} more"
+        lines.append("")
+        lines.append(f"{shown} ({action}): {summary}")
+        lines.extend(f"    {line}" for line in rest)
+    return lines
 
 
 def register(main: click.Group) -> None:

@@ -26,6 +26,24 @@ def _data_dir(ctx: click.Context, value: Path | None) -> Path:
     return Path(chosen).expanduser()
 
 
+def _public_url(value: str | None) -> str | None:
+    """--public-url checked: an absolute http(s) URL with a host, no query or fragment."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as e:
+        raise click.BadParameter(f"{value!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{value!r}: must be http:// or https:// and name a host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise click.BadParameter(f"{value!r}: no query, fragment or user name")
+    return value.rstrip("/")
+
+
 def _data_dir_option(f):
     return click.option(
         "--data-dir", type=click.Path(file_okay=False, path_type=Path), help=DATA_DIR_HELP
@@ -62,6 +80,13 @@ def _data_dir_option(f):
     help="delete a job's package, logs and outputs this long after it ends",
 )
 @click.option(
+    "--public-url",
+    metavar="URL",
+    callback=lambda ctx, param, value: _public_url(value),
+    help="the address clients reach this server at (http[s]://host[:port][/prefix]), used in "
+    "the presigned upload and download URLs it hands out [default: http://HOST:PORT]",
+)
+@click.option(
     "--sandbox/--no-sandbox",
     default=True,
     show_default=True,
@@ -88,6 +113,8 @@ def _data_dir_option(f):
 @click.option(
     "--limits-scale", type=click.FloatRange(min=0, min_open=True), default=None, hidden=True
 )
+@click.option("--upload-stall-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True)
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True)
 @click.pass_context
 def server(ctx: click.Context, data_dir: Path | None, **options) -> None:
     """Run the local Kaio platform (the API of PROTOCOL.md, jobs as local processes)."""
@@ -103,6 +130,8 @@ def server(ctx: click.Context, data_dir: Path | None, **options) -> None:
         "url_ttl": "url_ttl_s",
         "stop_grace": "stop_grace_s",
         "sweep_interval": "sweep_interval_s",
+        "upload_stall_timeout": "upload_stall_s",
+        "header_timeout": "header_timeout_s",
     }
     settings = {renamed.get(k, k): v for k, v in options.items() if v is not None}
     settings.setdefault("max_instances", os.cpu_count() or 1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import textwrap
 from collections import Counter
 
 import click
@@ -25,7 +28,9 @@ def status_command(file: str, api: str | None, output: str) -> None:
           "unique_job_name" (its latest attempt), "attempts", "unique_job_names"
           (oldest first), "failure_reason", "outputs" (the folder its outputs go to),
           "downloaded" (true once they are there), "action" (what apply would do)}
-    ORPHAN: {"job_name", "unique_job_name", "status", "action": "orphan"}"""
+    ORPHAN: {"job_name", "unique_job_name", "status", "action": "orphan"}
+    "stale_outputs": outputs folders of cells FILE no longer defines (`kaio apply --prune`
+    moves them into .pruned/)."""
     from kaio_spec import journey
     from kaio_spec.planner import plan
 
@@ -48,14 +53,21 @@ def status_command(file: str, api: str | None, output: str) -> None:
     ]
     click.echo(table(("NAME", "STATUS", "ATTEMPTS", "UNIQUE JOB NAME", "OUTPUTS"), rows))
     for j in doc["jobs"]:
-        if j["status"] == "Failed" and j["failure_reason"]:
-            reason = j["failure_reason"].strip().splitlines()[0]
-            click.echo(f"  {j['name']}: {reason}")
+        if j["status"] in ("Failed", "Stopped") and j["failure_reason"]:
+            click.echo(_wrapped(j["name"], j["failure_reason"]))
     if doc["orphans"]:
         click.echo("")
         click.echo("orphans (jobs of this manifest it no longer defines):")
         orphans = [(o["unique_job_name"] or "-", o["status"]) for o in doc["orphans"]]
         click.echo(table(("UNIQUE JOB NAME", "STATUS"), orphans))
+    if doc["stale_outputs"]:
+        click.echo("")
+        click.echo(
+            f"stale outputs (cells {file} no longer defines; `kaio apply {file} --prune` moves "
+            "them into .pruned/):"
+        )
+        for folder in doc["stale_outputs"]:
+            click.echo(f"  {_relative(folder)}")
     counts = Counter(j["status"] or "not submitted" for j in doc["jobs"])
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
     n = len(doc["jobs"])
@@ -63,6 +75,22 @@ def status_command(file: str, api: str | None, output: str) -> None:
     click.echo(
         f"{doc['manifest']}: {n} job{'s' if n != 1 else ''} ({summary}) on {client.api_base}"
     )
+
+
+def _wrapped(name: str, reason: str) -> str:
+    """The whole failure reason, each of its lines wrapped to the terminal, under the job's
+    name."""
+    width = max(40, shutil.get_terminal_size((100, 24)).columns - 6)
+    lines = [f"  {name}:"]
+    for line in reason.strip().splitlines():
+        wrapped = textwrap.wrap(line, width, drop_whitespace=False) or [""]
+        lines.extend(f"      {part}" for part in wrapped)
+    return "\n".join(lines)
+
+
+def _relative(path: str) -> str:
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 
 def register(main: click.Group) -> None:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from kaio_spec.errors import EXIT_INVALID, EXIT_OK
-from kaio_spec.manifest import validate_file
+from kaio_spec.planner import check
 
 
 @click.command("validate")
@@ -22,11 +22,12 @@ from kaio_spec.manifest import validate_file
     help="text: one line per error on stderr; json: a report on stdout.",
 )
 def validate(files: tuple[str, ...], output: str) -> None:
-    """Check kaio.yaml manifests against the schema and the rules beyond it.
+    """Check kaio.yaml manifests: everything `kaio plan --offline` checks but the folders'
+    contents (schema, rules, job count, every template rendered for every cell, names).
 
     Every error is reported as FILE:LINE:COLUMN: PATH: MESSAGE. Usable as a pre-commit hook and
     in CI."""
-    results = [(file, validate_file(file)) for file in files]
+    results = [(file, check(file)) for file in files]
     bad = [(file, errors) for file, errors in results if errors]
     if output == "json":
         report = {

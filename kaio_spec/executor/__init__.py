@@ -6,6 +6,8 @@ retry what failed, download what ended; idempotent and resumable.
     run.py       the loop: one GET /jobs per round; submissions, retries, fail_fast, downloads
     submit.py    packaging once per folder, intent → presign → upload
     recover.py   settling an uncertain presign or upload by job_name
+    versions.py  what each job was last submitted with (its spec, its folder's files)
+    explain.py   why a job is retried, rerun or replaced: words and a field-level diff
     report.py    live table / plain lines, and the summary
     results.py   ApplyResult and JobResult
 
@@ -16,6 +18,7 @@ retry what failed, download what ended; idempotent and resumable.
 from __future__ import annotations
 
 from kaio_spec.executor.apply import Prepared, apply, execute, prepare, select
+from kaio_spec.executor.explain import Explanation, explain
 from kaio_spec.executor.observe import (
     LIVE_STATUSES,
     Comparison,
@@ -43,6 +46,7 @@ __all__ = [
     "NOT_SUBMITTED",
     "ApplyResult",
     "Comparison",
+    "Explanation",
     "JobResult",
     "LiveReporter",
     "Observed",
@@ -54,6 +58,7 @@ __all__ = [
     "compare",
     "counts_as_attempt",
     "execute",
+    "explain",
     "fetch_jobs",
     "find_orphans",
     "list_jobs",

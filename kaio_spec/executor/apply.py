@@ -9,21 +9,31 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from kaio_spec import downloads
 from kaio_spec.errors import InvalidInput, KaioError
-from kaio_spec.executor.observe import Comparison, compare, list_jobs, status_of
+from kaio_spec.executor.observe import (
+    Comparison,
+    compare,
+    list_jobs,
+    manifest_prefix,
+    request,
+    status_of,
+)
 from kaio_spec.executor.report import QuietReporter, Reporter
 from kaio_spec.executor.results import ApplyResult
 from kaio_spec.executor.run import Engine
 from kaio_spec.executor.submit import PackageCache, Submitter
+from kaio_spec.executor.versions import Versions
 from kaio_spec.planner import Plan, PlannedJob
 from kaio_spec.planner import plan as make_plan
+from kaio_spec.secrets import read_secrets
 from kaio_spec.state import State, StateLock, state_path
 
 __all__ = ["Prepared", "apply", "execute", "prepare", "select"]
@@ -55,12 +65,22 @@ def select(jobs: tuple[PlannedJob, ...], only: str | None) -> tuple[PlannedJob, 
     )
 
 
-def prepare(path_or_plan: str | os.PathLike | Plan, client, *, only: str | None = None) -> Prepared:
-    """Plan (unless given a Plan) and compare with the API in one GET /jobs. Raises
-    ManifestError for an invalid manifest, InvalidInput when `only` matches no job."""
+def prepare(
+    path_or_plan: str | os.PathLike | Plan,
+    client,
+    *,
+    only: str | None = None,
+    rerun_failed: bool = False,
+    replace: str | None = None,
+) -> Prepared:
+    """Plan (unless given a Plan) and compare with the API in one GET /jobs; `rerun_failed` and
+    `replace` (an fnmatch pattern) ask for new attempts (observe.request). Raises ManifestError
+    for an invalid manifest, InvalidInput when `only` or `replace` matches no job."""
     plan = path_or_plan if isinstance(path_or_plan, Plan) else make_plan(path_or_plan)
     listing = list_jobs(client)
     comparison = compare(client, plan, listing)
+    if rerun_failed or replace:
+        comparison = request(comparison, rerun_failed=rerun_failed, replace=replace)
     selected = select(comparison.plan.jobs, only)
     if only and not selected:
         raise InvalidInput(
@@ -80,29 +100,48 @@ def execute(
     state_file: str | os.PathLike | None = None,
     unreachable_timeout_s: float = 900.0,
     uploads: int | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> ApplyResult:
     """Run what `prepared` plans until every selected job has ended and its outputs are on disk
     (with `detach`: until everything is submitted). `prune` stops the live orphans first.
     `uploads`: submissions at once (default: 1 against a platform on this machine, 8 otherwise:
-    run.upload_workers)."""
+    run.upload_workers). `secrets`: the values of the secrets the jobs name (read_secrets;
+    default: read from the environment, ManifestError when one is missing). The first run
+    writes a .gitignore of `*` into .kaio/ and the outputs root; `prune` also moves the outputs
+    of cells the manifest no longer defines into `.pruned/` beside them."""
+    if secrets is None:
+        secrets = read_secrets(prepared.comparison.plan.manifest, prepared.selected)
     manifest = prepared.comparison.plan.manifest
     reporter = reporter or QuietReporter()
     path = Path(state_file) if state_file else state_path(manifest.path)
     lock = StateLock(path)
     if not lock.acquire():
+        pid = lock.holder()
         raise KaioError(
-            f"another kaio apply is running for {manifest.file} ({lock.path} is locked); wait "
-            "for it to end, or stop it"
+            f"another kaio apply{f' (pid {pid})' if pid else ''} is applying {manifest.file} "
+            f"({lock.path} is locked); wait for it to end, or stop it. Other manifests of "
+            "this folder can be applied meanwhile"
         )
-    packages = PackageCache(path.parent / "packages")
+    # Packages being built, per manifest: a run cleans its own folder at start (_clean_packages)
+    # while another manifest of the folder may be applied at once.
+    packages = PackageCache(path.parent / "packages" / path.stem)
     try:
         _clean_packages(packages.tmp_dir)
         state = State.load(path)
         if state.problem:
             reporter.note(state.problem)
         state.set_manifest(manifest.name, manifest.file)
+        downloads.ignore_in_git(path.parent)
         stopped = _prune(client, prepared, reporter) if prune else ()
-        submitter = Submitter(client, state, packages, on_bytes=reporter.uploaded)
+        moved = _prune_outputs(prepared.comparison.plan, reporter) if prune else ()
+        submitter = Submitter(
+            client,
+            state,
+            packages,
+            on_bytes=reporter.uploaded,
+            secrets=secrets,
+            on_note=reporter.note,  # the image's notices: plain lines, each once
+        )
         settings = manifest.settings
         engine = Engine(
             client,
@@ -117,17 +156,61 @@ def execute(
             detach=detach,
             unreachable_timeout_s=unreachable_timeout_s,
             uploads=uploads,
+            retry_delay_s=settings.retry_delay_seconds,
+            retry_on=settings.retry_on,
+            versions=Versions.for_state(path),
         )
         result = engine.run()
+        _ignore_outputs_in_git(prepared.comparison.plan)
     finally:
         packages.close()
         lock.release()
-    return replace(result, manifest=manifest.name, stopped_orphans=tuple(stopped))
+    return replace(
+        result, manifest=manifest.name, stopped_orphans=tuple(stopped), pruned_outputs=moved
+    )
+
+
+def _ignore_outputs_in_git(plan: Plan) -> None:
+    """The outputs root is never committed by a `git add -A` after a sweep (nor is .kaio/).
+    Written once outputs are there (a --detach run downloads nothing: no folder is made)."""
+    root = outputs_root(plan)
+    if root is not None and root.is_dir():
+        downloads.ignore_in_git(root)
+
+
+def outputs_root(plan: Plan) -> Path | None:
+    """The folder of the manifest's folder that holds every job's outputs folder, below it
+    (`outputs` for the default `outputs/<manifest>/<job>`); None when there is no such folder,
+    or it holds a job's code or the manifest (it must not be ignored by git)."""
+    folder = str(plan.manifest.folder)
+    tops = set()
+    for job in plan.jobs:
+        rel = os.path.relpath(job.outputs, folder).split(os.sep)
+        if len(rel) < 2 or rel[0] in ("..", "."):
+            return None
+        tops.add(rel[0])
+    if len(tops) != 1:
+        return None
+    root = os.path.join(folder, tops.pop())
+    inside = [str(job.directory) for job in plan.jobs] + [folder]
+    if any(p == root or p.startswith(root + os.sep) for p in inside):
+        return None
+    return Path(root)
+
+
+def _prune_outputs(plan: Plan, reporter: Reporter) -> tuple[str, ...]:
+    moved = []
+    prefix = manifest_prefix(plan.manifest.name)
+    for folder in downloads.stale_outputs([j.outputs for j in plan.jobs], prefix):
+        dest = downloads.move_to_pruned(folder)
+        moved.append(str(dest))
+        reporter.note(f"outputs of {folder.name}, a cell no longer defined, moved to {dest}")
+    return tuple(moved)
 
 
 def _clean_packages(folder: Path | None) -> None:
-    """Package files a killed run left behind (only this manifest folder's runs use it, and the
-    lock says none is running)."""
+    """Package files a killed run left behind (only this manifest's runs use it, and the lock
+    says none is running)."""
     if folder is None or not folder.is_dir():
         return
     for entry in folder.iterdir():
@@ -159,6 +242,8 @@ def apply(
     detach: bool = False,
     prune: bool = False,
     only: str | None = None,
+    rerun_failed: bool = False,
+    replace: str | None = None,
     reporter: Reporter | None = None,
     state_file: str | os.PathLike | None = None,
     uploads: int | None = None,
@@ -171,11 +256,13 @@ def apply(
 
     With `yes=False`, `confirm(prepared)` is asked first and nothing happens unless it returns
     True (the result then lists every job as it stands). `only`: an fnmatch pattern over job keys
-    and names. `prune`: stop live jobs of this manifest that it no longer defines. `detach`:
+    and names. `rerun_failed`: a new attempt of every job that failed or was stopped for good;
+    `replace`: of every ended job matching this pattern, even completed ones (same job_name,
+    attempts go on counting, then its retries again). `prune`: stop live jobs of this manifest that it no longer defines. `detach`:
     return once everything is submitted. Raises ManifestError (invalid manifest), InvalidInput,
     PlatformError (the API could not be reached for long), KaioError (another apply is running
     on this manifest's folder)."""
-    prepared = prepare(path, client, only=only)
+    prepared = prepare(path, client, only=only, rerun_failed=rerun_failed, replace=replace)
     if not yes:
         if confirm is None:
             raise InvalidInput("apply(yes=False) needs a confirm callback")

@@ -14,6 +14,15 @@ planned job gets an action:
 - `replace`: no job of that job_name, but jobs of the same key and name under another job_name
   (the code or the spec changed since). The old jobs are left alone.
 
+Only when asked (`request`, from `kaio apply --rerun-failed` and `--replace PATTERN`):
+
+- `rerun`: its latest attempt failed or was stopped and no retries are left: one more attempt
+  under the same job_name (attempts go on counting), then `retries` more if that one fails;
+- `replace-requested`: a job matching --replace whose latest attempt has ended, Completed
+  included: one more attempt, the same way (a running job is left alone: never two at once).
+
+`settings.retry_on: platform` retries only failures that were the platform's (`platform_failure`).
+
 Orphans are the manifest's jobs (job_name starting with "<manifest>-", and labels naming this
 manifest where the server keeps labels) that the plan no longer defines, the replaced ones aside.
 """
@@ -21,6 +30,7 @@ manifest where the server keeps labels) that the plan no longer defines, the rep
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +38,7 @@ from typing import Any
 import requests
 
 from kaio_spec import catalog
-from kaio_spec.errors import PlatformError
+from kaio_spec.errors import InvalidInput, PlatformError
 from kaio_spec.planner import Action, Plan, PlannedJob
 from kaio_spec.planner.identity import HASH_CHARS, slug
 
@@ -44,6 +54,9 @@ __all__ = [
     "manifest_prefix",
     "observe",
     "orphan_json",
+    "platform_failure",
+    "request",
+    "retryable",
     "same_key_and_name",
     "status_of",
 ]
@@ -73,6 +86,33 @@ def counts_as_attempt(api_job: dict[str, Any]) -> bool:
     so the package could never be uploaded: executor/recover.py stops it and submits again), or
     queued jobs a user stopped; neither ran, so neither costs a retry."""
     return not (status_of(api_job) == "Stopped" and not ever_started(api_job))
+
+
+# What the platform, not the job, caused (a restart or shutdown under a running job, no capacity,
+# the platform's own error): in failure reasons of the local platform and of SageMaker. A job that
+# ran past max_runtime_hours (MaxRuntimeExceeded) is not one.
+PLATFORM_FAILURES = (
+    "platform restarted",
+    "platform shut down",
+    "capacity",
+    "internalservererror",
+    "internal server error",
+    "no package was uploaded",
+)
+
+
+def platform_failure(api_job: dict[str, Any]) -> bool:
+    """Whether an attempt failed because of the platform rather than the job's own code."""
+    if status_of(api_job) != "Failed":
+        return False
+    reason = str(api_job.get("failure_reason") or "").lower()
+    return any(mark in reason for mark in PLATFORM_FAILURES)
+
+
+def retryable(api_job: dict[str, Any], retry_on: str) -> bool:
+    """Whether `settings.retry_on` lets this ended attempt be retried ("any": every failure or
+    stop; "platform": only platform_failure)."""
+    return retry_on != "platform" or platform_failure(api_job)
 
 
 def manifest_prefix(manifest_name: str) -> str:
@@ -136,7 +176,9 @@ class Observed:
         return self.attempts[0].get("failure_reason") if self.attempts else None
 
 
-def _action(job: PlannedJob, attempts: Sequence[dict], replaced: Sequence[dict]) -> Action:
+def _action(
+    job: PlannedJob, attempts: Sequence[dict], replaced: Sequence[dict], retry_on: str = "any"
+) -> Action:
     if not attempts:
         return Action.REPLACE if replaced else Action.CREATE
     counted = [a for a in attempts if counts_as_attempt(a)]
@@ -145,7 +187,9 @@ def _action(job: PlannedJob, attempts: Sequence[dict], replaced: Sequence[dict])
     status = status_of(counted[0])
     if status in LIVE_STATUSES or status == "Completed":
         return Action.UNCHANGED
-    return Action.RETRY if len(counted) <= job.retries else Action.UNCHANGED
+    if len(counted) <= job.retries and retryable(counted[0], retry_on):
+        return Action.RETRY
+    return Action.UNCHANGED
 
 
 def _by_name(api_jobs: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -191,11 +235,12 @@ def observe(
     stems: dict[str, list[dict[str, Any]]] = {}
     for name, attempts in by_name.items():
         stems.setdefault(_stem(name), []).extend(attempts)
+    retry_on = plan.manifest.settings.retry_on if isinstance(plan, Plan) else "any"
     out = []
     for job in plan:
         attempts = tuple(by_name.get(job.job_name, ()))
         replaced = tuple(j for j in stems.get(_stem(job.job_name), ()) if _same_job(job, j))
-        action = _action(job, attempts, replaced)
+        action = _action(job, attempts, replaced, retry_on)
         out.append(Observed(dataclasses.replace(job, action=action), attempts, replaced))
     return out
 
@@ -211,7 +256,10 @@ def find_orphans(plan: Plan, api_jobs: Iterable[dict[str, Any]]) -> list[dict[st
     orphans = [
         j
         for j in api_jobs
-        if _of_manifest(plan, j) and str(j.get("job_name")) not in planned and id(j) not in replaced
+        if _of_manifest(plan, j)
+        and str(j.get("job_name")) not in planned
+        and id(j) not in replaced
+        and not j.get("archived")  # `kaio forget` archived it: no longer listed
     ]
     orphans.sort(key=lambda j: str(j.get("unique_job_name") or ""), reverse=True)
     return orphans
@@ -240,6 +288,46 @@ class Comparison:
         doc = self.plan.to_json()
         doc["orphans"] = [orphan_json(j) for j in self.orphans]
         return doc
+
+
+def _requested(o: Observed, rerun_failed: bool, replace: str | None) -> Action | None:
+    """The action --rerun-failed or --replace asks of one observed job, if any."""
+    counted = [a for a in o.attempts if counts_as_attempt(a)]
+    if not counted or status_of(counted[0]) in LIVE_STATUSES:
+        return None  # never ran (create or retry already), or running: never two at once
+    job = o.job
+    if replace and (
+        fnmatch.fnmatchcase(job.key, replace) or fnmatch.fnmatchcase(job.name, replace)
+    ):
+        return Action.REPLACE_REQUESTED
+    if rerun_failed and job.action == Action.UNCHANGED and status_of(counted[0]) != "Completed":
+        return Action.RERUN
+    return None
+
+
+def request(
+    comparison: Comparison, *, rerun_failed: bool = False, replace: str | None = None
+) -> Comparison:
+    """`comparison` with what `kaio apply --rerun-failed` and `--replace PATTERN` ask for: every
+    job whose latest attempt failed or was stopped for good becomes `rerun`; every job matching
+    PATTERN (fnmatch over keys and names) whose latest attempt has ended becomes
+    `replace-requested`. Raises InvalidInput when PATTERN matches no job."""
+    if replace and not any(
+        fnmatch.fnmatchcase(o.job.key, replace) or fnmatch.fnmatchcase(o.job.name, replace)
+        for o in comparison.observed
+    ):
+        raise InvalidInput(
+            f"--replace {replace!r} matches no job of {comparison.plan.manifest.name} (it is "
+            "matched against each job's key and name, e.g. 'train' or 'train-lr*')"
+        )
+    observed = []
+    for o in comparison.observed:
+        action = _requested(o, rerun_failed, replace)
+        if action is not None:
+            o = dataclasses.replace(o, job=dataclasses.replace(o.job, action=action))
+        observed.append(o)
+    plan = Plan(comparison.plan.manifest, tuple(o.job for o in observed))
+    return Comparison(plan, tuple(observed), comparison.orphans)
 
 
 def orphan_json(api_job: dict[str, Any]) -> dict[str, Any]:

@@ -231,6 +231,35 @@ def _outputs_root(result: ApplyResult) -> Path | None:
 _WORDS = {"InProgress": "running", "NotSubmitted": "not submitted"}
 
 
+FAILED_NAMES = 4  # job names shown for a failure many jobs share
+REASON_LINES = 12  # lines of a failure reason shown (its first and the last lines of stderr)
+
+
+def _failures(failed: list) -> list[str]:
+    """Each distinct failure once (status and reason), with the jobs it hit and the first one's
+    log: a sweep whose twelve cells fail the same way shows one traceback, not twelve."""
+    groups: dict[tuple[str, str], list] = {}
+    for j in failed:
+        reason = (j.failure_reason or "no reason given").strip()
+        groups.setdefault((j.status, reason), []).append(j)
+    lines = []
+    for (status, reason), jobs in groups.items():
+        text = reason.splitlines() or [""]
+        if len(jobs) == 1:
+            who = f"{jobs[0].name} ({jobs[0].job_name})"
+        else:
+            who = ", ".join(j.name for j in jobs[:FAILED_NAMES])
+            more = len(jobs) - FAILED_NAMES
+            who += f" and {more} more" if more > 0 else ""
+            who += f" ({len(jobs)} jobs)"
+        lines.append(f"  {who}: {status}: {text[0]}")
+        lines.extend(f"      {line}" for line in text[1:REASON_LINES])
+        log = next((j.log_path for j in jobs if j.log_path is not None), None)
+        if log is not None:
+            lines.append(f"      log: {_shown(log)}" + (" (the first's)" if len(jobs) > 1 else ""))
+    return lines
+
+
 def render_summary(result: ApplyResult, file: str = "kaio.yaml") -> str:
     """Counts by status, where the outputs are, each failed job's reason and log; what to do
     next after Ctrl-C or --detach."""
@@ -247,17 +276,18 @@ def render_summary(result: ApplyResult, file: str = "kaio.yaml") -> str:
         )
     if result.stopped_orphans:
         lines.append(f"  stopped {len(result.stopped_orphans)} orphaned job(s) (--prune)")
+    if result.pruned_outputs:
+        where = _shown(Path(result.pruned_outputs[0]).parent)
+        lines.append(
+            f"  moved the outputs of {len(result.pruned_outputs)} cell(s) no longer defined to "
+            f"{where} (--prune)"
+        )
     root = _outputs_root(result)
     if root is not None:
         lines.append(f"outputs: {_shown(root)}")
     if result.halted:
         lines.append(f"halted: {result.halted}")
-    for j in result.failed:
-        reason = (j.failure_reason or "no reason given").strip().splitlines()
-        lines.append(f"  {j.name} ({j.job_name}): {j.status}: {reason[0] if reason else ''}")
-        lines.extend(f"      {line}" for line in reason[1:6])
-        if j.log_path is not None:
-            lines.append(f"      log: {_shown(j.log_path)}")
+    lines.extend(_failures(result.failed))
     not_done = [j for j in result.jobs if j.failure_reason and j.status == "Completed"]
     for j in not_done:
         lines.append(f"  {j.name}: {j.failure_reason}")

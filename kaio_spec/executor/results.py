@@ -54,7 +54,7 @@ class JobResult:
 @dataclass(frozen=True)
 class ApplyResult:
     """The end of one apply: `jobs` in plan order; `interrupted` (Ctrl-C), `detached` (returned
-    once everything was submitted); `stopped_orphans` (--prune); `restarts`: attempts that failed
+    once everything was submitted); `stopped_orphans` and `pruned_outputs` (--prune); `restarts`: attempts that failed
     because the platform restarted under them (they count as attempts and were retried while
     retries remained)."""
 
@@ -64,6 +64,7 @@ class ApplyResult:
     detached: bool = False
     halted: str | None = None  # why submitting stopped early (fail_fast)
     stopped_orphans: tuple[str, ...] = ()
+    pruned_outputs: tuple[str, ...] = ()  # where --prune moved stale outputs folders
     restarts: int = 0
     declined: bool = False  # the confirmation was answered no: nothing was done
     polls: int = 0  # GET /jobs listings made (the first one, then one per polling round)
@@ -103,6 +104,7 @@ class ApplyResult:
             "halted": self.halted,
             "counts": self.counts(),
             "stopped_orphans": list(self.stopped_orphans),
+            "pruned_outputs": list(self.pruned_outputs),
             "restarts": self.restarts,
             "jobs": [j.to_json() for j in self.jobs],
         }

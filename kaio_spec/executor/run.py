@@ -18,6 +18,7 @@ changes. When the API cannot be reached the loop waits with backoff and carries 
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from kaio_spec.executor.observe import (
     LIVE_STATUSES,
     counts_as_attempt,
     fetch_jobs,
+    retryable,
     same_key_and_name,
     status_of,
 )
@@ -41,10 +43,12 @@ from kaio_spec.executor.recover import settle
 from kaio_spec.executor.report import Reporter, Row
 from kaio_spec.executor.results import NOT_SUBMITTED, ApplyResult, JobResult
 from kaio_spec.executor.submit import Outcome, Submitter
-from kaio_spec.planner import PlannedJob
+from kaio_spec.executor.versions import DIGEST_CHARS, Versions
+from kaio_spec.planner import Action, PlannedJob
 from kaio_spec.state import State
 
 FIRST_INTERVAL_S = 0.5
+MAX_RETRY_DELAY_S = 600.0  # a retry's back-off never grows past this
 DOWNLOAD_TRIES = 5
 RESTART_MARK = "platform restarted"
 
@@ -64,6 +68,10 @@ class Track:
     download_tries: int = 0
     download_error: str | None = None
     last_seen: tuple[str | None, str | None] = (None, None)
+    allowed: int = 1  # attempts in all: retries + 1, and as many more after a requested rerun
+    force_from: str | None = None  # --rerun-failed / --replace: one new attempt after this one
+    retry_on: str = "any"  # settings.retry_on
+    retry_at: float = 0.0  # monotonic: a retry is not submitted before (back-off)
 
     def latest(self) -> tuple[str | None, str | None]:
         """(unique_job_name, status) of the newest attempt; (None, None) if never submitted."""
@@ -89,11 +97,15 @@ class Track:
             return "halted" if halted else "new"
         if status in LIVE_STATUSES:
             return "live"
+        if unique == self.force_from:
+            return "halted" if halted else "retry"  # asked for: once, whatever its end
         if status == "Completed":
             return "completed"
         if not self.unseen and not counts_as_attempt(self.attempts[0]):
             return "halted" if halted else "new"  # stopped before it ran: submit it again
-        if self.used() <= self.job.retries:
+        if self.used() < self.allowed and (
+            self.unseen or retryable(self.attempts[0], self.retry_on)
+        ):
             return "halted" if halted else "retry"
         return "failed"
 
@@ -152,6 +164,33 @@ class _Workers:
             self._wake.set()
 
 
+def _track(job: PlannedJob, by_name: dict[str, list[dict]], retry_on: str) -> Track:
+    """A job's track, with what --rerun-failed or --replace asked for it (its action): one new
+    attempt after its latest one, and then its retries again. `by_name`: the listing's jobs by
+    job_name."""
+    track = Track(job, [], [], allowed=job.retries + 1, retry_on=retry_on)
+    if job.action in (Action.RERUN, Action.REPLACE_REQUESTED):
+        mine = sorted(
+            by_name.get(job.job_name, []),
+            key=lambda j: str(j.get("unique_job_name") or ""),
+            reverse=True,
+        )
+        if mine:
+            track.force_from = mine[0].get("unique_job_name")
+            track.allowed = sum(1 for a in mine if counts_as_attempt(a)) + job.retries + 1
+    return track
+
+
+def retry_delay(base_s: float, failures: int) -> float:
+    """The wait before the retry that follows `failures` failed attempts: base_s doubled after
+    each, at most MAX_RETRY_DELAY_S, then a random half of it taken off (jitter, so that cells
+    that failed together do not all come back at once)."""
+    if base_s <= 0 or failures <= 0:
+        return 0.0
+    delay = min(MAX_RETRY_DELAY_S, base_s * 2 ** (failures - 1))
+    return delay * random.uniform(0.5, 1.0)
+
+
 class Engine:
     """One apply run over `jobs` (the plan's, already filtered by --only)."""
 
@@ -170,6 +209,9 @@ class Engine:
         detach: bool = False,
         unreachable_timeout_s: float = 900.0,
         uploads: int | None = None,
+        retry_delay_s: float = 0.0,
+        retry_on: str = "any",
+        versions: Versions | None = None,
     ):
         self.client = client
         self.state = state
@@ -180,7 +222,12 @@ class Engine:
         self.poll_seconds = max(poll_seconds, 0.05)
         self.detach = detach
         self.unreachable_timeout_s = unreachable_timeout_s
-        self.tracks = [Track(job, [], []) for job in jobs]
+        self.retry_delay_s = max(0.0, retry_delay_s)
+        self.versions = versions
+        by_name: dict[str, list[dict]] = {}
+        for j in listing:
+            by_name.setdefault(str(j.get("job_name")), []).append(j)
+        self.tracks = [_track(job, by_name, retry_on) for job in jobs]
         self.halted: str | None = None
         self.interrupted = False
         self.cancel = threading.Event()
@@ -212,6 +259,7 @@ class Engine:
             self.submit_pool.close()
             self.download_pool.close()
             self.state.save()
+            self._save_versions()
             self.reporter.end()
         return self._result()
 
@@ -222,7 +270,7 @@ class Engine:
             if self._finished():
                 return
             interval = FIRST_INTERVAL_S if changed else min(self.poll_seconds, interval * 1.5)
-            self._wait(interval)
+            self._wait(min(interval, self._until_next_retry()))
             if self._finished():  # the last downloads ended while waiting
                 return
             self._listing = self._poll()
@@ -248,6 +296,12 @@ class Engine:
         self.reporter.update(self._rows())
         self.rounds += 1
         return changed
+
+    def _until_next_retry(self) -> float:
+        """Seconds until the first back-off ends (a retry to submit then), or infinity."""
+        now = time.monotonic()
+        waits = [t.retry_at - now for t in self.tracks if t.retry_at > now]
+        return max(0.05, min(waits)) if waits else float("inf")
 
     def _finished(self) -> bool:
         halted = self.halted is not None
@@ -337,6 +391,7 @@ class Engine:
             result.since = time.monotonic()
         name = track.job.name
         if result.kind == "uploaded":
+            self._record_version(track.job)
             listed = {a.get("unique_job_name") for a in track.attempts}
             if result.unique_job_name not in set(track.unseen) | listed:
                 track.unseen.append(result.unique_job_name)
@@ -350,6 +405,31 @@ class Engine:
             track.invalid = result.error
             self.reporter.event(name, f"cannot be submitted: {result.error}")
         # "settled": submit again when the loop next can; "cancelled": nothing happened
+
+    def _record_version(self, job: PlannedJob) -> None:
+        """What the job was submitted with, for `kaio plan` to say what changed when it is
+        replaced (versions.py): its spec, and its folder's files once per folder."""
+        if self.versions is None:
+            return
+        files = None
+        if self.versions.folder_files(job.content_hash) is None:
+            try:  # the package this run built to submit the job (cached: nothing is read again)
+                package = self.submitter.packages.folder_package(job)
+                files = {f.path: f.digest[:DIGEST_CHARS] for f in package.files}
+            except (OSError, ValueError):
+                files = None  # the plan then says the folder changed, without naming files
+        older = [
+            n for n in self.state.job_names() if n != job.job_name and same_key_and_name(job, n)
+        ]
+        self.versions.record(job.job_name, dict(job.spec), job.content_hash, files, older)
+
+    def _save_versions(self) -> None:
+        if self.versions is None:
+            return
+        try:
+            self.versions.save()
+        except OSError as e:  # only explanations depend on it: say so, and go on
+            self.reporter.note(f"could not record the jobs' versions in {self.versions.path}: {e}")
 
     # ---- submitting -------------------------------------------------------------------------
 
@@ -365,7 +445,7 @@ class Engine:
         for track in self.tracks:
             if room <= 0:
                 break
-            if track.situation(False) not in ("new", "retry"):
+            if track.situation(False) not in ("new", "retry") or track.retry_at > time.monotonic():
                 continue
             seen = {a.get("unique_job_name") for a in track.attempts} | set(track.unseen)
             seen |= set(self.state.unique_job_names(track.job.job_name))
@@ -411,7 +491,21 @@ class Engine:
             reason = track.attempts[0].get("failure_reason") if track.attempts else None
             text += f": {reason}" if reason else ""
         self.reporter.event(track.job.name, text)
+        if status in ("Failed", "Stopped") and unique != track.force_from:
+            self._back_off(track)
         return True
+
+    def _back_off(self, track: Track) -> None:
+        """A failed attempt that will be retried: not before its back-off has passed."""
+        if track.situation(False) != "retry":
+            return
+        failures = track.used() - (track.allowed - track.job.retries - 1)
+        delay = retry_delay(self.retry_delay_s, failures)
+        track.retry_at = time.monotonic() + delay
+        wait = f" in {delay:.0f} s" if delay >= 0.5 else ""
+        self.reporter.event(
+            track.job.name, f"retrying{wait} (attempt {track.used() + 1} of {track.allowed})"
+        )
 
     def _check_failures(self) -> bool:
         if not self.fail_fast or self.halted:
@@ -502,7 +596,7 @@ class Engine:
             elif s == "busy" and status not in LIVE_STATUSES:
                 shown = "Submitting"
             attempt = t.attempts[0] if t.attempts and not t.unseen else None
-            rows.append(Row(t.job.name, shown, t.used(), t.job.retries + 1, attempt))
+            rows.append(Row(t.job.name, shown, t.used(), t.allowed, attempt))
         return rows
 
     def _result(self) -> ApplyResult:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +34,7 @@ import requests
 
 from kaio_spec.client import check_job_fields, check_package_fits
 from kaio_spec.errors import InvalidInput
-from kaio_spec.images import ResolvedImage, resolve_image
+from kaio_spec.images import ResolvedImage, resolve_job_image
 from kaio_spec.packaging import Package, build_package
 from kaio_spec.planner import PlannedJob
 from kaio_spec.state import State
@@ -128,21 +128,39 @@ class Submitter:
         state: State,
         packages: PackageCache,
         on_bytes: Callable[[int], None] = lambda n: None,
+        secrets: Mapping[str, str] | None = None,
+        on_note: Callable[[str], None] = lambda text: None,
     ):
         self.client = client
         self.state = state
         self.packages = packages
         self.on_bytes = on_bytes
+        # Secret name -> value (kaio_spec.secrets.Secrets): added to a job's env in _fields, on
+        # its way to the presign, and nowhere else (the state records no env).
+        self.secrets = secrets or {}
         self._images: dict[tuple, ResolvedImage] = {}
         self._images_lock = threading.Lock()
+        self.on_note = on_note
+        self._notes: set[str] = set()
         self._bases: dict[str, str | None] = {}  # folder's content hash -> its base's sha256
         self._bases_lock = threading.Lock()
 
     def _image(self, job: PlannedJob) -> ResolvedImage:
-        key = (job.spec["instance_type"], job.spec["framework"], job.spec["framework_version"])
+        spec = job.spec
+        key = (spec["instance_type"], spec["framework"], spec["framework_version"], job.directory)
         with self._images_lock:
             if key not in self._images:
-                self._images[key] = resolve_image(*key, self.client.region)
+                image = resolve_job_image(
+                    *key[:3],
+                    self.client.region,
+                    requirements=job.directory / "requirements.txt",
+                    warn=False,
+                )
+                self._images[key] = image
+                for note in image.warnings:  # a nearest version: said once per apply
+                    if note not in self._notes:
+                        self._notes.add(note)
+                        self.on_note(note)
             return self._images[key]
 
     def _base(self, job: PlannedJob) -> str | None:
@@ -168,6 +186,10 @@ class Submitter:
         args = job.submit_arguments()
         for name in ("framework", "framework_version"):
             args.pop(name)
+        for variable, secret in job.secrets.items():
+            if secret not in self.secrets:  # read_secrets checked them all before any submit
+                raise FieldError(f"env.{variable}", f"secret {secret} was not read")
+            args["env"][variable] = self.secrets[secret]
         fields = check_job_fields(**args)
         if fields["entrypoint"] not in package.paths():
             raise FieldError("entrypoint", f"{fields['entrypoint']!r} is not in the package")

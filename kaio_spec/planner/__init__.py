@@ -5,6 +5,6 @@ returns."""
 from __future__ import annotations
 
 from kaio_spec.planner.jobs import SPEC_KEYS, Action, Plan, PlannedJob
-from kaio_spec.planner.planning import plan
+from kaio_spec.planner.planning import check, plan
 
-__all__ = ["SPEC_KEYS", "Action", "Plan", "PlannedJob", "plan"]
+__all__ = ["SPEC_KEYS", "Action", "Plan", "PlannedJob", "check", "plan"]

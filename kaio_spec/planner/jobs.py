@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,15 @@ SPEC_KEYS = (
 
 class Action(str, Enum):
     """What apply would do with a planned job. Offline, every job is `create`; the executor
-    compares with what the API has and sets the others."""
+    compares with what the API has and sets the others (`rerun` and `replace-requested` only
+    when asked: executor/observe.py's `request`)."""
 
     CREATE = "create"
     UNCHANGED = "unchanged"
     RETRY = "retry"
     REPLACE = "replace"
+    RERUN = "rerun"  # kaio apply --rerun-failed: a new attempt of a job that failed for good
+    REPLACE_REQUESTED = "replace-requested"  # kaio apply --replace: a new attempt, as asked
 
     def __str__(self) -> str:
         return self.value
@@ -60,9 +63,12 @@ class PlannedJob:
     packaging.build_package(directory, entrypoint, exclude=package_exclude) reports it (without
     params.json).
     `outputs`: where the results go. `labels`: for the server (manifest, key, name, cell).
-    `package_exclude`: paths inside `directory` never packaged because the manifest downloads
-    outputs there (its outputs root and every job's outputs folder that lie inside it), so a
-    download never changes the folder's content hash; pass it to build_package(exclude=...).
+    `package_exclude`: paths inside `directory` never packaged: where the manifest downloads
+    outputs (its outputs root and every job's outputs folder that lie inside it), so a download
+    never changes the folder's content hash, and the manifests and `.env` file beside the
+    manifest, so editing them changes no job; pass it to build_package(exclude=...).
+    `secrets`: env variable -> the secret that sets it; the values are read when the job is
+    submitted (kaio_spec.secrets) and never held here: submit_arguments() leaves them out.
     Containers are plain JSON data; treat them as read-only.
     """
 
@@ -78,6 +84,7 @@ class PlannedJob:
     labels: dict[str, str]
     action: Action = Action.CREATE
     package_exclude: tuple[str, ...] = ()
+    secrets: dict[str, str] = field(default_factory=dict)
 
     @property
     def directory(self) -> Path:
@@ -131,6 +138,7 @@ class PlannedJob:
             "matrix": self.matrix,
             "spec": self.spec,
             "action": self.action.value,
+            **({"secrets": dict(self.secrets)} if self.secrets else {}),
         }
 
 

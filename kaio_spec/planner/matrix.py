@@ -16,6 +16,7 @@ With no keys but `include`, each entry is a combination. Values compare as JSON 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from kaio_spec.manifest import Matrix
 from kaio_spec.planner.values import json_equal
 
-__all__ = ["Cell", "TooManyCells", "expand_matrix"]
+__all__ = ["Cell", "TooManyCells", "count_cells", "expand_matrix"]
 
 
 @dataclass(slots=True)
@@ -89,3 +90,31 @@ def expand_matrix(matrix: Matrix, limit: int | None = None) -> list[Cell]:
             if limit is not None and len(originals) + len(appended) > limit:
                 raise TooManyCells(limit)
     return originals + appended
+
+
+def count_cells(matrix: Matrix, budget: int = 1_000_000) -> int | None:
+    """How many combinations expand_matrix makes, without making them (for "makes 5000 jobs"),
+    or None when telling would take more than `budget` steps. Only the keys an exclude or
+    include entry names need enumerating; every other key multiplies the count."""
+    dims = matrix.dimensions
+    if not dims:
+        return len(matrix.include)
+    entries = [*matrix.exclude, *matrix.include]
+    named = [k for k in dims if any(k in entry for entry in entries)]
+    free = math.prod(len(dims[k]) for k in dims if k not in named)
+    if math.prod(len(dims[k]) for k in named) > budget:
+        return None
+    kept = 0
+    fits = [False] * len(matrix.include)
+    for combo in itertools.product(*(dims[k] for k in named)):
+        values = dict(zip(named, combo, strict=True))
+        if _excluded(values, matrix.exclude):
+            continue
+        kept += 1
+        for j, entry in enumerate(matrix.include):
+            if not fits[j] and all(
+                k not in dims or json_equal(values[k], v) for k, v in entry.items()
+            ):
+                fits[j] = True
+    appended = sum(1 for fit in fits if not (fit and free))
+    return kept * free + appended

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from kaio_spec.manifest import JobDef, Manifest, load_manifest
 from kaio_spec.planner.identity import identity_digest
 from kaio_spec.planner.identity import job_name as make_job_name
 from kaio_spec.planner.jobs import SPEC_KEYS, Plan, PlannedJob
-from kaio_spec.planner.matrix import Cell, TooManyCells, expand_matrix
+from kaio_spec.planner.matrix import Cell, TooManyCells, count_cells, expand_matrix
 from kaio_spec.planner.sweep import DrawError, cell_seed, grid, grid_size, random_draws
 from kaio_spec.planner.templates import (
     Namespace,
@@ -45,8 +45,9 @@ from kaio_spec.planner.templates import (
 from kaio_spec.planner.values import NotJSON, canonical_json, to_json_value, written
 from kaio_spec.schema import is_template
 from kaio_spec.validation import FieldError, check_env
+from kaio_spec.yamlpos import Location
 
-__all__ = ["plan"]
+__all__ = ["check", "plan"]
 
 # Fields that are strings by nature: a template there renders to text, whatever it computes.
 _TEXT_FIELDS = frozenset(
@@ -60,14 +61,34 @@ _NOT_IN_NAMES = re.compile(r"[\x00-\x1f\x7f/\\]")  # control characters and path
 _FAILED = object()  # what _render returns after recording an error
 
 
-def plan(source: str | os.PathLike[str] | Manifest) -> Plan:
+def plan(
+    source: str | os.PathLike[str] | Manifest,
+    *,
+    variables: Mapping[str, Any] | None = None,
+    never_packaged: Iterable[str | os.PathLike[str]] = (),
+) -> Plan:
     """Expand a manifest (a path, or one already loaded) into its jobs, offline.
 
+    `variables` override the manifest's `vars` (--var, --var-file: variables.read_variables).
+    `never_packaged`: more files kept out of every job's package and hash (an --env-file).
     Raises ManifestError listing every problem, each positioned in the manifest: an invalid
     manifest, more jobs than settings.max_jobs, a template that fails or renders an invalid
     value, two jobs with one name, job_name or outputs folder."""
     manifest = source if isinstance(source, Manifest) else load_manifest(source)
-    return _Planner(manifest).run()
+    return _Planner(manifest, variables=variables, never_packaged=never_packaged).run()
+
+
+def check(source: str | os.PathLike[str]) -> list[Diagnostic]:
+    """Every error `plan` would raise, without reading the jobs' folders (nothing is hashed):
+    the schema and the manifest's rules, the job count against max_jobs, every template
+    compiled and rendered for every cell (names checked against the context), rendered values
+    validated, duplicate names and outputs folders. Empty when the manifest is valid. This is
+    what `kaio validate` runs."""
+    try:
+        _Planner(load_manifest(source), hash_folders=False).run()
+    except ManifestError as e:
+        return e.errors
+    return []
 
 
 # ---- the planner ---------------------------------------------------------------------------
@@ -139,8 +160,17 @@ def _plain_name(text: str) -> str:
 
 
 class _Planner:
-    def __init__(self, manifest: Manifest):
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        hash_folders: bool = True,
+        variables: Mapping[str, Any] | None = None,
+        never_packaged: Iterable[str | os.PathLike[str]] = (),
+    ):
         self.m = manifest
+        self.hash_folders = hash_folders  # False: check only (job_names are then not real)
+        self.never_packaged = _never_packaged(manifest, never_packaged)
         self.doc = manifest.document
         self.folder = str(manifest.folder)
         self.errors: list[Diagnostic] = []
@@ -149,18 +179,41 @@ class _Planner:
         self._checked: dict[tuple[str, str], list[Diagnostic]] = {}
         self._hashes: dict[tuple[str, str], str | None] = {}
         self._directories: dict[str, tuple[str, str]] = {}
-        self.vars = self._wrap("vars", manifest.vars, ("vars",))
+        self.vars = self._vars(variables or {})
         self.manifest_ns = Namespace("manifest", {"name": manifest.name})
+
+    def _vars(self, overrides: Mapping[str, Any]) -> Namespace:
+        """`vars` as templates see them: the manifest's, each overridden one as given."""
+        values = {**self.m.vars, **overrides}
+        return Namespace(
+            "vars",
+            {
+                k: self._wrap(f"vars.{k}", v, None if k in overrides else ("vars", k))
+                for k, v in values.items()
+            },
+        )
 
     # -- errors --
 
-    def error(self, path: tuple, message: str, *, key: bool = False, once: Any = None) -> None:
-        """Record an error at `path`, once per (path, `once` or message)."""
+    def error(
+        self,
+        path: tuple,
+        message: str,
+        *,
+        key: bool = False,
+        once: Any = None,
+        at: tuple[int, int] | None = None,
+    ) -> None:
+        """Record an error at `path` (at line and column `at` when given), once per (path,
+        `once` or message)."""
         mark = (path, message if once is None else once)
         if mark in self._reported:
             return
         self._reported.add(mark)
-        self.errors.append(self.m.diagnostic(path, message, key=key))
+        if at is None:
+            self.errors.append(self.m.diagnostic(path, message, key=key))
+        else:
+            self.errors.append(Diagnostic(self.doc.file, at[0], at[1], tuple(path), message))
 
     def fail_if_errors(self) -> None:
         if self.errors:
@@ -173,8 +226,9 @@ class _Planner:
         rendered: list[_Rendered] = []
         for key, job in self.m.jobs.items():
             rendered.extend(self._render_job(job, self._with_sweep(job, cells[key])))
-        self.fail_if_errors()
-        jobs = self._identify(rendered)
+        # Names are checked whatever failed to render (the cells that did), so that one run
+        # reports both; folders are hashed only for a plan that can still succeed.
+        jobs = self._identify(rendered, hash_folders=self.hash_folders and not self.errors)
         self.fail_if_errors()
         return Plan(self.m, tuple(jobs))
 
@@ -193,7 +247,7 @@ class _Planner:
                 else:
                     cells = [Cell({}, {})]
             except TooManyCells:
-                self._too_many(job, total, max_jobs)
+                self._too_many(job, total, max_jobs, factor)
                 self.fail_if_errors()
             if not cells:
                 self.error(
@@ -205,14 +259,18 @@ class _Planner:
             out[key] = cells
         return out
 
-    def _too_many(self, job: JobDef, before: int, max_jobs: int) -> None:
+    def _too_many(self, job: JobDef, before: int, max_jobs: int, factor: int) -> None:
         written_limit = self.doc.source_text(("settings", "max_jobs")) is not None
-        limit = f"settings.max_jobs ({'' if written_limit else 'default '}{max_jobs})"
-        if before:
-            message = f"with the {before} jobs before it, this job makes more jobs than {limit}"
+        limit = f"settings.max_jobs is {max_jobs}{'' if written_limit else ' (the default)'}"
+        cells = 1 if job.matrix is None else count_cells(job.matrix)
+        if cells is None:
+            makes = "makes more jobs than can be counted"
         else:
-            message = f"this job makes more jobs than {limit}"
-        self.error(job.path, message + "; raise max_jobs or make fewer combinations", key=True)
+            makes = f"makes {cells * factor} job{'s' if cells * factor != 1 else ''}"
+            if before:
+                makes += f", {before + cells * factor} with the {before} before it"
+        message = f"this job {makes}; {limit}; raise max_jobs or make fewer combinations"
+        self.error(job.path, message, key=True)
 
     def _with_sweep(self, job: JobDef, cells: list[Cell]) -> list[Cell]:
         sweep = job.sweep
@@ -309,7 +367,10 @@ class _Planner:
         try:
             return compile_template(source, native)
         except RenderError as e:
-            self.error(where, str(e))
+            at = None
+            if e.offset is not None and self.doc.value(where) == source:
+                at = _inside_scalar(self.m.path, self.doc.locations.get(where), source, e.offset)
+            self.error(where, str(e), at=at)
             return None
 
     def _site_path(self, job: JobDef, spec_path: tuple) -> tuple:
@@ -336,8 +397,7 @@ class _Planner:
         outputs_tpl = self._compile(("settings", "outputs"), self.m.settings.outputs, False)
         if not compiled_ok or outputs_tpl is None:
             return []
-        swept = job.matrix is not None or job.sweep is not None
-        own_params = "params" in job.fields
+        own_params = frozenset(job.fields.get("params") or ())
         copy_env = any(p[0] == "env" for p, _, _ in sites)
         copy_params = any(p[0] == "params" for p, _, _ in sites)
         out = []
@@ -375,10 +435,7 @@ class _Planner:
             outputs = self._render(job, cell, ("settings", "outputs"), outputs_tpl, context)
             if not ok or outputs is _FAILED:
                 continue
-            params = spec.get("params") or {}
-            if swept and not own_params:
-                params = {**params, **cell.values}
-            spec["params"] = params
+            spec["params"] = _merged_params(spec.get("params") or {}, cell.values, own_params)
             spec["env"] = spec.get("env") or {}
             out.append(_Rendered(job, index, cell, name, spec, outputs))
         return out
@@ -452,7 +509,7 @@ class _Planner:
         self._hashes[cache_key] = digest
         return digest
 
-    def _identify(self, rendered: list[_Rendered]) -> list[PlannedJob]:
+    def _identify(self, rendered: list[_Rendered], hash_folders: bool) -> list[PlannedJob]:
         jobs: list[PlannedJob] = []
         by_name: dict[str, _Rendered] = {}
         by_job_name: dict[str, _Rendered] = {}
@@ -465,8 +522,13 @@ class _Planner:
             directory, relative = self._directory(r.spec["directory"])
             exclude = excludes.get(directory)
             if exclude is None:
-                exclude = excludes[directory] = _inside(directory, downloads)
-            content = self._content_hash(job, directory, r.spec["entrypoint"], exclude)
+                never = [*downloads, *self.never_packaged, os.path.join(directory, ".env")]
+                exclude = excludes[directory] = _inside(directory, never)
+            content = (
+                self._content_hash(job, directory, r.spec["entrypoint"], exclude)
+                if hash_folders
+                else ""
+            )
             first = by_name.setdefault(r.name, r)
             if first is not r:
                 self._duplicate(
@@ -513,6 +575,7 @@ class _Planner:
                     outputs=Path(outputs),
                     labels=_labels(manifest, job.key, r.name, cell_json),
                     package_exclude=exclude,
+                    secrets=dict(job.secrets),
                 )
             )
         return jobs
@@ -558,6 +621,8 @@ class _Planner:
             "env_names": sorted(env),
             "env_values": hashlib.sha256(canonical_json(env).encode()).hexdigest(),
             "content_hash": content,
+            # Which secrets a job gets is part of what it is; their values never are.
+            **({"secrets": sorted(r.job.secrets.items())} if r.job.secrets else {}),
         }
 
     def _duplicate(
@@ -577,6 +642,69 @@ class _Planner:
         if r.job.matrix is None and r.job.sweep is None:
             return label
         return f"{label}[{r.index}] ({self._describe(r.job, r.cell)})"
+
+
+def _merged_params(
+    rendered: dict[str, Any], cell: dict[str, Any], own: frozenset[str]
+) -> dict[str, Any]:
+    """params.json: defaults.params <- the cell's values <- the job's own params, later winning
+    (`rendered` holds defaults.params and the job's params already merged and rendered; `own`
+    names the job's keys). A cell value is always there unless the job sets that key itself."""
+    if not cell:
+        return rendered
+    merged = {k: v for k, v in rendered.items() if k not in own}
+    merged.update(cell)
+    merged.update((k, rendered[k]) for k in rendered if k in own)
+    return merged
+
+
+def _inside_scalar(file: Path, loc: Location | None, value: str, offset: int) -> tuple | None:
+    """The line and column in `file` of `value[offset]`, for a string scalar written at `loc`
+    plain, quoted (with nothing escaped before `offset`) or as a literal block (`|`); None
+    when it cannot be told (the error then points at the value's start)."""
+    if loc is None:
+        return None
+    try:
+        lines = file.read_text(encoding="utf-8-sig").split("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    before = value[:offset]
+    if loc.line > len(lines):
+        return None
+    first = lines[loc.line - 1]
+    if "\n" not in before:  # on the value's first line
+        for quote in (0, 1):
+            start = loc.column - 1 + quote
+            if first[start : start + len(before)] == before:
+                return loc.line, start + len(before) + 1
+    if not first[loc.column - 1 :].startswith("|"):
+        return None
+    n = before.count("\n")
+    template_line, tail = value.split("\n")[n], before.rsplit("\n", 1)[-1]
+    index = loc.line + n  # a literal block's text starts on the line after its `|`
+    if index < len(lines):
+        line = lines[index]
+        column = line.find(template_line) if template_line else -1
+        if column >= 0 and not line[:column].strip():
+            return index + 1, column + len(tail) + 1
+    return None
+
+
+# Manifests beside the one applied: never part of a job's package or hash, so that editing
+# one (a comment) changes no job whose folder holds it.
+_MANIFEST_NAMES = ("kaio.yaml", "kaio.yml", "*.kaio.yaml", "*.kaio.yml")
+
+
+def _never_packaged(manifest: Manifest, extra: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Files kept out of every job's package and hash: the manifest itself, every kaio.yaml and
+    *.kaio.yaml beside it, its folder's `.env` (dotenv: secrets) and `extra` (an --env-file).
+    (The `.env` at the top of each job's own folder is kept out too: _identify.)"""
+    folder = manifest.folder
+    found = {str(manifest.path), str(folder / ".env")}
+    for pattern in _MANIFEST_NAMES:
+        found.update(str(p) for p in folder.glob(pattern))
+    found.update(os.path.abspath(e) for e in extra)
+    return sorted(found)
 
 
 def _fixed_root(template: str) -> str:

@@ -3,21 +3,28 @@
 One generator per sweep (per matrix cell when the job has a matrix too), `random.Random(seed)`, of
 which only `.random()` is used: CPython's Mersenne Twister seeded with an int and its 53-bit
 `random()` are stable across versions and platforms, while `uniform`, `gauss`, `choice` and
-friends are not promised to be. Everything else is derived here from those draws:
+friends are not promised to be. Everything else is derived here from those draws (r), with the
+formulas of W&B's sweeps engine (its inverse CDFs at r; normal and beta by the methods below, which
+draw from the same distributions):
 
-    categorical          index = first i with r < p_0 + ... + p_i  (equal p when none are given)
-    int_uniform          min + floor(r * (max - min + 1))          (max included)
-    uniform              min + (max - min) * r
-    q_uniform            round(uniform / q) * q                    (round half to even, as numpy)
-    log_uniform_values   exp(ln min + (ln max - ln min) * r)
-    normal               mu + sigma * z, z by Marsaglia's polar method (two draws per try)
-    log_normal           exp(mu + sigma * z)
-    constant             the value; draws nothing
+    categorical             index = first i with r < p_0 + ... + p_i  (equal p when none are given)
+    int_uniform             min + floor(r * (max - min + 1))          (max included)
+    uniform                 min + (max - min) * r
+    log_uniform_values      exp(ln min + (ln max - ln min) * r)
+    inv_log_uniform_values  exp(-(-ln max + (ln max - ln min) * (1 - r)))   (= log_uniform_values)
+    log_uniform             exp(min + (max - min) * r)                (min, max: exponents)
+    inv_log_uniform         exp(-(min + (max - min) * (1 - r)))       (min, max: exponents of 1/x)
+    normal                  mu + sigma * z, z by Marsaglia's polar method (two draws per try)
+    log_normal              exp(mu + sigma * z)
+    beta                    X / (X + Y), X ~ Gamma(a), Y ~ Gamma(b) by Marsaglia and Tsang's method
+    q_<form>                round(<form> / q) * q  (round half to even, as numpy; an int when q is)
+    constant                the value; draws nothing
 
-`exp`, `ln` and `sqrt` are computed with `decimal` in a fixed context (correctly rounded, pure
-software), never with the platform's libm, whose last bits may differ from one machine to the next.
-Parameters are drawn in the order they are declared, one full set per draw, so the first N draws
-stay the same when `count` grows.
+Parameters a form leaves out take W&B's defaults (manifest.PARAMETER_DEFAULTS: q 1.0, mu 0,
+sigma 1, a and b 1). `exp`, `ln` and `sqrt` are computed with `decimal` in a fixed context
+(correctly rounded, pure software), never with the platform's libm, whose last bits may differ from
+one machine to the next. Parameters are drawn in the order they are declared, one full set per
+draw, so the first N draws stay the same when `count` grows.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from kaio_spec.manifest import Sweep, SweepParameter
+from kaio_spec.manifest import PARAMETER_DEFAULTS, Sweep, SweepParameter
 from kaio_spec.planner.values import canonical_json
 
 __all__ = ["Draw", "DrawError", "cell_seed", "draw", "grid", "grid_size", "random_draws"]
@@ -90,6 +97,12 @@ def _categorical(p: SweepParameter, rng: Callable[[], float]) -> Draw:
     return Draw(values[last], last)  # r at or past a sum a hair under 1
 
 
+def _arg(p: SweepParameter, key: str) -> Any:
+    """The parameter's `key`, or W&B's default for it when the manifest left it out."""
+    value = getattr(p, key)
+    return PARAMETER_DEFAULTS[key] if value is None else value
+
+
 def _uniform(p: SweepParameter, rng: Callable[[], float]) -> float:
     return p.min + (p.max - p.min) * rng()
 
@@ -99,18 +112,32 @@ def _int_uniform(p: SweepParameter, rng: Callable[[], float]) -> int:
     return min(lo + int(rng() * (hi - lo + 1)), hi)
 
 
-def _q_uniform(p: SweepParameter, rng: Callable[[], float]) -> int | float:
-    k = round(_uniform(p, rng) / p.q)
-    if isinstance(p.q, int) and not isinstance(p.q, bool):
-        return k * p.q
-    # k * q in decimal from q's shortest repr: 3 * 0.1 is 0.3, not 0.30000000000000004.
-    return _to_float(_CTX.multiply(Decimal(k), Decimal(repr(p.q))), p.name)
+def _between(lo: Decimal, hi: Decimal, r: Decimal) -> Decimal:
+    """lo + (hi - lo) * r: W&B's uniform inverse CDF, in decimal."""
+    return _CTX.add(lo, _CTX.multiply(_CTX.subtract(hi, lo), r))
 
 
 def _log_uniform_values(p: SweepParameter, rng: Callable[[], float]) -> float:
-    lo, hi = _ln(Decimal(p.min)), _ln(Decimal(p.max))
-    x = _CTX.add(lo, _CTX.multiply(_CTX.subtract(hi, lo), Decimal(rng())))
-    return min(max(_to_float(_exp(x), p.name), p.min), p.max)
+    x = _exp(_between(_ln(Decimal(p.min)), _ln(Decimal(p.max)), Decimal(rng())))
+    return min(max(_to_float(x, p.name), p.min), p.max)
+
+
+def _inv_log_uniform_values(p: SweepParameter, rng: Callable[[], float]) -> float:
+    # W&B: ln(1/x) uniform between ln(1/max) and ln(1/min), at 1 - r (so x grows with r).
+    lo, hi = _CTX.minus(_ln(Decimal(p.max))), _CTX.minus(_ln(Decimal(p.min)))
+    x = _exp(_CTX.minus(_between(lo, hi, 1 - Decimal(rng()))))
+    return min(max(_to_float(x, p.name), p.min), p.max)
+
+
+def _log_uniform(p: SweepParameter, rng: Callable[[], float]) -> float:
+    # min and max are exponents: ln x is uniform between them.
+    return _to_float(_exp(_between(Decimal(p.min), Decimal(p.max), Decimal(rng()))), p.name)
+
+
+def _inv_log_uniform(p: SweepParameter, rng: Callable[[], float]) -> float:
+    # min and max are exponents of 1/x: ln(1/x) is uniform between them, at 1 - r.
+    u = _between(Decimal(p.min), Decimal(p.max), 1 - Decimal(rng()))
+    return _to_float(_exp(_CTX.minus(u)), p.name)
 
 
 def _standard_normal(rng: Callable[[], float]) -> Decimal:
@@ -125,7 +152,8 @@ def _standard_normal(rng: Callable[[], float]) -> Decimal:
 
 
 def _gaussian(p: SweepParameter, rng: Callable[[], float]) -> Decimal:
-    return _CTX.add(Decimal(p.mu), _CTX.multiply(Decimal(p.sigma), _standard_normal(rng)))
+    mu, sigma = Decimal(_arg(p, "mu")), Decimal(_arg(p, "sigma"))
+    return _CTX.add(mu, _CTX.multiply(sigma, _standard_normal(rng)))
 
 
 def _normal(p: SweepParameter, rng: Callable[[], float]) -> float:
@@ -136,13 +164,73 @@ def _log_normal(p: SweepParameter, rng: Callable[[], float]) -> float:
     return _to_float(_exp(_gaussian(p, rng)), p.name)
 
 
+def _ln_gamma_variate(shape: Decimal, rng: Callable[[], float]) -> Decimal:
+    """ln of a Gamma(shape, 1) draw, by Marsaglia and Tsang's method (2000). In logs so that the
+    tiny draws of a small shape neither underflow nor make 0 / 0 in beta's ratio."""
+    boost = Decimal(0)
+    if shape < 1:  # Gamma(a) = Gamma(a + 1) * U^(1/a)
+        boost = _CTX.divide(_ln(1 - Decimal(rng())), shape)  # 1 - r: never ln 0
+        shape = _CTX.add(shape, 1)
+    d = _CTX.subtract(shape, _CTX.divide(1, 3))
+    c = _CTX.divide(1, _CTX.sqrt(_CTX.multiply(9, d)))
+    while True:
+        z = _standard_normal(rng)
+        v = _CTX.add(1, _CTX.multiply(c, z))
+        if v <= 0:
+            continue
+        v3 = _CTX.multiply(_CTX.multiply(v, v), v)
+        ln_v3 = _ln(v3)
+        # Accept when ln u < z^2 / 2 + d - d v^3 + d ln v^3; the draw is then d v^3.
+        bound = _CTX.multiply(d, _CTX.add(_CTX.subtract(1, v3), ln_v3))
+        if _ln(1 - Decimal(rng())) < _CTX.add(_CTX.divide(_CTX.multiply(z, z), 2), bound):
+            return _CTX.add(_CTX.add(_ln(d), ln_v3), boost)
+
+
+def _beta(p: SweepParameter, rng: Callable[[], float]) -> float:
+    ln_x = _ln_gamma_variate(Decimal(_arg(p, "a")), rng)
+    ln_y = _ln_gamma_variate(Decimal(_arg(p, "b")), rng)
+    # X / (X + Y) = 1 / (1 + exp(ln Y - ln X)), written so that exp never overflows.
+    t = _CTX.subtract(ln_y, ln_x)
+    if t > 0:
+        e = _exp(_CTX.minus(t))
+        return float(_CTX.divide(e, _CTX.add(1, e)))
+    return float(_CTX.divide(1, _CTX.add(1, _exp(t))))
+
+
+def _quantized(form: Callable[[SweepParameter, Callable[[], float]], Any]):
+    """The q_ form of `form`: its draw rounded to a multiple of q, as W&B does (round half to even
+    as numpy's round; an int when q is one)."""
+
+    def q_form(p: SweepParameter, rng: Callable[[], float]) -> int | float:
+        q = _arg(p, "q")
+        x = form(p, rng)
+        if not math.isfinite(x / q):
+            raise DrawError(p.name, f"drew {x:.6E}, too many steps of q ({q}) for a number")
+        k = round(x / q)
+        if isinstance(q, int) and not isinstance(q, bool):
+            return k * q
+        # k * q in decimal from q's shortest repr: 3 * 0.1 is 0.3, not 0.30000000000000004.
+        return _to_float(_CTX.multiply(Decimal(k), Decimal(repr(q))), p.name)
+
+    return q_form
+
+
 _NUMERIC: dict[str, Callable[[SweepParameter, Callable[[], float]], Any]] = {
     "uniform": _uniform,
     "int_uniform": _int_uniform,
-    "q_uniform": _q_uniform,
+    "q_uniform": _quantized(_uniform),
     "log_uniform_values": _log_uniform_values,
+    "q_log_uniform_values": _quantized(_log_uniform_values),
+    "inv_log_uniform_values": _inv_log_uniform_values,
+    "log_uniform": _log_uniform,
+    "q_log_uniform": _quantized(_log_uniform),
+    "inv_log_uniform": _inv_log_uniform,
     "normal": _normal,
+    "q_normal": _quantized(_normal),
     "log_normal": _log_normal,
+    "q_log_normal": _quantized(_log_normal),
+    "beta": _beta,
+    "q_beta": _quantized(_beta),
 }
 
 

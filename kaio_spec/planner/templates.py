@@ -24,8 +24,10 @@ from collections.abc import Iterator, Mapping
 from itertools import islice
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2.lexer import Token, TokenStream
 from jinja2.nativetypes import NativeCodeGenerator
+from jinja2.parser import Parser
 from jinja2.runtime import Context, Undefined, missing
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
@@ -48,7 +50,12 @@ MAX_EXPONENT = 10_000
 
 
 class RenderError(Exception):
-    """A template failed to compile or render; the message says why, in the user's terms."""
+    """A template failed to compile or render; the message says why, in the user's terms.
+    `offset`: for a syntax error, where in the template's source the parser stopped."""
+
+    def __init__(self, message: str, offset: int | None = None):
+        super().__init__(message)
+        self.offset = offset
 
 
 class WrittenFloat(float):
@@ -259,6 +266,8 @@ class Template:
         env = _NATIVE if native else _TEXT
         try:
             self._compiled = env.from_string(source)
+        except TemplateSyntaxError as e:
+            raise RenderError(_describe(e), _syntax_error_offset(env, source)) from None
         except TemplateError as e:
             raise RenderError(_describe(e)) from None
 
@@ -283,6 +292,43 @@ def _describe(e: TemplateError) -> str:
     if kind == "TemplateSyntaxError":
         return f"template syntax error: {e.message}"
     return str(e.message or e)
+
+
+def _syntax_error_offset(env: _Sandbox, source: str) -> int:
+    """Where in `source` Jinja stopped on a syntax error (its errors give only a line): the
+    start of the token the parser refused, or where the lexer stopped. Parses `source` again
+    with each token's offset recorded (the lexer yields tokens without them)."""
+    lexer = env.lexer
+    where = {"start": 0, "end": 0, "lexer_failed": False}
+    starts: dict[int, int] = {}
+    tokens: list[Token] = []  # kept alive, so that no other token takes one's id
+
+    def raw() -> Iterator[tuple[int, str, str]]:
+        try:
+            for lineno, kind, value in lexer.tokeniter(source, None):
+                found = source.find(value, where["end"]) if value else -1
+                where["start"] = found if found >= 0 else where["end"]
+                where["end"] = found + len(value) if found >= 0 else where["end"]
+                yield lineno, kind, value
+        except TemplateSyntaxError:
+            where["lexer_failed"] = True  # at where["end"], the first character it refused
+            raise
+
+    def located() -> Iterator[Token]:
+        for token in lexer.wrap(raw()):
+            starts[id(token)] = where["start"]
+            tokens.append(token)
+            yield token
+
+    parser = Parser(env, source)
+    try:
+        parser.stream = TokenStream(located(), None, None)
+        parser.parse()
+    except TemplateSyntaxError:
+        if where["lexer_failed"]:
+            return where["end"]
+        return starts.get(id(parser.stream.current), where["end"])
+    return where["end"]  # pragma: no cover (called only for a source that failed to parse)
 
 
 _CACHE: dict[tuple[str, bool], Template] = {}

@@ -1,7 +1,9 @@
 """The local Kaio platform: the API of PROTOCOL.md over SQLite and local disk, jobs as processes.
 
 app.py          routes and error handling (create_app)
-auth.py         API keys, the server secret, JWTs
+auth.py         API keys, the server secret, JWTs and the ids of signed-out ones
+headers.py      no-store and nosniff on every answer that sets none of its own
+apidocs.py      Swagger UI's files for /docs, from a pinned package
 store.py        SQLite: users, keys, jobs, status history, telemetry
 storage.py      a job's folder, presigned URLs, package checks, outputs
 scheduler.py    queue and capacity, restart recovery, retention sweep
@@ -11,6 +13,8 @@ gpu.py          NVIDIA GPU detection and assignment
 namespaces.py   jobs in namespaces of their own (bubblewrap)
 sandbox.py      which isolation jobs get; Landlock's confinement where namespaces are not had
 limits.py       memory, volume, processes and log caps held while a job runs (cgroups, telemetry)
+unpack.py       archives written beneath a folder by descriptor, through no link
+connections.py  slow and idle connections closed (uvicorn's protocol, with a header timeout)
 states.py       job statuses and their lifecycle
 """
 
@@ -78,6 +82,8 @@ def serve(config: ServerConfig) -> None:
     """Serve until SIGINT or SIGTERM. One server per data dir (a lock file says so)."""
     import uvicorn
 
+    from kaio_spec.server import connections
+
     data_dir = config.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Held for the server's life; the OS drops it when the process dies, however it dies.
@@ -97,9 +103,20 @@ def serve(config: ServerConfig) -> None:
     _write_server_file(data_dir, {"url": url, "pid": os.getpid(), "port": port})
     print(f"kaio server: serving {url} (data in {data_dir})", file=sys.stderr, flush=True)
     print(f"kaio server: {app.state.scheduler.sandbox.summary}", file=sys.stderr)
+    if config.public_url is None and config.host in ("0.0.0.0", "::", ""):
+        print(
+            f"kaio server: presigned URLs name {config.base_url}, which other machines cannot "
+            "reach; pass --public-url with the address they use",
+            file=sys.stderr,
+        )
     server = uvicorn.Server(
         uvicorn.Config(
             app,
+            # Idle and half-open connections are closed, and their number is bounded, so that
+            # slow clients cannot pin the server (connections.py).
+            http=connections.header_timeout_protocol(config.header_timeout_s),
+            timeout_keep_alive=connections.DEFAULT_KEEP_ALIVE_S,
+            limit_concurrency=connections.DEFAULT_MAX_CONNECTIONS,
             log_level="warning",
             access_log=False,  # presigned URLs carry credentials in their query strings
             timeout_graceful_shutdown=5,

@@ -9,6 +9,7 @@ the checks are exactly validation.py's; pydantic models below only describe the 
 # `User` dependency is local to create_app, so they must be evaluated where they are written.
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from email.utils import formatdate
 from pathlib import Path
@@ -33,12 +34,13 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
 from kaio_spec import __version__, catalog, validation
-from kaio_spec.server import auth, storage
+from kaio_spec.server import apidocs, auth, storage
 from kaio_spec.server.config import ServerConfig
+from kaio_spec.server.headers import DefaultHeaders, attachment
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.states import JobStatus
 from kaio_spec.server.storage import hosts_of
-from kaio_spec.server.store import NotFound, Store, iso, now
+from kaio_spec.server.store import JobFilter, NotFound, Store, iso, now
 
 log = logging.getLogger("kaio.server")
 
@@ -50,11 +52,14 @@ MAX_TEXT_FIELD = 512
 DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
 DEFAULT_VOLUME_GB = 5
 LOG_CHUNK = 1024 * 1024
+MAX_LOG_OFFSET = 2**53  # far past any log, and exact in every JSON reader (a JavaScript number)
 FILE_CHUNK = 256 * 1024  # an output sent in pieces of this size
 UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
 # only where they exist (docs/base-packages.md).
-FEATURES = ("base-packages",)
+FEATURES = ("base-packages", "jobs-filters")
+PACKAGE_BUCKET = "kaio-local"  # the s3_uri of a presign answer names it, and no folder
+MAX_LIST_LIMIT = 1000  # jobs in one page of GET /jobs (feature jobs-filters)
 
 # ---- the dashboard (static files, no build step) -------------------------------------------------
 
@@ -79,8 +84,8 @@ DASHBOARD_HEADERS = {
     "Cache-Control": "no-cache",  # revalidate (ETag): an upgraded server serves its own page
 }
 SIGNIN_LINK_TTL_S = 60.0
-# A tenant's own list: no shared cache keeps it, and a browser asks again every time (If-None-Match).
-LIST_HEADERS = {"Cache-Control": "private, no-cache"}
+# A tenant's own list: no cache keeps it (headers.py); a client may still send If-None-Match.
+LIST_HEADERS = {"Cache-Control": "no-store"}
 # GET /jobs reads on the event loop only the few jobs that changed since the last listing (about
 # 10 us each); more than this many are read on a thread.
 LIST_READS_ON_LOOP = 64
@@ -264,11 +269,38 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _lone_surrogate_at(value: Any) -> str | None:
+    """Where (`job_spec.entrypoint`, `env`) the first string or key holds a lone surrogate,
+    which JSON's \\ud800 escapes allow and UTF-8 (so the store, a file name, an environment
+    variable) cannot carry; None when there is none. Iterative, as _depth."""
+    stack: list[tuple[str, Any]] = [("body", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str) and _not_utf8(v):
+            return path
+        if isinstance(v, dict):
+            for key, inner in v.items():
+                if _not_utf8(key):
+                    return path
+                stack.append((key if path == "body" else f"{path}.{key}", inner))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", inner) for i, inner in enumerate(v))
+    return None
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-async def read_json(request: Request) -> dict:
+async def read_json(request: Request, stall_s: float = 60.0) -> dict:
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "application/json":
         raise ApiError(400, "Content-Type: must be application/json")
@@ -276,7 +308,7 @@ async def read_json(request: Request) -> dict:
     if declared and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
         raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in stalls_timed_out(request, stall_s):
         body += chunk
         if len(body) > MAX_JSON_BYTES:
             raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
@@ -294,6 +326,10 @@ async def read_json(request: Request) -> dict:
         raise ApiError(400, "body: must be a JSON object")
     if _depth(value) > MAX_JSON_DEPTH:
         raise ApiError(400, f"body: nested deeper than {MAX_JSON_DEPTH} levels")
+    if (where := _lone_surrogate_at(value)) is not None:
+        raise ApiError(
+            400, f"{where}: holds a lone surrogate (a \\ud800-style escape), not valid Unicode"
+        )
     return value
 
 
@@ -353,6 +389,17 @@ def parse_base_package(body: dict) -> str | None:
     return value
 
 
+def parse_label_filters(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """GET /jobs's `label=key=value` filters."""
+    pairs = []
+    for value in values:
+        key, eq, wanted = value.partition("=")
+        if not eq or not key:
+            raise ApiError(400, f"label: {value!r} must be key=value")
+        pairs.append((key, wanted))
+    return tuple(pairs)
+
+
 def check_sha256(value: str) -> None:
     if not validation.is_sha256(value):
         raise ApiError(400, "sha256: must be 64 lower-case hex digits (the package's SHA-256)")
@@ -365,12 +412,26 @@ def refuse_declared_over(request: Request, limit: int) -> None:
         raise ApiError(413, f"body: larger than the {limit} bytes allowed")
 
 
+async def stalls_timed_out(request: Request, stall_s: float) -> AsyncIterator[bytes]:
+    """The body's pieces; 408 when none comes for `stall_s` seconds, so that a client that
+    stops sending frees what the request holds (an upload's lock) instead of keeping it."""
+    pieces = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(pieces.__anext__(), stall_s)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"body: no byte came for {stall_s:g} s; send it again") from None
+        yield chunk
+
+
 async def receive_body(
-    request: Request, hasher: Any, limit: int, sink: BinaryIO | None = None
+    request: Request, hasher: Any, limit: int, sink: BinaryIO | None = None, stall_s: float = 60.0
 ) -> int:
     """Stream the body through `hasher` (and into `sink`), never whole in memory; its size. 413
-    past `limit`. One pass over the bytes: each piece hashed (hashlib lets go of the GIL) and
-    written together."""
+    past `limit`; 408 when it stalls for `stall_s`. One pass over the bytes: each piece hashed
+    (hashlib lets go of the GIL) and written together."""
 
     def take(data: bytearray) -> None:
         hasher.update(data)
@@ -380,7 +441,7 @@ async def receive_body(
     size = 0
     pending = bytearray()
     try:
-        async for chunk in request.stream():
+        async for chunk in stalls_timed_out(request, stall_s):
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, f"body: larger than the {limit} bytes allowed")
@@ -407,24 +468,26 @@ class SignInLinks:
     ):
         self.ttl_s = ttl_s
         self._clock = clock
-        self._codes: dict[str, tuple[float, str, int]] = {}  # sha256 -> (expiry, user, key id)
+        # sha256 -> (expiry, user, key id, the expiry of the token that made the code)
+        self._codes: dict[str, tuple[float, str, int, int]] = {}
         self._lock = threading.Lock()
 
-    def issue(self, user_id: str, key_id: int) -> str:
+    def issue(self, user_id: str, key_id: int, not_after: int) -> str:
         code = secrets.token_urlsafe(32)
         with self._lock:
             t = self._clock()
             self._codes = {h: v for h, v in self._codes.items() if v[0] > t}
-            self._codes[self._hash(code)] = (t + self.ttl_s, user_id, key_id)
+            self._codes[self._hash(code)] = (t + self.ttl_s, user_id, key_id, not_after)
         return code
 
-    def redeem(self, code: str) -> tuple[str, int] | None:
-        """(user id, key id) of a valid code, which is then spent; None otherwise."""
+    def redeem(self, code: str) -> tuple[str, int, int] | None:
+        """(user id, key id, when its token must expire by) of a valid code, which is then
+        spent; None otherwise."""
         with self._lock:
             found = self._codes.pop(self._hash(code), None)
-            if found is None or found[0] <= self._clock():
+            if found is None or found[0] <= self._clock() or found[3] <= time.time():
                 return None
-        return found[1], found[2]
+        return found[1], found[2], found[3]
 
     @staticmethod
     def _hash(code: str) -> str:
@@ -505,7 +568,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     store = Store(data_dir)
     layout = storage.Layout(data_dir)
     secret = auth.load_or_create_secret(data_dir)
-    tokens = auth.Tokens(secret, config.token_ttl_s)
+    tokens = auth.Tokens(
+        secret, config.token_ttl_s, auth.RevokedTokens(data_dir / auth.REVOKED_FILE)
+    )
     signer = storage.Signer(secret, config.url_ttl_s)
     scheduler = Scheduler(config, store, layout)
     health = {
@@ -525,6 +590,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     touch_fresh_s = min(60.0, config.retention_s / 10)
     signin_links = SignInLinks()
     dashboard = load_dashboard()
+    swagger = apidocs.load_swagger()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -541,7 +607,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         description="The Kaio API (PROTOCOL.md), served by `kaio server`.",
         lifespan=lifespan,
         redoc_url=None,
+        docs_url=None,  # served below from the package's own files (apidocs.py), not a CDN
     )
+    app.add_middleware(DefaultHeaders)
     app.state.config = config
     app.state.store = store
     app.state.scheduler = scheduler
@@ -589,12 +657,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "Authorization: a Bearer token is required (POST /login)")
         try:
-            user_id, key_id = tokens.verify(token.strip())
+            claims = tokens.verify(token.strip())
         except auth.TokenError as e:
             raise ApiError(401, f"Authorization: {e}; log in again") from None
-        if not store.key_is_active(user_id, key_id):
+        if not store.key_is_active(claims.user_id, claims.key_id):
             raise ApiError(401, "Authorization: the API key behind this token was revoked")
-        return {"id": user_id, "key_id": key_id}
+        return {"id": claims.user_id, "key_id": claims.key_id, "claims": claims}
 
     User = Annotated[dict, Depends(caller)]
 
@@ -612,7 +680,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         return json_text(own(store.job_json, unique, user))
 
     def base_url(request: Request) -> str:
-        return str(request.base_url).rstrip("/")
+        # The configured address, never the Host header: a request saying `Host: evil.example`
+        # must not get URLs (credentials) that send their bearer elsewhere.
+        return config.base_url
 
     # ---- routes ---------------------------------------------------------------------------
 
@@ -637,8 +707,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         user, key_id = found
         return signed_in(user, key_id)
 
-    def signed_in(user: dict, key_id: int) -> JSONResponse:
-        token, exp = tokens.issue(user["id"], key_id)
+    def signed_in(user: dict, key_id: int, not_after: int | None = None) -> JSONResponse:
+        token, exp = tokens.issue(user["id"], key_id, not_after)
         return ok({"access_token": token, "exp": exp, "project": user})
 
     @app.post(
@@ -666,7 +736,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         answer = {
             "unique_job_name": unique,
             "upload_url": base_url(request) + signer.path("PUT", storage.package_key(unique)),
-            "s3_uri": layout.job(unique).package.as_uri(),
+            # Where the package is kept, as an object key in a symbolic bucket: never the data
+            # folder's path, which is no tenant's business.
+            "s3_uri": f"s3://{PACKAGE_BUCKET}/{storage.package_key(unique)}",
             "env_names": job["env_names"],
         }
         if job["base_package"]:
@@ -678,12 +750,29 @@ def create_app(config: ServerConfig) -> FastAPI:
         response_model=JobListOut,
         responses={**ERRORS, 304: {"description": "Not Modified (If-None-Match, local)"}},
     )
-    async def list_jobs(request: Request, user: User, include_archived: bool = False):
+    async def list_jobs(
+        request: Request,
+        user: User,
+        include_archived: bool = False,
+        job_name: Annotated[str | None, Query(max_length=MAX_TEXT_FIELD)] = None,
+        label: Annotated[list[str], Query(max_length=MAX_TEXT_FIELD)] = [],  # noqa: B006
+        limit: Annotated[int | None, Query(ge=1, le=MAX_LIST_LIMIT)] = None,
+        after: Annotated[str | None, Query(max_length=MAX_TEXT_FIELD)] = None,
+    ):
         """The caller's jobs, newest first. (local) An ETag comes with the list, and a request
-        whose If-None-Match holds it is answered 304 with no body while the list is the same."""
-        jobs = store.jobs_json(user["id"], include_archived, max_reads=LIST_READS_ON_LOOP)
-        if jobs is None:  # many jobs to read again (the first listing, say): off the event loop
-            jobs = await run_in_threadpool(store.jobs_json, user["id"], include_archived)
+        whose If-None-Match holds it is answered 304 with no body while the list is the same.
+        (local, feature `jobs-filters`) Only the jobs named `job_name`, only those with each
+        `label=key=value`, at most `limit` of them, after the job `after` (the last of the
+        previous page)."""
+        only = JobFilter(job_name, parse_label_filters(label), limit, after)
+        try:
+            jobs = store.jobs_json(user["id"], include_archived, LIST_READS_ON_LOOP, only)
+            if jobs is None:  # many jobs to read again (the first listing): off the event loop
+                jobs = await run_in_threadpool(
+                    store.jobs_json, user["id"], include_archived, None, only
+                )
+        except NotFound:
+            raise ApiError(400, f"after: no job {after!r} of yours") from None
         body = f'{{"jobs":[{",".join(jobs)}],"count":{len(jobs)}}}'.encode()
         return conditional(request, body, "application/json", LIST_HEADERS)
 
@@ -799,7 +888,9 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     async def _receive_hashed(request: Request, sha256: str, sink: BinaryIO | None = None) -> int:
         hasher = hashlib.sha256()
-        size = await receive_body(request, hasher, config.max_upload_bytes, sink)
+        size = await receive_body(
+            request, hasher, config.max_upload_bytes, sink, config.upload_stall_s
+        )
         if hasher.hexdigest() != sha256:
             raise ApiError(400, f"body: its SHA-256 is {hasher.hexdigest()}, not the URL's")
         return size
@@ -829,7 +920,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         unique_job_name: str,
         user: User,
         host: Annotated[str, Query(max_length=32)] = "algo-1",
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0,
         stream: Literal["stdout", "stderr"] = "stdout",
     ):
         """Log bytes of one instance from `offset`; the next offset is in X-Next-Offset."""
@@ -839,8 +930,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         path = layout.job(unique_job_name).logs(host) / f"{stream}.log"
         data = b""
         with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(LOG_CHUNK)
+            if offset < os.fstat(f.fileno()).st_size:  # never a seek past the end
+                f.seek(offset)
+                data = f.read(LOG_CHUNK)
         return Response(
             data,
             media_type="text/plain; charset=utf-8",
@@ -849,8 +941,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     # ---- the dashboard (local) ----------------------------------------------------------------
 
-    def dashboard_file(name: str, request: Request) -> Response:
-        found = dashboard.get(name)
+    def dashboard_file(name: str, request: Request, files: dict | None = None) -> Response:
+        found = (dashboard if files is None else files).get(name)
         if found is None:
             raise ApiError(404, f"no dashboard file {name!r}")
         data, media, etag = found
@@ -874,11 +966,29 @@ def create_app(config: ServerConfig) -> FastAPI:
         """The dashboard's scripts, styles and images."""
         return dashboard_file(name, request)
 
+    @app.get("/docs", tags=["local"], response_class=Response, include_in_schema=False)
+    def api_docs(request: Request):
+        """The API reference (Swagger UI on /openapi.json), from this server's own files."""
+        return dashboard_file("docs.html", request)
+
+    @app.get("/docs/{name}", tags=["local"], response_class=Response, include_in_schema=False)
+    def api_docs_asset(name: str, request: Request):
+        return dashboard_file(name, request, swagger)
+
+    @app.post("/logout", tags=["local"], status_code=204, response_class=Response, responses=ERRORS)
+    def logout(user: User):
+        """Sign the caller's token out: it is refused from now until it would have expired
+        (other tokens of the same key go on working). The dashboard's Sign out calls this."""
+        claims = user["claims"]
+        tokens.revoked.revoke(claims.token_id, claims.exp)
+        return Response(status_code=204)
+
     @app.post("/dashboard/links", tags=["local"], response_model=SignInLinkOut, responses=ERRORS)
     def create_signin_link(user: User):
         """A one-time code (valid briefly) that signs a dashboard tab in as the caller: `kaio
-        dashboard` opens `/#signin=<code>`, so no API key or token ever sits in a URL."""
-        code = signin_links.issue(user["id"], user["key_id"])
+        dashboard` opens `/#signin=<code>`, so no API key or token ever sits in a URL. The token
+        it gives ends when the caller's own token does: a token cannot renew itself this way."""
+        code = signin_links.issue(user["id"], user["key_id"], user["claims"].exp)
         return ok({"code": code, "expires_in": int(signin_links.ttl_s)})
 
     @app.post(
@@ -911,7 +1021,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         found = signin_links.redeem(code)
         if found is None:
             raise ApiError(403, "code: unknown, already used or expired; make a new link")
-        user_id, key_id = found
+        user_id, key_id, not_after = found
 
         def project() -> dict | None:
             if not store.key_is_active(user_id, key_id):
@@ -928,7 +1038,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         user = await run_in_threadpool(project)
         if user is None:
             raise ApiError(403, "code: the API key behind this link was revoked")
-        return signed_in(user, key_id)
+        return signed_in(user, key_id, not_after)
 
     # ---- presigned objects ------------------------------------------------------------------
 
@@ -936,6 +1046,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         q = request.query_params
         try:
             signer.verify(method, key, q.get("expires"), q.get("signature"))
+        except storage.MalformedSignature as e:
+            raise ApiError(400, f"signature: {e}") from None
         except storage.BadSignature as e:
             raise ApiError(403, f"signature: {e}") from None
 
@@ -953,7 +1065,10 @@ def create_app(config: ServerConfig) -> FastAPI:
             opened = storage.open_output(layout.job(unique), hosts_of(job), rel)
         if opened is None:
             raise ApiError(404, "object: no such object (deleted, or never written)")
-        return file_response(opened)
+        response = file_response(opened)
+        # A download, never a page: an output named x.html cannot run in this origin.
+        response.headers["Content-Disposition"] = attachment(rel)
+        return response
 
     @app.put("/objects/{key:path}", tags=["presigned"], responses=ERRORS)
     async def put_object(key: str, request: Request):
@@ -975,7 +1090,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             # A retried PUT of the same bytes succeeds (whatever the job did since); other
             # bytes are a conflict.
             md5 = hashlib.md5(usedforsecurity=False)
-            await receive_body(request, md5, config.max_upload_bytes)
+            await receive_body(request, md5, config.max_upload_bytes, stall_s=config.upload_stall_s)
             if md5.hexdigest() != job["etag"]:
                 raise ApiError(409, "body: the job's package was already uploaded")
             return Response(status_code=200, headers={"ETag": f'"{job["etag"]}"'})
@@ -992,11 +1107,19 @@ def create_app(config: ServerConfig) -> FastAPI:
         md5 = hashlib.md5(usedforsecurity=False)
         try:
             with open(part, "wb", buffering=0) as f:
-                size = await receive_body(request, md5, config.max_upload_bytes, f)
+                size = await receive_body(
+                    request, md5, config.max_upload_bytes, f, config.upload_stall_s
+                )
             etag = md5.hexdigest()
+            if job["etag"] and etag != job["etag"]:
+                # A crash cut the unpacking of the bytes first received short: a retry may
+                # send those again, nothing else (as after an upload that was accepted).
+                raise ApiError(409, "body: the job's package was already received")
             os.replace(part, files.package)
         finally:
             part.unlink(missing_ok=True)
+        if not job["etag"]:  # the bytes this job takes from now on, whatever happens next
+            await run_in_threadpool(store.update_job, unique, etag=etag)
         await run_in_threadpool(_accept_package, job, files, size, etag)
         return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
@@ -1010,6 +1133,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             _fail_upload(job, files, 409, e)
         except storage.PackageError as e:
             _fail_upload(job, files, 400, e)
+        except OSError as e:  # the platform's own trouble (a full disk): the job fails, not hangs
+            log.exception("job %s: unpacking its package", job["unique_job_name"])
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            reason = f"package: the platform could not unpack it ({e.strerror or type(e).__name__})"
+            _fail_upload(job, files, 507 if full else 503, RuntimeError(reason))
         if job["base_package"]:  # used by an upload too (and a sweep now would be harmless)
             base_of(job).touch(touch_fresh_s)
         store.update_job(

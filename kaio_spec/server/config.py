@@ -22,6 +22,9 @@ class ServerConfig:
     sandbox: bool = True  # jobs isolated (namespaces.py), else confined with Landlock (sandbox.py)
     job_network: str = "host"  # "none": each job in a network namespace of its own
     isolation: str = "auto"  # "landlock": Landlock even where namespaces work (for tests)
+    # The address clients reach this server at, for the presigned URLs it hands out: never the
+    # request's Host header, which the client (or anyone between) chooses. None: host and port.
+    public_url: str | None = None
     # Below: not user-facing flags' business, but tests shrink them to exercise the limits.
     max_upload_bytes: int = catalog.MAX_UPLOAD_BYTES
     token_ttl_s: int = 3600
@@ -31,6 +34,16 @@ class ServerConfig:
     log_cap_bytes: int = 100 * 1024**2  # per stream and instance; the rest is dropped
     max_processes: int = 4096  # per instance
     limits_scale: float = 1.0  # times the memory and volume an instance type promises
+    upload_stall_s: float = 60.0  # a request body with no byte for this long is given up
+    header_timeout_s: float = 10.0  # a request's headers are due this long after it begins
+
+    @property
+    def base_url(self) -> str:
+        """Where presigned URLs point: --public-url, else the address the server listens on."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def retention_s(self) -> float:

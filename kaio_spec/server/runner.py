@@ -76,6 +76,14 @@ def exit_description(host: str, code: int) -> str:
     return f"{host} exited with code {code}"
 
 
+def job_relative(text: str, folder: Path) -> str:
+    """`text` with the paths inside the job's working folder made relative to it: a traceback in
+    a failure reason names `train.py`, as the user's folder has it, not the platform's path."""
+    for prefix in {str(folder), os.path.realpath(folder)}:
+        text = text.replace(prefix + os.sep, "")
+    return text
+
+
 class JobRun:
     """Runs one job to its end on a thread of its own; `stop()` may be called from any thread."""
 
@@ -434,7 +442,9 @@ class JobRun:
                 kill_group(inst.proc.pid, sig)
 
     def _failure_reason(self, inst: Instance, code: int) -> str:
-        last = storage.tail(self.files.logs(inst.host) / "stderr.log")
+        last = job_relative(
+            storage.tail(self.files.logs(inst.host) / "stderr.log"), self.files.work(inst.host)
+        )
         reason = exit_description(inst.host, code)
         # What the kernel held it to, in its cgroups, is what it died of, most likely.
         if self.cgroups.hit(inst.cgroups, "memory"):
@@ -549,7 +559,8 @@ class JobRun:
             if self.sandbox.private_tmp:
                 self.files.remove_tmp()
             # Outputs are in place before the status turns final: a client that sees the end
-            # can list them at once.
+            # can list them at once. How it ended is kept first, for a restart in between.
+            self.files.record_outcome(final.value, reason)
             storage.collect_outputs(self.files, self.hosts, self._original)
             # Listed once, now that nothing changes them, for every client that downloads them.
             self.listing = storage.list_outputs(self.files, self.hosts)

@@ -43,10 +43,9 @@ export const session = {
   },
 };
 
-async function request(path, { method = "GET", body, auth = true, signal } = {}) {
+async function request(path, { method = "GET", body, auth = true, signal, token = session.token } = {}) {
   const headers = {};
   if (auth) {
-    const token = session.token;
     if (!token) throw new ApiError(401, "not signed in");
     headers.Authorization = `Bearer ${token}`;
   }
@@ -72,7 +71,9 @@ async function request(path, { method = "GET", body, auth = true, signal } = {})
     } catch {
       // not JSON: keep the status text
     }
-    if (response.status === 401 && auth) session.clear("Your session ended; sign in again.");
+    if (response.status === 401 && auth && token === session.token) {
+      session.clear("Your session ended; sign in again.");
+    }
     throw new ApiError(response.status, message);
   }
   return response;
@@ -85,6 +86,9 @@ export const api = {
     json(request("/login", { method: "POST", body: { api_key: apiKey }, auth: false })),
   loginWithLink: (code) =>
     json(request("/login/link", { method: "POST", body: { code }, auth: false })),
+  // Signs a token out on the server (it is refused from then on), whether or not it is the
+  // tab's current one.
+  logout: (token) => request("/logout", { method: "POST", token }),
   jobs: (includeArchived) =>
     json(request(`/jobs${includeArchived ? "?include_archived=true" : ""}`)),
   job: (unique) => json(request(`/jobs/status/${encodeURIComponent(unique)}`)),

@@ -1,11 +1,13 @@
 // The dashboard's entry point: sign-in, the header, and hash routes
 //   #/jobs   #/job/<unique_job_name>   #/sweeps   #/sweep/<manifest>/<key>
 // `kaio dashboard` opens `/#signin=<one-time code>`: the code is read, removed from the address
-// bar and the history entry at once, and exchanged for a token (POST /login/link).
+// bar and the history entry at once, and exchanged for a token (POST /login/link). A link that
+// arrives in a tab signed in as another account asks before switching, naming both.
+// Sign out signs the token out on the server too (POST /logout), not only in this tab.
 
 import { api, session } from "./api.js";
 import { clear, h } from "./dom.js";
-import { errorText, notice } from "./ui.js";
+import { confirmAction, errorText, notice } from "./ui.js";
 import { jobsView } from "./jobs.js";
 import { jobView } from "./job.js";
 import { sweepsView, sweepView } from "./sweeps.js";
@@ -83,10 +85,12 @@ function signInView() {
     error,
     h(
       "p",
-      { class: "hint" },
-      "The key is exchanged for a session token and not kept. ",
+      { class: "hint", id: "signin-hint" },
+      "No key at hand? Run ",
       h("code", { text: "kaio dashboard" }),
-      " opens this page already signed in.",
+      " in a terminal: it opens this page already signed in, through a link that works once. ",
+      "A session lasts an hour and belongs to one tab, so a new tab starts signed out. ",
+      "A key is exchanged for a session and not kept.",
     ),
   );
   error.textContent = signOutReason;
@@ -127,8 +131,9 @@ function signedIn(login) {
 }
 
 async function signInWithLink(code) {
+  let login;
   try {
-    signedIn(await api.loginWithLink(code));
+    login = await api.loginWithLink(code);
   } catch (e) {
     const reason =
       e.status === 403
@@ -137,7 +142,34 @@ async function signInWithLink(code) {
     route();
     if (session.token) notice(reason, "error");
     else showSignInError(reason);
+    return;
   }
+  const before = session.token ? { token: session.token, project: session.project } : null;
+  if (before && !(await mayReplace(before.project, login.project))) {
+    signOutOnServer(login.access_token); // the tab stays as it was
+    return;
+  }
+  if (before) signOutOnServer(before.token);
+  signedIn(login);
+}
+
+const nameOf = (project) => (project && project.name) || "an unknown project";
+
+// A link for the account this tab is signed in as replaces the session; one for another account
+// does only if the user says so, seeing both names.
+async function mayReplace(current, next) {
+  if (current && next && current.id === next.id) return true;
+  return confirmAction(
+    "Switch accounts?",
+    `This tab is signed in as ${nameOf(current)}. The sign-in link is for ${nameOf(next)}. ` +
+      `Sign out of ${nameOf(current)} and in as ${nameOf(next)}?`,
+    `Switch to ${nameOf(next)}`,
+  );
+}
+
+// Best effort: the tab forgets the token whatever the server answers.
+function signOutOnServer(token) {
+  api.logout(token).catch(() => {});
 }
 
 session.onSignOut((reason) => {
@@ -146,26 +178,30 @@ session.onSignOut((reason) => {
 });
 
 document.getElementById("signout").addEventListener("click", () => {
+  const token = session.token;
   session.clear("");
+  if (token) signOutOnServer(token);
   signOutReason = "";
   notice("");
   history.replaceState(null, "", `${location.pathname}${location.search}`);
   route();
 });
 
-// A sign-in link pasted into an open tab arrives as a hash change, not as a page load.
-function takeSignInLink() {
+// A sign-in link pasted into an open tab arrives as a hash change, not as a page load; the tab
+// then keeps showing what it showed (`back`, the previous address) while the link is used.
+function takeSignInLink(back = "#/jobs") {
   const link = /^#signin=([A-Za-z0-9_-]{1,512})$/.exec(location.hash);
   if (!link) return false;
   // Out of the address bar and of this history entry before anything else happens.
-  history.replaceState(null, "", `${location.pathname}${location.search}#/jobs`);
+  const to = session.token && back && !back.startsWith("#signin=") ? back : "#/jobs";
+  history.replaceState(null, "", `${location.pathname}${location.search}${to}`);
   signInWithLink(link[1]);
   return true;
 }
 
-window.addEventListener("hashchange", () => {
+window.addEventListener("hashchange", (event) => {
   notice("");
-  if (takeSignInLink()) return;
+  if (takeSignInLink(new URL(event.oldURL).hash)) return;
   route();
   main.focus();
 });

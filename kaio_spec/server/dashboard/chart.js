@@ -3,6 +3,7 @@
 // anything else is categorical. Colours and sizes come from style.css classes.
 
 import { svg } from "./dom.js";
+import { logTicks, niceTicks, position } from "./ticks.js";
 
 const WIDTH = 640;
 const HEIGHT = 360;
@@ -19,20 +20,9 @@ export function formatNumber(v) {
   return String(Number(v.toPrecision(4)));
 }
 
-function niceTicks(min, max, count = 5) {
-  if (min === max) {
-    const pad = min === 0 ? 1 : Math.abs(min) * 0.1;
-    min -= pad;
-    max += pad;
-  }
-  const raw = (max - min) / count;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || 10 * mag;
-  const lo = Math.floor(min / step) * step;
-  const hi = Math.ceil(max / step) * step;
-  const ticks = [];
-  for (let v = lo; v <= hi + step / 2; v += step) ticks.push(Number(v.toPrecision(12)));
-  return { lo, hi, ticks };
+// [min, max] without spreading the values into arguments (the stack has a limit).
+function extent(values) {
+  return values.reduce(([lo, hi], v) => [Math.min(lo, v), Math.max(hi, v)], [Infinity, -Infinity]);
 }
 
 function xScale(values, plotRight) {
@@ -40,19 +30,15 @@ function xScale(values, plotRight) {
   const left = MARGIN.left + INSET;
   const right = plotRight - INSET;
   if (numeric) {
-    const min = Math.min(...values);
-    const max = Math.max(...values);
+    const [min, max] = extent(values);
     if (min > 0 && max / min >= 100) {
       const lo = Math.log10(min);
       const hi = Math.log10(max);
-      const span = hi - lo || 1;
-      const at = (v) => left + ((Math.log10(v) - lo) / span) * (right - left);
-      const ticks = [];
-      for (let p = Math.ceil(lo); p <= Math.floor(hi); p++) ticks.push(10 ** p);
-      return { kind: "log", at, ticks, label: formatNumber };
+      const at = (v) => left + position(Math.log10(v), lo, hi) * (right - left);
+      return { kind: "log", at, ticks: logTicks(lo, hi), label: formatNumber };
     }
     const { lo, hi, ticks } = niceTicks(min, max);
-    const at = (v) => left + ((v - lo) / (hi - lo)) * (right - left);
+    const at = (v) => left + position(v, lo, hi) * (right - left);
     return { kind: "linear", at, ticks, label: formatNumber };
   }
   const keys = [...new Set(values.map((v) => keyOf(v)))].sort((a, b) =>
@@ -89,10 +75,10 @@ export function chart(points, xName, yName) {
     plotRight,
   );
   const ys = points.map((p) => p.y);
-  const { lo, hi, ticks } = niceTicks(Math.min(...ys), Math.max(...ys));
+  const { lo, hi, ticks } = niceTicks(...extent(ys));
   const top = MARGIN.top;
   const bottom = HEIGHT - MARGIN.bottom;
-  const y = (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top);
+  const y = (v) => bottom - position(v, lo, hi) * (bottom - top);
 
   const axes = svg("g", { class: "axes" });
   axes.append(svg("line", { x1: MARGIN.left, y1: bottom, x2: plotRight, y2: bottom }));

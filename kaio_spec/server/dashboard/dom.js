@@ -40,13 +40,16 @@ export function clear(el) {
   return el;
 }
 
-// Only a same-origin http(s) URL becomes a link (presigned URLs are this server's own).
+// Only a same-origin http(s) URL becomes a link (presigned URLs are this server's own). The
+// server names itself by its configured address (--public-url), which may not be the name this
+// tab used (localhost, 127.0.0.1): a presigned /objects/ URL keeps its signed path and query on
+// this tab's origin.
 export function safeUrl(url) {
   try {
     const u = new URL(url, location.href);
-    if ((u.protocol === "http:" || u.protocol === "https:") && u.origin === location.origin) {
-      return u.href;
-    }
+    if (u.protocol !== "http:" && u.protocol !== "https:") return null;
+    if (u.origin === location.origin) return u.href;
+    if (u.pathname.startsWith("/objects/")) return new URL(u.pathname + u.search, location.origin).href;
   } catch {
     // not a URL
   }

@@ -20,6 +20,38 @@ import { confirmAction, errorText, notice } from "./ui.js";
 const JOB_POLL_MS = 2000;
 const LOG_POLL_MS = 1000;
 const LOG_KEEP_CHARS = 1_000_000; // what the page keeps of a log: its most recent part
+// Terminal escape sequences (colours, cursor moves, titles), removed rather than shown raw: CSI
+// (ESC [ or its one-byte form), OSC (ESC ] to BEL or ESC backslash), other ESC sequences
+// (ESC ( B ...), and one cut off at the end of what has arrived so far (its rest comes next).
+const ANSI =
+  /(?:\x1b\[|\x9b)[0-?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|(?:\x1b\[|\x9b)[0-?]*[ -\/]*$|\x1b\][^\x07\x1b]*$|\x1b[ -\/]*[0-~]|\x1b$/g;
+
+export function stripAnsi(text) {
+  return text.replace(ANSI, "");
+}
+
+// The most recent part of a log, from the start of a line.
+function keepEnd(text) {
+  const from = text.indexOf("\n", text.length - LOG_KEEP_CHARS);
+  return text.slice(from < 0 ? text.length - LOG_KEEP_CHARS : from + 1);
+}
+
+// The whole log of one host and stream, read from the API into a file to save.
+async function downloadLog(unique, host, stream) {
+  const parts = [];
+  for (let offset = 0; ; ) {
+    const { bytes, next } = await api.logs(unique, host, stream, offset);
+    if (!bytes.length) break;
+    parts.push(bytes);
+    offset = next;
+  }
+  const url = URL.createObjectURL(new Blob(parts, { type: "text/plain" }));
+  const a = h("a", { href: url, download: `${unique}-${host}-${stream}.log`, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
 
 function facts(job) {
   const rows = [
@@ -101,6 +133,14 @@ function logPane(unique, getJob) {
   const follow = h("input", { type: "checkbox", id: "log-follow", checked: true });
   const pre = h("pre", { id: "log", class: "log", tabindex: "0", "aria-label": "Log" });
   const state = h("p", { id: "log-state", class: "muted", role: "status" });
+  const fullLink = h("a", { href: "#", id: "log-full", text: "download the full log" });
+  const omitted = h("p", { id: "log-omitted", class: "hint log-omitted", hidden: true }, "Earlier output omitted — ", fullLink);
+  fullLink.addEventListener("click", (event) => {
+    event.preventDefault();
+    downloadLog(unique, hostSelect.value || "algo-1", streamSelect.value).catch((e) => {
+      state.textContent = `Could not download the log: ${errorText(e)}`;
+    });
+  });
   let poller = null;
   let generation = 0;
   let deleted = false;
@@ -126,6 +166,7 @@ function logPane(unique, getJob) {
     let text = "";
     pre.textContent = "";
     state.textContent = "";
+    omitted.hidden = true;
     const read = async () => {
       const job = getJob();
       if (job.data_deleted) {
@@ -139,15 +180,18 @@ function logPane(unique, getJob) {
         offset = next;
         if (!bytes.length) break;
         text += decoder.decode(bytes, { stream: true });
-        if (text.length > LOG_KEEP_CHARS) text = text.slice(text.length - LOG_KEEP_CHARS);
+        if (text.length > LOG_KEEP_CHARS) {
+          text = keepEnd(text);
+          omitted.hidden = false;
+        }
         const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-        pre.textContent = text;
+        pre.textContent = stripAnsi(text);
         if (follow.checked && atBottom) pre.scrollTop = pre.scrollHeight;
       }
       // A job that had ended before this read started has nothing more to write.
       if (endedBefore) {
         text += decoder.decode();
-        pre.textContent = text;
+        pre.textContent = stripAnsi(text);
         state.textContent = text ? `${host} ${stream}: end of log` : `${host} ${stream}: empty`;
         return false;
       }
@@ -174,6 +218,7 @@ function logPane(unique, getJob) {
       h("label", { for: "log-stream" }, "Stream ", streamSelect),
       h("label", { for: "log-follow", class: "check" }, follow, " Follow"),
     ),
+    omitted,
     pre,
     state,
   );

@@ -6,7 +6,7 @@
 
 import { api, fetchPresigned } from "./api.js";
 import { chart, formatNumber, keyOf } from "./chart.js";
-import { h, jobHref, poll, statusBadge, sweepHref, timeEl } from "./dom.js";
+import { h, jobHref, poll, safeUrl, statusBadge, sweepHref, timeEl } from "./dom.js";
 import { POLL_MS } from "./jobs.js";
 import { errorText, notice } from "./ui.js";
 
@@ -18,10 +18,13 @@ const FETCH_PARALLEL = 4;
 export function sweepOf(job) {
   const labels = job.labels || {};
   if (typeof labels.manifest !== "string" || typeof labels.key !== "string") return null;
-  let cell = {};
+  // A Map: a parameter named `constructor` or `__proto__` is a name like any other.
+  let cell = new Map();
   try {
     const parsed = JSON.parse(labels.cell || "{}");
-    if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) cell = parsed;
+    if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
+      cell = new Map(Object.entries(parsed));
+    }
   } catch {
     // a cell too large for labels is named by its hash: no parameters to show
   }
@@ -79,12 +82,13 @@ function parseMetrics(text) {
   }
 }
 
-export function numericValues(value, prefix = "", out = {}, depth = 0) {
+// The finite numbers of metrics.json by dotted name, in a Map (a metric may be named __proto__).
+export function numericValues(value, prefix = "", out = new Map(), depth = 0) {
   if (!value || typeof value !== "object" || Array.isArray(value) || depth > 4) return out;
   for (const [k, v] of Object.entries(value)) {
-    if (Object.keys(out).length >= MAX_METRICS) break;
+    if (out.size >= MAX_METRICS) break;
     const name = prefix ? `${prefix}.${k}` : k;
-    if (typeof v === "number" && Number.isFinite(v)) out[name] = v;
+    if (typeof v === "number" && Number.isFinite(v)) out.set(name, v);
     else if (v && typeof v === "object") numericValues(v, name, out, depth + 1);
   }
   return out;
@@ -102,8 +106,10 @@ function metricsOf(job) {
         files
           .filter(([path]) => /^algo-\d+\/metrics\.json$/.test(path))
           .sort((a, b) => a[0].localeCompare(b[0], undefined, { numeric: true }))[0];
-      if (!hit) return { values: {}, missing: true };
-      return { values: numericValues(parseMetrics(await fetchPresigned(hit[2], METRICS_MAX_BYTES))) };
+      if (!hit) return { values: new Map(), missing: true };
+      const url = safeUrl(hit[2]);
+      if (!url) return { error: "metrics.json: the server gave a link to elsewhere" };
+      return { values: numericValues(parseMetrics(await fetchPresigned(url, METRICS_MAX_BYTES))) };
     });
     metricsCache.set(job.unique_job_name, found);
     found.then((r) => {
@@ -256,8 +262,8 @@ export function sweepView(main, manifest, key) {
     const params = [];
     const metrics = [];
     for (const row of rows) {
-      for (const p of Object.keys(row.sweep.cell)) if (!params.includes(p)) params.push(p);
-      for (const m of Object.keys((row.metrics && row.metrics.values) || {})) {
+      for (const p of row.sweep.cell.keys()) if (!params.includes(p)) params.push(p);
+      for (const m of row.metrics && row.metrics.values ? row.metrics.values.keys() : []) {
         if (!metrics.includes(m)) metrics.push(m);
       }
     }
@@ -269,8 +275,8 @@ export function sweepView(main, manifest, key) {
     if (kind === "name") return row.sweep.name;
     if (kind === "status") return row.job.status;
     if (kind === "attempts") return row.attempts;
-    if (kind === "param") return row.sweep.cell[name];
-    return row.metrics && row.metrics.values ? row.metrics.values[name] : undefined;
+    if (kind === "param") return row.sweep.cell.get(name);
+    return row.metrics && row.metrics.values ? row.metrics.values.get(name) : undefined;
   }
 
   function sortButton(column, label) {
@@ -340,7 +346,7 @@ export function sweepView(main, manifest, key) {
           h("td", {}, h("a", { href: jobHref(row.job.unique_job_name), text: row.sweep.name })),
           h("td", {}, statusBadge(row.job.status)),
           h("td", { class: "num", text: String(row.attempts) }),
-          params.map((p) => h("td", { class: "param", text: cellText(row.sweep.cell[p]) })),
+          params.map((p) => h("td", { class: "param", text: cellText(row.sweep.cell.get(p)) })),
           metrics.map((m) => {
             const v = valueOf(row, ["metric", m]);
             return h("td", { class: "metric num", text: v === undefined ? "" : formatNumber(v), title: v === undefined ? null : String(v) });
@@ -367,7 +373,7 @@ export function sweepView(main, manifest, key) {
 
   function drawChart() {
     const { params, metrics } = columns();
-    const varying = params.filter((p) => new Set(rows.map((r) => keyOf(r.sweep.cell[p]))).size > 1);
+    const varying = params.filter((p) => new Set(rows.map((r) => keyOf(r.sweep.cell.get(p)))).size > 1);
     state.x = fillSelect(xSelect, params, state.x ?? varying[0] ?? params[0] ?? null);
     state.y = fillSelect(ySelect, metrics, state.y ?? metrics[0] ?? null);
     if (!state.x || !state.y) {
@@ -380,12 +386,12 @@ export function sweepView(main, manifest, key) {
     const points = [];
     for (const row of rows) {
       const yv = valueOf(row, ["metric", state.y]);
-      const xv = row.sweep.cell[state.x];
+      const xv = row.sweep.cell.get(state.x);
       if (typeof yv !== "number" || xv === undefined) continue;
       points.push({
         x: xv,
         y: yv,
-        series: others.map((p) => `${p}=${cellText(row.sweep.cell[p])}`).join(", "),
+        series: others.map((p) => `${p}=${cellText(row.sweep.cell.get(p))}`).join(", "),
         title: `${row.sweep.name}: ${state.x}=${cellText(xv)}, ${state.y}=${formatNumber(yv)}`,
       });
     }
