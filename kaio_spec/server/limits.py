@@ -143,17 +143,21 @@ CONTROLLERS = {
 
 
 class InstanceCgroups:
-    """A cgroup per instance in each hierarchy where the server may make them: the kernel then
-    holds the instance to `max_processes` (refusing its forks past it, however fast it forks:
-    a fork bomb harms no other job) and to its type's memory (the OOM killer ends it), where
-    sampling would see either only at the next sample. cgroup v1's pids and memory hierarchies,
-    or v2 where the server's cgroup already delegates those controllers to its children;
-    without them (no such cgroup, no right to make one) the sampled figures alone hold."""
+    """A cgroup per instance where the server may make them: the kernel then holds the instance
+    to `max_processes` (refusing its forks past it, however fast it forks: a fork bomb harms no
+    other job) and, on cgroup v2, to its type's memory (the OOM killer ends it), where sampling
+    would see either only at the next sample. cgroup v1's pids hierarchy, or v2 where the
+    server's cgroup already delegates pids and memory to its children; without them (no such
+    cgroup, no right to make one) the sampled figures alone hold."""
 
     def __init__(self, platform: str):
         self.prefix = f"kaio-{platform}-"  # theirs: another platform's are never touched
         self.parents: dict[str, tuple[Path, int]] = {}  # controller -> (folder, cgroup version)
         for controller, parent, version in _cgroup_parents():
+            # Moving a process into a v1 cgroup costs ~10 ms (an RCU grace period): one move,
+            # for pids (which sampling cannot hold), not a second one for memory (which it can).
+            if (controller, version) == ("memory", 1):
+                continue
             probe = parent / f"{self.prefix}probe"
             try:
                 probe.mkdir(exist_ok=True)
