@@ -310,23 +310,6 @@ def test_jobs_reach_the_network_unless_the_platform_says_none(platform, server_f
 
 
 @needs_namespaces
-def test_a_stopped_job_gets_sigterm_first_inside_its_namespace(server_factory):
-    server = server_factory(stop_grace=20)
-    api = Api(server.url, server.add_user())
-    graceful = (
-        "import signal, sys, time\n"
-        "signal.signal(signal.SIGTERM, lambda *a: (open('bye.txt', 'w').write('bye'), "
-        "sys.exit(0)))\n"
-        "print('ready', flush=True)\ntime.sleep(60)\n"
-    )
-    unique = api.submit({"train.py": graceful})
-    api.wait_for_log(unique, "ready")
-    api.post(f"/jobs/{unique}/stop")
-    assert api.wait(unique)["status"] == "Stopped"
-    assert api.outputs(unique)["bye.txt"] == b"bye"
-
-
-@needs_namespaces
 def test_a_job_killed_by_a_signal_says_so_in_namespaces(platform):
     api = Api(platform.url, platform.add_user())
     unique = api.submit({"train.py": "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"})
