@@ -37,6 +37,7 @@ from kaio_spec.schema import (
     suggest,
     validator,
 )
+from kaio_spec.stages import find_cycle
 from kaio_spec.validation import FieldError, check_env
 from kaio_spec.yamlpos import MAX_BYTES, Document, LoadError, load_text
 
@@ -45,6 +46,7 @@ __all__ = [
     "JobDef",
     "Manifest",
     "Matrix",
+    "Metric",
     "Settings",
     "Sweep",
     "SweepParameter",
@@ -65,7 +67,8 @@ JOB_DEFAULTS: Mapping[str, Any] = {
     "retries": 0,
 }
 MERGED_FIELDS = ("env", "params")  # merged key by key between defaults and a job
-IDENTITY_FIELDS = ("name", "matrix", "sweep")  # a job's own, never from defaults
+IDENTITY_FIELDS = ("name", "needs", "matrix", "sweep")  # a job's own, never from defaults
+NOT_SPEC_FIELDS = ("metric",)  # how results are ranked: neither in the spec nor in the identity
 
 _BOUNDS = frozenset({"min", "max"})
 _NORMAL = frozenset({"mu", "sigma"})
@@ -146,11 +149,25 @@ class SweepParameter:
 
 
 @dataclass(frozen=True)
+class Metric:
+    """The metric that ranks a job's cells (`metric:` of a job, its sweep or `defaults`): a key
+    of the metrics.json the job writes, and whether higher ("maximize") or lower is better."""
+
+    name: str
+    goal: str = "minimize"  # W&B's default
+
+    @property
+    def maximize(self) -> bool:
+        return self.goal == "maximize"
+
+
+@dataclass(frozen=True)
 class Sweep:
     method: str  # "random" or "grid"
     count: int | None  # draws for random; None for grid
     seed: int
     parameters: dict[str, SweepParameter]  # in declared order
+    metric: Metric | None = None
 
 
 @dataclass(frozen=True)
@@ -169,10 +186,12 @@ class JobDef:
     spec: dict[str, Any]
     matrix: Matrix | None
     sweep: Sweep | None
+    needs: tuple[str, ...] = ()  # keys of the jobs this one runs after (`needs:`)
     origins: dict[Path, Path] = field(repr=False, compare=False, default_factory=dict)
     # env variable -> the name of the secret that sets it (`{secret: NAME}` in env, or the
     # top-level `secrets`); their values are read when the job is submitted, never planned.
     secrets: dict[str, str] = field(default_factory=dict)
+    metric: Metric | None = None  # the job's, else its sweep's, else defaults'
 
     @property
     def path(self) -> Path:
@@ -322,6 +341,7 @@ def _semantic_problems(data: Any, folder: FsPath) -> list[Problem]:
     out += _directory_problems(defaults.get("directory"), ("defaults", "directory"), folder)
     jobs = data.get("jobs") if isinstance(data.get("jobs"), dict) else {}
     out += _secrets_problems(data.get("secrets"), defaults, jobs)
+    out += _needs_problems(jobs)
     for key, job in jobs.items():
         if not isinstance(job, dict):
             continue
@@ -353,6 +373,48 @@ def _secrets_problems(exported: Any, defaults: dict, jobs: dict) -> list[Problem
                 )
                 out.append(Problem((*path, "env", name), message, key=True))
     return out
+
+
+def needed_keys(job: Any) -> list[str]:
+    """The keys a job's `needs` names, as written (a key or a list of keys; [] for none)."""
+    needs = job.get("needs") if isinstance(job, dict) else None
+    if isinstance(needs, str):
+        return [needs]
+    return [n for n in needs if isinstance(n, str)] if isinstance(needs, list) else []
+
+
+def _needs_problems(jobs: dict) -> list[Problem]:
+    """Needs that name no job of the manifest, or that go round in a cycle."""
+    out = []
+    graph: dict[str, list[str]] = {}
+    for key, job in jobs.items():
+        graph[key] = needed_keys(job)
+        for i, need in enumerate(graph[key]):
+            if need in jobs and need != key:
+                continue
+            if need == key:
+                message = "a job cannot need itself"
+            else:
+                close = suggest(need, list(jobs))
+                hint = f"did you mean {close!r}?" if close else f"it has {one_of_words(list(jobs))}"
+                message = f"{need!r} is not a job of this manifest; {hint}"
+            out.append(Problem(_need_path(job, key, i), message))
+    graph = {k: [n for n in v if n in jobs and n != k] for k, v in graph.items()}
+    cycle = find_cycle(graph)
+    if cycle:
+        first, second = cycle[0], cycle[1]
+        where = _need_path(jobs[first], first, needed_keys(jobs[first]).index(second))
+        message = (
+            f"these needs go round in a cycle: {' → '.join(cycle)}; a job can only need jobs "
+            "that can run before it"
+        )
+        out.append(Problem(where, message))
+    return out
+
+
+def _need_path(job: dict, key: str, i: int) -> Path:
+    path: Path = ("jobs", key, "needs")
+    return (*path, i) if isinstance(job.get("needs"), list) else path
 
 
 def _is(kind: str, where: FsPath) -> bool:
@@ -666,6 +728,8 @@ def _job(key: str, index: int, job: dict, defaults: dict, exported: list[str]) -
     origins: dict[Path, Path] = {}
     for source, values in ((("defaults",), defaults), (("jobs", key), own)):
         for name, value in values.items():
+            if name in NOT_SPEC_FIELDS:
+                continue
             if name in MERGED_FIELDS:
                 spec[name] = {**spec.get(name, {}), **value}
                 for sub in value:
@@ -684,9 +748,20 @@ def _job(key: str, index: int, job: dict, defaults: dict, exported: list[str]) -
         spec=spec,
         matrix=_matrix(job["matrix"]) if "matrix" in job else None,
         sweep=_sweep(job["sweep"]) if "sweep" in job else None,
+        needs=tuple(needed_keys(job)),
         origins=origins,
         secrets=secrets,
+        metric=_metric(job, defaults),
     )
+
+
+def _metric(job: dict, defaults: dict) -> Metric | None:
+    """The job's `metric`, else its sweep's, else defaults'."""
+    sweep = job.get("sweep") or {}
+    for found in (job.get("metric"), sweep.get("metric"), defaults.get("metric")):
+        if isinstance(found, dict) and found.get("name"):
+            return Metric(str(found["name"]), str(found.get("goal", "minimize")))
+    return None
 
 
 def _split_secrets(spec: dict, exported: list[str], origins: dict[Path, Path]) -> dict[str, str]:
@@ -721,4 +796,5 @@ def _sweep(s: dict) -> Sweep:
         count=s.get("count") if method == "random" else None,
         seed=s.get("seed", 0),
         parameters=parameters,
+        metric=_metric({}, {"metric": s["metric"]}) if "metric" in s else None,
     )

@@ -21,7 +21,8 @@ EXAMPLES = REPO / "examples"
 SPECS = EXAMPLES / "specs"
 MODELINE = "# yaml-language-server: $schema=../../schemas/kaio.schema.json"
 
-# Each example's result file, beside metrics.json in every job's (or instance's) outputs.
+# Each example's result file, beside metrics.json in every job's (or instance's) outputs (per
+# job key where its jobs differ).
 RESULTS = {
     "quickstart": ["model.json"],
     "sweep": ["model.json"],
@@ -29,6 +30,11 @@ RESULTS = {
     "multi-instance": ["part.json"],
     "notebook": ["summary.json", "analysis.ipynb"],
     "tracking": ["run.json"],
+    "pipeline": {
+        "prep": ["points.csv", "stats.json"],
+        "train": ["model.json"],
+        "eval": ["best.json", "best_model.json"],
+    },
 }
 # The secret tracking.yaml asks for (tests/test_secrets.py checks where it goes and where not).
 TRACKER_API_KEY = "example-tracker-key-0123456789"
@@ -90,7 +96,8 @@ def test_example_applies_and_leaves_its_outputs(applied, name):
             metrics = json.loads((out / host / "metrics.json").read_text())
             assert isinstance(metrics, dict) and metrics
             assert all(isinstance(v, int | float) for v in metrics.values()), metrics
-            for result_file in RESULTS[name]:
+            results = RESULTS[name]
+            for result_file in results[job.key] if isinstance(results, dict) else results:
                 assert (out / host / result_file).is_file(), sorted(out.rglob("*"))
             log_host = host or "algo-1"
             assert (out / "logs" / log_host / "stdout.log").is_file()
@@ -104,6 +111,28 @@ def test_sweep_and_random_search_jobs_got_their_cells(applied):
             assert model["lr"] == pytest.approx(float(job.matrix["lr"]))
             assert model["epochs"] == int(job.matrix["epochs"])
             assert abs(model["w"] - 3) < 0.2  # the line it fits is y = 3x + 1
+
+
+def test_pipeline_trained_on_prep_data_and_eval_kept_the_best_model(applied):
+    root, _, _ = applied
+    jobs = plan(root / "specs" / "pipeline.yaml").jobs
+    trained = {j.name: j for j in jobs if j.key == "train"}
+    assert len(trained) == 4
+    losses = {
+        name: json.loads((j.outputs / "metrics.json").read_text())["loss"]
+        for name, j in trained.items()
+    }
+    best_name = min(losses, key=losses.get)
+    (evaluated,) = [j for j in jobs if j.key == "eval"]
+    best = json.loads((evaluated.outputs / "best.json").read_text())
+    assert best["best"] == best_name and best["losses"] == losses
+    assert best["params"] == trained[best_name].matrix
+    model = (evaluated.outputs / "best_model.json").read_text()
+    assert model == (trained[best_name].outputs / "model.json").read_text()
+    assert best["loss"] < 0.05  # the line fits prep's points (noise 0.1)
+    # Every training read prep's 200 points.
+    for j in trained.values():
+        assert "on 200 points" in (j.outputs / "logs" / "algo-1" / "stdout.log").read_text()
 
 
 def test_multi_instance_parts_merge_to_the_whole_dataset(applied):
@@ -174,3 +203,20 @@ def test_applying_again_submits_nothing_and_status_says_downloaded(applied):
     listed = json.loads(kaio("jobs", "-o", "json", cwd=root, **env).stdout)["jobs"]
     quick = [j for j in listed if j["job_name"] == job["job_name"]]
     assert len(quick) == 1
+
+
+def test_the_quick_tour_ends_with_kaio_results_on_the_sweep(applied):
+    """README's tour: after `kaio apply examples/specs/sweep.yaml`, `kaio results` ranks the cells
+    by the loss their metrics.json report, lowest first, and names the best."""
+    root, env, _ = applied
+    losses = {
+        job.name: json.loads((job.outputs / "metrics.json").read_text())["loss"]
+        for job in plan(root / "specs" / "sweep.yaml").jobs
+    }
+    best = min(losses, key=losses.get)
+    shown = kaio("results", "specs/sweep.yaml", cwd=root, **env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"best: {best} (loss {losses[best]:.6g})" in shown.stdout
+    doc = json.loads(kaio("results", "specs/sweep.yaml", "-o", "json", cwd=root, **env).stdout)
+    assert [r["name"] for r in doc["rows"]] == sorted(losses, key=losses.get)
+    assert (root / "specs" / "outputs" / "sweep" / "results.csv").is_file()  # apply wrote it

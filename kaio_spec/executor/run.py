@@ -31,6 +31,7 @@ import requests
 
 from kaio_spec import downloads
 from kaio_spec.errors import PlatformError
+from kaio_spec.executor.needs import Held, NeedsGate
 from kaio_spec.executor.observe import (
     LIVE_STATUSES,
     counts_as_attempt,
@@ -72,6 +73,7 @@ class Track:
     force_from: str | None = None  # --rerun-failed / --replace: one new attempt after this one
     retry_on: str = "any"  # settings.retry_on
     retry_at: float = 0.0  # monotonic: a retry is not submitted before (back-off)
+    held: Held | None = None  # not submitted in this run, because of its needs (needs.py)
 
     def latest(self) -> tuple[str | None, str | None]:
         """(unique_job_name, status) of the newest attempt; (None, None) if never submitted."""
@@ -88,6 +90,8 @@ class Track:
     def situation(self, halted: bool) -> str:
         if self.invalid:
             return "failed"
+        if self.held is not None:
+            return "skipped"
         if self.busy:
             return "busy"
         if self.blocked_since is not None:
@@ -228,6 +232,10 @@ class Engine:
         for j in listing:
             by_name.setdefault(str(j.get("job_name")), []).append(j)
         self.tracks = [_track(job, by_name, retry_on) for job in jobs]
+        # needs: hook for jobs that run after others (needs.py decides; _submit_more asks).
+        self.needs = NeedsGate(
+            self.tracks, detach=detach, not_submitted=NOT_SUBMITTED, on_held=reporter.event
+        )
         self.halted: str | None = None
         self.interrupted = False
         self.cancel = threading.Event()
@@ -447,6 +455,8 @@ class Engine:
                 break
             if track.situation(False) not in ("new", "retry") or track.retry_at > time.monotonic():
                 continue
+            if not self.needs.ready(track):  # needs: waits for (or skipped after) its needs
+                continue
             seen = {a.get("unique_job_name") for a in track.attempts} | set(track.unseen)
             seen |= set(self.state.unique_job_names(track.job.job_name))
             known = sorted(str(k) for k in seen if k)
@@ -561,7 +571,9 @@ class Engine:
             track.download_busy = True
             job = track.job
             self.download_pool.submit(
-                "download", track, lambda job=job, u=unique: _download(self.client, job, u)
+                "download",
+                track,
+                lambda job=job, u=unique: downloads.download_planned(self.client, job, u),
             )
 
     def _download_done(self, track: Track, result: Any) -> None:
@@ -593,6 +605,8 @@ class Engine:
             shown = status or ("Submitting" if s == "busy" else "Waiting")
             if t.invalid:
                 shown = "Invalid"
+            elif t.held is not None:
+                shown = t.held.status
             elif s == "busy" and status not in LIVE_STATUSES:
                 shown = "Submitting"
             attempt = t.attempts[0] if t.attempts and not t.unseen else None
@@ -615,6 +629,8 @@ class Engine:
             if outputs is not None and status != "Completed":
                 log = _log_path(outputs)
             uniques = [str(a.get("unique_job_name")) for a in reversed(t.attempts)] + t.unseen
+            if t.held is not None and not t.invalid:  # needs: not submitted, and why
+                status, reason = t.held.status, t.held.reason
             jobs.append(
                 JobResult(
                     key=t.job.key,
@@ -637,14 +653,6 @@ class Engine:
             restarts=restarts,
             polls=self.polls,
         )
-
-
-def _download(client, job: PlannedJob, unique: str) -> downloads.DownloadResult:
-    """The outputs folder is this job's: an earlier attempt's download, or an older version's
-    (same key and name), is replaced; files kaio did not download are left alone."""
-    marker = downloads.read_marker(job.outputs) or {}
-    force = same_key_and_name(job, str(marker.get("job_name") or ""))
-    return downloads.download(client, unique, job.outputs, force=force)
 
 
 def _refused(result: Any) -> bool:

@@ -1,4 +1,4 @@
-"""The HTTP API of PROTOCOL.md, built by `create_app(config)`.
+"""The HTTP API of docs/protocol.md, built by `create_app(config)`.
 
 Every error is `{"error": "<reason naming the field>"}`. JSON bodies are read by hand (bounded
 size, UTF-8, depth) rather than by pydantic, so that each rejection names the field in words and
@@ -33,14 +33,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
-from kaio_spec import __version__, catalog, validation
+from kaio_spec import catalog, validation
+from kaio_spec._version import __version__
 from kaio_spec.server import apidocs, auth, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.headers import DefaultHeaders, attachment
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.states import JobStatus
 from kaio_spec.server.storage import hosts_of
-from kaio_spec.server.store import JobFilter, NotFound, Store, iso, now
+from kaio_spec.server.store import TELEMETRY_FIELDS, JobFilter, NotFound, Store, iso, now
 
 log = logging.getLogger("kaio.server")
 
@@ -53,11 +54,20 @@ DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
 DEFAULT_VOLUME_GB = 5
 LOG_CHUNK = 1024 * 1024
 MAX_LOG_OFFSET = 2**53  # far past any log, and exact in every JSON reader (a JavaScript number)
+# GET /jobs/<unique>/telemetry: what each point of an instance's samples holds (runner.Instance)
+TELEMETRY_SAMPLE_FIELDS = (
+    "seconds",
+    "cpu_percent",
+    "rss_bytes",
+    "gpu_util_percent",
+    "gpu_memory_mb",
+)
 FILE_CHUNK = 256 * 1024  # an output sent in pieces of this size
 UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
-# only where they exist (docs/base-packages.md).
-FEATURES = ("base-packages", "jobs-filters")
+# only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
+# of unknown length, as the client compresses it (receive_body streams and counts it either way).
+FEATURES = ("base-packages", "jobs-filters", "streamed-upload")
 PACKAGE_BUCKET = "kaio-local"  # the s3_uri of a presign answer names it, and no folder
 MAX_LIST_LIMIT = 1000  # jobs in one page of GET /jobs (feature jobs-filters)
 
@@ -175,6 +185,25 @@ class InstanceOut(BaseModel):
 
 class InstancesOut(BaseModel):
     jobs: list[InstanceOut]
+
+
+class InstanceTelemetryOut(BaseModel):
+    host: str
+    runtime_s: float | None = None
+    exit_code: int | None = None
+    cpu_seconds: float | None = None
+    peak_cpu_percent: float | None = None
+    peak_rss_bytes: int | None = None
+    peak_gpu_util_percent: float | None = None
+    peak_gpu_memory_mb: float | None = None
+    samples: list[list[float | None]]
+
+
+class TelemetryOut(BaseModel):
+    unique_job_name: str
+    status: str
+    sample_fields: list[str]
+    instances: list[InstanceTelemetryOut]
 
 
 class HealthOut(BaseModel):
@@ -604,7 +633,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(
         title="Kaio local platform",
         version=__version__,
-        description="The Kaio API (PROTOCOL.md), served by `kaio server`.",
+        description="The Kaio API (docs/protocol.md), served by `kaio server`.",
         lifespan=lifespan,
         redoc_url=None,
         docs_url=None,  # served below from the package's own files (apidocs.py), not a CDN
@@ -629,7 +658,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):
         if e.status_code in (404, 405):
-            # PROTOCOL.md: 404 on a route means "not supported here"; a wrong method is that too.
+            # docs/protocol.md: 404 on a route means "not supported here"; a wrong method is that too.
             msg = f"no route {request.method} {request.url.path}"
             return JSONResponse({"error": msg}, status_code=404)
         return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
@@ -937,6 +966,36 @@ def create_app(config: ServerConfig) -> FastAPI:
             data,
             media_type="text/plain; charset=utf-8",
             headers={"X-Next-Offset": str(offset + len(data))},
+        )
+
+    @app.get(
+        "/jobs/{unique_job_name}/telemetry",
+        tags=["local"],
+        response_model=TelemetryOut,
+        responses=ERRORS,
+    )
+    def telemetry(unique_job_name: str, user: User):
+        """Each instance's CPU, memory and GPU use over time (`samples`, one row per point in
+        the order of `sample_fields`; at most 240 points, evenly thinned over a long run) and
+        its totals and peaks once the job has ended. A running job's samples so far."""
+        job = own_job(unique_job_name, user)
+        live = scheduler.live_samples(unique_job_name) or {}
+        saved = {row["host"]: row for row in store.telemetry(unique_job_name)}
+        instances = []
+        for host in hosts_of(job):
+            row = saved.get(host) or {}
+            totals = {
+                f: row.get(f) for f in TELEMETRY_FIELDS if f != "samples"
+            }  # null until it ends
+            samples = live.get(host) if host in live else json.loads(row.get("samples") or "[]")
+            instances.append({"host": host, **totals, "samples": samples})
+        return ok(
+            {
+                "unique_job_name": unique_job_name,
+                "status": job["status"],
+                "sample_fields": list(TELEMETRY_SAMPLE_FIELDS),
+                "instances": instances,
+            }
         )
 
     # ---- the dashboard (local) ----------------------------------------------------------------

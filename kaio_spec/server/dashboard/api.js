@@ -1,4 +1,4 @@
-// The public API of PROTOCOL.md, called with the tab's token: the dashboard can do nothing the
+// The public API of docs/protocol.md, called with the tab's token: the dashboard can do nothing the
 // API does not let the same user do. The token lives in sessionStorage only (one tab, gone
 // when the tab closes); the API key is never stored.
 
@@ -100,6 +100,7 @@ export const api = {
   deleteData: (unique) =>
     json(request(`/jobs/${encodeURIComponent(unique)}/data`, { method: "DELETE" })),
   downloads: (unique) => json(request(`/jobs/download/${encodeURIComponent(unique)}`)),
+  telemetry: (unique) => json(request(`/jobs/${encodeURIComponent(unique)}/telemetry`)),
   // Log bytes from `offset`: {bytes: Uint8Array, next: offset after them}.
   async logs(unique, host, stream, offset, signal) {
     const query = new URLSearchParams({ host, stream, offset: String(offset) });
