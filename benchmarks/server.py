@@ -7,7 +7,9 @@ Prints, in one run:
      requirements.txt is the seed's automatic one, already satisfied) next to `python train.py`;
   2. a batch of trivial jobs on a server with --max-instances 2 next to the same number of direct
      runs two at a time, and on a --no-sandbox server beside it; the rounds are interleaved and
-     the ratio is the median of each round's own (the machine's speed drifts between rounds).
+     the ratio is the median of each round's own (the machine's speed drifts between rounds);
+  3. what starting one isolated instance costs: `python -c pass` in the namespaces a job gets
+     (bubblewrap, kaio_spec/server/namespaces.py) next to the same process started unconfined.
 Targets (issue 3): under 1 s of overhead per trivial job; the batch within 1.5x of direct runs.
 Also printed, as what the platform costs the machine: the server process's own CPU per batch job
 (outside the timings), next to the CPU of the job's process and of this benchmark's client; and
@@ -237,6 +239,38 @@ def ratio_text(platform: list[dict[str, float]], direct: list[dict[str, float]])
     return f"{statistics.median(ratios):.2f}", f"rounds {min(ratios):.2f}-{max(ratios):.2f}"
 
 
+def isolated_argv(tmp: Path) -> list[str] | None:
+    """`python -c pass` as the platform starts an instance in namespaces (asked of a fresh
+    interpreter: see main's note on importing kaio_spec here), or None where it cannot."""
+    code = (
+        "import json, sys; from pathlib import Path; from kaio_spec.server import namespaces\n"
+        "if namespaces.unavailable(): print('null'); sys.exit()\n"
+        "data = Path(sys.argv[1]); work = data / 'jobs' / 'j' / 'work'; home = data / 'home'\n"
+        "work.mkdir(parents=True); home.mkdir()\n"
+        "jail = namespaces.Jail(str(data), home=home, writable=[work], tmp_bytes=2**30)\n"
+        "argv = [sys.executable, '-c', 'pass']\n"
+        "print(json.dumps(namespaces.command(argv, jail, work)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp / "isolation")],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def start_cost_ms(argv: list[str], repeat: int = 20) -> float:
+    """Median wall milliseconds to start `argv` and see it exit."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -257,6 +291,10 @@ def main() -> None:
         folder = tmp / "job"
         folder.mkdir()
         (folder / "train.py").write_text(SCRIPT)
+        isolated = isolated_argv(tmp)
+        starts = [start_cost_ms([sys.executable, "-c", "pass"])]
+        if isolated:
+            starts.append(start_cost_ms(isolated))
         server = Server(tmp / "data", 2)
         bare = Server(tmp / "bare", 2, "--no-sandbox")
         try:
@@ -277,7 +315,7 @@ def main() -> None:
                 confined.append(batch(server, pkg, f"batch-{r}", args.batch))
                 unconfined.append(batch(bare, pkg, f"batch-{r}", args.batch))
                 direct.append(direct_batch(folder, args.batch))
-            confined_jobs = server.api.call("GET", "/healthz")["jobs_confined"]
+            isolation = server.api.call("GET", "/healthz").get("isolation", "landlock")
             per_call = client_cpu_per_call(server.url)
             entry_ms.append(new_entry_ms(tmp))
         finally:
@@ -292,7 +330,11 @@ def main() -> None:
     print(f"  python train.py       {one_d * 1000:8.0f} ms")
     print(f"  overhead              {(one_p - one_d) * 1000:8.0f} ms per job   (target < 1000 ms)")
     many_p, many_d = median(confined, "wall"), median(direct, "wall")
-    how = "jobs confined" if confined_jobs else "no Landlock here: jobs unconfined"
+    how = {
+        "namespaces": "jobs in namespaces",
+        "landlock": "jobs confined with Landlock",
+        "none": "no isolation here: jobs unconfined",
+    }[isolation]
     print(f"{args.batch} trivial jobs, two at a time (median of {args.rounds}):")
     print(f"  through the platform  {many_p:8.2f} s   (--max-instances 2, {how})")
     print(f"  direct, 2 at a time   {many_d:8.2f} s")
@@ -318,6 +360,15 @@ def main() -> None:
         f"  a new file or folder  {entry_ms[0]:8.3f} ms  (CPU, beside the data folder, before the "
         f"batches; after them: {entry_ms[1]:.3f} ms; the platform makes about 12 per job)"
     )
+    print("starting one instance (python -c pass, median of 20):")
+    print(f"  unconfined            {starts[0]:8.1f} ms")
+    if len(starts) > 1:
+        print(
+            f"  in namespaces         {starts[1]:8.1f} ms  (bubblewrap: "
+            f"{starts[1] - starts[0]:+.1f} ms, {starts[1] / starts[0]:.2f} x)"
+        )
+    else:
+        print("  in namespaces              -     (bubblewrap cannot make them here)")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,10 @@ MAX_VOLUME_GB = 50
 MIN_INSTANCE_COUNT = 1
 # SageMaker Processing's own limit on InstanceCount.
 MAX_INSTANCE_COUNT = 100
+# SageMaker Processing's own limit on MaxRuntimeInSeconds (777,600 s: 9 days).
+MAX_RUNTIME_HOURS = 216
+# How many times the executor submits a failed job again, at most.
+MAX_RETRIES = 100
 ENTRYPOINT_SUFFIXES = (".py", ".ipynb")
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 JOB_NAME_MAX = 63

@@ -74,6 +74,12 @@ def check_max_runtime_hours(value: object) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value <= 0:
         raise FieldError("max_runtime_hours", f"must be a number of hours above 0, got {value!r}")
+    if value > catalog.MAX_RUNTIME_HOURS:
+        raise FieldError(
+            "max_runtime_hours",
+            f"must be at most {catalog.MAX_RUNTIME_HOURS} hours (SageMaker Processing's "
+            f"limit), got {value!r}",
+        )
     return float(value)
 
 

@@ -22,7 +22,8 @@ KAIO = str(Path(sys.executable).parent / "kaio")
 FINAL = ("Completed", "Failed", "Stopped")
 
 # The job: reads its params, optionally sleeps, fails once per cell when FAIL_ONCE_DIR is set
-# (the marker lives outside the package, so the retry finds it), fails always for FAIL_CELLS, and
+# (the marker lives outside the package, so the retry finds it: in the tenant's HOME, which
+# isolated jobs keep across a tenant's jobs, when it starts with ~), fails always for FAIL_CELLS, and
 # writes result.json plus a payload whose bytes derive from the cell (checked for integrity).
 TRAIN = textwrap.dedent(
     """\
@@ -31,7 +32,8 @@ TRAIN = textwrap.dedent(
     print("cell", p["i"], flush=True)
     fail_once = os.environ.get("FAIL_ONCE_DIR")
     if fail_once:
-        flag = os.path.join(fail_once, f"cell-{p['i']}")
+        os.makedirs(os.path.expanduser(fail_once), exist_ok=True)
+        flag = os.path.join(os.path.expanduser(fail_once), f"cell-{p['i']}")
         if not os.path.exists(flag):
             open(flag, "w").close()
             print("failing on purpose, once", file=sys.stderr, flush=True)

@@ -24,6 +24,11 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
+# Jobs run in namespaces with a /tmp of their own, and see the rest of the file system
+# read-only: the files tests make for jobs to wait for ($GO_FILE) are made outside /tmp, where
+# jobs see them. pytest reads this when a test first asks for a temporary folder.
+if Path("/var/tmp").is_dir() and os.access("/var/tmp", os.W_OK):
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", "/var/tmp")
 START_TIMEOUT_S = 30.0
 
 

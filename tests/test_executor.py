@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from datetime import datetime
 
 import pytest
@@ -108,9 +109,8 @@ def test_changed_code_replaces_the_jobs_and_leaves_the_old_ones_alone(
 
 
 def test_a_failing_job_is_retried_and_counted_from_the_api(tmp_path, kaio_server, api_key):
-    flags = tmp_path / "flags"
-    flags.mkdir()
-    manifest = write_project(tmp_path, cells=2, retries=1, env={"FAIL_ONCE_DIR": str(flags)})
+    flags = f"~/.kaio-test-fail-once-{uuid.uuid4().hex}"  # isolated jobs write only their HOME
+    manifest = write_project(tmp_path, cells=2, retries=1, env={"FAIL_ONCE_DIR": flags})
     client = Client(kaio_server.url).login(api_key)
     result = kaio_spec.apply(manifest, client=client)
     assert result.ok, result.to_json()

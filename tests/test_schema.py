@@ -58,7 +58,13 @@ def real_branch(defn: dict) -> dict:
 
 
 def test_bounds_equal_the_catalog():
-    assert real_branch(DEFS["instance_count"])["minimum"] == catalog.MIN_INSTANCE_COUNT
+    count = real_branch(DEFS["instance_count"])
+    assert (count["minimum"], count["maximum"]) == (
+        catalog.MIN_INSTANCE_COUNT,
+        catalog.MAX_INSTANCE_COUNT,
+    )
+    assert real_branch(DEFS["max_runtime_hours"])["maximum"] == catalog.MAX_RUNTIME_HOURS
+    assert real_branch(DEFS["retries"])["maximum"] == catalog.MAX_RETRIES
     volume = real_branch(DEFS["volume_size_gb"])
     assert (volume["minimum"], volume["maximum"]) == (catalog.MIN_VOLUME_GB, catalog.MAX_VOLUME_GB)
     assert DEFS["env"]["maxProperties"] == catalog.ENV_MAX_VARS

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from server_support import Api
 
 from kaio_spec import __version__, catalog
+from kaio_spec.server import namespaces
 from kaio_spec.server.sandbox import confinement, landlock_abi
 
 
@@ -54,6 +55,8 @@ BAD_PRESIGNS = [
     ("entrypoint a shell script", _presign_body(spec_entrypoint="run.sh"), "entrypoint"),
     ("no entrypoint", _presign_body(spec_entrypoint=None), "entrypoint"),
     ("max runtime 0", _presign_body(spec_max_runtime_hours=0), "max_runtime_hours"),
+    ("max runtime 1e308", _presign_body(spec_max_runtime_hours=1e308), "max_runtime_hours"),
+    ("instance count 101", _presign_body(spec_instance_count=101), "instance_count"),
     ("max runtime text", _presign_body(spec_max_runtime_hours="1"), "max_runtime_hours"),
     ("image_uri overlong", _presign_body(spec_image_uri="x" * 5000), "image_uri"),
     ("image_uri a number", _presign_body(spec_image_uri=7), "image_uri"),
@@ -210,12 +213,17 @@ def test_responses_have_exactly_the_protocols_fields(api):
 
 def test_local_routes_and_the_description(kaio_server, api):
     health = requests.get(kaio_server.url + "/healthz").json()
+    isolation = "landlock" if confinement(True, landlock_abi())[0] else "none"
+    if namespaces.unavailable() is None:
+        isolation = "namespaces"
     assert health == {
         "status": "ok",
         "version": __version__,
         "features": ["base-packages", "jobs-filters", "streamed-upload"],
-        # The fixture's server keeps the default: confined where this kernel allows it.
-        "jobs_confined": confinement(True, landlock_abi())[0],
+        # The fixture's server keeps the default: in namespaces where bwrap can make them,
+        # else confined with Landlock where this kernel allows it.
+        "jobs_confined": isolation != "none",
+        "isolation": isolation,
     }
     rows = api.get("/instances").json()["jobs"]
     assert [r["instance_type"] for r in rows] == list(catalog.INSTANCE_TYPES)

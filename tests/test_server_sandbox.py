@@ -1,4 +1,5 @@
-"""Jobs confined with Landlock: a job reaches nothing of the platform's data folder but its own
+"""Jobs confined with Landlock (the fallback where namespaces are unavailable; forced here with
+the hidden --isolation landlock): a job reaches nothing of the platform's data folder but its own
 working folders, on a real server running real job processes. The --no-sandbox server beside it shows
 that each denial below is the sandbox's doing (the same job reads everything there)."""
 
@@ -78,7 +79,7 @@ def run_probes(api: Api, probes: dict[str, list[str]]) -> tuple[str, dict[str, s
 
 @pytest.fixture
 def confined(server_factory):
-    return server_factory(max_instances=4)
+    return server_factory(max_instances=4, isolation="landlock")
 
 
 @pytest.fixture
@@ -170,10 +171,16 @@ def test_without_the_sandbox_the_same_job_reads_the_data_folder(unconfined):
 
 
 @needs_landlock
-def test_a_confined_job_whose_temp_folder_is_above_the_data_folder_gets_its_own(confined):
-    # The test servers' data folders are under /tmp, where a confined job may create nothing.
-    api = Api(confined.url, confined.add_user())
-    unique, report = run_probes(api, {"temp file": ["tempfile", ""]})
+def test_a_confined_job_whose_temp_folder_is_above_the_data_folder_gets_its_own(tmp_path):
+    # The server's temp folder holds its data folder: a confined job may create nothing there.
+    confined = ServerProcess(
+        tmp_path / "data", env={"TMPDIR": str(tmp_path)}, max_instances=2, isolation="landlock"
+    )
+    try:
+        api = Api(confined.start().url, confined.add_user())
+        unique, report = run_probes(api, {"temp file": ["tempfile", ""]})
+    finally:
+        confined.stop()
     job_tmp = storage.Layout(confined.data_dir).job(unique).tmp("algo-1")
     assert report["temp file"].startswith("ok:" + str(job_tmp) + os.sep)
     assert not job_tmp.exists()  # removed with the job's end
@@ -186,7 +193,9 @@ def test_a_notebook_runs_confined_with_the_data_folder_in_a_fresh_home(tmp_path)
     # ~, so the server makes what nbconvert's first run would (~/.ipython, ~/.jupyter...).
     home = tmp_path / "home"
     home.mkdir()
-    server = ServerProcess(home / ".kaio" / "server", env={"HOME": str(home)}, max_instances=2)
+    server = ServerProcess(
+        home / ".kaio" / "server", env={"HOME": str(home)}, max_instances=2, isolation="landlock"
+    )
     notebook = (EXAMPLES / "notebook" / "analysis.ipynb").read_text()
     try:
         api = Api(server.start().url, server.add_user())

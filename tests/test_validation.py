@@ -157,6 +157,11 @@ def test_env_accepted():
     [
         (0, "max_runtime_hours: must be a number of hours above 0, got 0"),
         (float("inf"), "max_runtime_hours: must be a number of hours above 0, got inf"),
+        (
+            1e308,
+            "max_runtime_hours: must be at most 216 hours (SageMaker Processing's limit), "
+            "got 1e+308",
+        ),
         ("1", "max_runtime_hours: must be a number of hours above 0, got '1'"),
     ],
 )

@@ -67,6 +67,12 @@ def _data_dir_option(f):
     help="instance processes run at once [default: the number of CPU cores]",
 )
 @click.option(
+    "--max-instances-per-user",
+    type=click.IntRange(min=1),
+    default=None,
+    help="instance processes one user runs at once [default: as many as the platform runs]",
+)
+@click.option(
     "--retention-days",
     type=click.FloatRange(min=0, min_open=True),
     default=float(catalog.RETENTION_DAYS),
@@ -84,8 +90,16 @@ def _data_dir_option(f):
     "--sandbox/--no-sandbox",
     default=True,
     show_default=True,
-    help="confine jobs with Landlock (Linux 5.19+), so that none reaches this platform's data "
-    "folder (its secret, its database, other jobs' files) beyond its own working folders",
+    help="run each job in namespaces of its own with bubblewrap (else, where it cannot, "
+    "confined with Landlock): it sees none of this platform's data folder (its secret, its "
+    "database, other jobs' files) but its own folders, and writes nothing shared",
+)
+@click.option(
+    "--job-network",
+    type=click.Choice(["host", "none"]),
+    default="host",
+    show_default=True,
+    help="none: jobs in namespaces get no network (a loopback of their own)",
 )
 # For tests: shrink the limits so they can be reached quickly.
 @click.option("--max-upload-bytes", type=click.IntRange(min=1), default=None, hidden=True)
@@ -93,6 +107,12 @@ def _data_dir_option(f):
 @click.option("--url-ttl", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--stop-grace", type=click.FloatRange(min=0), default=None, hidden=True)
 @click.option("--sweep-interval", type=click.FloatRange(min=0.05), default=None, hidden=True)
+@click.option("--isolation", type=click.Choice(["auto", "landlock"]), default=None, hidden=True)
+@click.option("--log-cap-bytes", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option("--max-processes", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option(
+    "--limits-scale", type=click.FloatRange(min=0, min_open=True), default=None, hidden=True
+)
 @click.option("--upload-stall-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True)
 @click.option("--header-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True)
 @click.pass_context

@@ -10,7 +10,9 @@ scheduler.py    queue and capacity, restart recovery, retention sweep
 runner.py       one job's processes, from set-up to outputs
 environments.py requirements.txt: the server's interpreter or a cached venv
 gpu.py          NVIDIA GPU detection and assignment
-sandbox.py      jobs confined with Landlock, away from the data dir
+namespaces.py   jobs in namespaces of their own (bubblewrap)
+sandbox.py      which isolation jobs get; Landlock's confinement where namespaces are not had
+limits.py       memory, volume, processes and log caps held while a job runs (cgroups, telemetry)
 unpack.py       archives written beneath a folder by descriptor, through no link
 connections.py  slow and idle connections closed (uvicorn's protocol, with a header timeout)
 states.py       job statuses and their lifecycle

@@ -211,6 +211,7 @@ class HealthOut(BaseModel):
     version: str
     features: list[str]
     jobs_confined: bool
+    isolation: str
 
 
 class SignInLinkOut(BaseModel):
@@ -245,7 +246,11 @@ PRESIGN_BODY = {
                         "required": ["instance_type", "entrypoint"],
                         "properties": {
                             "instance_type": {"enum": list(catalog.INSTANCE_TYPES)},
-                            "instance_count": {"type": "integer", "minimum": 1},
+                            "instance_count": {
+                                "type": "integer",
+                                "minimum": catalog.MIN_INSTANCE_COUNT,
+                                "maximum": catalog.MAX_INSTANCE_COUNT,
+                            },
                             "volume_size_gb": {
                                 "type": "integer",
                                 "minimum": catalog.MIN_VOLUME_GB,
@@ -255,7 +260,11 @@ PRESIGN_BODY = {
                             "image_uri": {"type": "string"},
                             "framework": {"type": "string"},
                             "framework_version": {"type": "string"},
-                            "max_runtime_hours": {"type": "number", "exclusiveMinimum": 0},
+                            "max_runtime_hours": {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "maximum": catalog.MAX_RUNTIME_HOURS,
+                            },
                             "workflow": {"type": "string"},
                         },
                     },
@@ -597,7 +606,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         "status": "ok",
         "version": __version__,
         "features": list(FEATURES),
-        "jobs_confined": scheduler.sandbox.active,
+        "jobs_confined": scheduler.sandbox.mode != "none",
+        "isolation": scheduler.sandbox.mode,  # "namespaces", "landlock" or "none"
     }
     # Weak: a lock lives while a request holds it (and the requests queued behind it), so the
     # maps do not grow by one lock per upload for the server's whole life.

@@ -17,8 +17,11 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     max_instances: int = os.cpu_count() or 1
+    max_instances_per_user: int | None = None  # None: a tenant may fill the platform
     retention_days: float = catalog.RETENTION_DAYS
-    sandbox: bool = True  # jobs confined with Landlock where the kernel has it (sandbox.py)
+    sandbox: bool = True  # jobs isolated (namespaces.py), else confined with Landlock (sandbox.py)
+    job_network: str = "host"  # "none": each job in a network namespace of its own
+    isolation: str = "auto"  # "landlock": Landlock even where namespaces work (for tests)
     # The address clients reach this server at, for the presigned URLs it hands out: never the
     # request's Host header, which the client (or anyone between) chooses. None: host and port.
     public_url: str | None = None
@@ -28,6 +31,9 @@ class ServerConfig:
     url_ttl_s: int = 3600
     stop_grace_s: float = 10.0
     sweep_interval_s: float | None = None  # None: derived from retention_days
+    log_cap_bytes: int = 100 * 1024**2  # per stream and instance; the rest is dropped
+    max_processes: int = 4096  # per instance
+    limits_scale: float = 1.0  # times the memory and volume an instance type promises
     upload_stall_s: float = 60.0  # a request body with no byte for this long is given up
     header_timeout_s: float = 10.0  # a request's headers are due this long after it begins
 

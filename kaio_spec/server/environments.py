@@ -275,7 +275,7 @@ def _build(
         package,
         log,
         should_stop,
-        popen,  # the platform's own code: only pip runs what a package brings
+        start,  # the platform's own code, but the server's Python must not see the job's
         env,
     )
     if code != 0:

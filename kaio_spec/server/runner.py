@@ -1,11 +1,12 @@
 """One job's run: set-up, `instance_count` processes, monitoring, and the end.
 
 Each instance is a process in its own session (so its whole process group can be signalled) and
-its own copy of the package. A thread per instance starts it, confined (sandbox.py), then reaps
-it with wait4 (exit status and resource usage, exact even for a job that lives for milliseconds)
-and reports to one event queue;
-the monitor loop reads that queue, samples CPU and memory with psutil, and enforces stop and the
-runtime limit.
+its own copy of the package. A thread per instance starts it, isolated (in namespaces of its own,
+namespaces.py, or confined with Landlock, sandbox.py) and in its cgroups where the server may
+make them (limits.py), its output through pipes into capped logs, then reaps it with wait4 (exit
+status and resource usage, exact even for a job that lives for milliseconds) and reports to one
+event queue; the monitor loop reads that queue, samples CPU, memory, processes and the volume
+with psutil, and enforces stop, the runtime limit and the limits of limits.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from kaio_spec import catalog
-from kaio_spec.server import environments, gpu, leftovers, storage
+from kaio_spec.server import environments, gpu, leftovers, limits, namespaces, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import JobStatus
@@ -35,6 +36,7 @@ from kaio_spec.server.store import Store
 log = logging.getLogger("kaio.server")
 
 SAMPLE_INTERVAL_S = 0.5
+VOLUME_SAMPLE_INTERVAL_S = 2.0  # at least: ten times what walking the job's files took
 GPU_SAMPLE_INTERVAL_S = 2.0
 # An instance's use over time (GET /jobs/<unique>/telemetry) keeps at most this many points: when
 # full, every other one is dropped and points are kept half as often, so a long job's series
@@ -57,6 +59,7 @@ class Instance:
     peak_gpu_util: float | None = None
     peak_gpu_mem: float | None = None
     watched: dict[int, psutil.Process] = field(default_factory=dict)
+    cgroups: dict[str, Path] = field(default_factory=dict)  # where it may have them (limits.py)
     gpu_now: tuple[float, float] | None = None  # the last GPU sample: (util %, memory MB)
     # [seconds since the job started, CPU %, RSS bytes, GPU util %, GPU memory MB]
     samples: list[list] = field(default_factory=list)
@@ -124,6 +127,10 @@ class JobRun:
         self.files = files
         self.envs_dir = envs_dir
         self.itype = catalog.INSTANCE_TYPES[job["instance_type"]]
+        self.limits = limits.Limits.of(job, config)
+        self.cgroups = limits.instance_cgroups(platform)
+        self._pumps: list[limits.LogPump] = []
+        self._next_volume_sample = 0.0
         self.hosts = storage.hosts_of(job)
         self.is_notebook = job["entrypoint"].endswith(".ipynb")
         self.instances = [Instance(h, g) for h, g in zip(self.hosts, gpus, strict=True)]
@@ -242,15 +249,30 @@ class JobRun:
     def _start_setup_process(self, writable: Path, **popen_args) -> subprocess.Popen:
         """pip, confined like the job (it runs the package's build backends), writing only
         beneath the package (built in place) and `writable` (the environment it installs into)."""
-        env = _server_env()
+        env = self._base_env()
         env[leftovers.MARK] = self.mark
         folders = [self.files.pkg, writable]
+        if self.sandbox.namespaced:
+            popen_args["args"] = self.sandbox.command(
+                popen_args["args"], popen_args["cwd"], folders, [self.envs_dir], home=self.home
+            )
         if self.sandbox.private_tmp:
             folders.append(self._private_tmp("setup"))
             env["TMPDIR"] = str(folders[-1])
         return self.sandbox.spawn(
             folders, [self.envs_dir], lambda: subprocess.Popen(env=env, **popen_args)
         )
+
+    @property
+    def home(self) -> Path:
+        """The tenant's HOME, in namespaces."""
+        return self.sandbox.home_of(self.job["user_id"])
+
+    def _base_env(self) -> dict[str, str]:
+        """What a job's processes inherit of the server's environment: in namespaces, with the
+        tenant's HOME and a private /tmp instead of the server's."""
+        env = _server_env()
+        return namespaces.environment(env, self.home) if self.sandbox.namespaced else env
 
     def _private_tmp(self, name: str) -> Path:
         tmp = self.files.tmp(name)
@@ -272,7 +294,7 @@ class JobRun:
         return writable, readable
 
     def _instance_env(self, inst: Instance, python: str, job_env: dict[str, str]) -> dict:
-        env = _server_env()
+        env = self._base_env()
         env.update(job_env)
         if python != sys.executable:
             bin_dir = str(Path(python).parent)
@@ -327,26 +349,47 @@ class JobRun:
         exit (_reap): confined there (each instance has its own disk), as a confinement holds
         for the thread that asks for it and for what it starts. Raises what starting raised."""
         writable, readable = self._instance_folders(inst, python)
+        cwd = self.files.work(inst.host)
+        argv = self.sandbox.command(
+            self._command(python),
+            cwd,
+            writable,
+            readable,
+            home=self.home,
+            gpus=inst.gpus,
+            tmp_bytes=self.limits.volume_bytes,
+        )
+        inst.cgroups = self.cgroups.create(f"{self.unique}-{inst.host}", self.limits)
+        argv = self.cgroups.command(inst.cgroups, argv)
         if self.is_notebook:  # a folder made costs (storage.py): only where it serves
             self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
-        out, err = self._logs[inst.host]
+        # Through pipes, so that each log holds at most its cap (limits.LogPump).
+        (out, out_w), (err, err_w) = os.pipe(), os.pipe()
+        for read_fd, log_file, stream in zip(
+            (out, err), self._logs[inst.host], ("stdout", "stderr"), strict=True
+        ):
+            name = f"{self.unique}-{inst.host}-{stream}"
+            self._pumps.append(limits.LogPump(read_fd, log_file, self.limits.log_cap_bytes, name))
         started: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
 
         def life() -> None:
             try:
                 self.sandbox.confine_this_thread(writable, readable)
                 inst.proc = subprocess.Popen(
-                    self._command(python),
-                    cwd=self.files.work(inst.host),
+                    argv,
+                    cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
+                    stdout=out_w,
+                    stderr=err_w,
                     start_new_session=True,
                 )
             except BaseException as e:  # handed to the job's thread
                 started.put(e)
                 return
+            finally:
+                os.close(out_w)  # the job's now: its pumps end when the job's copies close
+                os.close(err_w)
             t0 = time.monotonic()
             started.put(None)
             self._reap(inst, t0)
@@ -359,6 +402,8 @@ class JobRun:
         assert inst.proc is not None
         _, status, usage = os.wait4(inst.proc.pid, 0)
         code = os.waitstatus_to_exitcode(status)
+        if self.sandbox.namespaced:
+            code = namespaces.exit_code(code)  # bwrap's own says a signal as 128+N
         inst.proc.returncode = code  # reaped here, so Popen must not try again
         inst.runtime_s = time.monotonic() - t0
         inst.cpu_seconds = usage.ru_utime + usage.ru_stime
@@ -414,7 +459,11 @@ class JobRun:
 
     def _signal_all(self, sig: int) -> None:
         for inst in self.instances:
-            if inst.proc is not None and not inst.done:
+            if inst.proc is None or inst.done:
+                continue
+            if self.sandbox.namespaced:
+                namespaces.signal_job(inst.proc.pid, sig)
+            else:
                 kill_group(inst.proc.pid, sig)
 
     def _failure_reason(self, inst: Instance, code: int) -> str:
@@ -422,6 +471,13 @@ class JobRun:
             storage.tail(self.files.logs(inst.host) / "stderr.log"), self.files.work(inst.host)
         )
         reason = exit_description(inst.host, code)
+        # What the kernel held it to, in its cgroups, is what it died of, most likely.
+        if self.cgroups.hit(inst.cgroups, "memory"):
+            reason = self.limits.memory_exceeded(inst.host)
+            self._log_all(f"kaio: {reason}\n")
+        elif self.cgroups.hit(inst.cgroups, "pids"):
+            reason = self.limits.processes_exceeded(inst.host)
+            self._log_all(f"kaio: {reason}\n")
         return f"{reason}; last lines of its stderr:\n{last}" if last else reason
 
     def _sample(self) -> None:
@@ -442,6 +498,29 @@ class JobRun:
             inst.peak_cpu = max(inst.peak_cpu, cpu)
             inst.rss_bytes = max(inst.rss_bytes, rss)
             inst.record(time.monotonic() - self.started, cpu, rss)
+            if rss > self.limits.memory_bytes or self.cgroups.hit(inst.cgroups, "memory"):
+                self._exceeded(self.limits.memory_exceeded(inst.host))
+            elif len(tree) > self.limits.max_processes or self.cgroups.hit(inst.cgroups, "pids"):
+                self._exceeded(self.limits.processes_exceeded(inst.host))
+        if time.monotonic() >= self._next_volume_sample:
+            self._sample_volume()
+
+    def _sample_volume(self) -> None:
+        t0 = time.monotonic()
+        folders = [self.files.root / name for name in ("work", "jupyter", "tmp", "venv")]
+        if limits.disk_usage(folders) > self.limits.volume_bytes:
+            self._exceeded(self.limits.volume_exceeded())
+        took = time.monotonic() - t0
+        self._next_volume_sample = t0 + took + max(VOLUME_SAMPLE_INTERVAL_S, 10 * took)
+
+    def _exceeded(self, reason: str) -> None:
+        """An instance went past a limit: the job fails with `reason`, all of it killed now."""
+        if self.failure is not None or self._stop_requested.is_set():
+            return
+        self.failure = reason
+        self._log_all(f"kaio: {reason}: the job is stopped\n")
+        self.grace_s = 0.0
+        self._stop_requested.set()
 
     def _sample_gpus(self) -> None:
         usage = gpu.gpu_usage()
@@ -493,9 +572,14 @@ class JobRun:
                     kill_group(inst.proc.pid)  # whatever the instance left running
         except Exception:
             log.exception("job %s: killing what is left", self.unique)
+        for inst in self.instances:
+            self.cgroups.remove(inst.cgroups, wait_s=1.0)
         # Nothing of the job runs any more: the next job may start while this one is wrapped up.
         self._on_release(self)
         try:
+            deadline = time.monotonic() + 5.0  # what the instances wrote last, in their logs
+            for pump in self._pumps:
+                pump.thread.join(max(0.0, deadline - time.monotonic()))
             for out, err in self._logs.values():
                 out.close()
                 err.close()

@@ -1,4 +1,6 @@
-"""Jobs confined with Landlock, so that one tenant's job cannot reach the platform's data folder.
+"""Which isolation jobs get (Sandbox.mode): namespaces (namespaces.py) where bubblewrap can make
+them, else Landlock's confinement below, else none; and that confinement, so that one tenant's
+job cannot reach the platform's data folder where namespaces are not to be had.
 
 Jobs run as the server's own OS user. Unconfined, a job could read the data folder: the secret
 that signs every tenant's tokens and URLs, the database, other tenants' packages and outputs. A
@@ -41,6 +43,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+
+from kaio_spec.server import namespaces
 
 T = TypeVar("T")
 
@@ -138,14 +142,47 @@ HOME_FOLDERS = (
 )
 
 
-class Sandbox:
-    """How jobs are started on this platform: confined (see the module's docstring), or not."""
+# What a Landlock fallback leaves open that namespaces close (the warning at start says so).
+LANDLOCK_GAPS = (
+    "jobs share the file system outside the data folder with the server and with each other "
+    "(a job can write the server's Python environment and home, and so run code in other "
+    "tenants' jobs), see other jobs' processes and their environments in /proc, and leave "
+    "processes running in the background"
+)
 
-    def __init__(self, data_dir: Path, enabled: bool = True):
+
+class Sandbox:
+    """How jobs are started on this platform: in namespaces of their own (namespaces.py), else
+    confined with Landlock (see the module's docstring), or neither. `mode` says which:
+    "namespaces", "landlock" or "none"."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        enabled: bool = True,
+        isolation: str = "auto",
+        job_network: bool = True,
+    ):
         self.data_dir = os.path.realpath(data_dir)
-        abi = landlock_abi()
+        self.job_network = job_network
+        # Namespaces where bwrap can make them; else Landlock (isolation="landlock": always).
+        why_not = namespaces.unavailable() if enabled and isolation == "auto" else None
+        in_namespaces = enabled and isolation == "auto" and why_not is None
+        abi = 0 if in_namespaces else landlock_abi()
         confined, self.summary = confinement(enabled, abi)  # what the server says at start
         self.abi = abi if confined else 0
+        self.mode = "namespaces" if in_namespaces else "landlock" if confined else "none"
+        if in_namespaces:
+            self.summary = (
+                "jobs run in namespaces of their own (bubblewrap): a read-only file system, "
+                "none of this data folder but their own folders, a private /proc, /tmp and "
+                "tenant's HOME, network " + ("shared" if job_network else "none")
+            )
+        elif why_not is not None:
+            self.summary = (
+                f"WARNING: jobs cannot run in namespaces ({why_not}), so {LANDLOCK_GAPS}; "
+                + self.summary
+            )
         self._libc = _libc()
         # The data folder's ancestors, nearest first: where confined jobs create nothing.
         self.ancestors: list[str] = []
@@ -165,7 +202,29 @@ class Sandbox:
 
     @property
     def active(self) -> bool:
+        """Whether jobs are confined with Landlock (not: in namespaces)."""
         return self.abi > 0
+
+    @property
+    def namespaced(self) -> bool:
+        return self.mode == "namespaces"
+
+    def home_of(self, tenant: str) -> Path:
+        """A tenant's HOME in namespaces: kept across its jobs, seen by no other tenant's."""
+        return Path(self.data_dir) / "homes" / tenant
+
+    def command(
+        self, argv: list[str], cwd: Path, writable: list[Path], readable: list[Path], **jail
+    ) -> list[str]:
+        """`argv` as it is started: in namespaces (namespaces.Jail's `home`, `gpus`), or as it
+        is where jobs are confined with Landlock (spawn) or not at all."""
+        if not self.namespaced:
+            return argv
+        jail["home"].mkdir(parents=True, exist_ok=True, mode=0o700)
+        where = namespaces.Jail(
+            self.data_dir, writable=writable, readable=readable, network=self.job_network, **jail
+        )
+        return namespaces.command(argv, where, cwd)
 
     def prepare_home(self) -> None:
         """Make the home folders that jobs' tools would make on first use, when confined jobs

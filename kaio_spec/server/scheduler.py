@@ -1,8 +1,12 @@
 """The queue and the capacity: which job runs when; recovery after a restart; the retention sweep.
 
-Strict first come, first served by upload time: the head of the queue starts when all its
-instances (and GPUs) fit, and nothing overtakes it, so a large job is never starved. A job larger
-than the whole platform runs alone once it is at the head and nothing else runs.
+Tenants take turns (round robin among those with queued jobs, so one tenant's 1,000-job sweep
+does not starve the others), and each tenant's jobs go first come, first served by upload time:
+the job whose turn it is starts when all its instances (and GPUs) fit, and nothing overtakes it,
+so a large job is never starved. A job larger than the whole platform runs alone once its turn
+comes and nothing else runs. `--max-instances-per-user` caps what one tenant runs at once (a
+tenant at its cap passes its turn; a job larger than the cap runs once nothing else of its
+tenant does).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from kaio_spec import catalog
-from kaio_spec.server import gpu, leftovers, storage
+from kaio_spec.server import gpu, leftovers, limits, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.runner import SHUTDOWN_REASON, JobRun, end_job
 from kaio_spec.server.sandbox import Sandbox
@@ -36,10 +40,15 @@ class Scheduler:
         self.store = store
         self.layout = layout
         self.machine_gpus = [g.index for g in gpu.detect_gpus()]
-        self.sandbox = Sandbox(layout.data_dir, config.sandbox)
+        self.sandbox = Sandbox(
+            layout.data_dir, config.sandbox, config.isolation, config.job_network != "none"
+        )
         self.sandbox.prepare_home()
         self._cond = threading.Condition()
         self._queue: list[str] = []
+        self._owner: dict[str, str] = {}  # queued job -> its tenant (user id)
+        self._used_by: dict[str, int] = {}  # tenant -> instances running
+        self._last_tenant: str | None = None  # whose job started last
         self._running: dict[str, JobRun] = {}
         self._used = 0
         self._free_gpus = list(self.machine_gpus)
@@ -96,18 +105,22 @@ class Scheduler:
         for job in self.store.jobs_with_status(JobStatus.PENDING):
             if job["uploaded_at"] and self.layout.job(job["unique_job_name"]).pkg.is_dir():
                 self._queue.append(job["unique_job_name"])
+                self._owner[job["unique_job_name"]] = job["user_id"]
 
     # ---- queue -------------------------------------------------------------------------------
 
     def enqueue(self, unique: str) -> None:
         """Queue an uploaded job, its run prepared first (storage.prepare_run)."""
+        owner = ""
         try:
             job = self.store.get_job(unique)
+            owner = job["user_id"]
             storage.prepare_run(self.layout.job(unique), storage.hosts_of(job))
         except Exception:  # the runner makes what is missing, and fails the job if it cannot
             log.exception("job %s: preparing its run", unique)
         with self._cond:
             self._queue.append(unique)
+            self._owner[unique] = owner
             if self._used < self.config.max_instances:  # else a release starts it
                 self._cond.notify_all()
 
@@ -124,7 +137,7 @@ class Scheduler:
             if run is None:
                 # Queued or waiting for its upload: nothing runs, so it is stopped at once.
                 if unique in self._queue:
-                    self._queue.remove(unique)
+                    self._dequeue(unique)
                 self.layout.job(unique).forget_env()
                 end_job(self.store, unique, JobStatus.STOPPED, None)
                 self._cond.notify_all()
@@ -146,14 +159,16 @@ class Scheduler:
     def _start_what_fits(self) -> None:
         # A full platform starts nothing, whatever the head of the queue is: no need to read it.
         while self._queue and self._used < self.config.max_instances and not self._closing.is_set():
-            unique = self._queue[0]
+            unique = self._whose_turn()
+            if unique is None:
+                return  # every tenant with queued jobs is at its cap
             try:
                 job = self.store.get_job(unique)
             except NotFound:
-                self._queue.pop(0)
+                self._dequeue(unique)
                 continue
             if job["status"] != JobStatus.PENDING.value:
-                self._queue.pop(0)
+                self._dequeue(unique)
                 continue
             itype = catalog.INSTANCE_TYPES[job["instance_type"]]
             count = job["instance_count"]
@@ -170,8 +185,36 @@ class Scheduler:
                 if gpus is None:
                     return
             assert gpus is not None
-            self._queue.pop(0)
+            self._dequeue(unique)
+            self._last_tenant = job["user_id"]
             self._begin(job, gpus, too_big)
+
+    def _whose_turn(self) -> str | None:
+        """The oldest queued job of the next tenant in turn (after the one that started a job
+        last) that is not at its cap; None if all are."""
+        firsts: dict[str, str] = {}  # tenant -> its oldest queued job, tenants in queue order
+        for unique in self._queue:
+            firsts.setdefault(self._owner.get(unique, ""), unique)
+        tenants = list(firsts)
+        if self._last_tenant in firsts:
+            after = tenants.index(self._last_tenant) + 1
+            tenants = tenants[after:] + tenants[:after]
+        cap = self.config.max_instances_per_user
+        for tenant in tenants:
+            used = self._used_by.get(tenant, 0)
+            if cap is None or used == 0:
+                return firsts[tenant]
+            try:
+                count = self.store.get_job(firsts[tenant])["instance_count"]
+            except NotFound:
+                return firsts[tenant]  # dropped from the queue by the caller
+            if used + count <= cap:
+                return firsts[tenant]
+        return None
+
+    def _dequeue(self, unique: str) -> None:
+        self._queue.remove(unique)
+        self._owner.pop(unique, None)
 
     def _begin(self, job: dict, gpus: list[list[int]], alone: bool) -> None:
         unique = job["unique_job_name"]
@@ -188,6 +231,8 @@ class Scheduler:
             self.platform,
         )
         self._used += len(run.instances)
+        tenant = job["user_id"]
+        self._used_by[tenant] = self._used_by.get(tenant, 0) + len(run.instances)
         taken = {g for share in gpus for g in share}
         self._free_gpus = [g for g in self._free_gpus if g not in taken]
         self._running[unique] = run
@@ -196,6 +241,10 @@ class Scheduler:
     def _released(self, run: JobRun) -> None:
         with self._cond:
             self._used -= len(run.instances)
+            tenant = run.job["user_id"]
+            self._used_by[tenant] -= len(run.instances)
+            if not self._used_by[tenant]:
+                del self._used_by[tenant]
             taken = {g for i in run.instances for g in i.gpus}
             self._free_gpus = [g for g in self.machine_gpus if g in taken or g in self._free_gpus]
             # The next job starts from this thread, without waiting for the scheduler's to wake.
@@ -268,9 +317,12 @@ class Scheduler:
                 self._leftovers_due.set()  # once more: what they were starting as they died
 
     def _kill_leftovers(self, running: Callable[[], set[str]]) -> int:
-        """leftovers.kill_leftovers for this platform; a failure is logged, not raised."""
+        """leftovers.kill_leftovers for this platform, then the cgroups of ended jobs that are
+        empty now removed; a failure is logged, not raised."""
         try:
-            return leftovers.kill_leftovers(self.platform, running)
+            killed = leftovers.kill_leftovers(self.platform, running)
+            limits.instance_cgroups(self.platform).sweep(running())
+            return killed
         except Exception:
             log.exception("killing what jobs left behind")
             return 0
