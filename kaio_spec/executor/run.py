@@ -31,8 +31,10 @@ import requests
 
 from kaio_spec import downloads
 from kaio_spec.errors import PlatformError
+from kaio_spec.executor.board import Board
 from kaio_spec.executor.observe import (
     LIVE_STATUSES,
+    _stem,
     counts_as_attempt,
     fetch_jobs,
     retryable,
@@ -40,7 +42,7 @@ from kaio_spec.executor.observe import (
     status_of,
 )
 from kaio_spec.executor.recover import settle
-from kaio_spec.executor.report import Reporter, Row
+from kaio_spec.executor.report import Reporter
 from kaio_spec.executor.results import NOT_SUBMITTED, ApplyResult, JobResult
 from kaio_spec.executor.submit import Outcome, Submitter
 from kaio_spec.executor.versions import DIGEST_CHARS, Versions
@@ -51,6 +53,9 @@ FIRST_INTERVAL_S = 0.5
 MAX_RETRY_DELAY_S = 600.0  # a retry's back-off never grows past this
 DOWNLOAD_TRIES = 5
 RESTART_MARK = "platform restarted"
+VIEW_EVERY_S = 0.25  # the live view is rebuilt at most this often (and once at the end)
+POLL_SHARE = 0.2  # a round's listing takes at most this share of the loop's time (big sweeps)
+MAX_POLL_GAP_S = 30.0
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Track:
     force_from: str | None = None  # --rerun-failed / --replace: one new attempt after this one
     retry_on: str = "any"  # settings.retry_on
     retry_at: float = 0.0  # monotonic: a retry is not submitted before (back-off)
+    index: int = 0  # its place in the plan (board.py keys its tallies by it)
 
     def latest(self) -> tuple[str | None, str | None]:
         """(unique_job_name, status) of the newest attempt; (None, None) if never submitted."""
@@ -228,6 +234,8 @@ class Engine:
         for j in listing:
             by_name.setdefault(str(j.get("job_name")), []).append(j)
         self.tracks = [_track(job, by_name, retry_on) for job in jobs]
+        for i, track in enumerate(self.tracks):
+            track.index = i
         self.halted: str | None = None
         self.interrupted = False
         self.cancel = threading.Event()
@@ -241,10 +249,19 @@ class Engine:
         self._listing_started = 0.0  # monotonic: the initial listing settles killed runs' intents
         self.rounds = 0
         self.polls = 1  # the listing it starts from
+        self._round_cost = 0.0  # seconds the last listing and round took (POLL_SHARE)
+        self._view_at = 0.0  # monotonic: when the live view was last rebuilt
+        self._view_changes = -1  # board.changes then
+        intents = state.intents()
         for track in self.tracks:
-            if state.intent(track.job.job_name):
+            if track.job.job_name in intents:
                 track.blocked_since = -1.0
             self._find_download(track)
+        # Earlier versions' job_names in the state, by stem (_record_version): found once.
+        self._stems: dict[str, list[str]] = {}
+        for name in state.job_names():
+            self._stems.setdefault(_stem(name), []).append(name)
+        self.board = Board(self.tracks, lambda: self.halted is not None, self._wants_download)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -258,8 +275,9 @@ class Engine:
         finally:
             self.submit_pool.close()
             self.download_pool.close()
-            self.state.save()
+            self.state.save()  # compacted: the journal folded into the snapshot
             self._save_versions()
+            self._show(force=True)
             self.reporter.end()
         return self._result()
 
@@ -270,6 +288,8 @@ class Engine:
             if self._finished():
                 return
             interval = FIRST_INTERVAL_S if changed else min(self.poll_seconds, interval * 1.5)
+            # A big sweep's listing is long to fetch and go through: poll less often then.
+            interval = max(interval, min(self._round_cost / POLL_SHARE, MAX_POLL_GAP_S))
             self._wait(min(interval, self._until_next_retry()))
             if self._finished():  # the last downloads ended while waiting
                 return
@@ -278,6 +298,7 @@ class Engine:
     def _round(self) -> bool:
         """Apply the latest listing; settle, submit and download what it allows. Whether
         anything changed."""
+        started = time.monotonic()
         changed = self._drain()
         by_name: dict[str, list[dict]] = {}
         for j in self._listing:
@@ -286,51 +307,50 @@ class Engine:
             attempts = by_name.get(track.job.job_name, [])
             attempts.sort(key=lambda j: str(j.get("unique_job_name") or ""), reverse=True)
             track.attempts = attempts
-            listed = {a.get("unique_job_name") for a in attempts}
-            track.unseen = [u for u in track.unseen if u not in listed]
+            if track.unseen:
+                listed = {a.get("unique_job_name") for a in attempts}
+                track.unseen = [u for u in track.unseen if u not in listed]
             changed |= self._note_status(track)
+            self.board.refresh(track)
         self._settle_blocked()
         changed |= self._check_failures()
         changed |= self._submit_more()
         self._start_downloads()
-        self.reporter.update(self._rows())
+        self._show()
         self.rounds += 1
+        self._round_cost += time.monotonic() - started
         return changed
 
     def _until_next_retry(self) -> float:
         """Seconds until the first back-off ends (a retry to submit then), or infinity."""
         now = time.monotonic()
-        waits = [t.retry_at - now for t in self.tracks if t.retry_at > now]
+        waits = [t.retry_at - now for t in self.board.tracks("retry") if t.retry_at > now]
         return max(0.05, min(waits)) if waits else float("inf")
 
     def _finished(self) -> bool:
-        halted = self.halted is not None
-        for t in self.tracks:
-            s = t.situation(halted)
-            if s in ("busy", "blocked") or (s == "live" and not self.detach):
-                return False
-            if s in ("new", "retry"):
-                return False
-            if not self.detach and (t.download_busy or self._needs_download(t)):
-                return False
-        return True
+        if self.board.count("busy", "blocked", "new", "retry"):
+            return False
+        return self.detach or not (self.board.count("live") or self.board.downloads())
 
     def _wait(self, seconds: float) -> None:
         """Sleep until the next round, handling workers' results (and submitting what they
         free up) as they come, without polling."""
         deadline = time.monotonic() + seconds
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 return
+            if self._view_changes != self.board.changes:  # a change not shown yet
+                left = min(left, max(0.0, self._view_at + VIEW_EVERY_S - now))
             if self.wake.wait(left):
                 self.wake.clear()
                 if self._drain():
                     self._submit_more()
                     self._start_downloads()
-                    self.reporter.update(self._rows())
                 if self._finished():
                     return
+            self._show()
 
     def _poll(self) -> list[dict[str, Any]]:
         """ONE GET /jobs; while the API cannot be reached, wait with backoff (and keep handling
@@ -352,6 +372,7 @@ class Engine:
                 if lost_at is not None:
                     self.reporter.note("reconnected to the API; reconciling")
                 self._listing_started = started
+                self._round_cost = time.monotonic() - started
                 self.polls += 1
                 return listing
             now = time.monotonic()
@@ -380,6 +401,7 @@ class Engine:
                 self._download_done(track, result)
             else:
                 self._submitted(track, result)
+            self.board.refresh(track)
 
     def _submitted(self, track: Track, result: Any) -> None:
         track.busy = False
@@ -419,7 +441,9 @@ class Engine:
             except (OSError, ValueError):
                 files = None  # the plan then says the folder changed, without naming files
         older = [
-            n for n in self.state.job_names() if n != job.job_name and same_key_and_name(job, n)
+            n
+            for n in self._stems.get(_stem(job.job_name), ())
+            if n != job.job_name and same_key_and_name(job, n)
         ]
         self.versions.record(job.job_name, dict(job.spec), job.content_hash, files, older)
 
@@ -434,18 +458,20 @@ class Engine:
     # ---- submitting -------------------------------------------------------------------------
 
     def _in_flight(self) -> int:
-        halted = self.halted is not None
-        return sum(1 for t in self.tracks if t.situation(halted) in ("busy", "blocked", "live"))
+        return self.board.count("busy", "blocked", "live")
 
     def _submit_more(self) -> bool:
         if self.halted or self.cancel.is_set():
             return False
         room = self.max_parallel - self._in_flight()
+        if room <= 0:
+            return False
         submitted = False
-        for track in self.tracks:
+        now = time.monotonic()
+        for track in self.board.tracks("new", "retry"):
             if room <= 0:
                 break
-            if track.situation(False) not in ("new", "retry") or track.retry_at > time.monotonic():
+            if track.retry_at > now:
                 continue
             seen = {a.get("unique_job_name") for a in track.attempts} | set(track.unseen)
             seen |= set(self.state.unique_job_names(track.job.job_name))
@@ -457,12 +483,13 @@ class Engine:
                 track,
                 lambda job=job, known=known: self.submitter.submit(job, known, self.cancel.is_set),
             )
+            self.board.refresh(track)
             room -= 1
             submitted = True
         return submitted
 
     def _settle_blocked(self) -> None:
-        for track in self.tracks:
+        for track in self.board.tracks("blocked"):
             since = track.blocked_since
             if since is None or track.busy or self._listing_started <= since:
                 continue
@@ -474,6 +501,7 @@ class Engine:
                 track,
                 lambda t=track, a=attempts, s=since: settle(self.submitter, t.job, a, s),
             )
+            self.board.refresh(track)
 
     # ---- ends: failures, fail_fast, downloads ---------------------------------------------------
 
@@ -510,17 +538,18 @@ class Engine:
     def _check_failures(self) -> bool:
         if not self.fail_fast or self.halted:
             return False
-        for track in self.tracks:
-            if track.situation(False) == "failed":
-                self._halt(f"{track.job.name} failed and fail_fast is set")
-                return True
+        track = self.board.first("failed")
+        if track is not None:
+            self._halt(f"{track.job.name} failed and fail_fast is set")
+            return True
         return False
 
     def _halt(self, why: str) -> None:
         self.halted = why
         self.submit_pool.drop_queued()
         self.reporter.note(f"{why}: stopping the jobs still running; submitting nothing more")
-        for track in self.tracks:
+        self.board.refresh_all()  # new and retry are halted now
+        for track in self.board.tracks("live"):
             unique, status = track.latest()
             if unique and status in ("Pending", "InProgress"):
                 try:
@@ -533,12 +562,17 @@ class Engine:
         self.cancel.set()
         self.submit_pool.drop_queued()
         self.download_pool.drop_queued()
+        self.board.refresh_all()
 
     def _find_download(self, track: Track) -> None:
         marker = downloads.read_marker(track.job.outputs) or {}
         unique = marker.get("unique_job_name")
         if isinstance(unique, str) and downloads.is_complete(track.job.outputs, unique):
             track.downloaded = unique
+
+    def _wants_download(self, track: Track) -> bool:
+        """Whether the run has yet to download the track's outputs (or is downloading them)."""
+        return not self.detach and (track.download_busy or self._needs_download(track))
 
     def _needs_download(self, track: Track) -> bool:
         if track.download_error is not None:
@@ -554,15 +588,14 @@ class Engine:
     def _start_downloads(self) -> None:
         if self.detach or self.cancel.is_set():
             return
-        for track in self.tracks:
-            if track.download_busy or not self._needs_download(track):
-                continue
+        for track in self.board.to_download():
             unique, _ = track.latest()
             track.download_busy = True
             job = track.job
             self.download_pool.submit(
                 "download", track, lambda job=job, u=unique: _download(self.client, job, u)
             )
+            self.board.refresh(track)
 
     def _download_done(self, track: Track, result: Any) -> None:
         track.download_busy = False
@@ -578,26 +611,22 @@ class Engine:
             return
         track.downloaded = result.unique_job_name
         self.state.mark_downloaded(track.job.job_name, result.unique_job_name, str(result.dest))
-        self.state.save()
+        self.state.commit()
         if result.outcome == "downloaded":
             self.reporter.event(track.job.name, f"outputs: {result.message}")
 
     # ---- reporting --------------------------------------------------------------------------
 
-    def _rows(self) -> list[Row]:
-        rows = []
-        halted = self.halted is not None
-        for t in self.tracks:
-            _, status = t.latest()
-            s = t.situation(halted)
-            shown = status or ("Submitting" if s == "busy" else "Waiting")
-            if t.invalid:
-                shown = "Invalid"
-            elif s == "busy" and status not in LIVE_STATUSES:
-                shown = "Submitting"
-            attempt = t.attempts[0] if t.attempts and not t.unseen else None
-            rows.append(Row(t.job.name, shown, t.used(), t.allowed, attempt))
-        return rows
+    def _show(self, force: bool = False) -> None:
+        """The live view, rebuilt from the board's tallies: at most every VIEW_EVERY_S, only
+        when something changed, and with only the rows a terminal can show."""
+        now = time.monotonic()
+        if not force and (
+            self._view_changes == self.board.changes or now - self._view_at < VIEW_EVERY_S
+        ):
+            return
+        self._view_at, self._view_changes = now, self.board.changes
+        self.reporter.update(self.board.view(self.reporter.rows_shown()))
 
     def _result(self) -> ApplyResult:
         jobs = []
