@@ -46,6 +46,7 @@ version: 1
 name: scale{cells}
 settings:
   max_parallel: {cells}
+  max_jobs: {cells}
   poll_seconds: 2
 defaults:
   directory: ./job

@@ -245,14 +245,16 @@ def observe(
     return out
 
 
-def find_orphans(plan: Plan, api_jobs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def find_orphans(
+    plan: Plan, api_jobs: Iterable[dict[str, Any]], observed: Sequence[Observed] | None = None
+) -> list[dict[str, Any]]:
     """The API's jobs of this manifest that the plan does not define (and that are not older
-    versions of a planned job), newest first."""
+    versions of a planned job), newest first. `observed`: observe(plan, api_jobs), if made."""
     api_jobs = list(api_jobs)
     planned = {job.job_name for job in plan.jobs}
-    replaced = {
-        id(j) for o in observe(plan, api_jobs) for j in o.replaced
-    }  # older versions: left alone, never pruned
+    if observed is None:
+        observed = observe(plan, api_jobs)
+    replaced = {id(j) for o in observed for j in o.replaced}  # older versions: never pruned
     orphans = [
         j
         for j in api_jobs
@@ -360,4 +362,4 @@ def compare(client, plan: Plan, api_jobs: Iterable[dict[str, Any]] | None = None
     jobs = list_jobs(client) if api_jobs is None else list(api_jobs)
     observed = observe(plan, jobs)
     new_plan = Plan(plan.manifest, tuple(o.job for o in observed))
-    return Comparison(new_plan, tuple(observed), tuple(find_orphans(plan, jobs)))
+    return Comparison(new_plan, tuple(observed), tuple(find_orphans(plan, jobs, observed)))
