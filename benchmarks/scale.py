@@ -164,8 +164,9 @@ def main() -> None:
                 f"  {cells:6d} cells: apply {a.wall_s:7.2f} s wall "
                 f"({a.wall_s / cells * 1000:5.2f} ms/job, {loop_wall / (a.wall_s / cells):5.1f}x "
                 f"the loop), client CPU {a.cpu_s:7.2f} s ({per_job[cells] * 1000:5.2f} ms/job), "
-                f"peak {a.peak_mb:5.0f} MB; status {r['status'].wall_s:5.2f} s, "
-                f"stop {r['stop'].wall_s:5.2f} s" + (" [profiled]" if profile else "")
+                f"peak {a.peak_mb:5.0f} MB; status {r['status'].wall_s:5.2f} s "
+                f"(CPU {r['status'].cpu_s:4.2f} s), stop {r['stop'].wall_s:5.2f} s "
+                f"(CPU {r['stop'].cpu_s:4.2f} s)" + (" [profiled]" if profile else "")
             )
         if len(per_job) > 1:
             small, large = min(per_job), max(per_job)
