@@ -627,10 +627,13 @@ class Client:
 
     # ---- jobs -----------------------------------------------------------------------------------
 
-    def get_jobs(self, include_archived: bool = False) -> dict[str, Any]:
-        """Your jobs, newest first: {"jobs": [...], "count": N}."""
-        params = {"include_archived": "true"} if include_archived else None
-        return self._call("GET", "/jobs", params=params).json()
+    def get_jobs(self, include_archived: bool = False, **filters: Any) -> dict[str, Any]:
+        """Your jobs, newest first: {"jobs": [...], "count": N}. `filters` are the query
+        parameters of a server with the `jobs-filters` feature (GET /healthz): job_name,
+        label (a list of "key=value"), limit, after."""
+        params: dict[str, Any] = {"include_archived": "true"} if include_archived else {}
+        params.update((k, v) for k, v in filters.items() if v is not None)
+        return self._call("GET", "/jobs", params=params or None).json()
 
     def get_job(self, unique_job_name: str) -> dict[str, Any]:
         """One job: status, timestamp, start_time, end_time, failure_reason, status_history, and

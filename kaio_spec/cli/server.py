@@ -93,6 +93,8 @@ def _data_dir_option(f):
 @click.option("--url-ttl", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--stop-grace", type=click.FloatRange(min=0), default=None, hidden=True)
 @click.option("--sweep-interval", type=click.FloatRange(min=0.05), default=None, hidden=True)
+@click.option("--upload-stall-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True)
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True)
 @click.pass_context
 def server(ctx: click.Context, data_dir: Path | None, **options) -> None:
     """Run the local Kaio platform (the API of PROTOCOL.md, jobs as local processes)."""
@@ -108,6 +110,8 @@ def server(ctx: click.Context, data_dir: Path | None, **options) -> None:
         "url_ttl": "url_ttl_s",
         "stop_grace": "stop_grace_s",
         "sweep_interval": "sweep_interval_s",
+        "upload_stall_timeout": "upload_stall_s",
+        "header_timeout": "header_timeout_s",
     }
     settings = {renamed.get(k, k): v for k, v in options.items() if v is not None}
     settings.setdefault("max_instances", os.cpu_count() or 1)

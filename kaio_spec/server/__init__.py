@@ -11,6 +11,8 @@ runner.py       one job's processes, from set-up to outputs
 environments.py requirements.txt: the server's interpreter or a cached venv
 gpu.py          NVIDIA GPU detection and assignment
 sandbox.py      jobs confined with Landlock, away from the data dir
+unpack.py       archives written beneath a folder by descriptor, through no link
+connections.py  slow and idle connections closed (uvicorn's protocol, with a header timeout)
 states.py       job statuses and their lifecycle
 """
 
@@ -78,6 +80,8 @@ def serve(config: ServerConfig) -> None:
     """Serve until SIGINT or SIGTERM. One server per data dir (a lock file says so)."""
     import uvicorn
 
+    from kaio_spec.server import connections
+
     data_dir = config.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Held for the server's life; the OS drops it when the process dies, however it dies.
@@ -106,6 +110,11 @@ def serve(config: ServerConfig) -> None:
     server = uvicorn.Server(
         uvicorn.Config(
             app,
+            # Idle and half-open connections are closed, and their number is bounded, so that
+            # slow clients cannot pin the server (connections.py).
+            http=connections.header_timeout_protocol(config.header_timeout_s),
+            timeout_keep_alive=connections.DEFAULT_KEEP_ALIVE_S,
+            limit_concurrency=connections.DEFAULT_MAX_CONNECTIONS,
             log_level="warning",
             access_log=False,  # presigned URLs carry credentials in their query strings
             timeout_graceful_shutdown=5,

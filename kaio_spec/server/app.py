@@ -9,6 +9,7 @@ the checks are exactly validation.py's; pydantic models below only describe the 
 # `User` dependency is local to create_app, so they must be evaluated where they are written.
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from email.utils import formatdate
 from pathlib import Path
@@ -39,7 +40,7 @@ from kaio_spec.server.headers import DefaultHeaders, attachment
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.states import JobStatus
 from kaio_spec.server.storage import hosts_of
-from kaio_spec.server.store import NotFound, Store, iso, now
+from kaio_spec.server.store import JobFilter, NotFound, Store, iso, now
 
 log = logging.getLogger("kaio.server")
 
@@ -51,11 +52,14 @@ MAX_TEXT_FIELD = 512
 DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
 DEFAULT_VOLUME_GB = 5
 LOG_CHUNK = 1024 * 1024
+MAX_LOG_OFFSET = 2**53  # far past any log, and exact in every JSON reader (a JavaScript number)
 FILE_CHUNK = 256 * 1024  # an output sent in pieces of this size
 UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
 # only where they exist (docs/base-packages.md).
-FEATURES = ("base-packages",)
+FEATURES = ("base-packages", "jobs-filters")
+PACKAGE_BUCKET = "kaio-local"  # the s3_uri of a presign answer names it, and no folder
+MAX_LIST_LIMIT = 1000  # jobs in one page of GET /jobs (feature jobs-filters)
 
 # ---- the dashboard (static files, no build step) -------------------------------------------------
 
@@ -256,11 +260,38 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _lone_surrogate_at(value: Any) -> str | None:
+    """Where (`job_spec.entrypoint`, `env`) the first string or key holds a lone surrogate,
+    which JSON's \\ud800 escapes allow and UTF-8 (so the store, a file name, an environment
+    variable) cannot carry; None when there is none. Iterative, as _depth."""
+    stack: list[tuple[str, Any]] = [("body", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str) and _not_utf8(v):
+            return path
+        if isinstance(v, dict):
+            for key, inner in v.items():
+                if _not_utf8(key):
+                    return path
+                stack.append((key if path == "body" else f"{path}.{key}", inner))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", inner) for i, inner in enumerate(v))
+    return None
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-async def read_json(request: Request) -> dict:
+async def read_json(request: Request, stall_s: float = 60.0) -> dict:
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "application/json":
         raise ApiError(400, "Content-Type: must be application/json")
@@ -268,7 +299,7 @@ async def read_json(request: Request) -> dict:
     if declared and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
         raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in stalls_timed_out(request, stall_s):
         body += chunk
         if len(body) > MAX_JSON_BYTES:
             raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
@@ -286,6 +317,10 @@ async def read_json(request: Request) -> dict:
         raise ApiError(400, "body: must be a JSON object")
     if _depth(value) > MAX_JSON_DEPTH:
         raise ApiError(400, f"body: nested deeper than {MAX_JSON_DEPTH} levels")
+    if (where := _lone_surrogate_at(value)) is not None:
+        raise ApiError(
+            400, f"{where}: holds a lone surrogate (a \\ud800-style escape), not valid Unicode"
+        )
     return value
 
 
@@ -345,6 +380,17 @@ def parse_base_package(body: dict) -> str | None:
     return value
 
 
+def parse_label_filters(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """GET /jobs's `label=key=value` filters."""
+    pairs = []
+    for value in values:
+        key, eq, wanted = value.partition("=")
+        if not eq or not key:
+            raise ApiError(400, f"label: {value!r} must be key=value")
+        pairs.append((key, wanted))
+    return tuple(pairs)
+
+
 def check_sha256(value: str) -> None:
     if not validation.is_sha256(value):
         raise ApiError(400, "sha256: must be 64 lower-case hex digits (the package's SHA-256)")
@@ -357,12 +403,26 @@ def refuse_declared_over(request: Request, limit: int) -> None:
         raise ApiError(413, f"body: larger than the {limit} bytes allowed")
 
 
+async def stalls_timed_out(request: Request, stall_s: float) -> AsyncIterator[bytes]:
+    """The body's pieces; 408 when none comes for `stall_s` seconds, so that a client that
+    stops sending frees what the request holds (an upload's lock) instead of keeping it."""
+    pieces = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(pieces.__anext__(), stall_s)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"body: no byte came for {stall_s:g} s; send it again") from None
+        yield chunk
+
+
 async def receive_body(
-    request: Request, hasher: Any, limit: int, sink: BinaryIO | None = None
+    request: Request, hasher: Any, limit: int, sink: BinaryIO | None = None, stall_s: float = 60.0
 ) -> int:
     """Stream the body through `hasher` (and into `sink`), never whole in memory; its size. 413
-    past `limit`. One pass over the bytes: each piece hashed (hashlib lets go of the GIL) and
-    written together."""
+    past `limit`; 408 when it stalls for `stall_s`. One pass over the bytes: each piece hashed
+    (hashlib lets go of the GIL) and written together."""
 
     def take(data: bytearray) -> None:
         hasher.update(data)
@@ -372,7 +432,7 @@ async def receive_body(
     size = 0
     pending = bytearray()
     try:
-        async for chunk in request.stream():
+        async for chunk in stalls_timed_out(request, stall_s):
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, f"body: larger than the {limit} bytes allowed")
@@ -666,7 +726,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         answer = {
             "unique_job_name": unique,
             "upload_url": base_url(request) + signer.path("PUT", storage.package_key(unique)),
-            "s3_uri": layout.job(unique).package.as_uri(),
+            # Where the package is kept, as an object key in a symbolic bucket: never the data
+            # folder's path, which is no tenant's business.
+            "s3_uri": f"s3://{PACKAGE_BUCKET}/{storage.package_key(unique)}",
             "env_names": job["env_names"],
         }
         if job["base_package"]:
@@ -678,12 +740,29 @@ def create_app(config: ServerConfig) -> FastAPI:
         response_model=JobListOut,
         responses={**ERRORS, 304: {"description": "Not Modified (If-None-Match, local)"}},
     )
-    async def list_jobs(request: Request, user: User, include_archived: bool = False):
+    async def list_jobs(
+        request: Request,
+        user: User,
+        include_archived: bool = False,
+        job_name: Annotated[str | None, Query(max_length=MAX_TEXT_FIELD)] = None,
+        label: Annotated[list[str], Query(max_length=MAX_TEXT_FIELD)] = [],  # noqa: B006
+        limit: Annotated[int | None, Query(ge=1, le=MAX_LIST_LIMIT)] = None,
+        after: Annotated[str | None, Query(max_length=MAX_TEXT_FIELD)] = None,
+    ):
         """The caller's jobs, newest first. (local) An ETag comes with the list, and a request
-        whose If-None-Match holds it is answered 304 with no body while the list is the same."""
-        jobs = store.jobs_json(user["id"], include_archived, max_reads=LIST_READS_ON_LOOP)
-        if jobs is None:  # many jobs to read again (the first listing, say): off the event loop
-            jobs = await run_in_threadpool(store.jobs_json, user["id"], include_archived)
+        whose If-None-Match holds it is answered 304 with no body while the list is the same.
+        (local, feature `jobs-filters`) Only the jobs named `job_name`, only those with each
+        `label=key=value`, at most `limit` of them, after the job `after` (the last of the
+        previous page)."""
+        only = JobFilter(job_name, parse_label_filters(label), limit, after)
+        try:
+            jobs = store.jobs_json(user["id"], include_archived, LIST_READS_ON_LOOP, only)
+            if jobs is None:  # many jobs to read again (the first listing): off the event loop
+                jobs = await run_in_threadpool(
+                    store.jobs_json, user["id"], include_archived, None, only
+                )
+        except NotFound:
+            raise ApiError(400, f"after: no job {after!r} of yours") from None
         body = f'{{"jobs":[{",".join(jobs)}],"count":{len(jobs)}}}'.encode()
         return conditional(request, body, "application/json", LIST_HEADERS)
 
@@ -799,7 +878,9 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     async def _receive_hashed(request: Request, sha256: str, sink: BinaryIO | None = None) -> int:
         hasher = hashlib.sha256()
-        size = await receive_body(request, hasher, config.max_upload_bytes, sink)
+        size = await receive_body(
+            request, hasher, config.max_upload_bytes, sink, config.upload_stall_s
+        )
         if hasher.hexdigest() != sha256:
             raise ApiError(400, f"body: its SHA-256 is {hasher.hexdigest()}, not the URL's")
         return size
@@ -829,7 +910,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         unique_job_name: str,
         user: User,
         host: Annotated[str, Query(max_length=32)] = "algo-1",
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0,
         stream: Literal["stdout", "stderr"] = "stdout",
     ):
         """Log bytes of one instance from `offset`; the next offset is in X-Next-Offset."""
@@ -839,8 +920,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         path = layout.job(unique_job_name).logs(host) / f"{stream}.log"
         data = b""
         with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(LOG_CHUNK)
+            if offset < os.fstat(f.fileno()).st_size:  # never a seek past the end
+                f.seek(offset)
+                data = f.read(LOG_CHUNK)
         return Response(
             data,
             media_type="text/plain; charset=utf-8",
@@ -954,6 +1036,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         q = request.query_params
         try:
             signer.verify(method, key, q.get("expires"), q.get("signature"))
+        except storage.MalformedSignature as e:
+            raise ApiError(400, f"signature: {e}") from None
         except storage.BadSignature as e:
             raise ApiError(403, f"signature: {e}") from None
 
@@ -996,7 +1080,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             # A retried PUT of the same bytes succeeds (whatever the job did since); other
             # bytes are a conflict.
             md5 = hashlib.md5(usedforsecurity=False)
-            await receive_body(request, md5, config.max_upload_bytes)
+            await receive_body(request, md5, config.max_upload_bytes, stall_s=config.upload_stall_s)
             if md5.hexdigest() != job["etag"]:
                 raise ApiError(409, "body: the job's package was already uploaded")
             return Response(status_code=200, headers={"ETag": f'"{job["etag"]}"'})
@@ -1013,11 +1097,19 @@ def create_app(config: ServerConfig) -> FastAPI:
         md5 = hashlib.md5(usedforsecurity=False)
         try:
             with open(part, "wb", buffering=0) as f:
-                size = await receive_body(request, md5, config.max_upload_bytes, f)
+                size = await receive_body(
+                    request, md5, config.max_upload_bytes, f, config.upload_stall_s
+                )
             etag = md5.hexdigest()
+            if job["etag"] and etag != job["etag"]:
+                # A crash cut the unpacking of the bytes first received short: a retry may
+                # send those again, nothing else (as after an upload that was accepted).
+                raise ApiError(409, "body: the job's package was already received")
             os.replace(part, files.package)
         finally:
             part.unlink(missing_ok=True)
+        if not job["etag"]:  # the bytes this job takes from now on, whatever happens next
+            await run_in_threadpool(store.update_job, unique, etag=etag)
         await run_in_threadpool(_accept_package, job, files, size, etag)
         return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
@@ -1031,6 +1123,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             _fail_upload(job, files, 409, e)
         except storage.PackageError as e:
             _fail_upload(job, files, 400, e)
+        except OSError as e:  # the platform's own trouble (a full disk): the job fails, not hangs
+            log.exception("job %s: unpacking its package", job["unique_job_name"])
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            reason = f"package: the platform could not unpack it ({e.strerror or type(e).__name__})"
+            _fail_upload(job, files, 507 if full else 503, RuntimeError(reason))
         if job["base_package"]:  # used by an upload too (and a sweep now would be harmless)
             base_of(job).touch(touch_fresh_s)
         store.update_job(

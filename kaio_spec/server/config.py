@@ -28,6 +28,8 @@ class ServerConfig:
     url_ttl_s: int = 3600
     stop_grace_s: float = 10.0
     sweep_interval_s: float | None = None  # None: derived from retention_days
+    upload_stall_s: float = 60.0  # a request body with no byte for this long is given up
+    header_timeout_s: float = 10.0  # a request's headers are due this long after it begins
 
     @property
     def base_url(self) -> str:

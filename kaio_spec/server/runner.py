@@ -475,7 +475,8 @@ class JobRun:
             if self.sandbox.private_tmp:
                 self.files.remove_tmp()
             # Outputs are in place before the status turns final: a client that sees the end
-            # can list them at once.
+            # can list them at once. How it ended is kept first, for a restart in between.
+            self.files.record_outcome(final.value, reason)
             storage.collect_outputs(self.files, self.hosts, self._original)
             # Listed once, now that nothing changes them, for every client that downloads them.
             self.listing = storage.list_outputs(self.files, self.hosts)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -80,7 +79,8 @@ class Scheduler:
 
     def recover(self) -> None:
         """After a crash: jobs that were running failed (all their processes killed first,
-        found by their mark: no job runs yet); uploaded Pending jobs queue again."""
+        found by their mark: no job runs yet), unless their run had ended (outcome.json) and
+        only its outputs were being collected; uploaded Pending jobs queue again."""
         self.layout.remove_partial_uploads()
         self._kill_leftovers(set)
         for job in self.store.jobs_with_status(*RUNNING_STATUSES):
@@ -88,7 +88,11 @@ class Scheduler:
             with contextlib.suppress(OSError):
                 files.forget_env()
                 storage.collect_outputs(files, storage.hosts_of(job))
-            end_job(self.store, job["unique_job_name"], JobStatus.FAILED, RESTART_REASON)
+            # A run that had ended (its outputs being collected) ends as it did.
+            status, reason = files.read_outcome() or (JobStatus.FAILED, RESTART_REASON)
+            if status is JobStatus.STOPPED:  # the way there from InProgress
+                self.store.transition(job["unique_job_name"], JobStatus.STOPPING)
+            end_job(self.store, job["unique_job_name"], status, reason)
         for job in self.store.jobs_with_status(JobStatus.PENDING):
             if job["uploaded_at"] and self.layout.job(job["unique_job_name"]).pkg.is_dir():
                 self._queue.append(job["unique_job_name"])
@@ -214,7 +218,10 @@ class Scheduler:
     def delete_data(self, unique: str) -> None:
         with self._listings_lock:
             self._listings.pop(unique, None)
-        shutil.rmtree(self.layout.job(unique).root, ignore_errors=True)
+        root = self.layout.job(unique).root
+        storage.remove_tree(root)
+        if root.exists():
+            log.warning("job %s: some of its data could not be deleted", unique)
         self.store.update_job(unique, data_deleted=1)
 
     def sweep(self) -> None:

@@ -2,6 +2,7 @@
 
 <data dir>/jobs/<unique_job_name>/
     env.json              the env values, mode 0600, deleted when the job ends
+    outcome.json          how the run ended, written before its outputs are collected
     package.tar.gz        the upload, renamed into place only once complete
     pkg/                  the checked, unpacked package (renamed into place once whole)
     pkg-files.json        once queued: size and mtime of pkg/'s files, to tell outputs apart
@@ -34,11 +35,12 @@ import os
 import posixpath
 import shutil
 import stat
+import sys
 import tarfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -46,7 +48,8 @@ from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
 from kaio_spec import catalog, validation
-from kaio_spec.server import auth
+from kaio_spec.server import auth, unpack
+from kaio_spec.server.states import JobStatus
 
 PACKAGE = "package.tar.gz"
 LOG_NAMES = ("stdout.log", "stderr.log")
@@ -126,6 +129,28 @@ class JobFiles:
 
     def forget_env(self) -> None:
         self.env_file.unlink(missing_ok=True)
+
+    # ---- how the run ended, kept for a restart while its outputs were being collected -------
+
+    @property
+    def outcome_file(self) -> Path:
+        return self.root / "outcome.json"
+
+    def record_outcome(self, status: str, reason: str | None) -> None:
+        tmp = self.root / "outcome.json.tmp"
+        tmp.write_text(json.dumps({"status": status, "reason": reason}))
+        os.replace(tmp, self.outcome_file)
+
+    def read_outcome(self) -> tuple[JobStatus, str | None] | None:
+        """(final status, reason) the run ended with, if it got that far."""
+        try:
+            raw = json.loads(self.outcome_file.read_text())
+            status, reason = JobStatus(raw["status"]), raw["reason"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if not status.is_final or not (reason is None or isinstance(reason, str)):
+            return None
+        return status, reason
 
 
 class Layout:
@@ -270,6 +295,13 @@ class BadSignature(Exception):
     pass
 
 
+class MalformedSignature(BadSignature):
+    """Not even the shape of a signature this server makes (64 hex digits)."""
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
 class Signer:
     """HMAC-SHA256 over method, object key and expiry, with a key derived from the server secret."""
 
@@ -290,6 +322,8 @@ class Signer:
     def verify(self, method: str, key: str, expires: str | None, signature: str | None) -> None:
         if not expires or not signature:
             raise BadSignature("the URL has no signature")
+        if len(signature) != 64 or not _HEX.issuperset(signature):
+            raise MalformedSignature("must be 64 lower-case hex digits, as the server made it")
         try:
             when = int(expires)
         except ValueError:
@@ -316,14 +350,37 @@ class PackageError(ValueError):
     """The package is unreadable or unsafe; the message says why and which member."""
 
 
+# What the kernel takes: a name of at most 255 bytes per component (NAME_MAX), a path of at most
+# 4,095 (PATH_MAX with its terminating NUL). Longer names could not be made: refused up front.
+MAX_COMPONENT_BYTES = 255
+MAX_PATH_BYTES = 4095
+# A folder costs a block of the volume however little it holds (300k empty folders in a 1.4 MB
+# package once took 1.37 GB), so each counts as one.
+FOLDER_BYTES = 4096
+
+
 def _inside(path: str) -> bool:
     """True if a relative POSIX path stays inside the folder it is relative to."""
     norm = posixpath.normpath(path)
     return not posixpath.isabs(path) and norm != ".." and not norm.startswith("../")
 
 
+def _check_length(name: str, what: str, value: str) -> None:
+    raw = os.fsencode(value)  # tarfile keeps undecodable bytes as surrogates
+    if b"\0" in raw:
+        raise PackageError(f"package: {name!r} has a NUL byte in its {what}")
+    if len(raw) > MAX_PATH_BYTES:
+        raise PackageError(f"package: {name!r} has a {what} longer than {MAX_PATH_BYTES} bytes")
+    if any(len(part) > MAX_COMPONENT_BYTES for part in raw.split(b"/")):
+        raise PackageError(
+            f"package: {name!r} has a {what} with a component longer than "
+            f"{MAX_COMPONENT_BYTES} bytes"
+        )
+
+
 def check_member(m: tarfile.TarInfo) -> None:
     name = m.name
+    _check_length(name, "name", name)
     # POSIX only: `a:b.csv` is an ordinary file name here, not a drive.
     if name.startswith("/") or PurePosixPath(name).is_absolute():
         raise PackageError(f"package: {name!r} is an absolute path")
@@ -331,6 +388,8 @@ def check_member(m: tarfile.TarInfo) -> None:
         raise PackageError(f"package: {name!r} has a '..' component or a backslash")
     if m.ischr() or m.isblk() or m.isfifo():
         raise PackageError(f"package: {name!r} is a device file or a FIFO")
+    if m.issym() or m.islnk():
+        _check_length(name, "link target", m.linkname)
     if m.issym():
         target = posixpath.join(posixpath.dirname(name), m.linkname)
         if posixpath.isabs(m.linkname) or not _inside(target):
@@ -342,9 +401,14 @@ def check_member(m: tarfile.TarInfo) -> None:
         raise PackageError(f"package: {name!r} is not a file, folder or link")
 
 
+def _parts(name: str) -> unpack.Parts:
+    return tuple(p for p in posixpath.normpath(name).split("/") if p not in ("", "."))
+
+
 class _MemberCheck:
-    """Checks members one by one as an archive is read; `finish()` once all were seen.
-    `entrypoint` None: none is required. `counted`: unpacked bytes already on the volume."""
+    """Checks members one by one as an archive is read, against what `tree` holds so far;
+    `finish()` once all were seen. `entrypoint` None: none is required. `counted`: unpacked
+    bytes already on the volume."""
 
     def __init__(self, entrypoint: str | None, max_unpacked_bytes: int, counted: int = 0):
         self.entrypoint = entrypoint
@@ -352,20 +416,61 @@ class _MemberCheck:
         self.total = counted
         self.has_entrypoint = False
         self.last = ""  # the member being unpacked, for errors the extraction itself raises
+        self.links: set[unpack.Parts] = set()  # the package's own symbolic links
+        self.files: set[unpack.Parts] = set()  # its files and hard links
 
-    def __call__(self, m: tarfile.TarInfo) -> tarfile.TarInfo:
+    def __call__(self, m: tarfile.TarInfo, tree: unpack.Tree) -> unpack.Parts:
+        """The member's path, once it passed every check."""
         check_member(m)
         self.last = m.name
-        self.total += m.size if m.isreg() else 0
+        if m.isreg():
+            self.total += m.size
+        elif m.isdir():
+            self.total += FOLDER_BYTES
         if self.total > self.max_unpacked_bytes:
             raise PackageError(
                 f"package: unpacks to more than the volume's {self.max_unpacked_bytes} bytes"
             )
+        parts = _parts(m.name)
+        self._check_way(m, parts)
+        if m.issym() and not unpack.resolves_inside(tree, parts, m.linkname):
+            raise PackageError(
+                f"package: {m.name!r} links outside the package once the links on its way are "
+                f"followed ({m.linkname!r})"
+            )
+        if not m.isdir():
+            self.links.discard(parts)  # a later member replaces an earlier one
+            self.files.discard(parts)
+            (self.links if m.issym() else self.files).add(parts)
         if m.isreg() and posixpath.normpath(m.name) == self.entrypoint:
             self.has_entrypoint = True
-        return m
+        return parts
 
-    def finish(self) -> None:
+    def _check_way(self, m: tarfile.TarInfo, parts: unpack.Parts) -> None:
+        """Nothing is unpacked through a link of the package, nor through one of its files."""
+        for i in range(1, len(parts)):
+            if parts[:i] in self.links:
+                where = "/".join(parts[:i])
+                raise PackageError(f"package: {m.name!r} goes through the link {where!r}")
+            if parts[:i] in self.files:
+                raise self._through_file(m, parts[:i])
+
+    def _through_file(self, m: tarfile.TarInfo, file: unpack.Parts) -> PackageError:
+        return PackageError(
+            f"package: {m.name!r} clashes with an earlier member (one path as a file and as a "
+            "folder)"
+        )
+
+    def finish(self, tree: unpack.Tree) -> None:
+        """Every link still leads inside now that all are made (a later link can change
+        where an earlier one goes), and the entrypoint is there."""
+        for parts in sorted(self.links):
+            target = tree.readlink(parts)
+            if not unpack.resolves_inside(tree, parts, target):
+                raise PackageError(
+                    f"package: {'/'.join(parts)!r} links outside the package once the links "
+                    f"on its way are followed ({target!r})"
+                )
         if self.entrypoint is not None and not self.has_entrypoint:
             raise PackageError(
                 f"package: the entrypoint {self.entrypoint!r} is not at its top level"
@@ -373,57 +478,49 @@ class _MemberCheck:
 
 
 class _OverlayCheck(_MemberCheck):
-    """The member checks, plus tar's rule for a member landing on an existing path of `tree` (the
-    base package's files, then the overlay's so far): a file or link replaces a file or link,
-    unlinked first so that nothing is ever written through a link; a file over a folder, a folder
-    over a file, or a path through a file or link, is refused."""
+    """The member checks, plus tar's rule for a member landing on an existing path of the tree
+    (the base package's files, then the overlay's so far): a file or link replaces a file or
+    link; a file over a folder, a folder over a file, or a path through a file or link, is
+    refused."""
 
-    def __init__(self, tree: Path, max_unpacked_bytes: int, counted: int):
+    def __init__(self, max_unpacked_bytes: int, counted: int):
         super().__init__(None, max_unpacked_bytes, counted)
-        self.tree = tree
         self.unpacked: set[tuple[str, ...]] = set()  # paths the overlay made, to name the culprit
 
-    def __call__(self, m: tarfile.TarInfo) -> tarfile.TarInfo:
-        super().__call__(m)
-        parts = PurePosixPath(posixpath.normpath(m.name)).parts
+    def __call__(self, m: tarfile.TarInfo, tree: unpack.Tree) -> unpack.Parts:
+        parts = super().__call__(m, tree)
         for i in range(1, len(parts)):
-            above = _lstat_mode(self.tree.joinpath(*parts[:i]))
+            above = tree.lstat(parts[:i])
             if above is None:
                 break  # unpacking makes the rest of the way
-            if not stat.S_ISDIR(above):
-                where = "/".join(parts[:i])
-                raise PackageError(
-                    f"package: {m.name!r} is inside {where!r}, which {self._owner(parts[:i])} "
-                    "as a file or link, not a folder"
-                )
-        target = self.tree.joinpath(*parts)
-        mode = _lstat_mode(target)
-        if mode is not None:
-            if stat.S_ISDIR(mode) != m.isdir():
-                put, have = ("a folder", "a file") if m.isdir() else ("a file", "a folder")
-                raise PackageError(
-                    f"package: {m.name!r} is {put} where {self._owner(parts)} {have}"
-                )
-            if not m.isdir():
-                target.unlink()
+            if not stat.S_ISDIR(above.st_mode):
+                raise self._through_file(m, parts[:i])
+        found = tree.lstat(parts)
+        if found is not None and stat.S_ISDIR(found.st_mode) != m.isdir():
+            put, have = ("a folder", "a file") if m.isdir() else ("a file", "a folder")
+            raise PackageError(f"package: {m.name!r} is {put} where {self._owner(parts)} {have}")
         self.unpacked.update(parts[:i] for i in range(1, len(parts) + 1))
-        return m
+        return parts
+
+    def _through_file(self, m: tarfile.TarInfo, file: unpack.Parts) -> PackageError:
+        return PackageError(
+            f"package: {m.name!r} is inside {'/'.join(file)!r}, which {self._owner(file)} as a "
+            "file or link, not a folder"
+        )
 
     def _owner(self, parts: tuple[str, ...]) -> str:
         return "an earlier member has" if parts in self.unpacked else "the base package has"
 
-
-def _lstat_mode(path: Path) -> int | None:
-    try:
-        return os.lstat(path).st_mode
-    except FileNotFoundError:
-        return None
+    def finish(self, tree: unpack.Tree) -> None:
+        if self.links:  # a link of the overlay may change where one of the base's goes
+            self.links = set(tree.links_below())
+        super().finish(tree)
 
 
 # Errors of reading a damaged archive (gzip's BadGzipFile is an OSError; other OSErrors, such as
 # a full disk while unpacking, are the platform's, not the package's).
 _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, UnicodeError, gzip.BadGzipFile)
-# tarfile copies member data in 16 KiB pieces by default: 1 MiB costs far fewer Python calls.
+# Member data is copied in pieces of 1 MiB: far fewer Python calls than tarfile's 16 KiB.
 _COPY_BUFSIZE = 1024 * 1024
 
 
@@ -433,20 +530,20 @@ _CLASH_ERRORS = (IsADirectoryError, NotADirectoryError, FileExistsError)
 
 def _extract(path: Path, dest: Path, check: _MemberCheck) -> None:
     """Unpack the archive at `path` into `dest` in one read (one decompression), each member
-    checked before anything of it is written. PackageError when a member is unsafe or the archive
-    unreadable; what was unpacked so far stays in `dest`, for the caller's temp folder to drop."""
+    checked before anything of it is written, and written by unpack.Tree, which cannot follow
+    a link out of `dest` even if a check missed one. PackageError when a member is unsafe or
+    the archive unreadable; what was unpacked so far stays in `dest`, for the caller's temp
+    folder to drop."""
     try:
-        with tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf:
-            members = (check(m) for m in tf)
-            if hasattr(tarfile, "data_filter"):
-                # The data filter is the second line of defence behind the member checks.
-                tf.extractall(dest, members=members, filter="data")
-            else:  # Python < 3.10.12 / 3.11.4: the member checks alone stand guard
-                tf.extractall(dest, members=members)
+        with tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf, unpack.Tree(dest) as tree:
+            for m in tf:
+                _write_member(tf, m, check(m, tree), tree)
+            check.finish(tree)
+            tree.finish()
     except PackageError:
         raise
-    except getattr(tarfile, "FilterError", ()) as e:
-        raise PackageError(f"package: cannot be unpacked safely ({e})") from None
+    except unpack.LinkInTheWay:
+        raise PackageError(f"package: {check.last!r} goes through a link or a file") from None
     except _READ_ERRORS as e:
         raise PackageError(f"package: not a readable tar.gz ({e})") from None
     except _CLASH_ERRORS:
@@ -456,10 +553,68 @@ def _extract(path: Path, dest: Path, check: _MemberCheck) -> None:
         ) from None
 
 
+def _write_member(tf: tarfile.TarFile, m: tarfile.TarInfo, parts: unpack.Parts, tree: unpack.Tree):
+    """One checked member, as tar would make it (a file or link replaces a file or link, never
+    writing through it) with the data filter's modes: no set-id bits, nothing writable by
+    others, always readable and writable by the platform."""
+    if m.isdir():
+        if parts:  # '.' is the folder unpacked into, there already
+            tree.make_folder(parts, m.mode & 0o755, m.mtime)
+        return
+    if not parts:
+        raise IsADirectoryError(m.name)  # a file over the folder unpacked into
+    found = tree.lstat(parts)
+    if found is not None:
+        if stat.S_ISDIR(found.st_mode):
+            raise IsADirectoryError(m.name)
+        tree.unlink(parts)
+    if m.issym():
+        tree.symlink(parts, m.linkname)
+    elif m.islnk():
+        tree.hardlink(parts, _parts(m.linkname))
+    else:
+        data = tf.extractfile(m)
+        assert data is not None
+        tree.write_file(parts, data, (m.mode & 0o755) | 0o600, m.mtime, _COPY_BUFSIZE)
+
+
 def _replace_dir(tmp: Path, dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
+
+
+def remove_tree(root: Path) -> None:
+    """Remove a folder and all it holds, even folders a job made unreadable or read-only (mode
+    000, 500), which rmtree alone would leave behind an API that said the data is deleted. Each
+    such folder is given back to the platform (u+rwx) by a descriptor reached through no link,
+    and the removal retried; what still cannot be removed stays, as with rmtree."""
+    handler = {"onexc" if sys.version_info >= (3, 12) else "onerror": _unlock_and_retry}
+    shutil.rmtree(root, **handler)
+
+
+def _unlock_and_retry(function: Callable, path: str, error: object) -> None:
+    exc = error[1] if isinstance(error, tuple) else error
+    if not isinstance(exc, PermissionError):
+        return  # gone already, or not the platform's to remove
+    with contextlib.suppress(OSError):
+        if function in (os.unlink, os.rmdir):  # its folder is read-only
+            _give_back(os.path.dirname(path))
+            function(path)
+        elif _give_back(path):  # a folder that could not be opened or listed
+            remove_tree(Path(path))
+
+
+def _give_back(folder: str) -> bool:
+    """Make `folder` the platform's to list and change again (u+rwx); whether it now is."""
+    if not hasattr(os, "O_PATH"):  # not Linux: no way to change it through no link
+        return False
+    fd = os.open(folder, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chmod(f"/proc/self/fd/{fd}", 0o700)  # the folder opened, never a link's target
+    finally:
+        os.close(fd)
+    return os.access(folder, os.R_OK | os.W_OK | os.X_OK, follow_symlinks=False)
 
 
 def remove_temp(tmp: Path) -> None:
@@ -475,8 +630,8 @@ def unpack_package(path: Path, dest: Path, entrypoint: str, max_unpacked_bytes: 
     check = _MemberCheck(entrypoint, max_unpacked_bytes)
     tmp = _temp_beside(dest)
     try:
+        tmp.mkdir()
         _extract(path, tmp, check)
-        check.finish()
         _replace_dir(tmp, dest)
     finally:
         remove_temp(tmp)
@@ -499,7 +654,7 @@ def unpack_overlay(
     tmp = _temp_beside(dest)
     try:
         _copy_base_tree(base, tmp)
-        _extract(overlay, tmp, _OverlayCheck(tmp, max_unpacked_bytes, meta.unpacked_bytes))
+        _extract(overlay, tmp, _OverlayCheck(max_unpacked_bytes, meta.unpacked_bytes))
         if not _is_regular(tmp / entrypoint):
             raise PackageError(
                 f"package: the entrypoint {entrypoint!r} is at the top level of neither the base "
@@ -519,6 +674,13 @@ def _copy_base_tree(base: BaseFiles, dest: Path) -> None:
         if not base.tree.is_dir():  # deleted by the retention sweep as we copied
             raise BaseGone(base.sha256) from None
         raise
+
+
+def _lstat_mode(path: Path) -> int | None:
+    try:
+        return os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
 
 
 def _is_regular(path: Path) -> bool:
@@ -570,10 +732,30 @@ def hand_out_package(files: JobFiles, hosts: list[str]) -> dict[str, tuple[int, 
     all instances but the last, which gets pkg/ itself (renamed, not copied: a single instance
     costs no copy). Returns what pkg/ held (prepare_run recorded it), for collect_outputs."""
     original = _original_files(files)
+    _check_room_for_copies(files, original, len(hosts) - 1)
     for host in hosts[:-1]:
         shutil.copytree(files.pkg, files.work(host), symlinks=True)
     os.replace(files.pkg, files.work(hosts[-1]))
     return original
+
+
+class NoRoom(OSError):
+    """The disk has no room for the copies of a package each instance gets."""
+
+
+def _check_room_for_copies(files: JobFiles, original: dict[str, tuple[int, int]], copies: int):
+    """NoRoom, before a byte is copied, when the copies would not fit the free space: a
+    half-made copy would fill the disk every other job writes to."""
+    if copies <= 0:
+        return
+    need = copies * sum(size for size, _ in original.values())
+    fs = os.statvfs(files.root)
+    free = fs.f_bavail * fs.f_frsize
+    if need > free:
+        raise NoRoom(
+            f"the package's {copies} copies for the job's other instances need {need} bytes; "
+            f"the platform's disk has {free} free"
+        )
 
 
 def _original_files(files: JobFiles) -> dict[str, tuple[int, int]]:

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,16 @@ def now() -> datetime:
 def iso(t: datetime) -> str:
     """ISO 8601 UTC with milliseconds and an explicit offset (Python 3.10 parses it too)."""
     return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which of a user's jobs a listing shows (GET /jobs's local filters and paging)."""
+
+    job_name: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # each (key, value) must be among the job's labels
+    limit: int | None = None
+    after: str | None = None  # the unique_job_name the previous page ended with
 
 
 class NotFound(LookupError):
@@ -342,17 +353,23 @@ class Store:
         return rows[0][0]
 
     def jobs_json(
-        self, user_id: str, include_archived: bool = False, max_reads: int | None = None
+        self,
+        user_id: str,
+        include_archived: bool = False,
+        max_reads: int | None = None,
+        only: JobFilter | None = None,
     ) -> list[str] | None:
-        """The user's jobs as the API shows them (JSON texts), newest first: only the jobs that
-        changed since they were last shown are read again; None if more than max_reads are."""
-        archived = "" if include_archived else " AND archived = 0"
+        """The user's jobs as the API shows them (JSON texts), newest first, those `only` lets
+        through: only the jobs that changed since they were last shown are read again; None if
+        more than max_reads are. NotFound when `only.after` is no job of the user's."""
+        where, args = self._job_filter(user_id, include_archived, only or JobFilter())
+        limit = f" LIMIT {int(only.limit)}" if only and only.limit else ""
         names = [
             r[0]
             for r in self._query(
-                f"SELECT unique_job_name FROM jobs WHERE user_id = ?{archived} "
-                "ORDER BY submitted_at DESC, rowid DESC",
-                (user_id,),
+                f"SELECT unique_job_name FROM jobs WHERE {where} "
+                f"ORDER BY submitted_at DESC, rowid DESC{limit}",
+                args,
             )
         ]
         with self._views_lock:
@@ -373,6 +390,33 @@ class Store:
                     self._views.clear()
                 self._views.update((name, views[name]) for name in missing)
         return [views[name] for name in names]
+
+    def _job_filter(
+        self, user_id: str, include_archived: bool, only: JobFilter
+    ) -> tuple[str, tuple]:
+        """The WHERE clause (and its parameters) of a listing."""
+        where, args = ["user_id = ?"], [user_id]
+        if not include_archived:
+            where.append("archived = 0")
+        if only.job_name is not None:
+            where.append("job_name = ?")
+            args.append(only.job_name)
+        for key, value in only.labels:
+            where.append(
+                "EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE key = ? AND value = ?)"
+            )
+            args += [key, value]
+        if only.after is not None:
+            found = self._query(
+                "SELECT submitted_at, rowid FROM jobs WHERE unique_job_name = ? AND user_id = ?",
+                (only.after, user_id),
+            )
+            if not found:
+                raise NotFound(only.after)
+            # Older in the listing's order (newest first): a page after the one that ended there.
+            where.append("(submitted_at, rowid) < (?, ?)")
+            args += [found[0][0], found[0][1]]
+        return " AND ".join(where), tuple(args)
 
     def jobs_with_status(self, *statuses: JobStatus) -> list[dict]:
         marks = ", ".join("?" for _ in statuses)
