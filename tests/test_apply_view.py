@@ -64,3 +64,30 @@ def test_throttled_view_counts_every_job_and_shows_what_matters(tmp_path, kaio_s
     text = reporter.console.file.getvalue()
     assert "submitted 12/12" in text and "10 completed, 2 failed" in text
     assert "... and 8 more" in text
+
+
+class ListingClient(Client):
+    """A real client that remembers the filters of each GET /jobs it makes."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.listings = []
+
+    def get_jobs(self, include_archived=False, **filters):
+        self.listings.append(filters)
+        return super().get_jobs(include_archived=include_archived, **filters)
+
+
+def test_polling_rounds_list_the_manifests_jobs_only(tmp_path, kaio_server, api_key):
+    """Against a server with GET /jobs filters, each round asks for this manifest's jobs only:
+    another manifest's jobs of the same tenant are not sent again and again, and the run still
+    sees all of its own."""
+    other = write_project(tmp_path / "other", name="other", cells=3)
+    client = ListingClient(kaio_server.url).login(api_key)
+    assert kaio_spec.apply(other, client=client, detach=True).detached
+    manifest = write_project(tmp_path / "mine", name="mine", cells=3, sleep=0.3)
+    client.listings.clear()
+    result = kaio_spec.apply(manifest, client=client)
+    assert sorted(result.counts().items()) == [("Completed", 3)]
+    rounds = client.listings[1:]  # the first is the plan's comparison: every job
+    assert rounds and all(f == {"label": ["manifest=mine"]} for f in rounds), client.listings

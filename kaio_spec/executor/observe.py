@@ -341,10 +341,36 @@ def orphan_json(api_job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fetch_jobs(client) -> list[dict[str, Any]]:
+JOBS_FILTERS = "jobs-filters"  # the feature in GET /healthz: GET /jobs takes label=key=value
+
+
+def fetch_jobs(client, **filters: Any) -> list[dict[str, Any]]:
     """ONE GET /jobs, archived jobs included: a job hidden from the list still exists and still
-    holds its job_name. Raises what the client raises."""
-    return list(client.get_jobs(include_archived=True).get("jobs") or [])
+    holds its job_name. `filters`: GET /jobs's (JOBS_FILTERS). Raises what the client raises."""
+    return list(client.get_jobs(include_archived=True, **filters).get("jobs") or [])
+
+
+def manifest_filter(client, jobs: Sequence[PlannedJob], listing: Iterable[dict[str, Any]]):
+    """The GET /jobs filters that list only these jobs' manifest, where the server takes them
+    (JOBS_FILTERS) and they lose nothing: every listed job of a planned job_name carries the
+    manifest's label (one submitted without it would be missed, and submitted again). None
+    otherwise: the whole list then."""
+    names = {job.labels.get("manifest") for job in jobs}
+    if len(names) != 1 or None in names:
+        return None
+    (manifest,) = names
+    job_names = {job.job_name for job in jobs}
+    for j in listing:
+        labels = j.get("labels")
+        if j.get("job_name") in job_names and (
+            not isinstance(labels, dict) or labels.get("manifest") != manifest
+        ):
+            return None
+    try:
+        features = client.features()
+    except (AttributeError, requests.RequestException):
+        return None
+    return {"label": [f"manifest={manifest}"]} if JOBS_FILTERS in features else None
 
 
 def list_jobs(client) -> list[dict[str, Any]]:

@@ -12,7 +12,15 @@ Every round starts from the API's list (the truth) and derives each job's situat
 Workers (daemon threads) do the slow parts; what they come to goes back to the loop through a
 queue, and the loop wakes for it without an extra request. The interval between rounds starts at
 0.5 s, grows by half each quiet round up to settings.poll_seconds, and drops back when anything
-changes. When the API cannot be reached the loop waits with backoff and carries on where it was.
+changes (and stays above five times what the last listing and round took, so that a big
+sweep's listing takes a bounded share of the run). Where the server has GET /jobs filters, the
+round lists this manifest's jobs only (observe.manifest_filter). When the API cannot be reached
+the loop waits with backoff and carries on where it was.
+
+Each round is linear in the listing; everything else costs what changed: the tracks' situations
+are tallied as they change (board.py), so counting jobs in flight, finding what to submit or
+download and knowing when the run is done do not go over the sweep, and the live view is
+rebuilt at most every VIEW_EVERY_S with the few rows a terminal shows.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from kaio_spec.executor.observe import (
     _stem,
     counts_as_attempt,
     fetch_jobs,
+    manifest_filter,
     retryable,
     same_key_and_name,
     status_of,
@@ -246,6 +255,8 @@ class Engine:
         self.submit_pool = _Workers(uploaders, self.results, self.wake, "submit")
         self.download_pool = _Workers(4, self.results, self.wake, "download")
         self._listing = listing
+        # Each round lists this manifest's jobs only, where the server can (observe.py).
+        self._filters = manifest_filter(client, jobs, listing) or {}
         self._listing_started = 0.0  # monotonic: the initial listing settles killed runs' intents
         self.rounds = 0
         self.polls = 1  # the listing it starts from
@@ -360,7 +371,7 @@ class Engine:
         while True:
             started = time.monotonic()
             try:
-                listing = fetch_jobs(self.client)
+                listing = fetch_jobs(self.client, **self._filters)
             except (requests.ConnectionError, requests.Timeout) as e:
                 problem = type(e).__name__
             except requests.HTTPError as e:
