@@ -108,7 +108,9 @@ def seed_loop(url: str, key: str, folder: Path, cells: int) -> tuple[float, floa
     return wall / cells, cpu / cells
 
 
-def measure_size(work: Path, url: str, key: str, cells: int, profile: Path | None) -> dict:
+def measure_size(
+    work: Path, url: str, key: str, cells: int, profile: Path | None, profile_status: Path | None
+) -> dict:
     project = work / f"sweep{cells}"
     shutil.copytree(work / "job", project / "job")
     values = ", ".join(str(i) for i in range(cells))
@@ -119,7 +121,7 @@ def measure_size(work: Path, url: str, key: str, cells: int, profile: Path | Non
     apply = run_kaio(["apply", "kaio.yaml", "--yes", "--detach", *api], project, env, profile)
     if apply.rc != 0:
         raise SystemExit(f"kaio apply of {cells} cells exited {apply.rc}:\n{apply.output}")
-    status = run_kaio(["status", "kaio.yaml", *api], project, env)
+    status = run_kaio(["status", "kaio.yaml", *api], project, env, profile_status)
     stop = run_kaio(["stop", "kaio.yaml", "--yes", *api], project, env)
     for what, r in (("status", status), ("stop", stop)):
         if r.rc != 0:
@@ -133,6 +135,7 @@ def main() -> None:
     ap.add_argument("--max-instances", type=int, default=2)
     ap.add_argument("--loop-cells", type=int, default=100, help="cells of the seed loop")
     ap.add_argument("--profile", type=int, metavar="CELLS", help="cProfile this size's apply")
+    ap.add_argument("--profile-status", type=int, metavar="CELLS", help="cProfile its status")
     ap.add_argument("--profile-out", default="scale.prof", help="where the profile goes")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -157,7 +160,11 @@ def main() -> None:
         per_job: dict[int, float] = {}
         for cells in sizes:
             profile = Path(args.profile_out).resolve() if args.profile == cells else None
-            r = measure_size(work, url, add_user(data_dir, f"u{cells}"), cells, profile)
+            profile_status = None
+            if args.profile_status == cells:
+                profile_status = Path(args.profile_out + ".status").resolve()
+            key = add_user(data_dir, f"u{cells}")
+            r = measure_size(work, url, key, cells, profile, profile_status)
             a = r["apply"]
             per_job[cells] = a.cpu_s / cells
             print(
