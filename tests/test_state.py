@@ -215,32 +215,40 @@ COMPACTOR = textwrap.dedent(
         for i in range(n):
             state.add_attempt(f"job-{i}", f"u{i}")
             state.mark_downloaded(f"job-{i}", f"u{i}", f"/out/{i}")
-            state.commit()
+        state.save()
     print("ready", flush=True)
+    k = len(state.job_names())
     while True:
-        state.save()  # compaction, again and again: the kill comes in the middle of one
-        state.set_manifest("demo", "kaio.yaml")
+        state.add_attempt(f"job-{k}", f"u{k}")
+        state.mark_downloaded(f"job-{k}", f"u{k}", f"/out/{k}")
         state.commit()
+        print(k, flush=True)  # committed: it must survive whatever comes next
+        k += 1
+        state.save()  # compaction: most of the loop's time, so the kill mostly lands in one
     """
 )
 
 
 def test_a_process_killed_while_compacting_loses_nothing(tmp_path):
     """SIGKILL at random moments of compaction (writing the snapshot, replacing it, removing
-    the journal, starting the next one): every committed change is still there after."""
+    the journal, starting the next one): every committed change is still there after, and
+    nothing else."""
     path = tmp_path / ".kaio" / "state.json"
-    n = 2000
     rng = random.Random(int(os.environ.get("KAIO_TEST_SEED", "18")))
-    for _ in range(6):
+    for _ in range(12):
         proc = subprocess.Popen(
-            [sys.executable, "-c", COMPACTOR, str(path), str(n)],
+            [sys.executable, "-c", COMPACTOR, str(path), "5000"],
             stdout=subprocess.PIPE,
             text=True,
         )
         assert proc.stdout.readline() == "ready\n"
-        time.sleep(rng.uniform(0.0, 0.3))
+        time.sleep(rng.uniform(0.05, 0.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        committed = int(proc.stdout.read().split()[-1])
         state = State.load(path)
         assert state.problem is None, state.problem
-        assert state.to_json()["jobs"] == _expected_jobs(n)
+        jobs = state.to_json()["jobs"]
+        lost = [k for k, v in _expected_jobs(committed + 1).items() if jobs.get(k) != v]
+        assert not lost, f"committed, then lost: {lost[:5]}"
+        assert len(jobs) in (committed + 1, committed + 2)  # the next one, if committed
