@@ -39,7 +39,7 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, _HERE)  # benchmarks/apply.py's platform helpers (it drops the folder again)
-from apply import add_user, start_server, stop_all  # noqa: E402
+from apply import add_user, start_server, stop_all, stop_server  # noqa: E402
 
 MANIFEST = """\
 version: 1
@@ -182,12 +182,7 @@ def main() -> None:
                 f"{per_job[large] / per_job[small]:.2f}x (target: at most 1.5x)"
             )
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_server(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 
