@@ -38,7 +38,7 @@ def shown_status(track: Any, situation: str) -> str:
 class Board:
     """Tallies of `tracks` (each with an `index`, its place in the plan). `halted()`: whether
     the run is halted (it changes situations: refresh_all() then); `wants_download(track)`:
-    whether its outputs are still to be downloaded (or being downloaded)."""
+    whether its outputs are still to be downloaded (or being downloaded: `download_busy`)."""
 
     def __init__(
         self,
@@ -49,10 +49,11 @@ class Board:
         self._tracks = tracks
         self._halted = halted
         self._wants_download = wants_download
-        self._keys: list[tuple[str, str, bool] | None] = [None] * len(tracks)
+        self._keys: list[tuple[str, str, str] | None] = [None] * len(tracks)
         self._by_situation: dict[str, dict[int, Any]] = {}
         self._by_shown: dict[str, dict[int, Any]] = {}
-        self._downloads: dict[int, Any] = {}
+        # Outputs still to download: "waiting" for a worker to be given them, or "downloading".
+        self._downloads: dict[str, dict[int, Any]] = {"waiting": {}, "downloading": {}}
         self._recent: deque[int] = deque(maxlen=RECENT)
         self.changes = 0  # refreshes that changed something (the view is due again)
         self.refresh_all()
@@ -60,7 +61,10 @@ class Board:
     def refresh(self, track: Any) -> None:
         """Take a change to `track` into account."""
         situation = track.situation(self._halted())
-        key = (situation, shown_status(track, situation), self._wants_download(track))
+        download = ""
+        if self._wants_download(track):
+            download = "downloading" if track.download_busy else "waiting"
+        key = (situation, shown_status(track, situation), download)
         i = track.index
         old = self._keys[i]
         if old == key:
@@ -68,11 +72,12 @@ class Board:
         if old is not None:
             self._by_situation[old[0]].pop(i, None)
             self._by_shown[old[1]].pop(i, None)
-            self._downloads.pop(i, None)
+            if old[2]:
+                self._downloads[old[2]].pop(i, None)
         self._by_situation.setdefault(key[0], {})[i] = track
         self._by_shown.setdefault(key[1], {})[i] = track
         if key[2]:
-            self._downloads[i] = track
+            self._downloads[key[2]][i] = track
         self._keys[i] = key
         if old is None or old[1] != key[1]:
             self._recent.append(i)
@@ -90,15 +95,28 @@ class Board:
         refreshing them while going through it is safe)."""
         return [t for s in situations for t in self._by_situation.get(s, {}).values()]
 
+    def pick(self, situations: tuple[str, ...], n: int, ok: Callable[[Any], bool]) -> list[Any]:
+        """The first `n` tracks in `situations` for which ok(track): what it goes through is
+        what it returns (and the tracks `ok` turns down), not the whole situation."""
+        picked: list[Any] = []
+        for s in situations:
+            for t in self._by_situation.get(s, {}).values():
+                if len(picked) >= n:
+                    return picked
+                if ok(t):
+                    picked.append(t)
+        return picked
+
     def first(self, situation: str) -> Any | None:
         return next(iter(self._by_situation.get(situation, {}).values()), None)
 
     def downloads(self) -> int:
         """Tracks whose outputs are still to be downloaded, or being downloaded."""
-        return len(self._downloads)
+        return sum(len(d) for d in self._downloads.values())
 
     def to_download(self) -> list[Any]:
-        return [t for t in self._downloads.values() if not t.download_busy]
+        """Tracks whose outputs no worker has been given yet."""
+        return list(self._downloads["waiting"].values())
 
     def view(self, limit: int) -> View:
         counts = {s: len(ts) for s, ts in self._by_shown.items() if ts}

@@ -479,11 +479,7 @@ class Engine:
             return False
         submitted = False
         now = time.monotonic()
-        for track in self.board.tracks("new", "retry"):
-            if room <= 0:
-                break
-            if track.retry_at > now:
-                continue
+        for track in self.board.pick(("new", "retry"), room, lambda t: t.retry_at <= now):
             seen = {a.get("unique_job_name") for a in track.attempts} | set(track.unseen)
             seen |= set(self.state.unique_job_names(track.job.job_name))
             known = sorted(str(k) for k in seen if k)
@@ -495,7 +491,6 @@ class Engine:
                 lambda job=job, known=known: self.submitter.submit(job, known, self.cancel.is_set),
             )
             self.board.refresh(track)
-            room -= 1
             submitted = True
         return submitted
 
