@@ -84,7 +84,7 @@ NOT_ON_HOSTED_PROCESSING = frozenset({"ml.c5.large"})
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 
-# ---- limits (PROTOCOL.md) -------------------------------------------------------------------
+# ---- limits (docs/protocol.md) --------------------------------------------------------------
 
 MIN_VOLUME_GB = 1
 MAX_VOLUME_GB = 50

@@ -1,5 +1,5 @@
 """The Kaio API client: the seed client's API (shared/seed/kaio-client-README.md), method for
-method, over the wire protocol of PROTOCOL.md.
+method, over the wire protocol of docs/protocol.md.
 
     client = Client("https://api.kaion5.com").login(api_key)
     result = client.submit_job(directory="./my_code", job_name="train", entrypoint="train.py")
@@ -55,7 +55,7 @@ VERBOSE_LOGGER = LOGGER + ".verbose"
 
 BASE_PACKAGES = "base-packages"  # the feature named in GET /healthz (docs/base-packages.md)
 FEATURES_TIMEOUT = (10, 10)  # seconds to connect, and to wait for /healthz's answer
-RENEW_BEFORE_S = 60  # log in again when the token has less than this left (PROTOCOL.md)
+RENEW_BEFORE_S = 60  # log in again when the token has less than this left (docs/protocol.md)
 
 
 def check_job_fields(
@@ -296,7 +296,7 @@ class Client:
         """Package `directory`, upload it and start a job running `entrypoint` there.
 
         The container image is resolved from `framework`/`framework_version`, else from what is
-        installed locally (images.py). `env` sets environment variables (names by PROTOCOL.md's
+        installed locally (images.py). `env` sets environment variables (names by docs/protocol.md's
         rules; values are never logged or echoed), `labels` tags the job (local platform).
         `input_data` is not implemented yet (as in the seed): anything but None is refused.
 
@@ -627,12 +627,26 @@ class Client:
 
     # ---- jobs -----------------------------------------------------------------------------------
 
-    def get_jobs(self, include_archived: bool = False, **filters: Any) -> dict[str, Any]:
-        """Your jobs, newest first: {"jobs": [...], "count": N}. `filters` are the query
-        parameters of a server with the `jobs-filters` feature (GET /healthz): job_name,
-        label (a list of "key=value"), limit, after."""
+    def get_jobs(self, include_archived: bool = False) -> dict[str, Any]:
+        """Your jobs, newest first: {"jobs": [...], "count": N} (the seed's signature, kept)."""
+        return self.query_jobs(include_archived=include_archived)
+
+    def query_jobs(
+        self,
+        *,
+        include_archived: bool = False,
+        job_name: str | None = None,
+        labels: list[str] | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> dict[str, Any]:
+        """get_jobs() narrowed on a server with the `jobs-filters` feature (GET /healthz; a
+        server without it ignores them and lists everything): one `job_name`, `labels` as
+        "key=value" strings that must all match, at most `limit` jobs after the unique name
+        `after` (paging)."""
+        query = {"job_name": job_name, "label": labels, "limit": limit, "after": after}
         params: dict[str, Any] = {"include_archived": "true"} if include_archived else {}
-        params.update((k, v) for k, v in filters.items() if v is not None)
+        params.update((k, v) for k, v in query.items() if v is not None)
         return self._call("GET", "/jobs", params=params or None).json()
 
     def get_job(self, unique_job_name: str) -> dict[str, Any]:
@@ -669,7 +683,7 @@ class Client:
         from next (X-Next-Offset). No bytes: nothing new yet, or, once the job has ended, the end.
         Served in pieces: ask again from the next offset until no bytes come.
 
-        A local platform's route (PROTOCOL.md). Raises requests.HTTPError: 404 if there is no such
+        A local platform's route (docs/protocol.md). Raises requests.HTTPError: 404 if there is no such
         job of yours, or if the server has no logs route (the hosted API: a job's logs come with
         its outputs, download_output), 400 if the job has no such host or stream."""
         resp = self._call(

@@ -1,4 +1,4 @@
-"""A job's logs while it runs, through the local platform's logs route (PROTOCOL.md):
+"""A job's logs while it runs, through the local platform's logs route (docs/protocol.md):
 `GET /jobs/<unique>/logs?host=algo-1&offset=N&stream=stdout|stderr` answers the bytes from N and
 the next offset in `X-Next-Offset`.
 

@@ -37,7 +37,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from kaio_spec import __version__
+from kaio_spec._version import __version__
 
 LOGGER = "kaio_spec.client"
 

@@ -112,7 +112,7 @@ def check_env_name(name: object) -> str:
 
 
 def check_env(env: object) -> dict[str, str]:
-    """Names by PROTOCOL.md's rules; values must be strings. Values never appear in messages."""
+    """Names by docs/protocol.md's rules; values must be strings. Values never appear in messages."""
     if env is None:
         return {}
     if not isinstance(env, Mapping):

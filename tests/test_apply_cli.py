@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from apply_support import (
     KAIO,
     WAIT_S,
@@ -102,6 +103,7 @@ def test_an_invalid_manifest_exits_2(tmp_path, kaio_server, api_key):
     assert r.returncode == 2 and "kaio.yaml:5:" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_jobs_running_exits_130_and_apply_resumes(tmp_path, kaio_server, api_key):
     manifest = write_project(tmp_path, cells=4, max_parallel=2, sleep=3)
     proc = start_apply(manifest, kaio_server.url, api_key)
@@ -174,6 +176,7 @@ def test_on_a_terminal_it_asks_and_shows_a_live_table(tmp_path, kaio_server, api
     check_outputs(manifest, 2)
 
 
+@pytest.mark.slow
 def test_an_unreachable_api_exits_1_without_a_traceback(tmp_path):
     manifest = write_project(tmp_path, cells=1)
     for command in (["apply", "--yes"], ["plan"]):

@@ -33,6 +33,7 @@ def _with_data(manifest, megabytes: int = 4) -> None:
     (manifest.parent / "code" / "data.bin").write_bytes(os.urandom(megabytes * 1024 * 1024))
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_rerun(tmp_path, kaio_server, api_key):
     """A 10-job sweep whose `kaio apply` is SIGKILLed again and again (while packaging, between
     presign and upload — the PUTs are slowed down —, while polling, while downloading — the
@@ -201,6 +202,7 @@ def test_apply_waits_for_an_unreachable_api_and_carries_on(tmp_path, kaio_server
     check_outputs(manifest, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("retries", [1])
 def test_server_killed_and_restarted_mid_run(tmp_path, server_factory, retries):
     server = server_factory(max_instances=8)

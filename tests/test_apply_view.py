@@ -73,9 +73,9 @@ class ListingClient(Client):
         super().__init__(*args, **kwargs)
         self.listings = []
 
-    def get_jobs(self, include_archived=False, **filters):
-        self.listings.append(filters)
-        return super().get_jobs(include_archived=include_archived, **filters)
+    def query_jobs(self, **query):
+        self.listings.append({k: v for k, v in query.items() if k != "include_archived" and v})
+        return super().query_jobs(**query)
 
 
 def test_polling_rounds_list_the_manifests_jobs_only(tmp_path, kaio_server, api_key):
@@ -90,4 +90,4 @@ def test_polling_rounds_list_the_manifests_jobs_only(tmp_path, kaio_server, api_
     result = kaio_spec.apply(manifest, client=client)
     assert sorted(result.counts().items()) == [("Completed", 3)]
     rounds = client.listings[1:]  # the first is the plan's comparison: every job
-    assert rounds and all(f == {"label": ["manifest=mine"]} for f in rounds), client.listings
+    assert rounds and all(f == {"labels": ["manifest=mine"]} for f in rounds), client.listings

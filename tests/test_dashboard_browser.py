@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
 WAIT_S = 45.0  # a hang detector for page waits, never a timing assertion
 
+pytestmark = pytest.mark.browser
+
 INSTALL_HINT = (
     "The dashboard tests drive a real Chromium and need Debian's chromium and chromium-driver "
     "packages: `sudo apt-get install -y chromium chromium-driver` (.ci/run installs them), and "

@@ -9,9 +9,12 @@ from __future__ import annotations
 import textwrap
 import time
 
+import pytest
 import test_dashboard_browser as base
 from server_support import Api
 from test_dashboard_browser import WAIT_S, sweep_labels
+
+pytestmark = pytest.mark.browser
 
 # The same Chromium set-up and per-test tenants (a fixture is found by its name here).
 browser = base.browser

@@ -170,9 +170,15 @@ def test_objects_are_downloads_that_are_never_cached(finished):
     assert r.headers["content-disposition"] == (
         "attachment; filename=\"page.html\"; filename*=UTF-8''page.html"
     )
-    bad = requests.get(page.replace("signature=", "signature=0"), timeout=10)
+    # A well-formed signature that is wrong (a malformed one is a 400): refused, not cached.
+    signature = page.split("signature=")[1][:64]
+    wrong = ("0" if signature[0] != "0" else "1") + signature[1:]
+    bad = requests.get(page.replace(signature, wrong), timeout=10)
     assert bad.status_code == 403
     assert_private(bad)
+    malformed = requests.get(page.replace("signature=", "signature=0"), timeout=10)
+    assert malformed.status_code == 400
+    assert_private(malformed)
 
 
 def test_dashboard_files_keep_revalidating(kaio_server):

@@ -169,6 +169,7 @@ def test_jobs_newest_first_archived_with_all(env, client, project):
 # ---- kaio status FILE and kaio download FILE ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_status_and_download_of_a_manifest(env, client, project):
     quick = submit(client, project.jobs["quick"])
     waits = submit(client, project.jobs["waits"])
@@ -501,6 +502,7 @@ def test_logs_on_a_server_without_the_route(env, kaio_server, client, project):
     assert "no such job of yours" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_lost_server_mid_command_is_one_line(env, server_factory, tmp_path):
     """A server that goes away between login and the next call: exit 1, no traceback."""
     from faultproxy import FaultProxy

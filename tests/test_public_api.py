@@ -67,7 +67,7 @@ def test_submit_job_has_every_seed_parameter_and_default_in_order():
         ("input_data", None),
         ("framework", None),
         ("framework_version", None),
-        # PROTOCOL.md's, after the seed's
+        # docs/protocol.md's, after the seed's
         ("env", None),
         ("max_runtime_hours", 1),
         ("labels", None),

@@ -63,7 +63,7 @@ def test_jobs_are_listed_by_label_and_name_a_page_at_a_time(api, kaio_server, ap
     assert again.status_code == 304
 
     client = Client(kaio_server.url).login(api_key)
-    listed = client.get_jobs(label=["manifest=m1"], limit=2)["jobs"]
+    listed = client.query_jobs(labels=["manifest=m1"], limit=2)["jobs"]
     assert [j["unique_job_name"] for j in listed] == [u for u in everything if made[u][1] == "m1"][
         :2
     ]

@@ -199,6 +199,7 @@ def test_requirements_the_platform_satisfies_install_nothing(server_factory):
     assert not (server.data_dir / "envs").exists() or not any((server.data_dir / "envs").iterdir())
 
 
+@pytest.mark.slow
 def test_missing_requirements_are_installed_once_into_a_cached_environment(
     server_factory, tmp_path
 ):

@@ -149,6 +149,7 @@ def test_first_command_starts_the_local_platform_and_the_next_reuse_it(home):
     assert key_file.read_text().strip() == key
 
 
+@pytest.mark.slow
 def test_jobs_submitted_to_the_local_platform_are_there_next_time(home):
     """The local key works for the client too, and a restarted platform keeps its jobs."""
     assert home.kaio("jobs").returncode == 0
@@ -330,6 +331,7 @@ def test_login_refuses_a_wrong_key_and_saves_nothing(home, kaio_server):
     assert not (home.config_home / "kaio" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_login_unreachable_and_without_a_terminal(home):
     closed = f"http://127.0.0.1:{free_port()}"
     unreachable = home.kaio("login", "--api", closed, "--api-key-stdin", input="k\n")

@@ -8,10 +8,13 @@ import sys
 
 import click
 
-from kaio_spec import __version__
+from kaio_spec._version import __version__
 from kaio_spec.errors import EXIT_INTERRUPTED, KaioError, ManifestError
 
-# One module per command (or command group); each exposes `register(main)`.
+# One module per command (or command group), named as the command; each exposes `register(main)`.
+# A module is imported only when its command runs (or `kaio --help` lists them), so that a
+# command pays for its own imports only; a command module imports its heavy parts (planner,
+# manifest, client) inside its functions, as `kaio --help` loads every module to show its help.
 COMMAND_MODULES: tuple[str, ...] = (
     "server",
     "schema",
@@ -42,7 +45,16 @@ def report_manifest_errors(e: ManifestError) -> None:
 
 
 class KaioGroup(click.Group):
-    """Turns expected errors into one clear line and the right exit code, never a traceback."""
+    """Loads each command's module on first use (click's "lazily loading subcommands"), and
+    turns expected errors into one clear line and the right exit code, never a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMAND_MODULES, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"kaio_spec.cli.{cmd_name}").register(self)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -62,7 +74,3 @@ class KaioGroup(click.Group):
 @click.version_option(__version__, prog_name="kaio")
 def main() -> None:
     """Run ML jobs from git: kaio.yaml manifests on Kaio or on the local platform."""
-
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"kaio_spec.cli.{_name}").register(main)

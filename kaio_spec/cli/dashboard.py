@@ -9,7 +9,6 @@ address bar and the history entry before exchanging the code for a token (POST /
 from __future__ import annotations
 
 import contextlib
-import webbrowser
 
 import click
 
@@ -93,6 +92,8 @@ def dashboard(api: str | None, no_browser: bool) -> None:
     if no_browser:
         click.echo(link)
         return
+    import webbrowser  # it loads subprocess and more: only for this command, not `kaio --help`
+
     if webbrowser.open(link):
         click.echo(f"opened the dashboard of {base} in your browser", err=True)
     else:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from kaio_spec.cli.common import api_option, connect
-from kaio_spec.manifest import load_manifest
-from kaio_spec.planner import Plan, PlannedJob, plan
-from kaio_spec.planner.variables import read_variables
-from kaio_spec.secrets import sources as secret_sources
+
+if TYPE_CHECKING:  # the planner loads when a command uses it, not for `kaio --help`
+    from kaio_spec.planner import Plan, PlannedJob
 
 _COLUMNS = ("KEY", "NAME", "INSTANCES", "VALUES", "ACTION")
 # The summary's words for each action's count: "2 to create, 1 unchanged".
@@ -70,6 +69,10 @@ def plan_with_inputs(
     file: str, var_pairs: tuple[str, ...], var_files: tuple[str, ...], env_file: str | None
 ) -> Plan:
     """The plan of FILE with --var and --var-file applied, the --env-file never packaged."""
+    from kaio_spec.manifest import load_manifest
+    from kaio_spec.planner import plan
+    from kaio_spec.planner.variables import read_variables
+
     manifest = load_manifest(file)
     variables = read_variables(manifest, var_pairs, var_files)
     return plan(manifest, variables=variables, never_packaged=[env_file] if env_file else [])
@@ -77,6 +80,8 @@ def plan_with_inputs(
 
 def render_secrets(jobs, env_file: str | None) -> str:
     """One line per secret the jobs get, saying where its value comes from (never the value)."""
+    from kaio_spec.secrets import sources as secret_sources
+
     lines = []
     for name, source in secret_sources(jobs, env_file).items():
         where = f"from {source}" if source else "not set: kaio apply refuses to start"
@@ -211,6 +216,8 @@ def render_table(result: Plan) -> str:
 def render_comparison(comparison, selected=None, *, prune: bool = False, why=None) -> str:
     """The plan compared with the API (`selected`: the jobs --only kept), why each job is
     retried, rerun or replaced (`why`: explain.explain's), then a count of its orphans."""
+    from kaio_spec.planner import Plan
+
     jobs = comparison.plan.jobs if selected is None else tuple(selected)
     manifest = comparison.plan.manifest
     lines = [render_table(Plan(manifest, jobs))]

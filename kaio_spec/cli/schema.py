@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from kaio_spec.schema import schema_text
-
 
 @click.command("schema")
 def schema() -> None:
@@ -13,6 +11,8 @@ def schema() -> None:
 
     Editors that read `# yaml-language-server: $schema=<file>` use it for completion and checks:
     `kaio schema > kaio.schema.json`."""
+    from kaio_spec.schema import schema_text  # jsonschema loads only for this command
+
     click.echo(schema_text(), nl=False)
 
 

@@ -97,7 +97,7 @@ def _data_dir_option(f):
 @click.option("--header-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True)
 @click.pass_context
 def server(ctx: click.Context, data_dir: Path | None, **options) -> None:
-    """Run the local Kaio platform (the API of PROTOCOL.md, jobs as local processes)."""
+    """Run the local Kaio platform (the API of docs/protocol.md, jobs as local processes)."""
     ctx.obj = {"data_dir": data_dir}
     if ctx.invoked_subcommand is not None:
         return

@@ -346,8 +346,11 @@ JOBS_FILTERS = "jobs-filters"  # the feature in GET /healthz: GET /jobs takes la
 
 def fetch_jobs(client, **filters: Any) -> list[dict[str, Any]]:
     """ONE GET /jobs, archived jobs included: a job hidden from the list still exists and still
-    holds its job_name. `filters`: GET /jobs's (JOBS_FILTERS). Raises what the client raises."""
-    return list(client.get_jobs(include_archived=True, **filters).get("jobs") or [])
+    holds its job_name. `filters`: Client.query_jobs's (JOBS_FILTERS). Raises what the client
+    raises."""
+    if filters:
+        return list(client.query_jobs(include_archived=True, **filters).get("jobs") or [])
+    return list(client.get_jobs(include_archived=True).get("jobs") or [])
 
 
 def manifest_filter(client, jobs: Sequence[PlannedJob], listing: Iterable[dict[str, Any]]):
@@ -370,7 +373,7 @@ def manifest_filter(client, jobs: Sequence[PlannedJob], listing: Iterable[dict[s
         features = client.features()
     except (AttributeError, requests.RequestException):
         return None
-    return {"label": [f"manifest={manifest}"]} if JOBS_FILTERS in features else None
+    return {"labels": [f"manifest={manifest}"]} if JOBS_FILTERS in features else None
 
 
 def list_jobs(client) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ existed before the presign, so the jobs of that job_name NOT in it are the ones 
 - The intent's job has left Pending: it had its package. Recorded as an attempt.
 - No answer was seen (the presign's response was lost, or the run died before recording it): no
   upload can have started, since the URL was never known. Every new job of that job_name still
-  live is such a never-uploaded job: it can never start (PROTOCOL.md has no way to ask for its
+  live is such a never-uploaded job: it can never start (docs/protocol.md has no way to ask for its
   upload URL again), so it is stopped (Pending jobs stop at once), and the job is submitted again.
   A job Stopped before it ever started does not count as an attempt (observe.counts_as_attempt),
   so the new submission is the same attempt, and there are never two live jobs of one job_name.

@@ -1,6 +1,6 @@
 """Job names: the display name a user reads, and the API job_name that identifies a job.
 
-`job_name` is `<manifest>-<name>`, slugged to PROTOCOL.md's rule (letters, digits and '-', at
+`job_name` is `<manifest>-<name>`, slugged to docs/protocol.md's rule (letters, digits and '-', at
 most 63 characters, starting with a letter or digit; we also lowercase), ending in 8 hex digits of
 a sha256 over everything that defines the job (identity_digest). When the slug is too long, its
 middle is cut: the head keeps the manifest's name (the executor finds a manifest's jobs by that

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaio_spec import catalog, packaging
+from kaio_spec import catalog
 from kaio_spec.diagnostics import Diagnostic, in_file_order
 from kaio_spec.errors import ManifestError
 from kaio_spec.manifest import JobDef, Manifest, load_manifest
@@ -497,6 +497,10 @@ class _Planner:
         cache_key = (directory, entrypoint, exclude)
         if cache_key in self._hashes:
             return self._hashes[cache_key]
+        # Imported here: `kaio validate` plans without hashing folders, so it never loads
+        # packaging's dependencies (pathspec, tarfile, a thread pool).
+        from kaio_spec import packaging
+
         digest = None
         try:
             digest = packaging.folder_content_hash(directory, entrypoint, exclude=exclude)

@@ -1,4 +1,4 @@
-"""The local Kaio platform: the API of PROTOCOL.md over SQLite and local disk, jobs as processes.
+"""The local Kaio platform: the API of docs/protocol.md over SQLite and local disk, jobs as processes.
 
 app.py          routes and error handling (create_app)
 auth.py         API keys, the server secret, JWTs and the ids of signed-out ones

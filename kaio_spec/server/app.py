@@ -1,4 +1,4 @@
-"""The HTTP API of PROTOCOL.md, built by `create_app(config)`.
+"""The HTTP API of docs/protocol.md, built by `create_app(config)`.
 
 Every error is `{"error": "<reason naming the field>"}`. JSON bodies are read by hand (bounded
 size, UTF-8, depth) rather than by pydantic, so that each rejection names the field in words and
@@ -33,7 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
-from kaio_spec import __version__, catalog, validation
+from kaio_spec import catalog, validation
+from kaio_spec._version import __version__
 from kaio_spec.server import apidocs, auth, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.headers import DefaultHeaders, attachment
@@ -594,7 +595,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(
         title="Kaio local platform",
         version=__version__,
-        description="The Kaio API (PROTOCOL.md), served by `kaio server`.",
+        description="The Kaio API (docs/protocol.md), served by `kaio server`.",
         lifespan=lifespan,
         redoc_url=None,
         docs_url=None,  # served below from the package's own files (apidocs.py), not a CDN
@@ -619,7 +620,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):
         if e.status_code in (404, 405):
-            # PROTOCOL.md: 404 on a route means "not supported here"; a wrong method is that too.
+            # docs/protocol.md: 404 on a route means "not supported here"; a wrong method is that too.
             msg = f"no route {request.method} {request.url.path}"
             return JSONResponse({"error": msg}, status_code=404)
         return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)

@@ -1,6 +1,6 @@
 """Processes a job left behind: found by a mark in their environment, killed once it has ended.
 
-A job's end and a stop signal each instance's process group (PROTOCOL.md). A process that left
+A job's end and a stop signal each instance's process group (docs/protocol.md). A process that left
 the group (a daemon, `start_new_session=True`) would outlive its job, where SageMaker's
 container would take it down with it. So each instance, and the pip that installs its
 requirements, starts with KAIO_JOB_RUN=<platform>:<job> in its environment, which every process

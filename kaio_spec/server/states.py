@@ -8,7 +8,7 @@ from kaio_spec import catalog
 
 
 class JobStatus(str, Enum):
-    """SageMaker's spellings, as PROTOCOL.md lists them."""
+    """SageMaker's spellings, as docs/protocol.md lists them."""
 
     PENDING = "Pending"  # accepted; waiting for its upload or for local capacity
     IN_PROGRESS = "InProgress"

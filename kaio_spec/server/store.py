@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS telemetry (
 # get them at start, so that an upgraded server keeps its jobs.
 _ADDED_COLUMNS = (("jobs", "base_package", "TEXT"),)
 
-# A job as the API shows it (PROTOCOL.md), made by SQLite's JSON functions: one query renders a
+# A job as the API shows it (docs/protocol.md), made by SQLite's JSON functions: one query renders a
 # tenant's whole listing, history included, with no Python object per field (GET /jobs is what
 # every client polls). History rows come in id order: the index on unique_job_name keeps equal
 # keys in rowid order.

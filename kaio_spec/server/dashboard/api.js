@@ -1,4 +1,4 @@
-// The public API of PROTOCOL.md, called with the tab's token: the dashboard can do nothing the
+// The public API of docs/protocol.md, called with the tab's token: the dashboard can do nothing the
 // API does not let the same user do. The token lives in sessionStorage only (one tab, gone
 // when the tab closes); the API key is never stored.
 
