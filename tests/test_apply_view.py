@@ -91,3 +91,17 @@ def test_polling_rounds_list_the_manifests_jobs_only(tmp_path, kaio_server, api_
     assert sorted(result.counts().items()) == [("Completed", 3)]
     rounds = client.listings[1:]  # the first is the plan's comparison: every job
     assert rounds and all(f == {"labels": ["manifest=mine"]} for f in rounds), client.listings
+
+
+def test_the_last_view_of_a_detached_run_has_every_submission(tmp_path, kaio_server, api_key):
+    """--detach ends as soon as the last job is submitted, well within the view's throttle:
+    the view sent at the end still counts it."""
+    cells = 12
+    manifest = write_project(tmp_path, cells=cells, max_parallel=cells, sleep=5)
+    reporter = Recording()
+    client = Client(kaio_server.url).login(api_key)
+    result = kaio_spec.apply(manifest, client=client, reporter=reporter, detach=True)
+    assert result.detached and all(j.unique_job_names for j in result.jobs)
+    last = reporter.views[-1]
+    assert last.submitted == cells and sum(last.counts.values()) == cells, last.counts
+    assert "Waiting" not in last.counts and "Submitting" not in last.counts
