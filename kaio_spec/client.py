@@ -12,12 +12,16 @@ job has not ended, requests.HTTPError when the API refuses (its message carries 
 Everything is checked before anything is uploaded.
 
 `submit_job` is `build_package` + `submit_package`; the executor calls those two itself so that
-many jobs over one folder compress it once (packaging.Package.with_files).
+many jobs over one folder compress it once (packaging.Package.with_files). Against a server that
+takes uploads of unknown length ("streamed-upload" in /healthz's features) submit_job presigns
+first and uploads the package while it is being compressed (packaging.start_package), so that it
+takes about as long as the longer of the two, not both.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
@@ -37,7 +41,7 @@ import requests
 from kaio_spec import catalog, validation
 from kaio_spec.errors import PlatformError
 from kaio_spec.images import ResolvedImage, resolve_image
-from kaio_spec.packaging import Package, build_package
+from kaio_spec.packaging import Package, PackageBuild, build_package, start_package
 from kaio_spec.transport import (
     DEFAULT_BACKOFF,
     DEFAULT_RETRIES,
@@ -54,6 +58,8 @@ LOGGER = "kaio_spec.client"
 VERBOSE_LOGGER = LOGGER + ".verbose"
 
 BASE_PACKAGES = "base-packages"  # the feature named in GET /healthz (docs/base-packages.md)
+# The feature of a server that takes a package PUT of unknown length (chunked), as it is made.
+STREAMED_UPLOAD = "streamed-upload"
 FEATURES_TIMEOUT = (10, 10)  # seconds to connect, and to wait for /healthz's answer
 RENEW_BEFORE_S = 60  # log in again when the token has less than this left (docs/protocol.md)
 
@@ -319,8 +325,43 @@ class Client:
         )
         _check_directory(directory, fields["entrypoint"])
         image = resolve_image(fields["instance_type"], framework, framework_version, self.region)
+        if self._takes_streamed_uploads():
+            with start_package(directory, fields["entrypoint"]) as building:
+                return self._submit_streamed(building, image, fields)
         with build_package(directory, fields["entrypoint"]) as package:
             return self.submit_package(package, image=image, **fields)
+
+    def _takes_streamed_uploads(self) -> bool:
+        try:
+            return STREAMED_UPLOAD in self.features()
+        except requests.ConnectionError:
+            return False  # the presign will say what is wrong, as it would have
+
+    def _submit_streamed(
+        self, building: PackageBuild, image: ResolvedImage, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """submit_job's presign and upload while the package is being compressed. The volume
+        check uses a bound on the package's size known from the scan; where only the compressed
+        size could pass it, the package is finished first, as without streaming."""
+        try:
+            check_package_fits(building.size_bound, fields["volume_size_gb"])
+        except FieldError:
+            return self.submit_package(building.result(), image=image, **fields)
+        self._warn_instance_type(fields["instance_type"])
+        presign = self._presign(fields, image)
+        unique = presign["unique_job_name"]
+        size_shown = show_progress(building.size_bound, self.verbose)
+        try:
+            self._put_package(unique, presign["upload_url"], building.open, None, size_shown)
+        except Exception:
+            failure = building.failed()
+            if failure is None:
+                raise
+            # Nothing whole was uploaded: the job would wait for its package for ever.
+            with contextlib.suppress(requests.RequestException):
+                self.stop_job(unique)
+            raise failure from None
+        return self._submitted(fields, image, presign, building.result())
 
     def submit_package(
         self,
@@ -361,16 +402,27 @@ class Client:
             max_runtime_hours=max_runtime_hours,
             labels=labels,
         )
-        if fields["instance_type"] in catalog.NOT_ON_HOSTED_PROCESSING:
+        self._warn_instance_type(fields["instance_type"])
+        presign = self._presign(fields, image)
+        self.upload(presign["unique_job_name"], presign["upload_url"], package)
+        return self._submitted(fields, image, presign, package)
+
+    @staticmethod
+    def _warn_instance_type(instance_type: str) -> None:
+        if instance_type in catalog.NOT_ON_HOSTED_PROCESSING:
             warnings.warn(
-                f"{fields['instance_type']} is not a SageMaker Processing instance type: the local "
+                f"{instance_type} is not a SageMaker Processing instance type: the local "
                 "platform runs it, the hosted platform may refuse it (ml.c5.xlarge is the "
                 "smallest c5 it offers)",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        presign = self._presign(fields, image)
-        self.upload(presign["unique_job_name"], presign["upload_url"], package)
+
+    @staticmethod
+    def _submitted(
+        fields: dict[str, Any], image: ResolvedImage, presign: dict[str, Any], package: Package
+    ) -> dict[str, Any]:
+        """submit_package's and submit_job's answer."""
         return {
             "status": "uploaded",
             "job_name": fields["job_name"],
@@ -526,6 +578,18 @@ class Client:
         """
         size = package.size
         self._log.debug("uploading %d bytes (content %s)", size, package.content_hash[:12])
+        show = show_progress(size, self.verbose) if progress is None else progress
+        self._put_package(unique_job_name, upload_url, _body_opener(package, on_bytes), size, show)
+
+    def _put_package(
+        self,
+        unique_job_name: str,
+        upload_url: str,
+        open_body: Callable[[], IO[bytes]],
+        size: int | None,
+        progress: bool,
+    ) -> None:
+        """upload's PUT of a package of `size` bytes (None: not known yet, sent as it is made)."""
 
         def went_through(resp: requests.Response) -> bool:
             # A retried PUT refused with 409: the try whose answer was lost may have been taken
@@ -536,11 +600,7 @@ class Client:
             return status != "Pending"
 
         self._transport.put_stream(
-            upload_url,
-            _body_opener(package, on_bytes),
-            size,
-            progress=show_progress(size, self.verbose) if progress is None else progress,
-            accept_after_retry=went_through,
+            upload_url, open_body, size, progress=progress, accept_after_retry=went_through
         )
 
     def _check_submission(

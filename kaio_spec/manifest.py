@@ -37,6 +37,7 @@ from kaio_spec.schema import (
     suggest,
     validator,
 )
+from kaio_spec.stages import find_cycle
 from kaio_spec.validation import FieldError, check_env
 from kaio_spec.yamlpos import MAX_BYTES, Document, LoadError, load_text
 
@@ -65,7 +66,7 @@ JOB_DEFAULTS: Mapping[str, Any] = {
     "retries": 0,
 }
 MERGED_FIELDS = ("env", "params")  # merged key by key between defaults and a job
-IDENTITY_FIELDS = ("name", "matrix", "sweep")  # a job's own, never from defaults
+IDENTITY_FIELDS = ("name", "needs", "matrix", "sweep")  # a job's own, never from defaults
 
 _BOUNDS = frozenset({"min", "max"})
 _NORMAL = frozenset({"mu", "sigma"})
@@ -169,6 +170,7 @@ class JobDef:
     spec: dict[str, Any]
     matrix: Matrix | None
     sweep: Sweep | None
+    needs: tuple[str, ...] = ()  # keys of the jobs this one runs after (`needs:`)
     origins: dict[Path, Path] = field(repr=False, compare=False, default_factory=dict)
     # env variable -> the name of the secret that sets it (`{secret: NAME}` in env, or the
     # top-level `secrets`); their values are read when the job is submitted, never planned.
@@ -322,6 +324,7 @@ def _semantic_problems(data: Any, folder: FsPath) -> list[Problem]:
     out += _directory_problems(defaults.get("directory"), ("defaults", "directory"), folder)
     jobs = data.get("jobs") if isinstance(data.get("jobs"), dict) else {}
     out += _secrets_problems(data.get("secrets"), defaults, jobs)
+    out += _needs_problems(jobs)
     for key, job in jobs.items():
         if not isinstance(job, dict):
             continue
@@ -353,6 +356,48 @@ def _secrets_problems(exported: Any, defaults: dict, jobs: dict) -> list[Problem
                 )
                 out.append(Problem((*path, "env", name), message, key=True))
     return out
+
+
+def needed_keys(job: Any) -> list[str]:
+    """The keys a job's `needs` names, as written (a key or a list of keys; [] for none)."""
+    needs = job.get("needs") if isinstance(job, dict) else None
+    if isinstance(needs, str):
+        return [needs]
+    return [n for n in needs if isinstance(n, str)] if isinstance(needs, list) else []
+
+
+def _needs_problems(jobs: dict) -> list[Problem]:
+    """Needs that name no job of the manifest, or that go round in a cycle."""
+    out = []
+    graph: dict[str, list[str]] = {}
+    for key, job in jobs.items():
+        graph[key] = needed_keys(job)
+        for i, need in enumerate(graph[key]):
+            if need in jobs and need != key:
+                continue
+            if need == key:
+                message = "a job cannot need itself"
+            else:
+                close = suggest(need, list(jobs))
+                hint = f"did you mean {close!r}?" if close else f"it has {one_of_words(list(jobs))}"
+                message = f"{need!r} is not a job of this manifest; {hint}"
+            out.append(Problem(_need_path(job, key, i), message))
+    graph = {k: [n for n in v if n in jobs and n != k] for k, v in graph.items()}
+    cycle = find_cycle(graph)
+    if cycle:
+        first, second = cycle[0], cycle[1]
+        where = _need_path(jobs[first], first, needed_keys(jobs[first]).index(second))
+        message = (
+            f"these needs go round in a cycle: {' → '.join(cycle)}; a job can only need jobs "
+            "that can run before it"
+        )
+        out.append(Problem(where, message))
+    return out
+
+
+def _need_path(job: dict, key: str, i: int) -> Path:
+    path: Path = ("jobs", key, "needs")
+    return (*path, i) if isinstance(job.get("needs"), list) else path
 
 
 def _is(kind: str, where: FsPath) -> bool:
@@ -684,6 +729,7 @@ def _job(key: str, index: int, job: dict, defaults: dict, exported: list[str]) -
         spec=spec,
         matrix=_matrix(job["matrix"]) if "matrix" in job else None,
         sweep=_sweep(job["sweep"]) if "sweep" in job else None,
+        needs=tuple(needed_keys(job)),
         origins=origins,
         secrets=secrets,
     )

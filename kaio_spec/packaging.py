@@ -19,9 +19,22 @@ starting value) and the total length. Every gzip reader, streaming or not (`tar 
 tarfile in "r:gz" and "r|gz" modes), sees one ordinary member.
 
 The folder's part is compressed pigz-style on every core: the tar stream is cut into chunks, each
-deflated in a worker thread (zlib releases the GIL) with the previous chunk's last 32 KiB as its
-dictionary, each ending on a byte boundary (Z_SYNC_FLUSH); concatenated in order they are one valid
+deflated in a worker thread (ISA-L's deflate, from the isal package, or zlib where it is missing;
+both release the GIL) with the previous chunk's last 32 KiB as its dictionary, each ending on a byte boundary (Z_SYNC_FLUSH); concatenated in order they are one valid
 deflate stream. At most a few chunks are in flight, so memory stays flat whatever the folder's size.
+
+Deflate is spent only where it pays: each chunk is looked at in segments of 64 KiB, and a sample
+from each segment's middle is compressed; a segment whose sample shrinks by less than a tenth
+(already-compressed data: npz, parquet, checkpoints, images, archives, random bytes) goes out as
+stored deflate blocks (the bytes as they are, 64 KiB behind each 5-byte block header), the
+others are deflated, a run of neighbouring segments at a time with the 32 KiB before
+the run as dictionary. The content decides, never a file's name, and it decides the same way
+every time: the same folder gives the same bytes, on one core or many. Stored blocks are part
+of every deflate stream; each reader inflates them at the speed of a copy.
+
+A package can be read while it is being written (start_package): the folder's part grows on disk
+and a reader follows it, so an upload starts with the first compressed chunk (Client.submit_job,
+where the server takes uploads of unknown length) instead of after the last.
 
 What is never packaged: `.git`, `.kaio` (kaio apply's state), virtual environments (any folder holding `pyvenv.cfg` or
 `conda-meta/`, and folders named like one), `__pycache__`, `.env` and `.env.*` files (secrets), and
@@ -50,6 +63,7 @@ import stat
 import struct
 import tarfile
 import tempfile
+import threading
 import time
 import warnings
 import weakref
@@ -68,6 +82,14 @@ from packaging.utils import canonicalize_name
 from kaio_spec import catalog
 from kaio_spec.validation import FieldError
 
+try:
+    from isal import isal_zlib
+except ImportError:  # no wheel for this platform: zlib does the same, slower
+    isal_zlib = None
+
+# The gzip trailer's CRC-32, of every byte of the tar stream: ISA-L's is ~5x zlib's speed.
+_crc32 = isal_zlib.crc32 if isal_zlib is not None else zlib.crc32
+
 IGNORE_FILE = ".kaioignore"
 REQUIREMENTS_FILE = "requirements.txt"
 
@@ -81,10 +103,18 @@ NEVER_DIR_NAMES = frozenset({".git", "__pycache__", ".kaio", *VENV_DIR_NAMES})
 # The comment line above the automatic dependencies in the package's requirements.txt.
 AUTOMATIC_MARKER = "# added by kaio: the platform's automatic dependencies"
 
-# gzip -1 speed; on two cores this packages faster than `tar | gzip -1` (benchmarks/packaging.py).
-DEFAULT_COMPRESSLEVEL = 1
+# ISA-L's default level: as fast as its level 1 (3x zlib's level 1), text ~5% smaller than gzip -1
+# makes it, and quicker than either for zlib to inflate (the server's ingest). Measured by
+# benchmarks/packaging.py. Without isal, zlib's level 2.
+DEFAULT_COMPRESSLEVEL = 2
 CHUNK_SIZE = 1 << 20  # bytes of tar stream per compression task
 _WINDOW = 32 * 1024  # deflate's window: the dictionary handed from one chunk to the next
+# Where deflate pays: each SEGMENT of a chunk is judged by compressing SAMPLE bytes from its middle
+# (about 3% of the bytes; zlib level 1 on incompressible data is its slowest case, ~50 MB/s).
+_SEGMENT = 64 * 1024
+_SAMPLE = 2 * 1024
+_PAYS_BELOW = 0.9  # deflate a segment whose sample compresses to less than 90% of its size
+_MAX_STORED = 0xFFFF  # bytes in one stored deflate block
 _BLOCK = tarfile.BLOCKSIZE  # 512
 _END_OF_ARCHIVE = b"\0" * (2 * _BLOCK)
 _READ_SIZE = 1 << 20
@@ -327,12 +357,72 @@ def _gzip_header() -> bytes:
     return b"\x1f\x8b\x08\x00" + b"\0\0\0\0" + b"\x00\xff"
 
 
-def _deflate(chunk: bytes, level: int, zdict: bytes, final: bool) -> bytes:
+def _deflater(level: int):
+    """The library that deflates at `level`: ISA-L's for levels 1 to 3 (each about
+    three times as fast as zlib's level 1, and text a little smaller), zlib's otherwise or
+    where isal is not installed. Each writes the same bytes for the same input every time."""
+    return isal_zlib if isal_zlib is not None and 1 <= level <= 3 else zlib
+
+
+def _deflate(chunk: bytes | memoryview, level: int, zdict: bytes, final: bool) -> bytes:
+    lib = _deflater(level)
     if zdict:
-        c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=zdict)
+        c = lib.compressobj(level, lib.DEFLATED, -zlib.MAX_WBITS, zdict=zdict)
     else:
-        c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return c.compress(chunk) + c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+        c = lib.compressobj(level, lib.DEFLATED, -zlib.MAX_WBITS)
+    return c.compress(chunk) + c.flush(lib.Z_FINISH if final else lib.Z_SYNC_FLUSH)
+
+
+def _stored(data: memoryview) -> Iterator[bytes | memoryview]:
+    """`data` as stored deflate blocks (RFC 1951, 3.2.4): each a byte 0 (not final, type 00,
+    padded to the byte; the stream is on a byte boundary before each, as every chunk and stored
+    block ends on one), LEN and its complement NLEN, then up to 65535 bytes as they are. Written
+    here rather than by zlib at level 0, whose blocks shrink to fit its output buffer."""
+    for start in range(0, len(data), _MAX_STORED):
+        block = data[start : start + _MAX_STORED]
+        yield struct.pack("<BHH", 0, len(block), len(block) ^ 0xFFFF)
+        yield block
+
+
+def _deflate_pays(segment: memoryview) -> bool:
+    """Whether deflating `segment` would shrink it worth the time: its middle sample, compressed
+    at level 1 without history, must shrink below _PAYS_BELOW of its size."""
+    start = max(0, (len(segment) - _SAMPLE) // 2)
+    sample = segment[start : start + _SAMPLE]
+    return len(_deflater(1).compress(sample, 1, -zlib.MAX_WBITS)) < len(sample) * _PAYS_BELOW
+
+
+def _runs(chunk: memoryview) -> list[tuple[int, int, bool]]:
+    """The chunk as runs of neighbouring segments: (start, end, deflate pays)."""
+    runs: list[tuple[int, int, bool]] = []
+    for start in range(0, len(chunk), _SEGMENT):
+        end = min(start + _SEGMENT, len(chunk))
+        pays = _deflate_pays(chunk[start:end])
+        if runs and runs[-1][2] == pays:
+            runs[-1] = (runs[-1][0], end, pays)
+        else:
+            runs.append((start, end, pays))
+    return runs
+
+
+def _compress_chunk(chunk: bytes, level: int, zdict: bytes) -> list[bytes | memoryview]:
+    """One chunk of the tar stream as deflate blocks ending on a byte boundary, not final:
+    deflated where deflate pays, stored where it does not. In pieces, to be written in order
+    (a stored block's bytes are the chunk's own, not a copy)."""
+    if level == 0:
+        return list(_stored(memoryview(chunk)))
+    view = memoryview(chunk)
+    out: list[bytes | memoryview] = []
+    for start, end, pays in _runs(view):
+        if not pays:
+            out.extend(_stored(view[start:end]))
+            continue
+        # The 32 KiB before the run, which may reach back into the previous chunk.
+        before = bytes(view[max(0, start - _WINDOW) : start])
+        if len(before) < _WINDOW:
+            before = (zdict + before)[-_WINDOW:]
+        out.append(_deflate(view[start:end], level, before, False))
+    return out
 
 
 def default_workers() -> int:
@@ -346,45 +436,68 @@ class _ParallelDeflater:
     """Writes a deflate stream to `out`, compressing CHUNK_SIZE pieces on a thread pool, in order.
     Keeps the running CRC-32 and length of what was written, for the gzip trailer."""
 
-    def __init__(self, out: BinaryIO, level: int, workers: int, chunk_size: int = CHUNK_SIZE):
+    def __init__(
+        self,
+        out: BinaryIO,
+        level: int,
+        workers: int,
+        chunk_size: int = CHUNK_SIZE,
+    ):
         self._out = out
         self._level = level
         self._chunk = chunk_size
         self._pool = ThreadPoolExecutor(workers, "kaio-gzip") if workers > 1 else None
         self._max_pending = max(2, 2 * workers)
         self._pending: deque[Future] = deque()
-        self._buf = bytearray()
+        # What was written and not yet cut into chunks: the callers' own (immutable) bytes,
+        # held rather than copied, and joined once into a chunk (each copy of the stream costs).
+        self._held: deque[bytes | memoryview] = deque()
+        self._held_bytes = 0
         self._zdict = b""
         self.crc = 0
         self.length = 0
 
-    def write(self, data: bytes | memoryview) -> None:
-        self._buf += data
-        while len(self._buf) >= self._chunk:
-            chunk = bytes(self._buf[: self._chunk])
-            del self._buf[: self._chunk]
-            self._submit(chunk)
+    def write(self, data: bytes) -> None:
+        self._held.append(data)
+        self._held_bytes += len(data)
+        while self._held_bytes >= self._chunk:
+            self._submit(self._take(self._chunk))
+
+    def _take(self, n: int) -> bytes:
+        """The first `n` bytes held, as one bytes object."""
+        pieces = []
+        while n:
+            piece = self._held.popleft()
+            if len(piece) > n:
+                rest = memoryview(piece)
+                piece, rest = rest[:n], rest[n:]
+                self._held.appendleft(rest)
+            pieces.append(piece)
+            n -= len(piece)
+            self._held_bytes -= len(piece)
+        return b"".join(pieces)
 
     def _submit(self, chunk: bytes) -> None:
-        self.crc = zlib.crc32(chunk, self.crc)
+        self.crc = _crc32(chunk, self.crc)
         self.length += len(chunk)
         zdict, self._zdict = self._zdict, chunk[-_WINDOW:]
+        args = (chunk, self._level, zdict)
         if self._pool is None:
-            self._emit(_deflate(chunk, self._level, zdict, False))
+            self._emit(_compress_chunk(*args))
             return
-        self._pending.append(self._pool.submit(_deflate, chunk, self._level, zdict, False))
+        self._pending.append(self._pool.submit(_compress_chunk, *args))
         while len(self._pending) > self._max_pending:
             self._emit(self._pending.popleft().result())
 
-    def _emit(self, data: bytes) -> None:
-        self._out.write(data)
+    def _emit(self, pieces: list[bytes | memoryview]) -> None:
+        for piece in pieces:
+            self._out.write(piece)
 
     def close(self) -> None:
         """Compress what is buffered, without ending the stream (no final block)."""
         try:
-            if self._buf:
-                self._submit(bytes(self._buf))
-                self._buf.clear()
+            if self._held_bytes:
+                self._submit(self._take(self._held_bytes))
             while self._pending:
                 self._emit(self._pending.popleft().result())
         finally:
@@ -745,20 +858,69 @@ def build_package(
     `entrypoint` is given but is not a file the package holds at its top (e.g. .kaioignore lists
     it). Skipped links and special files are listed in `skipped`, each with a warning.
     """
+    scan, entries = _prepare(directory, entrypoint, automatic_requirements, exclude)
+    compression = _Compression(compresslevel, workers or default_workers())
+    return _build(Path(directory), entrypoint, scan, entries, compression, _blob_file(tmp_dir))
+
+
+def start_package(
+    directory: str | os.PathLike = ".",
+    entrypoint: str | None = None,
+    *,
+    automatic_requirements: Iterable[str] = catalog.AUTOMATIC_REQUIREMENTS,
+    compresslevel: int = DEFAULT_COMPRESSLEVEL,
+    workers: int | None = None,
+    tmp_dir: str | os.PathLike | None = None,
+    exclude: Iterable[str] = (),
+) -> PackageBuild:
+    """build_package, compressing in a background thread: the bytes can be read (and uploaded)
+    as they are made, with `open()`; `result()` waits for the Package. The folder is scanned and
+    checked here, so build_package's errors for a bad directory or entrypoint are raised here,
+    before anything is compressed."""
+    scan, entries = _prepare(directory, entrypoint, automatic_requirements, exclude)
+    compression = _Compression(compresslevel, workers or default_workers())
+    return PackageBuild(Path(directory), entrypoint, scan, entries, compression, tmp_dir)
+
+
+def _prepare(
+    directory: str | os.PathLike,
+    entrypoint: str | None,
+    automatic_requirements: Iterable[str],
+    exclude: Iterable[str],
+) -> tuple[FolderScan, list[Entry]]:
+    """The folder scanned (a warning for each skipped path) and checked; the entries to pack."""
     scan = scan_folder(directory, exclude)
     for s in scan.skipped:
-        warnings.warn(f"{s.path}: {s.reason}", UserWarning, stacklevel=2)
+        warnings.warn(f"{s.path}: {s.reason}", UserWarning, stacklevel=3)
     entries = _with_merged_requirements(scan, automatic_requirements)
     if entrypoint is not None:
         _check_entrypoint_packaged(entrypoint, entries, scan.root)
-    blob, files = _write_blob(entries, compresslevel, workers or default_workers(), tmp_dir)
+    return scan, entries
+
+
+@dataclass(frozen=True)
+class _Compression:
+    level: int
+    workers: int
+
+
+def _build(
+    directory: Path,
+    entrypoint: str | None,
+    scan: FolderScan,
+    entries: list[Entry],
+    compression: _Compression,
+    blob_file: tuple[int, str],
+    growth: _Growth | None = None,
+) -> Package:
+    blob, files = _write_blob(entries, compression, blob_file, growth)
     try:
         tail, _ = _tail([], blob)
     except BaseException:
         blob.close()
         raise
     return Package(
-        Path(directory), entrypoint, tuple(files), content_hash(files), scan.skipped, blob, tail
+        directory, entrypoint, tuple(files), content_hash(files), scan.skipped, blob, tail
     )
 
 
@@ -848,21 +1010,215 @@ def _check_entrypoint_packaged(entrypoint: str, entries: list[Entry], root: Path
     )
 
 
+def _blob_file(tmp_dir) -> tuple[int, str]:
+    return tempfile.mkstemp(prefix="kaio-package-", suffix=".tar.gz.part", dir=tmp_dir)
+
+
 def _write_blob(
-    entries: list[Entry], level: int, workers: int, tmp_dir
+    entries: list[Entry],
+    compression: _Compression,
+    blob_file: tuple[int, str],
+    growth: _Growth | None = None,
 ) -> tuple[_Blob, list[PackagedFile]]:
-    fd, name = tempfile.mkstemp(prefix="kaio-package-", suffix=".tar.gz.part", dir=tmp_dir)
-    path = Path(name)
+    """The folder's part written to `blob_file` (from _blob_file; deleted here on failure), each
+    compressed piece told to `growth` once it is in the file, for readers that follow it."""
+    fd, name = blob_file
+    level = compression.level
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as raw:
+            out = raw if growth is None else _Published(raw, growth)
             out.write(_gzip_header())
-            deflater = _ParallelDeflater(out, level, workers)
+            deflater = _ParallelDeflater(out, level, compression.workers)
             try:
                 files = [f for e in entries if (f := _write_entry(e, deflater)) is not None]
             finally:
                 deflater.close()
-            size = out.tell()
+            size = raw.tell()
     except BaseException:
         _unlink(name)
         raise
-    return _Blob(path, size, deflater.crc, deflater.length, level), files
+    return _Blob(Path(name), size, deflater.crc, deflater.length, level), files
+
+
+# ---- a package read as it is made ---------------------------------------------------------------
+
+
+class PackagingCancelled(Exception):
+    """A PackageBuild was closed before it finished."""
+
+
+class PackagingFailed(RuntimeError):
+    """What a reader of a PackageBuild raises when the build failed (PackageBuild.result() raises
+    the build's own error). Not an OSError: an HTTP client must not take it for a network fault."""
+
+
+class _Growth:
+    """How much of the folder's part is in its file, told by the builder to readers that follow
+    it; then, once it is done, the package's tail or the build's error."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.written = 0
+        self.tail: bytes | None = None  # set when the build finished
+        self.error: BaseException | None = None
+        self.cancelled = False
+
+    def advance(self, n: int) -> None:
+        with self._cond:
+            if self.cancelled:
+                raise PackagingCancelled("the package's build was cancelled")
+            self.written += n
+            self._cond.notify_all()
+
+    def finish(self, tail: bytes | None, error: BaseException | None = None) -> None:
+        with self._cond:
+            self.tail, self.error = tail, error
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self.cancelled = True
+
+    def wait_past(self, pos: int) -> tuple[int, bytes | None]:
+        """Blocks until more than `pos` bytes are written or the build is done: (bytes written,
+        the tail once done). Raises PackagingFailed when the build failed."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self.written > pos or self.tail is not None or self.error is not None
+            )
+            if self.error is not None:
+                raise PackagingFailed(f"packaging failed: {self.error}") from self.error
+            return self.written, self.tail
+
+
+class _Published:
+    """The blob's file for a build that is read as it grows: each write is flushed, then told."""
+
+    def __init__(self, raw: BinaryIO, growth: _Growth):
+        self._raw = raw
+        self._growth = growth
+
+    def write(self, data: bytes) -> None:
+        self._raw.write(data)
+        self._raw.flush()
+        self._growth.advance(len(data))
+
+
+class PackageBuild:
+    """A package being built in a background thread (start_package). `open()` reads its bytes as
+    they are made, from the first, as often as needed (each reader gets the same bytes: a
+    retried upload sends what the first try sent); `result()` waits for the Package, which
+    `close()` deletes with the build (a `with` block does both)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        entrypoint: str | None,
+        scan: FolderScan,
+        entries: list[Entry],
+        compression: _Compression,
+        tmp_dir,
+    ):
+        self.directory = directory
+        self.entrypoint = entrypoint
+        # At most this many bytes, whatever compresses: known before any is compressed.
+        self.size_bound = _size_bound(entries)
+        self._growth = _Growth()
+        self._package: Package | None = None
+        blob_file = _blob_file(tmp_dir)
+        self._path = blob_file[1]
+        args = (directory, entrypoint, scan, entries, compression, blob_file)
+        self._thread = threading.Thread(target=self._run, args=args, name="kaio-package")
+        self._thread.start()
+
+    def _run(self, *args) -> None:
+        try:
+            self._package = _build(*args, growth=self._growth)
+        except BaseException as e:
+            self._growth.finish(None, e)
+        else:
+            self._growth.finish(self._package._tail)
+
+    def open(self) -> BinaryIO:
+        """A stream of the package's bytes that waits for those not made yet."""
+        return io.BufferedReader(_FollowingReader(self._path, self._growth), _READ_SIZE)
+
+    def failed(self) -> BaseException | None:
+        """The build's error, once it has failed; else None."""
+        return self._growth.error
+
+    def result(self) -> Package:
+        """The finished Package (waits for it); raises the build's error if it failed."""
+        self._thread.join()
+        if self._growth.error is not None:
+            raise self._growth.error
+        assert self._package is not None
+        return self._package
+
+    def close(self) -> None:
+        """Stops the build if it is still running; deletes the package's file."""
+        self._growth.cancel()
+        self._thread.join()
+        if self._package is not None:
+            self._package.close()
+
+    def __enter__(self) -> PackageBuild:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _FollowingReader(io.RawIOBase):
+    """A PackageBuild's bytes from the first: the blob's file as far as it is written (waiting
+    for more while the build runs), then the tail."""
+
+    def __init__(self, path: str, growth: _Growth):
+        super().__init__()
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        except FileNotFoundError:
+            growth.wait_past(0)  # the build failed and removed it: PackagingFailed says why
+            raise
+        self._growth = growth
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        written, tail = self._growth.wait_past(self._pos)
+        if self._pos < written:
+            self._file.seek(self._pos)
+            n = self._file.readinto(view[: written - self._pos])
+        else:  # the build is done: the tail after the blob
+            assert tail is not None
+            piece = tail[self._pos - written : self._pos - written + len(view)]
+            n = len(piece)
+            view[:n] = piece
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
+
+
+def _size_bound(entries: list[Entry]) -> int:
+    """More bytes than the package of `entries` can take, from their sizes alone (cheap: it is
+    asked for before the presign): the tar stream's size, counting each header as generously as
+    a pax header with the path and link target twice over can be, plus what stored and deflated
+    blocks, flushes and the gzip header and trailer add to it (well under 1/256)."""
+    tar = len(_END_OF_ARCHIVE)
+    for e in entries:
+        size = 0
+        if e.kind == "file" and e.data is not None:
+            size = len(e.data)
+        elif e.kind == "file":
+            with contextlib.suppress(OSError):  # gone: the build says so
+                size = os.stat(e.source).st_size
+        names = len(e.path.encode("utf-8", "surrogateescape")) + len(e.link_target or "") * 4
+        tar += 4 * _BLOCK + 2 * names + size + len(_padding(size))
+    return tar + tar // 256 + 65536

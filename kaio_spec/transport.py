@@ -9,7 +9,9 @@ What is retried, and why only that:
   are idempotent, so sending them twice is harmless.
 - The package PUT to a presigned URL, and a base package's PUT /packages/<sha256>: idempotent
   (the same object is written again), but their bodies are streams, so `put_stream` re-opens them
-  and sends them again itself.
+  and sends them again itself. A body of unknown length (a package uploaded while it is being
+  compressed) goes out chunked, to a server that says it takes that ("streamed-upload" in
+  /healthz's features); each try re-reads it from its first byte.
 - Never a POST once it may have reached the server. `POST /jobs/presign` in particular creates a
   job; a blind retry after a lost response could create a second one. A caller that loses a
   presign response (requests.ConnectionError or a 502/503/504 from it) recovers by looking the job
@@ -27,7 +29,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -182,7 +184,7 @@ class Transport:
         self,
         url: str,
         open_body: Callable[[], IO[bytes]],
-        size: int,
+        size: int | None,
         progress: bool = False,
         description: str = "upload",
         accept_after_retry: Callable[[requests.Response], bool] | None = None,
@@ -190,7 +192,8 @@ class Transport:
     ) -> requests.Response:
         """PUTs `size` bytes from a fresh `open_body()` stream; on a dropped connection, a timeout
         or a 502/503/504, opens the body again and sends it again, up to `retries` times. Memory
-        stays flat: the body is read in small pieces as it is sent.
+        stays flat: the body is read in small pieces as it is sent. `size` None: the length is not
+        known yet, and the body is sent chunked (Transfer-Encoding), as it is read.
 
         A refusal of a second or later try may only say that an earlier try, whose answer was
         lost, went through: `accept_after_retry(resp)` decides, and True counts as success."""
@@ -200,7 +203,11 @@ class Transport:
                 self._sleep_before_retry(attempt - 1)
                 self.log.debug("upload: try %d of %d", attempt + 1, self.retries + 1)
             with open_body() as body, _progress(progress, size, description) as advance:
-                stream = _CountingReader(body, size, advance)
+                stream = (
+                    _CountingReader(body, size, advance)
+                    if size is not None
+                    else _pieces(body, advance)
+                )
                 try:
                     resp = self._put(url, stream, headers)
                 except (requests.ConnectionError, requests.Timeout) as e:
@@ -217,9 +224,7 @@ class Transport:
         assert last_error is not None
         raise last_error
 
-    def _put(
-        self, url: str, body: IO[bytes], headers: dict[str, str] | None = None
-    ) -> requests.Response:
+    def _put(self, url: str, body: Any, headers: dict[str, str] | None = None) -> requests.Response:
         start = time.monotonic()
         try:
             resp = self.session.put(url, data=body, headers=headers, timeout=UPLOAD_TIMEOUT)
@@ -263,6 +268,13 @@ class Transport:
         raise last_error
 
 
+def _pieces(body: IO[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
+    """A body of unknown length for requests (a generator: sent chunked), reporting progress."""
+    while data := body.read(_COPY_SIZE):
+        advance(len(data))
+        yield data
+
+
 class _CountingReader:
     """A body stream for requests: has a length (so Content-Length is sent, never chunked: a
     presigned PUT refuses chunked bodies) and reports progress as it is read."""
@@ -296,7 +308,7 @@ class _CountingReader:
 class _progress:
     """A rich progress bar on stderr, or nothing; yields `advance(nbytes)`."""
 
-    def __init__(self, show: bool, total: int, description: str):
+    def __init__(self, show: bool, total: int | None, description: str):
         self._show = show
         self._total = total
         self._description = description

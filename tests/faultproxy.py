@@ -8,6 +8,7 @@
         proxy.on("GET", "/jobs/download/.*").rewrite_json(lambda body: {...})
         proxy.on("GET", "/objects/.*").truncate(10)     # 10 body bytes, then the line goes dead
         proxy.on("GET", "/jobs").delay(0.5)             # slow, then forwarded
+        proxy.on("PUT", "/objects/.*").cut(1 << 20)     # 1 MiB of the body forwarded, then reset
         proxy.seen                                      # [(method, path), ...] as received
         proxy.body_sizes("PUT", "/objects/.*")          # their request bodies' sizes
 
@@ -15,7 +16,8 @@ The server's own address in a JSON answer (presigned upload and download URLs na
 configured address, never the Host header) is rewritten to the proxy's, as a reverse proxy in
 front of a server does: the PUT and the downloads pass through the proxy as well. Each rule matches a method (or "*") and a regular expression over the path
 (without the query string), and applies `times` times (None: always), in the order rules were
-added. Request bodies are streamed to the server, never held whole in memory.
+added. Request bodies, of a Content-Length or chunked, are streamed to the server (chunked as they
+came), never held whole in memory.
 
 Standard library only; one thread per connection; loopback only.
 """
@@ -52,7 +54,7 @@ COPY_CHUNK = 256 * 1024
 class Rule:
     method: str
     path: re.Pattern
-    action: str  # reset | status | drop_response | rewrite | truncate | delay
+    action: str  # reset | status | drop_response | rewrite | truncate | delay | cut
     times: int | None = 1
     status_code: int = 503
     body: bytes = b""
@@ -112,6 +114,11 @@ class RuleBuilder:
         """Forward; send the answer's headers and its first `keep_bytes` body bytes, then reset."""
         return self._add("truncate", times, keep_bytes=keep_bytes)
 
+    def cut(self, keep_bytes: int, times: int | None = 1) -> Rule:
+        """Forward the first `keep_bytes` of the request's body, then reset both connections
+        (a line that dies in the middle of an upload)."""
+        return self._add("cut", times, keep_bytes=keep_bytes)
+
     def delay(self, seconds: float, times: int | None = 1) -> Rule:
         """Wait, then forward as usual."""
         return self._add("delay", times, seconds=seconds)
@@ -144,7 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._drain_body()
             return self._answer(rule.status_code, {"Content-Type": "application/json"}, rule.body)
         try:
-            upstream = self._forward()
+            upstream = self._forward(rule.keep_bytes if action == "cut" else None)
         except _ClientGone:
             self.close_connection = True  # nobody to answer
             return
@@ -179,20 +186,40 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _dispatch
 
-    def _body_length(self) -> int:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise NotImplementedError("the fault proxy handles Content-Length bodies only")
-        return int(self.headers.get("Content-Length") or 0)
+    def _chunked(self) -> bool:
+        return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+
+    def _body(self):
+        """The request's body in pieces, as they arrive (de-chunked); _ClientGone if it ends
+        early."""
+        if not self._chunked():
+            left = int(self.headers.get("Content-Length") or 0)
+            while left > 0:
+                data = self.rfile.read(min(left, COPY_CHUNK))
+                if not data:
+                    raise _ClientGone("the client's body ended early")
+                left -= len(data)
+                yield data
+            return
+        while True:
+            line = self.rfile.readline(64)
+            if not line.strip():
+                raise _ClientGone("the client's body ended early")
+            size = int(line.split(b";")[0].strip(), 16)
+            if not size:
+                break
+            data = self.rfile.read(size)
+            if len(data) < size or self.rfile.readline(64) != b"\r\n":
+                raise _ClientGone("the client's body ended early")
+            yield data
+        while self.rfile.readline(1024) not in (b"\r\n", b""):  # trailers
+            pass
 
     def _drain_body(self) -> None:
-        left = self._body_length()
-        while left > 0:
-            data = self.rfile.read(min(left, COPY_CHUNK))
-            if not data:
-                break
-            left -= len(data)
+        for _ in self._body():
+            pass
 
-    def _forward(self) -> http.client.HTTPConnection:
+    def _forward(self, cut_after: int | None = None) -> http.client.HTTPConnection:
         conn = http.client.HTTPConnection(
             self.proxy.upstream_host, self.proxy.upstream_port, timeout=120
         )
@@ -200,17 +227,28 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in self.headers.items():
             if key.lower() not in HOP_BY_HOP:
                 conn.putheader(key, value)
+        chunked = self._chunked()
+        if chunked:
+            conn.putheader("Transfer-Encoding", "chunked")
         conn.endheaders()
-        left = self._body_length()
-        while left > 0:
-            data = self.rfile.read(min(left, COPY_CHUNK))
-            if not data:
-                # The client went away mid-body: so does the upstream request, as a real proxy
-                # would do (a server left waiting for the rest would hold the upload's lock).
-                conn.close()
-                raise _ClientGone("the client's body ended early")
-            conn.send(data)
-            left -= len(data)
+        forwarded = 0
+        try:
+            for data in self._body():
+                if cut_after is not None and forwarded + len(data) >= cut_after:
+                    data = data[: cut_after - forwarded]
+                conn.send(f"{len(data):x}\r\n".encode() + data + b"\r\n" if chunked else data)
+                forwarded += len(data)
+                if cut_after is not None and forwarded >= cut_after:
+                    self._reset()
+                    raise _ClientGone("cut by the rule")
+        except _ClientGone:
+            # The client went away mid-body: so does the upstream request, as a real proxy
+            # would do (a server left waiting for the rest would hold the upload's lock).
+            conn.close()
+            raise
+        if chunked:
+            conn.send(b"0\r\n\r\n")
+        self.proxy.received.append((self.command, urlsplit(self.path).path, forwarded))
         return conn
 
     def _send_head(self, status: int, reason: str | None, headers: dict) -> None:
@@ -269,6 +307,8 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.seen: list[tuple[str, str]] = []
         self.sent: list[tuple[str, str, int]] = []  # (method, path, request body bytes)
+        # (method, path, body bytes forwarded) of each request forwarded whole, chunked or not
+        self.received: list[tuple[str, str, int]] = []
         handler = type("Handler", (_Handler,), {"proxy": self})
         self._server = _QuietServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -287,6 +327,7 @@ class FaultProxy:
         self.rules.clear()
         self.seen.clear()
         self.sent.clear()
+        self.received.clear()
 
     def body_sizes(self, method: str, path: str) -> list[int]:
         """The request body sizes (Content-Length) of the requests matching, in order."""

@@ -21,7 +21,8 @@ EXAMPLES = REPO / "examples"
 SPECS = EXAMPLES / "specs"
 MODELINE = "# yaml-language-server: $schema=../../schemas/kaio.schema.json"
 
-# Each example's result file, beside metrics.json in every job's (or instance's) outputs.
+# Each example's result file, beside metrics.json in every job's (or instance's) outputs (per
+# job key where its jobs differ).
 RESULTS = {
     "quickstart": ["model.json"],
     "sweep": ["model.json"],
@@ -29,6 +30,11 @@ RESULTS = {
     "multi-instance": ["part.json"],
     "notebook": ["summary.json", "analysis.ipynb"],
     "tracking": ["run.json"],
+    "pipeline": {
+        "prep": ["points.csv", "stats.json"],
+        "train": ["model.json"],
+        "eval": ["best.json", "best_model.json"],
+    },
 }
 # The secret tracking.yaml asks for (tests/test_secrets.py checks where it goes and where not).
 TRACKER_API_KEY = "example-tracker-key-0123456789"
@@ -90,7 +96,8 @@ def test_example_applies_and_leaves_its_outputs(applied, name):
             metrics = json.loads((out / host / "metrics.json").read_text())
             assert isinstance(metrics, dict) and metrics
             assert all(isinstance(v, int | float) for v in metrics.values()), metrics
-            for result_file in RESULTS[name]:
+            results = RESULTS[name]
+            for result_file in results[job.key] if isinstance(results, dict) else results:
                 assert (out / host / result_file).is_file(), sorted(out.rglob("*"))
             log_host = host or "algo-1"
             assert (out / "logs" / log_host / "stdout.log").is_file()
@@ -104,6 +111,28 @@ def test_sweep_and_random_search_jobs_got_their_cells(applied):
             assert model["lr"] == pytest.approx(float(job.matrix["lr"]))
             assert model["epochs"] == int(job.matrix["epochs"])
             assert abs(model["w"] - 3) < 0.2  # the line it fits is y = 3x + 1
+
+
+def test_pipeline_trained_on_prep_data_and_eval_kept_the_best_model(applied):
+    root, _, _ = applied
+    jobs = plan(root / "specs" / "pipeline.yaml").jobs
+    trained = {j.name: j for j in jobs if j.key == "train"}
+    assert len(trained) == 4
+    losses = {
+        name: json.loads((j.outputs / "metrics.json").read_text())["loss"]
+        for name, j in trained.items()
+    }
+    best_name = min(losses, key=losses.get)
+    (evaluated,) = [j for j in jobs if j.key == "eval"]
+    best = json.loads((evaluated.outputs / "best.json").read_text())
+    assert best["best"] == best_name and best["losses"] == losses
+    assert best["params"] == trained[best_name].matrix
+    model = (evaluated.outputs / "best_model.json").read_text()
+    assert model == (trained[best_name].outputs / "model.json").read_text()
+    assert best["loss"] < 0.05  # the line fits prep's points (noise 0.1)
+    # Every training read prep's 200 points.
+    for j in trained.values():
+        assert "on 200 points" in (j.outputs / "logs" / "algo-1" / "stdout.log").read_text()
 
 
 def test_multi_instance_parts_merge_to_the_whole_dataset(applied):

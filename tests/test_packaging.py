@@ -14,6 +14,7 @@ import tarfile
 import textwrap
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,11 @@ from kaio_spec import catalog
 from kaio_spec.packaging import (
     AUTOMATIC_MARKER,
     CHUNK_SIZE,
+    PackagingFailed,
     build_package,
     merge_requirements,
     scan_folder,
+    start_package,
 )
 from kaio_spec.validation import FieldError
 
@@ -418,19 +421,26 @@ def _untar(path: Path, dest: Path, mode: str) -> None:
             tf.extractall(dest)
 
 
+def _unpacked_every_way(path: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The package at `path`, checked by gzip -t, then unpacked by the tar binary, by tarfile
+    and by tarfile streaming: (reader, folder) for each."""
+    assert subprocess.run(["gzip", "-t", path]).returncode == 0
+    for name, extract in [
+        ("tar", lambda dest: subprocess.run(["tar", "-xzf", path, "-C", dest], check=True)),
+        ("r-gz", lambda dest: _untar(path, dest, "r:gz")),
+        ("r-stream", lambda dest: _untar(path, dest, "r|gz")),
+    ]:
+        dest = tmp_path / name
+        dest.mkdir()
+        extract(dest)
+        yield name, dest
+
+
 def test_tar_and_tarfile_read_it_whole(big_job, tmp_path):
     with package_of(big_job) as base:
         p = base.with_files({"params.json": "{}"})
         path = p.save(tmp_path / "pkg.tar.gz")
-        assert subprocess.run(["gzip", "-t", path]).returncode == 0
-        for name, extract in [
-            ("tar", lambda dest: subprocess.run(["tar", "-xzf", path, "-C", dest], check=True)),
-            ("r-gz", lambda dest: _untar(path, dest, "r:gz")),
-            ("r-stream", lambda dest: _untar(path, dest, "r|gz")),
-        ]:
-            dest = tmp_path / name
-            dest.mkdir()
-            extract(dest)
+        for name, dest in _unpacked_every_way(path, tmp_path):
             for f in p.files:
                 if f.path in ("requirements.txt", "params.json"):
                     continue
@@ -530,3 +540,106 @@ def test_the_same_folder_gives_the_same_bytes_a_second_later(job, tmp_path):
             assert (
                 first.save(tmp_path / "1").read_bytes() == second.save(tmp_path / "2").read_bytes()
             )
+
+
+# ---- deflate only where it pays; read while it is made ----------------------------------------
+
+
+@pytest.fixture
+def mixed_job(job) -> Path:
+    """Text that deflates well, then random bytes (like an npz or a checkpoint) that do not."""
+    write(
+        job, {"a_text.csv": "".join(f"{i},{i * 0.37:.4f},label{i % 7}\n" for i in range(150_000))}
+    )
+    (job / "b_random.npz").write_bytes(os.urandom(3 * CHUNK_SIZE + 777))
+    return job
+
+
+def test_incompressible_bytes_are_stored_and_text_deflated_in_one_package(mixed_job, tmp_path):
+    with package_of(mixed_job) as p:
+        data = p.save(tmp_path / "mixed.tar.gz").read_bytes()
+    every_byte_deflated = len(gzip.compress(gzip.decompress(data), 1))  # as `tar | gzip -1`
+    random_bytes = (mixed_job / "b_random.npz").read_bytes()
+    text_size = (mixed_job / "a_text.csv").stat().st_size
+    # Stored blocks carry 64 KiB verbatim (zlib deflating random bytes at level 1 makes blocks of
+    # 16 KiB): some 32 KiB slice of every 64 KiB stretch is in the package as it is.
+    middle = len(random_bytes) // 2
+    slices = [random_bytes[at : at + 32 * 1024] for at in range(middle, middle + 65536, 8192)]
+    assert any(piece in data for piece in slices)
+    # The text was deflated (the package is far smaller than the bytes it holds) ...
+    assert len(data) < len(random_bytes) + text_size // 2
+    # ... and the package is as small as when every byte is deflated at level 1 (within 1%).
+    assert len(data) <= every_byte_deflated * 1.01
+    for name, dest in _unpacked_every_way(tmp_path / "mixed.tar.gz", tmp_path):
+        assert (dest / "b_random.npz").read_bytes() == random_bytes, name
+        assert (dest / "a_text.csv").read_bytes() == (mixed_job / "a_text.csv").read_bytes()
+
+
+def test_a_compressed_looking_name_does_not_decide(job, tmp_path):
+    # Text named like an archive is deflated all the same: the content decides, not the name.
+    text = "".join(f"row {i}, value {i * 3}\n" for i in range(100_000)).encode()
+    (job / "looks.gz").write_bytes(text)
+    with package_of(job) as p:
+        assert p.size < len(text) // 3
+
+
+def test_stored_segments_keep_the_bytes_deterministic(mixed_job, tmp_path):
+    with (
+        package_of(mixed_job, workers=1) as one,
+        package_of(mixed_job, workers=3) as three,
+        package_of(mixed_job) as again,
+    ):
+        first = one.save(tmp_path / "1").read_bytes()
+        assert three.save(tmp_path / "3").read_bytes() == first
+        assert again.save(tmp_path / "again").read_bytes() == first
+        with package_of(mixed_job) as second:
+            assert second.save(tmp_path / "2").read_bytes() == first
+
+
+def test_a_package_read_while_it_is_made_is_the_package(mixed_job, tmp_path):
+    with package_of(mixed_job) as built:
+        expected = built.save(tmp_path / "built").read_bytes()
+        content = built.content_hash
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        building = start_package(mixed_job, "train.py")
+    with building:
+        assert building.size_bound >= len(expected)
+        # Two readers from the first byte, one started at once, one later: the same bytes.
+        with building.open() as first:
+            streamed = first.read()
+        with building.open() as second:
+            again = second.read()
+        package = building.result()
+        assert streamed == again == expected
+        assert package.content_hash == content and package.size == len(expected)
+        path = package.save(tmp_path / "p.tar.gz")
+        assert subprocess.run(["gzip", "-t", path]).returncode == 0
+    assert not Path(package.path).exists()  # close() deleted the compressed folder
+
+
+def test_a_build_that_fails_fails_its_readers_with_the_reason(job, tmp_path):
+    (job / "a_first.bin").write_bytes(os.urandom(24 * CHUNK_SIZE))
+    (job / "z_gone.txt").write_text("deleted after the scan, before it is read\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        building = start_package(job, "train.py", workers=1, tmp_dir=tmp_path)
+    (job / "z_gone.txt").unlink()
+    with building:
+        with building.open() as reader, pytest.raises(PackagingFailed, match=r"z_gone\.txt"):
+            reader.read()
+        with pytest.raises(FileNotFoundError):
+            building.result()
+    assert not list(tmp_path.glob("kaio-package-*"))
+
+
+def test_the_size_bound_holds_for_long_names_links_and_random_bytes(big_job, tmp_path):
+    # The volume check before a streamed upload trusts it: never below the package's size.
+    (big_job / ("link-" + "é" * 120)).symlink_to("run.sh")
+    for i in range(200):
+        write(big_job, {f"small/{'ü' * 40}-{i}.txt": "x" * (i % 7)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        building = start_package(big_job, "train.py")
+    with building:
+        assert building.size_bound >= building.result().size

@@ -112,7 +112,7 @@ def test_job_and_manifest_names():
 
 def test_defaults_hold_the_same_fields_as_a_job_less_its_identity():
     job = set(DEFS["job"]["properties"])
-    assert set(DEFS["defaults"]["properties"]) == job - {"name", "matrix", "sweep"}
+    assert set(DEFS["defaults"]["properties"]) == job - {"name", "needs", "matrix", "sweep"}
     assert DEFS["job"]["properties"]["env"] == DEFS["defaults"]["properties"]["env"]
 
 

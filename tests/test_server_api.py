@@ -213,7 +213,7 @@ def test_local_routes_and_the_description(kaio_server, api):
     assert health == {
         "status": "ok",
         "version": __version__,
-        "features": ["base-packages", "jobs-filters"],
+        "features": ["base-packages", "jobs-filters", "streamed-upload"],
         # The fixture's server keeps the default: confined where this kernel allows it.
         "jobs_confined": confinement(True, landlock_abi())[0],
     }

@@ -64,6 +64,7 @@ def apply_command(
         PlainReporter,
         execute,
         explain,
+        next_round,
         prepare,
         render_summary,
     )
@@ -94,6 +95,16 @@ def apply_command(
     result = execute(
         prepared, client, detach=detach, prune=prune, reporter=reporter, secrets=secrets
     )
+
+    def replan():
+        return plan_with_inputs(file, var_pairs, var_files, env_file)
+
+    # needs: jobs whose templates read what the jobs they need wrote, planned once those are done.
+    while (following := next_round(prepared, result, replan, client)) is not None:
+        prepared = following
+        secrets = read_secrets(prepared.comparison.plan.manifest, prepared.selected, env_file)
+        click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune))
+        result = execute(prepared, client, prune=prune, reporter=reporter, secrets=secrets)
     click.echo(render_summary(result, file))
     sys.exit(result.exit_code)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
 import click
@@ -173,6 +174,8 @@ def write_json(
             doc["why"] = reason.to_json() if reason is not None else None
         out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(doc, ensure_ascii=False))
     out.write("\n]" if result.jobs else "]")
+    if result.waiting:
+        out.write(', "waiting": ' + json.dumps([w.to_json() for w in result.waiting]))
     if orphans is not None:
         out.write(', "orphans": [')
         for i, orphan in enumerate(orphans):
@@ -194,13 +197,16 @@ def _row(job: PlannedJob) -> tuple[str, ...]:
 
 
 def render_table(result: Plan) -> str:
-    """The plan as aligned columns, then a one-line summary."""
+    """The plan as aligned columns, then a one-line summary; a plan whose jobs need others is
+    shown stage by stage, in the order they run ("stage 2, after prep")."""
     rows = [_COLUMNS, *(_row(job) for job in result.jobs)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
         for row in rows
     ]
+    if result.waiting or any(job.needs for job in result.jobs):
+        lines = _with_stage_headings(result, lines)
     counts: dict[str, int] = {}
     for job in result.jobs:
         counts[job.action.value] = counts.get(job.action.value, 0) + 1
@@ -213,14 +219,36 @@ def render_table(result: Plan) -> str:
     return "\n".join(lines)
 
 
+def _with_stage_headings(result: Plan, lines: list[str]) -> list[str]:
+    """The table's lines (header first, then one per job) with a heading before each stage, and
+    the jobs that wait for a need's outputs (planner/needs.py) in theirs."""
+    from kaio_spec.stages import stage_of
+
+    jobs = result.manifest.jobs
+    stages = stage_of({key: job.needs for key, job in jobs.items()})
+    rows: dict[int, list[str]] = {}
+    for job, line in zip(result.jobs, lines[1:], strict=True):
+        rows.setdefault(stages[job.key], []).append("  " + line)
+    for w in result.waiting:
+        them = "it has" if len(w.waits_for) == 1 else "they have"
+        waits = ", ".join(w.waits_for)
+        rows.setdefault(stages[w.key], []).append(
+            f"  {w.key}  waits for {waits}: planned once {them} completed"
+        )
+    out = ["  " + lines[0]]
+    for stage in sorted(rows):
+        after = dict.fromkeys(n for key in jobs if stages[key] == stage for n in jobs[key].needs)
+        out.append(f"stage {stage + 1}{', after ' + ', '.join(after) if after else ''}:")
+        out.extend(rows[stage])
+    return out
+
+
 def render_comparison(comparison, selected=None, *, prune: bool = False, why=None) -> str:
     """The plan compared with the API (`selected`: the jobs --only kept), why each job is
     retried, rerun or replaced (`why`: explain.explain's), then a count of its orphans."""
-    from kaio_spec.planner import Plan
-
     jobs = comparison.plan.jobs if selected is None else tuple(selected)
     manifest = comparison.plan.manifest
-    lines = [render_table(Plan(manifest, jobs))]
+    lines = [render_table(replace(comparison.plan, jobs=jobs))]
     lines += render_why(jobs, why or {})
     if comparison.orphans:
         n, live = len(comparison.orphans), len(comparison.live_orphans())

@@ -17,7 +17,7 @@ retry what failed, download what ended; idempotent and resumable.
 
 from __future__ import annotations
 
-from kaio_spec.executor.apply import Prepared, apply, execute, prepare, select
+from kaio_spec.executor.apply import Prepared, apply, execute, next_round, prepare, select
 from kaio_spec.executor.explain import Explanation, explain
 from kaio_spec.executor.observe import (
     LIVE_STATUSES,
@@ -63,6 +63,7 @@ __all__ = [
     "find_orphans",
     "list_jobs",
     "manifest_prefix",
+    "next_round",
     "observe",
     "prepare",
     "render_summary",

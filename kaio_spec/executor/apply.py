@@ -36,7 +36,7 @@ from kaio_spec.planner import plan as make_plan
 from kaio_spec.secrets import read_secrets
 from kaio_spec.state import State, StateLock, state_path
 
-__all__ = ["Prepared", "apply", "execute", "prepare", "select"]
+__all__ = ["Prepared", "apply", "execute", "next_round", "prepare", "select"]
 
 
 @dataclass(frozen=True)
@@ -53,16 +53,24 @@ class Prepared:
     @property
     def plan(self) -> Plan:
         """The plan of the selected jobs, actions set."""
-        return Plan(self.comparison.plan.manifest, self.selected)
+        return replace(self.comparison.plan, jobs=self.selected)
 
 
 def select(jobs: tuple[PlannedJob, ...], only: str | None) -> tuple[PlannedJob, ...]:
-    """The jobs whose key or name matches the fnmatch pattern `only` (all when None)."""
+    """The jobs whose key or name matches the fnmatch pattern `only` (all when None), and the
+    jobs they need, transitively (as make does): a completed need is unchanged, and its outputs
+    are what the selected job gets."""
     if not only:
         return jobs
-    return tuple(
-        j for j in jobs if fnmatch.fnmatchcase(j.key, only) or fnmatch.fnmatchcase(j.name, only)
-    )
+    chosen = {
+        j.job_name
+        for j in jobs
+        if fnmatch.fnmatchcase(j.key, only) or fnmatch.fnmatchcase(j.name, only)
+    }
+    for job in reversed(jobs):  # planned stage by stage: a job's needs come before it
+        if job.job_name in chosen:
+            chosen.update(n.job_name for n in job.needs)
+    return tuple(j for j in jobs if j.job_name in chosen)
 
 
 def prepare(
@@ -88,6 +96,22 @@ def prepare(
             "job's key and name, e.g. 'train' or 'train-lr*')"
         )
     return Prepared(comparison, selected, tuple(listing), only)
+
+
+def next_round(
+    prepared: Prepared, result: ApplyResult, replan: Callable[[], Plan], client
+) -> Prepared | None:
+    """The next round of a pipeline whose templates read the outputs of jobs they need
+    (planner/needs.py): once a round has completed, the manifest is planned again (those
+    outputs are now on disk), and the jobs that waited are applied. None when no job waits,
+    the round did not complete (or was detached), or planning again planned none of them."""
+    waiting = {w.key for w in prepared.comparison.plan.waiting}
+    if not waiting or not result.ok or result.detached or result.interrupted:
+        return None
+    plan = replan()
+    if {w.key for w in plan.waiting} >= waiting:
+        return None
+    return prepare(plan, client, only=prepared.only)
 
 
 def execute(
@@ -269,15 +293,24 @@ def apply(
             raise InvalidInput("apply(yes=False) needs a confirm callback")
         if not confirm(prepared):
             return declined(prepared)
-    return execute(
-        prepared,
-        client,
-        detach=detach,
-        prune=prune,
-        reporter=reporter,
-        state_file=state_file,
-        uploads=uploads,
-    )
+
+    def replan() -> Plan:
+        return make_plan(path.manifest if isinstance(path, Plan) else path)
+
+    while True:
+        result = execute(
+            prepared,
+            client,
+            detach=detach,
+            prune=prune,
+            reporter=reporter,
+            state_file=state_file,
+            uploads=uploads,
+        )
+        following = next_round(prepared, result, replan, client)
+        if following is None:
+            return result
+        prepared = following
 
 
 def declined(prepared: Prepared) -> ApplyResult:

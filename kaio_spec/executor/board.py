@@ -21,7 +21,7 @@ from kaio_spec.executor.observe import LIVE_STATUSES
 from kaio_spec.executor.report import Row, View
 
 # The order rows are shown in: what is happening now first, then what went wrong.
-ROW_ORDER = ("InProgress", "Stopping", "Pending", "Submitting", "Failed", "Invalid")
+ROW_ORDER = ("InProgress", "Stopping", "Pending", "Submitting", "Failed", "Invalid", "Skipped")
 RECENT = 256  # tracks remembered as the latest changed
 
 
@@ -29,6 +29,8 @@ def shown_status(track: Any, situation: str) -> str:
     """The status the live view shows for a track in `situation`."""
     if track.invalid:
         return "Invalid"
+    if track.held is not None:  # needs: Skipped, or NotSubmitted (--detach)
+        return track.held.status
     _, status = track.latest()
     if situation == "busy" and status not in LIVE_STATUSES:
         return "Submitting"

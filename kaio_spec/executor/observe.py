@@ -328,7 +328,7 @@ def request(
         if action is not None:
             o = dataclasses.replace(o, job=dataclasses.replace(o.job, action=action))
         observed.append(o)
-    plan = Plan(comparison.plan.manifest, tuple(o.job for o in observed))
+    plan = dataclasses.replace(comparison.plan, jobs=tuple(o.job for o in observed))
     return Comparison(plan, tuple(observed), comparison.orphans)
 
 
@@ -390,5 +390,5 @@ def compare(client, plan: Plan, api_jobs: Iterable[dict[str, Any]] | None = None
     """`plan` against what the API has, with one GET /jobs (or the `api_jobs` given)."""
     jobs = list_jobs(client) if api_jobs is None else list(api_jobs)
     observed = observe(plan, jobs)
-    new_plan = Plan(plan.manifest, tuple(o.job for o in observed))
+    new_plan = dataclasses.replace(plan, jobs=tuple(o.job for o in observed))
     return Comparison(new_plan, tuple(observed), tuple(find_orphans(plan, jobs, observed)))

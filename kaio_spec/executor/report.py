@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from kaio_spec.executor.results import ApplyResult
+from kaio_spec.executor.results import SKIPPED, ApplyResult
 from kaio_spec.planner import PlannedJob
 
 __all__ = [
@@ -284,7 +284,8 @@ def _failures(failed: list) -> list[str]:
             more = len(jobs) - FAILED_NAMES
             who += f" and {more} more" if more > 0 else ""
             who += f" ({len(jobs)} jobs)"
-        lines.append(f"  {who}: {status}: {text[0]}")
+        label = "skipped" if status == SKIPPED else status  # "skipped: needs prep, which failed"
+        lines.append(f"  {who}: {label}: {text[0]}")
         lines.extend(f"      {line}" for line in text[1:REASON_LINES])
         log = next((j.log_path for j in jobs if j.log_path is not None), None)
         if log is not None:

@@ -8,9 +8,10 @@ from typing import Any
 
 from kaio_spec.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 
-__all__ = ["NOT_SUBMITTED", "ApplyResult", "JobResult"]
+__all__ = ["NOT_SUBMITTED", "SKIPPED", "ApplyResult", "JobResult"]
 
 NOT_SUBMITTED = "NotSubmitted"  # a job's status when apply never got to submit it
+SKIPPED = "Skipped"  # not submitted because a job it needs failed (executor/needs.py)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class ApplyResult:
 
     @property
     def failed(self) -> list[JobResult]:
-        return [j for j in self.jobs if j.status in ("Failed", "Stopped", "Invalid")]
+        return [j for j in self.jobs if j.status in ("Failed", "Stopped", "Invalid", SKIPPED)]
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

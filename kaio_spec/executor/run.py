@@ -40,6 +40,7 @@ import requests
 from kaio_spec import downloads
 from kaio_spec.errors import PlatformError
 from kaio_spec.executor.board import Board
+from kaio_spec.executor.needs import Held, NeedsGate
 from kaio_spec.executor.observe import (
     LIVE_STATUSES,
     _stem,
@@ -86,6 +87,7 @@ class Track:
     force_from: str | None = None  # --rerun-failed / --replace: one new attempt after this one
     retry_on: str = "any"  # settings.retry_on
     retry_at: float = 0.0  # monotonic: a retry is not submitted before (back-off)
+    held: Held | None = None  # not submitted in this run, because of its needs (needs.py)
     index: int = 0  # its place in the plan (board.py keys its tallies by it)
 
     def latest(self) -> tuple[str | None, str | None]:
@@ -103,6 +105,8 @@ class Track:
     def situation(self, halted: bool) -> str:
         if self.invalid:
             return "failed"
+        if self.held is not None:
+            return "skipped"
         if self.busy:
             return "busy"
         if self.blocked_since is not None:
@@ -245,6 +249,10 @@ class Engine:
         self.tracks = [_track(job, by_name, retry_on) for job in jobs]
         for i, track in enumerate(self.tracks):
             track.index = i
+        # needs: hook for jobs that run after others (needs.py decides; _submit_more asks).
+        self.needs = NeedsGate(
+            self.tracks, detach=detach, not_submitted=NOT_SUBMITTED, on_held=reporter.event
+        )
         self.halted: str | None = None
         self.interrupted = False
         self.cancel = threading.Event()
@@ -479,7 +487,20 @@ class Engine:
             return False
         submitted = False
         now = time.monotonic()
-        for track in self.board.pick(("new", "retry"), room, lambda t: t.retry_at <= now):
+        held: list[Track] = []
+
+        def may_submit(track: Track) -> bool:
+            if track.retry_at > now:
+                return False
+            if not self.needs.ready(track):  # needs: waits for (or skipped after) its needs
+                if track.held is not None:
+                    held.append(track)
+                return False
+            return True
+
+        picked = self.board.pick(("new", "retry"), room, may_submit)
+        self.board.refresh_all(held)  # skipped now: refreshed once the board is not walked
+        for track in picked:
             seen = {a.get("unique_job_name") for a in track.attempts} | set(track.unseen)
             seen |= set(self.state.unique_job_names(track.job.job_name))
             known = sorted(str(k) for k in seen if k)
@@ -650,6 +671,8 @@ class Engine:
             if outputs is not None and status != "Completed":
                 log = _log_path(outputs)
             uniques = [str(a.get("unique_job_name")) for a in reversed(t.attempts)] + t.unseen
+            if t.held is not None and not t.invalid:  # needs: not submitted, and why
+                status, reason = t.held.status, t.held.reason
             jobs.append(
                 JobResult(
                     key=t.job.key,

@@ -34,6 +34,7 @@ import requests
 
 from kaio_spec.client import check_job_fields, check_package_fits
 from kaio_spec.errors import InvalidInput
+from kaio_spec.executor.needs import InputFiles
 from kaio_spec.images import ResolvedImage, resolve_job_image
 from kaio_spec.packaging import Package, build_package
 from kaio_spec.planner import PlannedJob
@@ -74,6 +75,7 @@ class PackageCache:
         self._locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
         self.built = 0  # how many folders were compressed (benchmarks and tests read it)
+        self.inputs = InputFiles()  # needs: the needed jobs' outputs, read once per run
 
     def folder_package(self, job: PlannedJob) -> Package:
         key = (str(job.directory), job.entrypoint, job.package_exclude)
@@ -108,9 +110,8 @@ class PackageCache:
         """What job_package adds to the folder, alone: the upload over a base package."""
         return self.folder_package(job).overlay(self._job_files(job))
 
-    @staticmethod
-    def _job_files(job: PlannedJob) -> dict[str, str]:
-        return {"params.json": job.params_json()}
+    def _job_files(self, job: PlannedJob) -> dict[str, bytes | str]:
+        return {"params.json": job.params_json(), **self.inputs.files(job)}
 
     def close(self) -> None:
         with self._lock:

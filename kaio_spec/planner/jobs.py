@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kaio_spec.manifest import Manifest
+from kaio_spec.planner.needs import NeededJob, Waiting
 
 __all__ = ["SPEC_KEYS", "Action", "Plan", "PlannedJob"]
 
@@ -69,6 +70,8 @@ class PlannedJob:
     manifest, so editing them changes no job; pass it to build_package(exclude=...).
     `secrets`: env variable -> the secret that sets it; the values are read when the job is
     submitted (kaio_spec.secrets) and never held here: submit_arguments() leaves them out.
+    `needs`: the jobs (every cell) it runs after, and where their outputs go in its working
+    folder (planner/needs.py); their job_names are part of its identity.
     Containers are plain JSON data; treat them as read-only.
     """
 
@@ -85,6 +88,12 @@ class PlannedJob:
     action: Action = Action.CREATE
     package_exclude: tuple[str, ...] = ()
     secrets: dict[str, str] = field(default_factory=dict)
+    needs: tuple[NeededJob, ...] = ()
+
+    @property
+    def needed_keys(self) -> list[str]:
+        """The keys of the jobs it needs, in the order written."""
+        return list(dict.fromkeys(n.key for n in self.needs))
 
     @property
     def directory(self) -> Path:
@@ -139,15 +148,19 @@ class PlannedJob:
             "spec": self.spec,
             "action": self.action.value,
             **({"secrets": dict(self.secrets)} if self.secrets else {}),
+            **({"needs": self.needed_keys} if self.needs else {}),
         }
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What a manifest means: its jobs in manifest order (each key's cells in order)."""
+    """What a manifest means: its jobs stage by stage (a job after those it needs; each stage
+    in manifest order, each key's cells in order). `waiting`: jobs whose templates read the
+    outputs of jobs they need, planned once those have completed (planner/needs.py)."""
 
     manifest: Manifest
     jobs: tuple[PlannedJob, ...]
+    waiting: tuple[Waiting, ...] = ()
 
     def __iter__(self) -> Iterator[PlannedJob]:
         return iter(self.jobs)
@@ -161,4 +174,5 @@ class Plan:
             "manifest": self.manifest.name,
             "file": self.manifest.file,
             "jobs": [job.to_json() for job in self.jobs],
+            **({"waiting": [w.to_json() for w in self.waiting]} if self.waiting else {}),
         }

@@ -33,6 +33,7 @@ from kaio_spec.planner.identity import identity_digest
 from kaio_spec.planner.identity import job_name as make_job_name
 from kaio_spec.planner.jobs import SPEC_KEYS, Plan, PlannedJob
 from kaio_spec.planner.matrix import Cell, TooManyCells, count_cells, expand_matrix
+from kaio_spec.planner.needs import NotReady, Waiting, identity_part, needed_jobs, needs_namespace
 from kaio_spec.planner.sweep import DrawError, cell_seed, grid, grid_size, random_draws
 from kaio_spec.planner.templates import (
     Namespace,
@@ -44,6 +45,7 @@ from kaio_spec.planner.templates import (
 )
 from kaio_spec.planner.values import NotJSON, canonical_json, to_json_value, written
 from kaio_spec.schema import is_template
+from kaio_spec.stages import stage_of
 from kaio_spec.validation import FieldError, check_env
 from kaio_spec.yamlpos import Location
 
@@ -179,6 +181,14 @@ class _Planner:
         self._checked: dict[tuple[str, str], list[Diagnostic]] = {}
         self._hashes: dict[tuple[str, str], str | None] = {}
         self._directories: dict[str, tuple[str, str]] = {}
+        # needs: each key's rendered cells; the keys whose templates wait for a need's outputs
+        # (key -> the needs); the job_names of the outputs each key's templates read.
+        self._rendered_by_key: dict[str, list[_Rendered]] = {}
+        self._waiting: dict[str, set[str]] = {}
+        self._read_from: dict[str, dict[str, str]] = {}
+        self._has_cells = {
+            k: j.matrix is not None or j.sweep is not None for k, j in manifest.jobs.items()
+        }
         self.vars = self._vars(variables or {})
         self.manifest_ns = Namespace("manifest", {"name": manifest.name})
 
@@ -224,13 +234,57 @@ class _Planner:
     def run(self) -> Plan:
         cells = self._count()
         rendered: list[_Rendered] = []
-        for key, job in self.m.jobs.items():
-            rendered.extend(self._render_job(job, self._with_sweep(job, cells[key])))
+        # Stage by stage (stages.py): a job's identity holds the job_names of those it needs.
+        for key, job in self._in_stage_order():
+            if self._waits_for(job):
+                continue
+            cells_rendered = self._render_job(job, self._with_sweep(job, cells[key]))
+            self._rendered_by_key[key] = cells_rendered
+            rendered.extend(cells_rendered)
         # Names are checked whatever failed to render (the cells that did), so that one run
         # reports both; folders are hashed only for a plan that can still succeed.
         jobs = self._identify(rendered, hash_folders=self.hash_folders and not self.errors)
         self.fail_if_errors()
-        return Plan(self.m, tuple(jobs))
+        waiting = tuple(
+            Waiting(key, tuple(sorted(self._waiting[key])))
+            for key in self.m.jobs
+            if key in self._waiting
+        )
+        return Plan(self.m, tuple(jobs), waiting)
+
+    # -- needs whose outputs templates read (planner/needs.py) --
+
+    def _waits_for(self, job: JobDef, planned: dict[str, list[PlannedJob]] | None = None) -> bool:
+        """Whether `job` waits (recorded in _waiting): a job it needs waits, or (given the jobs
+        `planned` so far) its templates read outputs of another version of a job it needs."""
+        waits = {key for key in job.needs if key in self._waiting}
+        for key, read in self._read_from.get(job.key, {}).items():
+            if planned is not None and [j.job_name for j in planned.get(key, [])] != [read]:
+                waits.add(key)
+        if waits:
+            self._waiting.setdefault(job.key, set()).update(waits)
+        return bool(waits)
+
+    def _needs_context(self, job: JobDef) -> dict[str, Any]:
+        """`needs` for the job's templates: the outputs of each needed job without cells (read
+        only when planning for real: `kaio validate` reads none)."""
+        has_cells = self._has_cells
+        folders = {}
+        for key in job.needs:
+            cells = self._rendered_by_key.get(key, [])
+            if len(cells) == 1 and not has_cells[key]:
+                outputs = os.path.normpath(os.path.join(self.folder, cells[0].outputs))
+                folders[key] = Path(outputs) if self.hash_folders else None
+        read = self._read_from.setdefault(job.key, {})
+        return {"needs": needs_namespace(has_cells, job.needs, folders, read, self._wrap_read)}
+
+    def _wrap_read(self, label: str, value: Any) -> Any:
+        return self._wrap(label, value, None)
+
+    def _in_stage_order(self) -> list[tuple[str, JobDef]]:
+        """The jobs, those of the first stage first (each stage in manifest order)."""
+        stages = stage_of({key: job.needs for key, job in self.m.jobs.items()})
+        return sorted(self.m.jobs.items(), key=lambda item: (stages[item[0]], item[1].index))
 
     def _count(self) -> dict[str, list[Cell]]:
         max_jobs = self.m.settings.max_jobs
@@ -401,12 +455,14 @@ class _Planner:
         copy_env = any(p[0] == "env" for p, _, _ in sites)
         copy_params = any(p[0] == "params" for p, _, _ in sites)
         out = []
+        needs = self._needs_context(job)
         for index, cell in enumerate(cells):
             context = make_context(
                 matrix=self._matrix_namespace(job, cell),
                 vars=self.vars,
                 manifest=self.manifest_ns,
                 job=Namespace("job", {"key": job.key, "index": index}),
+                **needs,
             )
             ok = True
             if name_tpl is not None:
@@ -445,6 +501,9 @@ class _Planner:
         try:
             value = tpl.render(context)
             return to_json_value(value) if tpl.native else value
+        except NotReady as e:  # not an error: the job waits (planner/needs.py)
+            self._waiting.setdefault(job.key, set()).add(e.key)
+            return _FAILED
         except RenderError as e:
             base = str(e)
         except NotJSON as e:
@@ -515,6 +574,8 @@ class _Planner:
 
     def _identify(self, rendered: list[_Rendered], hash_folders: bool) -> list[PlannedJob]:
         jobs: list[PlannedJob] = []
+        by_key: dict[str, list[PlannedJob]] = {}  # for the jobs that need them
+        has_cells = self._has_cells
         by_name: dict[str, _Rendered] = {}
         by_job_name: dict[str, _Rendered] = {}
         by_outputs: dict[str, _Rendered] = {}
@@ -550,11 +611,15 @@ class _Planner:
                     where=("settings", "outputs"),
                 )
                 continue
-            if content is None:
+            if content is None or self._waits_for(job, by_key):
                 continue
             spec = {k: r.spec.get(k) for k in SPEC_KEYS}
             spec["directory"] = directory
-            digest = identity_digest(self._identity(r, spec, relative, content))
+            needs = needed_jobs(job.needs, by_key, has_cells)
+            identity = self._identity(r, spec, relative, content)
+            if needs:
+                identity["needs"] = identity_part(needs)
+            digest = identity_digest(identity)
             name = make_job_name(manifest, r.name, digest)
             first = by_job_name.setdefault(name, r)
             if first is not r:
@@ -580,8 +645,10 @@ class _Planner:
                     labels=_labels(manifest, job.key, r.name, cell_json),
                     package_exclude=exclude,
                     secrets=dict(job.secrets),
+                    needs=needs,
                 )
             )
+            by_key.setdefault(job.key, []).append(jobs[-1])
         return jobs
 
     def _download_folders(self, rendered: list[_Rendered]) -> list[str]:

@@ -281,6 +281,8 @@ class Template:
             return plain(value) if self.native else value
         except SecurityError as e:
             raise RenderError(f"not allowed in a template: {e}") from None
+        except RenderError:  # raised by the context's own objects (planner/needs.py)
+            raise
         except TemplateError as e:
             raise RenderError(_describe(e)) from None
         except Exception as e:  # a template's own arithmetic (1/0), a bad filter argument

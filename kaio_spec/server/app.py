@@ -57,8 +57,9 @@ MAX_LOG_OFFSET = 2**53  # far past any log, and exact in every JSON reader (a Ja
 FILE_CHUNK = 256 * 1024  # an output sent in pieces of this size
 UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
-# only where they exist (docs/base-packages.md).
-FEATURES = ("base-packages", "jobs-filters")
+# only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
+# of unknown length, as the client compresses it (receive_body streams and counts it either way).
+FEATURES = ("base-packages", "jobs-filters", "streamed-upload")
 PACKAGE_BUCKET = "kaio-local"  # the s3_uri of a presign answer names it, and no folder
 MAX_LIST_LIMIT = 1000  # jobs in one page of GET /jobs (feature jobs-filters)
 
