@@ -27,9 +27,14 @@ _PUBLIC: dict[str, str] = {
     "Plan": "kaio_spec.planner",
     "PlannedJob": "kaio_spec.planner",
     "PlatformError": "kaio_spec.errors",
+    "Results": "kaio_spec.results_table",
     "apply": "kaio_spec.executor",
+    "connect": "kaio_spec.journey",
+    "download": "kaio_spec.journey",
     "load_manifest": "kaio_spec.manifest",
     "plan": "kaio_spec.planner",
+    "results": "kaio_spec.results_table",
+    "status": "kaio_spec.journey",
 }
 
 __all__ = [
@@ -45,18 +50,25 @@ __all__ = [
     "Plan",
     "PlannedJob",
     "PlatformError",
+    "Results",
     "__version__",
     "apply",
+    "connect",
+    "download",
     "load_manifest",
     "plan",
+    "results",
+    "status",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
     from kaio_spec.client import Client
     from kaio_spec.errors import InvalidInput, JobFailure, KaioError, ManifestError, PlatformError
     from kaio_spec.executor import ApplyResult, JobResult, apply
+    from kaio_spec.journey import connect, download, status
     from kaio_spec.manifest import Manifest, load_manifest
     from kaio_spec.planner import Action, Plan, PlannedJob, plan
+    from kaio_spec.results_table import Results, results
 
 
 def __getattr__(name: str) -> object:

@@ -34,6 +34,7 @@ __all__ = [
     "PRUNED",
     "DownloadResult",
     "download",
+    "download_planned",
     "ignore_in_git",
     "is_complete",
     "move_to_pruned",
@@ -93,8 +94,8 @@ def is_complete(dest: str | os.PathLike, unique_job_name: str) -> bool:
     files = marker.get("files")
     if not isinstance(files, list):
         return False
-    root = Path(dest)
-    return all(isinstance(f, str) and (root / f).is_file() for f in files)
+    root = os.fspath(dest)  # os.path, not pathlib: `kaio results` checks a thousand folders
+    return all(isinstance(f, str) and os.path.isfile(os.path.join(root, f)) for f in files)
 
 
 def _occupied(dest: Path) -> bool:
@@ -175,6 +176,9 @@ def download(client, unique_job_name: str, dest: str | os.PathLike, *, force: bo
             "unique_job_name": unique_job_name,
             "job_name": job.get("job_name"),
             "status": catalog.normalize_status(str(job.get("status"))),
+            # for `kaio results` offline: how long it ran, without asking the API again
+            "start_time": job.get("start_time"),
+            "end_time": job.get("end_time"),
             "files": files,
             "downloaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -186,6 +190,17 @@ def download(client, unique_job_name: str, dest: str | os.PathLike, *, force: bo
     if not files and job.get("data_deleted"):
         note += " (its data was deleted after the retention period)"
     return DownloadResult(unique_job_name, dest, "downloaded", files, note)
+
+
+def download_planned(client, job, unique_job_name: str) -> DownloadResult:
+    """`download()` of a planned job's attempt into its `outputs` folder, the way apply does it:
+    the folder is this job's, so an earlier attempt's download, or an older version's (same key
+    and name), is replaced; files kaio did not download are left alone."""
+    from kaio_spec.executor.observe import same_key_and_name
+
+    marker = read_marker(job.outputs) or {}
+    force = same_key_and_name(job, str(marker.get("job_name") or ""))
+    return download(client, unique_job_name, job.outputs, force=force)
 
 
 def _write_marker(folder: Path, marker: dict[str, Any]) -> None:

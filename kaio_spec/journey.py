@@ -25,6 +25,8 @@ from kaio_spec.errors import InvalidInput, KaioError, PlatformError
 __all__ = [
     "JOB_FIELDS",
     "api_errors",
+    "connect",
+    "download",
     "find_job",
     "is_manifest_argument",
     "job_json",
@@ -32,6 +34,7 @@ __all__ = [
     "live_jobs_of",
     "manifest_status",
     "select",
+    "status",
     "status_json",
     "stop_job",
 ]
@@ -254,6 +257,18 @@ def elapsed(job: dict[str, Any], now: datetime | None = None) -> float | None:
     return max(0.0, (end - start).total_seconds())
 
 
+def format_duration(seconds: float | None) -> str:
+    """Seconds for people: 42s, 3m05s, 2h07m; '-' for None."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 def _parse(text: object) -> datetime | None:
     if not isinstance(text, str) or not text:
         return None
@@ -262,3 +277,56 @@ def _parse(text: object) -> datetime | None:
     except ValueError:
         return None
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+# ---- for notebooks and scripts: the commands' answers as data (kaio_spec exports these) --------
+
+
+def connect(api: str | None = None):
+    """A logged-in Client chosen exactly as the `kaio` commands choose one: `api`, else
+    $KAIO_API_BASE, else the address `kaio login` saved, else the local platform (started in
+    the background if nothing answers); the key from $KAIO_API_KEY, `kaio login` or the local
+    platform's key file (targets.py). Raises InvalidInput (no key, a refused key, a malformed
+    address) or PlatformError (unreachable), each saying what to do."""
+    from kaio_spec import targets
+
+    return targets.connect(api)
+
+
+def status(path_or_plan, client=None) -> dict[str, Any]:
+    """`kaio status FILE -o json` as a dict: each planned job with its latest attempt, and the
+    orphans. `client`: a logged-in Client (default: connect())."""
+    return status_json(manifest_status(client or connect(), path_or_plan))
+
+
+def download(
+    path_or_plan,
+    client=None,
+    *,
+    only: str | None = None,
+    dest: str | Path | None = None,
+    force: bool = False,
+) -> list[dict[str, Any]]:
+    """`kaio download FILE -o json`'s list: every job of the manifest whose latest attempt has
+    ended, downloaded to its `outputs` folder (or DEST/<job name>); each entry {"name",
+    "unique_job_name", "dest", "outcome", "files", "message"}, outcome downloaded | already |
+    conflict | not_ended | not_submitted. `only`: a glob over job keys and names."""
+    from kaio_spec.downloads import download as download_job
+
+    client = client or connect()
+    comparison = manifest_status(client, path_or_plan)
+    out = []
+    for o in select(comparison.observed, only):
+        where = Path(dest) / o.job.name if dest else o.job.outputs
+        doc: dict[str, Any] = {"unique_job_name": o.unique_job_name, "dest": str(where)}
+        if o.unique_job_name is None:
+            doc |= {"outcome": "not_submitted", "files": []}
+            doc["message"] = "never submitted (`kaio apply` submits it)"
+        elif not catalog.is_final(o.status or "Pending"):
+            doc |= {"outcome": "not_ended", "files": []}
+            doc["message"] = f"still {o.status}; not downloaded"
+        else:
+            with api_errors(client.api_base):
+                doc = download_job(client, o.unique_job_name, where, force=force).to_json()
+        out.append({"name": o.job.name, **doc})
+    return out

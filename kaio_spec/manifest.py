@@ -46,6 +46,7 @@ __all__ = [
     "JobDef",
     "Manifest",
     "Matrix",
+    "Metric",
     "Settings",
     "Sweep",
     "SweepParameter",
@@ -67,6 +68,7 @@ JOB_DEFAULTS: Mapping[str, Any] = {
 }
 MERGED_FIELDS = ("env", "params")  # merged key by key between defaults and a job
 IDENTITY_FIELDS = ("name", "needs", "matrix", "sweep")  # a job's own, never from defaults
+NOT_SPEC_FIELDS = ("metric",)  # how results are ranked: neither in the spec nor in the identity
 
 _BOUNDS = frozenset({"min", "max"})
 _NORMAL = frozenset({"mu", "sigma"})
@@ -147,11 +149,25 @@ class SweepParameter:
 
 
 @dataclass(frozen=True)
+class Metric:
+    """The metric that ranks a job's cells (`metric:` of a job, its sweep or `defaults`): a key
+    of the metrics.json the job writes, and whether higher ("maximize") or lower is better."""
+
+    name: str
+    goal: str = "minimize"  # W&B's default
+
+    @property
+    def maximize(self) -> bool:
+        return self.goal == "maximize"
+
+
+@dataclass(frozen=True)
 class Sweep:
     method: str  # "random" or "grid"
     count: int | None  # draws for random; None for grid
     seed: int
     parameters: dict[str, SweepParameter]  # in declared order
+    metric: Metric | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +191,7 @@ class JobDef:
     # env variable -> the name of the secret that sets it (`{secret: NAME}` in env, or the
     # top-level `secrets`); their values are read when the job is submitted, never planned.
     secrets: dict[str, str] = field(default_factory=dict)
+    metric: Metric | None = None  # the job's, else its sweep's, else defaults'
 
     @property
     def path(self) -> Path:
@@ -711,6 +728,8 @@ def _job(key: str, index: int, job: dict, defaults: dict, exported: list[str]) -
     origins: dict[Path, Path] = {}
     for source, values in ((("defaults",), defaults), (("jobs", key), own)):
         for name, value in values.items():
+            if name in NOT_SPEC_FIELDS:
+                continue
             if name in MERGED_FIELDS:
                 spec[name] = {**spec.get(name, {}), **value}
                 for sub in value:
@@ -732,7 +751,17 @@ def _job(key: str, index: int, job: dict, defaults: dict, exported: list[str]) -
         needs=tuple(needed_keys(job)),
         origins=origins,
         secrets=secrets,
+        metric=_metric(job, defaults),
     )
+
+
+def _metric(job: dict, defaults: dict) -> Metric | None:
+    """The job's `metric`, else its sweep's, else defaults'."""
+    sweep = job.get("sweep") or {}
+    for found in (job.get("metric"), sweep.get("metric"), defaults.get("metric")):
+        if isinstance(found, dict) and found.get("name"):
+            return Metric(str(found["name"]), str(found.get("goal", "minimize")))
+    return None
 
 
 def _split_secrets(spec: dict, exported: list[str], origins: dict[Path, Path]) -> dict[str, str]:
@@ -767,4 +796,5 @@ def _sweep(s: dict) -> Sweep:
         count=s.get("count") if method == "random" else None,
         seed=s.get("seed", 0),
         parameters=parameters,
+        metric=_metric({}, {"metric": s["metric"]}) if "metric" in s else None,
     )

@@ -410,7 +410,7 @@ def test_jobs_update_live_logs_follow_and_outputs_download(browser, tenant, tmp_
     browser.mark()
     # Newest first, live: a goes InProgress -> Completed while the list stays open.
     browser.wait(lambda: browser.text(row(browser, a) + " .badge") == "InProgress", "a running")
-    order = [tr.get_attribute("data-unique") for tr in browser.css("#jobs tbody tr")]
+    order = [tr.get_attribute("data-unique") for tr in browser.css("#jobs tbody tr[data-unique]")]
     assert order == [b, a]
     assert browser.text(row(browser, b) + ' td[data-label="Instances"]') == "ml.m5.large × 2"
     go_a.touch()
@@ -424,16 +424,18 @@ def test_jobs_update_live_logs_follow_and_outputs_download(browser, tenant, tmp_
     from selenium.webdriver.support.ui import Select
 
     Select(browser.one("#filter-status")).select_by_value("Completed")
-    browser.wait(lambda: len(browser.css("#jobs tbody tr")) == 1, "one completed job listed")
+    browser.wait(
+        lambda: len(browser.css("#jobs tbody tr[data-unique]")) == 1, "one completed job listed"
+    )
     Select(browser.one("#filter-status")).select_by_value("")
     browser.one("#filter-text").send_keys("live-b")
-    browser.wait(lambda: len(browser.css("#jobs tbody tr")) == 1, "text filter")
-    assert browser.css("#jobs tbody tr")[0].get_attribute("data-unique") == b
+    browser.wait(lambda: len(browser.css("#jobs tbody tr[data-unique]")) == 1, "text filter")
+    assert browser.css("#jobs tbody tr[data-unique]")[0].get_attribute("data-unique") == b
     browser.js(
         "const f = document.getElementById('filter-text'); f.value = '';"
         " f.dispatchEvent(new Event('input'))"
     )
-    browser.wait(lambda: len(browser.css("#jobs tbody tr")) == 2, "both listed again")
+    browser.wait(lambda: len(browser.css("#jobs tbody tr[data-unique]")) == 2, "both listed again")
 
     # b's page, by keyboard: its link is a real link.
     from selenium.webdriver.common.keys import Keys
@@ -668,9 +670,11 @@ def test_hostile_text_renders_as_text(browser, tenant):
     assert api.wait(bad)["status"] == "Failed"
 
     browser.sign_in(key)
-    browser.wait(lambda: len(browser.css("#jobs tbody tr")) == 2, "both jobs listed")
+    browser.wait(lambda: len(browser.css("#jobs tbody tr[data-unique]")) == 2, "both jobs listed")
     browser.one("#filter-text").send_keys("<img")
-    browser.wait(lambda: len(browser.css("#jobs tbody tr")) == 1, "found by a label's text")
+    browser.wait(
+        lambda: len(browser.css("#jobs tbody tr[data-unique]")) == 1, "found by a label's text"
+    )
     browser.assert_no_injection()
 
     browser.go(f"#/job/{ok}")
@@ -780,3 +784,132 @@ def test_requests_carry_only_the_bearer_token(browser, tenant):
     assert {"jobs"} == api_paths
     assert any(urlsplit(r["url"]).path.startswith("/objects/") for r in sent)  # metrics.json
     assert any(r["method"] == "POST" and urlsplit(r["url"]).path == "/login" for r in sent)
+
+
+RANKED_JOB = textwrap.dedent(
+    """
+    import json, os, sys, time
+    lr, depth = float(os.environ["LR"]), int(os.environ["DEPTH"])
+    if os.environ.get("FAIL"):
+        sys.exit("diverged")
+    block = bytearray(32 * 1024 * 1024)  # something for the telemetry to see
+    end = time.time() + 1.2
+    while time.time() < end:
+        sum(range(1000))
+    with open("metrics.json", "w") as f:
+        json.dump({"accuracy": round(0.9 + lr / 10 + depth / 100, 4), "eval": {"loss": lr}}, f)
+    """
+)
+
+
+def test_a_sweep_with_a_declared_metric_marks_its_best_cell_and_its_jobs_show_results(
+    browser, tenant
+):
+    """What `kaio apply` sends for a sweep declaring `metric: {name: accuracy, goal: maximize}`:
+    the sweep page ranks the cells best first, marks and names the best, orders names that hold
+    decimals naturally, exports the table as CSV and draws parallel coordinates; a job page shows
+    its parameters, metrics and telemetry; a job that is no sweep links to none."""
+    api, key = tenant
+    metric = json.dumps({"name": "accuracy", "goal": "maximize"})
+    names = {}
+    for lr in (0.05, 0.1, 1.0):
+        for depth in (2, 4):
+            name = f"lr{lr:g}-d{depth}"
+            labels = {**sweep_labels("ranked", "fit", name, {"lr": lr, "depth": depth})}
+            labels["metric"] = metric
+            env = {"LR": str(lr), "DEPTH": str(depth)}
+            if (lr, depth) == (1.0, 4):
+                env["FAIL"] = "1"  # the cell that would have been best fails
+            if (lr, depth) == (0.05, 2):  # retries: 2, and a first attempt that failed
+                labels["retries"] = "2"
+                failed = api.submit(
+                    {"train.py": RANKED_JOB},
+                    job_name=name.replace(".", "-"),
+                    env={**env, "FAIL": "1"},
+                    labels=labels,
+                )
+                assert api.wait(failed)["status"] == "Failed"
+            names[name] = api.submit(
+                {"train.py": RANKED_JOB}, job_name=name.replace(".", "-"), env=env, labels=labels
+            )
+    plain = api.submit(
+        {"train.py": RANKED_JOB},
+        job_name="plain",
+        env={"LR": "0.5", "DEPTH": "1"},
+        labels={"manifest": "ranked", "key": "plain", "name": "plain", "cell": "{}"},
+    )
+    for unique in [*names.values(), plain]:
+        api.wait(unique)
+
+    browser.sign_in(key)
+    browser.go("#/sweep/ranked/fit")
+    browser.wait_text("#sweep-summary", "best: lr1-d2 (accuracy 1.02)")
+
+    def names_shown() -> list[str]:
+        return [a.text for a in browser.css("#sweep-table tbody tr td:first-child a")]
+
+    # Best first by accuracy; the failed cell, with no value, last.
+    browser.wait(
+        lambda: (
+            names_shown() == ["lr1-d2", "lr0.1-d4", "lr0.05-d4", "lr0.1-d2", "lr0.05-d2", "lr1-d4"]
+        ),
+        "ranked by accuracy",
+    )
+    retried = browser.one(f'#sweep-table tr[data-unique="{names["lr0.05-d2"]}"]')
+    assert retried.find_elements("css selector", "td")[2].text == "2/3"  # attempt 2 of 3
+    best = browser.css("#sweep-table tbody tr.best")
+    assert len(best) == 1 and "lr1-d2" in best[0].text and "★ best" in best[0].text
+    sort_by_name = browser.one("#sweep-table button[data-column='[\"name\"]']")
+    sort_by_name.click()
+    browser.wait(
+        lambda: (
+            names_shown() == ["lr0.05-d2", "lr0.05-d4", "lr0.1-d2", "lr0.1-d4", "lr1-d2", "lr1-d4"]
+        ),
+        "names in natural order",
+    )
+
+    browser.one("#sweep-csv").click()  # downloads ranked-fit.csv, the table as shown
+    saved = browser.downloads / "ranked-fit.csv"
+    browser.wait(lambda: saved.is_file() and saved.read_text().endswith("\n"), "the CSV")
+    csv_text = saved.read_text()
+    lines = csv_text.splitlines()
+    assert lines[0] == "name,status,attempts,lr,depth,accuracy,eval.loss"
+    assert lines[1] == "lr0.05-d2,Completed,2,0.05,2,0.925,0.05"
+    assert lines[-1] == "lr1-d4,Failed,1,1,4,,"
+
+    parallel = browser.one("#sweep-parallel")
+    assert len(browser.css("#sweep-parallel polyline.pc-line")) == 6
+    assert len(browser.css("#sweep-parallel polyline.pc-line.best")) == 1
+    axes = [t.get_attribute("textContent") for t in browser.css("#sweep-parallel .axis-title")]
+    assert axes == ["lr", "depth", "accuracy", "eval.loss"]
+    assert "6 cells" in parallel.get_attribute("aria-label")
+    browser.screenshot("sweep-ranked")
+
+    # The best job's page: its parameters and metrics, and its telemetry over time.
+    browser.go(f"#/job/{names['lr1-d2']}")
+    browser.wait_text("#job-params", "lr")
+    params = browser.text("#job-params")
+    assert "lr" in params and "depth" in params and "2" in params
+    browser.wait_text("#job-metrics", "accuracy (maximize)")
+    assert "1.02" in browser.text("#job-metrics") and "eval.loss" in browser.text("#job-metrics")
+    browser.wait(lambda: browser.css("#job-telemetry svg.telemetry"), "telemetry charts")
+    labels = [s.get_attribute("aria-label") for s in browser.css("#job-telemetry svg")]
+    assert labels[:2] == ["CPU % over time, 1 instance", "Memory (MB) over time, 1 instance"]
+    assert browser.css("#job-telemetry svg polyline")
+    assert "peak memory" in browser.text("#job-telemetry")
+    assert browser.css("a[href^='#/sweep/']")  # a sweep's job links to its sweep
+    browser.screenshot("job-results")
+
+    browser.go(f"#/job/{plain}")
+    browser.wait_text("#job-labels", "plain")
+    assert not browser.css("a[href^='#/sweep/']")  # no sweep for a job that is none
+
+    # The jobs list: grouped by manifest, each job under its readable name.
+    browser.go("#/jobs")
+    browser.wait_text("#jobs tr.group", "manifest ranked · 8 jobs")
+    assert len(browser.css("#jobs tr.group")) == 1
+    first = browser.one(row(browser, names["lr1-d2"]))
+    assert first.find_element("css selector", "a.job-link").text == "lr1-d2"
+    assert names["lr1-d2"] in first.text  # the unique name beside it
+    browser.screenshot("jobs-grouped")
+    assert browser.console_problems() == []

@@ -203,3 +203,20 @@ def test_applying_again_submits_nothing_and_status_says_downloaded(applied):
     listed = json.loads(kaio("jobs", "-o", "json", cwd=root, **env).stdout)["jobs"]
     quick = [j for j in listed if j["job_name"] == job["job_name"]]
     assert len(quick) == 1
+
+
+def test_the_quick_tour_ends_with_kaio_results_on_the_sweep(applied):
+    """README's tour: after `kaio apply examples/specs/sweep.yaml`, `kaio results` ranks the cells
+    by the loss their metrics.json report, lowest first, and names the best."""
+    root, env, _ = applied
+    losses = {
+        job.name: json.loads((job.outputs / "metrics.json").read_text())["loss"]
+        for job in plan(root / "specs" / "sweep.yaml").jobs
+    }
+    best = min(losses, key=losses.get)
+    shown = kaio("results", "specs/sweep.yaml", cwd=root, **env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"best: {best} (loss {losses[best]:.6g})" in shown.stdout
+    doc = json.loads(kaio("results", "specs/sweep.yaml", "-o", "json", cwd=root, **env).stdout)
+    assert [r["name"] for r in doc["rows"]] == sorted(losses, key=losses.get)
+    assert (root / "specs" / "outputs" / "sweep" / "results.csv").is_file()  # apply wrote it

@@ -12,7 +12,7 @@ import psutil
 import pytest
 import requests
 from server_support import LEAVES_HELPERS, WAIT_FOR_GO, Api, helpers_of, make_package, make_wheel
-from support import wait_for
+from support import poll, wait_for
 
 from kaio_spec.server.store import Store
 
@@ -137,6 +137,16 @@ def test_gpu_instances_get_a_gpu_each_and_wait_for_one(server_factory, tmp_path)
     assert {cuda(pair, "algo-1"), cuda(pair, "algo-2")} == {"'0'", "'1'"}
     assert cuda(cpu) == "''"  # a CPU instance sees no GPU
     assert api.job(third)["status"] == "Pending"
+
+    def gpu_samples() -> dict[str, list]:
+        doc = api.get(f"/jobs/{pair}/telemetry").json()
+        return {
+            i["host"]: [s[3:] for s in i["samples"] if s[3] is not None] for i in doc["instances"]
+        }
+
+    # Its use over time, GPU included, while it runs (GET /jobs/<unique>/telemetry).
+    seen = poll(gpu_samples, lambda d: any([37, 1024] in v for v in d.values()), "GPU samples")
+    assert all(v in ([37, 1024], [0, 0]) for samples in seen.values() for v in samples)
     go.touch()
     assert all(api.wait(u)["status"] == "Completed" for u in (pair, cpu, third))
     assert cuda(third) in {"'0'", "'1'"}

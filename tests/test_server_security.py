@@ -30,6 +30,7 @@ TENANT_ROUTES = [
     ("POST", "/jobs/{u}/archive"),
     ("POST", "/jobs/{u}/restore"),
     ("GET", "/jobs/{u}/logs"),
+    ("GET", "/jobs/{u}/telemetry"),
 ]
 
 

@@ -496,3 +496,58 @@ def test_server_commands_by_hand_use_the_same_data_dir_as_the_auto_started_platf
     assert "alice" in listed.stdout
     # Elsewhere (the default home) there is no such user.
     assert "alice" not in home.kaio("server", "user", "list").stdout
+
+
+# ---- kaio_spec.connect(): the same choice from Python --------------------------------------------
+
+CONNECT = (
+    "import json, sys, kaio_spec\n"
+    "c = kaio_spec.connect(*sys.argv[1:])\n"
+    "jobs = c.get_jobs()['jobs']\n"
+    "print(json.dumps({'api_base': c.api_base, 'jobs': [j['unique_job_name'] for j in jobs]}))\n"
+)
+
+
+def python_connect(home, *args: str, **env: str) -> dict:
+    r = subprocess.run(
+        [sys.executable, "-c", CONNECT, *args],
+        capture_output=True,
+        text=True,
+        env=home.env(**env),
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    return {**json.loads(r.stdout), "stderr": r.stderr}
+
+
+def test_connect_on_a_fresh_machine_starts_the_local_platform_the_cli_then_reuses(home):
+    got = python_connect(home)
+    assert got["api_base"] == home.url and got["jobs"] == []
+    assert got["stderr"].splitlines()[0] == STARTED.format(port=home.port)
+    pid = home.server_pid()
+    assert pid is not None
+    listed = home.kaio("jobs", "-o", "json")  # the CLI finds the same platform and key
+    assert listed.returncode == 0, listed.stderr
+    assert "started" not in listed.stderr and home.server_pid() == pid
+    assert "started" not in python_connect(home)["stderr"]  # and so does the next connect()
+    assert home.kaio("server", "stop").returncode == 0
+
+
+def test_connect_uses_the_saved_login_kaio_api_base_and_api(home, kaio_server, api_key, client):
+    code = home.root / "code"
+    code.mkdir()
+    (code / "train.py").write_text("print('hi')\n")
+    unique = client.submit_job(directory=code, job_name="mine")["unique_job_name"]
+    login = home.kaio("login", "--api", kaio_server.url, "--api-key-stdin", input=api_key + "\n")
+    assert login.returncode == 0, login.stderr
+
+    got = python_connect(home)
+    assert (got["api_base"], got["jobs"]) == (kaio_server.url, [unique])
+    assert not home.data_dir.exists()  # nothing started
+
+    other_key = kaio_server.add_user()
+    got = python_connect(home, KAIO_API_BASE=kaio_server.url, KAIO_API_KEY=other_key)
+    assert got["jobs"] == []  # another tenant: the environment wins over the saved login
+    got = python_connect(home, kaio_server.url, KAIO_API_KEY=other_key)
+    assert (got["api_base"], got["jobs"]) == (kaio_server.url, [])
+    assert not home.data_dir.exists()

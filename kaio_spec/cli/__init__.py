@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jobs",
     "status",
     "download",
+    "results",
     "stop",
     "forget",
     "logs",

@@ -47,35 +47,20 @@ def download_command(
        "dest", "outcome", "files" (relative paths in dest), "message"}
     outcome: downloaded | already | conflict | not_ended | not_submitted"""
     from kaio_spec import journey
-    from kaio_spec.catalog import is_final
     from kaio_spec.downloads import download
 
-    results: list[dict] = []
     if journey.is_manifest_argument(target):
         from kaio_spec.planner import plan
 
-        planned = plan(target)
-        client = connect(api)
-        comparison = journey.manifest_status(client, planned)
-        for o in journey.select(comparison.observed, only):
-            where = dest / o.job.name if dest else o.job.outputs
-            if o.unique_job_name is None:
-                doc = {"unique_job_name": None, "dest": str(where), "outcome": "not_submitted"}
-                doc |= {"files": [], "message": "never submitted (`kaio apply` submits it)"}
-            elif not is_final(o.status or "Pending"):
-                doc = {"unique_job_name": o.unique_job_name, "dest": str(where), "files": []}
-                doc |= {"outcome": "not_ended", "message": f"still {o.status}; not downloaded"}
-            else:
-                with journey.api_errors(client.api_base):
-                    doc = download(client, o.unique_job_name, where, force=force).to_json()
-            results.append({"name": o.job.name, **doc})
+        planned = plan(target)  # an invalid manifest fails before anything is started
+        results = journey.download(planned, connect(api), only=only, dest=dest, force=force)
     else:
         client = connect(api)
         job = journey.find_job(client, target)
         where = dest or Path(target)
         with journey.api_errors(client.api_base):
             doc = download(client, job["unique_job_name"], where, force=force).to_json()
-        results.append({"name": None, **doc})
+        results = [{"name": None, **doc}]
 
     if output == "json":
         write_json({"downloads": results})

@@ -187,6 +187,8 @@ def execute(
         )
         result = engine.run()
         _ignore_outputs_in_git(prepared.comparison.plan)
+        if not (detach or result.interrupted):
+            _write_results(prepared, client, reporter)
     finally:
         packages.close()
         lock.release()
@@ -231,6 +233,23 @@ def _prune_outputs(plan: Plan, reporter: Reporter) -> tuple[str, ...]:
         moved.append(str(dest))
         reporter.note(f"outputs of {folder.name}, a cell no longer defined, moved to {dest}")
     return tuple(moved)
+
+
+def _write_results(prepared: Prepared, client, reporter: Reporter) -> None:
+    """outputs/<manifest>/results.csv and results.json: every job of the manifest side by side
+    (kaio_spec.results), next to the outputs. Not writing them never fails the apply."""
+    from kaio_spec.results_table import results, results_folder, write_files
+
+    plan = prepared.comparison.plan
+    try:
+        table = results(plan, client, download=False)
+        csv_path, _ = write_files(table, results_folder(plan))
+    except (OSError, KaioError, requests.RequestException) as e:
+        reporter.note(f"results.csv not written: {e}")
+        return
+    reporter.note(
+        f"results: {csv_path} (and results.json){'; ' + table.summary() if table.summary() else ''}"
+    )
 
 
 def _clean_packages(folder: Path | None) -> None:

@@ -620,7 +620,9 @@ class Engine:
             track.download_busy = True
             job = track.job
             self.download_pool.submit(
-                "download", track, lambda job=job, u=unique: _download(self.client, job, u)
+                "download",
+                track,
+                lambda job=job, u=unique: downloads.download_planned(self.client, job, u),
             )
             self.board.refresh(track)
 
@@ -695,14 +697,6 @@ class Engine:
             restarts=restarts,
             polls=self.polls,
         )
-
-
-def _download(client, job: PlannedJob, unique: str) -> downloads.DownloadResult:
-    """The outputs folder is this job's: an earlier attempt's download, or an older version's
-    (same key and name), is replaced; files kaio did not download are left alone."""
-    marker = downloads.read_marker(job.outputs) or {}
-    force = same_key_and_name(job, str(marker.get("job_name") or ""))
-    return downloads.download(client, unique, job.outputs, force=force)
 
 
 def _refused(result: Any) -> bool:

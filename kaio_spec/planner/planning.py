@@ -642,7 +642,9 @@ class _Planner:
                     spec=spec,
                     content_hash=content,
                     outputs=Path(outputs),
-                    labels=_labels(manifest, job.key, r.name, cell_json),
+                    labels=_labels(
+                        manifest, job.key, r.name, cell_json, job.metric, spec["retries"]
+                    ),
                     package_exclude=exclude,
                     secrets=dict(job.secrets),
                     needs=needs,
@@ -803,8 +805,16 @@ def _inside(directory: str, folders: list[str]) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def _labels(manifest: str, key: str, name: str, cell_json: str) -> dict[str, str]:
+def _labels(
+    manifest: str, key: str, name: str, cell_json: str, metric=None, retries: int = 0
+) -> dict[str, str]:
     labels = {"manifest": manifest, "key": key, "name": name, "cell": cell_json}
+    # For the dashboard, neither part of identity: how it ranks a sweep's cells, and how many
+    # attempts a job has ("attempt 2/3")
+    if metric is not None:
+        labels["metric"] = json.dumps({"name": metric.name, "goal": metric.goal})
+    if retries:
+        labels["retries"] = str(retries)
     if len(json.dumps(labels).encode()) > catalog.LABELS_MAX_BYTES:
         # Labels are a convenience for the dashboard: a huge cell is named by its hash.
         labels["cell"] = "sha256:" + hashlib.sha256(cell_json.encode()).hexdigest()[:16]

@@ -41,7 +41,7 @@ from kaio_spec.server.headers import DefaultHeaders, attachment
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.states import JobStatus
 from kaio_spec.server.storage import hosts_of
-from kaio_spec.server.store import JobFilter, NotFound, Store, iso, now
+from kaio_spec.server.store import TELEMETRY_FIELDS, JobFilter, NotFound, Store, iso, now
 
 log = logging.getLogger("kaio.server")
 
@@ -54,6 +54,14 @@ DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
 DEFAULT_VOLUME_GB = 5
 LOG_CHUNK = 1024 * 1024
 MAX_LOG_OFFSET = 2**53  # far past any log, and exact in every JSON reader (a JavaScript number)
+# GET /jobs/<unique>/telemetry: what each point of an instance's samples holds (runner.Instance)
+TELEMETRY_SAMPLE_FIELDS = (
+    "seconds",
+    "cpu_percent",
+    "rss_bytes",
+    "gpu_util_percent",
+    "gpu_memory_mb",
+)
 FILE_CHUNK = 256 * 1024  # an output sent in pieces of this size
 UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
@@ -177,6 +185,25 @@ class InstanceOut(BaseModel):
 
 class InstancesOut(BaseModel):
     jobs: list[InstanceOut]
+
+
+class InstanceTelemetryOut(BaseModel):
+    host: str
+    runtime_s: float | None = None
+    exit_code: int | None = None
+    cpu_seconds: float | None = None
+    peak_cpu_percent: float | None = None
+    peak_rss_bytes: int | None = None
+    peak_gpu_util_percent: float | None = None
+    peak_gpu_memory_mb: float | None = None
+    samples: list[list[float | None]]
+
+
+class TelemetryOut(BaseModel):
+    unique_job_name: str
+    status: str
+    sample_fields: list[str]
+    instances: list[InstanceTelemetryOut]
 
 
 class HealthOut(BaseModel):
@@ -929,6 +956,36 @@ def create_app(config: ServerConfig) -> FastAPI:
             data,
             media_type="text/plain; charset=utf-8",
             headers={"X-Next-Offset": str(offset + len(data))},
+        )
+
+    @app.get(
+        "/jobs/{unique_job_name}/telemetry",
+        tags=["local"],
+        response_model=TelemetryOut,
+        responses=ERRORS,
+    )
+    def telemetry(unique_job_name: str, user: User):
+        """Each instance's CPU, memory and GPU use over time (`samples`, one row per point in
+        the order of `sample_fields`; at most 240 points, evenly thinned over a long run) and
+        its totals and peaks once the job has ended. A running job's samples so far."""
+        job = own_job(unique_job_name, user)
+        live = scheduler.live_samples(unique_job_name) or {}
+        saved = {row["host"]: row for row in store.telemetry(unique_job_name)}
+        instances = []
+        for host in hosts_of(job):
+            row = saved.get(host) or {}
+            totals = {
+                f: row.get(f) for f in TELEMETRY_FIELDS if f != "samples"
+            }  # null until it ends
+            samples = live.get(host) if host in live else json.loads(row.get("samples") or "[]")
+            instances.append({"host": host, **totals, "samples": samples})
+        return ok(
+            {
+                "unique_job_name": unique_job_name,
+                "status": job["status"],
+                "sample_fields": list(TELEMETRY_SAMPLE_FIELDS),
+                "instances": instances,
+            }
         )
 
     # ---- the dashboard (local) ----------------------------------------------------------------

@@ -11,6 +11,7 @@ runtime limit.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -35,6 +36,10 @@ log = logging.getLogger("kaio.server")
 
 SAMPLE_INTERVAL_S = 0.5
 GPU_SAMPLE_INTERVAL_S = 2.0
+# An instance's use over time (GET /jobs/<unique>/telemetry) keeps at most this many points: when
+# full, every other one is dropped and points are kept half as often, so a long job's series
+# spans its whole run at a coarser step, in bounded memory and one small row at the end.
+MAX_SAMPLES = 240
 MAX_RUNTIME_REASON = "MaxRuntimeExceeded"
 SHUTDOWN_REASON = "the platform shut down while the job ran"
 
@@ -52,6 +57,21 @@ class Instance:
     peak_gpu_util: float | None = None
     peak_gpu_mem: float | None = None
     watched: dict[int, psutil.Process] = field(default_factory=dict)
+    gpu_now: tuple[float, float] | None = None  # the last GPU sample: (util %, memory MB)
+    # [seconds since the job started, CPU %, RSS bytes, GPU util %, GPU memory MB]
+    samples: list[list] = field(default_factory=list)
+    keep_every: int = 1  # of the samples taken, every n-th is kept (doubles when full)
+    taken: int = 0
+
+    def record(self, t: float, cpu: float, rss: int) -> None:
+        self.taken += 1
+        if (self.taken - 1) % self.keep_every:
+            return
+        gpu_util, gpu_mem = self.gpu_now or (None, None)
+        self.samples.append([round(t, 1), round(cpu, 1), rss, gpu_util, gpu_mem])
+        if len(self.samples) > MAX_SAMPLES:
+            self.samples = self.samples[::2]
+            self.keep_every *= 2
 
     @property
     def done(self) -> bool:
@@ -120,6 +140,7 @@ class JobRun:
         self._original: dict[str, tuple[int, int]] | None = None  # what the package held
         self.listing: list[tuple[str, str, Path]] | None = None  # its outputs, once it ended
         self.thread = threading.Thread(target=self._run, name=f"job-{self.unique}", daemon=True)
+        self.started = time.monotonic()  # samples' times count from here
 
     # ---- the public face ---------------------------------------------------------------------
 
@@ -129,6 +150,10 @@ class JobRun:
         self._on_release = on_release
         self._on_end = on_end
         self.thread.start()
+
+    def samples(self) -> dict[str, list[list]]:
+        """Each instance's use over time so far (see Instance.samples), copied."""
+        return {inst.host: list(inst.samples) for inst in self.instances}
 
     def stop(self, reason: str, grace_s: float | None = None) -> None:
         if self.stop_reason is None:
@@ -416,12 +441,14 @@ class JobRun:
                     rss += p.memory_info().rss
             inst.peak_cpu = max(inst.peak_cpu, cpu)
             inst.rss_bytes = max(inst.rss_bytes, rss)
+            inst.record(time.monotonic() - self.started, cpu, rss)
 
     def _sample_gpus(self) -> None:
         usage = gpu.gpu_usage()
         for inst in self.instances:
             seen = [usage[g] for g in inst.gpus if g in usage]
             if seen:
+                inst.gpu_now = (max(u for u, _ in seen), sum(m for _, m in seen))
                 inst.peak_gpu_util = max(inst.peak_gpu_util or 0.0, *(u for u, _ in seen))
                 inst.peak_gpu_mem = max(inst.peak_gpu_mem or 0.0, sum(m for _, m in seen))
 
@@ -455,6 +482,7 @@ class JobRun:
                 "peak_rss_bytes": inst.rss_bytes or None,
                 "peak_gpu_util_percent": inst.peak_gpu_util,
                 "peak_gpu_memory_mb": inst.peak_gpu_mem,
+                "samples": json.dumps(inst.samples, separators=(",", ":")),
             }
         return rows
 

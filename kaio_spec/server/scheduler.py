@@ -111,6 +111,12 @@ class Scheduler:
             if self._used < self.config.max_instances:  # else a release starts it
                 self._cond.notify_all()
 
+    def live_samples(self, unique: str) -> dict[str, list[list]] | None:
+        """A running job's instances' use over time so far; None if it is not running."""
+        with self._cond:
+            run = self._running.get(unique)
+        return run.samples() if run is not None else None
+
     def request_stop(self, unique: str) -> None:
         """The job is already Stopping in the store; make it so."""
         with self._cond:

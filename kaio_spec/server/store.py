@@ -88,13 +88,14 @@ CREATE TABLE IF NOT EXISTS telemetry (
     peak_rss_bytes INTEGER,
     peak_gpu_util_percent REAL,
     peak_gpu_memory_mb REAL,
+    samples TEXT,
     PRIMARY KEY (unique_job_name, host)
 );
 """
 
 # Columns added since a data dir could first be made: (table, column, type). Data dirs made before
 # get them at start, so that an upgraded server keeps its jobs.
-_ADDED_COLUMNS = (("jobs", "base_package", "TEXT"),)
+_ADDED_COLUMNS = (("jobs", "base_package", "TEXT"), ("telemetry", "samples", "TEXT"))
 
 # A job as the API shows it (docs/protocol.md), made by SQLite's JSON functions: one query renders a
 # tenant's whole listing, history included, with no Python object per field (GET /jobs is what
@@ -121,6 +122,7 @@ TELEMETRY_FIELDS = (
     "peak_rss_bytes",
     "peak_gpu_util_percent",
     "peak_gpu_memory_mb",
+    "samples",  # JSON: [[seconds, cpu %, rss bytes, gpu util %, gpu memory MB], ...]
 )
 
 

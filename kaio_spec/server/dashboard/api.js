@@ -100,6 +100,7 @@ export const api = {
   deleteData: (unique) =>
     json(request(`/jobs/${encodeURIComponent(unique)}/data`, { method: "DELETE" })),
   downloads: (unique) => json(request(`/jobs/download/${encodeURIComponent(unique)}`)),
+  telemetry: (unique) => json(request(`/jobs/${encodeURIComponent(unique)}/telemetry`)),
   // Log bytes from `offset`: {bytes: Uint8Array, next: offset after them}.
   async logs(unique, host, stream, offset, signal) {
     const query = new URLSearchParams({ host, stream, offset: String(offset) });

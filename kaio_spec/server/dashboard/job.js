@@ -1,5 +1,6 @@
-// One job: its facts, status history, labels, env names (never values), failure reason, logs
-// per host and stream (followed live while it runs), outputs, and Stop / Archive / Delete data.
+// One job: its facts, status history, labels, env names (never values), failure reason, its
+// parameters and metrics, its telemetry over time, logs per host and stream (followed live while
+// it runs), outputs, and Stop / Archive / Delete data.
 
 import { api } from "./api.js";
 import {
@@ -15,9 +16,13 @@ import {
   sweepHref,
   timeEl,
 } from "./dom.js";
+import { formatNumber, keyOf } from "./chart.js";
+import { telemetryView } from "./results.js";
+import { metricsOf, sweepOf } from "./sweeps.js";
 import { confirmAction, errorText, notice } from "./ui.js";
 
 const JOB_POLL_MS = 2000;
+const TELEMETRY_MS = 4000; // a running job's telemetry is read again at most this often
 const LOG_POLL_MS = 1000;
 const LOG_KEEP_CHARS = 1_000_000; // what the page keeps of a log: its most recent part
 // Terminal escape sequences (colours, cursor moves, titles), removed rather than shown raw: CSI
@@ -77,6 +82,8 @@ function labelsSection(job) {
   const labels = Object.entries(job.labels || {});
   if (!labels.length) return null;
   const { manifest, key } = job.labels;
+  const sweep = sweepOf(job);
+  const swept = sweep && sweep.cell.size > 0; // a job of a matrix or sweep, not a plain one
   return h(
     "section",
     { class: "card", "aria-labelledby": "labels-title" },
@@ -86,10 +93,77 @@ function labelsSection(job) {
       { class: "facts", id: "job-labels" },
       labels.map(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })]),
     ),
-    manifest && key
+    manifest && key && swept
       ? h("p", {}, h("a", { href: sweepHref(manifest, key), text: `Sweep ${manifest} / ${key}` }))
       : null,
   );
+}
+
+// Its cell's parameters (the matrix and sweep values kaio apply sent) and, once it completed,
+// the metrics of its metrics.json: what the sweep's table shows, for this one job.
+function resultsSection() {
+  const paramsBox = h("dl", { class: "facts", id: "job-params" });
+  const metricsBox = h("div", { id: "job-metrics" });
+  const section = h(
+    "section",
+    { class: "card", "aria-labelledby": "results-title", hidden: true },
+    h("h2", { id: "results-title", text: "Parameters and metrics" }),
+    paramsBox,
+    metricsBox,
+  );
+  let asked = null;
+  function update(job) {
+    const sweep = sweepOf(job);
+    const cell = sweep ? [...sweep.cell.entries()] : [];
+    paramsBox.replaceChildren(...cell.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { class: "num", text: typeof v === "number" ? formatNumber(v) : keyOf(v) })]));
+    const pending = asked === job.unique_job_name ? null : metricsOf(job);
+    section.hidden = !cell.length && !pending && !metricsBox.childElementCount;
+    if (!pending) return;
+    asked = job.unique_job_name;
+    pending.then((m) => {
+      if (!m || m.error || !m.values || !m.values.size) return;
+      const metric = sweep && sweep.metric;
+      metricsBox.replaceChildren(
+        h("h3", { text: "Metrics (metrics.json)" }),
+        h(
+          "dl",
+          { class: "facts" },
+          [...m.values.entries()].flatMap(([k, v]) => [
+            h("dt", { text: metric && metric.name === k ? `${k} (${metric.goal})` : k }),
+            h("dd", { class: "num", text: formatNumber(v), title: String(v) }),
+          ]),
+        ),
+      );
+      section.hidden = false;
+    });
+  }
+  return { section, update };
+}
+
+// CPU, memory (and GPU) over time per instance, from GET /jobs/<unique>/telemetry: read again
+// every few seconds while the job runs, once more when it has ended.
+function telemetrySection(unique) {
+  const box = h("div", { id: "telemetry-box" });
+  const section = h(
+    "section",
+    { class: "card", "aria-labelledby": "telemetry-title" },
+    h("h2", { id: "telemetry-title", text: "Telemetry" }),
+    box,
+  );
+  let last = 0;
+  let ended = false;
+  async function update(job) {
+    const final = isFinal(job.status);
+    if (ended || (!final && Date.now() - last < TELEMETRY_MS)) return;
+    last = Date.now();
+    try {
+      box.replaceChildren(telemetryView(await api.telemetry(unique)));
+      ended = final;
+    } catch (e) {
+      box.replaceChildren(h("p", { class: "muted", text: `Telemetry unavailable: ${errorText(e)}` }));
+    }
+  }
+  return { section, update };
 }
 
 function historySection(job) {
@@ -378,6 +452,8 @@ export function jobView(main, unique) {
   const envBox = h("div");
   const logs = logPane(unique, () => job);
   const outputs = outputsSection();
+  const results = resultsSection();
+  const telemetry = telemetrySection(unique);
   const message = h("p", { id: "action-message", class: "muted", role: "status" });
 
   async function act(name) {
@@ -421,6 +497,8 @@ export function jobView(main, unique) {
     envBox.replaceChildren(envSection(job));
     logs.update(job);
     outputs.update(job);
+    results.update(job);
+    telemetry.update(job);
     if (first) logs.start();
   }
 
@@ -429,6 +507,8 @@ export function jobView(main, unique) {
     message,
     failure,
     h("div", { class: "grid" }, factsBox, historyBox, labelsBox, envBox),
+    results.section,
+    telemetry.section,
     logs.section,
     outputs.section,
   );

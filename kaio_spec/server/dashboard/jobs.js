@@ -81,10 +81,10 @@ function fillRow(tr, job) {
   if (tr.dataset.signature === signature) return;
   tr.dataset.signature = signature;
   const hadFocus = tr.contains(document.activeElement);
-  const name = h(
-    "a",
-    { href: jobHref(job.unique_job_name), class: "job-link", text: job.job_name },
-  );
+  // The manifest's readable name for it (labels.name, as kaio apply sends it), else its job_name.
+  const labels = job.labels || {};
+  const readable = typeof labels.name === "string" && labels.name ? labels.name : job.job_name;
+  const name = h("a", { href: jobHref(job.unique_job_name), class: "job-link", text: readable });
   tr.replaceChildren(
     cell(
       "Job",
@@ -104,8 +104,39 @@ function fillRow(tr, job) {
   if (hadFocus) name.focus();
 }
 
+// Jobs grouped by their manifest (labels.manifest), groups in the order of their newest job;
+// jobs of no manifest last, under no heading when no job has one.
+function byManifest(jobs) {
+  const groups = new Map();
+  for (const job of jobs) {
+    const m = (job.labels || {}).manifest;
+    const key = typeof m === "string" && m ? m : null;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(job);
+  }
+  const named = [...groups].filter(([key]) => key !== null);
+  const other = groups.get(null);
+  if (other && named.length) return [...named, ["", other]];
+  return named.length ? named : [[null, other || []]];
+}
+
 export function jobsView(main) {
   const rows = new Map(); // unique_job_name -> <tr>
+  const groups = new Map(); // manifest -> its heading <tr>
+
+  function groupRow(manifest, n) {
+    let tr = groups.get(manifest);
+    if (!tr) {
+      tr = h("tr", { class: "group" });
+      groups.set(manifest, tr);
+    }
+    const title = manifest ? `manifest ${manifest}` : "jobs of no manifest";
+    const text = `${title} · ${n} job${n === 1 ? "" : "s"}`;
+    if (tr.textContent !== text) {
+      tr.replaceChildren(h("th", { scope: "colgroup", colspan: COLUMNS.length, text }));
+    }
+    return tr;
+  }
   let jobs = [];
   const count = h("p", { id: "jobs-count", class: "muted", role: "status" });
   const tbody = h("tbody");
@@ -132,14 +163,27 @@ export function jobsView(main) {
         rows.delete(unique);
       }
     }
-    let previous = null;
-    for (const job of shown) {
-      let tr = rows.get(job.unique_job_name);
-      if (!tr) {
-        tr = h("tr", { dataset: { unique: job.unique_job_name } });
-        rows.set(job.unique_job_name, tr);
+    const order = [];
+    for (const [manifest, members] of byManifest(shown)) {
+      if (manifest !== null) order.push(groupRow(manifest, members.length));
+      for (const job of members) {
+        let tr = rows.get(job.unique_job_name);
+        if (!tr) {
+          tr = h("tr", { dataset: { unique: job.unique_job_name } });
+          rows.set(job.unique_job_name, tr);
+        }
+        fillRow(tr, job);
+        order.push(tr);
       }
-      fillRow(tr, job);
+    }
+    for (const [manifest, tr] of groups) {
+      if (!order.includes(tr)) {
+        tr.remove();
+        groups.delete(manifest);
+      }
+    }
+    let previous = null;
+    for (const tr of order) {
       const expected = previous ? previous.nextSibling : tbody.firstChild;
       if (expected !== tr) tbody.insertBefore(tr, expected);
       previous = tr;

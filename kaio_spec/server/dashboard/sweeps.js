@@ -8,6 +8,7 @@ import { api, fetchPresigned } from "./api.js";
 import { chart, formatNumber, keyOf } from "./chart.js";
 import { h, jobHref, poll, safeUrl, statusBadge, sweepHref, timeEl } from "./dom.js";
 import { POLL_MS } from "./jobs.js";
+import { bestRow, compareValues, csvLink, metricOf, parallelCoordinates, toCsv } from "./results.js";
 import { errorText, notice } from "./ui.js";
 
 const METRICS_FILE = "metrics.json";
@@ -34,6 +35,7 @@ export function sweepOf(job) {
     name: labels.name || job.job_name,
     cellId: labels.cell !== undefined ? labels.cell : job.unique_job_name,
     cell,
+    metric: metricOf(labels), // {name, goal} when the job declares one
   };
 }
 
@@ -94,7 +96,7 @@ export function numericValues(value, prefix = "", out = new Map(), depth = 0) {
   return out;
 }
 
-function metricsOf(job) {
+export function metricsOf(job) {
   if (job.status !== "Completed" || job.data_deleted) return null;
   let found = metricsCache.get(job.unique_job_name);
   if (!found) {
@@ -198,14 +200,6 @@ function cellText(v) {
   return keyOf(v);
 }
 
-function compare(a, b) {
-  const missingA = a === undefined || a === null || a === "";
-  const missingB = b === undefined || b === null || b === "";
-  if (missingA || missingB) return missingA === missingB ? 0 : missingA ? 1 : -1;
-  if (typeof a === "number" && typeof b === "number") return a - b;
-  return keyOf(a).localeCompare(keyOf(b), undefined, { numeric: true });
-}
-
 // The latest attempt of each cell (GET /jobs lists newest first) and how many there were.
 function latestPerCell(jobs) {
   const rows = new Map();
@@ -218,14 +212,30 @@ function latestPerCell(jobs) {
   return [...rows.values()];
 }
 
+// "2/3" when the job may take several attempts (its retries label), else the count.
+function attemptsText(row) {
+  const retries = Number.parseInt((row.job.labels || {}).retries, 10);
+  const most = Number.isInteger(retries) && retries > 0 ? retries + 1 : 1;
+  return most > 1 && row.attempts <= most ? `${row.attempts}/${most}` : String(row.attempts);
+}
+
 export function sweepView(main, manifest, key) {
-  const state = { sort: { column: JSON.stringify(["name"]), descending: false }, x: null, y: null };
+  // sort: null until a header is clicked: by the declared metric, best first, else by name
+  const state = { sort: null, x: null, y: null };
   let rows = [];
   let signature = "";
   let stopped = false;
   const loaded = new Map(); // unique_job_name -> its metrics, once read
   const waiting = new Set(); // unique_job_names whose metrics are being read
   const summary = h("p", { id: "sweep-summary", class: "muted", role: "status" });
+  const parallelBox = h("div", { id: "sweep-parallel-box" });
+  const parallelSection = h(
+    "section",
+    { class: "card", "aria-labelledby": "parallel-title" },
+    h("h2", { id: "parallel-title", text: "Parallel coordinates" }),
+    h("p", { class: "muted", text: "One axis per parameter and metric; each line a cell, coloured by the chart's metric (blue low, orange high)." }),
+    parallelBox,
+  );
   const tableBox = h("div", { class: "scroll", id: "sweep-table-box" });
   const chartBox = h("div", { id: "sweep-chart-box" });
   const xSelect = h("select", { id: "chart-x" });
@@ -237,12 +247,13 @@ export function sweepView(main, manifest, key) {
   ySelect.addEventListener("change", () => {
     state.y = ySelect.value;
     drawChart();
+    drawParallel();
   });
 
   main.append(
     h("p", { class: "crumbs" }, h("a", { href: "#/sweeps", text: "Sweeps" }), " / "),
     h("h1", { id: "sweep-title" }, h("span", { text: manifest }), " / ", h("span", { text: key })),
-    summary,
+    h("div", { class: "sweep-head" }, summary, csvLink(`${manifest}-${key}.csv`, () => csvText())),
     tableBox,
     h(
       "section",
@@ -256,7 +267,49 @@ export function sweepView(main, manifest, key) {
       ),
       chartBox,
     ),
+    parallelSection,
   );
+
+  function declared() {
+    const row = rows.find((r) => r.sweep.metric);
+    return row ? row.sweep.metric : null;
+  }
+
+  function metricValue(row, name) {
+    return row.metrics && row.metrics.values ? row.metrics.values.get(name) : undefined;
+  }
+
+  function currentSort() {
+    if (state.sort) return state.sort;
+    const metric = declared();
+    if (metric && columns().metrics.includes(metric.name)) {
+      return { column: JSON.stringify(["metric", metric.name]), descending: metric.goal === "maximize" };
+    }
+    return { column: JSON.stringify(["name"]), descending: false };
+  }
+
+  function sortedRows() {
+    const sort = currentSort();
+    const column = JSON.parse(sort.column);
+    return [...rows].sort(
+      (a, b) =>
+        compareValues(valueOf(a, column), valueOf(b, column), sort.descending) ||
+        compareValues(a.sweep.name, b.sweep.name),
+    );
+  }
+
+  function csvText() {
+    const { params, metrics } = columns();
+    const header = ["name", "status", "attempts", ...params, ...metrics];
+    const records = sortedRows().map((row) => [
+      row.sweep.name,
+      row.job.status,
+      row.attempts,
+      ...params.map((p) => row.sweep.cell.get(p)),
+      ...metrics.map((m) => metricValue(row, m)),
+    ]);
+    return toCsv(header, records);
+  }
 
   function columns() {
     const params = [];
@@ -281,12 +334,13 @@ export function sweepView(main, manifest, key) {
 
   function sortButton(column, label) {
     const id = JSON.stringify(column);
-    const active = state.sort.column === id;
+    const sort = currentSort();
+    const active = sort.column === id;
     const th = h(
       "th",
       {
         scope: "col",
-        "aria-sort": active ? (state.sort.descending ? "descending" : "ascending") : "none",
+        "aria-sort": active ? (sort.descending ? "descending" : "ascending") : "none",
         class: column[0] === "metric" ? "metric" : column[0] === "param" ? "param" : null,
       },
       h(
@@ -296,14 +350,14 @@ export function sweepView(main, manifest, key) {
           class: "sort",
           dataset: { column: id },
           onclick: () => {
-            state.sort = { column: id, descending: active ? !state.sort.descending : false };
+            state.sort = { column: id, descending: active ? !sort.descending : false };
             drawTable();
             const again = tableBox.querySelector(`button[data-column="${CSS.escape(id)}"]`);
             if (again) again.focus();
           },
         },
         label,
-        h("span", { class: "arrow", "aria-hidden": "true", text: active ? (state.sort.descending ? " ▼" : " ▲") : "" }),
+        h("span", { class: "arrow", "aria-hidden": "true", text: active ? (sort.descending ? " ▼" : " ▲") : "" }),
       ),
     );
     return th;
@@ -311,12 +365,8 @@ export function sweepView(main, manifest, key) {
 
   function drawTable() {
     const { params, metrics } = columns();
-    const column = JSON.parse(state.sort.column);
-    const sorted = [...rows].sort((a, b) => {
-      const c = compare(valueOf(a, column), valueOf(b, column));
-      const tie = compare(a.sweep.name, b.sweep.name);
-      return (state.sort.descending ? -c : c) || tie;
-    });
+    const sorted = sortedRows();
+    const best = bestRow(rows, declared(), metricValue);
     const fixed = [
       [["name"], "Job"],
       [["status"], "Status"],
@@ -342,10 +392,15 @@ export function sweepView(main, manifest, key) {
       sorted.map((row) =>
         h(
           "tr",
-          { dataset: { unique: row.job.unique_job_name } },
-          h("td", {}, h("a", { href: jobHref(row.job.unique_job_name), text: row.sweep.name })),
+          { dataset: { unique: row.job.unique_job_name }, class: row === best ? "best" : null },
+          h(
+            "td",
+            {},
+            h("a", { href: jobHref(row.job.unique_job_name), text: row.sweep.name }),
+            row === best ? h("span", { class: "best-mark", title: `best ${declared().name}`, text: " ★ best" }) : null,
+          ),
           h("td", {}, statusBadge(row.job.status)),
-          h("td", { class: "num", text: String(row.attempts) }),
+          h("td", { class: "num", text: attemptsText(row), title: `${row.attempts} attempt${row.attempts === 1 ? "" : "s"} of this cell; the latest is shown` }),
           params.map((p) => h("td", { class: "param", text: cellText(row.sweep.cell.get(p)) })),
           metrics.map((m) => {
             const v = valueOf(row, ["metric", m]);
@@ -375,7 +430,9 @@ export function sweepView(main, manifest, key) {
     const { params, metrics } = columns();
     const varying = params.filter((p) => new Set(rows.map((r) => keyOf(r.sweep.cell.get(p)))).size > 1);
     state.x = fillSelect(xSelect, params, state.x ?? varying[0] ?? params[0] ?? null);
-    state.y = fillSelect(ySelect, metrics, state.y ?? metrics[0] ?? null);
+    const metric = declared();
+    const preferred = metric && metrics.includes(metric.name) ? metric.name : metrics[0];
+    state.y = fillSelect(ySelect, metrics, state.y ?? preferred ?? null);
     if (!state.x || !state.y) {
       chartBox.replaceChildren(
         h("p", { class: "muted", text: metrics.length ? "This sweep has no parameters." : "No metrics yet: completed jobs that write metrics.json show here." }),
@@ -398,9 +455,29 @@ export function sweepView(main, manifest, key) {
     chartBox.replaceChildren(chart(points, state.x, state.y));
   }
 
+  function drawParallel() {
+    const { params, metrics } = columns();
+    if (params.length < 2) {
+      parallelSection.hidden = true;
+      return;
+    }
+    parallelSection.hidden = false;
+    const axes = [
+      ...params.map((p) => ({ id: `param:${p}`, label: p, value: (row) => row.sweep.cell.get(p) })),
+      ...metrics.map((m) => ({ id: `metric:${m}`, label: m, value: (row) => metricValue(row, m) })),
+    ];
+    const lines = rows.map((row) => ({ row, name: row.sweep.name, values: new Map(axes.map((a) => [a.id, a.value(row)])) }));
+    const best = bestRow(rows, declared(), metricValue);
+    const bestLine = lines.find((l) => l.row === best) || null;
+    parallelBox.replaceChildren(parallelCoordinates(lines, axes, state.y ? `metric:${state.y}` : null, bestLine));
+  }
+
   function draw() {
     const done = rows.filter((r) => r.job.status === "Completed").length;
-    summary.textContent = `${rows.length} cell${rows.length === 1 ? "" : "s"}, ${done} completed`;
+    const metric = declared();
+    const best = bestRow(rows, metric, metricValue);
+    const bestText = best ? `; best: ${best.sweep.name} (${metric.name} ${formatNumber(metricValue(best, metric.name))})` : "";
+    summary.textContent = `${rows.length} cell${rows.length === 1 ? "" : "s"}, ${done} completed${bestText}`;
     if (!rows.length) {
       tableBox.replaceChildren(h("p", { class: "empty", text: "No job of this sweep is listed (archived jobs are not shown)." }));
       chartBox.replaceChildren();
@@ -408,6 +485,7 @@ export function sweepView(main, manifest, key) {
     }
     drawTable();
     drawChart();
+    drawParallel();
   }
 
   async function refresh() {
