@@ -82,6 +82,15 @@ def start_server(data_dir: Path, max_instances: int) -> tuple[subprocess.Popen, 
     raise SystemExit("the local platform did not start")
 
 
+def stop_server(proc: subprocess.Popen | None) -> None:
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def add_user(data_dir: Path, name: str) -> str:
     from kaio_spec.server.store import Store
 
@@ -205,12 +214,7 @@ def main() -> None:
             )
             print(f"  requests per polling round: {polling / max(rounds, 1):.2f} (target: 1)")
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_server(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -78,8 +78,9 @@ class DownloadResult:
 
 def read_marker(dest: str | os.PathLike) -> dict[str, Any] | None:
     """DEST's marker, or None if it has none (or an unreadable one)."""
-    try:
-        data = json.loads((Path(dest) / MARKER).read_text(encoding="utf-8"))
+    try:  # os.path, not pathlib: `kaio status` reads one per job of a 10,000-cell sweep
+        with open(os.path.join(dest, MARKER), encoding="utf-8") as f:
+            data = json.loads(f.read())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -252,15 +253,18 @@ def stale_outputs(planned: list[Path], job_name_prefix: str) -> list[Path]:
     """Downloaded outputs folders beside the planned ones (in the same parent folders) that
     hold a job of this manifest (their marker's job_name starts with `job_name_prefix`) but no
     planned job's: the outputs of cells the manifest no longer defines."""
-    wanted = {p.resolve() for p in planned}
+    # Each parent resolved once (10,000 cells share one), and compared as strings (hashing a
+    # Path costs ten times more): an entry is wanted by its name in its resolved parent.
+    parents = {parent: parent.resolve() for parent in {p.parent for p in planned}}
+    wanted = {os.path.join(parents[p.parent], p.name) for p in planned}
     stale = []
-    for parent in sorted({p.resolve().parent for p in planned}):
+    for parent in sorted(set(parents.values())):
         try:
             entries = sorted(parent.iterdir())
         except OSError:
             continue
         for entry in entries:
-            if entry.name.startswith(".") or entry in wanted or not entry.is_dir():
+            if entry.name.startswith(".") or str(entry) in wanted or not entry.is_dir():
                 continue
             if entry.is_symlink():
                 continue

@@ -194,6 +194,21 @@ def stop_job(client, unique_job_name: str) -> tuple[str, str]:
     raise PlatformError(f"{unique_job_name}: the API refused to stop it")  # pragma: no cover
 
 
+STOPS_AT_ONCE = 8  # a manifest's stop requests in flight at once
+
+
+def stop_jobs(client, unique_job_names: list[str]) -> list[tuple[str, str]]:
+    """stop_job for each, in order, several requests at once: a 10,000-job sweep is stopped in
+    a fraction of the time one request after another takes (the client is shared by threads,
+    as apply's workers share it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(unique_job_names) <= 1:
+        return [stop_job(client, u) for u in unique_job_names]
+    with ThreadPoolExecutor(STOPS_AT_ONCE, thread_name_prefix="stop") as pool:
+        return list(pool.map(lambda u: stop_job(client, u), unique_job_names))
+
+
 def status_json(comparison) -> dict[str, Any]:
     """`kaio status -o json`: the manifest, each planned job with its latest attempt, the
     orphans, and the stale outputs folders (shape in `kaio status --help`)."""

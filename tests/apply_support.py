@@ -17,6 +17,7 @@ import requests
 import support
 
 import kaio_spec
+from kaio_spec.state import State, journal_path
 
 KAIO = str(Path(sys.executable).parent / "kaio")
 FINAL = ("Completed", "Failed", "Stopped")
@@ -222,10 +223,14 @@ def state_file(manifest: Path) -> Path:
 
 
 def check_state_valid(manifest: Path) -> dict[str, Any] | None:
+    """The manifest's state as apply would read it (the snapshot, its journal replayed); the
+    snapshot never half-written."""
     path = state_file(manifest)
-    if not path.exists():
+    if path.exists():
+        assert json.loads(path.read_text())["version"] == 1  # never half-written
+    elif not journal_path(path).exists():
         return None
-    data = json.loads(path.read_text())  # never half-written
+    data = State.load(path).to_json()
     assert data["version"] == 1
     return data
 

@@ -60,8 +60,8 @@ def stop_command(target: str, only: str | None, yes: bool, api: str | None, outp
         names = [(job["unique_job_name"], str(job.get("job_name")))]
 
     results = []
-    for unique, job_name in names:
-        outcome, status = journey.stop_job(client, unique)
+    stopped = journey.stop_jobs(client, [unique for unique, _ in names])
+    for (unique, job_name), (outcome, status) in zip(names, stopped, strict=True):
         results.append(
             {"unique_job_name": unique, "job_name": job_name, "outcome": outcome, "status": status}
         )

@@ -155,6 +155,7 @@ def execute(
         if state.problem:
             reporter.note(state.problem)
         state.set_manifest(manifest.name, manifest.file)
+        state.save()  # compacted on open: what a killed run left in the journal folded in
         downloads.ignore_in_git(path.parent)
         stopped = _prune(client, prepared, reporter) if prune else ()
         moved = _prune_outputs(prepared.comparison.plan, reporter) if prune else ()

@@ -245,14 +245,16 @@ def observe(
     return out
 
 
-def find_orphans(plan: Plan, api_jobs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def find_orphans(
+    plan: Plan, api_jobs: Iterable[dict[str, Any]], observed: Sequence[Observed] | None = None
+) -> list[dict[str, Any]]:
     """The API's jobs of this manifest that the plan does not define (and that are not older
-    versions of a planned job), newest first."""
+    versions of a planned job), newest first. `observed`: observe(plan, api_jobs), if made."""
     api_jobs = list(api_jobs)
     planned = {job.job_name for job in plan.jobs}
-    replaced = {
-        id(j) for o in observe(plan, api_jobs) for j in o.replaced
-    }  # older versions: left alone, never pruned
+    if observed is None:
+        observed = observe(plan, api_jobs)
+    replaced = {id(j) for o in observed for j in o.replaced}  # older versions: never pruned
     orphans = [
         j
         for j in api_jobs
@@ -339,10 +341,39 @@ def orphan_json(api_job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fetch_jobs(client) -> list[dict[str, Any]]:
+JOBS_FILTERS = "jobs-filters"  # the feature in GET /healthz: GET /jobs takes label=key=value
+
+
+def fetch_jobs(client, **filters: Any) -> list[dict[str, Any]]:
     """ONE GET /jobs, archived jobs included: a job hidden from the list still exists and still
-    holds its job_name. Raises what the client raises."""
+    holds its job_name. `filters`: Client.query_jobs's (JOBS_FILTERS). Raises what the client
+    raises."""
+    if filters:
+        return list(client.query_jobs(include_archived=True, **filters).get("jobs") or [])
     return list(client.get_jobs(include_archived=True).get("jobs") or [])
+
+
+def manifest_filter(client, jobs: Sequence[PlannedJob], listing: Iterable[dict[str, Any]]):
+    """The GET /jobs filters that list only these jobs' manifest, where the server takes them
+    (JOBS_FILTERS) and they lose nothing: every listed job of a planned job_name carries the
+    manifest's label (one submitted without it would be missed, and submitted again). None
+    otherwise: the whole list then."""
+    names = {job.labels.get("manifest") for job in jobs}
+    if len(names) != 1 or None in names:
+        return None
+    (manifest,) = names
+    job_names = {job.job_name for job in jobs}
+    for j in listing:
+        labels = j.get("labels")
+        if j.get("job_name") in job_names and (
+            not isinstance(labels, dict) or labels.get("manifest") != manifest
+        ):
+            return None
+    try:
+        features = client.features()
+    except (AttributeError, requests.RequestException):
+        return None
+    return {"labels": [f"manifest={manifest}"]} if JOBS_FILTERS in features else None
 
 
 def list_jobs(client) -> list[dict[str, Any]]:
@@ -360,4 +391,4 @@ def compare(client, plan: Plan, api_jobs: Iterable[dict[str, Any]] | None = None
     jobs = list_jobs(client) if api_jobs is None else list(api_jobs)
     observed = observe(plan, jobs)
     new_plan = dataclasses.replace(plan, jobs=tuple(o.job for o in observed))
-    return Comparison(new_plan, tuple(observed), tuple(find_orphans(plan, jobs)))
+    return Comparison(new_plan, tuple(observed), tuple(find_orphans(plan, jobs, observed)))

@@ -60,7 +60,7 @@ def settle(
                 return _keep(submitter, job, ours_name, others)
             if outcome.kind == "unuploaded" and outcome.code not in (403, 404):
                 state.update_intent(job.job_name, reuploads=int(intent.get("reuploads") or 0) + 1)
-                state.save()
+                state.commit()
                 return outcome
         others = new  # give it up: stop it with the rest
     try:
@@ -68,7 +68,7 @@ def settle(
     except requests.RequestException as e:
         return Outcome("uncertain", error=f"could not stop a never-uploaded job: {e}")
     state.clear_intent(job.job_name)
-    state.save()
+    state.commit()
     return Outcome("settled")
 
 
@@ -80,7 +80,7 @@ def _keep(submitter: Submitter, job: PlannedJob, unique: str, others: list[dict]
         return Outcome("uncertain", error=f"could not stop a never-uploaded job: {e}")
     submitter.state.add_attempt(job.job_name, unique)
     submitter.state.clear_intent(job.job_name)
-    submitter.state.save()
+    submitter.state.commit()
     return Outcome("uploaded", unique)
 
 

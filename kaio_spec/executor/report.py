@@ -1,9 +1,13 @@
 """What apply shows while it runs, and the summary at the end.
 
-On a terminal: a live table (rich) of every job with its status, attempt and elapsed time, and a
-bar of jobs submitted with the bytes uploaded; events scroll above it. Elsewhere: one plain,
-timestamped line per event. rich honours NO_COLOR. `QuietReporter` (the Python API's default)
-shows nothing.
+On a terminal: a live table (rich) of the jobs that matter now (running, pending, submitting,
+failed, then the latest changed: as many as the terminal has lines) with their status, attempt
+and elapsed time, and a bar of jobs submitted with counts by status and the bytes uploaded;
+events scroll above it (in a sweep of more than SCROLLED_EVENTS jobs, the latest few are shown
+under the bar instead: thousands of lines scrolling by are read by no one). The executor
+rebuilds the view a few times a second at most (board.py), whatever the sweep's size.
+Elsewhere: one plain, timestamped line per event. rich honours NO_COLOR. `QuietReporter` (the
+Python API's default) shows nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +32,7 @@ __all__ = [
     "QuietReporter",
     "Reporter",
     "Row",
+    "View",
     "render_summary",
 ]
 
@@ -46,6 +52,20 @@ class Row:
             return "-"
         end = _parse(job.get("end_time")) or now or datetime.now(timezone.utc)
         return _duration((end - start).total_seconds())
+
+
+@dataclass(frozen=True)
+class View:
+    """The live view's contents: `counts` by shown status over all `total` jobs, and the few
+    `rows` to show (ROW_ORDER first, then the latest changed)."""
+
+    total: int
+    counts: dict[str, int]
+    rows: tuple[Row, ...]
+
+    @property
+    def submitted(self) -> int:
+        return sum(n for s, n in self.counts.items() if s not in ("Waiting", "Submitting"))
 
 
 def _parse(value: Any) -> datetime | None:
@@ -79,8 +99,12 @@ class Reporter:
     def note(self, text: str) -> None:
         pass
 
-    def update(self, rows: Sequence[Row]) -> None:
-        pass
+    def update(self, view: View) -> None:
+        """The live view's new contents (counts of every job, and rows_shown() rows)."""
+
+    def rows_shown(self) -> int:
+        """How many rows update()'s view should carry."""
+        return 0
 
     def uploaded(self, nbytes: int) -> None:
         pass
@@ -125,7 +149,8 @@ _STYLES = {
     "InProgress": "cyan",
     "Pending": "blue",
 }
-_ORDER = {"InProgress": 0, "Stopping": 1, "Pending": 2, "Submitting": 3}
+SCROLLED_EVENTS = 200  # sweeps of more jobs show their latest events under the bar instead
+RECENT_EVENTS = 5
 
 
 class LiveReporter(Reporter):
@@ -135,7 +160,8 @@ class LiveReporter(Reporter):
         from rich.console import Console
 
         self.console = Console(file=file or sys.stderr)
-        self._rows: list[Row] = []
+        self._view = View(0, {}, ())
+        self._events: deque[str] = deque(maxlen=RECENT_EVENTS)
         self._bytes = 0
         self._total = 0
         self._lock = threading.Lock()
@@ -157,48 +183,54 @@ class LiveReporter(Reporter):
         from rich.text import Text
 
         with self._lock:
-            rows = list(self._rows)
+            view = self._view
             uploaded = self._bytes
+            events = list(self._events)
         table = Table(box=None, pad_edge=False, header_style="bold")
         for col in ("JOB", "STATUS", "ATTEMPT", "ELAPSED"):
             table.add_column(col)
-        height = max(5, self.console.size.height - 6)
-        shown = sorted(rows, key=lambda r: _ORDER.get(r.status, 9))[:height]
         now = datetime.now(timezone.utc)
-        for r in shown:
+        for r in view.rows:
             table.add_row(
                 r.name,
                 Text(r.status, style=_STYLES.get(r.status, "")),
                 f"{r.attempt}/{r.max_attempts}" if r.attempt else "-",
                 r.elapsed(now),
             )
-        if len(rows) > len(shown):
-            table.add_row(f"... and {len(rows) - len(shown)} more", "", "", "")
-        submitted = sum(1 for r in rows if r.status not in ("Waiting", "Submitting"))
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[r.status] = counts.get(r.status, 0) + 1
+        more = self._total - len(view.rows)
+        if more > 0:
+            table.add_row(f"... and {more} more", "", "", "")
+        submitted = view.submitted
         line = Text(
             f"submitted {submitted}/{self._total} · {uploaded / 1e6:.1f} MB uploaded · "
-            + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+            + ", ".join(f"{n} {s.lower()}" for s, n in sorted(view.counts.items()))
         )
         bar = ProgressBar(total=max(self._total, 1), completed=submitted, width=30)
-        return Group(table, Text(""), bar, line)
+        return Group(table, Text(""), bar, line, *(Text(e, style="dim") for e in events))
 
     def _refresh(self) -> None:
         if self._live is not None:
             self._live.update(self._render())
 
     def event(self, name: str, text: str) -> None:
-        self.console.print(f"{time.strftime('%H:%M:%S')} {name}: {text}", highlight=False)
+        line = f"{time.strftime('%H:%M:%S')} {name}: {text}"
+        if self._total <= SCROLLED_EVENTS:
+            self.console.print(line, highlight=False)
+            return
+        with self._lock:
+            self._events.append(line)
 
     def note(self, text: str) -> None:
         self.console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False)
 
-    def update(self, rows: Sequence[Row]) -> None:
+    def update(self, view: View) -> None:
         with self._lock:
-            self._rows = list(rows)
+            self._view = view
         self._refresh()
+
+    def rows_shown(self) -> int:
+        # The terminal's lines, less the header, the bar, its line and the latest events.
+        return max(5, self.console.size.height - 6 - RECENT_EVENTS)
 
     def uploaded(self, nbytes: int) -> None:
         with self._lock:

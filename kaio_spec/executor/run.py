@@ -12,7 +12,15 @@ Every round starts from the API's list (the truth) and derives each job's situat
 Workers (daemon threads) do the slow parts; what they come to goes back to the loop through a
 queue, and the loop wakes for it without an extra request. The interval between rounds starts at
 0.5 s, grows by half each quiet round up to settings.poll_seconds, and drops back when anything
-changes. When the API cannot be reached the loop waits with backoff and carries on where it was.
+changes (and stays above five times what the last listing and round took, so that a big
+sweep's listing takes a bounded share of the run). Where the server has GET /jobs filters, the
+round lists this manifest's jobs only (observe.manifest_filter). When the API cannot be reached
+the loop waits with backoff and carries on where it was.
+
+Each round is linear in the listing; everything else costs what changed: the tracks' situations
+are tallied as they change (board.py), so counting jobs in flight, finding what to submit or
+download and knowing when the run is done do not go over the sweep, and the live view is
+rebuilt at most every VIEW_EVERY_S with the few rows a terminal shows.
 """
 
 from __future__ import annotations
@@ -31,17 +39,20 @@ import requests
 
 from kaio_spec import downloads
 from kaio_spec.errors import PlatformError
+from kaio_spec.executor.board import Board
 from kaio_spec.executor.needs import Held, NeedsGate
 from kaio_spec.executor.observe import (
     LIVE_STATUSES,
+    _stem,
     counts_as_attempt,
     fetch_jobs,
+    manifest_filter,
     retryable,
     same_key_and_name,
     status_of,
 )
 from kaio_spec.executor.recover import settle
-from kaio_spec.executor.report import Reporter, Row
+from kaio_spec.executor.report import Reporter
 from kaio_spec.executor.results import NOT_SUBMITTED, ApplyResult, JobResult
 from kaio_spec.executor.submit import Outcome, Submitter
 from kaio_spec.executor.versions import DIGEST_CHARS, Versions
@@ -52,6 +63,9 @@ FIRST_INTERVAL_S = 0.5
 MAX_RETRY_DELAY_S = 600.0  # a retry's back-off never grows past this
 DOWNLOAD_TRIES = 5
 RESTART_MARK = "platform restarted"
+VIEW_EVERY_S = 0.25  # the live view is rebuilt at most this often (and once at the end)
+POLL_SHARE = 0.2  # a round's listing takes at most this share of the loop's time (big sweeps)
+MAX_POLL_GAP_S = 30.0
 
 
 @dataclass
@@ -74,6 +88,7 @@ class Track:
     retry_on: str = "any"  # settings.retry_on
     retry_at: float = 0.0  # monotonic: a retry is not submitted before (back-off)
     held: Held | None = None  # not submitted in this run, because of its needs (needs.py)
+    index: int = 0  # its place in the plan (board.py keys its tallies by it)
 
     def latest(self) -> tuple[str | None, str | None]:
         """(unique_job_name, status) of the newest attempt; (None, None) if never submitted."""
@@ -232,6 +247,8 @@ class Engine:
         for j in listing:
             by_name.setdefault(str(j.get("job_name")), []).append(j)
         self.tracks = [_track(job, by_name, retry_on) for job in jobs]
+        for i, track in enumerate(self.tracks):
+            track.index = i
         # needs: hook for jobs that run after others (needs.py decides; _submit_more asks).
         self.needs = NeedsGate(
             self.tracks, detach=detach, not_submitted=NOT_SUBMITTED, on_held=reporter.event
@@ -246,13 +263,24 @@ class Engine:
         self.submit_pool = _Workers(uploaders, self.results, self.wake, "submit")
         self.download_pool = _Workers(4, self.results, self.wake, "download")
         self._listing = listing
+        # Each round lists this manifest's jobs only, where the server can (observe.py).
+        self._filters = manifest_filter(client, jobs, listing) or {}
         self._listing_started = 0.0  # monotonic: the initial listing settles killed runs' intents
         self.rounds = 0
         self.polls = 1  # the listing it starts from
+        self._round_cost = 0.0  # seconds the last listing and round took (POLL_SHARE)
+        self._view_at = 0.0  # monotonic: when the live view was last rebuilt
+        self._view_changes = -1  # board.changes then
+        intents = state.intents()
         for track in self.tracks:
-            if state.intent(track.job.job_name):
+            if track.job.job_name in intents:
                 track.blocked_since = -1.0
             self._find_download(track)
+        # Earlier versions' job_names in the state, by stem (_record_version): found once.
+        self._stems: dict[str, list[str]] = {}
+        for name in state.job_names():
+            self._stems.setdefault(_stem(name), []).append(name)
+        self.board = Board(self.tracks, lambda: self.halted is not None, self._wants_download)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -266,8 +294,9 @@ class Engine:
         finally:
             self.submit_pool.close()
             self.download_pool.close()
-            self.state.save()
+            self.state.save()  # compacted: the journal folded into the snapshot
             self._save_versions()
+            self._show(force=True)
             self.reporter.end()
         return self._result()
 
@@ -278,6 +307,8 @@ class Engine:
             if self._finished():
                 return
             interval = FIRST_INTERVAL_S if changed else min(self.poll_seconds, interval * 1.5)
+            # A big sweep's listing is long to fetch and go through: poll less often then.
+            interval = max(interval, min(self._round_cost / POLL_SHARE, MAX_POLL_GAP_S))
             self._wait(min(interval, self._until_next_retry()))
             if self._finished():  # the last downloads ended while waiting
                 return
@@ -286,6 +317,7 @@ class Engine:
     def _round(self) -> bool:
         """Apply the latest listing; settle, submit and download what it allows. Whether
         anything changed."""
+        started = time.monotonic()
         changed = self._drain()
         by_name: dict[str, list[dict]] = {}
         for j in self._listing:
@@ -294,51 +326,50 @@ class Engine:
             attempts = by_name.get(track.job.job_name, [])
             attempts.sort(key=lambda j: str(j.get("unique_job_name") or ""), reverse=True)
             track.attempts = attempts
-            listed = {a.get("unique_job_name") for a in attempts}
-            track.unseen = [u for u in track.unseen if u not in listed]
+            if track.unseen:
+                listed = {a.get("unique_job_name") for a in attempts}
+                track.unseen = [u for u in track.unseen if u not in listed]
             changed |= self._note_status(track)
+            self.board.refresh(track)
         self._settle_blocked()
         changed |= self._check_failures()
         changed |= self._submit_more()
         self._start_downloads()
-        self.reporter.update(self._rows())
+        self._show()
         self.rounds += 1
+        self._round_cost += time.monotonic() - started
         return changed
 
     def _until_next_retry(self) -> float:
         """Seconds until the first back-off ends (a retry to submit then), or infinity."""
         now = time.monotonic()
-        waits = [t.retry_at - now for t in self.tracks if t.retry_at > now]
+        waits = [t.retry_at - now for t in self.board.tracks("retry") if t.retry_at > now]
         return max(0.05, min(waits)) if waits else float("inf")
 
     def _finished(self) -> bool:
-        halted = self.halted is not None
-        for t in self.tracks:
-            s = t.situation(halted)
-            if s in ("busy", "blocked") or (s == "live" and not self.detach):
-                return False
-            if s in ("new", "retry"):
-                return False
-            if not self.detach and (t.download_busy or self._needs_download(t)):
-                return False
-        return True
+        if self.board.count("busy", "blocked", "new", "retry"):
+            return False
+        return self.detach or not (self.board.count("live") or self.board.downloads())
 
     def _wait(self, seconds: float) -> None:
         """Sleep until the next round, handling workers' results (and submitting what they
         free up) as they come, without polling."""
         deadline = time.monotonic() + seconds
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 return
+            if self._view_changes != self.board.changes:  # a change not shown yet
+                left = min(left, max(0.0, self._view_at + VIEW_EVERY_S - now))
             if self.wake.wait(left):
                 self.wake.clear()
                 if self._drain():
                     self._submit_more()
                     self._start_downloads()
-                    self.reporter.update(self._rows())
                 if self._finished():
                     return
+            self._show()
 
     def _poll(self) -> list[dict[str, Any]]:
         """ONE GET /jobs; while the API cannot be reached, wait with backoff (and keep handling
@@ -348,7 +379,7 @@ class Engine:
         while True:
             started = time.monotonic()
             try:
-                listing = fetch_jobs(self.client)
+                listing = fetch_jobs(self.client, **self._filters)
             except (requests.ConnectionError, requests.Timeout) as e:
                 problem = type(e).__name__
             except requests.HTTPError as e:
@@ -360,6 +391,7 @@ class Engine:
                 if lost_at is not None:
                     self.reporter.note("reconnected to the API; reconciling")
                 self._listing_started = started
+                self._round_cost = time.monotonic() - started
                 self.polls += 1
                 return listing
             now = time.monotonic()
@@ -388,6 +420,7 @@ class Engine:
                 self._download_done(track, result)
             else:
                 self._submitted(track, result)
+            self.board.refresh(track)
 
     def _submitted(self, track: Track, result: Any) -> None:
         track.busy = False
@@ -427,7 +460,9 @@ class Engine:
             except (OSError, ValueError):
                 files = None  # the plan then says the folder changed, without naming files
         older = [
-            n for n in self.state.job_names() if n != job.job_name and same_key_and_name(job, n)
+            n
+            for n in self._stems.get(_stem(job.job_name), ())
+            if n != job.job_name and same_key_and_name(job, n)
         ]
         self.versions.record(job.job_name, dict(job.spec), job.content_hash, files, older)
 
@@ -442,21 +477,30 @@ class Engine:
     # ---- submitting -------------------------------------------------------------------------
 
     def _in_flight(self) -> int:
-        halted = self.halted is not None
-        return sum(1 for t in self.tracks if t.situation(halted) in ("busy", "blocked", "live"))
+        return self.board.count("busy", "blocked", "live")
 
     def _submit_more(self) -> bool:
         if self.halted or self.cancel.is_set():
             return False
         room = self.max_parallel - self._in_flight()
+        if room <= 0:
+            return False
         submitted = False
-        for track in self.tracks:
-            if room <= 0:
-                break
-            if track.situation(False) not in ("new", "retry") or track.retry_at > time.monotonic():
-                continue
+        now = time.monotonic()
+        held: list[Track] = []
+
+        def may_submit(track: Track) -> bool:
+            if track.retry_at > now:
+                return False
             if not self.needs.ready(track):  # needs: waits for (or skipped after) its needs
-                continue
+                if track.held is not None:
+                    held.append(track)
+                return False
+            return True
+
+        picked = self.board.pick(("new", "retry"), room, may_submit)
+        self.board.refresh_all(held)  # skipped now: refreshed once the board is not walked
+        for track in picked:
             seen = {a.get("unique_job_name") for a in track.attempts} | set(track.unseen)
             seen |= set(self.state.unique_job_names(track.job.job_name))
             known = sorted(str(k) for k in seen if k)
@@ -467,12 +511,12 @@ class Engine:
                 track,
                 lambda job=job, known=known: self.submitter.submit(job, known, self.cancel.is_set),
             )
-            room -= 1
+            self.board.refresh(track)
             submitted = True
         return submitted
 
     def _settle_blocked(self) -> None:
-        for track in self.tracks:
+        for track in self.board.tracks("blocked"):
             since = track.blocked_since
             if since is None or track.busy or self._listing_started <= since:
                 continue
@@ -484,6 +528,7 @@ class Engine:
                 track,
                 lambda t=track, a=attempts, s=since: settle(self.submitter, t.job, a, s),
             )
+            self.board.refresh(track)
 
     # ---- ends: failures, fail_fast, downloads ---------------------------------------------------
 
@@ -520,17 +565,18 @@ class Engine:
     def _check_failures(self) -> bool:
         if not self.fail_fast or self.halted:
             return False
-        for track in self.tracks:
-            if track.situation(False) == "failed":
-                self._halt(f"{track.job.name} failed and fail_fast is set")
-                return True
+        track = self.board.first("failed")
+        if track is not None:
+            self._halt(f"{track.job.name} failed and fail_fast is set")
+            return True
         return False
 
     def _halt(self, why: str) -> None:
         self.halted = why
         self.submit_pool.drop_queued()
         self.reporter.note(f"{why}: stopping the jobs still running; submitting nothing more")
-        for track in self.tracks:
+        self.board.refresh_all()  # new and retry are halted now
+        for track in self.board.tracks("live"):
             unique, status = track.latest()
             if unique and status in ("Pending", "InProgress"):
                 try:
@@ -543,12 +589,17 @@ class Engine:
         self.cancel.set()
         self.submit_pool.drop_queued()
         self.download_pool.drop_queued()
+        self.board.refresh_all()
 
     def _find_download(self, track: Track) -> None:
         marker = downloads.read_marker(track.job.outputs) or {}
         unique = marker.get("unique_job_name")
         if isinstance(unique, str) and downloads.is_complete(track.job.outputs, unique):
             track.downloaded = unique
+
+    def _wants_download(self, track: Track) -> bool:
+        """Whether the run has yet to download the track's outputs (or is downloading them)."""
+        return not self.detach and (track.download_busy or self._needs_download(track))
 
     def _needs_download(self, track: Track) -> bool:
         if track.download_error is not None:
@@ -564,9 +615,7 @@ class Engine:
     def _start_downloads(self) -> None:
         if self.detach or self.cancel.is_set():
             return
-        for track in self.tracks:
-            if track.download_busy or not self._needs_download(track):
-                continue
+        for track in self.board.to_download():
             unique, _ = track.latest()
             track.download_busy = True
             job = track.job
@@ -575,6 +624,7 @@ class Engine:
                 track,
                 lambda job=job, u=unique: downloads.download_planned(self.client, job, u),
             )
+            self.board.refresh(track)
 
     def _download_done(self, track: Track, result: Any) -> None:
         track.download_busy = False
@@ -590,28 +640,22 @@ class Engine:
             return
         track.downloaded = result.unique_job_name
         self.state.mark_downloaded(track.job.job_name, result.unique_job_name, str(result.dest))
-        self.state.save()
+        self.state.commit()
         if result.outcome == "downloaded":
             self.reporter.event(track.job.name, f"outputs: {result.message}")
 
     # ---- reporting --------------------------------------------------------------------------
 
-    def _rows(self) -> list[Row]:
-        rows = []
-        halted = self.halted is not None
-        for t in self.tracks:
-            _, status = t.latest()
-            s = t.situation(halted)
-            shown = status or ("Submitting" if s == "busy" else "Waiting")
-            if t.invalid:
-                shown = "Invalid"
-            elif t.held is not None:
-                shown = t.held.status
-            elif s == "busy" and status not in LIVE_STATUSES:
-                shown = "Submitting"
-            attempt = t.attempts[0] if t.attempts and not t.unseen else None
-            rows.append(Row(t.job.name, shown, t.used(), t.allowed, attempt))
-        return rows
+    def _show(self, force: bool = False) -> None:
+        """The live view, rebuilt from the board's tallies: at most every VIEW_EVERY_S, only
+        when something changed, and with only the rows a terminal can show."""
+        now = time.monotonic()
+        if not force and (
+            self._view_changes == self.board.changes or now - self._view_at < VIEW_EVERY_S
+        ):
+            return
+        self._view_at, self._view_changes = now, self.board.changes
+        self.reporter.update(self.board.view(self.reporter.rows_shown()))
 
     def _result(self) -> ApplyResult:
         jobs = []

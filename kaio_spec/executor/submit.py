@@ -214,7 +214,7 @@ class Submitter:
             job.job_name,
             {"at": now_iso(), "known": sorted(known), "unique_job_name": None, "upload_url": None},
         )
-        self.state.save()
+        self.state.commit()
         since = time.monotonic()
         try:
             presign = self.client.presign(package, image=image, base_package=base, **fields)
@@ -225,7 +225,7 @@ class Submitter:
             if code in UNCERTAIN_STATUSES:
                 return Outcome("uncertain", error=_short(e), since=since)
             self.state.clear_intent(job.job_name)
-            self.state.save()
+            self.state.commit()
             if code in (401, 403):
                 raise  # the key no longer works: nothing else will either
             return Outcome("invalid", error=str(e))
@@ -240,7 +240,7 @@ class Submitter:
             upload_url=presign["upload_url"],
             base_package=base if on_base else None,
         )
-        self.state.save()
+        self.state.commit()
         body = self.packages.job_overlay(job) if on_base else package
         return self.upload(job, unique, presign["upload_url"], body)
 
@@ -267,7 +267,7 @@ class Submitter:
             return Outcome("invalid", unique, error=str(e))
         self.state.add_attempt(job.job_name, unique)
         self.state.clear_intent(job.job_name)
-        self.state.save()
+        self.state.commit()
         return Outcome("uploaded", unique)
 
     def _put(self, url: str, package: Package, unique: str) -> None:
