@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from kaio_spec.cli.common import api_option, connect, output_option, write_json
+from kaio_spec.cli.plan import input_options, plan_with_inputs
 from kaio_spec.errors import EXIT_FAILURE
 
 
@@ -23,8 +24,17 @@ from kaio_spec.errors import EXIT_FAILURE
 @click.option("--force", is_flag=True, help="replace a destination that holds something else")
 @api_option
 @output_option
+@input_options
 def download_command(
-    target: str, dest: Path | None, only: str | None, force: bool, api: str | None, output: str
+    target: str,
+    dest: Path | None,
+    only: str | None,
+    force: bool,
+    api: str | None,
+    output: str,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[str, ...],
+    env_file: str | None,
 ) -> None:
     """Download ended jobs' outputs and logs (logs/algo-N/stdout.log and stderr.log).
 
@@ -50,9 +60,8 @@ def download_command(
     from kaio_spec.downloads import download
 
     if journey.is_manifest_argument(target):
-        from kaio_spec.planner import plan
-
-        planned = plan(target)  # an invalid manifest fails before anything is started
+        # an invalid manifest (or --var) fails before anything is started
+        planned = plan_with_inputs(target, var_pairs, var_files, env_file)
         results = journey.download(planned, connect(api), only=only, dest=dest, force=force)
     else:
         client = connect(api)

@@ -9,6 +9,7 @@ import click
 
 from kaio_spec.cli.common import api_option, connect, echo_err, output_option
 from kaio_spec.cli.common import write_json as _write_json
+from kaio_spec.cli.plan import input_options, plan_with_inputs
 from kaio_spec.errors import InvalidInput
 
 
@@ -21,7 +22,16 @@ from kaio_spec.errors import InvalidInput
 )
 @api_option
 @output_option
-def forget_command(file: str, only: str | None, api: str | None, output: str) -> None:
+@input_options
+def forget_command(
+    file: str,
+    only: str | None,
+    api: str | None,
+    output: str,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[str, ...],
+    env_file: str | None,
+) -> None:
     """Archive the orphans of FILE: jobs of its manifest that it no longer defines (a cell taken
     out of a matrix, a job renamed). Archiving only hides a job from the job list (the API's
     archive route; `Client.restore_job` shows it again): its outputs, logs and job_name stay,
@@ -33,9 +43,8 @@ def forget_command(file: str, only: str | None, api: str | None, output: str) ->
     -o json prints {"archived": [UNIQUE_JOB_NAME, ...], "running": [UNIQUE_JOB_NAME, ...]}"""
     from kaio_spec import journey
     from kaio_spec.executor import LIVE_STATUSES, status_of
-    from kaio_spec.planner import plan
 
-    planned = plan(file)
+    planned = plan_with_inputs(file, var_pairs, var_files, env_file)
     client = connect(api)
     orphans = list(journey.manifest_status(client, planned).orphans)
     if only:

@@ -8,6 +8,7 @@ import sys
 import click
 
 from kaio_spec.cli.common import api_option, connect, echo_err
+from kaio_spec.cli.plan import input_options, plan_with_inputs
 from kaio_spec.errors import InvalidInput
 
 
@@ -30,8 +31,17 @@ from kaio_spec.errors import InvalidInput
 @click.option("--stderr", "stream", flag_value="stderr", help="only the stderr log")
 @click.option("--only", metavar="PATTERN", help="FILE: only the jobs whose name or key matches")
 @api_option
+@input_options
 def logs_command(
-    target: str, follow: bool, host: str, stream: str | None, only: str | None, api: str | None
+    target: str,
+    follow: bool,
+    host: str,
+    stream: str | None,
+    only: str | None,
+    api: str | None,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[str, ...],
+    env_file: str | None,
 ) -> None:
     """Print a job's log (algo-1's stdout and stderr unless told otherwise) through the local
     platform's logs route. FILE: the latest attempt of each submitted job of the manifest, each
@@ -51,9 +61,7 @@ def logs_command(
     from kaio_spec.logs import read_logs
 
     if journey.is_manifest_argument(target):
-        from kaio_spec.planner import plan
-
-        planned = plan(target)
+        planned = plan_with_inputs(target, var_pairs, var_files, env_file)
         client = connect(api)
         comparison = journey.manifest_status(client, planned)
         chosen = journey.select(comparison.observed, only)

@@ -43,7 +43,9 @@ def rerun_options(f):
 
 
 def input_options(f):
-    """--var, --var-file and --env-file: values from outside the manifest (plan and apply)."""
+    """--var, --var-file and --env-file: values from outside the manifest, for every command
+    that plans a manifest FILE (vars are part of each job's identity, so status, stop, download...
+    find the jobs apply submitted only with the values it was given)."""
     f = click.option(
         "--env-file",
         metavar="FILE",

@@ -7,6 +7,7 @@ import sys
 import click
 
 from kaio_spec.cli.common import api_option, connect, write_json
+from kaio_spec.cli.plan import input_options, plan_with_inputs
 
 
 @click.command("results")
@@ -37,6 +38,7 @@ from kaio_spec.cli.common import api_option, connect, write_json
     "--offline", is_flag=True, help="don't ask the API: statuses and metrics from disk only"
 )
 @api_option
+@input_options
 @click.option(
     "-o",
     "--output",
@@ -55,6 +57,9 @@ def results_command(
     no_download: bool,
     offline: bool,
     api: str | None,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[str, ...],
+    env_file: str | None,
     output: str,
 ) -> None:
     """Compare the jobs FILE defines: one row per job (every cell, failed and not yet run
@@ -74,10 +79,10 @@ def results_command(
       {"manifest", "metric": {"name", "goal"} | null, "best": NAME | null,
        "params": [...], "metrics": [...], "columns": [...], "rows": [ROW, ...]}
     ROW: {"key", "name", "status", "attempts", "run_time" (seconds), <param>..., <metric>...}"""
-    from kaio_spec.planner import plan
     from kaio_spec.results_table import results
 
-    planned = plan(file)  # an invalid manifest fails before anything is started
+    # an invalid manifest (or --var) fails before anything is started
+    planned = plan_with_inputs(file, var_pairs, var_files, env_file)
     client = None if offline else connect(api)
     table = results(planned, client, download=not no_download, offline=offline)
     table = table.sorted(sort_by) if sort_by else table

@@ -10,13 +10,22 @@ from collections import Counter
 import click
 
 from kaio_spec.cli.common import api_option, connect, output_option, table, write_json
+from kaio_spec.cli.plan import input_options, plan_with_inputs
 
 
 @click.command("status")
 @click.argument("file", type=click.Path(dir_okay=False))
 @api_option
 @output_option
-def status_command(file: str, api: str | None, output: str) -> None:
+@input_options
+def status_command(
+    file: str,
+    api: str | None,
+    output: str,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[str, ...],
+    env_file: str | None,
+) -> None:
     """Show each job FILE defines with its latest attempt's status (one GET /jobs), and the
     orphans: jobs of this manifest that it no longer defines. Exits 0 whatever the statuses
     (read them from -o json in scripts); 2 for an invalid FILE.
@@ -32,9 +41,9 @@ def status_command(file: str, api: str | None, output: str) -> None:
     "stale_outputs": outputs folders of cells FILE no longer defines (`kaio apply --prune`
     moves them into .pruned/)."""
     from kaio_spec import journey
-    from kaio_spec.planner import plan
 
-    planned = plan(file)  # an invalid manifest fails before anything is started
+    # an invalid manifest (or --var) fails before anything is started
+    planned = plan_with_inputs(file, var_pairs, var_files, env_file)
     client = connect(api)
     comparison = journey.manifest_status(client, planned)
     doc = journey.status_json(comparison)

@@ -6,6 +6,7 @@ import click
 
 from kaio_spec.cli.common import api_option, confirm, connect, echo_err, output_option, table
 from kaio_spec.cli.common import write_json as _write_json
+from kaio_spec.cli.plan import input_options, plan_with_inputs
 
 
 @click.command("stop")
@@ -14,7 +15,17 @@ from kaio_spec.cli.common import write_json as _write_json
 @click.option("-y", "--yes", is_flag=True, help="FILE: do not ask for confirmation")
 @api_option
 @output_option
-def stop_command(target: str, only: str | None, yes: bool, api: str | None, output: str) -> None:
+@input_options
+def stop_command(
+    target: str,
+    only: str | None,
+    yes: bool,
+    api: str | None,
+    output: str,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[str, ...],
+    env_file: str | None,
+) -> None:
     """Stop running jobs (SIGTERM to their processes, then SIGKILL after a grace period; they
     end as Stopped, and their logs and partial outputs can be downloaded).
 
@@ -29,9 +40,7 @@ def stop_command(target: str, only: str | None, yes: bool, api: str | None, outp
     from kaio_spec import journey
 
     if journey.is_manifest_argument(target):
-        from kaio_spec.planner import plan
-
-        planned = plan(target)
+        planned = plan_with_inputs(target, var_pairs, var_files, env_file)
         client = connect(api)
         comparison = journey.manifest_status(client, planned)
         if only:
