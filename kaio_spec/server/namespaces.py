@@ -25,11 +25,13 @@ to its process group (the command's), as an unconfined instance's group would ge
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +110,8 @@ def command(argv: list[str], jail: Jail, cwd: Path | str) -> list[str]:
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     size = ["--size", str(jail.tmp_bytes)] if jail.tmp_bytes else []
     args += [*size, "--tmpfs", "/tmp", *size, "--tmpfs", "/dev/shm"]
+    for path in platform_under_private_mounts():  # the server's Python, back over the tmpfs
+        args += ["--ro-bind", path, path]
     for node in _gpu_nodes(jail.gpus):
         args += ["--dev-bind", node, node]
     # An empty folder over the data folder (made read-only last), then the job's own in it.
@@ -119,6 +123,31 @@ def command(argv: list[str], jail: Jail, cwd: Path | str) -> list[str]:
         args += [option, str(path), str(path)]
     args += ["--remount-ro", jail.data_dir, "--chdir", str(cwd)]
     return [*args, "--", "/bin/sh", "-c", INIT, "kaio-init", *argv]
+
+
+PRIVATE_MOUNTS = ("/tmp", "/dev/shm")  # each job gets an empty one of its own
+
+
+@functools.cache
+def platform_under_private_mounts() -> tuple[str, ...]:
+    """The folders of the server's own Python (its installation, its venv, this package) that lie
+    under /tmp or /dev/shm: a job's private tmpfs would hide them, and with them the interpreter
+    every instance runs (a checkout and its .venv in /tmp, as CI makes them). Read-only to jobs,
+    as they are wherever else they lie."""
+    here = Path(__file__).resolve().parents[2]  # the folder holding kaio_spec (a checkout)
+    places = {sys.prefix, sys.base_prefix, sys.exec_prefix, str(here)}
+    places.add(str(Path(sys.executable).resolve().parent.parent))
+    under = [
+        os.path.realpath(p)
+        for p in places
+        if any(os.path.realpath(p).startswith(m + "/") for m in PRIVATE_MOUNTS)
+    ]
+    # Outermost first, and none inside another (a venv inside the checkout is bound with it).
+    kept: list[str] = []
+    for path in sorted(set(under), key=len):
+        if not any(path == k or path.startswith(k + "/") for k in kept):
+            kept.append(path)
+    return tuple(kept)
 
 
 def environment(env: dict[str, str], home: Path) -> dict[str, str]:
