@@ -8,8 +8,8 @@ import click
 
 from kaio_spec.cli.common import api_option, confirm, connect
 from kaio_spec.cli.plan import (
+    Inputs,
     input_options,
-    plan_with_inputs,
     render_comparison,
     render_secrets,
     rerun_options,
@@ -44,9 +44,7 @@ def apply_command(
     detach: bool,
     prune: bool,
     only: str | None,
-    var_pairs: tuple[str, ...],
-    var_files: tuple[str, ...],
-    env_file: str | None,
+    inputs: Inputs,
     rerun_failed: bool,
     replace: str | None,
 ) -> None:
@@ -78,15 +76,15 @@ def apply_command(
             err=True,
         )
         sys.exit(EXIT_INVALID)
-    planned = plan_with_inputs(file, var_pairs, var_files, env_file)  # ManifestError: exit 2
+    planned = inputs.plan(file)  # ManifestError: exit 2
     client = connect(api)
     prepared = prepare(planned, client, only=only, rerun_failed=rerun_failed, replace=replace)
     # Before anything is submitted: a missing secret names its jobs and line (exit 2).
-    secrets = read_secrets(planned.manifest, prepared.selected, env_file)
+    secrets = read_secrets(planned.manifest, prepared.selected, inputs.env_file)
     why = explain(prepared.comparison)
     click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune, why=why))
     if secrets:
-        click.echo(render_secrets(prepared.selected, env_file))
+        click.echo(render_secrets(prepared.selected, inputs.env_file))
     if not confirm("Apply this plan?", yes):
         click.echo("nothing done", err=True)
         sys.exit(1)
@@ -97,12 +95,14 @@ def apply_command(
     )
 
     def replan():
-        return plan_with_inputs(file, var_pairs, var_files, env_file)
+        return inputs.plan(file)
 
     # needs: jobs whose templates read what the jobs they need wrote, planned once those are done.
     while (following := next_round(prepared, result, replan, client)) is not None:
         prepared = following
-        secrets = read_secrets(prepared.comparison.plan.manifest, prepared.selected, env_file)
+        secrets = read_secrets(
+            prepared.comparison.plan.manifest, prepared.selected, inputs.env_file
+        )
         click.echo(render_comparison(prepared.comparison, prepared.selected, prune=prune))
         result = execute(prepared, client, prune=prune, reporter=reporter, secrets=secrets)
     click.echo(render_summary(result, file))

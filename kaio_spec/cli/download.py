@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from kaio_spec.cli.common import api_option, connect, output_option, write_json
-from kaio_spec.cli.plan import input_options, plan_with_inputs
+from kaio_spec.cli.plan import Inputs, input_options
 from kaio_spec.errors import EXIT_FAILURE
 
 
@@ -32,9 +32,7 @@ def download_command(
     force: bool,
     api: str | None,
     output: str,
-    var_pairs: tuple[str, ...],
-    var_files: tuple[str, ...],
-    env_file: str | None,
+    inputs: Inputs,
 ) -> None:
     """Download ended jobs' outputs and logs (logs/algo-N/stdout.log and stderr.log).
 
@@ -61,7 +59,7 @@ def download_command(
 
     if journey.is_manifest_argument(target):
         # an invalid manifest (or --var) fails before anything is started
-        planned = plan_with_inputs(target, var_pairs, var_files, env_file)
+        planned = inputs.plan(target)
         results = journey.download(planned, connect(api), only=only, dest=dest, force=force)
     else:
         client = connect(api)

@@ -9,7 +9,7 @@ import click
 
 from kaio_spec.cli.common import api_option, connect, echo_err, output_option
 from kaio_spec.cli.common import write_json as _write_json
-from kaio_spec.cli.plan import input_options, plan_with_inputs
+from kaio_spec.cli.plan import Inputs, input_options
 from kaio_spec.errors import InvalidInput
 
 
@@ -28,9 +28,7 @@ def forget_command(
     only: str | None,
     api: str | None,
     output: str,
-    var_pairs: tuple[str, ...],
-    var_files: tuple[str, ...],
-    env_file: str | None,
+    inputs: Inputs,
 ) -> None:
     """Archive the orphans of FILE: jobs of its manifest that it no longer defines (a cell taken
     out of a matrix, a job renamed). Archiving only hides a job from the job list (the API's
@@ -44,7 +42,7 @@ def forget_command(
     from kaio_spec import journey
     from kaio_spec.executor import LIVE_STATUSES, status_of
 
-    planned = plan_with_inputs(file, var_pairs, var_files, env_file)
+    planned = inputs.plan(file)
     client = connect(api)
     orphans = list(journey.manifest_status(client, planned).orphans)
     if only:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from kaio_spec.cli.common import api_option, connect, echo_err
-from kaio_spec.cli.plan import input_options, plan_with_inputs
+from kaio_spec.cli.plan import Inputs, input_options
 from kaio_spec.errors import InvalidInput
 
 
@@ -39,9 +39,7 @@ def logs_command(
     stream: str | None,
     only: str | None,
     api: str | None,
-    var_pairs: tuple[str, ...],
-    var_files: tuple[str, ...],
-    env_file: str | None,
+    inputs: Inputs,
 ) -> None:
     """Print a job's log (algo-1's stdout and stderr unless told otherwise) through the local
     platform's logs route. FILE: the latest attempt of each submitted job of the manifest, each
@@ -61,7 +59,7 @@ def logs_command(
     from kaio_spec.logs import read_logs
 
     if journey.is_manifest_argument(target):
-        planned = plan_with_inputs(target, var_pairs, var_files, env_file)
+        planned = inputs.plan(target)
         client = connect(api)
         comparison = journey.manifest_status(client, planned)
         chosen = journey.select(comparison.observed, only)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TextIO
 
 import click
@@ -42,43 +43,56 @@ def rerun_options(f):
     )(f)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """--var, --var-file and --env-file, as one value: what a command plans its FILE with."""
+
+    var_pairs: tuple[str, ...] = ()
+    var_files: tuple[str, ...] = ()
+    env_file: str | None = None
+
+    def plan(self, file: str) -> Plan:
+        """The plan of FILE with --var and --var-file applied, the --env-file never packaged."""
+        from kaio_spec.manifest import load_manifest
+        from kaio_spec.planner import plan
+        from kaio_spec.planner.variables import read_variables
+
+        manifest = load_manifest(file)
+        variables = read_variables(manifest, self.var_pairs, self.var_files)
+        never_packaged = [self.env_file] if self.env_file else []
+        return plan(manifest, variables=variables, never_packaged=never_packaged)
+
+
 def input_options(f):
     """--var, --var-file and --env-file: values from outside the manifest, for every command
     that plans a manifest FILE (vars are part of each job's identity, so status, stop, download...
-    find the jobs apply submitted only with the values it was given)."""
-    f = click.option(
+    find the jobs apply submitted only with the values it was given). The command gets them as
+    one keyword, `inputs` (Inputs)."""
+
+    @functools.wraps(f)  # keeps the options declared below this decorator (__click_params__)
+    def command(*args, var_pairs, var_files, env_file, **kwargs):
+        return f(*args, inputs=Inputs(var_pairs, var_files, env_file), **kwargs)
+
+    command = click.option(
         "--env-file",
         metavar="FILE",
         help="A dotenv file with the values of the manifest's secrets, for those the "
         "environment does not set (never packaged, stored or printed).",
-    )(f)
-    f = click.option(
+    )(command)
+    command = click.option(
         "--var-file",
         "var_files",
         metavar="FILE",
         multiple=True,
         help="A YAML mapping of values for the manifest's vars (repeatable).",
-    )(f)
+    )(command)
     return click.option(
         "--var",
         "var_pairs",
         metavar="NAME=VALUE",
         multiple=True,
         help="Set the manifest's var NAME (repeatable; after --var-file, the last wins).",
-    )(f)
-
-
-def plan_with_inputs(
-    file: str, var_pairs: tuple[str, ...], var_files: tuple[str, ...], env_file: str | None
-) -> Plan:
-    """The plan of FILE with --var and --var-file applied, the --env-file never packaged."""
-    from kaio_spec.manifest import load_manifest
-    from kaio_spec.planner import plan
-    from kaio_spec.planner.variables import read_variables
-
-    manifest = load_manifest(file)
-    variables = read_variables(manifest, var_pairs, var_files)
-    return plan(manifest, variables=variables, never_packaged=[env_file] if env_file else [])
+    )(command)
 
 
 def render_secrets(jobs, env_file: str | None) -> str:
@@ -115,9 +129,7 @@ def plan_command(
     output: str,
     offline: bool,
     api: str | None,
-    var_pairs: tuple[str, ...],
-    var_files: tuple[str, ...],
-    env_file: str | None,
+    inputs: Inputs,
     rerun_failed: bool,
     replace: str | None,
 ) -> None:
@@ -132,8 +144,8 @@ def plan_command(
     Secrets are listed by name with where their values would come from, never the values.
     Invalid manifests exit 2 with every error as FILE:LINE:COLUMN: PATH: MESSAGE."""
     # A ManifestError is reported by the kaio group, exit 2.
-    result = plan_with_inputs(file, var_pairs, var_files, env_file)
-    secrets = render_secrets(result.jobs, env_file) if output != "json" else ""
+    result = inputs.plan(file)
+    secrets = render_secrets(result.jobs, inputs.env_file) if output != "json" else ""
     if offline:
         if output == "json":
             write_json(result, sys.stdout)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from kaio_spec.cli.common import api_option, connect, write_json
-from kaio_spec.cli.plan import input_options, plan_with_inputs
+from kaio_spec.cli.plan import Inputs, input_options
 
 
 @click.command("results")
@@ -57,9 +57,7 @@ def results_command(
     no_download: bool,
     offline: bool,
     api: str | None,
-    var_pairs: tuple[str, ...],
-    var_files: tuple[str, ...],
-    env_file: str | None,
+    inputs: Inputs,
     output: str,
 ) -> None:
     """Compare the jobs FILE defines: one row per job (every cell, failed and not yet run
@@ -82,7 +80,7 @@ def results_command(
     from kaio_spec.results_table import results
 
     # an invalid manifest (or --var) fails before anything is started
-    planned = plan_with_inputs(file, var_pairs, var_files, env_file)
+    planned = inputs.plan(file)
     client = None if offline else connect(api)
     table = results(planned, client, download=not no_download, offline=offline)
     table = table.sorted(sort_by) if sort_by else table

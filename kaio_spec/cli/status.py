@@ -10,7 +10,7 @@ from collections import Counter
 import click
 
 from kaio_spec.cli.common import api_option, connect, output_option, table, write_json
-from kaio_spec.cli.plan import input_options, plan_with_inputs
+from kaio_spec.cli.plan import Inputs, input_options
 
 
 @click.command("status")
@@ -22,9 +22,7 @@ def status_command(
     file: str,
     api: str | None,
     output: str,
-    var_pairs: tuple[str, ...],
-    var_files: tuple[str, ...],
-    env_file: str | None,
+    inputs: Inputs,
 ) -> None:
     """Show each job FILE defines with its latest attempt's status (one GET /jobs), and the
     orphans: jobs of this manifest that it no longer defines. Exits 0 whatever the statuses
@@ -43,7 +41,7 @@ def status_command(
     from kaio_spec import journey
 
     # an invalid manifest (or --var) fails before anything is started
-    planned = plan_with_inputs(file, var_pairs, var_files, env_file)
+    planned = inputs.plan(file)
     client = connect(api)
     comparison = journey.manifest_status(client, planned)
     doc = journey.status_json(comparison)

@@ -6,7 +6,7 @@ import click
 
 from kaio_spec.cli.common import api_option, confirm, connect, echo_err, output_option, table
 from kaio_spec.cli.common import write_json as _write_json
-from kaio_spec.cli.plan import input_options, plan_with_inputs
+from kaio_spec.cli.plan import Inputs, input_options
 
 
 @click.command("stop")
@@ -22,9 +22,7 @@ def stop_command(
     yes: bool,
     api: str | None,
     output: str,
-    var_pairs: tuple[str, ...],
-    var_files: tuple[str, ...],
-    env_file: str | None,
+    inputs: Inputs,
 ) -> None:
     """Stop running jobs (SIGTERM to their processes, then SIGKILL after a grace period; they
     end as Stopped, and their logs and partial outputs can be downloaded).
@@ -40,7 +38,7 @@ def stop_command(
     from kaio_spec import journey
 
     if journey.is_manifest_argument(target):
-        planned = plan_with_inputs(target, var_pairs, var_files, env_file)
+        planned = inputs.plan(target)
         client = connect(api)
         comparison = journey.manifest_status(client, planned)
         if only:
