@@ -36,7 +36,14 @@ class ServerProcess:
     """A `kaio server` started as `python -m kaio_spec.cli server`, on a port it picked itself
     (--port 0, read back from the data dir's server.json), kept across restarts."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, **flags):
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        python: str = sys.executable,  # the interpreter the server (and so its jobs) runs
+        **flags,
+    ):
+        self.python = python
         self.data_dir = Path(data_dir)
         self.env = env or {}  # set for the server (and so its jobs) over the tests' own
         self.flags = flags
@@ -49,7 +56,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def _command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "kaio_spec.cli", "server", "--host", "127.0.0.1"]
+        cmd = [self.python, "-m", "kaio_spec.cli", "server", "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
         for name, value in self.flags.items():
             flag = name.replace("_", "-")

@@ -5,7 +5,10 @@ ordinary jobs do (temp files, caches in HOME, notebooks, several instances) stil
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import sysconfig
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -373,3 +376,28 @@ def test_telemetry_counts_the_cpu_and_memory_of_an_isolated_job(platform):
     # From wait4's resource usage of the job's whole namespace, not of bwrap alone.
     assert row["cpu_seconds"] >= 0.1, row
     assert row["peak_rss_bytes"] >= 64 * 1024 * 1024, row
+
+
+@needs_namespaces
+def test_a_platform_whose_python_lies_in_tmp_runs_its_jobs(tmp_path):
+    """A checkout and its venv in /tmp (as a CI clone may be): the job's private /tmp must not
+    hide the interpreter every instance runs (it did: each job exited 127)."""
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="kaio-python-") as place:
+        venv = Path(place) / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        # This venv sees the test run's packages (kaio_spec's editable install among them).
+        site = sysconfig.get_paths()["purelib"]
+        (next(venv.glob("lib/python*/site-packages")) / "kaio-tests.pth").write_text(
+            f"import site; site.addsitedir({site!r})\n"
+        )
+        server = ServerProcess(tmp_path / "data", python=str(venv / "bin" / "python"))
+        try:
+            api = Api(server.start().url, server.add_user())
+            assert api.get("/healthz").json()["isolation"] == "namespaces"
+            code = "import sys; open('out.txt', 'w').write(sys.executable)"
+            unique = api.submit({"train.py": code})
+            job = api.wait(unique)
+            assert job["status"] == "Completed", job.get("failure_reason")
+            assert api.outputs(unique)["out.txt"].decode().startswith(place)
+        finally:
+            server.stop()
