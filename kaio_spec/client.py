@@ -60,6 +60,8 @@ VERBOSE_LOGGER = LOGGER + ".verbose"
 BASE_PACKAGES = "base-packages"  # the feature named in GET /healthz (docs/base-packages.md)
 # The feature of a server that takes a package PUT of unknown length (chunked), as it is made.
 STREAMED_UPLOAD = "streamed-upload"
+INPUTS = "inputs"  # the feature named in GET /healthz (docs/inputs.md)
+MAX_HASHES_ASKED = 10_000  # in one POST /files/missing
 FEATURES_TIMEOUT = (10, 10)  # seconds to connect, and to wait for /healthz's answer
 RENEW_BEFORE_S = 60  # log in again when the token has less than this left (docs/protocol.md)
 
@@ -452,6 +454,7 @@ class Client:
         max_runtime_hours: float = 1,
         labels: Mapping[str, str] | None = None,
         base_package: str | None = None,
+        inputs: Mapping[str, Mapping[str, str]] | None = None,
     ) -> dict[str, Any]:
         """The first half of submit_package, for a caller that must record the answer before it
         uploads (the executor's state file): checks everything exactly as submit_package does
@@ -467,6 +470,10 @@ class Client:
         `package` is the folder plus per-job files. Only when the answer carries the same
         `base_package` does the upload take those per-job files alone (Package.overlay); without
         it, upload the whole `package` (docs/base-packages.md).
+
+        `inputs`: {name: {path: sha256}}, files the server holds already (upload_input_files),
+        which the job sees read-only at inputs/<name>/<path> (docs/inputs.md; a server with the
+        "inputs" feature only).
 
         Never retried, as submit_package's docstring says: after requests.ConnectionError, or an
         HTTPError with 502/503/504, the job may or may not exist (look for it by job_name in
@@ -489,7 +496,7 @@ class Client:
         )
         if base_package is not None and not validation.is_sha256(base_package):
             raise FieldError("base_package", "must be a SHA-256: 64 lower-case hex digits")
-        return self._presign(fields, image, base_package)
+        return self._presign(fields, image, base_package, inputs)
 
     def features(self) -> frozenset[str]:
         """The protocol extensions the server lists in GET /healthz (a local-platform route; the
@@ -553,6 +560,36 @@ class Client:
                 return None  # no such route: the server has no base packages
             raise
         return sha
+
+    def upload_input_files(
+        self,
+        files: Mapping[str, tuple[str, int]],
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> int:
+        """Sends the server the input files it lacks (docs/inputs.md, a local-platform extension):
+        `files` maps each SHA-256 to (a local path holding those bytes, their size). Asks which
+        are missing, then PUTs those alone, each retried as upload is. Returns the bytes sent.
+        Raises requests.HTTPError when refused (404: the server has no "inputs" feature)."""
+        hashes = sorted(files)
+        missing: list[str] = []
+        for i in range(0, len(hashes), MAX_HASHES_ASKED):
+            asked = hashes[i : i + MAX_HASHES_ASKED]
+            answer = self._call("POST", "/files/missing", json={"sha256": asked}).json()
+            missing += [h for h in answer.get("missing", []) if h in files]
+        sent = 0
+        for sha in missing:
+            path, size = files[sha]
+            self._log.debug("uploading input file %s (%d bytes)", sha[:12], size)
+            self._transport.put_stream(
+                self._transport.url(f"/files/{sha}"),
+                _file_opener(path, on_bytes),
+                size,
+                description="input file",
+                headers=self._bearer(),
+            )
+            sent += size
+        return sent
 
     def upload(
         self,
@@ -642,7 +679,11 @@ class Client:
         return fields, image
 
     def _presign(
-        self, fields: dict[str, Any], image: ResolvedImage, base_package: str | None = None
+        self,
+        fields: dict[str, Any],
+        image: ResolvedImage,
+        base_package: str | None = None,
+        inputs: Mapping[str, Mapping[str, str]] | None = None,
     ) -> dict[str, Any]:
         job_spec = {
             "instance_type": fields["instance_type"],
@@ -662,6 +703,8 @@ class Client:
             body["labels"] = fields["labels"]
         if base_package:
             body["base_package"] = base_package
+        if inputs:
+            body["inputs"] = {name: dict(files) for name, files in inputs.items()}
         self._log.debug(
             "presign %s: %s x%d, image %s, env names %s",
             fields["job_name"],
@@ -806,6 +849,14 @@ def _body_opener(
 
     def open_body() -> IO[bytes]:
         body = package.open()
+        return body if on_bytes is None else _Counting(body, on_bytes)
+
+    return open_body
+
+
+def _file_opener(path: str, on_bytes: Callable[[int], None] | None) -> Callable[[], IO[bytes]]:
+    def open_body() -> IO[bytes]:
+        body = open(path, "rb")  # noqa: SIM115 (put_stream closes it, as it does a package's)
         return body if on_bytes is None else _Counting(body, on_bytes)
 
     return open_body

@@ -32,8 +32,9 @@ from typing import Any
 
 import requests
 
-from kaio_spec.client import check_job_fields, check_package_fits
+from kaio_spec.client import INPUTS, check_job_fields, check_package_fits
 from kaio_spec.errors import InvalidInput
+from kaio_spec.executor.inputs import StoredInputs, packaged_inputs
 from kaio_spec.executor.needs import InputFiles
 from kaio_spec.images import ResolvedImage, resolve_job_image
 from kaio_spec.packaging import Package, build_package
@@ -76,6 +77,8 @@ class PackageCache:
         self._lock = threading.Lock()
         self.built = 0  # how many folders were compressed (benchmarks and tests read it)
         self.inputs = InputFiles()  # needs: the needed jobs' outputs, read once per run
+        # `inputs:` stored by the platform (its "inputs" feature), not packaged: Submitter says.
+        self.inputs_on_server = False
 
     def folder_package(self, job: PlannedJob) -> Package:
         key = (str(job.directory), job.entrypoint, job.package_exclude)
@@ -111,7 +114,10 @@ class PackageCache:
         return self.folder_package(job).overlay(self._job_files(job))
 
     def _job_files(self, job: PlannedJob) -> dict[str, bytes | str]:
-        return {"params.json": job.params_json(), **self.inputs.files(job)}
+        files = {"params.json": job.params_json(), **self.inputs.files(job)}
+        if job.inputs and not self.inputs_on_server:  # docs/inputs.md: the hosted fallback
+            files.update(packaged_inputs(job))
+        return files
 
     def close(self) -> None:
         with self._lock:
@@ -145,6 +151,7 @@ class Submitter:
         self._notes: set[str] = set()
         self._bases: dict[str, str | None] = {}  # folder's content hash -> its base's sha256
         self._bases_lock = threading.Lock()
+        self.stored_inputs = StoredInputs(client, on_bytes)
 
     def _image(self, job: PlannedJob) -> ResolvedImage:
         spec = job.spec
@@ -200,6 +207,8 @@ class Submitter:
     def submit(self, job: PlannedJob, known: list[str], cancelled: Callable[[], bool]) -> Outcome:
         """Package, record the intent, presign, record its answer, upload."""
         try:
+            if job.inputs:
+                self.packages.inputs_on_server = INPUTS in self.client.features()
             package = self.packages.job_package(job)
             fields = self._fields(job, package)
             image = self._image(job)
@@ -208,6 +217,10 @@ class Submitter:
         if cancelled():
             return Outcome("cancelled")
         base = self._base(job)
+        try:
+            inputs = self.stored_inputs.send(job) if self.packages.inputs_on_server else None
+        except (ValueError, OSError) as e:  # an S3 object or a file that cannot be read or sent
+            return Outcome("invalid", error=f"inputs: {_short(e)}")
         if cancelled():
             return Outcome("cancelled")
         self.state.set_intent(
@@ -217,7 +230,9 @@ class Submitter:
         self.state.commit()
         since = time.monotonic()
         try:
-            presign = self.client.presign(package, image=image, base_package=base, **fields)
+            presign = self.client.presign(
+                package, image=image, base_package=base, inputs=inputs, **fields
+            )
         except (requests.ConnectionError, requests.Timeout) as e:
             return Outcome("uncertain", error=_short(e), since=since)
         except requests.HTTPError as e:

@@ -35,7 +35,7 @@ from starlette.responses import StreamingResponse
 
 from kaio_spec import catalog, validation
 from kaio_spec._version import __version__
-from kaio_spec.server import apidocs, auth, storage
+from kaio_spec.server import apidocs, auth, filestore, routes_files, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.headers import DefaultHeaders, attachment
 from kaio_spec.server.scheduler import Scheduler
@@ -67,7 +67,7 @@ UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
 # only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
 # of unknown length, as the client compresses it (receive_body streams and counts it either way).
-FEATURES = ("base-packages", "jobs-filters", "streamed-upload")
+FEATURES = ("base-packages", "inputs", "jobs-filters", "streamed-upload")  # inputs: docs/inputs.md
 PACKAGE_BUCKET = "kaio-local"  # the s3_uri of a presign answer names it, and no folder
 MAX_LIST_LIMIT = 1000  # jobs in one page of GET /jobs (feature jobs-filters)
 
@@ -694,6 +694,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"id": claims.user_id, "key_id": claims.key_id, "claims": claims}
 
     User = Annotated[dict, Depends(caller)]
+    app.include_router(routes_files.make_router(caller))  # /files (docs/inputs.md)
 
     def own(read: Callable[[str, str], Any], unique: str, user: dict) -> Any:
         try:
@@ -755,7 +756,10 @@ def create_app(config: ServerConfig) -> FastAPI:
             # Marked used before the job exists, so that the retention sweep spares it.
             if base is not None and layout.base(user["id"], base).touch(touch_fresh_s) is not None:
                 fields["base_package"] = base
+            inputs = routes_files.assemble_inputs(data_dir, user["id"], body)  # 400/409 before
             job = store.create_job(user["id"], job_name, fields)
+            if inputs is not None:
+                filestore.place(inputs, layout.job(job["unique_job_name"]).root)
             if env:  # read_env: {} when there is no file
                 layout.job(job["unique_job_name"]).write_env(env)
             return job
