@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import textwrap
 
 import requests
@@ -24,15 +25,15 @@ TRAIN = textwrap.dedent(
             p = os.path.join(root, n)
             seen[p] = hashlib.sha256(open(p, "rb").read()).hexdigest()
     writes = []
-    for target in ("inputs/train/a.bin", "inputs/train/new.txt", os.environ["KAIO_INPUT_TRAIN"] + "/b/c.txt"):
+    for target in ("inputs/train/a.bin", "inputs/train/new.txt", os.environ.get("KAIO_INPUT_TRAIN", "inputs/train") + "/b/c.txt"):
         try:
             with open(target, "ab") as f:
                 f.write(b"x")
             writes.append("written")
         except OSError as e:
             writes.append(type(e).__name__)
-    json.dump({"seen": seen, "writes": writes, "var": os.environ["KAIO_INPUT_TRAIN"],
-               "var_ok": os.path.isdir(os.environ["KAIO_INPUT_LABELS"])}, open("seen.json", "w"))
+    json.dump({"seen": seen, "writes": writes, "var": os.environ.get("KAIO_INPUT_TRAIN", "inputs/train"),
+               "var_ok": os.path.isdir(os.environ.get("KAIO_INPUT_LABELS", "inputs/labels"))}, open("seen.json", "w"))
     """
 )
 
@@ -121,3 +122,129 @@ def test_inputs_upload_once_read_only_and_replace_on_data_change(kaio_server, ap
         sent = [s for m, p, s in proxy.sent[before:] if m == "PUT" and "/files/" in p]
         assert sent == [len(b"rows, more\n")]
         assert seen_of(manifest)["seen"]["inputs/train/b/c.txt"] == sha(b"rows, more\n")
+
+
+def bearer(client) -> dict[str, str]:
+    return client._bearer()
+
+
+def presign(url, headers, inputs):
+    body = {
+        "job_name": "probe",
+        "job_spec": {"instance_type": "ml.m5.large", "entrypoint": "main.py"},
+        "inputs": inputs,
+    }
+    return requests.post(f"{url}/jobs/presign", json=body, headers=headers, timeout=10)
+
+
+def test_a_tenant_cannot_use_or_read_another_tenants_file_knowing_its_hash(kaio_server, client):
+    from kaio_spec import Client
+
+    secret = b"tenant A's private data\n"
+    digest = sha(secret)
+    url = kaio_server.url
+    owner = bearer(client)
+    put = requests.put(f"{url}/files/{digest}", data=secret, headers=owner, timeout=10)
+    assert put.status_code == 200 and put.json() == {"sha256": digest, "size": len(secret)}
+
+    attacker = bearer(Client(url).login(kaio_server.add_user("mallory")))
+    asked = requests.post(f"{url}/files/missing", json={"sha256": [digest]}, headers=attacker)
+    assert asked.json() == {"missing": [digest]}  # never "present": that would tell
+    r = presign(url, attacker, {"loot": {"secret.txt": digest}})
+    assert r.status_code == 409 and "not on the platform" in r.json()["error"]
+    # Other bytes under the hash are refused; no route serves a stored file.
+    r = requests.put(f"{url}/files/{digest}", data=b"forged", headers=attacker, timeout=10)
+    assert r.status_code == 400 and "SHA-256" in r.json()["error"]
+    for path in (f"/files/{digest}", f"/files/{digest}/content"):
+        assert requests.get(url + path, headers=attacker, timeout=10).status_code == 404
+    # The owner's own presign takes it.
+    assert presign(url, owner, {"data": {"secret.txt": digest}}).status_code == 200
+
+
+def test_crafted_input_names_and_paths_are_refused_with_the_field(kaio_server, client):
+    url, headers = kaio_server.url, bearer(client)
+    digest = sha(b"x")
+    requests.put(f"{url}/files/{digest}", data=b"x", headers=headers, timeout=10)
+    crafted = {
+        "../up": {"a": digest},
+        "Upper": {"a": digest},
+        "ok": {"../../etc/passwd": digest},
+        "ok2": {"/abs": digest},
+        "ok3": {"a//b": digest},
+        "ok4": {"a/./b": digest},
+        "ok5": {"a": "not-a-hash"},
+        "ok6": {"a": digest, "a/b": digest},
+    }
+    for name, files in crafted.items():
+        r = presign(url, headers, {name: files})
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["error"].startswith("inputs"), r.text
+    r = requests.post(f"{url}/files/missing", json={"sha256": ["../x"]}, headers=headers)
+    assert r.status_code == 400
+    assert requests.put(f"{url}/files/..%2Fx", data=b"x", headers=headers).status_code in (400, 404)
+
+
+def test_a_manifest_with_a_bad_input_name_or_missing_path_is_invalid(tmp_path, api_key):
+    manifest, _ = write_project(tmp_path)
+    text = manifest.read_text()
+    manifest.write_text(text.replace("{labels:", "{Labels:"))
+    r = run_kaio(manifest, api_key, "validate", str(manifest))
+    assert r.returncode == 2 and "Labels" in r.stdout + r.stderr, r.stdout + r.stderr
+    manifest.write_text(text.replace("labels.csv}", "nothing.csv}"))
+    r = run_kaio(manifest, api_key, "plan", str(manifest), "--offline")
+    out = r.stdout + r.stderr
+    assert r.returncode == 2 and "nothing.csv" in out and "inputs.labels" in out, out
+
+
+def test_a_server_without_input_storage_gets_the_inputs_in_the_package(
+    kaio_server, api_key, tmp_path
+):
+    manifest, data = write_project(tmp_path)
+    with FaultProxy(kaio_server.url) as proxy:
+        proxy.on("GET", "/healthz").status(404, times=None)  # as the hosted API answers
+        r = run_apply(manifest, proxy.url, api_key, "--yes")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not [p for _, p, _ in proxy.sent if p.startswith("/files")]
+        package = [s for m, p, s in proxy.sent if m == "PUT" and p.startswith("/objects/")]
+        assert max(package) > 300_000  # the data travelled in the package
+    seen = seen_of(manifest)
+    assert seen["seen"]["inputs/train/a.bin"] == sha((data / "train" / "a.bin").read_bytes())
+    assert seen["seen"]["inputs/labels/labels.csv"] == sha((data / "labels.csv").read_bytes())
+    assert seen["var"] == "inputs/train" and seen["var_ok"]
+
+
+def test_s3_inputs_from_a_real_s3_server(kaio_server, api_key, tmp_path, monkeypatch):
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        for name, value in {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(name, value)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="corpus")
+        s3.put_object(Bucket="corpus", Key="ds/a.bin", Body=b"alpha" * 1000)
+        s3.put_object(Bucket="corpus", Key="ds/b/c.txt", Body=b"rows\n")
+        manifest, _ = write_project(tmp_path)
+        manifest.write_text(manifest.read_text().replace("./data/train", "s3://corpus/ds"))
+        r = run_apply(manifest, kaio_server.url, api_key, "--yes")
+        assert r.returncode == 0, r.stdout + r.stderr
+        seen = seen_of(manifest)["seen"]
+        assert seen["inputs/train/a.bin"] == sha(b"alpha" * 1000)
+        assert seen["inputs/train/b/c.txt"] == sha(b"rows\n")
+        # Changed in S3 (a new ETag): the job is replaced and sees the new bytes.
+        s3.put_object(Bucket="corpus", Key="ds/b/c.txt", Body=b"rows v2\n")
+        r = run_apply(manifest, kaio_server.url, api_key, "--yes")
+        assert r.returncode == 0 and "replace" in r.stdout, r.stdout + r.stderr
+        assert seen_of(manifest)["seen"]["inputs/train/b/c.txt"] == sha(b"rows v2\n")
+    finally:
+        server.stop()
