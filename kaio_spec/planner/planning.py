@@ -675,6 +675,8 @@ class _Planner:
         for name, source in sorted(written.items()):
             where = self._site_path(job, ("inputs", name))
             problem = datasets.check_name(name)
+            if problem is None and name in job.needs:  # both would be inputs/<name>/
+                problem = f"{name!r} is also a job this one needs: give the input another name"
             if problem is None and (not isinstance(source, str) or not source):
                 problem = "must be a path (a file or a folder) or an s3://bucket/prefix URI"
             if problem is None:
