@@ -67,8 +67,9 @@ def write_way(root: Path, way: str, data: Path) -> Path:
 
 def one_apply(url: str, key: str, manifest: Path) -> tuple[float, int, int]:
     """(seconds, bytes sent, requests) of one `kaio_spec.apply(detach=True)` via the proxy."""
-    import kaio_spec
     from faultproxy import FaultProxy
+
+    import kaio_spec
     from kaio_spec import Client
 
     with FaultProxy(url) as proxy:
