@@ -27,6 +27,11 @@ TRAIN = textwrap.dedent(
     writes = []
     for target in ("inputs/train/a.bin", "inputs/train/new.txt", os.environ.get("KAIO_INPUT_TRAIN", "inputs/train") + "/b/c.txt"):
         try:
+            if os.path.exists(target):  # its owner could make it writable, were it not read-only
+                os.chmod(target, 0o644)
+                os.chmod(os.path.dirname(target), 0o755)
+            else:
+                os.chmod(os.path.dirname(target), 0o755)
             with open(target, "ab") as f:
                 f.write(b"x")
             writes.append("written")
@@ -122,6 +127,9 @@ def test_inputs_upload_once_read_only_and_replace_on_data_change(kaio_server, ap
         sent = [s for m, p, s in proxy.sent[before:] if m == "PUT" and "/files/" in p]
         assert sent == [len(b"rows, more\n")]
         assert seen_of(manifest)["seen"]["inputs/train/b/c.txt"] == sha(b"rows, more\n")
+    # Stored once, however many jobs (three here) used it.
+    stored = list((kaio_server.data_dir / "files").glob(f"*/*/{sha(files['inputs/train/a.bin'])}"))
+    assert len(stored) == 1 and stored[0].stat().st_nlink == 4  # the store's and 3 jobs' links
 
 
 def bearer(client) -> dict[str, str]:
