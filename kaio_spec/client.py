@@ -61,6 +61,7 @@ BASE_PACKAGES = "base-packages"  # the feature named in GET /healthz (docs/base-
 # The feature of a server that takes a package PUT of unknown length (chunked), as it is made.
 STREAMED_UPLOAD = "streamed-upload"
 INPUTS = "inputs"  # the feature named in GET /healthz (docs/inputs.md)
+NEEDS_LINKS = "needs-links"  # presign's `needs`: the platform links needed outputs itself
 MAX_HASHES_ASKED = 10_000  # in one POST /files/missing
 FEATURES_TIMEOUT = (10, 10)  # seconds to connect, and to wait for /healthz's answer
 RENEW_BEFORE_S = 60  # log in again when the token has less than this left (docs/protocol.md)
@@ -455,6 +456,7 @@ class Client:
         labels: Mapping[str, str] | None = None,
         base_package: str | None = None,
         inputs: Mapping[str, Mapping[str, str]] | None = None,
+        needs: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """The first half of submit_package, for a caller that must record the answer before it
         uploads (the executor's state file): checks everything exactly as submit_package does
@@ -473,7 +475,8 @@ class Client:
 
         `inputs`: {name: {path: sha256}}, files the server holds already (upload_input_files),
         which the job sees read-only at inputs/<name>/<path> (docs/inputs.md; a server with the
-        "inputs" feature only).
+        "inputs" feature only). `needs`: {path under inputs/: unique_job_name}, completed jobs
+        of the caller's whose outputs the platform links there (the "needs-links" feature).
 
         Never retried, as submit_package's docstring says: after requests.ConnectionError, or an
         HTTPError with 502/503/504, the job may or may not exist (look for it by job_name in
@@ -496,7 +499,7 @@ class Client:
         )
         if base_package is not None and not validation.is_sha256(base_package):
             raise FieldError("base_package", "must be a SHA-256: 64 lower-case hex digits")
-        return self._presign(fields, image, base_package, inputs)
+        return self._presign(fields, image, base_package, inputs, needs)
 
     def features(self) -> frozenset[str]:
         """The protocol extensions the server lists in GET /healthz (a local-platform route; the
@@ -684,6 +687,7 @@ class Client:
         image: ResolvedImage,
         base_package: str | None = None,
         inputs: Mapping[str, Mapping[str, str]] | None = None,
+        needs: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         job_spec = {
             "instance_type": fields["instance_type"],
@@ -705,6 +709,8 @@ class Client:
             body["base_package"] = base_package
         if inputs:
             body["inputs"] = {name: dict(files) for name, files in inputs.items()}
+        if needs:
+            body["needs"] = dict(needs)
         self._log.debug(
             "presign %s: %s x%d, image %s, env names %s",
             fields["job_name"],

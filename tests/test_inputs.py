@@ -140,8 +140,9 @@ def presign(url, headers, inputs):
     body = {
         "job_name": "probe",
         "job_spec": {"instance_type": "ml.m5.large", "entrypoint": "main.py"},
-        "inputs": inputs,
     }
+    if inputs is not None:
+        body["inputs"] = inputs
     return requests.post(f"{url}/jobs/presign", json=body, headers=headers, timeout=10)
 
 
@@ -256,3 +257,72 @@ def test_s3_inputs_from_a_real_s3_server(kaio_server, api_key, tmp_path, monkeyp
         assert seen_of(manifest)["seen"]["inputs/train/b/c.txt"] == sha(b"rows v2\n")
     finally:
         server.stop()
+
+
+PREP_BIG = (
+    "import os\n"
+    "open('big.bin', 'wb').write(os.urandom(2_000_000))\n"
+    "os.makedirs('sub', exist_ok=True)\n"
+    "open('sub/stats.json', 'w').write('{\"rows\": 3}')\n"
+)
+USE = (
+    "import hashlib, json, os\n"
+    "big = hashlib.sha256(open('inputs/prep/big.bin', 'rb').read()).hexdigest()\n"
+    "stats = json.load(open('inputs/prep/sub/stats.json'))\n"
+    "try:\n"
+    "    open('inputs/prep/big.bin', 'ab').write(b'x')\n"
+    "    wrote = True\n"
+    "except OSError:\n"
+    "    wrote = False\n"
+    "json.dump({'big': big, 'stats': stats, 'wrote': wrote, 'needs': json.load(open('needs.json'))},\n"
+    "          open('used.json', 'w'))\n"
+)
+
+
+def test_a_needed_jobs_outputs_are_linked_by_the_platform_not_uploaded(
+    kaio_server, api_key, tmp_path
+):
+    for key, code in (("prep", PREP_BIG), ("use", USE)):
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "main.py").write_text(code)
+    manifest = tmp_path / "kaio.yaml"
+    manifest.write_text(
+        "version: 1\nname: link\nsettings: {poll_seconds: 0.3}\njobs:\n"
+        "  prep: {directory: ./prep, entrypoint: main.py}\n"
+        "  use: {directory: ./use, entrypoint: main.py, needs: prep}\n"
+    )
+    with FaultProxy(kaio_server.url) as proxy:
+        r = run_apply(manifest, proxy.url, api_key, "--yes")
+        assert r.returncode == 0, r.stdout + r.stderr
+        uploads = [s for m, p, s in proxy.sent if m == "PUT" and p.startswith("/objects/")]
+    downloaded = tmp_path / "outputs" / "link" / "prep" / "big.bin"
+    used = json.loads((tmp_path / "outputs" / "link" / "use" / "used.json").read_text())
+    assert used["big"] == sha(downloaded.read_bytes()) and used["stats"] == {"rows": 3}
+    assert used["needs"]["prep"][0]["files"] == ["big.bin", "sub/stats.json"]
+    assert not used["wrote"]
+    assert max(uploads) < 100_000, uploads  # 2 MB of prep's outputs never went up again
+
+
+def test_needs_name_only_the_callers_completed_jobs(kaio_server, client):
+    from kaio_spec import Client
+
+    url = kaio_server.url
+    other = Client(url).login(kaio_server.add_user("victim"))
+    theirs = presign(url, bearer(other), None).json()["unique_job_name"]  # Pending, not ours
+    mine = presign(url, bearer(client), None).json()["unique_job_name"]  # ours, Pending
+
+    def ask(needs):
+        body = {
+            "job_name": "probe",
+            "job_spec": {"instance_type": "ml.m5.large", "entrypoint": "main.py"},
+            "needs": needs,
+        }
+        return requests.post(f"{url}/jobs/presign", json=body, headers=bearer(client), timeout=10)
+
+    r = ask({"prep": theirs})
+    assert r.status_code == 409 and "no job" in r.json()["error"]
+    r = ask({"prep": mine})
+    assert r.status_code == 409 and "not completed" in r.json()["error"]
+    for crafted in ({"../up": mine}, {"a//b": mine}, {"prep": "../../x"}, {"prep": 3}):
+        r = ask(crafted)
+        assert r.status_code == 400 and r.json()["error"].startswith("needs"), r.text

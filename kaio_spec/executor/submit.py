@@ -32,10 +32,10 @@ from typing import Any
 
 import requests
 
-from kaio_spec.client import INPUTS, check_job_fields, check_package_fits
+from kaio_spec.client import INPUTS, NEEDS_LINKS, check_job_fields, check_package_fits
 from kaio_spec.errors import InvalidInput
 from kaio_spec.executor.inputs import StoredInputs, packaged_inputs
-from kaio_spec.executor.needs import InputFiles
+from kaio_spec.executor.needs import InputFiles, linked_needs
 from kaio_spec.images import ResolvedImage, resolve_job_image
 from kaio_spec.packaging import Package, build_package
 from kaio_spec.planner import PlannedJob
@@ -79,6 +79,7 @@ class PackageCache:
         self.inputs = InputFiles()  # needs: the needed jobs' outputs, read once per run
         # `inputs:` stored by the platform (its "inputs" feature), not packaged: Submitter says.
         self.inputs_on_server = False
+        self.needs_linked = False  # needed outputs linked by the platform (needs-links)
 
     def folder_package(self, job: PlannedJob) -> Package:
         key = (str(job.directory), job.entrypoint, job.package_exclude)
@@ -114,7 +115,7 @@ class PackageCache:
         return self.folder_package(job).overlay(self._job_files(job))
 
     def _job_files(self, job: PlannedJob) -> dict[str, bytes | str]:
-        files = {"params.json": job.params_json(), **self.inputs.files(job)}
+        files = {"params.json": job.params_json(), **self.inputs.files(job, self.needs_linked)}
         if job.inputs and not self.inputs_on_server:  # docs/inputs.md: the hosted fallback
             files.update(packaged_inputs(job))
         return files
@@ -207,8 +208,10 @@ class Submitter:
     def submit(self, job: PlannedJob, known: list[str], cancelled: Callable[[], bool]) -> Outcome:
         """Package, record the intent, presign, record its answer, upload."""
         try:
-            if job.inputs:
-                self.packages.inputs_on_server = INPUTS in self.client.features()
+            if job.inputs or job.needs:
+                features = self.client.features()
+                self.packages.inputs_on_server = INPUTS in features
+                self.packages.needs_linked = NEEDS_LINKS in features
             package = self.packages.job_package(job)
             fields = self._fields(job, package)
             image = self._image(job)
@@ -219,6 +222,7 @@ class Submitter:
         base = self._base(job)
         try:
             inputs = self.stored_inputs.send(job) if self.packages.inputs_on_server else None
+            needs = linked_needs(job) if self.packages.needs_linked else None
         except (ValueError, OSError) as e:  # an S3 object or a file that cannot be read or sent
             return Outcome("invalid", error=f"inputs: {_short(e)}")
         if cancelled():
@@ -231,7 +235,7 @@ class Submitter:
         since = time.monotonic()
         try:
             presign = self.client.presign(
-                package, image=image, base_package=base, inputs=inputs, **fields
+                package, image=image, base_package=base, inputs=inputs, needs=needs, **fields
             )
         except (requests.ConnectionError, requests.Timeout) as e:
             return Outcome("uncertain", error=_short(e), since=since)

@@ -67,7 +67,8 @@ UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
 # only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
 # of unknown length, as the client compresses it (receive_body streams and counts it either way).
-FEATURES = ("base-packages", "inputs", "jobs-filters", "streamed-upload")  # inputs: docs/inputs.md
+# inputs, needs-links: docs/inputs.md.
+FEATURES = ("base-packages", "inputs", "jobs-filters", "needs-links", "streamed-upload")
 PACKAGE_BUCKET = "kaio-local"  # the s3_uri of a presign answer names it, and no folder
 MAX_LIST_LIMIT = 1000  # jobs in one page of GET /jobs (feature jobs-filters)
 
@@ -756,7 +757,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             # Marked used before the job exists, so that the retention sweep spares it.
             if base is not None and layout.base(user["id"], base).touch(touch_fresh_s) is not None:
                 fields["base_package"] = base
-            inputs = routes_files.assemble_inputs(data_dir, user["id"], body)  # 400/409 before
+            inputs = routes_files.assemble_inputs(data_dir, user["id"], body, store, layout)
             job = store.create_job(user["id"], job_name, fields)
             if inputs is not None:
                 filestore.place(inputs, layout.job(job["unique_job_name"]).root)

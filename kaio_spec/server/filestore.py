@@ -28,6 +28,7 @@ MAX_PATH_CHARS = 1024
 MAX_PART_CHARS = 255
 # An input's name becomes a folder and an environment variable (KAIO_INPUT_<NAME>).
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_UNIQUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,200}")  # a unique_job_name's letters
 
 
 class InputsError(ValueError):
@@ -98,7 +99,7 @@ def parse_inputs(body: dict) -> dict[str, dict[str, str]] | None:
             raise InputsError(f"inputs.{name}: must be an object of path -> sha256")
         total += len(files)
         for path, sha in files.items():
-            _check_path(name, path)
+            _check_path(f"inputs.{name}", path)
             if not validation.is_sha256(sha):
                 raise InputsError(f"inputs.{name}[{path!r}]: must be 64 lower-case hex digits")
     if total > MAX_INPUT_FILES:
@@ -107,8 +108,8 @@ def parse_inputs(body: dict) -> dict[str, dict[str, str]] | None:
     return value
 
 
-def _check_path(name: str, path: object) -> None:
-    where = f"inputs.{name}[{path!r}]"
+def _check_path(field: str, path: object) -> None:
+    where = f"{field}[{path!r}]"
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS:
         raise InputsError(f"{where}: a path of 1 to {MAX_PATH_CHARS} characters is required")
     parts = path.split("/")
@@ -128,7 +129,7 @@ def _check_no_file_over_folder(inputs: dict[str, dict[str, str]]) -> None:
 
 def assemble(store: FileStore, inputs: dict[str, dict[str, str]]) -> Path:
     """A job's inputs folder made from the tenant's files by hard links, in a temp folder of the
-    store (place() moves it into the job's folder): MissingFiles when the tenant lacks one."""
+    store (seal() then place() move it into the job's folder): MissingFiles when the tenant lacks one."""
     lacking = store.missing([sha for files in inputs.values() for sha in files.values()])
     if lacking:
         raise MissingFiles(
@@ -143,11 +144,44 @@ def assemble(store: FileStore, inputs: dict[str, dict[str, str]]) -> Path:
                 target = tmp / name / path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.link(store.path(sha), target)
-        _read_only_folders(tmp)
     except BaseException:
         remove(tmp)
         raise
     return tmp
+
+
+def parse_needs(body: dict, inputs: dict | None) -> dict[str, str] | None:
+    """The optional `needs` of a presign: {path under inputs/: unique_job_name of a completed
+    job of the caller's}, whose outputs are linked there (docs/inputs.md, "needs-links")."""
+    value = body.get("needs")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) > MAX_INPUT_FILES:
+        raise InputsError("needs: must be an object of path -> unique_job_name")
+    for path, unique in value.items():
+        _check_path("needs", path)
+        top = path.split("/")[0]
+        if inputs and top in inputs:
+            raise InputsError(f"needs[{path!r}]: {top!r} is also one of the job's inputs")
+        if not isinstance(unique, str) or not _UNIQUE.fullmatch(unique):
+            raise InputsError(f"needs[{path!r}]: must be a unique_job_name")
+    _check_no_file_over_folder({"needs": dict.fromkeys(value, "")})
+    return value
+
+
+def link_outputs(outputs: Path, dest: Path) -> None:
+    """Hard links in `dest` to each regular file under a needed job's `outputs` (none followed
+    through a link): its outputs, read-only to the job that needs them, never copied."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for folder, dirs, files in os.walk(outputs):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+        rel = os.path.relpath(folder, outputs)
+        for name in files:
+            source = os.path.join(folder, name)
+            if stat.S_ISREG(os.lstat(source).st_mode):
+                target = dest / rel / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(source, target)
 
 
 def place(tmp: Path, job_root: Path) -> None:
@@ -156,7 +190,8 @@ def place(tmp: Path, job_root: Path) -> None:
     os.replace(tmp, job_root / INPUTS)
 
 
-def _read_only_folders(root: Path) -> None:
+def seal(root: Path) -> None:
+    """Make an assembled inputs folder's folders read-only (its files are already)."""
     for folder, _dirs, _files in os.walk(root):
         os.chmod(folder, 0o555)
 
@@ -188,7 +223,8 @@ def mount(job_root: Path, pkg: Path) -> dict[str, str]:
                 "that name; rename one"
             )
         os.symlink(entry, link)
-        env[f"KAIO_INPUT_{entry.name.upper()}"] = str(entry)
+        if _NAME.fullmatch(entry.name):  # not a needed job's key with a '-'
+            env[f"KAIO_INPUT_{entry.name.upper()}"] = str(entry)
     return env
 
 

@@ -19,6 +19,7 @@ from kaio_spec.server import filestore
 from kaio_spec.server.filestore import FileStore
 
 FEATURE = "inputs"  # listed in GET /healthz
+NEEDS_FEATURE = "needs-links"  # presign's `needs`: needed outputs linked, not uploaded
 MAX_ASKED = 10_000  # hashes in one POST /files/missing
 
 
@@ -70,17 +71,42 @@ def make_router(caller: Callable[..., Any]) -> APIRouter:
     return router
 
 
-def assemble_inputs(data_dir, user_id: str, body: dict):
-    """The presign's `inputs` assembled in a temp folder (None without any), for
-    filestore.place once the job exists: 400 for bad names or paths, 409 for files not uploaded."""
+def assemble_inputs(data_dir, user_id: str, body: dict, jobs, layout):
+    """The presign's `inputs` (files of the caller's store) and `needs` (outputs of the caller's
+    completed jobs) assembled in a temp folder, read-only (None without either), for
+    filestore.place once the job exists. 400 for bad names or paths, 409 for files not uploaded
+    or jobs that are not the caller's completed ones. `jobs`: the Store, `layout`: storage's."""
     from kaio_spec.server.app import ApiError
 
     try:
         inputs = filestore.parse_inputs(body)
-        if inputs is None:
+        needs = filestore.parse_needs(body, inputs)
+        if inputs is None and needs is None:
             return None
-        return filestore.assemble(FileStore(data_dir, user_id), inputs)
+        tmp = filestore.assemble(FileStore(data_dir, user_id), inputs or {})
     except filestore.MissingFiles as e:
         raise ApiError(409, str(e)) from None
     except filestore.InputsError as e:
         raise ApiError(400, str(e)) from None
+    try:
+        for path, unique in (needs or {}).items():
+            _needed_job(jobs, user_id, path, unique)
+            filestore.link_outputs(layout.job(unique).outputs, tmp / path)
+        filestore.seal(tmp)
+    except BaseException:
+        filestore.remove(tmp)
+        raise
+    return tmp
+
+
+def _needed_job(jobs, user_id: str, path: str, unique: str) -> None:
+    from kaio_spec.server.app import ApiError
+    from kaio_spec.server.states import JobStatus
+    from kaio_spec.server.store import NotFound
+
+    try:
+        job = jobs.get_job(unique, user_id)  # another tenant's job and none look the same
+    except NotFound:
+        raise ApiError(409, f"needs[{path!r}]: no job {unique!r}") from None
+    if job["status"] != JobStatus.COMPLETED or job["data_deleted"]:
+        raise ApiError(409, f"needs[{path!r}]: {unique} has no outputs to link (not completed)")
