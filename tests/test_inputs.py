@@ -121,6 +121,7 @@ def test_inputs_upload_once_read_only_and_replace_on_data_change(kaio_server, ap
         (data / "train" / "b" / "c.txt").write_text("rows, more\n")
         plan = run_kaio(manifest, api_key, "plan", str(manifest), "--api", proxy.url)
         assert "inputs.train" in plan.stdout, plan.stdout + plan.stderr
+        assert "input train (" in plan.stdout and "uploaded once per content" in plan.stdout
         before = len(proxy.sent)
         r = run_apply(manifest, proxy.url, api_key, "--yes")
         assert r.returncode == 0, r.stdout + r.stderr
@@ -216,6 +217,8 @@ def test_a_server_without_input_storage_gets_the_inputs_in_the_package(
         assert not [p for _, p, _ in proxy.sent if p.startswith("/files")]
         package = [s for m, p, s in proxy.sent if m == "PUT" and p.startswith("/objects/")]
         assert max(package) > 300_000  # the data travelled in the package
+        plan = run_kaio(manifest, api_key, "plan", str(manifest), "--api", proxy.url)
+        assert "input train (" in plan.stdout and "packaged with each job" in plan.stdout
     seen = seen_of(manifest)
     assert seen["seen"]["inputs/train/a.bin"] == sha((data / "train" / "a.bin").read_bytes())
     assert seen["seen"]["inputs/labels/labels.csv"] == sha((data / "labels.csv").read_bytes())
