@@ -4,11 +4,13 @@ their inputs. Then the platform as a hostile tenant sees it: another tenant's ha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import socket
 import textwrap
+import time
 
 import requests
 from apply_support import run_apply, run_kaio
@@ -329,3 +331,22 @@ def test_needs_name_only_the_callers_completed_jobs(kaio_server, client):
     for crafted in ({"../up": mine}, {"a//b": mine}, {"prep": "../../x"}, {"prep": 3}):
         r = ask(crafted)
         assert r.status_code == 400 and r.json()["error"].startswith("needs"), r.text
+
+
+def test_an_upload_cut_short_stores_nothing(kaio_server, client):
+    data = os.urandom(3_000_000)
+    digest = sha(data)
+    with FaultProxy(kaio_server.url) as proxy:
+        proxy.on("PUT", "/files/.*").cut(1_000_000)
+        with contextlib.suppress(requests.RequestException):
+            requests.put(f"{proxy.url}/files/{digest}", data=data, headers=bearer(client))
+    asked = requests.post(
+        f"{kaio_server.url}/files/missing", json={"sha256": [digest]}, headers=bearer(client)
+    )
+    assert asked.json() == {"missing": [digest]}
+    tmp = list((kaio_server.data_dir / "files").glob("*/.tmp/*"))
+    deadline = time.monotonic() + 10
+    while tmp and time.monotonic() < deadline:  # the server notices the cut as it reads
+        time.sleep(0.1)
+        tmp = list((kaio_server.data_dir / "files").glob("*/.tmp/*"))
+    assert not any(p.is_file() for p in tmp)

@@ -695,7 +695,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"id": claims.user_id, "key_id": claims.key_id, "claims": claims}
 
     User = Annotated[dict, Depends(caller)]
-    app.include_router(routes_files.make_router(caller))  # /files (docs/inputs.md)
+    app.include_router(routes_files.make_router(caller, data_dir))  # /files: docs/inputs.md
 
     def own(read: Callable[[str, str], Any], unique: str, user: dict) -> Any:
         try:

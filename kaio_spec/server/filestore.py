@@ -74,7 +74,7 @@ def remove_partial(data_dir: Path) -> None:
     root = data_dir / FILES
     if root.is_dir():
         for tmp in root.glob("*/.tmp"):
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove(tmp)  # assembled inputs hold read-only folders
 
 
 # ---- a presign's inputs -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -23,9 +24,12 @@ NEEDS_FEATURE = "needs-links"  # presign's `needs`: needed outputs linked, not u
 MAX_ASKED = 10_000  # hashes in one POST /files/missing
 
 
-def make_router(caller: Callable[..., Any]) -> APIRouter:
-    """The routes, authenticated by `caller` (app.py's bearer-token dependency)."""
+def make_router(caller: Callable[..., Any], data_dir: Path) -> APIRouter:
+    """The routes, authenticated by `caller` (app.py's bearer-token dependency). Made as the
+    server starts: what uploads a stopped server cut short left in `data_dir` goes first."""
     from kaio_spec.server import app as api  # app.py includes this router: imported when called
+
+    filestore.remove_partial(data_dir)
 
     router = APIRouter(tags=["local"])
     # Not Annotated: with postponed annotations, FastAPI could not see a local alias.
