@@ -9,6 +9,7 @@ A Dataset's `digest` is part of the identity of the jobs that read it: changed d
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -42,7 +43,7 @@ class Dataset:
     source: str  # the folder or file (absolute), or the s3:// URI
     files: tuple[InputFile, ...]
 
-    @property
+    @functools.cached_property  # asked once per job of a plan that reads it
     def digest(self) -> str:
         """Its content, as the jobs' identity holds it: paths with SHA-256s (S3: ETags)."""
         h = hashlib.sha256()

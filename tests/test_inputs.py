@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import textwrap
 import time
 
@@ -350,3 +351,25 @@ def test_an_upload_cut_short_stores_nothing(kaio_server, client):
         time.sleep(0.1)
         tmp = list((kaio_server.data_dir / "files").glob("*/.tmp/*"))
     assert not any(p.is_file() for p in tmp)
+
+
+def test_a_job_whose_upload_failed_is_uploaded_by_the_next_apply_without_its_data(
+    kaio_server, api_key, tmp_path
+):
+    manifest, data = write_project(tmp_path)
+    with FaultProxy(kaio_server.url) as proxy:
+        proxy.on("PUT", "/objects/.*").reset(times=None)  # presigned, never uploaded
+        with contextlib.suppress(subprocess.TimeoutExpired):  # killed while it retries
+            run_apply(manifest, proxy.url, api_key, "--yes", timeout=12)
+        assert any(p == "/jobs/presign" for _, p, _ in proxy.sent)
+        proxy.clear()  # the same address: the next apply finds the state the first one left
+        proxy.sent.clear()
+        try:
+            r = run_apply(manifest, proxy.url, api_key, "--yes", timeout=40)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError(f"{e.stdout}{e.stderr}{proxy.sent}") from None
+        assert r.returncode == 0, r.stdout + r.stderr
+        package = [s for m, p, s in proxy.sent if m == "PUT" and p.startswith("/objects/")]
+        assert package and max(package) < 100_000  # the data is linked, not in the package
+    seen = seen_of(manifest)
+    assert seen["seen"]["inputs/train/a.bin"] == sha((data / "train" / "a.bin").read_bytes())

@@ -191,6 +191,14 @@ class Submitter:
                     self._bases[key] = None
             return self._bases[key]
 
+    def _learn_features(self, job: PlannedJob) -> None:
+        """Whether the platform stores inputs and links needs, before a package is made: the
+        package holds what the platform will not provide (a re-upload after a crash too)."""
+        if job.inputs or job.needs:
+            features = self.client.features()
+            self.packages.inputs_on_server = INPUTS in features
+            self.packages.needs_linked = NEEDS_LINKS in features
+
     def _fields(self, job: PlannedJob, package: Package) -> dict[str, Any]:
         args = job.submit_arguments()
         for name in ("framework", "framework_version"):
@@ -208,10 +216,7 @@ class Submitter:
     def submit(self, job: PlannedJob, known: list[str], cancelled: Callable[[], bool]) -> Outcome:
         """Package, record the intent, presign, record its answer, upload."""
         try:
-            if job.inputs or job.needs:
-                features = self.client.features()
-                self.packages.inputs_on_server = INPUTS in features
-                self.packages.needs_linked = NEEDS_LINKS in features
+            self._learn_features(job)
             package = self.packages.job_package(job)
             fields = self._fields(job, package)
             image = self._image(job)
@@ -273,6 +278,7 @@ class Submitter:
         since = time.monotonic()
         try:
             if body is None:
+                self._learn_features(job)
                 on_base = (self.state.intent(job.job_name) or {}).get("base_package")
                 body = self.packages.job_overlay(job) if on_base else self.packages.job_package(job)
             self._put(url, body, unique)
