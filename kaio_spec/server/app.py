@@ -2,7 +2,7 @@
 
 Every error is `{"error": "<reason naming the field>"}`. JSON bodies are read by hand (bounded
 size, UTF-8, depth) rather than by pydantic, so that each rejection names the field in words and
-the checks are exactly validation.py's; pydantic models below only describe the responses.
+the checks are exactly validation.py's; pydantic models (openapi.py) only describe the responses.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and the
@@ -14,40 +14,55 @@ import hashlib
 import json
 import logging
 import os
-import secrets
-import threading
-import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from email.utils import formatdate
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
-from starlette.responses import StreamingResponse
 
 from kaio_spec import catalog, validation
 from kaio_spec._version import __version__
 from kaio_spec.server import apidocs, auth, storage
+from kaio_spec.server.bodies import (
+    MAX_TEXT_FIELD,
+    read_json,
+    receive_body,
+    refuse_declared_over,
+)
 from kaio_spec.server.config import ServerConfig
+from kaio_spec.server.errors import ApiError
 from kaio_spec.server.headers import DefaultHeaders, attachment
+from kaio_spec.server.openapi import (
+    ERRORS,
+    LINK_LOGIN_BODY,
+    LOGIN_BODY,
+    PRESIGN_BODY,
+    DownloadOut,
+    HealthOut,
+    InstancesOut,
+    JobListOut,
+    JobOut,
+    LoginOut,
+    PackageOut,
+    PresignOut,
+    SignInLinkOut,
+    TelemetryOut,
+)
+from kaio_spec.server.responses import conditional, etag_matches, file_response, json_text, ok
 from kaio_spec.server.scheduler import Scheduler
+from kaio_spec.server.signin import SignInLinks
 from kaio_spec.server.states import JobStatus
 from kaio_spec.server.storage import hosts_of
 from kaio_spec.server.store import TELEMETRY_FIELDS, JobFilter, NotFound, Store, iso, now
 
 log = logging.getLogger("kaio.server")
 
-MAX_JSON_BYTES = 64 * 1024
-MAX_JSON_DEPTH = 16
-MAX_TEXT_FIELD = 512
 # SageMaker Processing's own limit: a job the cloud would refuse is refused here too, and one
 # tenant cannot ask this machine for a million processes.
 DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
@@ -62,8 +77,6 @@ TELEMETRY_SAMPLE_FIELDS = (
     "gpu_util_percent",
     "gpu_memory_mb",
 )
-FILE_CHUNK = 256 * 1024  # an output sent in pieces of this size
-UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
 # only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
 # of unknown length, as the client compresses it (receive_body streams and counts it either way).
@@ -93,7 +106,6 @@ DASHBOARD_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-cache",  # revalidate (ETag): an upgraded server serves its own page
 }
-SIGNIN_LINK_TTL_S = 60.0
 # A tenant's own list: no cache keeps it (headers.py); a client may still send If-None-Match.
 LIST_HEADERS = {"Cache-Control": "no-store"}
 # GET /jobs reads on the event loop only the few jobs that changed since the last listing (about
@@ -102,264 +114,7 @@ LIST_READS_ON_LOOP = 64
 SIGNED_ON_LOOP = 64  # output URLs GET /jobs/download signs on the event loop (about 10 us each)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        self.status = status
-        self.message = message
-
-
-# ---- response shapes (for /openapi.json) --------------------------------------------------------
-
-
-class ErrorOut(BaseModel):
-    error: str
-
-
-class HistoryOut(BaseModel):
-    status: str
-    at: str
-
-
-class JobOut(BaseModel):
-    unique_job_name: str
-    job_name: str
-    status: str
-    timestamp: str
-    start_time: str | None
-    end_time: str | None
-    failure_reason: str | None
-    status_history: list[HistoryOut]
-    instance_type: str
-    instance_count: int
-    volume_size_gb: int
-    entrypoint: str
-    image_uri: str | None
-    workflow: str | None
-    env_names: list[str]
-    labels: dict[str, str]
-    archived: bool
-    data_deleted: bool
-
-
-class JobListOut(BaseModel):
-    jobs: list[JobOut]
-    count: int
-
-
-class ProjectOut(BaseModel):
-    id: str
-    name: str
-
-
-class LoginOut(BaseModel):
-    access_token: str
-    exp: int
-    project: ProjectOut
-
-
-class PresignOut(BaseModel):
-    unique_job_name: str
-    upload_url: str
-    s3_uri: str
-    env_names: list[str]
-    base_package: str | None = None  # only when the upload takes an overlay on it
-
-
-class PackageOut(BaseModel):
-    sha256: str
-    size: int
-
-
-class DownloadOut(BaseModel):
-    output_files: list[tuple[str, str, str]]
-
-
-class InstanceOut(BaseModel):
-    instance_type: str
-    vcpus: int
-    memory_gb: int
-    gpus: int
-    gpu_memory_gb: int
-    on_your_plan: bool
-
-
-class InstancesOut(BaseModel):
-    jobs: list[InstanceOut]
-
-
-class InstanceTelemetryOut(BaseModel):
-    host: str
-    runtime_s: float | None = None
-    exit_code: int | None = None
-    cpu_seconds: float | None = None
-    peak_cpu_percent: float | None = None
-    peak_rss_bytes: int | None = None
-    peak_gpu_util_percent: float | None = None
-    peak_gpu_memory_mb: float | None = None
-    samples: list[list[float | None]]
-
-
-class TelemetryOut(BaseModel):
-    unique_job_name: str
-    status: str
-    sample_fields: list[str]
-    instances: list[InstanceTelemetryOut]
-
-
-class HealthOut(BaseModel):
-    status: str
-    version: str
-    features: list[str]
-    jobs_confined: bool
-    isolation: str
-
-
-class SignInLinkOut(BaseModel):
-    code: str
-    expires_in: int
-
-
-ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413)}
-
-LOGIN_BODY = {
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["api_key"],
-                "properties": {"api_key": {"type": "string"}},
-            }
-        }
-    },
-    "required": True,
-}
-PRESIGN_BODY = {
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["job_name", "job_spec"],
-                "properties": {
-                    "job_name": {"type": "string", "pattern": catalog.JOB_NAME_RE.pattern},
-                    "job_spec": {
-                        "type": "object",
-                        "required": ["instance_type", "entrypoint"],
-                        "properties": {
-                            "instance_type": {"enum": list(catalog.INSTANCE_TYPES)},
-                            "instance_count": {
-                                "type": "integer",
-                                "minimum": catalog.MIN_INSTANCE_COUNT,
-                                "maximum": catalog.MAX_INSTANCE_COUNT,
-                            },
-                            "volume_size_gb": {
-                                "type": "integer",
-                                "minimum": catalog.MIN_VOLUME_GB,
-                                "maximum": catalog.MAX_VOLUME_GB,
-                            },
-                            "entrypoint": {"type": "string"},
-                            "image_uri": {"type": "string"},
-                            "framework": {"type": "string"},
-                            "framework_version": {"type": "string"},
-                            "max_runtime_hours": {
-                                "type": "number",
-                                "exclusiveMinimum": 0,
-                                "maximum": catalog.MAX_RUNTIME_HOURS,
-                            },
-                            "workflow": {"type": "string"},
-                        },
-                    },
-                    "env": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "base_package": {
-                        "type": "string",
-                        "description": "SHA-256 of a base package (docs/base-packages.md)",
-                    },
-                },
-            }
-        }
-    },
-    "required": True,
-}
-
-
 # ---- request parsing ----------------------------------------------------------------------------
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth, iteratively (a recursive walk is what deep JSON is meant to break)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        deepest = max(deepest, d)
-        if isinstance(v, dict):
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, d + 1) for x in v)
-    return deepest
-
-
-def _not_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _lone_surrogate_at(value: Any) -> str | None:
-    """Where (`job_spec.entrypoint`, `env`) the first string or key holds a lone surrogate,
-    which JSON's \\ud800 escapes allow and UTF-8 (so the store, a file name, an environment
-    variable) cannot carry; None when there is none. Iterative, as _depth."""
-    stack: list[tuple[str, Any]] = [("body", value)]
-    while stack:
-        path, v = stack.pop()
-        if isinstance(v, str) and _not_utf8(v):
-            return path
-        if isinstance(v, dict):
-            for key, inner in v.items():
-                if _not_utf8(key):
-                    return path
-                stack.append((key if path == "body" else f"{path}.{key}", inner))
-        elif isinstance(v, list):
-            stack.extend((f"{path}[{i}]", inner) for i, inner in enumerate(v))
-    return None
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-async def read_json(request: Request, stall_s: float = 60.0) -> dict:
-    ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
-        raise ApiError(400, "Content-Type: must be application/json")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
-        raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
-    body = bytearray()
-    async for chunk in stalls_timed_out(request, stall_s):
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ApiError(400, f"body: not valid UTF-8 (byte {e.start})") from None
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ApiError(400, f"body: nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except ValueError as e:
-        raise ApiError(400, f"body: not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise ApiError(400, "body: must be a JSON object")
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise ApiError(400, f"body: nested deeper than {MAX_JSON_DEPTH} levels")
-    if (where := _lone_surrogate_at(value)) is not None:
-        raise ApiError(
-            400, f"{where}: holds a lone surrogate (a \\ud800-style escape), not valid Unicode"
-        )
-    return value
 
 
 def _required(obj: dict, name: str, field: str) -> Any:
@@ -434,95 +189,6 @@ def check_sha256(value: str) -> None:
         raise ApiError(400, "sha256: must be 64 lower-case hex digits (the package's SHA-256)")
 
 
-def refuse_declared_over(request: Request, limit: int) -> None:
-    """413 before a byte is read when the body says it is too large."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"body: larger than the {limit} bytes allowed")
-
-
-async def stalls_timed_out(request: Request, stall_s: float) -> AsyncIterator[bytes]:
-    """The body's pieces; 408 when none comes for `stall_s` seconds, so that a client that
-    stops sending frees what the request holds (an upload's lock) instead of keeping it."""
-    pieces = request.stream().__aiter__()
-    while True:
-        try:
-            chunk = await asyncio.wait_for(pieces.__anext__(), stall_s)
-        except StopAsyncIteration:
-            return
-        except asyncio.TimeoutError:
-            raise ApiError(408, f"body: no byte came for {stall_s:g} s; send it again") from None
-        yield chunk
-
-
-async def receive_body(
-    request: Request, hasher: Any, limit: int, sink: BinaryIO | None = None, stall_s: float = 60.0
-) -> int:
-    """Stream the body through `hasher` (and into `sink`), never whole in memory; its size. 413
-    past `limit`; 408 when it stalls for `stall_s`. One pass over the bytes: each piece hashed
-    (hashlib lets go of the GIL) and written together."""
-
-    def take(data: bytearray) -> None:
-        hasher.update(data)
-        if sink is not None:
-            sink.write(data)
-
-    size = 0
-    pending = bytearray()
-    try:
-        async for chunk in stalls_timed_out(request, stall_s):
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"body: larger than the {limit} bytes allowed")
-            pending += chunk
-            if len(pending) >= UPLOAD_WRITE_CHUNK:
-                # Large pieces off the event loop; the last small one (all of a small package)
-                # is not worth a thread hop.
-                data, pending = pending, bytearray()
-                await run_in_threadpool(take, data)
-    except ClientDisconnect:
-        # Nobody reads the answer; the status keeps the server's log free of a traceback.
-        raise ApiError(400, "body: the client went away before sending all of it") from None
-    take(pending)
-    return size
-
-
-class SignInLinks:
-    """One-time codes that sign a browser tab in (`kaio dashboard`), so that the API key never
-    travels in a URL: random, single use, short-lived, kept only as hashes and only in memory
-    (a restart voids them, which costs nothing: the CLI makes a new one in a second)."""
-
-    def __init__(
-        self, ttl_s: float = SIGNIN_LINK_TTL_S, clock: Callable[[], float] = time.monotonic
-    ):
-        self.ttl_s = ttl_s
-        self._clock = clock
-        # sha256 -> (expiry, user, key id, the expiry of the token that made the code)
-        self._codes: dict[str, tuple[float, str, int, int]] = {}
-        self._lock = threading.Lock()
-
-    def issue(self, user_id: str, key_id: int, not_after: int) -> str:
-        code = secrets.token_urlsafe(32)
-        with self._lock:
-            t = self._clock()
-            self._codes = {h: v for h, v in self._codes.items() if v[0] > t}
-            self._codes[self._hash(code)] = (t + self.ttl_s, user_id, key_id, not_after)
-        return code
-
-    def redeem(self, code: str) -> tuple[str, int, int] | None:
-        """(user id, key id, when its token must expire by) of a valid code, which is then
-        spent; None otherwise."""
-        with self._lock:
-            found = self._codes.pop(self._hash(code), None)
-            if found is None or found[0] <= self._clock() or found[3] <= time.time():
-                return None
-        return found[1], found[2], found[3]
-
-    @staticmethod
-    def _hash(code: str) -> str:
-        return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def load_dashboard(folder: Path = DASHBOARD_DIR) -> dict[str, tuple[bytes, str, str]]:
     """The dashboard's files by name: (bytes, media type, ETag). Read once at start-up, from a
     fixed list made here, so no request path ever reaches the file system."""
@@ -535,58 +201,6 @@ def load_dashboard(folder: Path = DASHBOARD_DIR) -> dict[str, tuple[bytes, str, 
                 etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
                 files[path.name] = (data, media, etag)
     return files
-
-
-def ok(content: dict) -> JSONResponse:
-    """A 200 answered as is: the route's response_model documents it in /openapi.json without
-    pydantic validating and re-encoding every response (a poll of GET /jobs is the hot path)."""
-    return JSONResponse(content)
-
-
-def json_text(text: str) -> Response:
-    """A 200 whose JSON the store already rendered (store.job_json)."""
-    return Response(text, media_type="application/json")
-
-
-def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """If-None-Match's weak comparison (RFC 9110 13.1.2): any listed tag, or *."""
-    if not if_none_match:
-        return False
-    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
-    return etag in tags or "*" in tags
-
-
-def conditional(request: Request, body: bytes, media: str, headers: dict[str, str]) -> Response:
-    """The body with an ETag made from it, or a bodiless 304 when the caller already holds it."""
-    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
-    headers = {**headers, "ETag": etag}
-    if etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type=media, headers=headers)
-
-
-# ---- the app ------------------------------------------------------------------------------------
-
-
-def file_response(f: BinaryIO) -> StreamingResponse:
-    """The open file's bytes, as many as it held when opened (something may still append)."""
-    st = os.fstat(f.fileno())
-
-    def chunks() -> Iterator[bytes]:
-        with f:
-            left = st.st_size
-            while left > 0 and (data := f.read(min(FILE_CHUNK, left))):
-                left -= len(data)
-                yield data
-
-    return StreamingResponse(
-        chunks(),
-        media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(st.st_size),
-            "Last-Modified": formatdate(st.st_mtime, usegmt=True),
-        },
-    )
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -1055,20 +669,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         tags=["local"],
         response_model=LoginOut,
         responses=ERRORS,
-        openapi_extra={
-            "requestBody": {
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["code"],
-                            "properties": {"code": {"type": "string"}},
-                        }
-                    }
-                },
-                "required": True,
-            }
-        },
+        openapi_extra={"requestBody": LINK_LOGIN_BODY},
     )
     async def login_with_link(request: Request):
         """Exchange a code from POST /dashboard/links for a token, once (403 when the code is
