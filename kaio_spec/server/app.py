@@ -7,14 +7,11 @@ the checks are exactly validation.py's; pydantic models (openapi.py) only descri
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and the
 # `User` dependency is local to create_app, so they must be evaluated where they are written.
-import asyncio
 import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
-import weakref
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -59,7 +56,8 @@ from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.signin import SignInLinks
 from kaio_spec.server.states import JobStatus
 from kaio_spec.server.storage import hosts_of
-from kaio_spec.server.store import TELEMETRY_FIELDS, JobFilter, NotFound, Store, iso, now
+from kaio_spec.server.store import TELEMETRY_FIELDS, JobFilter, NotFound, Store
+from kaio_spec.server.uploads import Uploads, check_takes_upload
 
 log = logging.getLogger("kaio.server")
 
@@ -223,14 +221,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         "jobs_confined": scheduler.sandbox.mode != "none",
         "isolation": scheduler.sandbox.mode,  # "namespaces", "landlock" or "none"
     }
-    # Weak: a lock lives while a request holds it (and the requests queued behind it), so the
-    # maps do not grow by one lock per upload for the server's whole life.
-    upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-    package_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
-        weakref.WeakValueDictionary()  # (user id, sha256)
-    )
     # How stale a base package's last-used mark may get: far below the retention period.
-    touch_fresh_s = min(60.0, config.retention_s / 10)
+    uploads = Uploads(store, layout, scheduler, min(60.0, config.retention_s / 10))
     signin_links = SignInLinks()
     dashboard = load_dashboard()
     swagger = apidocs.load_swagger()
@@ -367,7 +359,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
         def create() -> dict:
             # Marked used before the job exists, so that the retention sweep spares it.
-            if base is not None and layout.base(user["id"], base).touch(touch_fresh_s) is not None:
+            if base is not None and uploads.use_base(user["id"], base):
                 fields["base_package"] = base
             job = store.create_job(user["id"], job_name, fields)
             if env:  # read_env: {} when there is no file
@@ -520,8 +512,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         unpacked once for every job presigned against it."""
         check_sha256(sha256)
         refuse_declared_over(request, config.max_upload_bytes)
-        lock = package_locks.setdefault((user["id"], sha256), asyncio.Lock())
-        async with lock:
+        async with uploads.base_lock(user["id"], sha256):
             base = layout.base(user["id"], sha256)
             if await run_in_threadpool(base.touch) is not None:
                 size = await _receive_hashed(request, sha256)  # harmless again: 200
@@ -736,8 +727,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         unique, _, name = key.partition("/")
         if name != storage.PACKAGE:
             raise ApiError(403, "signature: this URL does not allow uploads")
-        lock = upload_locks.setdefault(unique, asyncio.Lock())
-        async with lock:
+        async with uploads.job_lock(unique):
             return await _upload(unique, request)
 
     async def _upload(unique: str, request: Request) -> Response:
@@ -754,13 +744,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             if md5.hexdigest() != job["etag"]:
                 raise ApiError(409, "body: the job's package was already uploaded")
             return Response(status_code=200, headers={"ETag": f'"{job["etag"]}"'})
-        if job["status"] != JobStatus.PENDING.value or job["data_deleted"]:
-            raise ApiError(409, f"status: the job no longer takes an upload ({job['status']})")
+        check_takes_upload(job)
         files = layout.job(unique)
-        if job["base_package"] and not base_of(job).meta_file.is_file():
-            # Said before the body is read: nothing it holds could help.
+        if uploads.base_gone(job):  # said before the body is read: nothing it holds could help
             await run_in_threadpool(
-                _fail_upload, job, files, 409, storage.BaseGone(job["base_package"])
+                uploads.fail, job, files, 409, storage.BaseGone(job["base_package"])
             )
         files.root.mkdir(parents=True, exist_ok=True)
         part = files.root / f"{storage.PACKAGE}.part-{os.getpid()}-{id(request)}"
@@ -780,55 +768,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             part.unlink(missing_ok=True)
         if not job["etag"]:  # the bytes this job takes from now on, whatever happens next
             await run_in_threadpool(store.update_job, unique, etag=etag)
-        await run_in_threadpool(_accept_package, job, files, size, etag)
+        await run_in_threadpool(uploads.accept, job, files, size, etag)
         return Response(status_code=200, headers={"ETag": f'"{etag}"'})
-
-    def base_of(job: dict) -> storage.BaseFiles:
-        return layout.base(job["user_id"], job["base_package"])
-
-    def _accept_package(job: dict, files: storage.JobFiles, size: int, etag: str) -> None:
-        try:
-            _unpack_job_files(job, files, size)
-        except storage.BaseGone as e:
-            _fail_upload(job, files, 409, e)
-        except storage.PackageError as e:
-            _fail_upload(job, files, 400, e)
-        except OSError as e:  # the platform's own trouble (a full disk): the job fails, not hangs
-            log.exception("job %s: unpacking its package", job["unique_job_name"])
-            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-            reason = f"package: the platform could not unpack it ({e.strerror or type(e).__name__})"
-            _fail_upload(job, files, 507 if full else 503, RuntimeError(reason))
-        if job["base_package"]:  # used by an upload too (and a sweep now would be harmless)
-            base_of(job).touch(touch_fresh_s)
-        store.update_job(
-            job["unique_job_name"], uploaded_at=iso(now()), etag=etag, package_bytes=size
-        )
-        scheduler.enqueue(job["unique_job_name"])
-
-    def _unpack_job_files(job: dict, files: storage.JobFiles, size: int) -> None:
-        """Checked and unpacked in one read: nothing of a bad package reaches pkg/."""
-        volume = job["volume_size_gb"] * 1024**3
-        if not job["base_package"]:
-            _check_package_bytes(job, size)
-            storage.unpack_package(files.package, files.pkg, job["entrypoint"], volume)
-            return
-        base = base_of(job)
-        # Counted with its base, so that a job is taken or refused alike whether or not its
-        # client could use a base package.
-        _check_package_bytes(job, size + base.meta().size, " with its base package")
-        storage.unpack_overlay(base, files.package, files.pkg, job["entrypoint"], volume)
-
-    def _check_package_bytes(job: dict, size: int, counting: str = "") -> None:
-        if size > job["volume_size_gb"] * 1024**3 // 2:
-            raise storage.PackageError(
-                f"package: {size} bytes{counting} is more than half the job's "
-                f"{job['volume_size_gb']} GB volume"
-            )
-
-    def _fail_upload(job: dict, files: storage.JobFiles, status: int, error: Exception) -> None:
-        """The job fails with the reason its upload is refused for."""
-        files.forget_env()
-        store.transition(job["unique_job_name"], JobStatus.FAILED, failure_reason=str(error))
-        raise ApiError(status, str(error))
 
     return app
