@@ -5,8 +5,7 @@ size, UTF-8, depth) rather than by pydantic, so that each rejection names the fi
 the checks are exactly validation.py's; pydantic models (openapi.py) only describe the responses.
 """
 
-# No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and the
-# `User` dependency is local to create_app, so they must be evaluated where they are written.
+# No `from __future__ import annotations` here: FastAPI reads the routes' annotations as written.
 import contextlib
 import hashlib
 import json
@@ -17,13 +16,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kaio_spec import catalog, validation
+from kaio_spec import validation
 from kaio_spec._version import __version__
 from kaio_spec.server import apidocs, auth, storage
 from kaio_spec.server.bodies import (
@@ -33,25 +32,21 @@ from kaio_spec.server.bodies import (
     refuse_declared_over,
 )
 from kaio_spec.server.config import ServerConfig
+from kaio_spec.server.deps import User
 from kaio_spec.server.errors import ApiError
 from kaio_spec.server.headers import DefaultHeaders, attachment
 from kaio_spec.server.openapi import (
     ERRORS,
-    LINK_LOGIN_BODY,
-    LOGIN_BODY,
     PRESIGN_BODY,
     DownloadOut,
-    HealthOut,
-    InstancesOut,
     JobListOut,
     JobOut,
-    LoginOut,
     PackageOut,
     PresignOut,
-    SignInLinkOut,
     TelemetryOut,
 )
 from kaio_spec.server.responses import conditional, etag_matches, file_response, json_text, ok
+from kaio_spec.server.routes import meta, signin
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.signin import SignInLinks
 from kaio_spec.server.states import JobStatus
@@ -75,10 +70,6 @@ TELEMETRY_SAMPLE_FIELDS = (
     "gpu_util_percent",
     "gpu_memory_mb",
 )
-# Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
-# only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
-# of unknown length, as the client compresses it (receive_body streams and counts it either way).
-FEATURES = ("base-packages", "jobs-filters", "streamed-upload")
 PACKAGE_BUCKET = "kaio-local"  # the s3_uri of a presign answer names it, and no folder
 MAX_LIST_LIMIT = 1000  # jobs in one page of GET /jobs (feature jobs-filters)
 
@@ -214,16 +205,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     signer = storage.Signer(secret, config.url_ttl_s)
     scheduler = Scheduler(config, store, layout)
-    health = {
-        "status": "ok",
-        "version": __version__,
-        "features": list(FEATURES),
-        "jobs_confined": scheduler.sandbox.mode != "none",
-        "isolation": scheduler.sandbox.mode,  # "namespaces", "landlock" or "none"
-    }
     # How stale a base package's last-used mark may get: far below the retention period.
     uploads = Uploads(store, layout, scheduler, min(60.0, config.retention_s / 10))
-    signin_links = SignInLinks()
     dashboard = load_dashboard()
     swagger = apidocs.load_swagger()
 
@@ -245,61 +228,23 @@ def create_app(config: ServerConfig) -> FastAPI:
         docs_url=None,  # served below from the package's own files (apidocs.py), not a CDN
     )
     app.add_middleware(DefaultHeaders)
+    # The platform's parts, for the routes (deps.py).
     app.state.config = config
     app.state.store = store
-    app.state.scheduler = scheduler
+    app.state.layout = layout
+    app.state.tokens = tokens
     app.state.signer = signer
-    app.state.signin_links = signin_links
-
-    # ---- errors ---------------------------------------------------------------------------
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, e: ApiError):
-        return JSONResponse({"error": e.message}, status_code=e.status)
-
-    @app.exception_handler(validation.FieldError)
-    async def field_error(request: Request, e: validation.FieldError):
-        return JSONResponse({"error": str(e)}, status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, e: StarletteHTTPException):
-        if e.status_code in (404, 405):
-            # docs/protocol.md: 404 on a route means "not supported here"; a wrong method is that too.
-            msg = f"no route {request.method} {request.url.path}"
-            return JSONResponse({"error": msg}, status_code=404)
-        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def request_invalid(request: Request, e: RequestValidationError):
-        errors = e.errors()
-        first = errors[0] if errors else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "header")]
-        field = ".".join(loc) or "request"
-        return JSONResponse({"error": f"{field}: {first.get('msg', 'invalid')}"}, status_code=400)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, e: Exception):
-        log.exception("%s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal error (logged by the server)"}, status_code=500)
+    app.state.scheduler = scheduler
+    app.state.uploads = uploads
+    app.state.signin_links = SignInLinks()
+    app.state.dashboard = dashboard
+    app.state.swagger = swagger
+    for error, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(error, handler)
+    app.include_router(meta.router)
+    app.include_router(signin.router)
 
     # ---- helpers --------------------------------------------------------------------------
-
-    # Async, so that no request hops to the thread pool just to be authenticated: a token is
-    # checked once (auth.Tokens remembers it) and the key by one indexed read.
-    async def caller(request: Request) -> dict:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "Authorization: a Bearer token is required (POST /login)")
-        try:
-            claims = tokens.verify(token.strip())
-        except auth.TokenError as e:
-            raise ApiError(401, f"Authorization: {e}; log in again") from None
-        if not store.key_is_active(claims.user_id, claims.key_id):
-            raise ApiError(401, "Authorization: the API key behind this token was revoked")
-        return {"id": claims.user_id, "key_id": claims.key_id, "claims": claims}
-
-    User = Annotated[dict, Depends(caller)]
 
     def own(read: Callable[[str, str], Any], unique: str, user: dict) -> Any:
         try:
@@ -320,31 +265,6 @@ def create_app(config: ServerConfig) -> FastAPI:
         return config.base_url
 
     # ---- routes ---------------------------------------------------------------------------
-
-    @app.get("/healthz", response_model=HealthOut, tags=["local"])
-    async def healthz():
-        return ok(health)
-
-    @app.post(
-        "/login",
-        response_model=LoginOut,
-        responses=ERRORS,
-        openapi_extra={"requestBody": LOGIN_BODY},
-    )
-    async def login(request: Request):
-        body = await read_json(request)
-        key = body.get("api_key")
-        if not isinstance(key, str) or not key:
-            raise ApiError(400, "api_key: must be a non-empty string")
-        found = await run_in_threadpool(store.login, key)
-        if found is None:
-            raise ApiError(403, "api_key: unknown or revoked")
-        user, key_id = found
-        return signed_in(user, key_id)
-
-    def signed_in(user: dict, key_id: int, not_after: int | None = None) -> JSONResponse:
-        token, exp = tokens.issue(user["id"], key_id, not_after)
-        return ok({"access_token": token, "exp": exp, "project": user})
 
     @app.post(
         "/jobs/presign",
@@ -475,24 +395,6 @@ def create_app(config: ServerConfig) -> FastAPI:
         own_job(unique_job_name, user)
         store.update_job(unique_job_name, archived=0)
         return job_out(unique_job_name, user)
-
-    @app.get("/instances", response_model=InstancesOut, responses=ERRORS)
-    async def instances(user: User):
-        return ok(
-            {
-                "jobs": [
-                    {
-                        "instance_type": t.name,
-                        "vcpus": t.vcpus,
-                        "memory_gb": t.memory_gb,
-                        "gpus": t.gpus,
-                        "gpu_memory_gb": t.gpu_memory_gb,
-                        "on_your_plan": True,  # the local platform runs every type
-                    }
-                    for t in catalog.INSTANCE_TYPES.values()
-                ]
-            }
-        )
 
     # ---- base packages (local, docs/base-packages.md) ----------------------------------------
 
@@ -639,58 +541,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     def api_docs_asset(name: str, request: Request):
         return dashboard_file(name, request, swagger)
 
-    @app.post("/logout", tags=["local"], status_code=204, response_class=Response, responses=ERRORS)
-    def logout(user: User):
-        """Sign the caller's token out: it is refused from now until it would have expired
-        (other tokens of the same key go on working). The dashboard's Sign out calls this."""
-        claims = user["claims"]
-        tokens.revoked.revoke(claims.token_id, claims.exp)
-        return Response(status_code=204)
-
-    @app.post("/dashboard/links", tags=["local"], response_model=SignInLinkOut, responses=ERRORS)
-    def create_signin_link(user: User):
-        """A one-time code (valid briefly) that signs a dashboard tab in as the caller: `kaio
-        dashboard` opens `/#signin=<code>`, so no API key or token ever sits in a URL. The token
-        it gives ends when the caller's own token does: a token cannot renew itself this way."""
-        code = signin_links.issue(user["id"], user["key_id"], user["claims"].exp)
-        return ok({"code": code, "expires_in": int(signin_links.ttl_s)})
-
-    @app.post(
-        "/login/link",
-        tags=["local"],
-        response_model=LoginOut,
-        responses=ERRORS,
-        openapi_extra={"requestBody": LINK_LOGIN_BODY},
-    )
-    async def login_with_link(request: Request):
-        """Exchange a code from POST /dashboard/links for a token, once (403 when the code is
-        unknown, used or expired)."""
-        body = await read_json(request)
-        code = body.get("code")
-        if not isinstance(code, str) or not code or len(code) > MAX_TEXT_FIELD:
-            raise ApiError(400, "code: must be a non-empty string")
-        found = signin_links.redeem(code)
-        if found is None:
-            raise ApiError(403, "code: unknown, already used or expired; make a new link")
-        user_id, key_id, not_after = found
-
-        def project() -> dict | None:
-            if not store.key_is_active(user_id, key_id):
-                return None
-            return next(
-                (
-                    {"id": u["id"], "name": u["name"]}
-                    for u in store.list_users()
-                    if u["id"] == user_id
-                ),
-                None,
-            )
-
-        user = await run_in_threadpool(project)
-        if user is None:
-            raise ApiError(403, "code: the API key behind this link was revoked")
-        return signed_in(user, key_id, not_after)
-
     # ---- presigned objects ------------------------------------------------------------------
 
     def check_signature(request: Request, method: str, key: str) -> None:
@@ -772,3 +622,44 @@ def create_app(config: ServerConfig) -> FastAPI:
         return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
     return app
+
+
+# ---- errors: every one answered {"error": "<field>: <reason>"} ------------------------------------
+
+
+async def api_error(request: Request, e: ApiError):
+    return JSONResponse({"error": e.message}, status_code=e.status)
+
+
+async def field_error(request: Request, e: validation.FieldError):
+    return JSONResponse({"error": str(e)}, status_code=400)
+
+
+async def http_error(request: Request, e: StarletteHTTPException):
+    if e.status_code in (404, 405):
+        # docs/protocol.md: 404 on a route means "not supported here"; a wrong method is that too.
+        msg = f"no route {request.method} {request.url.path}"
+        return JSONResponse({"error": msg}, status_code=404)
+    return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
+
+
+async def request_invalid(request: Request, e: RequestValidationError):
+    errors = e.errors()
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "header")]
+    field = ".".join(loc) or "request"
+    return JSONResponse({"error": f"{field}: {first.get('msg', 'invalid')}"}, status_code=400)
+
+
+async def unexpected(request: Request, e: Exception):
+    log.exception("%s %s", request.method, request.url.path)
+    return JSONResponse({"error": "internal error (logged by the server)"}, status_code=500)
+
+
+ERROR_HANDLERS = {
+    ApiError: api_error,
+    validation.FieldError: field_error,
+    StarletteHTTPException: http_error,
+    RequestValidationError: request_invalid,
+    Exception: unexpected,
+}
