@@ -12,7 +12,6 @@ import logging
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,24 +22,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kaio_spec import validation
 from kaio_spec._version import __version__
 from kaio_spec.server import apidocs, auth, storage
-from kaio_spec.server.bodies import (
-    receive_body,
-    refuse_declared_over,
-)
 from kaio_spec.server.config import ServerConfig
-from kaio_spec.server.deps import User
 from kaio_spec.server.errors import ApiError
 from kaio_spec.server.headers import DefaultHeaders
 from kaio_spec.server.openapi import (
     ERRORS,
-    PackageOut,
 )
-from kaio_spec.server.responses import etag_matches, ok
-from kaio_spec.server.routes import jobs, meta, outputs, signin
+from kaio_spec.server.responses import etag_matches
+from kaio_spec.server.routes import jobs, meta, outputs, packages, signin
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.signin import SignInLinks
-from kaio_spec.server.store import NotFound, Store
-from kaio_spec.server.uploads import Uploads, check_takes_upload
+from kaio_spec.server.store import Store
+from kaio_spec.server.uploads import Uploads
 
 log = logging.getLogger("kaio.server")
 
@@ -66,14 +59,6 @@ DASHBOARD_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-cache",  # revalidate (ETag): an upgraded server serves its own page
 }
-
-
-# ---- request parsing ----------------------------------------------------------------------------
-
-
-def check_sha256(value: str) -> None:
-    if not validation.is_sha256(value):
-        raise ApiError(400, "sha256: must be 64 lower-case hex digits (the package's SHA-256)")
 
 
 def load_dashboard(folder: Path = DASHBOARD_DIR) -> dict[str, tuple[bytes, str, str]]:
@@ -143,56 +128,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(signin.router)
     app.include_router(jobs.router)
     app.include_router(outputs.router)
-
-    # ---- base packages (local, docs/base-packages.md) ----------------------------------------
-
-    @app.get("/packages/{sha256}", tags=["local"], response_model=PackageOut, responses=ERRORS)
-    def get_base_package(sha256: str, user: User):
-        """Whether the caller holds the base package with this SHA-256 (404: not theirs, or none)."""
-        check_sha256(sha256)
-        try:
-            meta = layout.base(user["id"], sha256).meta()
-        except storage.BaseGone:
-            raise ApiError(404, f"sha256: no base package {sha256}") from None
-        return ok({"sha256": sha256, "size": meta.size})
-
-    @app.put("/packages/{sha256}", tags=["local"], response_model=PackageOut, responses=ERRORS)
-    async def put_base_package(sha256: str, request: Request, user: User):
-        """Store a base package (raw body: a tar.gz whose SHA-256 is the URL's), checked and
-        unpacked once for every job presigned against it."""
-        check_sha256(sha256)
-        refuse_declared_over(request, config.max_upload_bytes)
-        async with uploads.base_lock(user["id"], sha256):
-            base = layout.base(user["id"], sha256)
-            if await run_in_threadpool(base.touch) is not None:
-                size = await _receive_hashed(request, sha256)  # harmless again: 200
-            else:
-                size = await _store_base(base, request)
-        return ok({"sha256": sha256, "size": size})
-
-    async def _receive_hashed(request: Request, sha256: str, sink: BinaryIO | None = None) -> int:
-        hasher = hashlib.sha256()
-        size = await receive_body(
-            request, hasher, config.max_upload_bytes, sink, config.upload_stall_s
-        )
-        if hasher.hexdigest() != sha256:
-            raise ApiError(400, f"body: its SHA-256 is {hasher.hexdigest()}, not the URL's")
-        return size
-
-    async def _store_base(base: storage.BaseFiles, request: Request) -> int:
-        # The whole base package is made in a temp folder renamed into place at the end: a
-        # killed server leaves no half of one (and start-up removes the temp folder).
-        tmp = base.temp()
-        tmp.mkdir(parents=True)
-        try:
-            with open(tmp / storage.PACKAGE, "wb", buffering=0) as f:
-                size = await _receive_hashed(request, base.sha256, f)
-            await run_in_threadpool(storage.store_base_package, tmp, base, size)
-        except storage.PackageError as e:
-            raise ApiError(400, str(e)) from None
-        finally:
-            await run_in_threadpool(storage.remove_temp, tmp)
-        return size
+    app.include_router(packages.router)
 
     # ---- the dashboard (local) ----------------------------------------------------------------
 
@@ -229,67 +165,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/docs/{name}", tags=["local"], response_class=Response, include_in_schema=False)
     def api_docs_asset(name: str, request: Request):
         return dashboard_file(name, request, swagger)
-
-    # ---- presigned objects ------------------------------------------------------------------
-
-    def check_signature(request: Request, method: str, key: str) -> None:
-        q = request.query_params
-        try:
-            signer.verify(method, key, q.get("expires"), q.get("signature"))
-        except storage.MalformedSignature as e:
-            raise ApiError(400, f"signature: {e}") from None
-        except storage.BadSignature as e:
-            raise ApiError(403, f"signature: {e}") from None
-
-    @app.put("/objects/{key:path}", tags=["presigned"], responses=ERRORS)
-    async def put_object(key: str, request: Request):
-        check_signature(request, "PUT", key)
-        unique, _, name = key.partition("/")
-        if name != storage.PACKAGE:
-            raise ApiError(403, "signature: this URL does not allow uploads")
-        async with uploads.job_lock(unique):
-            return await _upload(unique, request)
-
-    async def _upload(unique: str, request: Request) -> Response:
-        try:
-            job = store.get_job(unique)  # one indexed read: not worth a thread hop
-        except NotFound:
-            raise ApiError(404, "object: the job no longer exists") from None
-        refuse_declared_over(request, config.max_upload_bytes)
-        if job["uploaded_at"]:
-            # A retried PUT of the same bytes succeeds (whatever the job did since); other
-            # bytes are a conflict.
-            md5 = hashlib.md5(usedforsecurity=False)
-            await receive_body(request, md5, config.max_upload_bytes, stall_s=config.upload_stall_s)
-            if md5.hexdigest() != job["etag"]:
-                raise ApiError(409, "body: the job's package was already uploaded")
-            return Response(status_code=200, headers={"ETag": f'"{job["etag"]}"'})
-        check_takes_upload(job)
-        files = layout.job(unique)
-        if uploads.base_gone(job):  # said before the body is read: nothing it holds could help
-            await run_in_threadpool(
-                uploads.fail, job, files, 409, storage.BaseGone(job["base_package"])
-            )
-        files.root.mkdir(parents=True, exist_ok=True)
-        part = files.root / f"{storage.PACKAGE}.part-{os.getpid()}-{id(request)}"
-        md5 = hashlib.md5(usedforsecurity=False)
-        try:
-            with open(part, "wb", buffering=0) as f:
-                size = await receive_body(
-                    request, md5, config.max_upload_bytes, f, config.upload_stall_s
-                )
-            etag = md5.hexdigest()
-            if job["etag"] and etag != job["etag"]:
-                # A crash cut the unpacking of the bytes first received short: a retry may
-                # send those again, nothing else (as after an upload that was accepted).
-                raise ApiError(409, "body: the job's package was already received")
-            os.replace(part, files.package)
-        finally:
-            part.unlink(missing_ok=True)
-        if not job["etag"]:  # the bytes this job takes from now on, whatever happens next
-            await run_in_threadpool(store.update_job, unique, etag=etag)
-        await run_in_threadpool(uploads.accept, job, files, size, etag)
-        return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
     return app
 
