@@ -109,7 +109,7 @@ def check_package_fits(package_bytes: int, volume_size_gb: int) -> None:
             f"the package is {_size(package_bytes)}, over the {_size(catalog.MAX_UPLOAD_BYTES)} "
             "upload limit; leave data out of it with .kaioignore",
         )
-    if package_bytes * 2 <= volume_size_gb * 1024**3:
+    if validation.package_fits_volume(package_bytes, volume_size_gb):
         return
     needed = validation.smallest_volume_for(package_bytes)
     advice = (

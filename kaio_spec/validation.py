@@ -159,6 +159,12 @@ def is_sha256(value: object) -> bool:
     return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
+def package_fits_volume(package_bytes: int, volume_size_gb: int) -> bool:
+    """The seed's rule, checked by the client before it uploads and by the server before it
+    unpacks: a package may take at most half the volume (it is unpacked beside itself)."""
+    return package_bytes * 2 <= volume_size_gb * 1024**3
+
+
 def smallest_volume_for(package_bytes: int) -> int | None:
     """The smallest volume (GB) whose half holds the package, or None if even the largest can't."""
     needed = math.ceil(2 * package_bytes / 1024**3)

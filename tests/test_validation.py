@@ -195,3 +195,13 @@ def test_smallest_volume_for(package_bytes, volume):
 
 def test_no_volume_fits_a_huge_package():
     assert validation.smallest_volume_for(25 * 1024**3 + 1) is None
+
+
+def test_a_package_fits_in_half_its_volume_and_not_a_byte_more():
+    """One rule for the client (before it uploads) and the server (before it unpacks)."""
+    half = 1024**3 // 2
+    assert validation.package_fits_volume(half, 1)
+    assert not validation.package_fits_volume(half + 1, 1)
+    assert validation.package_fits_volume(half + 1, 2)
+    # The smallest volume it names is one the package fits in.
+    assert validation.package_fits_volume(half + 1, validation.smallest_volume_for(half + 1))
