@@ -189,7 +189,7 @@ class Submitter:
             args.pop(name)
         for variable, secret in job.secrets.items():
             if secret not in self.secrets:  # read_secrets checked them all before any submit
-                raise FieldError(f"env.{variable}", f"secret {secret} was not read")
+                raise FieldError(("env", variable), f"secret {secret} was not read")
             args["env"][variable] = self.secrets[secret]
         fields = check_job_fields(**args)
         if fields["entrypoint"] not in package.paths():
