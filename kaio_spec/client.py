@@ -43,6 +43,7 @@ from kaio_spec.errors import PlatformError
 from kaio_spec.images import ResolvedImage, resolve_image
 from kaio_spec.jobspec import JobSpec
 from kaio_spec.packaging import Package, PackageBuild, build_package, start_package
+from kaio_spec.statuses import JobStatus
 from kaio_spec.transport import (
     DEFAULT_BACKOFF,
     DEFAULT_RETRIES,
@@ -542,7 +543,7 @@ class Client:
             if resp.status_code != 409:
                 return False
             status = catalog.normalize_status(str(self.get_job(unique_job_name).get("status")))
-            return status != "Pending"
+            return status != JobStatus.PENDING
 
         self._transport.put_stream(
             upload_url, open_body, size, progress=progress, accept_after_retry=went_through
