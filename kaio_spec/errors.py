@@ -43,4 +43,22 @@ class JobFailure(KaioError):
 
 
 class PlatformError(KaioError):
-    """The Kaio API could not be reached or answered something unusable."""
+    """The Kaio API could not be reached or answered something unusable.
+
+    Where it stands for a failed request (transport.platform_errors): `status`, the HTTP status
+    the API answered (None: no answer); `cause`, what went wrong in a word (`ConnectionError`,
+    `HTTP 503`); `transient`, whether the same request may work later (no connection, a timeout,
+    a 5xx), which is what a loop that waits for the API asks."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        cause: str | None = None,
+        transient: bool = False,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.cause = cause or message
+        self.transient = transient
