@@ -3,8 +3,10 @@
     KaioError                      base of everything kaio-spec raises on purpose
     ├── InvalidInput (ValueError)  bad arguments, spec or file: exit 2
     │   └── ManifestError          a manifest with one or more positioned errors
-    ├── JobFailure                 a job failed, was stopped or timed out: exit 1
     └── PlatformError              the platform misbehaved or could not be reached: exit 1
+
+A job that fails is not an exception: apply reports it in its result (ApplyResult.failed), which
+the CLI turns into exit 1, so that one failed cell of a sweep does not hide the others.
 
 The Client keeps the seed's contract on top of this: it raises `ValueError` (InvalidInput is one),
 `FileNotFoundError`, `RuntimeError` and `requests.HTTPError` exactly where the seed documents them.
@@ -36,10 +38,6 @@ class ManifestError(InvalidInput):
     def __init__(self, errors: list, message: str | None = None):
         self.errors = list(errors)
         super().__init__(message or "\n".join(str(e) for e in self.errors))
-
-
-class JobFailure(KaioError):
-    """A job ended without completing."""
 
 
 class PlatformError(KaioError):
