@@ -37,7 +37,8 @@ class JobSpec:
     entrypoint: str = "train.py"
     framework: str | None = None
     framework_version: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
+    # Left out of repr(): its values may be secrets (kaio_spec.secrets), never shown.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
     max_runtime_hours: float = 1
     labels: Mapping[str, str] = field(default_factory=dict)
 
