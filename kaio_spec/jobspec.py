@@ -79,6 +79,33 @@ class JobSpec:
             body["base_package"] = base_package
         return body
 
+    @classmethod
+    def from_presign_body(cls, body: Mapping, *, max_runtime_hours: float = 1) -> JobSpec:
+        """The JobSpec a presign body asks for: presign_body's other side, for the server.
+        FieldError names what is missing or wrong. `max_runtime_hours`: where the body has none
+        (the server's default differs from the client's). The image's fields are not a JobSpec's;
+        the caller reads them from body["job_spec"]."""
+        spec = _required(body, "job_spec")
+        if not isinstance(spec, Mapping):
+            raise validation.FieldError("job_spec", "must be an object")
+        return cls(
+            job_name=_required(body, "job_name"),
+            instance_type=_required(spec, "instance_type"),
+            instance_count=spec.get("instance_count", 1),
+            volume_size_gb=spec.get("volume_size_gb", 5),
+            entrypoint=_required(spec, "entrypoint"),
+            # None (or absent) is none; anything but a mapping is refused by the checks.
+            env=body.get("env"),  # type: ignore[arg-type]
+            max_runtime_hours=spec.get("max_runtime_hours", max_runtime_hours),
+            labels=body.get("labels"),  # type: ignore[arg-type]
+        )
+
+
+def _required(obj: Mapping, name: str) -> Any:
+    if obj.get(name) is None:
+        raise validation.FieldError(name, "is required")
+    return obj[name]
+
 
 def _hours(value: float) -> int | float:
     # 1, not 1.0, where it is whole: the seed sends what the user wrote.
