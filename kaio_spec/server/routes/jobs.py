@@ -2,12 +2,13 @@
 list, conditional, filtered), and one job's status, stop, archive, restore and deleted data."""
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations as written.
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from kaio_spec import validation
+from kaio_spec.jobspec import JobSpec
 from kaio_spec.server import storage
 from kaio_spec.server.bodies import MAX_TEXT_FIELD, read_json
 from kaio_spec.server.deps import (
@@ -30,7 +31,6 @@ from kaio_spec.server.store import JobFilter, NotFound
 # SageMaker Processing's own limit: a job the cloud would refuse is refused here too, and one
 # tenant cannot ask this machine for a million processes.
 DEFAULT_MAX_RUNTIME_HOURS = 24.0  # SageMaker's default MaxRuntimeInSeconds
-DEFAULT_VOLUME_GB = 5
 PACKAGE_BUCKET = "kaio-local"  # the s3_uri of a presign answer names it, and no folder
 MAX_LIST_LIMIT = 1000  # jobs in one page of GET /jobs (feature jobs-filters)
 # A tenant's own list: no cache keeps it (headers.py); a client may still send If-None-Match.
@@ -40,12 +40,6 @@ LIST_HEADERS = {"Cache-Control": "no-store"}
 LIST_READS_ON_LOOP = 64
 
 router = APIRouter()
-
-
-def _required(obj: dict, name: str, field: str) -> Any:
-    if name not in obj or obj[name] is None:
-        raise validation.FieldError(field, "is required")
-    return obj[name]
 
 
 def _optional_text(spec: dict, name: str) -> str | None:
@@ -60,32 +54,24 @@ def _optional_text(spec: dict, name: str) -> str | None:
 
 
 def parse_presign(body: dict) -> tuple[str, dict, dict[str, str]]:
-    """(job name, job fields for the store, env) from a presign body; FieldError otherwise."""
-    job_name = validation.check_job_name(_required(body, "job_name", "job_name"))
-    spec = _required(body, "job_spec", "job_spec")
-    if not isinstance(spec, dict):
-        raise validation.FieldError("job_spec", "must be an object")
-    itype = validation.check_instance_type(_required(spec, "instance_type", "instance_type"))
-    count = validation.check_instance_count(spec.get("instance_count", 1))
-    env = validation.check_env(body.get("env"))
+    """(job name, job fields for the store, env) from a presign body; FieldError otherwise.
+    The job's fields are checked as the client checks them: by making its JobSpec."""
+    job = JobSpec.from_presign_body(body, max_runtime_hours=DEFAULT_MAX_RUNTIME_HOURS)
+    spec = body["job_spec"]
     fields = {
-        "instance_type": itype.name,
-        "instance_count": count,
-        "volume_size_gb": validation.check_volume_size(
-            spec.get("volume_size_gb", DEFAULT_VOLUME_GB)
-        ),
-        "entrypoint": validation.check_entrypoint_name(_required(spec, "entrypoint", "entrypoint")),
-        "max_runtime_hours": validation.check_max_runtime_hours(
-            spec.get("max_runtime_hours", DEFAULT_MAX_RUNTIME_HOURS)
-        ),
+        "instance_type": job.instance_type,
+        "instance_count": job.instance_count,
+        "volume_size_gb": job.volume_size_gb,
+        "entrypoint": job.entrypoint,
+        "max_runtime_hours": job.max_runtime_hours,
         "image_uri": _optional_text(spec, "image_uri"),
         "framework": _optional_text(spec, "framework"),
         "framework_version": _optional_text(spec, "framework_version"),
         "workflow": _optional_text(spec, "workflow") or "processing",
-        "env_names": sorted(env),
-        "labels": validation.check_labels(body.get("labels")),
+        "env_names": sorted(job.env),
+        "labels": dict(job.labels),
     }
-    return job_name, fields, env
+    return job.job_name, fields, dict(job.env)
 
 
 def parse_base_package(body: dict) -> str | None:
