@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kaio_spec.errors import InvalidInput
+from kaio_spec.files import write_atomic
 from kaio_spec.manifest import Metric
 
 __all__ = ["JOB_COLUMNS", "Results", "collect", "read_metrics", "results"]
@@ -335,7 +336,7 @@ class Results(Sequence[dict[str, Any]]):
             writer.writerow(["" if v is None else _csv_text(v) for v in record.values()])
         text = buffer.getvalue()
         if path is not None:
-            _write_atomically(Path(path), text)
+            _write_shared(Path(path), text)
         return text
 
     def to_markdown(self) -> str:
@@ -412,15 +413,10 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """A reader (or a run killed half-way) sees the old file or the new one, never half."""
+def _write_shared(path: Path, text: str) -> None:
+    """A results file for people and their tools: mode as the umask says, no sync needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, text, mode=None, fsync=False)
 
 
 # ---- building it -------------------------------------------------------------------------------
@@ -583,5 +579,5 @@ def write_files(table: Results, folder: str | os.PathLike) -> tuple[Path, Path]:
     csv_path, json_path = folder / "results.csv", folder / "results.json"
     table.to_csv(csv_path)
     text = json.dumps(table.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    _write_atomically(json_path, text)
+    _write_shared(json_path, text)
     return csv_path, json_path

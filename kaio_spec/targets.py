@@ -37,6 +37,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kaio_spec.errors import InvalidInput, PlatformError
+from kaio_spec.files import write_atomic
 
 __all__ = [
     "LOCAL_USER",
@@ -165,19 +166,7 @@ def read_config() -> dict:
 def _write_private(path: Path, text: str) -> None:
     """Write `text` to `path` atomically, readable by the owner only from the first byte on."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a leftover file
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_atomic(path, text, mode=0o600)
 
 
 def save_config(api_base: str, api_key: str) -> Path:

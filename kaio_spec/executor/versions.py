@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kaio_spec.state import write_atomic
+from kaio_spec.files import write_atomic
 
 __all__ = ["DIGEST_CHARS", "Versions"]
 
@@ -88,5 +88,6 @@ class Versions:
         named = {v.get("content_hash") for v in jobs.values() if isinstance(v, dict)}
         folders = {h: f for h, f in self._folders.items() if h in named}
         text = json.dumps({"version": 1, "jobs": jobs, "folders": folders}, default=str)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, text + "\n")
         self._changed = False

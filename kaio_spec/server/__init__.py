@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from kaio_spec.errors import InvalidInput
+from kaio_spec.files import write_atomic
 from kaio_spec.server.config import ServerConfig
 
 __all__ = ["ServerConfig", "create_app", "serve"]
@@ -64,9 +65,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _write_server_file(data_dir: Path, info: dict) -> None:
-    tmp = data_dir / f"{SERVER_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, data_dir / SERVER_FILE)
+    write_atomic(data_dir / SERVER_FILE, json.dumps(info), mode=None, fsync=False)
 
 
 def _raise_open_files_limit(wanted: int = 65536) -> None:
