@@ -96,7 +96,7 @@ REQUIREMENTS_FILE = "requirements.txt"
 # Folders that hold a virtual environment by name alone; any folder with pyvenv.cfg or conda-meta/
 # is one too, whatever its name.
 VENV_DIR_NAMES = frozenset({".venv", "venv", ".virtualenv", ".tox", ".nox", ".conda"})
-# .kaio: kaio apply's own state beside a manifest (state.py); packaging it would change the folder's
+# .kaio: kaio apply's own state beside a manifest (executor/state.py); packaging it would change the folder's
 # content hash, hence every job_name, on each run.
 NEVER_DIR_NAMES = frozenset({".git", "__pycache__", ".kaio", *VENV_DIR_NAMES})
 

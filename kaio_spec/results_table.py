@@ -33,6 +33,7 @@ from typing import Any
 from kaio_spec.errors import InvalidInput
 from kaio_spec.files import write_atomic
 from kaio_spec.manifest import Metric
+from kaio_spec.times import elapsed, format_duration
 
 __all__ = ["JOB_COLUMNS", "Results", "collect", "read_metrics", "results"]
 
@@ -391,8 +392,6 @@ def format_value(value: Any, column: str = "") -> str:
 
 
 def _duration(seconds: float) -> str:
-    from kaio_spec.journey import format_duration
-
     # tenths under 10 s: a sweep of quick jobs is not a column of 0s
     return f"{seconds:.1f}s" if seconds < 10 else format_duration(seconds)
 
@@ -436,7 +435,7 @@ def results(path_or_plan, client=None, *, download: bool = True, offline: bool =
 
     plan = path_or_plan if isinstance(path_or_plan, Plan) else make_plan(path_or_plan)
     if offline:
-        from kaio_spec.state import State, state_path
+        from kaio_spec.executor.state import State, state_path
 
         state = State.load(state_path(plan.manifest.path))
         facts = [_offline_facts(job, state) for job in plan.jobs]
@@ -471,8 +470,6 @@ def _download_ended(client, observed) -> list[str]:
 
 
 def _api_facts(o) -> dict[str, Any]:
-    from kaio_spec.journey import elapsed
-
     latest = o.latest
     return {
         "status": o.status or NOT_SUBMITTED,
@@ -486,7 +483,6 @@ def _offline_facts(job, state) -> dict[str, Any]:
     """What disk says: the download marker (status, times) and this machine's state file
     (attempts it submitted; none: never submitted from here)."""
     from kaio_spec.downloads import is_complete, read_marker
-    from kaio_spec.journey import elapsed
 
     attempts = len(state.unique_job_names(job.job_name))
     marker = read_marker(job.outputs) or {}

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from kaio_spec.datadir import SERVER_FILE
 from kaio_spec.errors import InvalidInput, PlatformError
 from kaio_spec.files import write_atomic
 
@@ -390,7 +391,7 @@ def ensure_local(target: Target, *, echo: Callable[[str], None] = _stderr) -> Ta
 def _start_server(data_dir: Path, port: int) -> None:
     """Start `kaio server` detached (its own session, so the terminal's Ctrl-C and hang-up do not
     reach it) and wait until it answers on `port`."""
-    server_file = data_dir / "server.json"
+    server_file = data_dir / SERVER_FILE
     with contextlib.suppress(OSError):
         server_file.unlink()  # a leftover of a server that died; the new one writes its own
     log_path = data_dir / SERVER_LOG
@@ -436,7 +437,7 @@ def _last_line(path: Path) -> str:
 
 def _server_pid(data_dir: Path) -> int | None:
     try:
-        pid = json.loads((data_dir / "server.json").read_text()).get("pid")
+        pid = json.loads((data_dir / SERVER_FILE).read_text()).get("pid")
     except (OSError, ValueError, AttributeError):
         return None
     return pid if isinstance(pid, int) and pid > 0 else None
@@ -452,23 +453,16 @@ def _create_key(data_dir: Path, url: str) -> str:
             f"made for it here: export KAIO_API_KEY with a key of it (`kaio server --data-dir "
             "ITS_DATA_DIR user add NAME` prints one)"
         )
-    from kaio_spec.server.store import Store
+    from kaio_spec.server.keys import add_key
 
-    store = Store(data_dir)
-    try:
-        try:
-            _, key = store.add_user(LOCAL_USER)
-        except InvalidInput:  # the user exists (its key file was removed): give it another key
-            key = store.create_key(LOCAL_USER)
-    finally:
-        store.close()
+    key = add_key(data_dir, LOCAL_USER)
     _write_private(data_dir / KEY_FILE, key + "\n")
     return key
 
 
 def _server_info(data_dir: Path) -> dict | None:
     try:
-        info = json.loads((data_dir / "server.json").read_text())
+        info = json.loads((data_dir / SERVER_FILE).read_text())
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
@@ -495,7 +489,7 @@ def stop_local(data_dir: Path | None = None, *, timeout: float = STOP_TIMEOUT_S)
     pid = info.get("pid")
     if not isinstance(pid, int) or pid <= 0 or not _is_kaio_server(pid):
         with contextlib.suppress(OSError):
-            (data_dir / "server.json").unlink()
+            (data_dir / SERVER_FILE).unlink()
         return None
     try:
         proc = psutil.Process(pid)
@@ -508,5 +502,5 @@ def stop_local(data_dir: Path | None = None, *, timeout: float = STOP_TIMEOUT_S)
     except psutil.NoSuchProcess:
         pass
     with contextlib.suppress(OSError):
-        (data_dir / "server.json").unlink()  # the server removes it itself unless killed
+        (data_dir / SERVER_FILE).unlink()  # the server removes it itself unless killed
     return str(info.get("url") or f"pid {pid}")

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from kaio_spec.executor.results import SKIPPED, ApplyResult
 from kaio_spec.planner import PlannedJob
+from kaio_spec.times import elapsed, format_duration
 
 __all__ = [
     "LiveReporter",
@@ -46,12 +47,7 @@ class Row:
     api_job: dict[str, Any] | None = None
 
     def elapsed(self, now: datetime | None = None) -> str:
-        job = self.api_job or {}
-        start = _parse(job.get("start_time"))
-        if start is None:
-            return "-"
-        end = _parse(job.get("end_time")) or now or datetime.now(timezone.utc)
-        return _duration((end - start).total_seconds())
+        return format_duration(elapsed(self.api_job or {}, now))
 
 
 @dataclass(frozen=True)
@@ -66,25 +62,6 @@ class View:
     @property
     def submitted(self) -> int:
         return sum(n for s, n in self.counts.items() if s not in ("Waiting", "Submitting"))
-
-
-def _parse(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class Reporter:

@@ -54,10 +54,10 @@ from kaio_spec.executor.observe import (
 from kaio_spec.executor.recover import settle
 from kaio_spec.executor.report import Reporter
 from kaio_spec.executor.results import NOT_SUBMITTED, ApplyResult, JobResult
+from kaio_spec.executor.state import State
 from kaio_spec.executor.submit import Outcome, Submitter
 from kaio_spec.executor.versions import DIGEST_CHARS, Versions
 from kaio_spec.planner import Action, PlannedJob
-from kaio_spec.state import State
 
 FIRST_INTERVAL_S = 0.5
 MAX_RETRY_DELAY_S = 600.0  # a retry's back-off never grows past this
