@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kaio_spec.errors import InvalidInput
 from kaio_spec.files import write_atomic
@@ -132,8 +132,9 @@ def _read_steps(path: Path, metrics: dict[str, Any]) -> str | None:
         # loop sees every step of every job
         values = [v for r in flat if type(v := r.get(key)) in (int, float) and v == v]
         if values:
-            metrics[f"{key}.min"] = min(values)
-            metrics[f"{key}.max"] = max(values)
+            numbers = cast("list[float]", values)  # type() above let only numbers through
+            metrics[f"{key}.min"] = min(numbers)
+            metrics[f"{key}.max"] = max(numbers)
     return f"{path}: {bad} line(s) that are not JSON objects skipped" if bad else None
 
 
@@ -185,7 +186,7 @@ class Results(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         return self.rows[i]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

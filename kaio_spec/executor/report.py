@@ -21,11 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kaio_spec.executor.results import SKIPPED, ApplyResult
 from kaio_spec.planner import PlannedJob
 from kaio_spec.times import elapsed, format_duration
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 __all__ = [
     "LiveReporter",
@@ -142,7 +145,7 @@ class LiveReporter(Reporter):
         self._bytes = 0
         self._total = 0
         self._lock = threading.Lock()
-        self._live = None
+        self._live: Live | None = None
 
     def begin(self, jobs: Sequence[PlannedJob]) -> None:
         from rich.live import Live

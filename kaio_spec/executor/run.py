@@ -25,6 +25,7 @@ rebuilt at most every VIEW_EVERY_S with the few rows a terminal shows.
 
 from __future__ import annotations
 
+import functools
 import queue
 import random
 import threading
@@ -509,7 +510,7 @@ class Engine:
             self.submit_pool.submit(
                 "submit",
                 track,
-                lambda job=job, known=known: self.submitter.submit(job, known, self.cancel.is_set),
+                functools.partial(self.submitter.submit, job, known, self.cancel.is_set),
             )
             self.board.refresh(track)
             submitted = True
@@ -526,7 +527,7 @@ class Engine:
             self.submit_pool.submit(
                 "settle",
                 track,
-                lambda t=track, a=attempts, s=since: settle(self.submitter, t.job, a, s),
+                functools.partial(settle, self.submitter, track.job, attempts, since),
             )
             self.board.refresh(track)
 
@@ -622,7 +623,7 @@ class Engine:
             self.download_pool.submit(
                 "download",
                 track,
-                lambda job=job, u=unique: downloads.download_planned(self.client, job, u),
+                functools.partial(downloads.download_planned, self.client, job, unique),
             )
             self.board.refresh(track)
 

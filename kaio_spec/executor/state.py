@@ -73,7 +73,7 @@ class State:
         self.path = Path(path)
         self.journal = journal_path(self.path)
         self.problem = problem  # why an existing file was ignored, if it was
-        self._data = data if data is not None else {"version": VERSION, "jobs": {}}
+        self._data: dict[str, Any] = data if data is not None else {"version": VERSION, "jobs": {}}
         self._lock = threading.RLock()  # the data
         self._io_lock = threading.Lock()  # the files: one writer at a time, in order
         self._pending: list[dict[str, Any]] = []  # changes not committed yet

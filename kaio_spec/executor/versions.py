@@ -16,6 +16,7 @@ of their bytes, so a 1,000-cell sweep of one folder stores its file list once.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ class Versions:
         spec: dict[str, Any],
         content_hash: str,
         files: dict[str, str] | None,
-        older: list[str] = (),
+        older: Sequence[str] = (),
     ) -> None:
         """`job_name` was submitted with `spec` from a folder of `content_hash` (its `files`,
         when not recorded yet); `older` job_names (earlier versions of the job) are forgotten."""

@@ -289,6 +289,7 @@ class Sandbox:
                 if path.exists():
                     self._allow(ruleset, str(path), _READ_EXECUTE & handled)
             # Required of an unprivileged thread: nothing it starts may gain privileges (setuid).
+            assert self._libc is not None  # an active sandbox found it
             self._check(self._libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
             self._call(_SYS_RESTRICT_SELF, ruleset, 0)
         finally:

@@ -525,7 +525,11 @@ def _extract(path: Path, dest: Path, check: _MemberCheck) -> None:
     the archive unreadable; what was unpacked so far stays in `dest`, for the caller's temp
     folder to drop."""
     try:
-        with tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf, unpack.Tree(dest) as tree:
+        # copybufsize: a TarFile argument that tarfile.open passes on; typeshed leaves it out
+        with (
+            tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf,  # type: ignore[call-overload]
+            unpack.Tree(dest) as tree,
+        ):
             for m in tf:
                 _write_member(tf, m, check(m, tree), tree)
             check.finish(tree)
@@ -579,8 +583,10 @@ def remove_tree(root: Path) -> None:
     000, 500), which rmtree alone would leave behind an API that said the data is deleted. Each
     such folder is given back to the platform (u+rwx) by a descriptor reached through no link,
     and the removal retried; what still cannot be removed stays, as with rmtree."""
-    handler = {"onexc" if sys.version_info >= (3, 12) else "onerror": _unlock_and_retry}
-    shutil.rmtree(root, **handler)
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(root, onexc=_unlock_and_retry)
+    else:
+        shutil.rmtree(root, onerror=_unlock_and_retry)
 
 
 def _unlock_and_retry(function: Callable, path: str, error: object) -> None:
