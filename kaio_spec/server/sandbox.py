@@ -9,7 +9,7 @@ server's user can, except the data folder, of which each instance reaches only t
 writes (runner.JobRun._instance_folders) and, read-only, its resource config and the
 environments. It cannot ptrace a process outside its domain, and, from Landlock ABI 6, cannot
 signal one either (it can still read /proc/<pid>/environ of the server's user's processes: the
-README says what that leaves open).
+docs/local-platform.md says what that leaves open).
 
 Landlock only grants: "everything but the data folder" is a rule for every entry of each of the
 folder's ancestors but the one leading to it. Which costs jobs this much: they cannot list those
