@@ -33,6 +33,7 @@ from typing import Any, cast
 from kaio_spec.errors import InvalidInput
 from kaio_spec.files import write_atomic
 from kaio_spec.manifest import Metric
+from kaio_spec.statuses import JobStatus
 from kaio_spec.times import elapsed, format_duration
 
 __all__ = ["JOB_COLUMNS", "Results", "collect", "read_metrics", "results"]
@@ -225,7 +226,9 @@ class Results(Sequence[dict[str, Any]]):
         scored = [
             r
             for r in self.rows
-            if r["status"] == "Completed" and _is_number(r.get(name)) and not _missing(r[name])
+            if r["status"] == JobStatus.COMPLETED
+            and _is_number(r.get(name))
+            and not _missing(r[name])
         ]
         if not scored:
             return []
@@ -463,7 +466,11 @@ def _download_ended(client, observed) -> list[str]:
     problems = []
     for o in observed:
         unique = o.unique_job_name
-        if unique and is_final(o.status or "Pending") and not is_complete(o.job.outputs, unique):
+        if (
+            unique
+            and is_final(o.status or JobStatus.PENDING)
+            and not is_complete(o.job.outputs, unique)
+        ):
             result = download_planned(client, o.job, unique)
             if not result.ok:
                 problems.append(f"{o.job.name}: outputs not downloaded: {result.message}")

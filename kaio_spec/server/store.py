@@ -22,7 +22,7 @@ from typing import Any
 
 from kaio_spec.errors import InvalidInput
 from kaio_spec.server import auth
-from kaio_spec.server.states import JobStatus
+from kaio_spec.server.states import JobStatus, can_become
 
 DB_FILE = "kaio.db"
 MAX_VIEWS = 20_000  # jobs' JSON kept in memory at most (about 1 KB each); then all forgotten
@@ -474,7 +474,7 @@ class Store:
             row = db.execute(
                 "SELECT status FROM jobs WHERE unique_job_name = ?", (unique,)
             ).fetchone()
-            if row is None or not JobStatus(row["status"]).can_become(new):
+            if row is None or not can_become(JobStatus(row["status"]), new):
                 return False
             if new is JobStatus.IN_PROGRESS:
                 fields.setdefault("start_time", at)
