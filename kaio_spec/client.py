@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import quote
 
 import requests
@@ -151,7 +151,7 @@ def _safe_output_path(root: Path, real_root: str, name: object) -> Path:
         or (len(name) > 1 and name[1] == ":")
         or any(part in ("", ".", "..") for part in name.split("/"))
     )
-    if not bad:
+    if not bad and isinstance(name, str):  # (isinstance again: for the type checker)
         target = root.joinpath(*name.split("/"))
         parent = os.path.realpath(target.parent)
         bad = os.path.commonpath([parent, real_root]) != real_root
@@ -721,8 +721,9 @@ def _body_opener(
     """Opens the package afresh for each try of an upload, counting bytes if asked."""
 
     def open_body() -> IO[bytes]:
-        body = package.open()
-        return body if on_bytes is None else _Counting(body, on_bytes)
+        # A RawIOBase and a wrapper of it: file objects, which typeshed keeps apart from IO[bytes]
+        body = cast("IO[bytes]", package.open())
+        return body if on_bytes is None else cast("IO[bytes]", _Counting(body, on_bytes))
 
     return open_body
 
@@ -787,7 +788,7 @@ class _StderrHandler(logging.StreamHandler):
         super().__init__()
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stderr
 
     @stream.setter

@@ -34,11 +34,11 @@ import requests
 from kaio_spec.client import check_package
 from kaio_spec.errors import InvalidInput
 from kaio_spec.executor.needs import InputFiles
+from kaio_spec.executor.state import State
 from kaio_spec.images import ResolvedImage, resolve_job_image
 from kaio_spec.jobspec import JobSpec
 from kaio_spec.packaging import Package, build_package
 from kaio_spec.planner import PlannedJob
-from kaio_spec.state import State
 from kaio_spec.validation import FieldError
 
 UNCERTAIN_STATUSES = frozenset({502, 503, 504})

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -127,7 +129,8 @@ async def unexpected(request: Request, e: Exception):
     return JSONResponse({"error": "internal error (logged by the server)"}, status_code=500)
 
 
-ERROR_HANDLERS = {
+# Callable[..., Any]: each handler takes its own exception type, as Starlette calls it.
+ERROR_HANDLERS: dict[type[Exception], Callable[..., Any]] = {
     ApiError: api_error,
     validation.FieldError: field_error,
     StarletteHTTPException: http_error,

@@ -336,7 +336,8 @@ class Store:
 
     def get_job(self, unique: str, user_id: str | None = None) -> dict:
         """The job; NotFound if missing or (with user_id) someone else's: the two look the same."""
-        sql, args = "SELECT * FROM jobs WHERE unique_job_name = ?", (unique,)
+        sql = "SELECT * FROM jobs WHERE unique_job_name = ?"
+        args: tuple[str, ...] = (unique,)
         if user_id is not None:
             sql, args = sql + " AND user_id = ?", (unique, user_id)
         rows = self._query(sql, args)
@@ -384,14 +385,15 @@ class Store:
             part = missing[i : i + 500]
             marks = ", ".join("?" for _ in part)
             sql = f"SELECT j.unique_job_name, {_JOB_JSON} FROM jobs j "
-            views.update(self._query(sql + f"WHERE j.unique_job_name IN ({marks})", tuple(part)))
+            rows = self._query(sql + f"WHERE j.unique_job_name IN ({marks})", tuple(part))
+            views.update((name, view) for name, view in rows)
         with self._views_lock:
             # A job that changed while it was read may have been read as it was: keep nothing.
             if self._changes == seen:
                 if len(self._views) + len(missing) > MAX_VIEWS:
                     self._views.clear()
-                self._views.update((name, views[name]) for name in missing)
-        return [views[name] for name in names]
+                self._views.update((name, views[name] or "") for name in missing)
+        return [views[name] or "" for name in names]
 
     def _job_filter(
         self, user_id: str, include_archived: bool, only: JobFilter
