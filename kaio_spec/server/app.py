@@ -67,7 +67,7 @@ UPLOAD_WRITE_CHUNK = 1024 * 1024
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
 # only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
 # of unknown length, as the client compresses it (receive_body streams and counts it either way).
-FEATURES = ("base-packages", "jobs-filters", "streamed-upload")
+FEATURES = ("base-packages", "jobs-filters", "jobs-stop", "streamed-upload")
 PACKAGE_BUCKET = "kaio-local"  # the s3_uri of a presign answer names it, and no folder
 MAX_LIST_LIMIT = 1000  # jobs in one page of GET /jobs (feature jobs-filters)
 
@@ -694,6 +694,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"id": claims.user_id, "key_id": claims.key_id, "claims": claims}
 
     User = Annotated[dict, Depends(caller)]
+    app.state.caller = caller  # for the routers' own routes (routes_bulk.py)
 
     def own(read: Callable[[str, str], Any], unique: str, user: dict) -> Any:
         try:
@@ -714,6 +715,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         return config.base_url
 
     # ---- routes ---------------------------------------------------------------------------
+
+    from kaio_spec.server import routes_bulk  # here: it imports this module's helpers
+
+    app.include_router(routes_bulk.router)
 
     @app.get("/healthz", response_model=HealthOut, tags=["local"])
     async def healthz():
