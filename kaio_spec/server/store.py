@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     base_package TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs(user_id, submitted_at);
+-- GET /jobs?label=manifest=NAME (what the executor polls) and POST /jobs/stop's selector read
+-- only that manifest's jobs, however many others the tenant has.
+CREATE INDEX IF NOT EXISTS jobs_by_manifest ON jobs(user_id, json_extract(labels, '$.manifest'));
 CREATE TABLE IF NOT EXISTS status_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     unique_job_name TEXT NOT NULL REFERENCES jobs(unique_job_name),
@@ -413,6 +416,10 @@ class Store:
             where.append("job_name = ?")
             args.append(only.job_name)
         for key, value in only.labels:
+            if key == "manifest":  # the index jobs_by_manifest's expression, as written there
+                where.append("json_extract(labels, '$.manifest') = ?")
+                args.append(value)
+                continue
             where.append(
                 "EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE key = ? AND value = ?)"
             )
