@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from kaio_spec import catalog
-from kaio_spec.errors import InvalidInput, KaioError, PlatformError
+from kaio_spec.errors import InvalidInput, PlatformError
+from kaio_spec.statuses import JobStatus
 
 __all__ = [
     "JOB_FIELDS",
@@ -57,26 +58,19 @@ JOB_FIELDS = (
 
 @contextlib.contextmanager
 def api_errors(api_base: str) -> Iterator[None]:
-    """Turns the client's requests errors into PlatformError with the API's reason."""
-    import requests
+    """Turns the client's requests errors into PlatformError with the API's reason
+    (transport.platform_errors, imported here: commands that never call the API skip it)."""
+    from kaio_spec.transport import platform_errors
 
-    try:
+    with platform_errors(api_base):
         yield
-    except KaioError:
-        raise
-    except requests.HTTPError as e:
-        raise PlatformError(f"{api_base}: {e}") from None
-    except requests.RequestException as e:
-        raise PlatformError(
-            f"lost contact with {api_base} ({type(e).__name__}); check that it runs and try again"
-        ) from None
 
 
 def job_json(job: dict[str, Any]) -> dict[str, Any]:
     """The API's job as `kaio jobs -o json` prints it: JOB_FIELDS, status in SageMaker's
     spelling, missing fields as null."""
     out = {name: job.get(name) for name in JOB_FIELDS}
-    out["status"] = catalog.normalize_status(str(job.get("status") or "Pending"))
+    out["status"] = catalog.normalize_status(str(job.get("status") or JobStatus.PENDING))
     out["labels"] = dict(job.get("labels") or {})
     out["archived"] = bool(job.get("archived"))
     return out
@@ -170,7 +164,7 @@ def live_jobs_of(comparison) -> list[dict[str, Any]]:
             seen[str(j.get("unique_job_name"))] = j
     for j in comparison.orphans:
         seen[str(j.get("unique_job_name"))] = j
-    live = [j for j in seen.values() if status_of(j) in LIVE_STATUSES - {"Stopping"}]
+    live = [j for j in seen.values() if status_of(j) in LIVE_STATUSES - {JobStatus.STOPPING}]
     return sorted(live, key=lambda j: str(j.get("unique_job_name")), reverse=True)
 
 
@@ -356,7 +350,7 @@ def download(
         if o.unique_job_name is None:
             doc |= {"outcome": "not_submitted", "files": []}
             doc["message"] = "never submitted (`kaio apply` submits it)"
-        elif not catalog.is_final(o.status or "Pending"):
+        elif not catalog.is_final(o.status or JobStatus.PENDING):
             doc |= {"outcome": "not_ended", "files": []}
             doc["message"] = f"still {o.status}; not downloaded"
         else:

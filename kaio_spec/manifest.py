@@ -692,8 +692,7 @@ def _rendered_file_problems(manifest: Manifest, rendered: Mapping[str, Any]) -> 
         try:
             check_env(env)
         except FieldError as e:
-            field_path = tuple(e.field.split(".", 1))
-            out.append(Problem(field_path, str(e).split(": ", 1)[1]))
+            out.append(Problem(e.path, e.reason))
     return out
 
 

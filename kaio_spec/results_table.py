@@ -32,6 +32,7 @@ from typing import Any
 
 from kaio_spec.errors import InvalidInput
 from kaio_spec.manifest import Metric
+from kaio_spec.statuses import JobStatus
 
 __all__ = ["JOB_COLUMNS", "Results", "collect", "read_metrics", "results"]
 
@@ -222,7 +223,9 @@ class Results(Sequence[dict[str, Any]]):
         scored = [
             r
             for r in self.rows
-            if r["status"] == "Completed" and _is_number(r.get(name)) and not _missing(r[name])
+            if r["status"] == JobStatus.COMPLETED
+            and _is_number(r.get(name))
+            and not _missing(r[name])
         ]
         if not scored:
             return []
@@ -467,7 +470,11 @@ def _download_ended(client, observed) -> list[str]:
     problems = []
     for o in observed:
         unique = o.unique_job_name
-        if unique and is_final(o.status or "Pending") and not is_complete(o.job.outputs, unique):
+        if (
+            unique
+            and is_final(o.status or JobStatus.PENDING)
+            and not is_complete(o.job.outputs, unique)
+        ):
             result = download_planned(client, o.job, unique)
             if not result.ok:
                 problems.append(f"{o.job.name}: outputs not downloaded: {result.message}")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kaio_spec.errors import InvalidInput, PlatformError
+from kaio_spec.errors import InvalidInput, KaioError, PlatformError
 
 __all__ = [
     "LOCAL_USER",
@@ -261,30 +261,36 @@ def ready(api: str | None = None, *, echo: Callable[[str], None] = _stderr) -> T
 def login(target: Target, *, verbose: bool = False):
     """Client(target.api_base).login(target.api_key), its failures as KaioErrors that say what to
     do: a refused key is InvalidInput (exit 2), an unreachable server PlatformError (exit 1)."""
-    import requests
-
     from kaio_spec.client import Client
+    from kaio_spec.transport import platform_errors
 
     client = Client(target.api_base, verbose=verbose)
     try:
-        return client.login(target.api_key or "")
-    except requests.HTTPError as e:
-        status = e.response.status_code if e.response is not None else None
-        if status in (400, 401, 403):
-            raise InvalidInput(_refused(target)) from None
-        if status == 404:
-            raise PlatformError(
-                f"{target.api_base} has no /login route: it is not a Kaio API; check the "
-                f"address ({_address_source(target)})"
-            ) from None
-        raise PlatformError(f"{target.api_base}: logging in failed ({e})") from None
-    except requests.RequestException as e:
-        raise PlatformError(_unreachable(target, e)) from None
+        with platform_errors(
+            target.api_base,
+            unreachable=lambda e: _unreachable(target, e),
+            refused=lambda e: _login_refused(target, e),
+        ):
+            return client.login(target.api_key or "")
+    except KaioError:
+        raise  # InvalidInput is a ValueError too: not "not the Kaio API"
     except (ValueError, KeyError, TypeError):
         raise PlatformError(
             f"{target.api_base} answered /login with something that is not the Kaio API; check "
             f"the address ({_address_source(target)})"
         ) from None
+
+
+def _login_refused(target: Target, e) -> KaioError:
+    status = e.response.status_code if e.response is not None else None
+    if status in (400, 401, 403):
+        return InvalidInput(_refused(target))
+    if status == 404:
+        return PlatformError(
+            f"{target.api_base} has no /login route: it is not a Kaio API; check the "
+            f"address ({_address_source(target)})"
+        )
+    return PlatformError(f"{target.api_base}: logging in failed ({e})")
 
 
 def _address_source(target: Target) -> str:

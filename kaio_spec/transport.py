@@ -24,6 +24,7 @@ bodies hold API keys and environment values.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -40,6 +41,7 @@ from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from kaio_spec._version import __version__
+from kaio_spec.errors import KaioError, PlatformError
 
 LOGGER = "kaio_spec.client"
 
@@ -85,6 +87,41 @@ def raise_for_status(resp: requests.Response) -> None:
     message = f"{resp.status_code} {resp.reason or ''}".rstrip()
     message += f": {reason} ({where})" if reason else f" ({where})"
     raise requests.HTTPError(message, response=resp, request=resp.request)
+
+
+@contextlib.contextmanager
+def platform_errors(
+    api_base: str,
+    *,
+    unreachable: Callable[[requests.RequestException], str] | None = None,
+    refused: Callable[[requests.HTTPError], KaioError | None] | None = None,
+) -> Iterator[None]:
+    """The one place requests' exceptions become KaioErrors (as httpx's map_httpcore_exceptions
+    maps httpcore's): inside it, an HTTP error becomes `refused(e)` where that gives one, else a
+    PlatformError carrying the API's reason; any other (no connection, a timeout) a PlatformError
+    saying `unreachable(e)` (by default: contact was lost). KaioErrors pass through. The
+    PlatformError's `status`, `cause` and `transient` say what happened."""
+    try:
+        yield
+    except KaioError:
+        raise
+    except requests.HTTPError as e:
+        code = e.response.status_code if e.response is not None else None
+        error = refused(e) if refused is not None else None
+        if error is None:
+            transient = code is not None and code >= 500
+            cause = f"HTTP {code}" if code is not None else type(e).__name__
+            error = PlatformError(f"{api_base}: {e}", status=code, cause=cause, transient=transient)
+        raise error from None
+    except requests.RequestException as e:
+        message = (
+            unreachable(e)
+            if unreachable is not None
+            else f"lost contact with {api_base} ({type(e).__name__}); check that it runs and "
+            "try again"
+        )
+        transient = isinstance(e, requests.ConnectionError | requests.Timeout)
+        raise PlatformError(message, cause=type(e).__name__, transient=transient) from None
 
 
 def read_timed_out(e: requests.RequestException) -> bool:

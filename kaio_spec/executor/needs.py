@@ -21,9 +21,11 @@ from typing import Any
 
 from kaio_spec import downloads
 from kaio_spec.errors import InvalidInput
+from kaio_spec.executor.board import Situation
 from kaio_spec.executor.results import SKIPPED
 from kaio_spec.planner import PlannedJob
 from kaio_spec.planner.needs import NEEDS_JSON, NeededJob
+from kaio_spec.statuses import JobStatus
 
 __all__ = ["SKIPPED", "Held", "InputFiles", "NeedsGate"]
 
@@ -95,9 +97,9 @@ class NeedsGate:
         if track.held is not None:
             return "was skipped" if track.held.status == SKIPPED else "waiting"
         situation = track.situation(False)
-        if situation == "failed":
+        if situation == Situation.FAILED:
             return "failed"
-        if situation != "completed":
+        if situation != Situation.COMPLETED:
             return "waiting"
         if track.download_error is not None:
             return "completed, but its outputs could not be downloaded"
@@ -110,7 +112,7 @@ def _downloaded(need: NeededJob) -> bool:
     unique = marker.get("unique_job_name")
     return (
         marker.get("job_name") == need.job_name
-        and marker.get("status") == "Completed"
+        and marker.get("status") == JobStatus.COMPLETED
         and isinstance(unique, str)
         and downloads.is_complete(need.outputs, unique)
     )

@@ -23,8 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from kaio_spec.executor.results import SKIPPED, ApplyResult
+from kaio_spec.executor.results import INVALID, NOT_SUBMITTED, SKIPPED, ApplyResult
 from kaio_spec.planner import PlannedJob
+from kaio_spec.statuses import LIVE_STATUSES, JobStatus
 
 __all__ = [
     "LiveReporter",
@@ -65,7 +66,7 @@ class View:
 
     @property
     def submitted(self) -> int:
-        return sum(n for s, n in self.counts.items() if s not in ("Waiting", "Submitting"))
+        return sum(n for s, n in self.counts.items() if s not in (WAITING, SUBMITTING))
 
 
 def _parse(value: Any) -> datetime | None:
@@ -140,14 +141,18 @@ class PlainReporter(Reporter):
         self._line(text)
 
 
+# The live view's own row statuses, beside SageMaker's and results.py's.
+SUBMITTING = "Submitting"  # being packaged, presigned or uploaded
+WAITING = "Waiting"  # not submitted yet
+
 _STYLES = {
-    "Completed": "green",
-    "Failed": "red",
-    "Invalid": "red",
-    "Stopped": "yellow",
-    "Stopping": "yellow",
-    "InProgress": "cyan",
-    "Pending": "blue",
+    JobStatus.COMPLETED: "green",
+    JobStatus.FAILED: "red",
+    INVALID: "red",
+    JobStatus.STOPPED: "yellow",
+    JobStatus.STOPPING: "yellow",
+    JobStatus.IN_PROGRESS: "cyan",
+    JobStatus.PENDING: "blue",
 }
 SCROLLED_EVENTS = 200  # sweeps of more jobs show their latest events under the bar instead
 RECENT_EVENTS = 5
@@ -260,7 +265,7 @@ def _outputs_root(result: ApplyResult) -> Path | None:
     return Path(os.path.commonpath([str(f) for f in folders]))
 
 
-_WORDS = {"InProgress": "running", "NotSubmitted": "not submitted"}
+_WORDS = {JobStatus.IN_PROGRESS: "running", NOT_SUBMITTED: "not submitted"}
 
 
 FAILED_NAMES = 4  # job names shown for a failure many jobs share
@@ -321,10 +326,10 @@ def render_summary(result: ApplyResult, file: str = "kaio.yaml") -> str:
     if result.halted:
         lines.append(f"halted: {result.halted}")
     lines.extend(_failures(result.failed))
-    not_done = [j for j in result.jobs if j.failure_reason and j.status == "Completed"]
+    not_done = [j for j in result.jobs if j.failure_reason and j.status == JobStatus.COMPLETED]
     for j in not_done:
         lines.append(f"  {j.name}: {j.failure_reason}")
-    running = sum(1 for j in result.jobs if j.status in ("Pending", "InProgress", "Stopping"))
+    running = sum(1 for j in result.jobs if j.status in LIVE_STATUSES)
     if result.interrupted:
         lines.append(
             f"interrupted: nothing more was submitted; {running} job(s) still running. "

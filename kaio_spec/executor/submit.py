@@ -28,14 +28,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import requests
 
-from kaio_spec.client import check_job_fields, check_package_fits
+from kaio_spec.client import check_package
 from kaio_spec.errors import InvalidInput
 from kaio_spec.executor.needs import InputFiles
 from kaio_spec.images import ResolvedImage, resolve_job_image
+from kaio_spec.jobspec import JobSpec
 from kaio_spec.packaging import Package, build_package
 from kaio_spec.planner import PlannedJob
 from kaio_spec.state import State
@@ -183,25 +183,22 @@ class Submitter:
                     self._bases[key] = None
             return self._bases[key]
 
-    def _fields(self, job: PlannedJob, package: Package) -> dict[str, Any]:
-        args = job.submit_arguments()
-        for name in ("framework", "framework_version"):
-            args.pop(name)
+    def _spec(self, job: PlannedJob, package: Package) -> JobSpec:
+        """The job's spec with its secrets' values in its env, checked with its package."""
+        env = dict(job.env)
         for variable, secret in job.secrets.items():
             if secret not in self.secrets:  # read_secrets checked them all before any submit
-                raise FieldError(f"env.{variable}", f"secret {secret} was not read")
-            args["env"][variable] = self.secrets[secret]
-        fields = check_job_fields(**args)
-        if fields["entrypoint"] not in package.paths():
-            raise FieldError("entrypoint", f"{fields['entrypoint']!r} is not in the package")
-        check_package_fits(package.size, fields["volume_size_gb"])
-        return fields
+                raise FieldError(("env", variable), f"secret {secret} was not read")
+            env[variable] = self.secrets[secret]
+        spec = job.job_spec(env)
+        check_package(package, spec)
+        return spec
 
     def submit(self, job: PlannedJob, known: list[str], cancelled: Callable[[], bool]) -> Outcome:
         """Package, record the intent, presign, record its answer, upload."""
         try:
             package = self.packages.job_package(job)
-            fields = self._fields(job, package)
+            spec = self._spec(job, package)
             image = self._image(job)
         except (ValueError, OSError) as e:  # FieldError and InvalidInput are ValueErrors
             return Outcome("invalid", error=str(e))
@@ -217,7 +214,7 @@ class Submitter:
         self.state.commit()
         since = time.monotonic()
         try:
-            presign = self.client.presign(package, image=image, base_package=base, **fields)
+            presign = self.client.presign(package, spec, image=image, base_package=base)
         except (requests.ConnectionError, requests.Timeout) as e:
             return Outcome("uncertain", error=_short(e), since=since)
         except requests.HTTPError as e:

@@ -1,6 +1,6 @@
 """What the planner produces: a `Plan` of `PlannedJob`s, typed and resolved, ready to submit.
 
-The executor consumes these as they are: `submit_arguments()` for the client, `params_json()` for
+The executor consumes these as they are: `job_spec()` for the client, `params_json()` for
 the package, `labels` for the server, `job_name` as the identity to look up before submitting, and
 `action`, which it replaces (dataclasses.replace) once it has compared with what the API has.
 """
@@ -8,12 +8,13 @@ the package, `labels` for the server, `job_name` as the identity to look up befo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from kaio_spec.jobspec import JobSpec
 from kaio_spec.manifest import Manifest
 from kaio_spec.planner.needs import NeededJob, Waiting
 
@@ -137,6 +138,14 @@ class PlannedJob:
         if s["max_runtime_hours"] is not None:
             args["max_runtime_hours"] = s["max_runtime_hours"]
         return args
+
+    def job_spec(self, env: Mapping[str, str] | None = None) -> JobSpec:
+        """What the client submits, checked (FieldError if anything is wrong). `env`: the job's
+        variables with its secrets' values added (the executor reads them at submit time)."""
+        args = self.submit_arguments()
+        if env is not None:
+            args["env"] = env
+        return JobSpec(**args)
 
     def to_json(self) -> dict[str, Any]:
         """The job as `kaio plan -o json` prints it."""

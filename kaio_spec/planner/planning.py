@@ -539,10 +539,9 @@ class _Planner:
             try:
                 check_env(spec["env"])
             except FieldError as e:
-                parts = tuple(e.field.split(".", 1))
-                where = job.source_path(*parts) or job.source_path("env") or job.path
+                where = job.source_path(*e.path) or job.source_path("env") or job.path
                 context_text = self._describe(job, cell)
-                message = str(e).split(": ", 1)[1]
+                message = e.reason
                 suffix = f" (for {context_text})" if context_text else ""
                 self.error(where, message + suffix, once=message)
                 ok = False
@@ -564,7 +563,7 @@ class _Planner:
         try:
             digest = packaging.folder_content_hash(directory, entrypoint, exclude=exclude)
         except FieldError as e:
-            self.error(self._site_path(job, ("entrypoint",)), str(e).split(": ", 1)[1])
+            self.error(self._site_path(job, ("entrypoint",)), e.reason)
         except (FileNotFoundError, NotADirectoryError) as e:
             self.error(self._site_path(job, ("directory",)), str(e))
         except OSError as e:

@@ -1,6 +1,15 @@
 """The local Kaio platform: the API of docs/protocol.md over SQLite and local disk, jobs as processes.
 
-app.py          routes and error handling (create_app)
+app.py          create_app: the platform's parts on app.state, error handling, the routers
+routes/         the routes, one APIRouter per area (meta, signin, jobs, outputs, packages,
+                dashboard)
+deps.py         what routes need, as FastAPI dependencies (config, store, storage, the caller)
+bodies.py       request bodies: JSON read by hand and bounded; uploads streamed through a hash
+responses.py    answers: JSON as is, conditional (ETag), files streamed
+openapi.py      the shapes /openapi.json documents
+uploads.py      a received package's rules: half the volume, checked and unpacked, or the job failed
+signin.py       one-time codes that sign a dashboard tab in
+errors.py       ApiError, answered {"error": message} with its status
 auth.py         API keys, the server secret, JWTs and the ids of signed-out ones
 headers.py      no-store and nosniff on every answer that sets none of its own
 apidocs.py      Swagger UI's files for /docs, from a pinned package

@@ -22,7 +22,7 @@ from typing import Any
 
 from kaio_spec.errors import InvalidInput
 from kaio_spec.server import auth
-from kaio_spec.server.states import JobStatus
+from kaio_spec.server.states import JobStatus, can_become
 
 DB_FILE = "kaio.db"
 MAX_VIEWS = 20_000  # jobs' JSON kept in memory at most (about 1 KB each); then all forgotten
@@ -488,7 +488,7 @@ class Store:
             row = db.execute(
                 "SELECT status FROM jobs WHERE unique_job_name = ?", (unique,)
             ).fetchone()
-            if row is None or not JobStatus(row["status"]).can_become(new):
+            if row is None or not can_become(JobStatus(row["status"]), new):
                 return False
             if new is JobStatus.IN_PROGRESS:
                 fields.setdefault("start_time", at)
@@ -550,7 +550,7 @@ class Store:
                     f"WHERE unique_job_name IN ({_marks(part)})",
                     part,
                 )
-                moved += [r[0] for r in rows if JobStatus(r[1]).can_become(new)]
+                moved += [r[0] for r in rows if can_become(JobStatus(r[1]), new)]
             db.executemany(
                 f"UPDATE jobs SET {sets} WHERE unique_job_name = ?",
                 [(*fields.values(), unique) for unique in moved],

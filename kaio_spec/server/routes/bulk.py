@@ -9,27 +9,23 @@ ended is reported as it is.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route's annotations.
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from kaio_spec.server.app import ERRORS, MAX_TEXT_FIELD, ApiError, ok, read_json
-from kaio_spec.server.app import parse_label_filters as _parse_labels
+from kaio_spec.server.bodies import MAX_TEXT_FIELD, read_json
+from kaio_spec.server.deps import SchedulerDep, StoreDep, User
+from kaio_spec.server.errors import ApiError
+from kaio_spec.server.openapi import ERRORS
+from kaio_spec.server.responses import ok
+from kaio_spec.server.routes.jobs import parse_label_filters as _parse_labels
 from kaio_spec.server.states import JobStatus
 
 FEATURE = "jobs-stop"  # listed in GET /healthz
 MAX_STOP_NAMES = 500  # names in one request: 500 of the longest fit the 64 KB a body may hold
 MAX_SELECTOR_LABELS = 10
-
-
-async def _caller(request: Request) -> dict:
-    """app.py's authentication (a Bearer token of an active key), shared through app.state."""
-    return await request.app.state.caller(request)
-
-
-User = Annotated[dict, Depends(_caller)]
 
 
 class StoppedOut(BaseModel):
@@ -81,13 +77,10 @@ router = APIRouter()
     responses=ERRORS,
     openapi_extra={"requestBody": STOP_BODY},
 )
-async def stop_jobs(request: Request, user: User):
+async def stop_jobs(request: Request, user: User, store: StoreDep, scheduler: SchedulerDep):
     """Stop the named jobs, or every running job of yours with all the labels given."""
     names, labels = parse_stop(await read_json(request))
-    state = request.app.state
-    return ok(
-        await run_in_threadpool(stop_many, state.store, state.scheduler, user["id"], names, labels)
-    )
+    return ok(await run_in_threadpool(stop_many, store, scheduler, user["id"], names, labels))
 
 
 def parse_stop(body: dict) -> tuple[list[str] | None, tuple[tuple[str, str], ...]]:
