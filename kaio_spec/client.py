@@ -62,6 +62,7 @@ VERBOSE_LOGGER = LOGGER + ".verbose"
 BASE_PACKAGES = "base-packages"  # the feature named in GET /healthz (docs/base-packages.md)
 # The feature of a server that takes a package PUT of unknown length (chunked), as it is made.
 STREAMED_UPLOAD = "streamed-upload"
+JOBS_STOP = "jobs-stop"  # the feature named in GET /healthz: POST /jobs/stop stops many jobs
 FEATURES_TIMEOUT = (10, 10)  # seconds to connect, and to wait for /healthz's answer
 RENEW_BEFORE_S = 60  # log in again when the token has less than this left (docs/protocol.md)
 
@@ -634,6 +635,22 @@ class Client:
     def stop_job(self, unique_job_name: str) -> dict[str, Any]:
         """Ask a job to stop; returns the job, now Stopping. HTTPError 409 if it already ended."""
         return self._call("POST", f"/jobs/{_seg(unique_job_name)}/stop").json()
+
+    def stop_jobs(
+        self, unique_job_names: list[str] | None = None, *, labels: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Stop many jobs with one request, where the server lists the `jobs-stop` feature
+        (GET /healthz; the hosted API has none: use stop_job): at most 500 `unique_job_names`,
+        or every running job of yours with all the `labels` ("key=value" strings). Returns
+        {"jobs": [{"unique_job_name", "job_name", "status", "outcome"}, ...], "unknown": [names
+        that are no job of yours], "count": N}; outcome is "stopping" or "ended" (it had ended
+        already). Stopping a job twice is harmless."""
+        body = (
+            {"labels": labels}
+            if unique_job_names is None
+            else {"unique_job_names": unique_job_names}
+        )
+        return self._call("POST", "/jobs/stop", json=body).json()
 
     def delete_job_data(self, unique_job_name: str) -> dict[str, Any]:
         """Delete a job's package, logs and outputs now rather than after the retention period."""

@@ -212,15 +212,21 @@ def stop_job(client, unique_job_name: str) -> tuple[str, str]:
     raise PlatformError(f"{unique_job_name}: the API refused to stop it")  # pragma: no cover
 
 
-STOPS_AT_ONCE = 8  # a manifest's stop requests in flight at once
+STOPS_AT_ONCE = 8  # a manifest's stop requests in flight at once, where each stops one job
+STOP_NAMES_PER_REQUEST = 500  # POST /jobs/stop's most
 
 
 def stop_jobs(client, unique_job_names: list[str]) -> list[tuple[str, str]]:
-    """stop_job for each, in order, several requests at once: a 10,000-job sweep is stopped in
-    a fraction of the time one request after another takes (the client is shared by threads,
-    as apply's workers share it)."""
+    """stop_job for each, in order. Where the server stops many jobs with one request
+    (Client.stop_jobs, feature jobs-stop) a 10,000-job sweep takes 20 requests; elsewhere (the
+    hosted API) one request per job, several at once (the client is shared by threads, as
+    apply's workers share it). InvalidInput if a name is no job of yours."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from kaio_spec.client import JOBS_STOP
+
+    if len(unique_job_names) > 1 and JOBS_STOP in _features(client):
+        return _stop_in_bulk(client, unique_job_names)
     if len(unique_job_names) <= 1:
         return [stop_job(client, u) for u in unique_job_names]
     with ThreadPoolExecutor(STOPS_AT_ONCE, thread_name_prefix="stop") as pool:
@@ -235,6 +241,34 @@ def stop_named(client, names: list[tuple[str, str]]) -> list[dict[str, Any]]:
         {"unique_job_name": unique, "job_name": job_name, "outcome": outcome, "status": status}
         for (unique, job_name), (outcome, status) in zip(names, stopped, strict=True)
     ]
+
+
+def _features(client) -> frozenset[str]:
+    import requests
+
+    try:
+        return client.features()
+    except requests.RequestException:
+        return frozenset()  # the stops themselves say what is wrong
+
+
+def _stop_in_bulk(client, unique_job_names: list[str]) -> list[tuple[str, str]]:
+    outcomes: dict[str, tuple[str, str]] = {}
+    unknown: list[str] = []
+    step = STOP_NAMES_PER_REQUEST
+    with api_errors(client.api_base):
+        for i in range(0, len(unique_job_names), step):
+            answer = client.stop_jobs(unique_job_names[i : i + step])
+            for job in answer.get("jobs") or []:
+                status = catalog.normalize_status(str(job.get("status")))
+                outcomes[str(job.get("unique_job_name"))] = (str(job.get("outcome")), status)
+            unknown += [str(u) for u in answer.get("unknown") or []]
+    if unknown:
+        find_job(client, unknown[0])  # raises InvalidInput with a suggestion
+    missing = [u for u in unique_job_names if u not in outcomes]
+    if missing:
+        raise PlatformError(f"{missing[0]}: the API did not say whether it stopped")
+    return [outcomes[u] for u in unique_job_names]
 
 
 def status_json(comparison) -> dict[str, Any]:

@@ -262,9 +262,12 @@ class Submitter:
             return Outcome("unuploaded", unique, error=_short(e), since=since)
         except ValueError as e:
             return Outcome("invalid", unique, error=str(e))
+        # Not committed here (one fsync per job fewer): the next job's commit before its presign
+        # carries it, or the compaction at the end of the run. A run killed first leaves the
+        # intent with its URL, and recover.py finds the job past Pending or uploads it again
+        # (the server answers 409: it has its package): never a second job.
         self.state.add_attempt(job.job_name, unique)
         self.state.clear_intent(job.job_name)
-        self.state.commit()
         return Outcome("uploaded", unique)
 
     def _put(self, url: str, package: Package, unique: str) -> None:

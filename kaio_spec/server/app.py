@@ -29,7 +29,7 @@ from kaio_spec.server import apidocs, auth, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.errors import ApiError
 from kaio_spec.server.headers import DefaultHeaders
-from kaio_spec.server.routes import dashboard, jobs, meta, outputs, packages, signin
+from kaio_spec.server.routes import bulk, dashboard, jobs, meta, outputs, packages, signin
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.signin import SignInLinks
 from kaio_spec.server.store import Store
@@ -64,6 +64,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     # /jobs/download/<u> must win over /jobs/<u>/logs and /jobs/<u>/telemetry.
     app.include_router(meta.router)
     app.include_router(signin.router)
+    app.include_router(bulk.router)
     app.include_router(jobs.router)
     app.include_router(outputs.router)
     app.include_router(packages.router)

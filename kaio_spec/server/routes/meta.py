@@ -15,7 +15,7 @@ from kaio_spec.server.responses import ok
 # only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
 # of unknown length, as the client compresses it (bodies.receive_body streams and counts it
 # either way).
-FEATURES = ("base-packages", "jobs-filters", "streamed-upload")
+FEATURES = ("base-packages", "jobs-filters", "jobs-stop", "streamed-upload")
 
 router = APIRouter()
 
