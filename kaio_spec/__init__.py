@@ -62,7 +62,9 @@ __all__ = [
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
     from kaio_spec.client import Client
     from kaio_spec.errors import InvalidInput, KaioError, ManifestError, PlatformError
-    from kaio_spec.executor import ApplyResult, JobResult, apply
+
+    # apply: the function, which executor/__init__ puts over its submodule of that name
+    from kaio_spec.executor import ApplyResult, JobResult, apply  # type: ignore[no-redef]
     from kaio_spec.journey import connect, download, status
     from kaio_spec.manifest import Manifest, load_manifest
     from kaio_spec.planner import Action, Plan, PlannedJob, plan

@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import quote
 
 import requests
@@ -65,6 +65,7 @@ STREAMED_UPLOAD = "streamed-upload"
 INPUTS = "inputs"  # the feature named in GET /healthz (docs/inputs.md)
 NEEDS_LINKS = "needs-links"  # presign's `needs`: the platform links needed outputs itself
 MAX_HASHES_ASKED = 10_000  # in one POST /files/missing
+JOBS_STOP = "jobs-stop"  # the feature named in GET /healthz: POST /jobs/stop stops many jobs
 FEATURES_TIMEOUT = (10, 10)  # seconds to connect, and to wait for /healthz's answer
 RENEW_BEFORE_S = 60  # log in again when the token has less than this left (docs/protocol.md)
 
@@ -154,7 +155,7 @@ def _safe_output_path(root: Path, real_root: str, name: object) -> Path:
         or (len(name) > 1 and name[1] == ":")
         or any(part in ("", ".", "..") for part in name.split("/"))
     )
-    if not bad:
+    if not bad and isinstance(name, str):  # (isinstance again: for the type checker)
         target = root.joinpath(*name.split("/"))
         parent = os.path.realpath(target.parent)
         bad = os.path.commonpath([parent, real_root]) != real_root
@@ -684,6 +685,22 @@ class Client:
         """Ask a job to stop; returns the job, now Stopping. HTTPError 409 if it already ended."""
         return self._call("POST", f"/jobs/{_seg(unique_job_name)}/stop").json()
 
+    def stop_jobs(
+        self, unique_job_names: list[str] | None = None, *, labels: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Stop many jobs with one request, where the server lists the `jobs-stop` feature
+        (GET /healthz; the hosted API has none: use stop_job): at most 500 `unique_job_names`,
+        or every running job of yours with all the `labels` ("key=value" strings). Returns
+        {"jobs": [{"unique_job_name", "job_name", "status", "outcome"}, ...], "unknown": [names
+        that are no job of yours], "count": N}; outcome is "stopping" or "ended" (it had ended
+        already). Stopping a job twice is harmless."""
+        body = (
+            {"labels": labels}
+            if unique_job_names is None
+            else {"unique_job_names": unique_job_names}
+        )
+        return self._call("POST", "/jobs/stop", json=body).json()
+
     def delete_job_data(self, unique_job_name: str) -> dict[str, Any]:
         """Delete a job's package, logs and outputs now rather than after the retention period."""
         return self._call("DELETE", f"/jobs/{_seg(unique_job_name)}/data").json()
@@ -770,8 +787,9 @@ def _body_opener(
     """Opens the package afresh for each try of an upload, counting bytes if asked."""
 
     def open_body() -> IO[bytes]:
-        body = package.open()
-        return body if on_bytes is None else _Counting(body, on_bytes)
+        # A RawIOBase and a wrapper of it: file objects, which typeshed keeps apart from IO[bytes]
+        body = cast("IO[bytes]", package.open())
+        return body if on_bytes is None else cast("IO[bytes]", _Counting(body, on_bytes))
 
     return open_body
 
@@ -779,7 +797,7 @@ def _body_opener(
 def _file_opener(path: str, on_bytes: Callable[[int], None] | None) -> Callable[[], IO[bytes]]:
     def open_body() -> IO[bytes]:
         body = open(path, "rb")  # noqa: SIM115 (put_stream closes it, as it does a package's)
-        return body if on_bytes is None else _Counting(body, on_bytes)
+        return body if on_bytes is None else cast("IO[bytes]", _Counting(body, on_bytes))
 
     return open_body
 
@@ -844,7 +862,7 @@ class _StderrHandler(logging.StreamHandler):
         super().__init__()
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stderr
 
     @stream.setter

@@ -17,7 +17,7 @@ from kaio_spec.errors import InvalidInput
 
 def _client():
     try:
-        import boto3
+        import boto3  # type: ignore[import-untyped]  # (boto3 ships no type hints)
     except ImportError:
         raise InvalidInput(
             "s3:// inputs need boto3: pip install 'kaio-spec[s3]' (or pip install boto3)"
@@ -34,7 +34,10 @@ def split(uri: str) -> tuple[str, str]:
 
 def list_files(uri: str) -> tuple:
     """The objects under the URI's prefix as InputFiles (path relative to the prefix, ETag)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import (  # type: ignore[import-untyped]
+        BotoCoreError,
+        ClientError,
+    )
 
     from kaio_spec.datasets import InputFile
 

@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
@@ -42,6 +42,9 @@ from urllib3.util.retry import Retry
 
 from kaio_spec._version import __version__
 from kaio_spec.errors import KaioError, PlatformError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 LOGGER = "kaio_spec.client"
 
@@ -254,7 +257,12 @@ class Transport:
                 resp.close()
                 continue
             retried = attempt > 0 and accept_after_retry is not None
-            if resp.status_code >= 400 and retried and accept_after_retry(resp):
+            if (
+                resp.status_code >= 400
+                and retried
+                and accept_after_retry
+                and accept_after_retry(resp)
+            ):
                 return resp
             raise_for_status(resp)
             return resp
@@ -349,7 +357,7 @@ class _progress:
         self._show = show
         self._total = total
         self._description = description
-        self._bar = None
+        self._bar: Progress | None = None
 
     def __enter__(self) -> Callable[[int], None]:
         if not self._show:

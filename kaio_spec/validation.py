@@ -75,8 +75,9 @@ def check_volume_size(value: object) -> int:
 
 
 def check_max_runtime_hours(value: object) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not (
+        isinstance(value, int | float) and math.isfinite(value) and value > 0
+    ):
         raise FieldError("max_runtime_hours", f"must be a number of hours above 0, got {value!r}")
     if value > catalog.MAX_RUNTIME_HOURS:
         raise FieldError(

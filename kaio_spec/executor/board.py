@@ -161,8 +161,13 @@ class Board:
             if len(chosen) >= limit:
                 break
             chosen.setdefault(i, self._tracks[i])
-        rows = tuple(_row(t, self._keys[i][1]) for i, t in chosen.items())
+        rows = tuple(_row(t, _shown(self._keys[i])) for i, t in chosen.items())
         return View(len(self._tracks), counts, rows)
+
+
+def _shown(key: tuple[str, str, str] | None) -> str:
+    assert key is not None  # set for every track counted, and only counted tracks are chosen
+    return key[1]
 
 
 def _row(track: Any, shown: str) -> Row:

@@ -21,9 +21,9 @@ from typing import Any
 
 from kaio_spec import packaging
 from kaio_spec.executor.observe import Comparison, Observed, counts_as_attempt, status_of
+from kaio_spec.executor.state import state_path
 from kaio_spec.executor.versions import DIGEST_CHARS, Versions
 from kaio_spec.planner import SPEC_KEYS, Action, PlannedJob
-from kaio_spec.state import state_path
 from kaio_spec.statuses import JobStatus
 
 __all__ = ["Change", "Explanation", "FileChanges", "explain", "spec_changes"]

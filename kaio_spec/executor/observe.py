@@ -233,8 +233,8 @@ def observe(
     api_jobs = list(api_jobs)
     by_name = _by_name(api_jobs)
     stems: dict[str, list[dict[str, Any]]] = {}
-    for name, attempts in by_name.items():
-        stems.setdefault(_stem(name), []).extend(attempts)
+    for name, found in by_name.items():
+        stems.setdefault(_stem(name), []).extend(found)
     retry_on = plan.manifest.settings.retry_on if isinstance(plan, Plan) else "any"
     out = []
     for job in plan:

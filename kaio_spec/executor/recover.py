@@ -53,6 +53,7 @@ def settle(
     ours = next((a for a in new if a.get("unique_job_name") == ours_name), None)
     others = [a for a in new if a is not ours]
     if ours is not None and url:
+        ours_name = ours["unique_job_name"]  # the same name, as the API gives it
         if status_of(ours) != JobStatus.PENDING:
             return _keep(submitter, job, ours_name, others)
         if int(intent.get("reuploads") or 0) < MAX_REUPLOADS:

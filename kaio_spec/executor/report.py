@@ -21,11 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kaio_spec.executor.results import INVALID, NOT_SUBMITTED, SKIPPED, ApplyResult
 from kaio_spec.planner import PlannedJob
 from kaio_spec.statuses import LIVE_STATUSES, JobStatus
+from kaio_spec.times import elapsed, format_duration
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 __all__ = [
     "LiveReporter",
@@ -47,12 +51,7 @@ class Row:
     api_job: dict[str, Any] | None = None
 
     def elapsed(self, now: datetime | None = None) -> str:
-        job = self.api_job or {}
-        start = _parse(job.get("start_time"))
-        if start is None:
-            return "-"
-        end = _parse(job.get("end_time")) or now or datetime.now(timezone.utc)
-        return _duration((end - start).total_seconds())
+        return format_duration(elapsed(self.api_job or {}, now))
 
 
 @dataclass(frozen=True)
@@ -67,25 +66,6 @@ class View:
     @property
     def submitted(self) -> int:
         return sum(n for s, n in self.counts.items() if s not in (WAITING, SUBMITTING))
-
-
-def _parse(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class Reporter:
@@ -170,7 +150,7 @@ class LiveReporter(Reporter):
         self._bytes = 0
         self._total = 0
         self._lock = threading.Lock()
-        self._live = None
+        self._live: Live | None = None
 
     def begin(self, jobs: Sequence[PlannedJob]) -> None:
         from rich.live import Live

@@ -25,6 +25,7 @@ rebuilt at most every VIEW_EVERY_S with the few rows a terminal shows.
 
 from __future__ import annotations
 
+import functools
 import queue
 import random
 import threading
@@ -54,10 +55,10 @@ from kaio_spec.executor.observe import (
 from kaio_spec.executor.recover import settle
 from kaio_spec.executor.report import Reporter
 from kaio_spec.executor.results import INVALID, NOT_SUBMITTED, ApplyResult, JobResult
+from kaio_spec.executor.state import State
 from kaio_spec.executor.submit import Outcome, Submitter
 from kaio_spec.executor.versions import DIGEST_CHARS, Versions
 from kaio_spec.planner import Action, PlannedJob
-from kaio_spec.state import State
 from kaio_spec.statuses import JobStatus
 from kaio_spec.transport import platform_errors
 
@@ -519,7 +520,7 @@ class Engine:
             self.submit_pool.submit(
                 "submit",
                 track,
-                lambda job=job, known=known: self.submitter.submit(job, known, self.cancel.is_set),
+                functools.partial(self.submitter.submit, job, known, self.cancel.is_set),
             )
             self.board.refresh(track)
             submitted = True
@@ -536,7 +537,7 @@ class Engine:
             self.submit_pool.submit(
                 "settle",
                 track,
-                lambda t=track, a=attempts, s=since: settle(self.submitter, t.job, a, s),
+                functools.partial(settle, self.submitter, track.job, attempts, since),
             )
             self.board.refresh(track)
 
@@ -636,7 +637,7 @@ class Engine:
             self.download_pool.submit(
                 "download",
                 track,
-                lambda job=job, u=unique: downloads.download_planned(self.client, job, u),
+                functools.partial(downloads.download_planned, self.client, job, unique),
             )
             self.board.refresh(track)
 

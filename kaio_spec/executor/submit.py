@@ -35,11 +35,11 @@ from kaio_spec.client import INPUTS, NEEDS_LINKS, check_package
 from kaio_spec.errors import InvalidInput
 from kaio_spec.executor.inputs import StoredInputs, packaged_inputs
 from kaio_spec.executor.needs import InputFiles, linked_needs
+from kaio_spec.executor.state import State
 from kaio_spec.images import ResolvedImage, resolve_job_image
 from kaio_spec.jobspec import JobSpec
 from kaio_spec.packaging import Package, build_package
 from kaio_spec.planner import PlannedJob
-from kaio_spec.state import State
 from kaio_spec.validation import FieldError
 
 UNCERTAIN_STATUSES = frozenset({502, 503, 504})
@@ -287,9 +287,12 @@ class Submitter:
             return Outcome("unuploaded", unique, error=_short(e), since=since)
         except ValueError as e:
             return Outcome("invalid", unique, error=str(e))
+        # Not committed here (one fsync per job fewer): the next job's commit before its presign
+        # carries it, or the compaction at the end of the run. A run killed first leaves the
+        # intent with its URL, and recover.py finds the job past Pending or uploads it again
+        # (the server answers 409: it has its package): never a second job.
         self.state.add_attempt(job.job_name, unique)
         self.state.clear_intent(job.job_name)
-        self.state.commit()
         return Outcome("uploaded", unique)
 
     def _put(self, url: str, package: Package, unique: str) -> None:

@@ -110,7 +110,7 @@ def _sweep_factor(job: JobDef) -> int:
     sweep = job.sweep
     if sweep is None:
         return 1
-    return sweep.count if sweep.method == "random" else grid_size(sweep)
+    return (sweep.count or 0) if sweep.method == "random" else grid_size(sweep)
 
 
 def _template_sites(value: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
@@ -180,7 +180,7 @@ class _Planner:
         self._reported: set[tuple] = set()
         self._template_values: dict[tuple, Any] = {}
         self._checked: dict[tuple[str, str], list[Diagnostic]] = {}
-        self._hashes: dict[tuple[str, str], str | None] = {}
+        self._hashes: dict[tuple[str, str, tuple[str, ...]], str | None] = {}
         self._directories: dict[str, tuple[str, str]] = {}
         # needs: each key's rendered cells; the keys whose templates wait for a need's outputs
         # (key -> the needs); the job_names of the outputs each key's templates read.
@@ -844,7 +844,7 @@ def _inside(directory: str, folders: list[str]) -> tuple[str, ...]:
 
 
 def _labels(
-    manifest: str, key: str, name: str, cell_json: str, metric=None, retries: int = 0
+    manifest: str, key: str, name: str, cell_json: str, metric=None, retries: int | None = 0
 ) -> dict[str, str]:
     labels = {"manifest": manifest, "key": key, "name": name, "cell": cell_json}
     # For the dashboard, neither part of identity: how it ranks a sweep's cells, and how many

@@ -14,6 +14,7 @@ auth.py         API keys, the server secret, JWTs and the ids of signed-out ones
 headers.py      no-store and nosniff on every answer that sets none of its own
 apidocs.py      Swagger UI's files for /docs, from a pinned package
 store.py        SQLite: users, keys, jobs, status history, telemetry
+keys.py         API keys made beside a running server (the client's local platform)
 storage.py      a job's folder, presigned URLs, package checks, outputs
 scheduler.py    queue and capacity, restart recovery, retention sweep
 runner.py       one job's processes, from set-up to outputs
@@ -39,13 +40,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from kaio_spec.datadir import LOCK_FILE, SERVER_FILE
 from kaio_spec.errors import InvalidInput
+from kaio_spec.files import write_atomic
 from kaio_spec.server.config import ServerConfig
 
 __all__ = ["ServerConfig", "create_app", "serve"]
-
-SERVER_FILE = "server.json"  # where a running server says where it listens (and its pid)
-LOCK_FILE = "server.lock"
 
 
 def create_app(config: ServerConfig):
@@ -73,9 +73,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _write_server_file(data_dir: Path, info: dict) -> None:
-    tmp = data_dir / f"{SERVER_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, data_dir / SERVER_FILE)
+    write_atomic(data_dir / SERVER_FILE, json.dumps(info), mode=None, fsync=False)
 
 
 def _raise_open_files_limit(wanted: int = 65536) -> None:

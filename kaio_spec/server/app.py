@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +29,7 @@ from kaio_spec.server import apidocs, auth, filestore, routes_files, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.errors import ApiError
 from kaio_spec.server.headers import DefaultHeaders
-from kaio_spec.server.routes import dashboard, jobs, meta, outputs, packages, signin
+from kaio_spec.server.routes import bulk, dashboard, jobs, meta, outputs, packages, signin
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.signin import SignInLinks
 from kaio_spec.server.store import Store
@@ -62,6 +64,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     # /jobs/download/<u> must win over /jobs/<u>/logs and /jobs/<u>/telemetry.
     app.include_router(meta.router)
     app.include_router(signin.router)
+    app.include_router(bulk.router)
     app.include_router(jobs.router)
     app.include_router(outputs.router)
     app.include_router(packages.router)
@@ -129,7 +132,8 @@ async def unexpected(request: Request, e: Exception):
     return JSONResponse({"error": "internal error (logged by the server)"}, status_code=500)
 
 
-ERROR_HANDLERS = {
+# Callable[..., Any]: each handler takes its own exception type, as Starlette calls it.
+ERROR_HANDLERS: dict[type[Exception], Callable[..., Any]] = {
     ApiError: api_error,
     validation.FieldError: field_error,
     StarletteHTTPException: http_error,

@@ -4,6 +4,8 @@ bodies.read_json reads by hand so that each rejection names the field in words."
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 
 from kaio_spec import catalog
@@ -117,7 +119,10 @@ class SignInLinkOut(BaseModel):
     expires_in: int
 
 
-ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413)}
+# Typed as FastAPI's `responses=` takes them (keys int or str, values any mapping).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413)
+}
 
 LOGIN_BODY = {
     "content": {

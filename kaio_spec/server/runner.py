@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -618,7 +619,7 @@ def end_job(
 ) -> None:
     """Move a job to `final`, with its instances' telemetry; if a stop raced in (the job is
     Stopping), it ends Stopped."""
-    fields = {"failure_reason": reason, "telemetry": telemetry}
+    fields: dict[str, Any] = {"failure_reason": reason, "telemetry": telemetry}
     if store.transition(unique, final, **fields):
         return
     status = JobStatus(store.get_job(unique)["status"])

@@ -144,6 +144,23 @@ class Scheduler:
                 return
         run.stop("user")
 
+    def request_stops(self, uniques: list[str]) -> None:
+        """request_stop for many jobs at once (POST /jobs/stop): the queue is walked once and
+        the jobs that were not running end Stopped in one transaction."""
+        with self._cond:
+            running = [self._running[u] for u in uniques if u in self._running]
+            idle = [u for u in uniques if u not in self._running]
+            if idle:
+                gone = set(idle)
+                self._queue[:] = [u for u in self._queue if u not in gone]
+                for unique in idle:
+                    self._owner.pop(unique, None)
+                    self.layout.job(unique).forget_env()
+                self.store.transition_all(idle, JobStatus.STOPPED)
+                self._cond.notify_all()
+        for run in running:
+            run.stop("user")
+
     def _schedule_loop(self) -> None:
         while not self._closing.is_set():
             with self._cond:

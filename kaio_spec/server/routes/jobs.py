@@ -173,6 +173,7 @@ async def list_jobs(
             )
     except NotFound:
         raise ApiError(400, f"after: no job {after!r} of yours") from None
+    assert jobs is not None  # jobs_json reads every job when max_reads is None
     body = f'{{"jobs":[{",".join(jobs)}],"count":{len(jobs)}}}'.encode()
     return conditional(request, body, "application/json", LIST_HEADERS)
 

@@ -15,7 +15,14 @@ from kaio_spec.server.responses import ok
 # only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
 # of unknown length, as the client compresses it (bodies.receive_body streams and counts it
 # either way). inputs, needs-links: docs/inputs.md.
-FEATURES = ("base-packages", "inputs", "jobs-filters", "needs-links", "streamed-upload")
+FEATURES = (
+    "base-packages",
+    "inputs",
+    "jobs-filters",
+    "jobs-stop",
+    "needs-links",
+    "streamed-upload",
+)
 
 router = APIRouter()
 

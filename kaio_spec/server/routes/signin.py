@@ -53,6 +53,7 @@ def logout(user: User, tokens: TokensDep):
     """Sign the caller's token out: it is refused from now until it would have expired
     (other tokens of the same key go on working). The dashboard's Sign out calls this."""
     claims = user["claims"]
+    assert tokens.revoked is not None  # create_app gives the platform's tokens their list
     tokens.revoked.revoke(claims.token_id, claims.exp)
     return Response(status_code=204)
 
