@@ -373,3 +373,16 @@ def test_a_job_whose_upload_failed_is_uploaded_by_the_next_apply_without_its_dat
         assert package and max(package) < 100_000  # the data is linked, not in the package
     seen = seen_of(manifest)
     assert seen["seen"]["inputs/train/a.bin"] == sha((data / "train" / "a.bin").read_bytes())
+
+
+def test_a_jobs_data_with_read_only_inputs_is_deleted_whole(kaio_server, client):
+    url, headers = kaio_server.url, bearer(client)
+    requests.put(f"{url}/files/{sha(b'd')}", data=b"d", headers=headers, timeout=10)
+    unique = presign(url, headers, {"data": {"a/b.txt": sha(b"d")}}).json()["unique_job_name"]
+    folder = kaio_server.data_dir / "jobs" / unique
+    assert (folder / "inputs" / "data" / "a" / "b.txt").read_bytes() == b"d"
+    requests.post(f"{url}/jobs/{unique}/stop", headers=headers, timeout=10).raise_for_status()
+    r = requests.delete(f"{url}/jobs/{unique}/data", headers=headers, timeout=10)
+    assert r.status_code == 200, r.text
+    assert not (folder / "inputs").exists()
+    assert list((kaio_server.data_dir / "files").glob(f"*/*/{sha(b'd')}"))  # the store keeps it
