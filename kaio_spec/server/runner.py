@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from kaio_spec import catalog
-from kaio_spec.server import environments, gpu, leftovers, limits, namespaces, storage
+from kaio_spec.server import environments, gpu, leftovers, limits, namespaces, prestart, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import JobStatus
@@ -129,6 +129,13 @@ class JobRun:
         self.itype = catalog.INSTANCE_TYPES[job["instance_type"]]
         self.limits = limits.Limits.of(job, config)
         self.cgroups = limits.instance_cgroups(platform)
+        # Instances started ahead, inside their cgroups, where moving into one costs (not with
+        # Landlock: its confinement comes from the thread that starts a process).
+        self.prestart = (
+            prestart.pool(platform, config.max_instances)
+            if self.cgroups.parents and not sandbox.active
+            else None
+        )
         self._pumps: list[limits.LogPump] = []
         self._next_volume_sample = 0.0
         self.hosts = storage.hosts_of(job)
@@ -359,12 +366,16 @@ class JobRun:
             gpus=inst.gpus,
             tmp_bytes=self.limits.volume_bytes,
         )
-        inst.cgroups = self.cgroups.create(f"{self.unique}-{inst.host}", self.limits)
-        argv = self.cgroups.command(inst.cgroups, argv)
         if self.is_notebook:  # a folder made costs (storage.py): only where it serves
             self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
-        # Through pipes, so that each log holds at most its cap (limits.LogPump).
-        (out, out_w), (err, err_w) = os.pipe(), os.pipe()
+        ready = self._prestarted(argv, cwd, env)
+        if ready is not None:
+            inst.cgroups, out, err = ready.cgroups, ready.stdout, ready.stderr
+        else:
+            inst.cgroups = self.cgroups.create(f"{self.unique}-{inst.host}", self.limits)
+            argv = self.cgroups.command(inst.cgroups, argv)
+            # Through pipes, so that each log holds at most its cap (limits.LogPump).
+            (out, out_w), (err, err_w) = os.pipe(), os.pipe()
         for read_fd, log_file, stream in zip(
             (out, err), self._logs[inst.host], ("stdout", "stderr"), strict=True
         ):
@@ -373,6 +384,11 @@ class JobRun:
         started: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
 
         def life() -> None:
+            if ready is not None:
+                inst.proc = ready.proc  # its own pipes were closed here as it started
+                t0 = time.monotonic()
+                started.put(None)
+                return self._reap(inst, t0)
             try:
                 self.sandbox.confine_this_thread(writable, readable)
                 inst.proc = subprocess.Popen(
@@ -397,6 +413,19 @@ class JobRun:
         threading.Thread(target=life, name=f"{self.unique}-{inst.host}", daemon=True).start()
         if (error := started.get()) is not None:
             raise error
+
+    def _prestarted(self, argv: list[str], cwd: Path, env: dict[str, str]):
+        """A process of the platform's prestart.Pool, made into this instance (in its cgroups,
+        their limits set), or None: start it directly (no pool here, none ready, an
+        environment the shell cannot export)."""
+        if self.prestart is None or (text := prestart.script(argv, env, cwd)) is None:
+            return None
+        while (ready := self.prestart.take()) is not None:
+            ready.cgroups = self.cgroups.restrict(ready.cgroups, self.limits)
+            if ready.run(text):
+                return ready
+            self.cgroups.remove(ready.cgroups)
+        return None
 
     def _reap(self, inst: Instance, t0: float) -> None:
         assert inst.proc is not None

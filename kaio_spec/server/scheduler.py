@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from kaio_spec import catalog
-from kaio_spec.server import gpu, leftovers, limits, storage
+from kaio_spec.server import gpu, leftovers, limits, prestart, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.runner import SHUTDOWN_REASON, JobRun, end_job
 from kaio_spec.server.sandbox import Sandbox
@@ -85,6 +85,7 @@ class Scheduler:
         for run in runs:
             run.thread.join(grace_s + 5)
         self._kill_leftovers(set)  # what they left behind goes with them
+        prestart.close(self.platform)
 
     def recover(self) -> None:
         """After a crash: jobs that were running failed (all their processes killed first,
