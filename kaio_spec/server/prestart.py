@@ -72,7 +72,8 @@ def script(argv: list[str], env: dict[str, str], cwd: Path | str) -> bytes | Non
     None where a variable's name is not a shell name (start that instance directly then)."""
     if not all(NAME_RE.fullmatch(name) for name in env):
         return None
-    words = [f"cd -- {shlex.quote(str(cwd))} || exit 127"]
+    # cd sets PWD and OLDPWD, which a process started directly would not have.
+    words = [f"cd -- {shlex.quote(str(cwd))} || exit 127", "unset PWD OLDPWD"]
     if env:
         words.append("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))
     words.append("exec " + " ".join(shlex.quote(a) for a in argv) + " </dev/null")

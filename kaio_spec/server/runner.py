@@ -257,6 +257,13 @@ class JobRun:
         """pip, confined like the job (it runs the package's build backends), writing only
         beneath the package (built in place) and `writable` (the environment it installs into)."""
         env = self._base_env()
+        # The server's pip settings (an index, a proxy), for pip alone; not its cache, in the
+        # server's home.
+        env.update(
+            (k, v)
+            for k, v in os.environ.items()
+            if k.startswith("PIP_") and k not in namespaces.HOME_VARIABLES
+        )
         env[leftovers.MARK] = self.mark
         folders = [self.files.pkg, writable]
         if self.sandbox.namespaced:
@@ -632,9 +639,26 @@ class JobRun:
             self._on_end(self)
 
 
+# What a job's processes get of the server's environment: what programs need to run as they
+# would on the machine (locale, time zone, the server's Python's search path, GPU libraries, a
+# proxy to reach the network through, its certificates). Nothing else: the server's process may
+# hold credentials (a cloud key, a database URL, its KAIO_* settings) that are no tenant's.
+JOB_ENV_NAMES = frozenset(
+    {
+        *("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ", "TMPDIR"),
+        *("PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH"),
+        *("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"),
+        *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"),
+    }
+)
+JOB_ENV_PREFIXES = ("LC_", "NVIDIA_")
+
+
 def _server_env() -> dict[str, str]:
-    """The server's environment minus its own KAIO_* settings (an API key, say)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
+    """The variables of the server's environment that jobs get (JOB_ENV_NAMES)."""
+    return {
+        k: v for k, v in os.environ.items() if k in JOB_ENV_NAMES or k.startswith(JOB_ENV_PREFIXES)
+    }
 
 
 def end_job(
