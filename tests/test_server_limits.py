@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 
+import pytest
+import requests
 from server_support import WAIT_FOR_GO, Api
 
 from kaio_spec.server import limits
+
+
+def server_isolation(server) -> str:
+    return requests.get(server.url + "/healthz", timeout=10).json()["isolation"]
+
 
 SCALE = 1 / 32  # ml.c5.large's 4 GiB: 128 MiB; a volume of 1 GB: 32 MiB
 
@@ -71,6 +79,31 @@ def test_a_job_writing_more_than_its_volume_fails_volume_exceeded(server_factory
     tmp = api.submit({"train.py": FILL}, volume_size_gb=1, env={"WHERE": "/tmp/big.bin"})
     assert api.wait(tmp)["status"] == "Completed"
     assert json.loads(api.outputs(tmp)["report.json"]) == "OSError: No space left on device"
+
+
+FILL_HOME = FILL.replace('where = os.environ["WHERE"]', 'where = os.path.expanduser("~/big.bin")')
+
+
+def test_a_job_filling_its_tenants_home_past_its_volume_fails_and_the_home_goes_later(
+    server_factory,
+):
+    """HOME (in namespaces, a folder of the tenant's kept across its jobs) is on the job's
+    volume: a job cannot put more in it than its volume_size_gb; and once the tenant has run
+    nothing for the retention period, its HOME is deleted with its jobs' data."""
+    server = server_factory(limits_scale=SCALE, retention_days=3 / 86400)
+    if server_isolation(server) != "namespaces":
+        pytest.skip("HOME is the server's own without namespaces")
+    api = Api(server.url, server.add_user())
+    unique = api.submit({"train.py": FILL_HOME}, volume_size_gb=1, env={"HOLD": "60"})
+    job = api.wait(unique)
+    assert job["status"] == "Failed"
+    assert job["failure_reason"].startswith("VolumeExceeded: the job's files took more than")
+    homes = server.data_dir / "homes"
+    assert len(list(homes.iterdir())) == 1  # the tenant's
+    deadline = time.monotonic() + 30
+    while any(homes.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(homes.iterdir())
 
 
 LOUD = textwrap.dedent(

@@ -1,9 +1,9 @@
 """What a job's instance type and volume promise, held while it runs (runner.JobRun enforces it).
 
 - memory: an instance whose processes hold more than its type's memory ends the job Failed;
-- volume: a job whose files (working folders, private temp folders) take more than its
-  volume_size_gb ends Failed ("VolumeExceeded"); in namespaces, /tmp and /dev/shm are memory
-  capped at that size too;
+- volume: a job whose files (working folders, private temp folders, in namespaces its tenant's
+  HOME) take more than its volume_size_gb ends Failed ("VolumeExceeded"); in namespaces, /tmp
+  and /dev/shm are memory capped at that size too;
 - processes: an instance running more than `max_processes` ends the job Failed;
 - logs: each stream of each instance keeps its first `log_cap_bytes`, then a marker line.
 

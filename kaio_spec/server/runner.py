@@ -185,6 +185,7 @@ class JobRun:
             if not self.store.transition(self.unique, JobStatus.IN_PROGRESS):
                 final = JobStatus.STOPPED  # stopped between the queue and here
                 return
+            self._touch_home()
             self._open_logs()
             self._notices()
             deadline = time.monotonic() + self.job["max_runtime_hours"] * 3600
@@ -281,6 +282,13 @@ class JobRun:
     def home(self) -> Path:
         """The tenant's HOME, in namespaces."""
         return self.sandbox.home_of(self.job["user_id"])
+
+    def _touch_home(self) -> None:
+        """Mark the tenant's HOME used now: the retention sweep deletes those long unused
+        (leftovers.sweep_homes)."""
+        if self.sandbox.namespaced:
+            with contextlib.suppress(OSError):
+                os.utime(self.home)
 
     def _base_env(self) -> dict[str, str]:
         """What a job's processes inherit of the server's environment: in namespaces, with the
@@ -544,6 +552,8 @@ class JobRun:
     def _sample_volume(self) -> None:
         t0 = time.monotonic()
         folders = [self.files.root / name for name in ("work", "jupyter", "tmp", "venv")]
+        if self.sandbox.namespaced:  # its tenant's HOME is on its volume too
+            folders.append(self.home)
         if limits.disk_usage(folders) > self.limits.volume_bytes:
             self._exceeded(self.limits.volume_exceeded())
         took = time.monotonic() - t0
@@ -610,6 +620,7 @@ class JobRun:
             log.exception("job %s: killing what is left", self.unique)
         for inst in self.instances:
             self.cgroups.remove(inst.cgroups, wait_s=1.0)
+        self._touch_home()
         # Nothing of the job runs any more: the next job may start while this one is wrapped up.
         self._on_release(self)
         try:

@@ -292,6 +292,18 @@ class Scheduler:
                 self.layout.job(job["unique_job_name"]).forget_env()
                 end_job(self.store, job["unique_job_name"], JobStatus.FAILED, NO_UPLOAD_REASON)
         self._sweep_base_packages(time.time() - self.config.retention_s)
+        leftovers.sweep_homes(
+            self.layout.data_dir / "homes",
+            time.time() - self.config.retention_s,
+            self._busy_tenants(),
+            storage.remove_tree,
+        )
+
+    def _busy_tenants(self) -> set[str]:
+        with self._cond:
+            return {run.job["user_id"] for run in self._running.values()} | set(
+                self._owner.values()
+            )
 
     def _sweep_base_packages(self, cutoff_s: float) -> None:
         for base in self.layout.base_packages():
