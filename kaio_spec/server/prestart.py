@@ -127,11 +127,13 @@ class Pool:
                 except OSError:
                     break  # e.g. out of processes: the next take starts directly, and asks again
                 with self._lock:
-                    if self._closed:
-                        ready.discard()
-                        self.cgroups.remove(ready.cgroups, wait_s=1.0)
-                        return
-                    self._ready.append(ready)
+                    closed = self._closed
+                    if not closed:
+                        self._ready.append(ready)
+                if closed:  # the thread lives on: what it started dies with it (above)
+                    ready.discard()
+                    self.cgroups.remove(ready.cgroups, wait_s=1.0)
+                    break
 
     def _start(self) -> Ready:
         cgroups = self.cgroups.make(f"ready-{next(self._numbers)}")
