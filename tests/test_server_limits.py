@@ -13,7 +13,7 @@ import pytest
 import requests
 from server_support import WAIT_FOR_GO, Api
 
-from kaio_spec.server import limits
+from kaio_spec.server import leftovers, limits
 
 
 def server_isolation(server) -> str:
@@ -193,3 +193,27 @@ def test_max_instances_per_user_leaves_room_for_the_others(server_factory, tmp_p
     go.touch()
     for api, unique in ((alice, holding), (alice, waiting), (bob, bobs)):
         assert api.wait(unique)["status"] == "Completed"
+
+
+def test_instances_start_in_cgroups_made_ahead_and_a_killed_server_leaves_none(server_factory):
+    """Where the server may make cgroups, it keeps processes waiting in fresh ones (as many as
+    its instance slots) for the next instances; killed, it leaves none of them behind."""
+    if "pids" not in limits.instance_cgroups("probe").parents:
+        pytest.skip("this user may make no cgroups here")
+    server = server_factory(max_instances=2)
+    api = Api(server.url, server.add_user())
+    for name in ("first", "second"):
+        assert api.wait(api.submit({"train.py": "print('ok')"}, job_name=name))["status"] == (
+            "Completed"
+        )
+    parent = limits.instance_cgroups("probe").parents["pids"][0]
+    mine = f"kaio-{leftovers.platform_id(server.data_dir)}-*"
+    deadline = time.monotonic() + 10
+    while len(list(parent.glob(mine))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(list(parent.glob(mine))) == 2  # the jobs' own are gone; two wait for the next
+    server.kill()
+    deadline = time.monotonic() + 10
+    while list(parent.glob(mine)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(parent.glob(mine)) == []

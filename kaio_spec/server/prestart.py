@@ -29,8 +29,13 @@ from pathlib import Path
 
 from kaio_spec.server.limits import InstanceCgroups, instance_cgroups
 
-# Enters each cgroup.procs given as an argument, then runs what the pipe (its stdin) says.
-WAIT = 'for procs in "$@"; do echo $$ > "$procs" || exit 125; done; . /dev/stdin; exit 125'
+# Enters each cgroup.procs given as an argument, then runs what the pipe (its stdin) says; if
+# the pipe closes with nothing said (the server went away), leaves and removes its cgroups.
+WAIT = (
+    'for procs in "$@"; do echo $$ > "$procs" || exit 125; done; . /dev/stdin; '
+    'for procs in "$@"; do echo $$ > "${procs%/*/*}/cgroup.procs"; rmdir "${procs%/*}"; '
+    "done 2>/dev/null; exit 125"
+)
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

