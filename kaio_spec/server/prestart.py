@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import re
 import shlex
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kaio_spec.server.limits import InstanceCgroups, instance_cgroups
+
+log = logging.getLogger("kaio.server")
 
 # Enters each cgroup.procs given as an argument, then runs what the pipe (its stdin) says; if
 # the pipe closes with nothing said (the server went away), leaves and removes its cgroups.
@@ -48,25 +51,43 @@ class Ready:
     stdout: int
     stderr: int
     control: int  # the write end of its stdin
+    pipe: tuple[int, int]  # (st_dev, st_ino) of that pipe: the descriptor is still it
 
     def run(self, text: bytes) -> bool:
-        """Hand it `text` (script()); False if it is gone (its pipes are closed then)."""
+        """Hand it `text` (script()); False, and it is discarded, if it is gone or its pipe is
+        no longer the descriptor kept (then nothing is written there)."""
+        if self.proc.poll() is not None or not self._still_its_pipe():
+            log.warning("a prestarted process was lost (exit %s)", self.proc.returncode)
+            self.discard()
+            return False
         try:
             view = memoryview(text)
             while view:
                 view = view[os.write(self.control, view) :]
-        except BrokenPipeError:
+        except OSError:  # it died meanwhile (BrokenPipeError)
             self.discard()
             return False
-        finally:
-            os.close(self.control)
+        os.close(self.control)
+        self.control = -1
         return True
 
+    def _still_its_pipe(self) -> bool:
+        try:
+            st = os.fstat(self.control)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.pipe
+
     def discard(self) -> None:
-        with contextlib.suppress(OSError):
+        """End it (it exits when its pipe closes; killed if its pipe is not ours any more)."""
+        if self.control >= 0 and self._still_its_pipe():
             os.close(self.control)
+        else:
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+        self.control = -1
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)  # ends on its pipe's end
+            self.proc.wait(5)
         for fd in (self.stdout, self.stderr):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -162,7 +183,8 @@ class Pool:
         finally:
             for fd in (out_w, err_w, ctl):
                 os.close(fd)
-        return Ready(proc, cgroups, out, err, ctl_w)
+        st = os.fstat(ctl_w)
+        return Ready(proc, cgroups, out, err, ctl_w, (st.st_dev, st.st_ino))
 
 
 _pools: dict[str, Pool] = {}
