@@ -150,8 +150,10 @@ class Pool:
                         break
                 try:
                     ready = self._start()
-                except OSError:
-                    break  # e.g. out of processes: the next take starts directly, and asks again
+                except Exception:  # the thread must live on (see __init__)
+                    # e.g. out of processes: the next take starts directly, and asks again
+                    log.exception("starting a process ahead of an instance")
+                    break
                 with self._lock:
                     closed = self._closed
                     if not closed:
