@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from kaio_spec import catalog
-from kaio_spec.server import gpu, leftovers, limits, storage
+from kaio_spec.server import gpu, leftovers, limits, prestart, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.runner import SHUTDOWN_REASON, JobRun, end_job
 from kaio_spec.server.sandbox import Sandbox
@@ -85,6 +85,7 @@ class Scheduler:
         for run in runs:
             run.thread.join(grace_s + 5)
         self._kill_leftovers(set)  # what they left behind goes with them
+        prestart.close(self.platform)
 
     def recover(self) -> None:
         """After a crash: jobs that were running failed (all their processes killed first,
@@ -308,6 +309,18 @@ class Scheduler:
                 self.layout.job(job["unique_job_name"]).forget_env()
                 end_job(self.store, job["unique_job_name"], JobStatus.FAILED, NO_UPLOAD_REASON)
         self._sweep_base_packages(time.time() - self.config.retention_s)
+        leftovers.sweep_homes(
+            self.layout.data_dir / "homes",
+            time.time() - self.config.retention_s,
+            self._busy_tenants(),
+            storage.remove_tree,
+        )
+
+    def _busy_tenants(self) -> set[str]:
+        with self._cond:
+            return {run.job["user_id"] for run in self._running.values()} | set(
+                self._owner.values()
+            )
 
     def _sweep_base_packages(self, cutoff_s: float) -> None:
         for base in self.layout.base_packages():
