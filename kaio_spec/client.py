@@ -62,6 +62,9 @@ VERBOSE_LOGGER = LOGGER + ".verbose"
 BASE_PACKAGES = "base-packages"  # the feature named in GET /healthz (docs/base-packages.md)
 # The feature of a server that takes a package PUT of unknown length (chunked), as it is made.
 STREAMED_UPLOAD = "streamed-upload"
+INPUTS = "inputs"  # the feature named in GET /healthz (docs/inputs.md)
+NEEDS_LINKS = "needs-links"  # presign's `needs`: the platform links needed outputs itself
+MAX_HASHES_ASKED = 10_000  # in one POST /files/missing
 JOBS_STOP = "jobs-stop"  # the feature named in GET /healthz: POST /jobs/stop stops many jobs
 FEATURES_TIMEOUT = (10, 10)  # seconds to connect, and to wait for /healthz's answer
 RENEW_BEFORE_S = 60  # log in again when the token has less than this left (docs/protocol.md)
@@ -411,6 +414,8 @@ class Client:
         *,
         image: ResolvedImage | None = None,
         base_package: str | None = None,
+        inputs: Mapping[str, Mapping[str, str]] | None = None,
+        needs: Mapping[str, str] | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
         """The first half of submit_package, for a caller that must record the answer before it
@@ -428,6 +433,11 @@ class Client:
         `base_package` does the upload take those per-job files alone (Package.overlay); without
         it, upload the whole `package` (docs/base-packages.md).
 
+        `inputs`: {name: {path: sha256}}, files the server holds already (upload_input_files),
+        which the job sees read-only at inputs/<name>/<path> (docs/inputs.md; a server with the
+        "inputs" feature only). `needs`: {path under inputs/: unique_job_name}, completed jobs
+        of the caller's whose outputs the platform links there (the "needs-links" feature).
+
         Never retried, as submit_package's docstring says: after requests.ConnectionError, or an
         HTTPError with 502/503/504, the job may or may not exist (look for it by job_name in
         get_jobs()). PlatformError: the API's answer is unusable, or it did not take the job's
@@ -436,7 +446,7 @@ class Client:
         spec, image = self._check_submission(package, spec, fields, image)
         if base_package is not None and not validation.is_sha256(base_package):
             raise FieldError("base_package", "must be a SHA-256: 64 lower-case hex digits")
-        return self._presign(spec, image, base_package)
+        return self._presign(spec, image, base_package, inputs, needs)
 
     def features(self) -> frozenset[str]:
         """The protocol extensions the server lists in GET /healthz (a local-platform route; the
@@ -500,6 +510,36 @@ class Client:
                 return None  # no such route: the server has no base packages
             raise
         return sha
+
+    def upload_input_files(
+        self,
+        files: Mapping[str, tuple[str, int]],
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> int:
+        """Sends the server the input files it lacks (docs/inputs.md, a local-platform extension):
+        `files` maps each SHA-256 to (a local path holding those bytes, their size). Asks which
+        are missing, then PUTs those alone, each retried as upload is. Returns the bytes sent.
+        Raises requests.HTTPError when refused (404: the server has no "inputs" feature)."""
+        hashes = sorted(files)
+        missing: list[str] = []
+        for i in range(0, len(hashes), MAX_HASHES_ASKED):
+            asked = hashes[i : i + MAX_HASHES_ASKED]
+            answer = self._call("POST", "/files/missing", json={"sha256": asked}).json()
+            missing += [h for h in answer.get("missing", []) if h in files]
+        sent = 0
+        for sha in missing:
+            path, size = files[sha]
+            self._log.debug("uploading input file %s (%d bytes)", sha[:12], size)
+            self._transport.put_stream(
+                self._transport.url(f"/files/{sha}"),
+                _file_opener(path, on_bytes),
+                size,
+                description="input file",
+                headers=self._bearer(),
+            )
+            sent += size
+        return sent
 
     def upload(
         self,
@@ -576,7 +616,12 @@ class Client:
         )
 
     def _presign(
-        self, spec: JobSpec, image: ResolvedImage, base_package: str | None = None
+        self,
+        spec: JobSpec,
+        image: ResolvedImage,
+        base_package: str | None = None,
+        inputs: Mapping[str, Mapping[str, str]] | None = None,
+        needs: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         self._log.debug(
             "presign %s: %s x%d, image %s, env names %s",
@@ -587,6 +632,10 @@ class Client:
             sorted(spec.env),
         )
         body = spec.presign_body(image, base_package)
+        if inputs:  # docs/inputs.md
+            body["inputs"] = {name: dict(files) for name, files in inputs.items()}
+        if needs:
+            body["needs"] = dict(needs)
         # Not retried by the transport (a POST): see submit_package's docstring.
         presign = self._call("POST", "/jobs/presign", json=body).json()
         for key in ("unique_job_name", "upload_url"):
@@ -740,6 +789,14 @@ def _body_opener(
     def open_body() -> IO[bytes]:
         # A RawIOBase and a wrapper of it: file objects, which typeshed keeps apart from IO[bytes]
         body = cast("IO[bytes]", package.open())
+        return body if on_bytes is None else cast("IO[bytes]", _Counting(body, on_bytes))
+
+    return open_body
+
+
+def _file_opener(path: str, on_bytes: Callable[[int], None] | None) -> Callable[[], IO[bytes]]:
+    def open_body() -> IO[bytes]:
+        body = open(path, "rb")  # noqa: SIM115 (put_stream closes it, as it does a package's)
         return body if on_bytes is None else cast("IO[bytes]", _Counting(body, on_bytes))
 
     return open_body

@@ -66,7 +66,7 @@ JOB_DEFAULTS: Mapping[str, Any] = {
     "volume_size_gb": 5,
     "retries": 0,
 }
-MERGED_FIELDS = ("env", "params")  # merged key by key between defaults and a job
+MERGED_FIELDS = ("env", "params", "inputs")  # merged key by key between defaults and a job
 IDENTITY_FIELDS = ("name", "needs", "matrix", "sweep")  # a job's own, never from defaults
 NOT_SPEC_FIELDS = ("metric",)  # how results are ranked: neither in the spec nor in the identity
 

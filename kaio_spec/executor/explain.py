@@ -182,7 +182,7 @@ def _replace(o: Observed, versions: Versions, folders: dict) -> Explanation:
             + ("what the API shows of it" if changes else "its code, params or env")
         )
         return Explanation("replace", summary, tuple(changes), previous=old_name)
-    changes = spec_changes(version.get("spec") or {}, o.job.spec)
+    changes = spec_changes(version.get("spec") or {}, o.job.described_spec())
     files = None
     if version.get("content_hash") != o.job.content_hash:
         recorded = versions.folder_files(str(version.get("content_hash")))

@@ -475,7 +475,7 @@ class Engine:
             for n in self._stems.get(_stem(job.job_name), ())
             if n != job.job_name and same_key_and_name(job, n)
         ]
-        self.versions.record(job.job_name, dict(job.spec), job.content_hash, files, older)
+        self.versions.record(job.job_name, job.described_spec(), job.content_hash, files, older)
 
     def _save_versions(self) -> None:
         if self.versions is None:

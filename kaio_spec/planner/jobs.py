@@ -14,6 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from kaio_spec.datasets import Dataset
 from kaio_spec.jobspec import JobSpec
 from kaio_spec.manifest import Manifest
 from kaio_spec.planner.needs import NeededJob, Waiting
@@ -90,6 +91,7 @@ class PlannedJob:
     package_exclude: tuple[str, ...] = ()
     secrets: dict[str, str] = field(default_factory=dict)
     needs: tuple[NeededJob, ...] = ()
+    inputs: tuple[Dataset, ...] = ()  # `inputs:`, read (kaio_spec.datasets); digests in identity
 
     @property
     def needed_keys(self) -> list[str]:
@@ -115,6 +117,16 @@ class PlannedJob:
     @property
     def retries(self) -> int:
         return self.spec["retries"]
+
+    def described_spec(self) -> dict[str, Any]:
+        """The spec with each input's content in short (what `kaio plan` compares to say why a
+        job is replaced: changed data shows as `~ inputs.<name>`)."""
+        if not self.inputs:
+            return dict(self.spec)
+        inputs = {
+            d.name: f"{d.digest[:12]} ({len(d.files)} files, {d.size} bytes)" for d in self.inputs
+        }
+        return {**self.spec, "inputs": inputs}
 
     def params_json(self) -> str:
         """The params.json the executor adds to this job's package."""
@@ -158,6 +170,7 @@ class PlannedJob:
             "action": self.action.value,
             **({"secrets": dict(self.secrets)} if self.secrets else {}),
             **({"needs": self.needed_keys} if self.needs else {}),
+            **({"inputs": {d.name: d.source for d in self.inputs}} if self.inputs else {}),
         }
 
 

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kaio_spec import validation
 from kaio_spec._version import __version__
-from kaio_spec.server import apidocs, auth, storage
+from kaio_spec.server import apidocs, auth, filestore, routes_files, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.errors import ApiError
 from kaio_spec.server.headers import DefaultHeaders
@@ -69,6 +69,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(outputs.router)
     app.include_router(packages.router)
     app.include_router(dashboard.router)
+    app.include_router(routes_files.router)  # /files: docs/inputs.md
     return app
 
 
@@ -96,6 +97,7 @@ def _open_platform(app: FastAPI, config: ServerConfig) -> None:
     state.signin_links = SignInLinks()
     state.dashboard = dashboard.load_dashboard()
     state.swagger = apidocs.load_swagger()
+    filestore.remove_partial(data_dir)  # input uploads a stopped server cut short
 
 
 # ---- errors: every one answered {"error": "<field>: <reason>"} ------------------------------------

@@ -28,7 +28,16 @@ from typing import Any
 import psutil
 
 from kaio_spec import catalog
-from kaio_spec.server import environments, gpu, leftovers, limits, namespaces, prestart, storage
+from kaio_spec.server import (
+    environments,
+    filestore,
+    gpu,
+    leftovers,
+    limits,
+    namespaces,
+    prestart,
+    storage,
+)
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import JobStatus
@@ -311,7 +320,11 @@ class JobRun:
             writable.append(self.files.jupyter(inst.host))
         if self.sandbox.private_tmp:
             writable.append(self.files.tmp(inst.host))
-        readable = [self.files.config(inst.host), self.envs_dir]
+        readable = [
+            self.files.config(inst.host),
+            self.envs_dir,
+            *filestore.readable(self.files.root),
+        ]
         if python != sys.executable:
             readable.append(Path(python).parent.parent)  # a venv of the job's own folder
         return writable, readable
@@ -360,7 +373,8 @@ class JobRun:
         return [python, entry]
 
     def _launch(self, python: str) -> None:
-        job_env = self.files.read_env()
+        # Inputs (filestore.py): linked in before the package is handed out; their variables win.
+        job_env = {**self.files.read_env(), **filestore.mount(self.files.root, self.files.pkg)}
         self._original = storage.hand_out_package(self.files, self.hosts)
         # Each instance's process is kept as it starts: should a later one fail to start,
         # _finish kills those that did.

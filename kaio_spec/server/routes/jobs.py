@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kaio_spec import validation
 from kaio_spec.jobspec import JobSpec
-from kaio_spec.server import storage
+from kaio_spec.server import filestore, routes_files, storage
 from kaio_spec.server.bodies import MAX_TEXT_FIELD, read_json
 from kaio_spec.server.deps import (
     ConfigDep,
@@ -118,7 +118,11 @@ async def presign(
         # Marked used before the job exists, so that the retention sweep spares it.
         if base is not None and uploads.use_base(user["id"], base):
             fields["base_package"] = base
+        data_dir = config.data_dir.expanduser()
+        inputs = routes_files.assemble_inputs(data_dir, user["id"], body, store, layout)
         job = store.create_job(user["id"], job_name, fields)
+        if inputs is not None:  # docs/inputs.md: 400/409 above, before the job exists
+            filestore.place(inputs, layout.job(job["unique_job_name"]).root)
         if env:  # read_env: {} when there is no file
             layout.job(job["unique_job_name"]).write_env(env)
         return job

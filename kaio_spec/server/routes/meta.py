@@ -14,8 +14,15 @@ from kaio_spec.server.responses import ok
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
 # only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
 # of unknown length, as the client compresses it (bodies.receive_body streams and counts it
-# either way).
-FEATURES = ("base-packages", "jobs-filters", "jobs-stop", "streamed-upload")
+# either way). inputs, needs-links: docs/inputs.md.
+FEATURES = (
+    "base-packages",
+    "inputs",
+    "jobs-filters",
+    "jobs-stop",
+    "needs-links",
+    "streamed-upload",
+)
 
 router = APIRouter()
 
