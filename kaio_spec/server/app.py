@@ -35,7 +35,7 @@ from starlette.responses import StreamingResponse
 
 from kaio_spec import catalog, validation
 from kaio_spec._version import __version__
-from kaio_spec.server import apidocs, auth, storage
+from kaio_spec.server import apidocs, auth, ingest, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.headers import DefaultHeaders, attachment
 from kaio_spec.server.scheduler import Scheduler
@@ -483,7 +483,10 @@ async def receive_body(
     except ClientDisconnect:
         # Nobody reads the answer; the status keeps the server's log free of a traceback.
         raise ApiError(400, "body: the client went away before sending all of it") from None
-    take(pending)
+    if sink is None:
+        take(pending)
+    else:  # a sink may wait (an unpacking behind it): never on the event loop
+        await run_in_threadpool(take, pending)
     return size
 
 
@@ -1164,30 +1167,34 @@ def create_app(config: ServerConfig) -> FastAPI:
         files.root.mkdir(parents=True, exist_ok=True)
         part = files.root / f"{storage.PACKAGE}.part-{os.getpid()}-{id(request)}"
         md5 = hashlib.md5(usedforsecurity=False)
+        # Unpacked as it arrives (ingest.py), renamed into place by _accept_package.
+        base = base_of(job) if job["base_package"] else None
+        package = ingest.PackageIngest(part, files.pkg, ingest.extractor(job, base))
         try:
-            with open(part, "wb", buffering=0) as f:
-                size = await receive_body(
-                    request, md5, config.max_upload_bytes, f, config.upload_stall_s
-                )
+            size = await receive_body(
+                request, md5, config.max_upload_bytes, package, config.upload_stall_s
+            )
             etag = md5.hexdigest()
             if job["etag"] and etag != job["etag"]:
                 # A crash cut the unpacking of the bytes first received short: a retry may
                 # send those again, nothing else (as after an upload that was accepted).
                 raise ApiError(409, "body: the job's package was already received")
-            os.replace(part, files.package)
+            if not job["etag"]:  # the bytes this job takes from now on, whatever happens next
+                await run_in_threadpool(store.update_job, unique, etag=etag)
+            await run_in_threadpool(_accept_package, job, files, size, etag, package)
         finally:
-            part.unlink(missing_ok=True)
-        if not job["etag"]:  # the bytes this job takes from now on, whatever happens next
-            await run_in_threadpool(store.update_job, unique, etag=etag)
-        await run_in_threadpool(_accept_package, job, files, size, etag)
+            await run_in_threadpool(package.close)
         return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
     def base_of(job: dict) -> storage.BaseFiles:
         return layout.base(job["user_id"], job["base_package"])
 
-    def _accept_package(job: dict, files: storage.JobFiles, size: int, etag: str) -> None:
+    def _accept_package(
+        job: dict, files: storage.JobFiles, size: int, etag: str, package: ingest.PackageIngest
+    ) -> None:
         try:
-            _unpack_job_files(job, files, size)
+            _check_job_package(job, size)
+            package.finish(files.package)
         except storage.BaseGone as e:
             _fail_upload(job, files, 409, e)
         except storage.PackageError as e:
@@ -1204,18 +1211,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         )
         scheduler.enqueue(job["unique_job_name"])
 
-    def _unpack_job_files(job: dict, files: storage.JobFiles, size: int) -> None:
-        """Checked and unpacked in one read: nothing of a bad package reaches pkg/."""
-        volume = job["volume_size_gb"] * 1024**3
+    def _check_job_package(job: dict, size: int) -> None:
         if not job["base_package"]:
             _check_package_bytes(job, size)
-            storage.unpack_package(files.package, files.pkg, job["entrypoint"], volume)
             return
-        base = base_of(job)
         # Counted with its base, so that a job is taken or refused alike whether or not its
         # client could use a base package.
-        _check_package_bytes(job, size + base.meta().size, " with its base package")
-        storage.unpack_overlay(base, files.package, files.pkg, job["entrypoint"], volume)
+        _check_package_bytes(job, size + base_of(job).meta().size, " with its base package")
 
     def _check_package_bytes(job: dict, size: int, counting: str = "") -> None:
         if size > job["volume_size_gb"] * 1024**3 // 2:
