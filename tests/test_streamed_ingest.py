@@ -5,6 +5,7 @@ sent, and a body cut short, or a package refused halfway, leaves nothing of itse
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import socket
 import tarfile
@@ -148,3 +149,22 @@ def test_a_package_whose_gzip_check_fails_is_refused_not_run_on_the_bytes_before
     assert job["status"] == "Failed", job
     job_dir = kaio_server.data_dir / "jobs" / presigned["unique_job_name"]
     assert temp_files(job_dir) == [] and not (job_dir / "pkg").exists()
+
+
+def test_a_member_of_negative_size_is_refused(api):
+    """GNU tar's base-256 sizes can be negative: counted as they are, such a member would take
+    bytes off what the package unpacks to, and send tarfile back to reread earlier members."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tf:
+        train = tarfile.TarInfo("train.py")
+        train.size = 6
+        tf.addfile(train, io.BytesIO(b"pass\n\n"))
+        negative = tarfile.TarInfo("hidden")
+        negative.size = -4096
+        tf.fileobj.write(negative.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+        tf.offset += tarfile.BLOCKSIZE
+    presigned = api.presign(job_name="negative-size")
+    r = requests.put(presigned["upload_url"], data=buf.getvalue(), timeout=60)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "package: 'hidden' has a negative size (-4096)"
+    assert api.job(presigned["unique_job_name"])["status"] == "Failed"

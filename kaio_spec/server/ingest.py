@@ -72,6 +72,11 @@ class _Pipe(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        # So that the gzip reader above seeks forward, which it does by reading on (tarfile
+        # skips a member's padding so); a seek back would reach seek() here and is refused.
+        return True
+
     def readinto(self, buffer) -> int:
         if not self._left and not self._at_end:
             piece = self._pieces.get()

@@ -30,6 +30,7 @@ import contextlib
 import gzip
 import hashlib
 import hmac
+import io
 import json
 import os
 import posixpath
@@ -395,6 +396,8 @@ def check_member(m: tarfile.TarInfo) -> None:
         raise PackageError(f"package: {name!r} is an absolute path")
     if ".." in PurePosixPath(name).parts or "\\" in name:
         raise PackageError(f"package: {name!r} has a '..' component or a backslash")
+    if m.size < 0:  # GNU's base-256 sizes can be negative: counted, it would hide bytes
+        raise PackageError(f"package: {name!r} has a negative size ({m.size})")
     if m.ischr() or m.isblk() or m.isfifo():
         raise PackageError(f"package: {name!r} is a device file or a FIFO")
     if m.issym() or m.islnk():
@@ -535,6 +538,7 @@ _READ_ERRORS = (
     _InflateError,
     UnicodeError,
     gzip.BadGzipFile,
+    io.UnsupportedOperation,  # a seek back in an upload (tarfile only seeks forward in a sane one)
 )
 # Member data is copied in pieces of 1 MiB: far fewer Python calls than tarfile's 16 KiB.
 _COPY_BUFSIZE = 1024 * 1024
@@ -552,9 +556,12 @@ def _extract(source: BinaryIO, dest: Path, check: _MemberCheck) -> None:
     unsafe or the archive unreadable; what was unpacked so far stays in `dest`, for the caller's
     temp folder to drop."""
     try:
+        # "r:" over a gzip reader, as tarfile's "r:gz" does: tarfile's own stream mode ("r|")
+        # copies its whole read-ahead for every header it reads (twice the CPU). This one seeks
+        # only forward, which a gzip reader does by reading on, as a stream allows.
         with (
             _gzip_module.GzipFile(fileobj=source, mode="rb") as gz,
-            tarfile.open(fileobj=gz, mode="r|", bufsize=_COPY_BUFSIZE) as tf,
+            tarfile.open(fileobj=gz, mode="r:", copybufsize=_COPY_BUFSIZE) as tf,
             unpack.Tree(dest) as tree,
         ):
             for m in tf:
