@@ -17,6 +17,7 @@ import io
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -24,8 +25,12 @@ from typing import BinaryIO
 
 from kaio_spec.server import storage
 
-# Pieces of the body (of up to ~1 MiB each: app.receive_body's) waiting for the unpacking thread:
-# the memory one upload may hold, and how far receiving may run ahead of unpacking.
+# A body's bytes are handed on in pieces of at least PIECE_BYTES (fewer wake-ups between threads:
+# on a loaded machine each costs a wait for a time slice), at most BODY_BUDGET bytes queued by
+# the event loop and PIECES_AHEAD pieces waiting for the unpacking thread: the memory one upload
+# may hold, and how far receiving may run ahead of unpacking.
+PIECE_BYTES = 1024 * 1024
+BODY_BUDGET = 8 * PIECE_BYTES
 PIECES_AHEAD = 8
 _STOP_POLL_S = 0.05  # how soon a receiver blocked on a full pipe sees that its reader stopped
 
@@ -39,6 +44,77 @@ def extractor(job: dict, base: storage.BaseFiles | None) -> Extract:
     if base is None:
         return partial(storage.extract_package, job["entrypoint"], volume)
     return partial(storage.extract_overlay, base, job["entrypoint"], volume)
+
+
+class BodyPump:
+    """The pieces of a request's body handed from the event loop to one thread that takes them
+    (hashes and stores them: `take`), without a thread hop per piece: offer() never blocks, and
+    the loop waits (wait_for_room(), off the loop) only while BODY_BUDGET bytes are queued. The
+    thread takes the queued pieces together, PIECE_BYTES or more at a time. finish() at the end
+    of the body raises what `take` raised; close() always."""
+
+    def __init__(self, take: Callable[[bytes], None]):
+        self._take = take
+        self._cond = threading.Condition()
+        self._pieces: deque[bytes] = deque()
+        self._queued = 0
+        self._ended = False  # the whole body was offered
+        self._stopped = False  # take failed, or close(): pieces are dropped from now on
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="body", daemon=True)
+        self._thread.start()
+
+    def offer(self, piece: bytes) -> bool:
+        """Queue `piece`; whether there is room for more."""
+        with self._cond:
+            if self._stopped:
+                return True  # dropped: finish() says why
+            self._pieces.append(piece)
+            self._queued += len(piece)
+            if self._queued >= PIECE_BYTES:
+                self._cond.notify_all()
+            return self._queued < BODY_BUDGET
+
+    def wait_for_room(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._queued < BODY_BUDGET or self._stopped)
+
+    def finish(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (pieces := self._next()) is not None:
+            try:
+                self._take(b"".join(pieces))
+            except BaseException as e:
+                with self._cond:
+                    self._error, self._stopped = e, True
+                    self._cond.notify_all()
+                return
+
+    def _next(self) -> list[bytes] | None:
+        """The pieces queued, once there are PIECE_BYTES of them or the body ended; None when
+        there is nothing more to take."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._queued >= PIECE_BYTES or self._ended or self._stopped)
+            if self._stopped or not self._pieces:
+                return None
+            pieces = list(self._pieces)
+            self._pieces.clear()
+            self._queued = 0
+            self._cond.notify_all()  # room again for the loop
+        return pieces
 
 
 class _BodyCut(Exception):
@@ -91,7 +167,7 @@ class _Pipe(io.RawIOBase):
 
 
 class PackageIngest:
-    """One upload of a package, given piece by piece to write() (app.receive_body's sink): each
+    """One upload of a package, given piece by piece to write() (a BodyPump's sink): each
     piece is written to `part` and unpacked, as it arrives, by `extract` in a thread into a temp
     folder beside `dest`. finish() once the body is whole and accepted; close() always, after."""
 
