@@ -43,6 +43,7 @@ class ChunkedPut:
     midway (as a client that dies)."""
 
     def __init__(self, url: str):
+        self.url = url
         where = urlsplit(url)
         self.conn = socket.create_connection((where.hostname, where.port), timeout=60)
         head = (
@@ -71,18 +72,26 @@ def temp_files(job_dir: Path) -> list[Path]:
     return [*job_dir.glob("pkg.tmp-*"), *job_dir.glob("*.part-*")]
 
 
-def test_the_files_are_unpacked_while_the_body_is_still_arriving(api, kaio_server):
-    big = os.urandom(BIG)
-    package = package_with(big)
-    presigned = api.presign(job_name="as-it-arrives")
+def start_upload(api: Api, kaio_server, job_name: str, package: bytes):
+    """A job presigned and the first FIRST_PART bytes of its package sent, once the server has
+    begun unpacking them: (its unique name, its folder, the upload, to send the rest on)."""
+    presigned = api.presign(job_name=job_name)
     unique = presigned["unique_job_name"]
     job_dir = kaio_server.data_dir / "jobs" / unique
     put = ChunkedPut(presigned["upload_url"])
     put.send(package[:FIRST_PART])
+    # big.bin begun: the members before it are whole.
+    wait_for(lambda: list(job_dir.glob("pkg.tmp-*/data/big.bin")), "unpacking began", 30)
+    return unique, job_dir, put
+
+
+def test_the_files_are_unpacked_while_the_body_is_still_arriving(api, kaio_server):
+    big = os.urandom(BIG)
+    package = package_with(big)
+    unique, job_dir, put = start_upload(api, kaio_server, "as-it-arrives", package)
     # Before the rest is sent, the first members are already in the job's temp folder...
-    # (big.bin begun: the members before it are whole)
-    found = wait_for(lambda: list(job_dir.glob("pkg.tmp-*/data/big.bin")), "big.bin begun", 30)
-    assert (found[0].parents[1] / "train.py").read_text() == TRAIN
+    [train] = job_dir.glob("pkg.tmp-*/train.py")
+    assert train.read_text() == TRAIN
     assert not (job_dir / "pkg").exists()  # ...and nothing is in place yet
     put.send(package[FIRST_PART:])
     answer = put.finish()
@@ -98,17 +107,12 @@ def test_a_body_cut_while_unpacking_leaves_nothing_and_the_upload_can_be_sent_ag
     api, kaio_server
 ):
     package = package_with(os.urandom(BIG))
-    presigned = api.presign(job_name="cut-while-unpacking")
-    unique = presigned["unique_job_name"]
-    job_dir = kaio_server.data_dir / "jobs" / unique
-    put = ChunkedPut(presigned["upload_url"])
-    put.send(package[:FIRST_PART])
-    wait_for(lambda: list(job_dir.glob("pkg.tmp-*/train.py")), "unpacking began", 30)
+    unique, job_dir, put = start_upload(api, kaio_server, "cut-while-unpacking", package)
     put.drop()  # the client dies with most of the body unsent
     wait_for(lambda: temp_files(job_dir) == [], "the half-made files removed", 30)
     assert not (job_dir / "pkg").exists() and not (job_dir / "package.tar.gz").exists()
     assert api.job(unique)["status"] == "Pending"  # waits for the upload, as before it began
-    retry = ChunkedPut(presigned["upload_url"])
+    retry = ChunkedPut(put.url)
     retry.send(package)
     answer = retry.finish()
     assert answer.startswith("HTTP/1.1 200"), answer
@@ -120,12 +124,7 @@ def test_an_unsafe_member_after_files_already_unpacked_fails_the_job_and_leaves_
 ):
     escape = tarfile.TarInfo("../escaped.txt")
     package = package_with(os.urandom(BIG), last=escape)
-    presigned = api.presign(job_name="unsafe-at-the-end")
-    unique = presigned["unique_job_name"]
-    job_dir = kaio_server.data_dir / "jobs" / unique
-    put = ChunkedPut(presigned["upload_url"])
-    put.send(package[:FIRST_PART])
-    wait_for(lambda: list(job_dir.glob("pkg.tmp-*/train.py")), "unpacking began", 30)
+    unique, job_dir, put = start_upload(api, kaio_server, "unsafe-at-the-end", package)
     put.send(package[FIRST_PART:])
     answer = put.finish()
     assert answer.startswith("HTTP/1.1 400"), answer
