@@ -61,6 +61,7 @@ import io
 import os
 import stat
 import struct
+import sys
 import tarfile
 import tempfile
 import threading
@@ -1184,7 +1185,9 @@ class _FollowingReader(io.RawIOBase):
         try:
             self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
         except FileNotFoundError:
-            growth.wait_past(0)  # the build failed and removed it: PackagingFailed says why
+            # The build failed and removed it: PackagingFailed says why, once the build has
+            # said so (it removes the file first; bytes written before do not tell).
+            growth.wait_past(sys.maxsize)
             raise
         self._growth = growth
         self._pos = 0

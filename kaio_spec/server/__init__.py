@@ -24,6 +24,7 @@ namespaces.py   jobs in namespaces of their own (bubblewrap)
 sandbox.py      which isolation jobs get; Landlock's confinement where namespaces are not had
 limits.py       memory, volume, processes and log caps held while a job runs (cgroups, telemetry)
 unpack.py       archives written beneath a folder by descriptor, through no link
+ingest.py       an upload's body hashed and stored by one thread, its package unpacked as it arrives
 connections.py  slow and idle connections closed (uvicorn's protocol, with a header timeout)
 states.py       job statuses and their lifecycle
 """

@@ -7,17 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any, BinaryIO
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
+from kaio_spec.server import ingest
 from kaio_spec.server.errors import ApiError
 
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16
 MAX_TEXT_FIELD = 512
-UPLOAD_WRITE_CHUNK = 1024 * 1024
 
 
 def _depth(value: Any) -> int:
@@ -119,32 +119,31 @@ async def stalls_timed_out(request: Request, stall_s: float) -> AsyncIterator[by
 
 
 async def receive_body(
-    request: Request, hasher: Any, limit: int, sink: BinaryIO | None = None, stall_s: float = 60.0
+    request: Request, hasher: Any, limit: int, sink: Any = None, stall_s: float = 60.0
 ) -> int:
-    """Stream the body through `hasher` (and into `sink`), never whole in memory; its size. 413
-    past `limit`; 408 when it stalls for `stall_s`. One pass over the bytes: each piece hashed
-    (hashlib lets go of the GIL) and written together."""
+    """Stream the body through `hasher` (and into `sink`, a file or an ingest.PackageIngest),
+    never whole in memory; its size. 413 past `limit`; 408 when it stalls for `stall_s`. One pass
+    over the bytes, hashed (hashlib lets go of the GIL) and written together by one thread
+    (ingest.BodyPump) while the loop reads on."""
 
-    def take(data: bytearray) -> None:
+    def take(data: bytes) -> None:
         hasher.update(data)
         if sink is not None:
             sink.write(data)
 
     size = 0
-    pending = bytearray()
+    pump = ingest.BodyPump(take)
     try:
         async for chunk in stalls_timed_out(request, stall_s):
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, f"body: larger than the {limit} bytes allowed")
-            pending += chunk
-            if len(pending) >= UPLOAD_WRITE_CHUNK:
-                # Large pieces off the event loop; the last small one (all of a small package)
-                # is not worth a thread hop.
-                data, pending = pending, bytearray()
-                await run_in_threadpool(take, data)
+            if not pump.offer(chunk):
+                await run_in_threadpool(pump.wait_for_room)
+        await run_in_threadpool(pump.finish)
     except ClientDisconnect:
         # Nobody reads the answer; the status keeps the server's log free of a traceback.
         raise ApiError(400, "body: the client went away before sending all of it") from None
-    take(pending)
+    finally:
+        await run_in_threadpool(pump.close)
     return size

@@ -30,6 +30,7 @@ import contextlib
 import gzip
 import hashlib
 import hmac
+import io
 import json
 import os
 import posixpath
@@ -38,10 +39,12 @@ import stat
 import sys
 import tarfile
 import time
+import types
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
@@ -50,6 +53,15 @@ from kaio_spec import catalog, validation
 from kaio_spec.files import write_atomic
 from kaio_spec.server import auth, unpack
 from kaio_spec.server.states import JobStatus
+
+_gzip_module: types.ModuleType
+_InflateError: type[Exception]
+try:  # ISA-L's inflate, ~2x zlib's (a dependency; zlib where it could not be installed)
+    from isal import igzip as _gzip_module
+    from isal.igzip_lib import IsalError as _InflateError  # type: ignore[assignment]
+except ImportError:  # pragma: no cover
+    _gzip_module = gzip
+    _InflateError = zlib.error
 
 PACKAGE = "package.tar.gz"
 LOG_NAMES = ("stdout.log", "stderr.log")
@@ -241,7 +253,7 @@ class BaseFiles:
 
     def temp(self) -> Path:
         """A fresh temp folder's path beside the base package (removed at start if left over)."""
-        return _temp_beside(self.root)
+        return temp_beside(self.root)
 
 
 def _write_meta(path: Path, meta: BaseMeta) -> None:
@@ -257,7 +269,8 @@ def store_base_package(tmp: Path, base: BaseFiles, size: int) -> None:
     check = _MemberCheck(None, MAX_BASE_UNPACKED_BYTES)
     tree = tmp / "tree"
     tree.mkdir()  # an archive with no members still makes a (empty) base package
-    _extract(tmp / PACKAGE, tree, check)
+    with open(tmp / PACKAGE, "rb") as source:
+        _extract(source, tree, check)
     _write_meta(tmp / BASE_META, BaseMeta(size, check.total, time.time()))
     try:
         os.replace(tmp, base.root)
@@ -376,6 +389,8 @@ def check_member(m: tarfile.TarInfo) -> None:
         raise PackageError(f"package: {name!r} is an absolute path")
     if ".." in PurePosixPath(name).parts or "\\" in name:
         raise PackageError(f"package: {name!r} has a '..' component or a backslash")
+    if m.size < 0:  # GNU's base-256 sizes can be negative: counted, it would hide bytes
+        raise PackageError(f"package: {name!r} has a negative size ({m.size})")
     if m.ischr() or m.isblk() or m.isfifo():
         raise PackageError(f"package: {name!r} is a device file or a FIFO")
     if m.issym() or m.islnk():
@@ -509,7 +524,15 @@ class _OverlayCheck(_MemberCheck):
 
 # Errors of reading a damaged archive (gzip's BadGzipFile is an OSError; other OSErrors, such as
 # a full disk while unpacking, are the platform's, not the package's).
-_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, UnicodeError, gzip.BadGzipFile)
+_READ_ERRORS = (
+    tarfile.TarError,
+    EOFError,
+    zlib.error,
+    _InflateError,
+    UnicodeError,
+    gzip.BadGzipFile,
+    io.UnsupportedOperation,  # a seek back in an upload (tarfile only seeks forward in a sane one)
+)
 # Member data is copied in pieces of 1 MiB: far fewer Python calls than tarfile's 16 KiB.
 _COPY_BUFSIZE = 1024 * 1024
 
@@ -518,20 +541,26 @@ _COPY_BUFSIZE = 1024 * 1024
 _CLASH_ERRORS = (IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
-def _extract(path: Path, dest: Path, check: _MemberCheck) -> None:
-    """Unpack the archive at `path` into `dest` in one read (one decompression), each member
-    checked before anything of it is written, and written by unpack.Tree, which cannot follow
-    a link out of `dest` even if a check missed one. PackageError when a member is unsafe or
-    the archive unreadable; what was unpacked so far stays in `dest`, for the caller's temp
-    folder to drop."""
+def _extract(source: BinaryIO, dest: Path, check: _MemberCheck) -> None:
+    """Unpack the tar.gz read from `source` into `dest` front to back, as a stream (an upload as
+    it arrives: ingest.py), each member checked before anything of it is written, and written by
+    unpack.Tree, which cannot follow a link out of `dest` even if a check missed one. Read to the
+    end of the gzip stream, whose CRC and length are checked. PackageError when a member is
+    unsafe or the archive unreadable; what was unpacked so far stays in `dest`, for the caller's
+    temp folder to drop."""
     try:
-        # copybufsize: a TarFile argument that tarfile.open passes on; typeshed leaves it out
+        # "r:" over a gzip reader, as tarfile's "r:gz" does: tarfile's own stream mode ("r|")
+        # copies its whole read-ahead for every header it reads (twice the CPU). This one seeks
+        # only forward, which a gzip reader does by reading on, as a stream allows.
         with (
-            tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf,  # type: ignore[call-overload]
+            _gzip_module.GzipFile(fileobj=source, mode="rb") as gz,
+            tarfile.open(fileobj=gz, mode="r:", copybufsize=_COPY_BUFSIZE) as tf,  # type: ignore[call-overload]
             unpack.Tree(dest) as tree,
         ):
             for m in tf:
                 _write_member(tf, m, check(m, tree), tree)
+            while gz.read(_COPY_BUFSIZE):  # the tar's padding, then the gzip trailer's checks
+                pass
             check.finish(tree)
             tree.finish()
     except PackageError:
@@ -572,7 +601,7 @@ def _write_member(tf: tarfile.TarFile, m: tarfile.TarInfo, parts: unpack.Parts, 
         tree.write_file(parts, data, (m.mode & 0o755) | 0o600, m.mtime, _COPY_BUFSIZE)
 
 
-def _replace_dir(tmp: Path, dest: Path) -> None:
+def replace_dir(tmp: Path, dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
@@ -620,45 +649,58 @@ def remove_temp(tmp: Path) -> None:
 
 
 def unpack_package(path: Path, dest: Path, entrypoint: str, max_unpacked_bytes: int) -> None:
-    """Check and unpack a package in one read of the archive (one decompression): each
-    member is checked before anything of it is written, into a temp folder renamed into place
-    only once the whole package passed; nothing is left behind when it does not."""
-    check = _MemberCheck(entrypoint, max_unpacked_bytes)
-    tmp = _temp_beside(dest)
-    try:
-        tmp.mkdir()
-        _extract(path, tmp, check)
-        _replace_dir(tmp, dest)
-    finally:
-        remove_temp(tmp)
+    """Check and unpack the package at `path` in one read (one decompression) as `dest`: see
+    extract_package; renamed into place only once the whole package passed, nothing is left
+    behind when it does not."""
+    _unpack_file(path, dest, partial(extract_package, entrypoint, max_unpacked_bytes))
 
 
 def unpack_overlay(
     base: BaseFiles, overlay: Path, dest: Path, entrypoint: str, max_unpacked_bytes: int
 ) -> None:
-    """A job's files from a base package and an overlay (docs/base-packages.md): a copy of the
-    base's tree (mtimes kept) with the overlay unpacked on top as a later tar member would be,
-    into a temp folder renamed into place as `dest` only once whole. The entrypoint must be a
-    regular file at the top level of the result; the base's unpacked bytes count against the
-    volume with the overlay's. PackageError for a bad overlay; BaseGone if the base was deleted."""
+    """A job's files from a base package and the overlay at `overlay` (extract_overlay), renamed
+    into place as `dest` only once whole."""
+    _unpack_file(overlay, dest, partial(extract_overlay, base, entrypoint, max_unpacked_bytes))
+
+
+def _unpack_file(path: Path, dest: Path, extract: Callable[[BinaryIO, Path], None]) -> None:
+    tmp = temp_beside(dest)
+    try:
+        with open(path, "rb") as source:
+            extract(source, tmp)
+        replace_dir(tmp, dest)
+    finally:
+        remove_temp(tmp)
+
+
+def extract_package(entrypoint: str, max_unpacked_bytes: int, source: BinaryIO, tmp: Path) -> None:
+    """Check and unpack a package read from `source` into the new folder `tmp`: each member is
+    checked before anything of it is written. PackageError when it is unsafe or unreadable."""
+    tmp.mkdir()
+    _extract(source, tmp, _MemberCheck(entrypoint, max_unpacked_bytes))
+
+
+def extract_overlay(
+    base: BaseFiles, entrypoint: str, max_unpacked_bytes: int, source: BinaryIO, tmp: Path
+) -> None:
+    """A job's files from a base package and an overlay read from `source` (docs/base-packages.md),
+    made as the new folder `tmp`: a copy of the base's tree (mtimes kept) with the overlay
+    unpacked on top as a later tar member would be. The entrypoint must be a regular file at the
+    top level of the result; the base's unpacked bytes count against the volume with the
+    overlay's. PackageError for a bad overlay; BaseGone if the base was deleted."""
     meta = base.meta()
     if meta.unpacked_bytes > max_unpacked_bytes:
         raise PackageError(
             f"package: the base package unpacks to more than the volume's {max_unpacked_bytes} "
             "bytes"
         )
-    tmp = _temp_beside(dest)
-    try:
-        _copy_base_tree(base, tmp)
-        _extract(overlay, tmp, _OverlayCheck(max_unpacked_bytes, meta.unpacked_bytes))
-        if not _is_regular(tmp / entrypoint):
-            raise PackageError(
-                f"package: the entrypoint {entrypoint!r} is at the top level of neither the base "
-                "package nor the overlay"
-            )
-        _replace_dir(tmp, dest)
-    finally:
-        remove_temp(tmp)
+    _copy_base_tree(base, tmp)
+    _extract(source, tmp, _OverlayCheck(max_unpacked_bytes, meta.unpacked_bytes))
+    if not _is_regular(tmp / entrypoint):
+        raise PackageError(
+            f"package: the entrypoint {entrypoint!r} is at the top level of neither the base "
+            "package nor the overlay"
+        )
 
 
 def _copy_base_tree(base: BaseFiles, dest: Path) -> None:
@@ -684,7 +726,7 @@ def _is_regular(path: Path) -> bool:
     return mode is not None and stat.S_ISREG(mode)
 
 
-def _temp_beside(path: Path) -> Path:
+def temp_beside(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
 
 

@@ -14,7 +14,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from kaio_spec import validation
-from kaio_spec.server import storage
+from kaio_spec.server import ingest, storage
 from kaio_spec.server.errors import ApiError
 from kaio_spec.server.states import JobStatus
 from kaio_spec.server.store import Store, iso, now
@@ -80,11 +80,19 @@ class Uploads:
         """Whether the job takes an overlay on a base package that no longer exists."""
         return bool(job["base_package"]) and not self.base_of(job).meta_file.is_file()
 
-    def accept(self, job: dict, files: storage.JobFiles, size: int, etag: str) -> None:
-        """Unpack the job's package (files.package) and queue the job; ApiError and the job
-        failed when the package is refused or the platform cannot unpack it."""
+    def accept(
+        self,
+        job: dict,
+        files: storage.JobFiles,
+        size: int,
+        etag: str,
+        package: ingest.PackageIngest,
+    ) -> None:
+        """Take the job's package, unpacked as it arrived (`package`), and queue the job;
+        ApiError and the job failed when the package is refused or the platform cannot unpack it."""
         try:
-            self._unpack(job, files, size)
+            self._check_size(job, size)
+            package.finish(files.package)
         except storage.BaseGone as e:
             self.fail(job, files, 409, e)
         except storage.PackageError as e:
@@ -101,18 +109,13 @@ class Uploads:
         )
         self.scheduler.enqueue(job["unique_job_name"])
 
-    def _unpack(self, job: dict, files: storage.JobFiles, size: int) -> None:
-        """Checked and unpacked in one read: nothing of a bad package reaches pkg/."""
-        volume = job["volume_size_gb"] * 1024**3
+    def _check_size(self, job: dict, size: int) -> None:
         if not job["base_package"]:
             check_fits_volume(job, size)
-            storage.unpack_package(files.package, files.pkg, job["entrypoint"], volume)
             return
-        base = self.base_of(job)
         # Counted with its base, so that a job is taken or refused alike whether or not its
         # client could use a base package.
-        check_fits_volume(job, size + base.meta().size, " with its base package")
-        storage.unpack_overlay(base, files.package, files.pkg, job["entrypoint"], volume)
+        check_fits_volume(job, size + self.base_of(job).meta().size, " with its base package")
 
     def fail(self, job: dict, files: storage.JobFiles, status: int, error: Exception) -> None:
         """The job fails with the reason its upload is refused for, which ApiError answers."""

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from kaio_spec import validation
-from kaio_spec.server import storage
+from kaio_spec.server import ingest, storage
 from kaio_spec.server.bodies import receive_body, refuse_declared_over
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.deps import (
@@ -154,20 +154,21 @@ async def _upload(
     files.root.mkdir(parents=True, exist_ok=True)
     part = files.root / f"{storage.PACKAGE}.part-{os.getpid()}-{id(request)}"
     md5 = hashlib.md5(usedforsecurity=False)
+    # Unpacked as it arrives (ingest.py), renamed into place by uploads.accept.
+    base = uploads.base_of(job) if job["base_package"] else None
+    package = ingest.PackageIngest(part, files.pkg, ingest.extractor(job, base))
     try:
-        with open(part, "wb", buffering=0) as f:
-            size = await receive_body(
-                request, md5, config.max_upload_bytes, f, config.upload_stall_s
-            )
+        size = await receive_body(
+            request, md5, config.max_upload_bytes, package, config.upload_stall_s
+        )
         etag = md5.hexdigest()
         if job["etag"] and etag != job["etag"]:
             # A crash cut the unpacking of the bytes first received short: a retry may send
             # those again, nothing else (as after an upload that was accepted).
             raise ApiError(409, "body: the job's package was already received")
-        os.replace(part, files.package)
+        if not job["etag"]:  # the bytes this job takes from now on, whatever happens next
+            await run_in_threadpool(store.update_job, job["unique_job_name"], etag=etag)
+        await run_in_threadpool(uploads.accept, job, files, size, etag, package)
     finally:
-        part.unlink(missing_ok=True)
-    if not job["etag"]:  # the bytes this job takes from now on, whatever happens next
-        await run_in_threadpool(store.update_job, job["unique_job_name"], etag=etag)
-    await run_in_threadpool(uploads.accept, job, files, size, etag)
+        await run_in_threadpool(package.close)
     return etag

@@ -1,0 +1,169 @@
+"""The server unpacks a job's package as its upload arrives (kaio_spec/server/ingest.py), against a
+real server: files are on disk before the body's last byte, the job runs on exactly the files
+sent, and a body cut short, or a package refused halfway, leaves nothing of itself behind."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import socket
+import tarfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from server_support import Api, make_package
+from support import wait_for
+
+# Read back by the job: it proves the files it ran on are those sent, byte for byte.
+TRAIN = (
+    "import hashlib\n"
+    "print(hashlib.sha256(open('data/big.bin', 'rb').read()).hexdigest())\n"
+    "print(open('data/first.csv').read(), end='')\n"
+)
+BIG = 8 * 1024**2  # random bytes after the small members: deflate leaves them as big
+FIRST_PART = 3 * 1024**2  # sent first: the small members and the start of big.bin
+
+
+@pytest.fixture
+def api(kaio_server, api_key) -> Api:
+    return Api(kaio_server.url, api_key)
+
+
+def package_with(big: bytes, last: tarfile.TarInfo | None = None) -> bytes:
+    """train.py and a small CSV first, then `big`, then `last` (a raw member) if given."""
+    files = {"train.py": TRAIN, "data/first.csv": "x,y\n1,2\n", "data/big.bin": big}
+    return make_package(files, [last] if last is not None else [])
+
+
+class ChunkedPut:
+    """A PUT of a chunked body sent piece by piece on a raw connection, which can be dropped
+    midway (as a client that dies)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        where = urlsplit(url)
+        self.conn = socket.create_connection((where.hostname, where.port), timeout=60)
+        head = (
+            f"PUT {where.path}?{where.query} HTTP/1.1\r\nHost: {where.netloc}\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        self.conn.sendall(head.encode())
+
+    def send(self, data: bytes) -> None:
+        self.conn.sendall(b"%x\r\n" % len(data) + data + b"\r\n")
+
+    def finish(self) -> str:
+        """The end of the body; the server's whole answer."""
+        self.conn.sendall(b"0\r\n\r\n")
+        answer = b""
+        while piece := self.conn.recv(65536):
+            answer += piece
+        self.conn.close()
+        return answer.decode()
+
+    def drop(self) -> None:
+        self.conn.close()
+
+
+def temp_files(job_dir: Path) -> list[Path]:
+    return [*job_dir.glob("pkg.tmp-*"), *job_dir.glob("*.part-*")]
+
+
+def start_upload(api: Api, kaio_server, job_name: str, package: bytes):
+    """A job presigned and the first FIRST_PART bytes of its package sent, once the server has
+    begun unpacking them: (its unique name, its folder, the upload, to send the rest on)."""
+    presigned = api.presign(job_name=job_name)
+    unique = presigned["unique_job_name"]
+    job_dir = kaio_server.data_dir / "jobs" / unique
+    put = ChunkedPut(presigned["upload_url"])
+    put.send(package[:FIRST_PART])
+    # big.bin begun: the members before it are whole.
+    wait_for(lambda: list(job_dir.glob("pkg.tmp-*/data/big.bin")), "unpacking began", 30)
+    return unique, job_dir, put
+
+
+def test_the_files_are_unpacked_while_the_body_is_still_arriving(api, kaio_server):
+    big = os.urandom(BIG)
+    package = package_with(big)
+    unique, job_dir, put = start_upload(api, kaio_server, "as-it-arrives", package)
+    # Before the rest is sent, the first members are already in the job's temp folder...
+    [train] = job_dir.glob("pkg.tmp-*/train.py")
+    assert train.read_text() == TRAIN
+    assert not (job_dir / "pkg").exists()  # ...and nothing is in place yet
+    put.send(package[FIRST_PART:])
+    answer = put.finish()
+    assert answer.startswith("HTTP/1.1 200"), answer
+    assert (job_dir / "package.tar.gz").read_bytes() == package
+    assert temp_files(job_dir) == []
+    assert api.wait(unique)["status"] == "Completed"
+    log = api.get(f"/jobs/{unique}/logs").text
+    assert log == f"{hashlib.sha256(big).hexdigest()}\nx,y\n1,2\n"
+
+
+def test_a_body_cut_while_unpacking_leaves_nothing_and_the_upload_can_be_sent_again(
+    api, kaio_server
+):
+    package = package_with(os.urandom(BIG))
+    unique, job_dir, put = start_upload(api, kaio_server, "cut-while-unpacking", package)
+    put.drop()  # the client dies with most of the body unsent
+    wait_for(lambda: temp_files(job_dir) == [], "the half-made files removed", 30)
+    assert not (job_dir / "pkg").exists() and not (job_dir / "package.tar.gz").exists()
+    assert api.job(unique)["status"] == "Pending"  # waits for the upload, as before it began
+    retry = ChunkedPut(put.url)
+    retry.send(package)
+    answer = retry.finish()
+    assert answer.startswith("HTTP/1.1 200"), answer
+    assert api.wait(unique)["status"] == "Completed"
+
+
+def test_an_unsafe_member_after_files_already_unpacked_fails_the_job_and_leaves_nothing(
+    api, kaio_server
+):
+    escape = tarfile.TarInfo("../escaped.txt")
+    package = package_with(os.urandom(BIG), last=escape)
+    unique, job_dir, put = start_upload(api, kaio_server, "unsafe-at-the-end", package)
+    put.send(package[FIRST_PART:])
+    answer = put.finish()
+    assert answer.startswith("HTTP/1.1 400"), answer
+    assert "'../escaped.txt' has a '..' component" in answer
+    job = api.job(unique)
+    assert job["status"] == "Failed" and "../escaped.txt" in job["failure_reason"], job
+    assert temp_files(job_dir) == [] and not (job_dir / "pkg").exists()
+    assert not (job_dir / "escaped.txt").exists()
+
+
+def test_a_package_whose_gzip_check_fails_is_refused_not_run_on_the_bytes_before_it(
+    api, kaio_server
+):
+    package = bytearray(make_package({"train.py": "print('ran')\n"}))
+    package[-8] ^= 0xFF  # the gzip trailer's CRC of the uncompressed bytes: damaged in transit
+    presigned = api.presign(job_name="bad-crc")
+    r = requests.put(presigned["upload_url"], data=bytes(package), timeout=60)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith("package: not a readable tar.gz (CRC check failed")
+    job = api.job(presigned["unique_job_name"])
+    assert job["status"] == "Failed", job
+    job_dir = kaio_server.data_dir / "jobs" / presigned["unique_job_name"]
+    assert temp_files(job_dir) == [] and not (job_dir / "pkg").exists()
+
+
+def test_a_member_of_negative_size_is_refused(api):
+    """GNU tar's base-256 sizes can be negative: counted as they are, such a member would take
+    bytes off what the package unpacks to, and send tarfile back to reread earlier members."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tf:
+        train = tarfile.TarInfo("train.py")
+        train.size = 6
+        tf.addfile(train, io.BytesIO(b"pass\n\n"))
+        negative = tarfile.TarInfo("hidden")
+        negative.size = -4096
+        tf.fileobj.write(negative.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+        tf.offset += tarfile.BLOCKSIZE
+    presigned = api.presign(job_name="negative-size")
+    r = requests.put(presigned["upload_url"], data=buf.getvalue(), timeout=60)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "package: 'hidden' has a negative size (-4096)"
+    assert api.job(presigned["unique_job_name"])["status"] == "Failed"
