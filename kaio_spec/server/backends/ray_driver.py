@@ -64,7 +64,7 @@ def run_instance(instance: dict, is_gpu: bool) -> dict:
             start_new_session=True,  # its whole process group can be stopped
             preexec_fn=_die_with_parent,
         )
-    t0 = time.monotonic()
+    t0, started_at = time.monotonic(), time.time()
     try:
         while True:  # polled, so that a cancellation reaches this thread
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -83,6 +83,7 @@ def run_instance(instance: dict, is_gpu: bool) -> dict:
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "rss_bytes": usage.ru_maxrss * 1024,
         "node": ray.util.get_node_ip_address(),
+        "started_at": started_at,
     }
 
 
@@ -161,8 +162,9 @@ def _node_of(group, index: int) -> str:
     return "unknown"
 
 
-def run(spec: dict) -> None:
+def run(spec: dict, driver_at: float) -> None:
     group, strategy = place(spec)
+    placed_at = time.time()
     refs = {}
     for index, instance in enumerate(spec["instances"]):
         bundle = spec["bundle"]
@@ -202,15 +204,20 @@ def run(spec: dict) -> None:
         ray.cancel(ref)
     if pending:
         ray.wait(pending, num_returns=len(pending), timeout=STOP_GRACE_S + 1)
-    _write_result(spec, {"failure": failure, "instances": results, "strategy": strategy})
+    # The times (epoch seconds) say where a job's start goes: benchmarks/ray.py prints them.
+    times = {"driver_at": driver_at, "placed_at": placed_at}
+    _write_result(
+        spec, {"failure": failure, "instances": results, "strategy": strategy, "times": times}
+    )
     sys.exit(1 if failure else 0)
 
 
 def main() -> None:
+    driver_at = time.time()
     with open(sys.argv[1] if len(sys.argv) > 1 else "job.json") as f:
         spec = json.load(f)
     ray.init()  # the cluster this Ray job runs on
-    run(spec)
+    run(spec, driver_at)
 
 
 if __name__ == "__main__":
