@@ -28,10 +28,13 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import ray_cluster
-from conftest import ServerProcess
-from server_support import Api
+# This file is named ray.py: its own folder off the path, so that `import ray` finds Ray.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent / "tests"))
+import ray_cluster  # noqa: E402
+from conftest import ServerProcess  # noqa: E402
+from server_support import Api  # noqa: E402
 
 SCRIPT = (
     "import json, os\njson.dump({'host': os.environ['SM_CURRENT_HOST']}, open('out.json', 'w'))\n"
