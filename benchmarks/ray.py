@@ -34,11 +34,18 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent / "tests"))
 import ray_cluster  # noqa: E402
 from conftest import ServerProcess  # noqa: E402
-from server_support import Api  # noqa: E402
+from server_support import FINAL, Api  # noqa: E402
+from support import poll  # noqa: E402
 
 SCRIPT = (
     "import json, os\njson.dump({'host': os.environ['SM_CURRENT_HOST']}, open('out.json', 'w'))\n"
 )
+
+WAIT_S = 900.0  # a hang detector: on a loaded machine a Ray job's processes start slowly
+
+
+def ended(job: dict) -> bool:
+    return job["status"] in FINAL
 
 
 def epoch(iso: str) -> float:
@@ -57,7 +64,7 @@ def run_batch(api: Api, count: int, instances: int = 1) -> dict:
                 range(count),
             )
         )
-        jobs = list(pool.map(api.wait, names))
+        jobs = list(pool.map(lambda n: poll(lambda: api.job(n), ended, n, WAIT_S), names))
     wall = time.monotonic() - t0
     bad = [j["unique_job_name"] for j in jobs if j["status"] != "Completed"]
     if bad:

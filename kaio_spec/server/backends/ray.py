@@ -2,7 +2,7 @@
 
 The Ray job's submission id is the platform's job name, so a restart never submits twice and a
 restarted platform follows the jobs still running (`reattach`); labels travel as its metadata.
-Its driver (ray_driver.py, shipped as the Ray job's working_dir) reserves a placement group of
+Its driver (ray_driver.py, run from this install, which the nodes share) reserves a placement group of
 one bundle per instance, sized from the catalog, and runs each instance there with the local
 runner's environment (SM_CURRENT_HOST, SM_HOSTS, SM_RESOURCE_CONFIG, the job's env, and
 CUDA_VISIBLE_DEVICES from Ray's assignment).
@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import socket
 import sys
 import time
@@ -188,8 +187,10 @@ class RayRun(JobRun):
         return env
 
     def _submit(self, instances: list[dict]) -> None:
-        """The Ray job, once: its spec (with the job's env: 0600, on the platform's disk, never
-        in Ray's own tables) beside the driver, which alone is Ray's working_dir."""
+        """The Ray job, once. Its spec holds the job's env: 0600, on the platform's disk, never
+        in Ray's own tables. The driver runs from this install (the same on every node), not
+        from a working_dir: jobs started at once shared one cached working_dir (the same
+        files), which one job's clean-up removed under another's driver (benchmarks/ray.py)."""
         itype = self.itype
         spec = {
             "unique": self.unique,
@@ -199,9 +200,7 @@ class RayRun(JobRun):
             "is_gpu": itype.is_gpu,
             "result": str(self.spec_dir / "result.json"),
         }
-        driver_dir = self.spec_dir / "driver"
-        driver_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(DRIVER, driver_dir / DRIVER.name)
+        self.spec_dir.mkdir(parents=True, exist_ok=True)
         spec_file = self.spec_dir / "job.json"
         fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -211,10 +210,9 @@ class RayRun(JobRun):
             labels = json.loads(labels)
         try:
             self.client.submit_job(
-                # This platform's Python: the same install at the same path on every node.
-                entrypoint=f"{shlex.quote(sys.executable)} {DRIVER.name} {shlex.quote(str(spec_file))}",
+                # This platform's Python and driver: the same install, path, on every node.
+                entrypoint=shlex.join([sys.executable, str(DRIVER), str(spec_file)]),
                 submission_id=self.unique,
-                runtime_env={"working_dir": str(driver_dir)},
                 metadata={"kaio_job": self.unique, **{str(k): str(v) for k, v in labels.items()}},
                 entrypoint_num_cpus=0,
             )

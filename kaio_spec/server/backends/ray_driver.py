@@ -1,7 +1,7 @@
 """The driver of one platform job on a Ray cluster: the entrypoint of its Ray job.
 
-Shipped to the cluster in the Ray job's working_dir beside `job.json` (what backends/ray.py
-wrote), so it needs nothing on the nodes but Ray: only the standard library and ray. It reserves a
+Run by its path in the platform's install (the same on every node) with the path of its
+`job.json` (what backends/ray.py wrote); it imports only the standard library and ray. It reserves a
 placement group of one bundle per instance (STRICT_SPREAD where the cluster has as many nodes,
 SPREAD otherwise), runs each instance's command in a task pinned to its bundle, and writes
 `result.json` (each instance's exit, run time, CPU time, peak memory, node) where job.json says.
