@@ -15,6 +15,12 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABL
 NODE_MEMORY = 4 * 2**30  # what each node offers as Ray's `memory` resource
 OBJECT_STORE = 80 * 2**20
 AGENT_TIMEOUT_S = 90.0
+NODE_ARGS = {
+    "num_cpus": 1,
+    "memory": NODE_MEMORY,
+    "object_store_memory": OBJECT_STORE,
+    "node_ip_address": "127.0.0.1",
+}
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")  # the last: IPv4's loopback on a v6 socket
 
 
@@ -37,6 +43,24 @@ class RayCluster:
             except psutil.Error:
                 continue
         return found
+
+    def worker_node_of(self, pid: int):
+        """The worker node (not the head) whose raylet `pid` descends from; None if none."""
+        import psutil
+
+        try:
+            ancestors = {p.pid for p in psutil.Process(pid).parents()}
+        except psutil.Error:
+            return None
+        for node in self.cluster.worker_nodes:
+            if {p.pid for p in _node_processes(node)} & ancestors:
+                return node
+        return None
+
+    def replace_node(self, node) -> None:
+        """Kill `node` at once (as a machine lost), then add a new one in its place."""
+        self.cluster.remove_node(node, allow_graceful=False)
+        self.cluster.add_node(**NODE_ARGS)
 
     def shutdown(self) -> None:
         self.cluster.shutdown()
@@ -62,12 +86,7 @@ def start(nodes: int = 3) -> RayCluster:
     from ray.job_submission import JobSubmissionClient
 
     t0 = time.monotonic()
-    node_args = {
-        "num_cpus": 1,
-        "memory": NODE_MEMORY,
-        "object_store_memory": OBJECT_STORE,
-        "node_ip_address": "127.0.0.1",
-    }
+    node_args = NODE_ARGS
     port = _free_port()
     cluster = Cluster(
         initialize_head=True,

@@ -285,3 +285,24 @@ def test_a_job_no_ray_node_can_hold_fails_saying_why(platform, api):
     job = api.wait(unique)
     assert job["status"] == "Failed"
     assert "cannot be placed" in job["failure_reason"] and "8 GPU" in job["failure_reason"]
+
+
+@pytest.mark.ray
+def test_a_lost_node_fails_the_job_naming_it(platform, api, loopback_ray):
+    """A worker node killed mid-run (a machine lost): the job fails, naming the instance and its
+    node. Last in this module: the session's cluster gets a new node in the lost one's place."""
+    if platform.backend != "ray":
+        pytest.skip("nodes are Ray's")
+    code = "import os, time\nprint('worker', os.getppid(), flush=True)\ntime.sleep(600)\n"
+    unique = api.submit({"train.py": code}, job_name="loses-a-node", instance_count=3)
+    workers = {
+        host: int(api.wait_for_log(unique, "worker", host).split("worker")[1].split()[0])
+        for host in ("algo-1", "algo-2", "algo-3")
+    }
+    host, node = next(
+        (h, n) for h, pid in workers.items() if (n := loopback_ray.worker_node_of(pid))
+    )
+    loopback_ray.replace_node(node)
+    job = api.wait(unique)
+    assert job["status"] == "Failed"
+    assert f"{host} was lost with its Ray node 127.0.0.1" in job["failure_reason"]

@@ -211,7 +211,8 @@ class RayRun(JobRun):
         try:
             self.client.submit_job(
                 # This platform's Python and driver: the same install, path, on every node.
-                entrypoint=shlex.join([sys.executable, str(DRIVER), str(spec_file)]),
+                # -I: the driver's folder off sys.path, where this ray.py would hide Ray.
+                entrypoint=shlex.join([sys.executable, "-I", str(DRIVER), str(spec_file)]),
                 submission_id=self.unique,
                 metadata={"kaio_job": self.unique, **{str(k): str(v) for k, v in labels.items()}},
                 entrypoint_num_cpus=0,
