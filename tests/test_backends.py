@@ -132,6 +132,8 @@ def test_instances_see_the_sm_variables_and_keep_their_outputs_apart(platform, a
         assert seen["cuda"] in (None, "")  # a CPU instance type sees no GPU
         assert f"hello from {host}\n".encode() in outputs[f"logs/{host}/stdout.log"]
     if platform.backend == "ray":
+        # Ray's instances are not in the platform's namespaces: /healthz must not say they are.
+        assert api.get("/healthz").json()["jobs_confined"] is False
         from ray.job_submission import JobSubmissionClient
 
         info = JobSubmissionClient(platform.flags["ray_address"]).get_job_info(unique)

@@ -606,7 +606,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         "status": "ok",
         "version": __version__,
         "features": list(FEATURES),
-        "jobs_confined": scheduler.sandbox.mode != "none",
+        "jobs_confined": scheduler.sandbox.mode != "none" and scheduler.backend.name == "local",
         "isolation": scheduler.sandbox.mode,  # "namespaces", "landlock" or "none"
     }
     # Weak: a lock lives while a request holds it (and the requests queued behind it), so the
