@@ -66,6 +66,11 @@ class RayBackend:
         self.started_ray = config.ray_address is None
         self.address = config.ray_address or start_local_ray()
         self.client = connect(self.address)
+        print(  # beside the sandbox's line, which is about the set-up run here
+            f"kaio server: jobs run as Ray jobs on {self.address}, not in this platform's "
+            "namespaces",
+            file=sys.stderr,
+        )
 
     def run(self, job: dict, gpus: list[list[int]], alone: bool) -> RayRun:
         return RayRun(job, self, attached=False)
@@ -75,7 +80,10 @@ class RayBackend:
             self.client.get_job_info(job["unique_job_name"])
         except Exception:  # unknown to Ray (never submitted, or the cluster is another)
             return None
-        return RayRun(job, self, attached=True)
+        run = RayRun(job, self, attached=True)
+        if job["status"] == JobStatus.STOPPING.value:
+            run.stop("user")  # asked before the restart: asked again of Ray once it runs
+        return run
 
     def close(self) -> None:
         if self.started_ray:
