@@ -20,7 +20,7 @@ import threading
 import pytest
 import ray_cluster
 from conftest import ServerProcess
-from server_support import WAIT_FOR_GO, Api
+from server_support import CLEANS_UP_ON_SIGTERM, FAILS_ON_ALGO_2, WAIT_FOR_GO, Api
 from support import run_kaio
 from test_examples import EXAMPLES, RESULTS, TRACKER_API_KEY, check_applied_example
 
@@ -141,19 +141,7 @@ def test_instances_see_the_sm_variables_and_keep_their_outputs_apart(platform, a
 
 
 def test_stop_ends_the_job_stopped_after_its_sigterm_handler_ran(api):
-    code = textwrap.dedent(
-        """
-        import signal, sys, time
-        def on_term(*_):
-            open("cleanup.txt", "w").write("got SIGTERM")
-            sys.exit(0)
-        signal.signal(signal.SIGTERM, on_term)
-        print("ready", flush=True)
-        while True:
-            time.sleep(0.05)
-        """
-    )
-    unique = api.submit({"train.py": code}, job_name="stop-me")
+    unique = api.submit({"train.py": CLEANS_UP_ON_SIGTERM}, job_name="stop-me")
     api.wait_for_log(unique, "ready")
     assert api.post(f"/jobs/{unique}/stop").status_code == 200
     job = api.wait(unique)
@@ -162,27 +150,8 @@ def test_stop_ends_the_job_stopped_after_its_sigterm_handler_ran(api):
 
 
 def test_one_failing_instance_fails_the_job_and_stops_the_others(api, tmp_path):
-    code = textwrap.dedent(
-        """
-        import os, socket, sys, time
-        port = int(os.environ["WROTE_PORT"])
-        if os.environ["SM_CURRENT_HOST"] == "algo-2":
-            while True:  # fail once algo-1 wrote its file
-                try:
-                    socket.create_connection(("127.0.0.1", port)).close()
-                    break
-                except OSError:
-                    time.sleep(0.02)
-            print("cannot read shard 2", file=sys.stderr)
-            sys.exit(3)
-        open("partial.txt", "w").write("written before the stop")
-        wrote = socket.create_server(("127.0.0.1", port))
-        while not os.path.exists(os.environ["GO_FILE"]):  # never created: must be stopped
-            time.sleep(0.02)
-        """
-    )
     unique = api.submit(
-        {"train.py": code},
+        {"train.py": FAILS_ON_ALGO_2},
         job_name="fails",
         instance_count=2,
         env={"GO_FILE": str(tmp_path / "never"), "WROTE_PORT": str(free_port())},

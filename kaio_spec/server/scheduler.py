@@ -44,7 +44,8 @@ class Scheduler:
         )
         self.sandbox.prepare_home()
         self.platform = leftovers.platform_id(layout.data_dir)
-        self.backend = backends.make(config, store, layout, self.sandbox, self.platform)
+        parts = backends.Parts(config, store, layout, self.sandbox, self.platform)
+        self.backend = backends.make(parts)
         self.machine_gpus = self.backend.machine_gpus
         self._cond = threading.Condition()
         self._queue: list[str] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from kaio_spec.errors import PlatformError
@@ -65,36 +66,44 @@ class Backend(Protocol):
         """At the platform's shutdown, after its runs were stopped."""
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What every backend is made with: the platform's settings, store, storage and sandbox."""
+
+    config: ServerConfig
+    store: Store
+    layout: storage.Layout
+    sandbox: Sandbox
+    platform: str  # leftovers.platform_id: the mark of this platform's processes
+
+    def job_run(self, job: dict, gpus: list[list[int]], machine_gpus: list[int], alone: bool):
+        """runner.JobRun's arguments for `job`, in order."""
+        files = self.layout.job(job["unique_job_name"])
+        return (
+            job,
+            self.config,
+            self.store,
+            files,
+            self.layout.envs,
+            gpus,
+            machine_gpus,
+            alone,
+            self.sandbox,
+            self.platform,
+        )
+
+
 class LocalBackend:
     """Each instance a process on this machine (runner.JobRun)."""
 
     name = "local"
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        store: Store,
-        layout: storage.Layout,
-        sandbox: Sandbox,
-        platform: str,
-    ):
-        self.config, self.store, self.layout = config, store, layout
-        self.sandbox, self.platform = sandbox, platform
+    def __init__(self, parts: Parts):
+        self.parts = parts
         self.machine_gpus = [g.index for g in gpu.detect_gpus()]
 
     def run(self, job: dict, gpus: list[list[int]], alone: bool) -> JobRun:
-        return JobRun(
-            job,
-            self.config,
-            self.store,
-            self.layout.job(job["unique_job_name"]),
-            self.layout.envs,
-            gpus,
-            self.machine_gpus,
-            alone,
-            self.sandbox,
-            self.platform,
-        )
+        return JobRun(*self.parts.job_run(job, gpus, self.machine_gpus, alone))
 
     def reattach(self, job: dict) -> None:
         return None  # its processes were this platform's: they died with it (or were killed)
@@ -103,11 +112,9 @@ class LocalBackend:
         pass
 
 
-def make(
-    config: ServerConfig, store: Store, layout: storage.Layout, sandbox: Sandbox, platform: str
-) -> Backend:
-    """The backend `config.backend` names."""
-    if config.backend == "ray":
+def make(parts: Parts) -> Backend:
+    """The backend `parts.config.backend` names."""
+    if parts.config.backend == "ray":
         try:
             from kaio_spec.server.backends.ray import RayBackend  # imports ray: only when chosen
         except ImportError as e:
@@ -115,5 +122,5 @@ def make(
                 f"--backend ray needs Ray: pip install 'kaio-spec[ray]' ({e})"
             ) from None
 
-        return RayBackend(config, store, layout, sandbox, platform)
-    return LocalBackend(config, store, layout, sandbox, platform)
+        return RayBackend(parts)
+    return LocalBackend(parts)

@@ -34,12 +34,9 @@ from ray.job_submission import JobSubmissionClient
 
 from kaio_spec import catalog
 from kaio_spec.server import leftovers, namespaces, runner, storage
-from kaio_spec.server.backends import BackendUnavailable
-from kaio_spec.server.config import ServerConfig
+from kaio_spec.server.backends import BackendUnavailable, Parts
 from kaio_spec.server.runner import JobRun
-from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import JobStatus
-from kaio_spec.server.store import Store
 
 log = logging.getLogger("kaio.server")
 
@@ -52,16 +49,9 @@ STOPPED_ON_RAY = "the Ray job was stopped on the Ray cluster, not through this p
 class RayBackend:
     name = "ray"
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        store: Store,
-        layout: storage.Layout,
-        sandbox: Sandbox,
-        platform: str,
-    ):
-        self.config, self.store, self.layout = config, store, layout
-        self.sandbox, self.platform = sandbox, platform
+    def __init__(self, parts: Parts):
+        self.parts = parts
+        config = parts.config
         self.machine_gpus: list[int] = []  # Ray places GPUs, not the scheduler
         self.started_ray = config.ray_address is None
         self.address = config.ray_address or start_local_ray()
@@ -139,19 +129,8 @@ class RayRun(JobRun):
     status) as the local runner's, the instances on the cluster."""
 
     def __init__(self, job: dict, backend: RayBackend, attached: bool):
-        count = job["instance_count"]
-        super().__init__(
-            job,
-            backend.config,
-            backend.store,
-            backend.layout.job(job["unique_job_name"]),
-            backend.layout.envs,
-            [[] for _ in range(count)],
-            [],
-            False,
-            backend.sandbox,
-            backend.platform,
-        )
+        no_gpus = [[] for _ in range(job["instance_count"])]  # Ray assigns them
+        super().__init__(*backend.parts.job_run(job, no_gpus, [], False))
         self.client = backend.client
         self.address = backend.address
         self.attached = attached
