@@ -20,7 +20,7 @@ import threading
 import pytest
 import ray_cluster
 from conftest import ServerProcess
-from server_support import CLEANS_UP_ON_SIGTERM, FAILS_ON_ALGO_2, WAIT_FOR_GO, Api
+from server_support import CLEANS_UP_ON_SIGTERM, FAILS_ON_ALGO_2, WAIT_FOR_GO, Api, make_wheel
 from support import run_kaio
 from test_examples import EXAMPLES, RESULTS, TRACKER_API_KEY, check_applied_example
 
@@ -201,6 +201,21 @@ def test_a_failed_attempt_is_retried_by_apply(platform, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(attempts) == 2, result.stdout + result.stderr
     assert (tmp_path / "outputs" / "flaky" / "flaky" / "said.txt").read_bytes() == b"ok"
+
+
+def test_requirements_are_installed_once_for_every_instance(api, tmp_path):
+    """A requirement the platform lacks (a local wheel: tests have no network) is installed into
+    the platform's cached environment, which every instance runs in, on each node."""
+    wheel = make_wheel(tmp_path)
+    code = "import kaiotestpkg, sys\nprint('value', kaiotestpkg.VALUE, sys.prefix)\n"
+    unique = api.submit(
+        {"train.py": code, "requirements.txt": f"{wheel}\n"}, job_name="reqs", instance_count=2
+    )
+    job = api.wait(unique)
+    outputs = api.outputs(unique)
+    assert job["status"] == "Completed", (job, outputs["logs/algo-1/stderr.log"])
+    for host in ("algo-1", "algo-2"):
+        assert b"value 1.0" in outputs[f"logs/{host}/stdout.log"]
 
 
 def test_a_job_past_its_runtime_limit_is_stopped(api, tmp_path):
