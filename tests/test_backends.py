@@ -271,6 +271,11 @@ def test_a_job_no_ray_node_can_hold_fails_saying_why(platform, api):
     job = api.wait(unique)
     assert job["status"] == "Failed"
     assert "cannot be placed" in job["failure_reason"] and "8 GPU" in job["failure_reason"]
+    # 8 of 0.5 CPU and 2 GiB each, on 3 nodes of 1 CPU and 4 GiB: 6 at most.
+    unique = api.submit({"train.py": "print(1)"}, job_name="too-many", instance_count=8)
+    job = api.wait(unique)
+    assert job["status"] == "Failed"
+    assert "holds at most 6 of the 8 instances of ml.m5.large" in job["failure_reason"]
 
 
 @pytest.mark.ray
@@ -302,13 +307,15 @@ def test_without_an_address_the_platform_runs_a_ray_of_its_own(tmp_path, monkeyp
     import psutil
 
     monkeypatch.setattr(conftest, "START_TIMEOUT_S", 180.0)  # Ray starts first
-    server = ServerProcess(tmp_path / "data", env=ray_cluster.LOOPBACK_ENV, backend="ray")
+    flags = {"backend": "ray", "ray_scale": RAY_SCALE}  # this machine's 2 cores: 2 instances
+    server = ServerProcess(tmp_path / "data", env=ray_cluster.LOOPBACK_ENV, **flags)
     server.start()
     try:
         api = Api(server.url, server.add_user())
         code = "import os\nprint('on', os.environ['SM_CURRENT_HOST'])\n"
         unique = api.submit({"train.py": code}, job_name="solo", instance_count=2)
-        assert api.wait(unique)["status"] == "Completed"
+        job = api.wait(unique)
+        assert job["status"] == "Completed", job
         assert b"on algo-2\n" in api.outputs(unique)["logs/algo-2/stdout.log"]
         ray_processes = psutil.Process(server.proc.pid).children(recursive=True)
         assert ray_processes

@@ -93,13 +93,14 @@ def _log_all(spec: dict, text: str) -> None:
             out.write(f"kaio: {text}\n")
 
 
-def _fits_somewhere(bundle: dict) -> bool:
-    """Whether one node of the cluster has, in all, what one bundle asks for."""
+def _room_for(bundle: dict) -> int:
+    """How many such bundles the cluster's live nodes hold at once, when empty."""
+    room = 0
     for node in ray.nodes():
         have = node.get("Resources", {})
-        if node.get("Alive") and all(have.get(k, 0) >= v for k, v in bundle.items() if v):
-            return True
-    return False
+        if node.get("Alive"):
+            room += int(min(have.get(k, 0) / v for k, v in bundle.items()))
+    return room
 
 
 def place(spec: dict):
@@ -108,11 +109,18 @@ def place(spec: dict):
     count = len(spec["instances"])
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     strategy = "STRICT_SPREAD" if nodes >= count else "SPREAD"
-    if not _fits_somewhere(bundle):
+    room = _room_for(bundle)
+    if room == 0:
         _fail(
             spec,
             f"cannot be placed: no node of the Ray cluster has {_say(bundle)} for one "
             f"instance of {spec['instance_type']}",
+        )
+    if room < count:
+        _fail(
+            spec,
+            f"cannot be placed: the Ray cluster holds at most {room} of the {count} "
+            f"instances of {spec['instance_type']} ({_say(bundle)} each) at once",
         )
     group = placement_group([dict(bundle) for _ in range(count)], strategy=strategy)
     ready = group.ready()
