@@ -114,6 +114,20 @@ def connect(address: str) -> JobSubmissionClient:
             time.sleep(0.5)
 
 
+def submit_when_an_agent_answers(client: JobSubmissionClient, **job) -> None:
+    """client.submit_job(**job), tried again while the cluster says its job agent is not up yet
+    (a cluster just started answers listings some seconds before it takes jobs)."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    while True:
+        try:
+            client.submit_job(**job)
+            return
+        except RuntimeError as e:
+            if "try again later" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def bundle_of(itype: catalog.InstanceType, scale: float = 1.0) -> dict[str, float]:
     """One instance's share of a node: the instance type's vCPUs and memory (times `scale`, for
     tests on tiny nodes) and GPUs, as Ray's resources of a bundle and of its task."""
@@ -196,7 +210,8 @@ class RayRun(JobRun):
         if isinstance(labels, str):
             labels = json.loads(labels)
         try:
-            self.client.submit_job(
+            submit_when_an_agent_answers(
+                self.client,
                 # This platform's Python and driver: the same install, path, on every node.
                 # -I: the driver's folder off sys.path, where this ray.py would hide Ray.
                 entrypoint=shlex.join([sys.executable, "-I", str(DRIVER), str(spec_file)]),
@@ -204,9 +219,12 @@ class RayRun(JobRun):
                 metadata={"kaio_job": self.unique, **{str(k): str(v) for k, v in labels.items()}},
                 entrypoint_num_cpus=0,
             )
-        except Exception:
+        except Exception as refused:
             # Submitted already (a restart between the submission and its record): follow it.
-            self.client.get_job_info(self.unique)
+            try:
+                self.client.get_job_info(self.unique)
+            except Exception:
+                raise refused from None
 
     def _monitor(self, deadline: float) -> None:
         """Follow the Ray job to its end: stop, max runtime and a shutdown handled here."""
