@@ -20,8 +20,15 @@ import threading
 import pytest
 import ray_cluster
 from conftest import ServerProcess
-from server_support import CLEANS_UP_ON_SIGTERM, FAILS_ON_ALGO_2, WAIT_FOR_GO, Api, make_wheel
-from support import run_kaio
+from server_support import (
+    CLEANS_UP_ON_SIGTERM,
+    FAILS_ON_ALGO_2,
+    FINAL,
+    WAIT_FOR_GO,
+    Api,
+    make_wheel,
+)
+from support import poll, run_kaio
 from test_examples import EXAMPLES, RESULTS, TRACKER_API_KEY, check_applied_example
 
 BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.ray)]
@@ -314,7 +321,8 @@ def test_without_an_address_the_platform_runs_a_ray_of_its_own(tmp_path, monkeyp
         api = Api(server.url, server.add_user())
         code = "import os\nprint('on', os.environ['SM_CURRENT_HOST'])\n"
         unique = api.submit({"train.py": code}, job_name="solo", instance_count=2)
-        job = api.wait(unique)
+        # A hang detector, longer than Api.wait's: a Ray just started takes its time.
+        job = poll(lambda: api.job(unique), lambda j: j["status"] in FINAL, unique, 240)
         assert job["status"] == "Completed", job["failure_reason"]
         assert b"on algo-2\n" in api.outputs(unique)["logs/algo-2/stdout.log"]
         ray_processes = psutil.Process(server.proc.pid).children(recursive=True)
