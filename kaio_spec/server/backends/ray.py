@@ -143,7 +143,7 @@ class RayRun(JobRun):
     status) as the local runner's, the instances on the cluster."""
 
     def __init__(self, job: dict, backend: RayBackend, attached: bool):
-        no_gpus = [[] for _ in range(job["instance_count"])]  # Ray assigns them
+        no_gpus: list[list[int]] = [[] for _ in range(job["instance_count"])]  # Ray assigns them
         super().__init__(*backend.parts.job_run(job, no_gpus, [], False))
         self.client = backend.client
         self.address = backend.address

@@ -194,7 +194,9 @@ def run(spec: dict, driver_at: float) -> None:
         sys.exit(143)
 
     signal.signal(signal.SIGTERM, stop)
-    results, pending, failure = {}, list(refs), None
+    results: dict[str, dict] = {}
+    pending = list(refs)
+    failure: str | dict | None = None  # the first: a reason, or a failed instance's exit
     while pending and failure is None:
         done, pending = ray.wait(pending, num_returns=1)
         index, host = refs[done[0]]
