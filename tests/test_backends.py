@@ -23,12 +23,11 @@ from conftest import ServerProcess
 from server_support import (
     CLEANS_UP_ON_SIGTERM,
     FAILS_ON_ALGO_2,
-    FINAL,
     WAIT_FOR_GO,
     Api,
     make_wheel,
 )
-from support import poll, run_kaio
+from support import run_kaio
 from test_examples import EXAMPLES, RESULTS, TRACKER_API_KEY, check_applied_example
 
 BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.ray)]
@@ -304,30 +303,3 @@ def test_a_lost_node_fails_the_job_naming_it(platform, api, loopback_ray):
     job = api.wait(unique)
     assert job["status"] == "Failed"
     assert f"{host} was lost with its Ray node 127.0.0.1" in job["failure_reason"]
-
-
-@pytest.mark.ray
-def test_without_an_address_the_platform_runs_a_ray_of_its_own(tmp_path, monkeypatch):
-    """`kaio server --backend ray` alone: a single-node Ray for a quick try, gone with it."""
-    pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
-    import conftest
-    import psutil
-
-    monkeypatch.setattr(conftest, "START_TIMEOUT_S", 180.0)  # Ray starts first
-    flags = {"backend": "ray", "ray_scale": RAY_SCALE}  # this machine's 2 cores: 2 instances
-    server = ServerProcess(tmp_path / "data", env=ray_cluster.LOOPBACK_ENV, **flags)
-    server.start()
-    try:
-        api = Api(server.url, server.add_user())
-        code = "import os\nprint('on', os.environ['SM_CURRENT_HOST'])\n"
-        unique = api.submit({"train.py": code}, job_name="solo", instance_count=2)
-        # A hang detector, longer than Api.wait's: a Ray just started takes its time.
-        job = poll(lambda: api.job(unique), lambda j: j["status"] in FINAL, unique, 240)
-        assert job["status"] == "Completed", job["failure_reason"]
-        assert b"on algo-2\n" in api.outputs(unique)["logs/algo-2/stdout.log"]
-        ray_processes = psutil.Process(server.proc.pid).children(recursive=True)
-        assert ray_processes
-    finally:
-        server.stop()
-    _, alive = psutil.wait_procs(ray_processes, timeout=30)
-    assert alive == [], alive
