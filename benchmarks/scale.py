@@ -14,8 +14,12 @@ Each size is its own manifest and its own tenant. Beside them, the seed README's
 figures are quoted against. Prints per size: wall and client CPU per job, peak memory; then the
 largest/smallest ratio of client CPU per job.
 
+Then the planner alone: `kaio plan FILE -o json --offline` of the largest sweep against a 1-cell
+one (client CPU, the best of --plan-repeat runs each): its cost per cell beyond start-up.
+
 Targets: client CPU per job at 10,000 cells within 1.5x of 100 cells; 1,000 cells submitted in
-under 8 s; client peak memory under 250 MB at 10,000 cells; status and stop under 3 s each.
+under 8 s; client peak memory under 250 MB at 10,000 cells; status and stop under 3 s each; the
+plan under 100 us per cell beyond start-up.
 
     .venv/bin/python benchmarks/scale.py [--sizes 100,1000,10000] [--profile 1000]
 """
@@ -111,10 +115,7 @@ def seed_loop(url: str, key: str, folder: Path, cells: int) -> tuple[float, floa
 def measure_size(
     work: Path, url: str, key: str, cells: int, profile: Path | None, profile_status: Path | None
 ) -> dict:
-    project = work / f"sweep{cells}"
-    shutil.copytree(work / "job", project / "job")
-    values = ", ".join(str(i) for i in range(cells))
-    (project / "kaio.yaml").write_text(MANIFEST.format(cells=cells, values=values))
+    project = write_sweep(work / f"sweep{cells}", work, cells)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
     env.update(KAIO_API_KEY=key, KAIO_HOME=str(work / "home"), NO_COLOR="1")
     api = ["--api", url]
@@ -129,6 +130,27 @@ def measure_size(
     return {"apply": apply, "status": status, "stop": stop}
 
 
+def write_sweep(folder: Path, work: Path, cells: int) -> Path:
+    """The benchmark's manifest of `cells` cells over work/job, in `folder`."""
+    shutil.copytree(work / "job", folder / "job")
+    values = ", ".join(str(i) for i in range(cells))
+    (folder / "kaio.yaml").write_text(MANIFEST.format(cells=cells, values=values))
+    return folder
+
+
+def plan_cpu(work: Path, cells: int, repeat: int) -> float:
+    """The least client CPU of `repeat` runs of `kaio plan -o json --offline` over `cells` cells."""
+    project = write_sweep(work / f"plan{cells}", work, cells)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
+    env.update(KAIO_HOME=str(work / "home"), NO_COLOR="1")
+    args = ["plan", "kaio.yaml", "-o", "json", "--offline"]
+    runs = [run_kaio(args, project, env) for _ in range(max(1, repeat))]
+    for r in runs:
+        if r.rc != 0:
+            raise SystemExit(f"kaio plan of {cells} cells exited {r.rc}:\n{r.output}")
+    return min(r.cpu_s for r in runs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,1000,10000", help="comma-separated sweep sizes")
@@ -137,6 +159,7 @@ def main() -> None:
     ap.add_argument("--profile", type=int, metavar="CELLS", help="cProfile this size's apply")
     ap.add_argument("--profile-status", type=int, metavar="CELLS", help="cProfile its status")
     ap.add_argument("--profile-out", default="scale.prof", help="where the profile goes")
+    ap.add_argument("--plan-repeat", type=int, default=3, help="runs of each plan (best kept)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
@@ -181,6 +204,13 @@ def main() -> None:
                 f"  client CPU per job, {large} / {small} cells: "
                 f"{per_job[large] / per_job[small]:.2f}x (target: at most 1.5x)"
             )
+        largest = max(sizes)
+        one, many = plan_cpu(work, 1, args.plan_repeat), plan_cpu(work, largest, args.plan_repeat)
+        print(
+            f"  kaio plan, client CPU: 1 cell {one:5.2f} s, {largest} cells {many:5.2f} s: "
+            f"{(many - one) / max(1, largest - 1) * 1e6:5.1f} us per cell beyond start-up "
+            "(target: under 100)"
+        )
     finally:
         stop_server(proc)
         shutil.rmtree(work, ignore_errors=True)

@@ -261,6 +261,47 @@ def isolated_argv(tmp: Path) -> list[str] | None:
     return json.loads(out.stdout)
 
 
+def cgroup_start_ms(argv: list[str], repeat: int = 40) -> list[float] | None:
+    """Median wall milliseconds to start `argv` in a cgroup of its own and see it exit: moving
+    itself in as it starts, and handed to a process of the platform's prestart.Pool that
+    entered its cgroup beforehand (as an instance starts on a platform whose slots refill
+    between jobs). None where this user may make no cgroups."""
+    code = (
+        "import json, os, statistics, subprocess, sys, time\n"
+        "from kaio_spec.server import limits, prestart\n"
+        "cgroups = limits.InstanceCgroups(f'benchmark-{os.getpid()}')\n"
+        "if not cgroups.parents: print('null'); sys.exit()\n"
+        "argv, repeat = json.loads(sys.argv[1]), int(sys.argv[2])\n"
+        "bounds = limits.Limits('b', 2**30, 1, 2**30, 4096, 2**20)\n"
+        "env = {'PATH': os.environ['PATH']}\n"
+        "pool, entering, ready = prestart.Pool(cgroups, 1), [], []\n"
+        "for i in range(repeat):\n"
+        "    made = cgroups.create(f'entering-{i}', bounds)\n"
+        "    t0 = time.perf_counter()\n"
+        "    subprocess.run(cgroups.command(made, argv), env=env, check=True)\n"
+        "    entering.append(time.perf_counter() - t0)\n"
+        "    cgroups.remove(made, wait_s=1)\n"
+        "    while (taken := pool.take()) is None: time.sleep(0.01)\n"
+        "    time.sleep(0.05)  # the time a job runs, at least, between refill and take\n"
+        "    taken.cgroups = cgroups.restrict(taken.cgroups, bounds)\n"
+        "    t0 = time.perf_counter()\n"
+        "    taken.run(prestart.script(argv, env, os.getcwd()))\n"
+        "    os.waitpid(taken.proc.pid, 0)\n"
+        "    ready.append(time.perf_counter() - t0)\n"
+        "    os.close(taken.stdout); os.close(taken.stderr)\n"
+        "    cgroups.remove(taken.cgroups, wait_s=1)\n"
+        "pool.close()\n"
+        "print(json.dumps([statistics.median(t) * 1000 for t in (entering, ready)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(argv), str(repeat)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
 def start_cost_ms(argv: list[str], repeat: int = 20) -> float:
     """Median wall milliseconds to start `argv` and see it exit."""
     times = []
@@ -295,6 +336,7 @@ def main() -> None:
         starts = [start_cost_ms([sys.executable, "-c", "pass"])]
         if isolated:
             starts.append(start_cost_ms(isolated))
+        in_cgroups = cgroup_start_ms(["/bin/true"])  # what starting costs, not what runs
         server = Server(tmp / "data", 2)
         bare = Server(tmp / "bare", 2, "--no-sandbox")
         try:
@@ -369,6 +411,14 @@ def main() -> None:
         )
     else:
         print("  in namespaces              -     (bubblewrap cannot make them here)")
+    if in_cgroups:
+        entering, ready = in_cgroups
+        print(
+            f"  /bin/true in a cgroup {entering:8.1f} ms  (moving itself in as it starts; "
+            f"prestarted, already in it: {ready:.1f} ms, {entering - ready:.1f} ms saved)"
+        )
+    else:
+        print("  /bin/true in a cgroup      -     (this user may make no cgroups)")
 
 
 if __name__ == "__main__":

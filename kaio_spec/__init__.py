@@ -19,7 +19,6 @@ _PUBLIC: dict[str, str] = {
     "ApplyResult": "kaio_spec.executor",
     "Client": "kaio_spec.client",
     "InvalidInput": "kaio_spec.errors",
-    "JobFailure": "kaio_spec.errors",
     "JobResult": "kaio_spec.executor",
     "KaioError": "kaio_spec.errors",
     "Manifest": "kaio_spec.manifest",
@@ -42,7 +41,6 @@ __all__ = [
     "ApplyResult",
     "Client",
     "InvalidInput",
-    "JobFailure",
     "JobResult",
     "KaioError",
     "Manifest",
@@ -63,8 +61,10 @@ __all__ = [
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
     from kaio_spec.client import Client
-    from kaio_spec.errors import InvalidInput, JobFailure, KaioError, ManifestError, PlatformError
-    from kaio_spec.executor import ApplyResult, JobResult, apply
+    from kaio_spec.errors import InvalidInput, KaioError, ManifestError, PlatformError
+
+    # apply: the function, which executor/__init__ puts over its submodule of that name
+    from kaio_spec.executor import ApplyResult, JobResult, apply  # type: ignore[no-redef]
     from kaio_spec.journey import connect, download, status
     from kaio_spec.manifest import Manifest, load_manifest
     from kaio_spec.planner import Action, Plan, PlannedJob, plan

@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kaio_spec import statuses
+from kaio_spec.statuses import JobStatus
+
 
 @dataclass(frozen=True)
 class InstanceType:
@@ -118,28 +121,29 @@ AUTOMATIC_REQUIREMENTS = ("nbconvert", "psutil", "GPUtil")
 
 # ---- statuses (SageMaker's, plus the hosted API's upper-case spellings) -----------------------
 
-FINAL_STATUSES = frozenset({"completed", "failed", "stopped"})
+FINAL_STATUSES = frozenset(s.value.lower() for s in statuses.FINAL_STATUSES)
 HOSTED_STATUS_ALIASES = {
-    "queued": "Pending",
-    "provisioning": "Pending",
-    "pending": "Pending",
-    "running": "InProgress",
-    "inprogress": "InProgress",
-    "stopping": "Stopping",
-    "completed": "Completed",
-    "failed": "Failed",
-    "timed_out": "Failed",
-    "stopped": "Stopped",
+    "queued": JobStatus.PENDING,
+    "provisioning": JobStatus.PENDING,
+    "pending": JobStatus.PENDING,
+    "running": JobStatus.IN_PROGRESS,
+    "inprogress": JobStatus.IN_PROGRESS,
+    "stopping": JobStatus.STOPPING,
+    "completed": JobStatus.COMPLETED,
+    "failed": JobStatus.FAILED,
+    "timed_out": JobStatus.FAILED,
+    "stopped": JobStatus.STOPPED,
 }
 
 
 def normalize_status(status: str) -> str:
-    """Map any spelling the hosted or local API uses to SageMaker's (`RUNNING` -> `InProgress`)."""
+    """Map any spelling the hosted or local API uses to SageMaker's (`RUNNING` -> `InProgress`):
+    a JobStatus, or `status` itself when it is none of them."""
     return HOSTED_STATUS_ALIASES.get(status.strip().lower().replace("-", "_"), status)
 
 
 def is_final(status: str) -> bool:
-    return normalize_status(status).lower() in FINAL_STATUSES
+    return normalize_status(status) in statuses.FINAL_STATUSES
 
 
 # ---- frameworks and images --------------------------------------------------------------------

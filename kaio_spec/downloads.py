@@ -86,7 +86,7 @@ def read_marker(dest: str | os.PathLike) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def is_complete(dest: str | os.PathLike, unique_job_name: str) -> bool:
+def is_complete(dest: str | os.PathLike, unique_job_name: str | None) -> bool:
     """Whether DEST holds a complete download of `unique_job_name`."""
     marker = read_marker(dest)
     if not marker or marker.get("unique_job_name") != unique_job_name:

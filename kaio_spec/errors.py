@@ -3,8 +3,10 @@
     KaioError                      base of everything kaio-spec raises on purpose
     ├── InvalidInput (ValueError)  bad arguments, spec or file: exit 2
     │   └── ManifestError          a manifest with one or more positioned errors
-    ├── JobFailure                 a job failed, was stopped or timed out: exit 1
     └── PlatformError              the platform misbehaved or could not be reached: exit 1
+
+A job that fails is not an exception: apply reports it in its result (ApplyResult.failed), which
+the CLI turns into exit 1, so that one failed cell of a sweep does not hide the others.
 
 The Client keeps the seed's contract on top of this: it raises `ValueError` (InvalidInput is one),
 `FileNotFoundError`, `RuntimeError` and `requests.HTTPError` exactly where the seed documents them.
@@ -38,9 +40,23 @@ class ManifestError(InvalidInput):
         super().__init__(message or "\n".join(str(e) for e in self.errors))
 
 
-class JobFailure(KaioError):
-    """A job ended without completing."""
-
-
 class PlatformError(KaioError):
-    """The Kaio API could not be reached or answered something unusable."""
+    """The Kaio API could not be reached or answered something unusable.
+
+    Where it stands for a failed request (transport.platform_errors): `status`, the HTTP status
+    the API answered (None: no answer); `cause`, what went wrong in a word (`ConnectionError`,
+    `HTTP 503`); `transient`, whether the same request may work later (no connection, a timeout,
+    a 5xx), which is what a loop that waits for the API asks."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        cause: str | None = None,
+        transient: bool = False,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.cause = cause or message
+        self.transient = transient

@@ -15,12 +15,12 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from kaio_spec import catalog
-from kaio_spec.errors import InvalidInput, KaioError, PlatformError
+from kaio_spec.errors import InvalidInput, PlatformError
+from kaio_spec.statuses import JobStatus
 
 __all__ = [
     "JOB_FIELDS",
@@ -57,26 +57,19 @@ JOB_FIELDS = (
 
 @contextlib.contextmanager
 def api_errors(api_base: str) -> Iterator[None]:
-    """Turns the client's requests errors into PlatformError with the API's reason."""
-    import requests
+    """Turns the client's requests errors into PlatformError with the API's reason
+    (transport.platform_errors, imported here: commands that never call the API skip it)."""
+    from kaio_spec.transport import platform_errors
 
-    try:
+    with platform_errors(api_base):
         yield
-    except KaioError:
-        raise
-    except requests.HTTPError as e:
-        raise PlatformError(f"{api_base}: {e}") from None
-    except requests.RequestException as e:
-        raise PlatformError(
-            f"lost contact with {api_base} ({type(e).__name__}); check that it runs and try again"
-        ) from None
 
 
 def job_json(job: dict[str, Any]) -> dict[str, Any]:
     """The API's job as `kaio jobs -o json` prints it: JOB_FIELDS, status in SageMaker's
     spelling, missing fields as null."""
     out = {name: job.get(name) for name in JOB_FIELDS}
-    out["status"] = catalog.normalize_status(str(job.get("status") or "Pending"))
+    out["status"] = catalog.normalize_status(str(job.get("status") or JobStatus.PENDING))
     out["labels"] = dict(job.get("labels") or {})
     out["archived"] = bool(job.get("archived"))
     return out
@@ -170,8 +163,33 @@ def live_jobs_of(comparison) -> list[dict[str, Any]]:
             seen[str(j.get("unique_job_name"))] = j
     for j in comparison.orphans:
         seen[str(j.get("unique_job_name"))] = j
-    live = [j for j in seen.values() if status_of(j) in LIVE_STATUSES - {"Stopping"}]
+    live = [j for j in seen.values() if status_of(j) in LIVE_STATUSES - {JobStatus.STOPPING}]
     return sorted(live, key=lambda j: str(j.get("unique_job_name")), reverse=True)
+
+
+def running_jobs(client, planned, only: str | None = None) -> list[dict[str, Any]]:
+    """`kaio stop FILE`'s jobs: every API job of the manifest still running (live_jobs_of); with
+    `only`, those of the jobs it matches alone (orphans dropped: they match no pattern)."""
+    from dataclasses import replace
+
+    comparison = manifest_status(client, planned)
+    if only:
+        chosen = tuple(select(comparison.observed, only))
+        comparison = replace(comparison, observed=chosen, orphans=())
+    return live_jobs_of(comparison)
+
+
+def submitted_jobs(client, planned, file: str, only: str | None = None) -> list[tuple[str, str]]:
+    """`kaio logs FILE`'s jobs: (name, unique_job_name) of the latest attempt of each submitted
+    job (those `only` matches); InvalidInput naming FILE when none has been submitted."""
+    comparison = manifest_status(client, planned)
+    chosen = select(comparison.observed, only)
+    jobs = [(o.job.name, o.unique_job_name) for o in chosen if o.unique_job_name]
+    if not jobs:
+        raise InvalidInput(
+            f"{file}: none of its jobs has been submitted yet; `kaio apply {file}` submits them"
+        )
+    return jobs
 
 
 def stop_job(client, unique_job_name: str) -> tuple[str, str]:
@@ -194,19 +212,63 @@ def stop_job(client, unique_job_name: str) -> tuple[str, str]:
     raise PlatformError(f"{unique_job_name}: the API refused to stop it")  # pragma: no cover
 
 
-STOPS_AT_ONCE = 8  # a manifest's stop requests in flight at once
+STOPS_AT_ONCE = 8  # a manifest's stop requests in flight at once, where each stops one job
+STOP_NAMES_PER_REQUEST = 500  # POST /jobs/stop's most
 
 
 def stop_jobs(client, unique_job_names: list[str]) -> list[tuple[str, str]]:
-    """stop_job for each, in order, several requests at once: a 10,000-job sweep is stopped in
-    a fraction of the time one request after another takes (the client is shared by threads,
-    as apply's workers share it)."""
+    """stop_job for each, in order. Where the server stops many jobs with one request
+    (Client.stop_jobs, feature jobs-stop) a 10,000-job sweep takes 20 requests; elsewhere (the
+    hosted API) one request per job, several at once (the client is shared by threads, as
+    apply's workers share it). InvalidInput if a name is no job of yours."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from kaio_spec.client import JOBS_STOP
+
+    if len(unique_job_names) > 1 and JOBS_STOP in _features(client):
+        return _stop_in_bulk(client, unique_job_names)
     if len(unique_job_names) <= 1:
         return [stop_job(client, u) for u in unique_job_names]
     with ThreadPoolExecutor(STOPS_AT_ONCE, thread_name_prefix="stop") as pool:
         return list(pool.map(lambda u: stop_job(client, u), unique_job_names))
+
+
+def stop_named(client, names: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Stop each (unique_job_name, job_name): `kaio stop -o json`'s entries, in order, each
+    {"unique_job_name", "job_name", "outcome" (stopping | ended), "status"}."""
+    stopped = stop_jobs(client, [unique for unique, _ in names])
+    return [
+        {"unique_job_name": unique, "job_name": job_name, "outcome": outcome, "status": status}
+        for (unique, job_name), (outcome, status) in zip(names, stopped, strict=True)
+    ]
+
+
+def _features(client) -> frozenset[str]:
+    import requests
+
+    try:
+        return client.features()
+    except requests.RequestException:
+        return frozenset()  # the stops themselves say what is wrong
+
+
+def _stop_in_bulk(client, unique_job_names: list[str]) -> list[tuple[str, str]]:
+    outcomes: dict[str, tuple[str, str]] = {}
+    unknown: list[str] = []
+    step = STOP_NAMES_PER_REQUEST
+    with api_errors(client.api_base):
+        for i in range(0, len(unique_job_names), step):
+            answer = client.stop_jobs(unique_job_names[i : i + step])
+            for job in answer.get("jobs") or []:
+                status = catalog.normalize_status(str(job.get("status")))
+                outcomes[str(job.get("unique_job_name"))] = (str(job.get("outcome")), status)
+            unknown += [str(u) for u in answer.get("unknown") or []]
+    if unknown:
+        find_job(client, unknown[0])  # raises InvalidInput with a suggestion
+    missing = [u for u in unique_job_names if u not in outcomes]
+    if missing:
+        raise PlatformError(f"{missing[0]}: the API did not say whether it stopped")
+    return [outcomes[u] for u in unique_job_names]
 
 
 def status_json(comparison) -> dict[str, Any]:
@@ -246,37 +308,6 @@ def status_json(comparison) -> dict[str, Any]:
             )
         ],
     }
-
-
-def elapsed(job: dict[str, Any], now: datetime | None = None) -> float | None:
-    """Seconds the job ran (start to end, or to now while it runs); None before it started."""
-    start = _parse(job.get("start_time"))
-    if start is None:
-        return None
-    end = _parse(job.get("end_time")) or now or datetime.now(timezone.utc)
-    return max(0.0, (end - start).total_seconds())
-
-
-def format_duration(seconds: float | None) -> str:
-    """Seconds for people: 42s, 3m05s, 2h07m; '-' for None."""
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def _parse(text: object) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 # ---- for notebooks and scripts: the commands' answers as data (kaio_spec exports these) --------
@@ -322,7 +353,7 @@ def download(
         if o.unique_job_name is None:
             doc |= {"outcome": "not_submitted", "files": []}
             doc["message"] = "never submitted (`kaio apply` submits it)"
-        elif not catalog.is_final(o.status or "Pending"):
+        elif not catalog.is_final(o.status or JobStatus.PENDING):
             doc |= {"outcome": "not_ended", "files": []}
             doc["message"] = f"still {o.status}; not downloaded"
         else:
@@ -330,3 +361,24 @@ def download(
                 doc = download_job(client, o.unique_job_name, where, force=force).to_json()
         out.append({"name": o.job.name, **doc})
     return out
+
+
+def download_one(client, job: dict[str, Any], dest: str | Path | None = None, *, force=False):
+    """`kaio download UNIQUE_JOB_NAME -o json`'s entry: that job's outputs and logs into `dest`
+    (default ./UNIQUE_JOB_NAME), as download()'s entries with "name" None."""
+    from kaio_spec.downloads import download as download_job
+
+    unique = str(job["unique_job_name"])
+    with api_errors(client.api_base):
+        doc = download_job(client, unique, Path(dest or unique), force=force).to_json()
+    return {"name": None, **doc}
+
+
+def download_failed(results: list[dict[str, Any]]) -> bool:
+    """Whether a download failed (`kaio download` exits 1): a destination was left alone
+    (conflict), or the one job named by its unique name has not ended. A manifest's jobs still
+    running or never submitted are listed and skipped, not failures."""
+    named_one = len(results) == 1 and results[0]["name"] is None
+    return any(r["outcome"] == "conflict" for r in results) or (
+        named_one and results[0]["outcome"] == "not_ended"
+    )

@@ -84,7 +84,7 @@ def read_logs(
         while pending:
             # The status is read BEFORE the bytes: a job seen ended here has written its last
             # byte, so reading to the end afterwards misses nothing.
-            ended = _ended(client, [u for _, u in pending]) if follow else None
+            ended = _ended(client, [u for _, u in pending]) if follow else set()
             for label, unique in pending:
                 for s in streams:
                     while True:

@@ -66,7 +66,7 @@ JOB_DEFAULTS: Mapping[str, Any] = {
     "volume_size_gb": 5,
     "retries": 0,
 }
-MERGED_FIELDS = ("env", "params")  # merged key by key between defaults and a job
+MERGED_FIELDS = ("env", "params", "inputs")  # merged key by key between defaults and a job
 IDENTITY_FIELDS = ("name", "needs", "matrix", "sweep")  # a job's own, never from defaults
 NOT_SPEC_FIELDS = ("metric",)  # how results are ranked: neither in the spec nor in the identity
 
@@ -337,9 +337,11 @@ def _semantic_problems(data: Any, folder: FsPath) -> list[Problem]:
     if not isinstance(data, dict):
         return []
     out: list[Problem] = []
-    defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+    defaults = data.get("defaults")
+    defaults = defaults if isinstance(defaults, dict) else {}
     out += _directory_problems(defaults.get("directory"), ("defaults", "directory"), folder)
-    jobs = data.get("jobs") if isinstance(data.get("jobs"), dict) else {}
+    jobs = data.get("jobs")
+    jobs = jobs if isinstance(jobs, dict) else {}
     out += _secrets_problems(data.get("secrets"), defaults, jobs)
     out += _needs_problems(jobs)
     for key, job in jobs.items():
@@ -611,9 +613,11 @@ def _num(value: Any) -> bool:
 
 
 def _bounds_problems(dist: str, p: dict, path: Path) -> list[Problem]:
-    lo, hi = p.get("min"), p.get("max")
-    if not ({"min", "max"} <= DISTRIBUTIONS[dist][0]) or not (_num(lo) and _num(hi)):
+    if not ({"min", "max"} <= DISTRIBUTIONS[dist][0]) or not (
+        _num(p.get("min")) and _num(p.get("max"))
+    ):
         return []
+    lo, hi = p["min"], p["max"]
     out = []
     if dist == "int_uniform":
         for k in ("min", "max"):
@@ -692,8 +696,7 @@ def _rendered_file_problems(manifest: Manifest, rendered: Mapping[str, Any]) -> 
         try:
             check_env(env)
         except FieldError as e:
-            field_path = tuple(e.field.split(".", 1))
-            out.append(Problem(field_path, str(e).split(": ", 1)[1]))
+            out.append(Problem(e.path, e.reason))
     return out
 
 
@@ -790,7 +793,9 @@ def _sweep(s: dict) -> Sweep:
     parameters = {}
     for name, p in s["parameters"].items():
         fields = {k: p[k] for k in _PARAMETER_KEYS if k in p}
-        parameters[name] = SweepParameter(name=name, distribution=infer_distribution(p), **fields)
+        distribution = infer_distribution(p)
+        assert distribution is not None  # checked: a parameter must say or imply its distribution
+        parameters[name] = SweepParameter(name=name, distribution=distribution, **fields)
     return Sweep(
         method=method,
         count=s.get("count") if method == "random" else None,

@@ -73,7 +73,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Protocol
 
 import pathspec
 from packaging.requirements import InvalidRequirement, Requirement
@@ -85,7 +85,7 @@ from kaio_spec.validation import FieldError
 try:
     from isal import isal_zlib
 except ImportError:  # no wheel for this platform: zlib does the same, slower
-    isal_zlib = None
+    isal_zlib = None  # type: ignore[assignment]
 
 # The gzip trailer's CRC-32, of every byte of the tar stream: ISA-L's is ~5x zlib's speed.
 _crc32 = isal_zlib.crc32 if isal_zlib is not None else zlib.crc32
@@ -96,7 +96,7 @@ REQUIREMENTS_FILE = "requirements.txt"
 # Folders that hold a virtual environment by name alone; any folder with pyvenv.cfg or conda-meta/
 # is one too, whatever its name.
 VENV_DIR_NAMES = frozenset({".venv", "venv", ".virtualenv", ".tox", ".nox", ".conda"})
-# .kaio: kaio apply's own state beside a manifest (state.py); packaging it would change the folder's
+# .kaio: kaio apply's own state beside a manifest (executor/state.py); packaging it would change the folder's
 # content hash, hence every job_name, on each run.
 NEVER_DIR_NAMES = frozenset({".git", "__pycache__", ".kaio", *VENV_DIR_NAMES})
 
@@ -432,13 +432,19 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class _Sink(Protocol):
+    """Where a deflate stream goes: a file, or a build's _Published file."""
+
+    def write(self, data: bytes | memoryview, /) -> object: ...
+
+
 class _ParallelDeflater:
     """Writes a deflate stream to `out`, compressing CHUNK_SIZE pieces on a thread pool, in order.
     Keeps the running CRC-32 and length of what was written, for the gzip trailer."""
 
     def __init__(
         self,
-        out: BinaryIO,
+        out: _Sink,
         level: int,
         workers: int,
         chunk_size: int = CHUNK_SIZE,
@@ -610,8 +616,8 @@ class _Blob:
         head = _gzip_header()
         return cls(None, len(head), 0, 0, level, data=head)
 
-    def open(self) -> BinaryIO:
-        return io.BytesIO(self.data) if self.path is None else open(self.path, "rb")
+    def open(self) -> io.BufferedIOBase:
+        return io.BytesIO(self.data or b"") if self.path is None else open(self.path, "rb")
 
     def close(self) -> None:
         if self._finalizer is not None:
@@ -1098,7 +1104,7 @@ class _Published:
         self._raw = raw
         self._growth = growth
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._raw.write(data)
         self._raw.flush()
         self._growth.advance(len(data))
@@ -1131,9 +1137,9 @@ class PackageBuild:
         self._thread = threading.Thread(target=self._run, args=args, name="kaio-package")
         self._thread.start()
 
-    def _run(self, *args) -> None:
+    def _run(self, *args: Any) -> None:
         try:
-            self._package = _build(*args, growth=self._growth)
+            self._package = _build(*args, growth=self._growth)  # type: ignore[misc]
         except BaseException as e:
             self._growth.finish(None, e)
         else:
@@ -1218,7 +1224,7 @@ def _size_bound(entries: list[Entry]) -> int:
             size = len(e.data)
         elif e.kind == "file":
             with contextlib.suppress(OSError):  # gone: the build says so
-                size = os.stat(e.source).st_size
+                size = os.stat(e.source or "").st_size
         names = len(e.path.encode("utf-8", "surrogateescape")) + len(e.link_target or "") * 4
         tar += 4 * _BLOCK + 2 * names + size + len(_padding(size))
     return tar + tar // 256 + 65536

@@ -28,10 +28,13 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kaio_spec.errors import InvalidInput
+from kaio_spec.files import write_atomic
 from kaio_spec.manifest import Metric
+from kaio_spec.statuses import JobStatus
+from kaio_spec.times import elapsed, format_duration
 
 __all__ = ["JOB_COLUMNS", "Results", "collect", "read_metrics", "results"]
 
@@ -130,8 +133,9 @@ def _read_steps(path: Path, metrics: dict[str, Any]) -> str | None:
         # loop sees every step of every job
         values = [v for r in flat if type(v := r.get(key)) in (int, float) and v == v]
         if values:
-            metrics[f"{key}.min"] = min(values)
-            metrics[f"{key}.max"] = max(values)
+            numbers = cast("list[float]", values)  # type() above let only numbers through
+            metrics[f"{key}.min"] = min(numbers)
+            metrics[f"{key}.max"] = max(numbers)
     return f"{path}: {bad} line(s) that are not JSON objects skipped" if bad else None
 
 
@@ -183,7 +187,7 @@ class Results(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         return self.rows[i]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -222,7 +226,9 @@ class Results(Sequence[dict[str, Any]]):
         scored = [
             r
             for r in self.rows
-            if r["status"] == "Completed" and _is_number(r.get(name)) and not _missing(r[name])
+            if r["status"] == JobStatus.COMPLETED
+            and _is_number(r.get(name))
+            and not _missing(r[name])
         ]
         if not scored:
             return []
@@ -335,7 +341,7 @@ class Results(Sequence[dict[str, Any]]):
             writer.writerow(["" if v is None else _csv_text(v) for v in record.values()])
         text = buffer.getvalue()
         if path is not None:
-            _write_atomically(Path(path), text)
+            _write_shared(Path(path), text)
         return text
 
     def to_markdown(self) -> str:
@@ -390,8 +396,6 @@ def format_value(value: Any, column: str = "") -> str:
 
 
 def _duration(seconds: float) -> str:
-    from kaio_spec.journey import format_duration
-
     # tenths under 10 s: a sweep of quick jobs is not a column of 0s
     return f"{seconds:.1f}s" if seconds < 10 else format_duration(seconds)
 
@@ -412,15 +416,10 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """A reader (or a run killed half-way) sees the old file or the new one, never half."""
+def _write_shared(path: Path, text: str) -> None:
+    """A results file for people and their tools: mode as the umask says, no sync needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, text, mode=None, fsync=False)
 
 
 # ---- building it -------------------------------------------------------------------------------
@@ -440,7 +439,7 @@ def results(path_or_plan, client=None, *, download: bool = True, offline: bool =
 
     plan = path_or_plan if isinstance(path_or_plan, Plan) else make_plan(path_or_plan)
     if offline:
-        from kaio_spec.state import State, state_path
+        from kaio_spec.executor.state import State, state_path
 
         state = State.load(state_path(plan.manifest.path))
         facts = [_offline_facts(job, state) for job in plan.jobs]
@@ -467,7 +466,11 @@ def _download_ended(client, observed) -> list[str]:
     problems = []
     for o in observed:
         unique = o.unique_job_name
-        if unique and is_final(o.status or "Pending") and not is_complete(o.job.outputs, unique):
+        if (
+            unique
+            and is_final(o.status or JobStatus.PENDING)
+            and not is_complete(o.job.outputs, unique)
+        ):
             result = download_planned(client, o.job, unique)
             if not result.ok:
                 problems.append(f"{o.job.name}: outputs not downloaded: {result.message}")
@@ -475,8 +478,6 @@ def _download_ended(client, observed) -> list[str]:
 
 
 def _api_facts(o) -> dict[str, Any]:
-    from kaio_spec.journey import elapsed
-
     latest = o.latest
     return {
         "status": o.status or NOT_SUBMITTED,
@@ -490,7 +491,6 @@ def _offline_facts(job, state) -> dict[str, Any]:
     """What disk says: the download marker (status, times) and this machine's state file
     (attempts it submitted; none: never submitted from here)."""
     from kaio_spec.downloads import is_complete, read_marker
-    from kaio_spec.journey import elapsed
 
     attempts = len(state.unique_job_names(job.job_name))
     marker = read_marker(job.outputs) or {}
@@ -583,5 +583,5 @@ def write_files(table: Results, folder: str | os.PathLike) -> tuple[Path, Path]:
     csv_path, json_path = folder / "results.csv", folder / "results.json"
     table.to_csv(csv_path)
     text = json.dumps(table.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    _write_atomically(json_path, text)
+    _write_shared(json_path, text)
     return csv_path, json_path

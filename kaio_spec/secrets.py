@@ -85,7 +85,7 @@ def _lookup(
         if name in environ:
             found[name] = (environ[name], ENVIRONMENT)
         elif name in from_file:
-            found[name] = (from_file[name], os.fspath(env_file))
+            found[name] = (from_file[name], os.fspath(env_file or ""))
     return found
 
 

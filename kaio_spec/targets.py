@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kaio_spec.errors import InvalidInput, PlatformError
+from kaio_spec.datadir import SERVER_FILE
+from kaio_spec.errors import InvalidInput, KaioError, PlatformError
+from kaio_spec.files import write_atomic
 
 __all__ = [
     "LOCAL_USER",
@@ -165,19 +167,7 @@ def read_config() -> dict:
 def _write_private(path: Path, text: str) -> None:
     """Write `text` to `path` atomically, readable by the owner only from the first byte on."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a leftover file
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_atomic(path, text, mode=0o600)
 
 
 def save_config(api_base: str, api_key: str) -> Path:
@@ -261,30 +251,36 @@ def ready(api: str | None = None, *, echo: Callable[[str], None] = _stderr) -> T
 def login(target: Target, *, verbose: bool = False):
     """Client(target.api_base).login(target.api_key), its failures as KaioErrors that say what to
     do: a refused key is InvalidInput (exit 2), an unreachable server PlatformError (exit 1)."""
-    import requests
-
     from kaio_spec.client import Client
+    from kaio_spec.transport import platform_errors
 
     client = Client(target.api_base, verbose=verbose)
     try:
-        return client.login(target.api_key or "")
-    except requests.HTTPError as e:
-        status = e.response.status_code if e.response is not None else None
-        if status in (400, 401, 403):
-            raise InvalidInput(_refused(target)) from None
-        if status == 404:
-            raise PlatformError(
-                f"{target.api_base} has no /login route: it is not a Kaio API; check the "
-                f"address ({_address_source(target)})"
-            ) from None
-        raise PlatformError(f"{target.api_base}: logging in failed ({e})") from None
-    except requests.RequestException as e:
-        raise PlatformError(_unreachable(target, e)) from None
+        with platform_errors(
+            target.api_base,
+            unreachable=lambda e: _unreachable(target, e),
+            refused=lambda e: _login_refused(target, e),
+        ):
+            return client.login(target.api_key or "")
+    except KaioError:
+        raise  # InvalidInput is a ValueError too: not "not the Kaio API"
     except (ValueError, KeyError, TypeError):
         raise PlatformError(
             f"{target.api_base} answered /login with something that is not the Kaio API; check "
             f"the address ({_address_source(target)})"
         ) from None
+
+
+def _login_refused(target: Target, e) -> KaioError:
+    status = e.response.status_code if e.response is not None else None
+    if status in (400, 401, 403):
+        return InvalidInput(_refused(target))
+    if status == 404:
+        return PlatformError(
+            f"{target.api_base} has no /login route: it is not a Kaio API; check the "
+            f"address ({_address_source(target)})"
+        )
+    return PlatformError(f"{target.api_base}: logging in failed ({e})")
 
 
 def _address_source(target: Target) -> str:
@@ -401,7 +397,7 @@ def ensure_local(target: Target, *, echo: Callable[[str], None] = _stderr) -> Ta
 def _start_server(data_dir: Path, port: int) -> None:
     """Start `kaio server` detached (its own session, so the terminal's Ctrl-C and hang-up do not
     reach it) and wait until it answers on `port`."""
-    server_file = data_dir / "server.json"
+    server_file = data_dir / SERVER_FILE
     with contextlib.suppress(OSError):
         server_file.unlink()  # a leftover of a server that died; the new one writes its own
     log_path = data_dir / SERVER_LOG
@@ -447,7 +443,7 @@ def _last_line(path: Path) -> str:
 
 def _server_pid(data_dir: Path) -> int | None:
     try:
-        pid = json.loads((data_dir / "server.json").read_text()).get("pid")
+        pid = json.loads((data_dir / SERVER_FILE).read_text()).get("pid")
     except (OSError, ValueError, AttributeError):
         return None
     return pid if isinstance(pid, int) and pid > 0 else None
@@ -463,23 +459,16 @@ def _create_key(data_dir: Path, url: str) -> str:
             f"made for it here: export KAIO_API_KEY with a key of it (`kaio server --data-dir "
             "ITS_DATA_DIR user add NAME` prints one)"
         )
-    from kaio_spec.server.store import Store
+    from kaio_spec.server.keys import add_key
 
-    store = Store(data_dir)
-    try:
-        try:
-            _, key = store.add_user(LOCAL_USER)
-        except InvalidInput:  # the user exists (its key file was removed): give it another key
-            key = store.create_key(LOCAL_USER)
-    finally:
-        store.close()
+    key = add_key(data_dir, LOCAL_USER)
     _write_private(data_dir / KEY_FILE, key + "\n")
     return key
 
 
 def _server_info(data_dir: Path) -> dict | None:
     try:
-        info = json.loads((data_dir / "server.json").read_text())
+        info = json.loads((data_dir / SERVER_FILE).read_text())
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
@@ -506,7 +495,7 @@ def stop_local(data_dir: Path | None = None, *, timeout: float = STOP_TIMEOUT_S)
     pid = info.get("pid")
     if not isinstance(pid, int) or pid <= 0 or not _is_kaio_server(pid):
         with contextlib.suppress(OSError):
-            (data_dir / "server.json").unlink()
+            (data_dir / SERVER_FILE).unlink()
         return None
     try:
         proc = psutil.Process(pid)
@@ -519,5 +508,5 @@ def stop_local(data_dir: Path | None = None, *, timeout: float = STOP_TIMEOUT_S)
     except psutil.NoSuchProcess:
         pass
     with contextlib.suppress(OSError):
-        (data_dir / "server.json").unlink()  # the server removes it itself unless killed
+        (data_dir / SERVER_FILE).unlink()  # the server removes it itself unless killed
     return str(info.get("url") or f"pid {pid}")

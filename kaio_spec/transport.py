@@ -24,6 +24,7 @@ bodies hold API keys and environment values.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -31,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
@@ -40,6 +41,10 @@ from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from kaio_spec._version import __version__
+from kaio_spec.errors import KaioError, PlatformError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 LOGGER = "kaio_spec.client"
 
@@ -85,6 +90,41 @@ def raise_for_status(resp: requests.Response) -> None:
     message = f"{resp.status_code} {resp.reason or ''}".rstrip()
     message += f": {reason} ({where})" if reason else f" ({where})"
     raise requests.HTTPError(message, response=resp, request=resp.request)
+
+
+@contextlib.contextmanager
+def platform_errors(
+    api_base: str,
+    *,
+    unreachable: Callable[[requests.RequestException], str] | None = None,
+    refused: Callable[[requests.HTTPError], KaioError | None] | None = None,
+) -> Iterator[None]:
+    """The one place requests' exceptions become KaioErrors (as httpx's map_httpcore_exceptions
+    maps httpcore's): inside it, an HTTP error becomes `refused(e)` where that gives one, else a
+    PlatformError carrying the API's reason; any other (no connection, a timeout) a PlatformError
+    saying `unreachable(e)` (by default: contact was lost). KaioErrors pass through. The
+    PlatformError's `status`, `cause` and `transient` say what happened."""
+    try:
+        yield
+    except KaioError:
+        raise
+    except requests.HTTPError as e:
+        code = e.response.status_code if e.response is not None else None
+        error = refused(e) if refused is not None else None
+        if error is None:
+            transient = code is not None and code >= 500
+            cause = f"HTTP {code}" if code is not None else type(e).__name__
+            error = PlatformError(f"{api_base}: {e}", status=code, cause=cause, transient=transient)
+        raise error from None
+    except requests.RequestException as e:
+        message = (
+            unreachable(e)
+            if unreachable is not None
+            else f"lost contact with {api_base} ({type(e).__name__}); check that it runs and "
+            "try again"
+        )
+        transient = isinstance(e, requests.ConnectionError | requests.Timeout)
+        raise PlatformError(message, cause=type(e).__name__, transient=transient) from None
 
 
 def read_timed_out(e: requests.RequestException) -> bool:
@@ -217,7 +257,12 @@ class Transport:
                 resp.close()
                 continue
             retried = attempt > 0 and accept_after_retry is not None
-            if resp.status_code >= 400 and retried and accept_after_retry(resp):
+            if (
+                resp.status_code >= 400
+                and retried
+                and accept_after_retry
+                and accept_after_retry(resp)
+            ):
                 return resp
             raise_for_status(resp)
             return resp
@@ -312,7 +357,7 @@ class _progress:
         self._show = show
         self._total = total
         self._description = description
-        self._bar = None
+        self._bar: Progress | None = None
 
     def __enter__(self) -> Callable[[int], None]:
         if not self._show:

@@ -15,11 +15,15 @@ from kaio_spec.errors import InvalidInput
 
 
 class FieldError(InvalidInput):
-    """One invalid field: `field` names it, the message says what would be right."""
+    """One invalid field. `path` names it part by part (`("env", "MY VAR")`), `field` as one
+    dotted string (`env.MY VAR`), `reason` says what would be right; str() is `field: reason`.
+    Callers that place the error elsewhere (a manifest's line) read `path` and `reason`."""
 
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
+    def __init__(self, field: str | tuple[str, ...], reason: str):
+        self.path = (field,) if isinstance(field, str) else tuple(field)
+        self.field = ".".join(self.path)
+        self.reason = reason
+        super().__init__(f"{self.field}: {reason}")
 
 
 def closest_instance_types(name: str, n: int = 3) -> list[str]:
@@ -71,8 +75,9 @@ def check_volume_size(value: object) -> int:
 
 
 def check_max_runtime_hours(value: object) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not (
+        isinstance(value, int | float) and math.isfinite(value) and value > 0
+    ):
         raise FieldError("max_runtime_hours", f"must be a number of hours above 0, got {value!r}")
     if value > catalog.MAX_RUNTIME_HOURS:
         raise FieldError(
@@ -108,12 +113,12 @@ def check_job_name(value: object) -> str:
 
 def check_env_name(name: object) -> str:
     if not isinstance(name, str) or not catalog.ENV_NAME_RE.match(name):
-        raise FieldError(f"env.{name}", "names must match [A-Za-z_][A-Za-z0-9_]*")
+        raise FieldError(("env", str(name)), "names must match [A-Za-z_][A-Za-z0-9_]*")
     if name.startswith(catalog.ENV_RESERVED_PREFIXES):
         prefixes = ", ".join(catalog.ENV_RESERVED_PREFIXES)
-        raise FieldError(f"env.{name}", f"names starting with {prefixes} are reserved")
+        raise FieldError(("env", name), f"names starting with {prefixes} are reserved")
     if name in catalog.ENV_RESERVED_NAMES:
-        raise FieldError(f"env.{name}", "is reserved by the platform; choose another name")
+        raise FieldError(("env", name), "is reserved by the platform; choose another name")
     return name
 
 
@@ -128,7 +133,7 @@ def check_env(env: object) -> dict[str, str]:
     for name, value in env.items():
         check_env_name(name)
         if not isinstance(value, str):
-            raise FieldError(f"env.{name}", f"value must be a string, got {type(value).__name__}")
+            raise FieldError(("env", name), f"value must be a string, got {type(value).__name__}")
     size = sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
     if size > catalog.ENV_MAX_BYTES:
         raise FieldError("env", f"at most {catalog.ENV_MAX_BYTES} bytes in all, got {size}")
@@ -144,7 +149,7 @@ def check_labels(labels: object) -> dict[str, str]:
         raise FieldError("labels", f"at most {catalog.LABELS_MAX} labels, got {len(labels)}")
     for key, value in labels.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise FieldError(f"labels.{key}", "keys and values must be strings")
+            raise FieldError(("labels", str(key)), "keys and values must be strings")
     size = len(json.dumps(labels).encode())
     if size > catalog.LABELS_MAX_BYTES:
         raise FieldError("labels", f"at most {catalog.LABELS_MAX_BYTES} bytes in all, got {size}")
@@ -157,6 +162,12 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def is_sha256(value: object) -> bool:
     """A base package's name (docs/base-packages.md): 64 lower-case hex digits."""
     return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
+def package_fits_volume(package_bytes: int, volume_size_gb: int) -> bool:
+    """The seed's rule, checked by the client before it uploads and by the server before it
+    unpacks: a package may take at most half the volume (it is unpacked beside itself)."""
+    return package_bytes * 2 <= volume_size_gb * 1024**3
 
 
 def smallest_volume_for(package_bytes: int) -> int | None:

@@ -120,7 +120,7 @@ class Document:
             return (loc.line, loc.column) if loc else None
         use_key = key or loc.container or loc.empty
         if use_key and loc.key_line is not None:
-            return (loc.key_line, loc.key_column)
+            return (loc.key_line, loc.key_column or 0)
         return (loc.line, loc.column)
 
     def source_text(self, path: Path) -> str | None:
@@ -214,6 +214,8 @@ def _syntax_error(file: str, e: yaml.MarkedYAMLError) -> Diagnostic:
         message += "; check the indentation"
     if "'\\t'" in message:
         message += "; indent with spaces, not tabs"
+    if mark is None:  # PyYAML marks its errors; should one come without, point at the start
+        return _at(file, 1, 1, message)
     return _at(file, mark.line + 1, mark.column + 1, message)
 
 
@@ -285,6 +287,7 @@ class _Builder:
                 return [self.build(item, (*path, i), None) for i, item in enumerate(node.value)]
             if node.tag != MAP:
                 self.error(node, _tag_error(node.tag, "a mapping"), path)
+            assert isinstance(node, MappingNode)  # the composer makes no other kind of node
             return self.mapping(node, path)
         finally:
             self.stack.discard(id(node))

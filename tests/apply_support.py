@@ -17,7 +17,7 @@ import requests
 import support
 
 import kaio_spec
-from kaio_spec.state import State, journal_path
+from kaio_spec.executor.state import State, journal_path
 
 KAIO = str(Path(sys.executable).parent / "kaio")
 FINAL = ("Completed", "Failed", "Stopped")

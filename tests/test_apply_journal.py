@@ -80,3 +80,36 @@ def test_killed_between_journal_and_request_the_next_run_recovers(
     state = check_state_valid(manifest)
     assert not state_file(manifest).with_name("state.journal").exists()  # compacted at the end
     assert not any(rec.get("intent") for rec in state["jobs"].values())
+
+
+def test_killed_after_the_upload_before_its_result_was_committed_nothing_runs_twice(
+    tmp_path, kaio_server, api_key
+):
+    """The upload's result is not fsynced on its own (the next commit carries it): a run killed
+    in between leaves the intent with its URL, and the next run finds the job has its package
+    and records it as the attempt, submitting nothing again."""
+    manifest = write_project(tmp_path, cells=1, max_parallel=1)
+    with FaultProxy(kaio_server.url) as proxy:
+        proxy.on("GET", "/jobs/download/.*").delay(30, times=None)  # no commit after it
+        proc = start_apply(manifest, proxy.url, api_key)
+        try:
+            wait_for(
+                lambda: [j["status"] for j in list_jobs(kaio_server.url, api_key)] == ["Completed"],
+                "the job uploaded and run to its end",
+            )
+            assert [i["upload_url"] is not None for i in _intents(manifest).values()] == [True]
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        before = list_jobs(kaio_server.url, api_key)
+        proxy.rules.clear()
+        r = run_apply(manifest, proxy.url, api_key, "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = list_jobs(kaio_server.url, api_key)
+    check_exactly_once(jobs, names(manifest))
+    assert [j["unique_job_name"] for j in jobs] == [j["unique_job_name"] for j in before]
+    check_outputs(manifest, 1)
+    state = check_state_valid(manifest)
+    assert not any(rec.get("intent") for rec in state["jobs"].values())

@@ -24,7 +24,7 @@ from apply_support import (
 from faultproxy import FaultProxy
 
 import kaio_spec
-from kaio_spec import Client
+from kaio_spec import Client, PlatformError
 from kaio_spec.executor import QuietReporter
 
 
@@ -200,6 +200,22 @@ def test_apply_waits_for_an_unreachable_api_and_carries_on(tmp_path, kaio_server
     assert "reconnected to the API; reconciling" in reporter.notes
     check_exactly_once(list_jobs(kaio_server.url, api_key), names(manifest))
     check_outputs(manifest, 2)
+
+
+def test_an_api_that_refuses_to_list_jobs_stops_apply_with_a_platform_error(
+    tmp_path, kaio_server, api_key
+):
+    # The refusal used to escape apply as requests.HTTPError (a traceback from `kaio apply`);
+    # transport.platform_errors makes it the PlatformError the CLI prints in one line (exit 1).
+    manifest = write_project(tmp_path, cells=1, poll_seconds=0.1)
+    with FaultProxy(kaio_server.url) as proxy:
+        client = Client(proxy.url, retries=0).login(api_key)
+        proxy.on("GET", "/jobs").status(403, error="this key may not list jobs")
+        with pytest.raises(PlatformError) as e:
+            kaio_spec.apply(manifest, client=client, reporter=QuietReporter())
+    assert (e.value.status, e.value.transient, e.value.cause) == (403, False, "HTTP 403")
+    assert proxy.url in str(e.value) and "this key may not list jobs" in str(e.value)
+    assert list_jobs(kaio_server.url, api_key) == []  # nothing was submitted
 
 
 @pytest.mark.slow

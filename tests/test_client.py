@@ -3,6 +3,7 @@ validation before anything is uploaded, token renewal, and download_output's pat
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -21,6 +22,7 @@ from support import wait_for_job
 
 from kaio_spec import Client, PlatformError, catalog
 from kaio_spec.client import check_package_fits
+from kaio_spec.jobspec import JobSpec
 from kaio_spec.packaging import build_package
 from kaio_spec.validation import FieldError
 
@@ -263,6 +265,40 @@ def test_presign_checks_like_submit_package_before_sending(client, code):
         with pytest.raises(FieldError, match="volume_size_gb"):
             client.presign(package, volume_size_gb=0)
     assert client.get_jobs()["count"] == before
+
+
+def test_a_job_spec_made_once_is_submitted_as_it_was_checked(client, code, tmp_path):
+    # The user builds the job's fields once (checked then, before any package exists), and
+    # submits a package with them: the platform has the job exactly as specified.
+    with pytest.raises(FieldError, match="instance_count") as bad:
+        JobSpec(job_name="spec", instance_count=0)
+    assert bad.value.path == ("instance_count",)
+    spec = JobSpec(
+        job_name="spec",
+        instance_type="ml.c5.xlarge",
+        volume_size_gb=3,
+        env={"LR": "0.25"},
+        max_runtime_hours=0.5,
+        labels={"team": "a"},
+    )
+    assert "0.25" not in repr(spec)  # env values may be secrets: never shown
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.job_name = "other"  # type: ignore[misc]
+    with build_package(code, "train.py") as package:
+        with pytest.raises(TypeError, match="not both"):
+            client.submit_package(package, spec, job_name="other")
+        result = client.submit_package(package, spec)
+    assert result["job_name"] == "spec" and result["entrypoint"] == "train.py"
+    job = wait(client, result["unique_job_name"])
+    assert job["status"] == "Completed", job["failure_reason"]
+    assert (job["job_name"], job["instance_type"], job["labels"]) == (
+        "spec",
+        "ml.c5.xlarge",
+        spec.labels,
+    )
+    assert job["volume_size_gb"] == 3
+    client.download_output(result["unique_job_name"], tmp_path / "out")
+    assert json.loads((tmp_path / "out/results/metrics.json").read_text())["lr"] == "0.25"
 
 
 def test_get_logs_returns_the_bytes_and_the_next_offset(client, code):

@@ -22,13 +22,13 @@ import requests
 from server_support import Api
 from support import run_kaio
 
-from kaio_spec.server.app import (
+from kaio_spec.server.routes.dashboard import (
     DASHBOARD_CSP,
     DASHBOARD_DIR,
     DASHBOARD_TYPES,
-    SignInLinks,
     load_dashboard,
 )
+from kaio_spec.server.signin import SignInLinks
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED_CSP = (

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kaio_spec.server.app import DASHBOARD_DIR
+from kaio_spec.server.routes.dashboard import DASHBOARD_DIR
 
 NODE = shutil.which("node")
 HANG_S = 60  # a hang detector, never a timing assertion

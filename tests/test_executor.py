@@ -14,7 +14,7 @@ from apply_support import check_exactly_once, check_outputs, list_jobs, write_pr
 import kaio_spec
 from kaio_spec import Action, ApplyResult, Client
 from kaio_spec.executor import compare, prepare
-from kaio_spec.state import State
+from kaio_spec.executor.state import State
 
 
 def names(plan_path) -> set[str]:

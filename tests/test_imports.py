@@ -67,6 +67,12 @@ def test_the_server_app_loads_no_templating_client_or_executor():
     assert loaded(body, watched) == []
 
 
+def test_the_upload_rules_load_no_web_framework():
+    """server/uploads.py holds the rules a package is held to, apart from HTTP (issue 14)."""
+    body = "import kaio_spec.server.uploads"
+    assert loaded(body, ["fastapi", "starlette", "pydantic", "uvicorn"]) == []
+
+
 def test_import_kaio_spec_loads_only_its_version():
     body = "import kaio_spec"
     watched = ["kaio_spec.client", "kaio_spec.errors", "kaio_spec.manifest", "click", "requests"]

@@ -15,7 +15,7 @@ import pytest
 from apply_support import list_jobs
 from support import run_kaio
 
-from kaio_spec.state import state_path
+from kaio_spec.executor.state import state_path
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "trk-s3cr3t-" + "9f8e7d6c5b4a"  # what the test exports; nowhere in the repository

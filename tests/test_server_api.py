@@ -219,7 +219,14 @@ def test_local_routes_and_the_description(kaio_server, api):
     assert health == {
         "status": "ok",
         "version": __version__,
-        "features": ["base-packages", "jobs-filters", "streamed-upload"],
+        "features": [
+            "base-packages",
+            "inputs",
+            "jobs-filters",
+            "jobs-stop",
+            "needs-links",
+            "streamed-upload",
+        ],
         # The fixture's server keeps the default: in namespaces where bwrap can make them,
         # else confined with Landlock where this kernel allows it.
         "jobs_confined": isolation != "none",

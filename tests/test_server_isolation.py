@@ -401,3 +401,29 @@ def test_a_platform_whose_python_lies_in_tmp_runs_its_jobs(tmp_path):
             assert api.outputs(unique)["out.txt"].decode().startswith(place)
         finally:
             server.stop()
+
+
+def test_a_job_sees_none_of_the_servers_own_secrets_in_its_environment(server_factory):
+    """The server's process holds credentials of its own (a cloud key, its settings): a job
+    gets the variables a program needs (PATH, the locale, the time zone), the SageMaker ones
+    and its own env, and none of the server's others, in any isolation mode."""
+    secrets = {
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-of-the-server",
+        "KAIO_SERVER_SECRET": "kaio-secret-of-the-server",
+        "DATABASE_URL": "postgres://admin:hunter2@db/prod",
+    }
+    printenv = "import json, os; json.dump(dict(os.environ), open('env.json', 'w'))"
+    for flags in ({}, {"sandbox": False}):
+        server = server_factory(env={**secrets, "LC_TIME": "C.UTF-8", "TZ": "UTC"}, **flags)
+        api = Api(server.url, server.add_user())
+        # Taken as it is, however the platform starts the job (no shell reads it).
+        mine = "the job's own: $(id) `id` ; exit 3\nline 2 \\ \" '"
+        unique = api.submit({"train.py": printenv}, env={"MINE": mine})
+        assert api.wait(unique)["status"] == "Completed"
+        seen = json.loads(api.outputs(unique)["env.json"])
+        leaked = [name for name, value in seen.items() if value in secrets.values()]
+        assert leaked == [], flags
+        assert not set(secrets) & set(seen), flags
+        assert seen["MINE"] == mine
+        assert seen["SM_CURRENT_HOST"] == "algo-1"
+        assert seen["PATH"] and seen["TZ"] == "UTC" and seen["LC_TIME"] == "C.UTF-8"

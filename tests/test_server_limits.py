@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 
+import pytest
+import requests
 from server_support import WAIT_FOR_GO, Api
 
-from kaio_spec.server import limits
+from kaio_spec.server import leftovers, limits
+
+
+def server_isolation(server) -> str:
+    return requests.get(server.url + "/healthz", timeout=10).json()["isolation"]
+
 
 SCALE = 1 / 32  # ml.c5.large's 4 GiB: 128 MiB; a volume of 1 GB: 32 MiB
 
@@ -71,6 +79,31 @@ def test_a_job_writing_more_than_its_volume_fails_volume_exceeded(server_factory
     tmp = api.submit({"train.py": FILL}, volume_size_gb=1, env={"WHERE": "/tmp/big.bin"})
     assert api.wait(tmp)["status"] == "Completed"
     assert json.loads(api.outputs(tmp)["report.json"]) == "OSError: No space left on device"
+
+
+FILL_HOME = FILL.replace('where = os.environ["WHERE"]', 'where = os.path.expanduser("~/big.bin")')
+
+
+def test_a_job_filling_its_tenants_home_past_its_volume_fails_and_the_home_goes_later(
+    server_factory,
+):
+    """HOME (in namespaces, a folder of the tenant's kept across its jobs) is on the job's
+    volume: a job cannot put more in it than its volume_size_gb; and once the tenant has run
+    nothing for the retention period, its HOME is deleted with its jobs' data."""
+    server = server_factory(limits_scale=SCALE, retention_days=3 / 86400)
+    if server_isolation(server) != "namespaces":
+        pytest.skip("HOME is the server's own without namespaces")
+    api = Api(server.url, server.add_user())
+    unique = api.submit({"train.py": FILL_HOME}, volume_size_gb=1, env={"HOLD": "60"})
+    job = api.wait(unique)
+    assert job["status"] == "Failed"
+    assert job["failure_reason"].startswith("VolumeExceeded: the job's files took more than")
+    homes = server.data_dir / "homes"
+    assert len(list(homes.iterdir())) == 1  # the tenant's
+    deadline = time.monotonic() + 30
+    while any(homes.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(homes.iterdir())
 
 
 LOUD = textwrap.dedent(
@@ -160,3 +193,27 @@ def test_max_instances_per_user_leaves_room_for_the_others(server_factory, tmp_p
     go.touch()
     for api, unique in ((alice, holding), (alice, waiting), (bob, bobs)):
         assert api.wait(unique)["status"] == "Completed"
+
+
+def test_instances_start_in_cgroups_made_ahead_and_a_killed_server_leaves_none(server_factory):
+    """Where the server may make cgroups, it keeps processes waiting in fresh ones (as many as
+    its instance slots) for the next instances; killed, it leaves none of them behind."""
+    if "pids" not in limits.instance_cgroups("probe").parents:
+        pytest.skip("this user may make no cgroups here")
+    server = server_factory(max_instances=2)
+    api = Api(server.url, server.add_user())
+    for name in ("first", "second"):
+        assert api.wait(api.submit({"train.py": "print('ok')"}, job_name=name))["status"] == (
+            "Completed"
+        )
+    parent = limits.instance_cgroups("probe").parents["pids"][0]
+    mine = f"kaio-{leftovers.platform_id(server.data_dir)}-*"
+    deadline = time.monotonic() + 10
+    while len(list(parent.glob(mine))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(list(parent.glob(mine))) == 2  # the jobs' own are gone; two wait for the next
+    server.kill()
+    deadline = time.monotonic() + 10
+    while list(parent.glob(mine)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(parent.glob(mine)) == []

@@ -3,6 +3,8 @@ its manifest's jobs, and a long history is read a page at a time."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 from server_support import Api
@@ -90,3 +92,27 @@ def test_another_tenants_job_is_no_page_marker(api, kaio_server):
     theirs = other.presign(job_name="theirs")["unique_job_name"]
     r = api.get("/jobs", params={"after": theirs})
     assert r.status_code == 400 and "no job" in r.json()["error"]
+
+
+def test_a_manifest_label_filter_reads_only_that_manifests_jobs(tmp_path):
+    """The executor's poll (label=manifest=NAME) is an index lookup, not a scan of the tenant's
+    jobs: the query plan uses jobs_by_manifest, and it lists what the label says."""
+    from kaio_spec.server.store import JobFilter, Store
+
+    store = Store(tmp_path)
+    user, _ = store.add_user("many")
+    fields = {"instance_type": "ml.m5.large", "instance_count": 1, "volume_size_gb": 5}
+    fields |= {"entrypoint": "train.py", "max_runtime_hours": 1.0}
+    made = {}
+    for i in range(6):
+        manifest = "m1" if i % 3 == 0 else "m2"
+        job = store.create_job(user["id"], f"j{i}", {**fields, "labels": {"manifest": manifest}})
+        made[job["unique_job_name"]] = manifest
+    listed = store.jobs_json(user["id"], only=JobFilter(labels=(("manifest", "m1"),)))
+    assert sorted(json.loads(j)["unique_job_name"] for j in listed) == sorted(
+        u for u, m in made.items() if m == "m1"
+    )
+    where, args = store._job_filter(user["id"], False, JobFilter(labels=(("manifest", "m1"),)))
+    plan = store._query(f"EXPLAIN QUERY PLAN SELECT unique_job_name FROM jobs WHERE {where}", args)
+    assert any("jobs_by_manifest" in row["detail"] for row in plan), [dict(r) for r in plan]
+    store.close()

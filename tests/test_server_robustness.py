@@ -228,10 +228,14 @@ def test_an_upload_that_stalls_is_timed_out_and_frees_the_job(server_factory):
     assert api.wait(presigned["unique_job_name"])["status"] == "Completed"
 
 
-def test_slow_and_silent_connections_are_closed_and_do_not_pin_the_server(server_factory):
+@pytest.mark.parametrize(
+    "count",
+    [200, pytest.param(4000, marks=pytest.mark.slow, id="4000, as the issue measured")],
+)
+def test_slow_and_silent_connections_are_closed_and_do_not_pin_the_server(server_factory, count):
     server = server_factory(max_instances=2, header_timeout=1)
     slow = []
-    for i in range(200):  # a bounded number: enough to show, not to load the machine
+    for i in range(count):
         conn = _raw_connection(server.url)
         if i % 2:
             conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished

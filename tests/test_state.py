@@ -1,4 +1,4 @@
-"""state.py: the local cache of what apply did; atomic, private, and ignored when unreadable."""
+"""executor/state.py: the local cache of what apply did; atomic, private, and ignored when unreadable."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import textwrap
 import time
 
-from kaio_spec.state import State, StateLock, state_path
+from kaio_spec.executor.state import State, StateLock, state_path
 
 
 def test_a_missing_file_is_an_empty_state(tmp_path):
@@ -78,7 +78,7 @@ def test_state_path_is_beside_the_manifest(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys
-    from kaio_spec.state import State
+    from kaio_spec.executor.state import State
     state = State.load(sys.argv[1])
     i = 0
     print("ready", flush=True)
@@ -109,7 +109,7 @@ LOCKER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from kaio_spec.state import StateLock
+    from kaio_spec.executor.state import StateLock
     lock = StateLock(Path(sys.argv[1]))
     print(lock.acquire(), flush=True)
     time.sleep(60)
@@ -208,7 +208,7 @@ def test_a_journal_older_than_the_snapshot_is_not_applied_again(tmp_path):
 COMPACTOR = textwrap.dedent(
     """
     import sys
-    from kaio_spec.state import State
+    from kaio_spec.executor.state import State
     n = int(sys.argv[2])
     state = State.load(sys.argv[1])
     if not state.job_names():

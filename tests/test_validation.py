@@ -21,6 +21,17 @@ def test_field_error_names_its_field():
     e = FieldError("volume_size_gb", "must be between 1 and 50, got 80")
     assert e.field == "volume_size_gb"
     assert str(e) == "volume_size_gb: must be between 1 and 50, got 80"
+    assert e.path == ("volume_size_gb",) and e.reason == "must be between 1 and 50, got 80"
+
+
+def test_field_error_carries_its_path_and_reason_apart():
+    # A name with a dot in it stays one part: callers place the error by `path`, not by
+    # splitting the message back apart.
+    with pytest.raises(FieldError) as e:
+        validation.check_env({"my.var": "x"})
+    assert e.value.path == ("env", "my.var") and e.value.field == "env.my.var"
+    assert e.value.reason == "names must match [A-Za-z_][A-Za-z0-9_]*"
+    assert str(e.value) == "env.my.var: names must match [A-Za-z_][A-Za-z0-9_]*"
 
 
 @pytest.mark.parametrize(
@@ -195,3 +206,13 @@ def test_smallest_volume_for(package_bytes, volume):
 
 def test_no_volume_fits_a_huge_package():
     assert validation.smallest_volume_for(25 * 1024**3 + 1) is None
+
+
+def test_a_package_fits_in_half_its_volume_and_not_a_byte_more():
+    """One rule for the client (before it uploads) and the server (before it unpacks)."""
+    half = 1024**3 // 2
+    assert validation.package_fits_volume(half, 1)
+    assert not validation.package_fits_volume(half + 1, 1)
+    assert validation.package_fits_volume(half + 1, 2)
+    # The smallest volume it names is one the package fits in.
+    assert validation.package_fits_volume(half + 1, validation.smallest_volume_for(half + 1))

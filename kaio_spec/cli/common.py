@@ -1,17 +1,25 @@
 """What the journey commands (jobs, status, download, stop, logs, login) share: the --api and -o
-options, connecting, confirmation, and plain aligned tables. Not a command itself."""
+options, the FILE|UNIQUE_JOB_NAME argument, connecting, confirmation, and plain aligned tables.
+Not a command itself."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kaio_spec.errors import InvalidInput
+from kaio_spec.times import format_duration, parse_time
+
+if TYPE_CHECKING:  # loaded when a command runs, not for `kaio --help`
+    from kaio_spec.cli.plan import Inputs
+    from kaio_spec.client import Client
+    from kaio_spec.planner import Plan
 
 API_HELP = (
     "the Kaio API's address [default: $KAIO_API_BASE, else the one `kaio login` saved, else the "
@@ -50,6 +58,42 @@ def write_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """What a FILE|UNIQUE_JOB_NAME argument named: a manifest's plan, or one job of the API."""
+
+    argument: str
+    client: Client
+    plan: Plan | None = None  # FILE: its plan
+    job: dict[str, Any] | None = None  # UNIQUE_JOB_NAME: the job as the API gives it
+
+
+def choose(argument: str, api: str | None, inputs: Inputs) -> Chosen:
+    """FILE is planned before anything is started (an invalid manifest or --var fails first);
+    a UNIQUE_JOB_NAME is looked up (InvalidInput naming it, and the job you may have meant)."""
+    from kaio_spec import journey
+
+    if journey.is_manifest_argument(argument):
+        planned = inputs.plan(argument)
+        return Chosen(argument, connect(api), plan=planned)
+    client = connect(api)
+    return Chosen(argument, client, job=journey.find_job(client, argument))
+
+
+def file_or_job(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The FILE|UNIQUE_JOB_NAME argument of download, stop and logs, with --api and the input
+    options (--var, --var-file, --env-file): the command gets one keyword, `chosen` (Chosen)."""
+    from kaio_spec.cli.plan import input_options
+
+    @functools.wraps(f)  # keeps the options declared below this decorator (__click_params__)
+    def command(*args: Any, target: str, api: str | None, inputs: Inputs, **kwargs: Any) -> Any:
+        return f(*args, chosen=choose(target, api, inputs), **kwargs)
+
+    return click.argument("target", metavar="FILE|UNIQUE_JOB_NAME")(
+        api_option(input_options(command))
+    )
+
+
 def confirm(question: str, yes: bool) -> bool:
     """True with --yes; asks on a terminal; without one, InvalidInput saying to add --yes."""
     if yes:
@@ -69,18 +113,12 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     ).rstrip()
 
 
-def duration(seconds: float | None) -> str:
-    from kaio_spec.journey import format_duration
-
-    return format_duration(seconds)
+duration = format_duration
 
 
 def local_time(iso: object) -> str:
     """An ISO 8601 time as local 'YYYY-MM-DD HH:MM:SS'; '-' if none."""
-    if not isinstance(iso, str) or not iso:
-        return "-"
-    try:
-        t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
-        return iso
+    t = parse_time(iso)
+    if t is None:
+        return iso if isinstance(iso, str) and iso else "-"
     return t.astimezone().strftime("%Y-%m-%d %H:%M:%S")

@@ -28,8 +28,13 @@ def signin_link(api_base: str, api_key: str) -> str:
     """A one-time link that opens the dashboard at `api_base` signed in with `api_key`'s user."""
     import requests  # the CLI's start-up (`kaio --help`) does not pay for it
 
+    from kaio_spec.transport import platform_errors
+
+    def unreachable(e: Exception) -> str:
+        return f"cannot reach {api_base} ({type(e).__name__}); is `kaio server` running?"
+
     try:
-        with requests.Session() as http:
+        with platform_errors(api_base, unreachable=unreachable), requests.Session() as http:
             r = http.post(f"{api_base}/login", json={"api_key": api_key}, timeout=TIMEOUT_S)
             if r.status_code == 403:
                 raise InvalidInput(f"KAIO_API_KEY: {api_base} does not know this key ({_error(r)})")
@@ -59,10 +64,6 @@ def signin_link(api_base: str, api_key: str) -> str:
                 )
     except KaioError:
         raise
-    except requests.RequestException as e:
-        raise PlatformError(
-            f"cannot reach {api_base} ({type(e).__name__}); is `kaio server` running?"
-        ) from None
     except (ValueError, KeyError, TypeError):
         raise PlatformError(f"{api_base} answered something that is not the Kaio API") from None
     return f"{api_base}/#signin={code}"

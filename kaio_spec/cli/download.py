@@ -7,13 +7,11 @@ from pathlib import Path
 
 import click
 
-from kaio_spec.cli.common import api_option, connect, output_option, write_json
-from kaio_spec.cli.plan import Inputs, input_options
+from kaio_spec.cli.common import Chosen, file_or_job, output_option, write_json
 from kaio_spec.errors import EXIT_FAILURE
 
 
 @click.command("download")
-@click.argument("target", metavar="FILE|UNIQUE_JOB_NAME")
 @click.option(
     "--dest",
     type=click.Path(file_okay=False, path_type=Path),
@@ -22,17 +20,14 @@ from kaio_spec.errors import EXIT_FAILURE
 )
 @click.option("--only", metavar="PATTERN", help="FILE: only the jobs whose name or key matches")
 @click.option("--force", is_flag=True, help="replace a destination that holds something else")
-@api_option
 @output_option
-@input_options
+@file_or_job
 def download_command(
-    target: str,
+    chosen: Chosen,
     dest: Path | None,
     only: str | None,
     force: bool,
-    api: str | None,
     output: str,
-    inputs: Inputs,
 ) -> None:
     """Download ended jobs' outputs and logs (logs/algo-N/stdout.log and stderr.log).
 
@@ -55,19 +50,11 @@ def download_command(
        "dest", "outcome", "files" (relative paths in dest), "message"}
     outcome: downloaded | already | conflict | not_ended | not_submitted"""
     from kaio_spec import journey
-    from kaio_spec.downloads import download
 
-    if journey.is_manifest_argument(target):
-        # an invalid manifest (or --var) fails before anything is started
-        planned = inputs.plan(target)
-        results = journey.download(planned, connect(api), only=only, dest=dest, force=force)
+    if chosen.plan is not None:
+        results = journey.download(chosen.plan, chosen.client, only=only, dest=dest, force=force)
     else:
-        client = connect(api)
-        job = journey.find_job(client, target)
-        where = dest or Path(target)
-        with journey.api_errors(client.api_base):
-            doc = download(client, job["unique_job_name"], where, force=force).to_json()
-        results = [{"name": None, **doc}]
+        results = [journey.download_one(chosen.client, chosen.job or {}, dest, force=force)]
 
     if output == "json":
         write_json({"downloads": results})
@@ -75,10 +62,7 @@ def download_command(
         for r in results:
             label = r["name"] or r["unique_job_name"]
             click.echo(f"{label}: {r['outcome'].replace('_', ' ')}: {r['message']}")
-    failed = [r for r in results if r["outcome"] == "conflict"]
-    if results[0]["name"] is None and results[0]["outcome"] == "not_ended":
-        failed.append(results[0])
-    if failed:
+    if journey.download_failed(results):
         sys.exit(EXIT_FAILURE)
 
 

@@ -6,6 +6,7 @@ import click
 
 from kaio_spec.cli.common import api_option, connect, duration, local_time, output_option, table
 from kaio_spec.cli.common import write_json as _write_json
+from kaio_spec.times import elapsed
 
 
 @click.command("jobs")
@@ -37,7 +38,7 @@ def jobs_command(include_archived: bool, api: str | None, output: str) -> None:
             j["unique_job_name"] or "-",
             j["status"] + (" (archived)" if j["archived"] else ""),
             local_time(j["timestamp"]),
-            duration(journey.elapsed(j)),
+            duration(elapsed(j)),
             f"{j['instance_type']} × {j['instance_count']}",
         )
         for j in jobs

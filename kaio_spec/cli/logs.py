@@ -7,13 +7,10 @@ import sys
 
 import click
 
-from kaio_spec.cli.common import api_option, connect, echo_err
-from kaio_spec.cli.plan import Inputs, input_options
-from kaio_spec.errors import InvalidInput
+from kaio_spec.cli.common import Chosen, echo_err, file_or_job
 
 
 @click.command("logs")
-@click.argument("target", metavar="FILE|UNIQUE_JOB_NAME")
 @click.option("-f", "--follow", is_flag=True, help="keep printing until the jobs end")
 @click.option(
     "--host",
@@ -30,16 +27,13 @@ from kaio_spec.errors import InvalidInput
 )
 @click.option("--stderr", "stream", flag_value="stderr", help="only the stderr log")
 @click.option("--only", metavar="PATTERN", help="FILE: only the jobs whose name or key matches")
-@api_option
-@input_options
+@file_or_job
 def logs_command(
-    target: str,
+    chosen: Chosen,
     follow: bool,
     host: str,
     stream: str | None,
     only: str | None,
-    api: str | None,
-    inputs: Inputs,
 ) -> None:
     """Print a job's log (algo-1's stdout and stderr unless told otherwise) through the local
     platform's logs route. FILE: the latest attempt of each submitted job of the manifest, each
@@ -58,23 +52,12 @@ def logs_command(
     from kaio_spec import journey
     from kaio_spec.logs import read_logs
 
-    if journey.is_manifest_argument(target):
-        planned = inputs.plan(target)
-        client = connect(api)
-        comparison = journey.manifest_status(client, planned)
-        chosen = journey.select(comparison.observed, only)
-        jobs = [(o.job.name, o.unique_job_name) for o in chosen if o.unique_job_name]
-        if not jobs:
-            raise InvalidInput(
-                f"{target}: none of its jobs has been submitted yet; `kaio apply {target}` "
-                "submits them"
-            )
-        prefix = len(jobs) > 1
+    client, target = chosen.client, chosen.argument
+    if chosen.plan is not None:
+        jobs = journey.submitted_jobs(client, chosen.plan, target, only)
     else:
-        client = connect(api)
-        job = journey.find_job(client, target)
-        jobs = [(target, job["unique_job_name"])]
-        prefix = False
+        jobs = [(target, str((chosen.job or {})["unique_job_name"]))]
+    prefix = len(jobs) > 1
 
     stream = stream or "both"
     out = _Writer(prefix, lines=stream == "both")

@@ -106,6 +106,26 @@ def render_secrets(jobs, env_file: str | None) -> str:
     return "\n".join(lines)
 
 
+def render_inputs(jobs, stored: bool | None) -> str:
+    """One line per input the jobs read: its size and how it travels (docs/inputs.md): stored
+    once per content where the platform offers it (`stored`; None: not asked), else packaged with
+    each job that reads it."""
+    readers: dict[tuple[str, str], list] = {}
+    for job in jobs:
+        for dataset in job.inputs:
+            readers.setdefault((dataset.name, dataset.source), [dataset, 0])[1] += 1
+    how = {
+        True: "uploaded once per content (the platform stores input files)",
+        False: "packaged with each job that reads it (the platform stores no input files)",
+        None: "uploaded once where the platform stores input files, else packaged with each job",
+    }[stored]
+    lines = []
+    for (name, source), (dataset, count) in readers.items():
+        size = f"{len(dataset.files)} files, {dataset.size / 1e6:,.1f} MB"
+        lines.append(f"input {name} ({source}): {size}, read by {count} job(s); {how}")
+    return "\n".join(lines)
+
+
 @click.command("plan")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
@@ -151,13 +171,15 @@ def plan_command(
             write_json(result, sys.stdout)
         else:
             click.echo(render_table(result))
-            if secrets:
-                click.echo(secrets)
+            for text in (secrets, render_inputs(result.jobs, None)):
+                if text:
+                    click.echo(text)
         return
     from kaio_spec.executor import compare
     from kaio_spec.executor.explain import explain
 
-    comparison = compare(connect(api), result)
+    client = connect(api)
+    comparison = compare(client, result)
     if rerun_failed or replace:
         from kaio_spec.executor.observe import request
 
@@ -168,8 +190,11 @@ def plan_command(
         write_json(comparison.plan, sys.stdout, orphans=orphans, why=why)
     else:
         click.echo(render_comparison(comparison, why=why))
-        if secrets:
-            click.echo(secrets)
+        reads = any(job.inputs for job in result.jobs)
+        stored = "inputs" in client.features() if reads else None
+        for text in (secrets, render_inputs(result.jobs, stored)):
+            if text:
+                click.echo(text)
 
 
 def write_json(

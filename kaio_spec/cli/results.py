@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -105,7 +106,7 @@ def results_command(
 
 
 PARAM_MIN = 8  # a parameter column is never wrapped narrower than this
-STYLES = {"param": {"fg": "cyan"}, "metric": {"fg": "green"}, "job": {}}
+STYLES: dict[str, dict[str, Any]] = {"param": {"fg": "cyan"}, "metric": {"fg": "green"}, "job": {}}
 
 
 def render_table(table) -> None:

@@ -11,6 +11,7 @@ import click
 
 from kaio_spec.cli.common import api_option, connect, output_option, table, write_json
 from kaio_spec.cli.plan import Inputs, input_options
+from kaio_spec.statuses import JobStatus
 
 
 @click.command("status")
@@ -60,7 +61,7 @@ def status_command(
     ]
     click.echo(table(("NAME", "STATUS", "ATTEMPTS", "UNIQUE JOB NAME", "OUTPUTS"), rows))
     for j in doc["jobs"]:
-        if j["status"] in ("Failed", "Stopped") and j["failure_reason"]:
+        if j["status"] in (JobStatus.FAILED, JobStatus.STOPPED) and j["failure_reason"]:
             click.echo(_wrapped(j["name"], j["failure_reason"]))
     if doc["orphans"]:
         click.echo("")

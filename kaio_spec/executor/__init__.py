@@ -6,6 +6,7 @@ retry what failed, download what ended; idempotent and resumable.
     run.py       the loop: one GET /jobs per round; submissions, retries, fail_fast, downloads
     submit.py    packaging once per folder, intent → presign → upload
     recover.py   settling an uncertain presign or upload by job_name
+    state.py     .kaio/state.json: what apply did here (intents, attempts, downloads)
     versions.py  what each job was last submitted with (its spec, its folder's files)
     explain.py   why a job is retried, rerun or replaced: words and a field-level diff
     report.py    live table / plain lines, and the summary

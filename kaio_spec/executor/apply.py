@@ -29,12 +29,12 @@ from kaio_spec.executor.observe import (
 from kaio_spec.executor.report import QuietReporter, Reporter
 from kaio_spec.executor.results import ApplyResult
 from kaio_spec.executor.run import Engine
+from kaio_spec.executor.state import State, StateLock, state_path
 from kaio_spec.executor.submit import PackageCache, Submitter
 from kaio_spec.executor.versions import Versions
 from kaio_spec.planner import Plan, PlannedJob
 from kaio_spec.planner import plan as make_plan
 from kaio_spec.secrets import read_secrets
-from kaio_spec.state import State, StateLock, state_path
 
 __all__ = ["Prepared", "apply", "execute", "next_round", "prepare", "select"]
 

@@ -15,26 +15,53 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from enum import Enum
 from typing import Any
 
-from kaio_spec.executor.observe import LIVE_STATUSES
-from kaio_spec.executor.report import Row, View
+from kaio_spec.executor.report import SUBMITTING, WAITING, Row, View
+from kaio_spec.executor.results import INVALID, SKIPPED
+from kaio_spec.statuses import LIVE_STATUSES, JobStatus
 
 # The order rows are shown in: what is happening now first, then what went wrong.
-ROW_ORDER = ("InProgress", "Stopping", "Pending", "Submitting", "Failed", "Invalid", "Skipped")
+ROW_ORDER = (
+    JobStatus.IN_PROGRESS,
+    JobStatus.STOPPING,
+    JobStatus.PENDING,
+    SUBMITTING,
+    JobStatus.FAILED,
+    INVALID,
+    SKIPPED,
+)
 RECENT = 256  # tracks remembered as the latest changed
 
 
-def shown_status(track: Any, situation: str) -> str:
+class Situation(str, Enum):
+    """Where a track stands in the apply loop (run.py's Track.situation)."""
+
+    NEW = "new"  # to submit (never submitted, or stopped before it ran)
+    BUSY = "busy"  # a worker is submitting it
+    BLOCKED = "blocked"  # its submission's outcome is uncertain: settled from a later listing
+    LIVE = "live"  # its latest attempt runs: followed
+    RETRY = "retry"  # to submit again (attempts remain, or a rerun was asked for)
+    COMPLETED = "completed"
+    FAILED = "failed"  # for good: invalid, or no attempts left
+    SKIPPED = "skipped"  # held back by its needs (needs.py)
+    HALTED = "halted"  # would be submitted, but the run is halted
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def shown_status(track: Any, situation: Situation) -> str:
     """The status the live view shows for a track in `situation`."""
     if track.invalid:
-        return "Invalid"
+        return INVALID
     if track.held is not None:  # needs: Skipped, or NotSubmitted (--detach)
         return track.held.status
     _, status = track.latest()
-    if situation == "busy" and status not in LIVE_STATUSES:
-        return "Submitting"
-    return status or "Waiting"
+    if situation == Situation.BUSY and status not in LIVE_STATUSES:
+        return SUBMITTING
+    return status or WAITING
 
 
 class Board:
@@ -52,7 +79,7 @@ class Board:
         self._halted = halted
         self._wants_download = wants_download
         self._keys: list[tuple[str, str, str] | None] = [None] * len(tracks)
-        self._by_situation: dict[str, dict[int, Any]] = {}
+        self._by_situation: dict[Situation, dict[int, Any]] = {}
         self._by_shown: dict[str, dict[int, Any]] = {}
         # Outputs still to download: "waiting" for a worker to be given them, or "downloading".
         self._downloads: dict[str, dict[int, Any]] = {"waiting": {}, "downloading": {}}
@@ -89,15 +116,17 @@ class Board:
         for track in self._tracks if tracks is None else tracks:
             self.refresh(track)
 
-    def count(self, *situations: str) -> int:
+    def count(self, *situations: Situation) -> int:
         return sum(len(self._by_situation.get(s, ())) for s in situations)
 
-    def tracks(self, *situations: str) -> list[Any]:
+    def tracks(self, *situations: Situation) -> list[Any]:
         """The tracks in `situations`, each situation's in the order they came to it (a copy:
         refreshing them while going through it is safe)."""
         return [t for s in situations for t in self._by_situation.get(s, {}).values()]
 
-    def pick(self, situations: tuple[str, ...], n: int, ok: Callable[[Any], bool]) -> list[Any]:
+    def pick(
+        self, situations: tuple[Situation, ...], n: int, ok: Callable[[Any], bool]
+    ) -> list[Any]:
         """The first `n` tracks in `situations` for which ok(track): what it goes through is
         what it returns (and the tracks `ok` turns down), not the whole situation."""
         picked: list[Any] = []
@@ -109,7 +138,7 @@ class Board:
                     picked.append(t)
         return picked
 
-    def first(self, situation: str) -> Any | None:
+    def first(self, situation: Situation) -> Any | None:
         return next(iter(self._by_situation.get(situation, {}).values()), None)
 
     def downloads(self) -> int:
@@ -132,8 +161,13 @@ class Board:
             if len(chosen) >= limit:
                 break
             chosen.setdefault(i, self._tracks[i])
-        rows = tuple(_row(t, self._keys[i][1]) for i, t in chosen.items())
+        rows = tuple(_row(t, _shown(self._keys[i])) for i, t in chosen.items())
         return View(len(self._tracks), counts, rows)
+
+
+def _shown(key: tuple[str, str, str] | None) -> str:
+    assert key is not None  # set for every track counted, and only counted tracks are chosen
+    return key[1]
 
 
 def _row(track: Any, shown: str) -> Row:

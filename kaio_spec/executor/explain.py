@@ -21,9 +21,10 @@ from typing import Any
 
 from kaio_spec import packaging
 from kaio_spec.executor.observe import Comparison, Observed, counts_as_attempt, status_of
+from kaio_spec.executor.state import state_path
 from kaio_spec.executor.versions import DIGEST_CHARS, Versions
 from kaio_spec.planner import SPEC_KEYS, Action, PlannedJob
-from kaio_spec.state import state_path
+from kaio_spec.statuses import JobStatus
 
 __all__ = ["Change", "Explanation", "FileChanges", "explain", "spec_changes"]
 
@@ -145,7 +146,7 @@ def _attempts(o: Observed) -> Explanation:
     latest = counted[0]
     status = status_of(latest)
     used, allowed = len(counted), o.job.retries + 1
-    failed = sum(1 for a in counted if status_of(a) != "Completed")
+    failed = sum(1 for a in counted if status_of(a) != JobStatus.COMPLETED)
     if o.job.action == Action.REPLACE_REQUESTED:
         summary = f"--replace: attempt {used} {status.lower()}; attempt {used + 1} is submitted"
     elif o.job.action == Action.RERUN:
@@ -156,7 +157,7 @@ def _attempts(o: Observed) -> Explanation:
     else:
         summary = f"{_verb(status)} {failed} of {allowed} attempts; attempt {used + 1} is submitted"
     reason = str(latest.get("failure_reason") or "").strip().splitlines()
-    details = (f"last: {reason[0]}",) if reason and status != "Completed" else ()
+    details = (f"last: {reason[0]}",) if reason and status != JobStatus.COMPLETED else ()
     return Explanation(
         action,
         summary,
@@ -166,7 +167,7 @@ def _attempts(o: Observed) -> Explanation:
 
 
 def _verb(status: str) -> str:
-    return "stopped" if status == "Stopped" else "failed"
+    return "stopped" if status == JobStatus.STOPPED else "failed"
 
 
 def _replace(o: Observed, versions: Versions, folders: dict) -> Explanation:
@@ -181,7 +182,7 @@ def _replace(o: Observed, versions: Versions, folders: dict) -> Explanation:
             + ("what the API shows of it" if changes else "its code, params or env")
         )
         return Explanation("replace", summary, tuple(changes), previous=old_name)
-    changes = spec_changes(version.get("spec") or {}, o.job.spec)
+    changes = spec_changes(version.get("spec") or {}, o.job.described_spec())
     files = None
     if version.get("content_hash") != o.job.content_hash:
         recorded = versions.folder_files(str(version.get("content_hash")))

@@ -21,9 +21,11 @@ from typing import Any
 
 from kaio_spec import downloads
 from kaio_spec.errors import InvalidInput
+from kaio_spec.executor.board import Situation
 from kaio_spec.executor.results import SKIPPED
 from kaio_spec.planner import PlannedJob
 from kaio_spec.planner.needs import NEEDS_JSON, NeededJob
+from kaio_spec.statuses import JobStatus
 
 __all__ = ["SKIPPED", "Held", "InputFiles", "NeedsGate"]
 
@@ -95,9 +97,9 @@ class NeedsGate:
         if track.held is not None:
             return "was skipped" if track.held.status == SKIPPED else "waiting"
         situation = track.situation(False)
-        if situation == "failed":
+        if situation == Situation.FAILED:
             return "failed"
-        if situation != "completed":
+        if situation != Situation.COMPLETED:
             return "waiting"
         if track.download_error is not None:
             return "completed, but its outputs could not be downloaded"
@@ -110,7 +112,7 @@ def _downloaded(need: NeededJob) -> bool:
     unique = marker.get("unique_job_name")
     return (
         marker.get("job_name") == need.job_name
-        and marker.get("status") == "Completed"
+        and marker.get("status") == JobStatus.COMPLETED
         and isinstance(unique, str)
         and downloads.is_complete(need.outputs, unique)
     )
@@ -124,15 +126,23 @@ class InputFiles:
         self._read: dict[str, tuple[dict[str, bytes], dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
-    def files(self, job: PlannedJob) -> dict[str, bytes | str]:
-        """`inputs/...` and needs.json for `job` ({} when it needs nothing). Raises InvalidInput
-        when a needed job's outputs are not (or no longer) on disk as downloaded."""
+    def files(self, job: PlannedJob, linked: bool = False) -> dict[str, bytes | str]:
+        """`inputs/...` and needs.json for `job` ({} when it needs nothing); needs.json alone
+        when the platform links the needed outputs itself (`linked`: linked_needs says which).
+        Raises InvalidInput when a needed job's outputs are not (or no longer) on disk as
+        downloaded."""
         if not job.needs:
             return {}
         out: dict[str, bytes | str] = {}
         listing: dict[str, list[dict[str, Any]]] = {}
-        _check_size(job)
+        if not linked:
+            _check_size(job)
         for need in job.needs:
+            if linked:
+                marker, names = _output_names(need)
+                entry = {**need.to_json(), "unique_job_name": marker["unique_job_name"]}
+                listing.setdefault(need.key, []).append({**entry, "files": names})
+                continue
             files, entry = self._outputs(need)
             out.update((f"{need.path}/{rel}", data) for rel, data in files.items())
             listing.setdefault(need.key, []).append(entry)
@@ -145,6 +155,18 @@ class InputFiles:
             if found is None:
                 found = self._read[need.job_name] = _read_outputs(need)
             return found
+
+
+def linked_needs(job: PlannedJob) -> dict[str, str] | None:
+    """The presign's `needs` where the platform links needed outputs (feature needs-links):
+    each need's place under inputs/ -> the unique_job_name whose outputs were downloaded."""
+    if not job.needs:
+        return None
+    out = {}
+    for need in job.needs:
+        marker, _ = _output_names(need)
+        out[need.path.removeprefix("inputs/")] = marker["unique_job_name"]
+    return out
 
 
 def _output_names(need: NeededJob) -> tuple[dict[str, Any], list[str]]:

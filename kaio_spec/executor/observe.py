@@ -38,9 +38,11 @@ from typing import Any
 import requests
 
 from kaio_spec import catalog
-from kaio_spec.errors import InvalidInput, PlatformError
+from kaio_spec.errors import InvalidInput
 from kaio_spec.planner import Action, Plan, PlannedJob
 from kaio_spec.planner.identity import HASH_CHARS, slug
+from kaio_spec.statuses import LIVE_STATUSES, JobStatus
+from kaio_spec.transport import platform_errors
 
 __all__ = [
     "LIVE_STATUSES",
@@ -61,12 +63,10 @@ __all__ = [
     "status_of",
 ]
 
-LIVE_STATUSES = frozenset({"Pending", "InProgress", "Stopping"})
-
 
 def status_of(api_job: dict[str, Any]) -> str:
     """The job's status in SageMaker's spelling (hosted spellings mapped)."""
-    return catalog.normalize_status(str(api_job.get("status") or "Pending"))
+    return catalog.normalize_status(str(api_job.get("status") or JobStatus.PENDING))
 
 
 def ever_started(api_job: dict[str, Any]) -> bool:
@@ -74,7 +74,7 @@ def ever_started(api_job: dict[str, Any]) -> bool:
         return True
     history = api_job.get("status_history") or []
     return any(
-        catalog.normalize_status(str(h.get("status", ""))) == "InProgress"
+        catalog.normalize_status(str(h.get("status", ""))) == JobStatus.IN_PROGRESS
         for h in history
         if isinstance(h, dict)
     )
@@ -85,7 +85,7 @@ def counts_as_attempt(api_job: dict[str, Any]) -> bool:
     it ever started. Those are submissions the executor abandoned (a presign whose answer was lost,
     so the package could never be uploaded: executor/recover.py stops it and submits again), or
     queued jobs a user stopped; neither ran, so neither costs a retry."""
-    return not (status_of(api_job) == "Stopped" and not ever_started(api_job))
+    return not (status_of(api_job) == JobStatus.STOPPED and not ever_started(api_job))
 
 
 # What the platform, not the job, caused (a restart or shutdown under a running job, no capacity,
@@ -103,7 +103,7 @@ PLATFORM_FAILURES = (
 
 def platform_failure(api_job: dict[str, Any]) -> bool:
     """Whether an attempt failed because of the platform rather than the job's own code."""
-    if status_of(api_job) != "Failed":
+    if status_of(api_job) != JobStatus.FAILED:
         return False
     reason = str(api_job.get("failure_reason") or "").lower()
     return any(mark in reason for mark in PLATFORM_FAILURES)
@@ -185,7 +185,7 @@ def _action(
     if not counted:
         return Action.RETRY  # only abandoned submissions: none ran
     status = status_of(counted[0])
-    if status in LIVE_STATUSES or status == "Completed":
+    if status in LIVE_STATUSES or status == JobStatus.COMPLETED:
         return Action.UNCHANGED
     if len(counted) <= job.retries and retryable(counted[0], retry_on):
         return Action.RETRY
@@ -233,8 +233,8 @@ def observe(
     api_jobs = list(api_jobs)
     by_name = _by_name(api_jobs)
     stems: dict[str, list[dict[str, Any]]] = {}
-    for name, attempts in by_name.items():
-        stems.setdefault(_stem(name), []).extend(attempts)
+    for name, found in by_name.items():
+        stems.setdefault(_stem(name), []).extend(found)
     retry_on = plan.manifest.settings.retry_on if isinstance(plan, Plan) else "any"
     out = []
     for job in plan:
@@ -302,7 +302,11 @@ def _requested(o: Observed, rerun_failed: bool, replace: str | None) -> Action |
         fnmatch.fnmatchcase(job.key, replace) or fnmatch.fnmatchcase(job.name, replace)
     ):
         return Action.REPLACE_REQUESTED
-    if rerun_failed and job.action == Action.UNCHANGED and status_of(counted[0]) != "Completed":
+    if (
+        rerun_failed
+        and job.action == Action.UNCHANGED
+        and status_of(counted[0]) != JobStatus.COMPLETED
+    ):
         return Action.RERUN
     return None
 
@@ -377,13 +381,15 @@ def manifest_filter(client, jobs: Sequence[PlannedJob], listing: Iterable[dict[s
 
 
 def list_jobs(client) -> list[dict[str, Any]]:
-    """fetch_jobs, with an API that cannot be reached (after the client's own retries) as a
-    PlatformError that says where."""
-    try:
+    """fetch_jobs, with an API that cannot be reached (after the client's own retries), or
+    that refuses, as a PlatformError that says where."""
+    where = getattr(client, "api_base", "the API")
+
+    def unreachable(e: Exception) -> str:
+        return f"cannot list the jobs at {where}: {type(e).__name__}"
+
+    with platform_errors(where, unreachable=unreachable):
         return fetch_jobs(client)
-    except (requests.ConnectionError, requests.Timeout) as e:
-        where = getattr(client, "api_base", "the API")
-        raise PlatformError(f"cannot list the jobs at {where}: {type(e).__name__}") from None
 
 
 def compare(client, plan: Plan, api_jobs: Iterable[dict[str, Any]] | None = None) -> Comparison:

@@ -31,6 +31,7 @@ import requests
 from kaio_spec.executor.observe import LIVE_STATUSES, status_of
 from kaio_spec.executor.submit import Outcome, Submitter
 from kaio_spec.planner import PlannedJob
+from kaio_spec.statuses import JobStatus
 
 MAX_REUPLOADS = 3
 
@@ -52,7 +53,8 @@ def settle(
     ours = next((a for a in new if a.get("unique_job_name") == ours_name), None)
     others = [a for a in new if a is not ours]
     if ours is not None and url:
-        if status_of(ours) != "Pending":
+        ours_name = ours["unique_job_name"]  # the same name, as the API gives it
+        if status_of(ours) != JobStatus.PENDING:
             return _keep(submitter, job, ours_name, others)
         if int(intent.get("reuploads") or 0) < MAX_REUPLOADS:
             outcome = submitter.upload(job, ours_name, url)

@@ -21,10 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from kaio_spec.executor.results import SKIPPED, ApplyResult
+from kaio_spec.executor.results import INVALID, NOT_SUBMITTED, SKIPPED, ApplyResult
 from kaio_spec.planner import PlannedJob
+from kaio_spec.statuses import LIVE_STATUSES, JobStatus
+from kaio_spec.times import elapsed, format_duration
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 __all__ = [
     "LiveReporter",
@@ -46,12 +51,7 @@ class Row:
     api_job: dict[str, Any] | None = None
 
     def elapsed(self, now: datetime | None = None) -> str:
-        job = self.api_job or {}
-        start = _parse(job.get("start_time"))
-        if start is None:
-            return "-"
-        end = _parse(job.get("end_time")) or now or datetime.now(timezone.utc)
-        return _duration((end - start).total_seconds())
+        return format_duration(elapsed(self.api_job or {}, now))
 
 
 @dataclass(frozen=True)
@@ -65,26 +65,7 @@ class View:
 
     @property
     def submitted(self) -> int:
-        return sum(n for s, n in self.counts.items() if s not in ("Waiting", "Submitting"))
-
-
-def _parse(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        return sum(n for s, n in self.counts.items() if s not in (WAITING, SUBMITTING))
 
 
 class Reporter:
@@ -140,14 +121,18 @@ class PlainReporter(Reporter):
         self._line(text)
 
 
+# The live view's own row statuses, beside SageMaker's and results.py's.
+SUBMITTING = "Submitting"  # being packaged, presigned or uploaded
+WAITING = "Waiting"  # not submitted yet
+
 _STYLES = {
-    "Completed": "green",
-    "Failed": "red",
-    "Invalid": "red",
-    "Stopped": "yellow",
-    "Stopping": "yellow",
-    "InProgress": "cyan",
-    "Pending": "blue",
+    JobStatus.COMPLETED: "green",
+    JobStatus.FAILED: "red",
+    INVALID: "red",
+    JobStatus.STOPPED: "yellow",
+    JobStatus.STOPPING: "yellow",
+    JobStatus.IN_PROGRESS: "cyan",
+    JobStatus.PENDING: "blue",
 }
 SCROLLED_EVENTS = 200  # sweeps of more jobs show their latest events under the bar instead
 RECENT_EVENTS = 5
@@ -165,7 +150,7 @@ class LiveReporter(Reporter):
         self._bytes = 0
         self._total = 0
         self._lock = threading.Lock()
-        self._live = None
+        self._live: Live | None = None
 
     def begin(self, jobs: Sequence[PlannedJob]) -> None:
         from rich.live import Live
@@ -260,7 +245,7 @@ def _outputs_root(result: ApplyResult) -> Path | None:
     return Path(os.path.commonpath([str(f) for f in folders]))
 
 
-_WORDS = {"InProgress": "running", "NotSubmitted": "not submitted"}
+_WORDS = {JobStatus.IN_PROGRESS: "running", NOT_SUBMITTED: "not submitted"}
 
 
 FAILED_NAMES = 4  # job names shown for a failure many jobs share
@@ -321,10 +306,10 @@ def render_summary(result: ApplyResult, file: str = "kaio.yaml") -> str:
     if result.halted:
         lines.append(f"halted: {result.halted}")
     lines.extend(_failures(result.failed))
-    not_done = [j for j in result.jobs if j.failure_reason and j.status == "Completed"]
+    not_done = [j for j in result.jobs if j.failure_reason and j.status == JobStatus.COMPLETED]
     for j in not_done:
         lines.append(f"  {j.name}: {j.failure_reason}")
-    running = sum(1 for j in result.jobs if j.status in ("Pending", "InProgress", "Stopping"))
+    running = sum(1 for j in result.jobs if j.status in LIVE_STATUSES)
     if result.interrupted:
         lines.append(
             f"interrupted: nothing more was submitted; {running} job(s) still running. "

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from kaio_spec.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from kaio_spec.statuses import JobStatus
 
-__all__ = ["NOT_SUBMITTED", "SKIPPED", "ApplyResult", "JobResult"]
+__all__ = ["INVALID", "NOT_SUBMITTED", "SKIPPED", "ApplyResult", "JobResult"]
 
 NOT_SUBMITTED = "NotSubmitted"  # a job's status when apply never got to submit it
 SKIPPED = "Skipped"  # not submitted because a job it needs failed (executor/needs.py)
+INVALID = "Invalid"  # a job the executor could not submit: its spec or package is wrong
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class JobResult:
 
     @property
     def completed(self) -> bool:
-        return self.status == "Completed"
+        return self.status == JobStatus.COMPLETED
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,7 +81,11 @@ class ApplyResult:
 
     @property
     def failed(self) -> list[JobResult]:
-        return [j for j in self.jobs if j.status in ("Failed", "Stopped", "Invalid", SKIPPED)]
+        return [
+            j
+            for j in self.jobs
+            if j.status in (JobStatus.FAILED, JobStatus.STOPPED, INVALID, SKIPPED)
+        ]
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

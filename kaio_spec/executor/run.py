@@ -25,6 +25,7 @@ rebuilt at most every VIEW_EVERY_S with the few rows a terminal shows.
 
 from __future__ import annotations
 
+import functools
 import queue
 import random
 import threading
@@ -39,7 +40,7 @@ import requests
 
 from kaio_spec import downloads
 from kaio_spec.errors import PlatformError
-from kaio_spec.executor.board import Board
+from kaio_spec.executor.board import Board, Situation
 from kaio_spec.executor.needs import Held, NeedsGate
 from kaio_spec.executor.observe import (
     LIVE_STATUSES,
@@ -53,11 +54,13 @@ from kaio_spec.executor.observe import (
 )
 from kaio_spec.executor.recover import settle
 from kaio_spec.executor.report import Reporter
-from kaio_spec.executor.results import NOT_SUBMITTED, ApplyResult, JobResult
+from kaio_spec.executor.results import INVALID, NOT_SUBMITTED, ApplyResult, JobResult
+from kaio_spec.executor.state import State
 from kaio_spec.executor.submit import Outcome, Submitter
 from kaio_spec.executor.versions import DIGEST_CHARS, Versions
 from kaio_spec.planner import Action, PlannedJob
-from kaio_spec.state import State
+from kaio_spec.statuses import JobStatus
+from kaio_spec.transport import platform_errors
 
 FIRST_INTERVAL_S = 0.5
 MAX_RETRY_DELAY_S = 600.0  # a retry's back-off never grows past this
@@ -93,7 +96,7 @@ class Track:
     def latest(self) -> tuple[str | None, str | None]:
         """(unique_job_name, status) of the newest attempt; (None, None) if never submitted."""
         if self.unseen:
-            return self.unseen[-1], "Pending"
+            return self.unseen[-1], JobStatus.PENDING
         if self.attempts:
             a = self.attempts[0]
             return a.get("unique_job_name"), status_of(a)
@@ -102,31 +105,40 @@ class Track:
     def used(self) -> int:
         return sum(1 for a in self.attempts if counts_as_attempt(a)) + len(self.unseen)
 
-    def situation(self, halted: bool) -> str:
+    def situation(self, halted: bool) -> Situation:
         if self.invalid:
-            return "failed"
+            return Situation.FAILED
         if self.held is not None:
-            return "skipped"
+            return Situation.SKIPPED
         if self.busy:
-            return "busy"
+            return Situation.BUSY
         if self.blocked_since is not None:
-            return "blocked"
+            return Situation.BLOCKED
         unique, status = self.latest()
         if unique is None:
-            return "halted" if halted else "new"
+            return Situation.HALTED if halted else Situation.NEW
         if status in LIVE_STATUSES:
-            return "live"
+            return Situation.LIVE
         if unique == self.force_from:
-            return "halted" if halted else "retry"  # asked for: once, whatever its end
-        if status == "Completed":
-            return "completed"
+            return (
+                Situation.HALTED if halted else Situation.RETRY
+            )  # asked for: once, whatever its end
+        if status == JobStatus.COMPLETED:
+            return Situation.COMPLETED
         if not self.unseen and not counts_as_attempt(self.attempts[0]):
-            return "halted" if halted else "new"  # stopped before it ran: submit it again
+            return (
+                Situation.HALTED if halted else Situation.NEW
+            )  # stopped before it ran: submit it again
         if self.used() < self.allowed and (
             self.unseen or retryable(self.attempts[0], self.retry_on)
         ):
-            return "halted" if halted else "retry"
-        return "failed"
+            return Situation.HALTED if halted else Situation.RETRY
+        return Situation.FAILED
+
+
+def _refused_listing(e: requests.HTTPError) -> PlatformError | None:
+    code = e.response.status_code if e.response is not None else 0
+    return PlatformError(f"the API refused to list jobs: {e}") if code < 500 else None
 
 
 def upload_workers(api_base: str) -> int:
@@ -343,13 +355,13 @@ class Engine:
     def _until_next_retry(self) -> float:
         """Seconds until the first back-off ends (a retry to submit then), or infinity."""
         now = time.monotonic()
-        waits = [t.retry_at - now for t in self.board.tracks("retry") if t.retry_at > now]
+        waits = [t.retry_at - now for t in self.board.tracks(Situation.RETRY) if t.retry_at > now]
         return max(0.05, min(waits)) if waits else float("inf")
 
     def _finished(self) -> bool:
-        if self.board.count("busy", "blocked", "new", "retry"):
+        if self.board.count(Situation.BUSY, Situation.BLOCKED, Situation.NEW, Situation.RETRY):
             return False
-        return self.detach or not (self.board.count("live") or self.board.downloads())
+        return self.detach or not (self.board.count(Situation.LIVE) or self.board.downloads())
 
     def _wait(self, seconds: float) -> None:
         """Sleep until the next round, handling workers' results (and submitting what they
@@ -379,14 +391,13 @@ class Engine:
         while True:
             started = time.monotonic()
             try:
-                listing = fetch_jobs(self.client, **self._filters)
-            except (requests.ConnectionError, requests.Timeout) as e:
-                problem = type(e).__name__
-            except requests.HTTPError as e:
-                code = e.response.status_code if e.response is not None else 0
-                if code < 500:
-                    raise PlatformError(f"the API refused to list jobs: {e}") from None
-                problem = f"HTTP {code}"
+                where = getattr(self.client, "api_base", "the API")
+                with platform_errors(where, refused=_refused_listing):
+                    listing = fetch_jobs(self.client, **self._filters)
+            except PlatformError as e:
+                if not e.transient:  # refused (4xx), or a request that can never work
+                    raise
+                problem = e.cause  # no connection, a timeout, a 5xx: wait for the API
             else:
                 if lost_at is not None:
                     self.reporter.note("reconnected to the API; reconciling")
@@ -464,7 +475,7 @@ class Engine:
             for n in self._stems.get(_stem(job.job_name), ())
             if n != job.job_name and same_key_and_name(job, n)
         ]
-        self.versions.record(job.job_name, dict(job.spec), job.content_hash, files, older)
+        self.versions.record(job.job_name, job.described_spec(), job.content_hash, files, older)
 
     def _save_versions(self) -> None:
         if self.versions is None:
@@ -477,7 +488,7 @@ class Engine:
     # ---- submitting -------------------------------------------------------------------------
 
     def _in_flight(self) -> int:
-        return self.board.count("busy", "blocked", "live")
+        return self.board.count(Situation.BUSY, Situation.BLOCKED, Situation.LIVE)
 
     def _submit_more(self) -> bool:
         if self.halted or self.cancel.is_set():
@@ -498,7 +509,7 @@ class Engine:
                 return False
             return True
 
-        picked = self.board.pick(("new", "retry"), room, may_submit)
+        picked = self.board.pick((Situation.NEW, Situation.RETRY), room, may_submit)
         self.board.refresh_all(held)  # skipped now: refreshed once the board is not walked
         for track in picked:
             seen = {a.get("unique_job_name") for a in track.attempts} | set(track.unseen)
@@ -509,14 +520,14 @@ class Engine:
             self.submit_pool.submit(
                 "submit",
                 track,
-                lambda job=job, known=known: self.submitter.submit(job, known, self.cancel.is_set),
+                functools.partial(self.submitter.submit, job, known, self.cancel.is_set),
             )
             self.board.refresh(track)
             submitted = True
         return submitted
 
     def _settle_blocked(self) -> None:
-        for track in self.board.tracks("blocked"):
+        for track in self.board.tracks(Situation.BLOCKED):
             since = track.blocked_since
             if since is None or track.busy or self._listing_started <= since:
                 continue
@@ -526,7 +537,7 @@ class Engine:
             self.submit_pool.submit(
                 "settle",
                 track,
-                lambda t=track, a=attempts, s=since: settle(self.submitter, t.job, a, s),
+                functools.partial(settle, self.submitter, track.job, attempts, since),
             )
             self.board.refresh(track)
 
@@ -537,22 +548,26 @@ class Engine:
         if unique is None or (unique, status) == track.last_seen:
             return False
         track.last_seen = (unique, status)
-        if status == "Pending" and unique in track.unseen:
+        if status == JobStatus.PENDING and unique in track.unseen:
             return True
         text = status or ""
-        if status == "Stopped" and track.attempts and not counts_as_attempt(track.attempts[0]):
+        if (
+            status == JobStatus.STOPPED
+            and track.attempts
+            and not counts_as_attempt(track.attempts[0])
+        ):
             text = "Stopped before it ran (a submission that never got its package): not an attempt"
-        elif status in ("Failed", "Stopped"):
+        elif status in (JobStatus.FAILED, JobStatus.STOPPED):
             reason = track.attempts[0].get("failure_reason") if track.attempts else None
             text += f": {reason}" if reason else ""
         self.reporter.event(track.job.name, text)
-        if status in ("Failed", "Stopped") and unique != track.force_from:
+        if status in (JobStatus.FAILED, JobStatus.STOPPED) and unique != track.force_from:
             self._back_off(track)
         return True
 
     def _back_off(self, track: Track) -> None:
         """A failed attempt that will be retried: not before its back-off has passed."""
-        if track.situation(False) != "retry":
+        if track.situation(False) != Situation.RETRY:
             return
         failures = track.used() - (track.allowed - track.job.retries - 1)
         delay = retry_delay(self.retry_delay_s, failures)
@@ -565,7 +580,7 @@ class Engine:
     def _check_failures(self) -> bool:
         if not self.fail_fast or self.halted:
             return False
-        track = self.board.first("failed")
+        track = self.board.first(Situation.FAILED)
         if track is not None:
             self._halt(f"{track.job.name} failed and fail_fast is set")
             return True
@@ -576,9 +591,9 @@ class Engine:
         self.submit_pool.drop_queued()
         self.reporter.note(f"{why}: stopping the jobs still running; submitting nothing more")
         self.board.refresh_all()  # new and retry are halted now
-        for track in self.board.tracks("live"):
+        for track in self.board.tracks(Situation.LIVE):
             unique, status = track.latest()
-            if unique and status in ("Pending", "InProgress"):
+            if unique and status in (JobStatus.PENDING, JobStatus.IN_PROGRESS):
                 try:
                     self.client.stop_job(unique)
                 except requests.RequestException as e:
@@ -605,7 +620,7 @@ class Engine:
         if track.download_error is not None:
             return False
         s = track.situation(self.halted is not None)
-        if s not in ("completed", "failed", "halted"):
+        if s not in (Situation.COMPLETED, Situation.FAILED, Situation.HALTED):
             return False
         unique, status = track.latest()
         if unique is None or status in LIVE_STATUSES or track.unseen:
@@ -622,7 +637,7 @@ class Engine:
             self.download_pool.submit(
                 "download",
                 track,
-                lambda job=job, u=unique: downloads.download_planned(self.client, job, u),
+                functools.partial(downloads.download_planned, self.client, job, unique),
             )
             self.board.refresh(track)
 
@@ -666,11 +681,11 @@ class Engine:
                 1 for a in t.attempts if RESTART_MARK in str(a.get("failure_reason") or "")
             )
             reason = t.invalid or (t.attempts[0].get("failure_reason") if t.attempts else None)
-            if t.download_error and status == "Completed":
+            if t.download_error and status == JobStatus.COMPLETED:
                 reason = f"outputs not downloaded: {t.download_error}"
             outputs = t.job.outputs if t.downloaded and t.downloaded == unique else None
             log = None
-            if outputs is not None and status != "Completed":
+            if outputs is not None and status != JobStatus.COMPLETED:
                 log = _log_path(outputs)
             uniques = [str(a.get("unique_job_name")) for a in reversed(t.attempts)] + t.unseen
             if t.held is not None and not t.invalid:  # needs: not submitted, and why
@@ -680,11 +695,13 @@ class Engine:
                     key=t.job.key,
                     name=t.job.name,
                     job_name=t.job.job_name,
-                    status="Invalid" if t.invalid else (status or NOT_SUBMITTED),
+                    status=INVALID if t.invalid else (status or NOT_SUBMITTED),
                     attempts=t.used(),
                     unique_job_names=tuple(uniques),
                     outputs=outputs,
-                    failure_reason=reason if status != "Completed" or t.download_error else None,
+                    failure_reason=reason
+                    if status != JobStatus.COMPLETED or t.download_error
+                    else None,
                     log_path=log,
                 )
             )

@@ -28,17 +28,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import requests
 
-from kaio_spec.client import check_job_fields, check_package_fits
+from kaio_spec.client import INPUTS, NEEDS_LINKS, check_package
 from kaio_spec.errors import InvalidInput
-from kaio_spec.executor.needs import InputFiles
+from kaio_spec.executor.inputs import StoredInputs, packaged_inputs
+from kaio_spec.executor.needs import InputFiles, linked_needs
+from kaio_spec.executor.state import State
 from kaio_spec.images import ResolvedImage, resolve_job_image
+from kaio_spec.jobspec import JobSpec
 from kaio_spec.packaging import Package, build_package
 from kaio_spec.planner import PlannedJob
-from kaio_spec.state import State
 from kaio_spec.validation import FieldError
 
 UNCERTAIN_STATUSES = frozenset({502, 503, 504})
@@ -76,6 +77,9 @@ class PackageCache:
         self._lock = threading.Lock()
         self.built = 0  # how many folders were compressed (benchmarks and tests read it)
         self.inputs = InputFiles()  # needs: the needed jobs' outputs, read once per run
+        # `inputs:` stored by the platform (its "inputs" feature), not packaged: Submitter says.
+        self.inputs_on_server = False
+        self.needs_linked = False  # needed outputs linked by the platform (needs-links)
 
     def folder_package(self, job: PlannedJob) -> Package:
         key = (str(job.directory), job.entrypoint, job.package_exclude)
@@ -111,7 +115,10 @@ class PackageCache:
         return self.folder_package(job).overlay(self._job_files(job))
 
     def _job_files(self, job: PlannedJob) -> dict[str, bytes | str]:
-        return {"params.json": job.params_json(), **self.inputs.files(job)}
+        files = {"params.json": job.params_json(), **self.inputs.files(job, self.needs_linked)}
+        if job.inputs and not self.inputs_on_server:  # docs/inputs.md: the hosted fallback
+            files.update(packaged_inputs(job))
+        return files
 
     def close(self) -> None:
         with self._lock:
@@ -145,6 +152,7 @@ class Submitter:
         self._notes: set[str] = set()
         self._bases: dict[str, str | None] = {}  # folder's content hash -> its base's sha256
         self._bases_lock = threading.Lock()
+        self.stored_inputs = StoredInputs(client, on_bytes)
 
     def _image(self, job: PlannedJob) -> ResolvedImage:
         spec = job.spec
@@ -183,31 +191,42 @@ class Submitter:
                     self._bases[key] = None
             return self._bases[key]
 
-    def _fields(self, job: PlannedJob, package: Package) -> dict[str, Any]:
-        args = job.submit_arguments()
-        for name in ("framework", "framework_version"):
-            args.pop(name)
+    def _learn_features(self, job: PlannedJob) -> None:
+        """Whether the platform stores inputs and links needs, before a package is made: the
+        package holds what the platform will not provide (a re-upload after a crash too)."""
+        if job.inputs or job.needs:
+            features = self.client.features()
+            self.packages.inputs_on_server = INPUTS in features
+            self.packages.needs_linked = NEEDS_LINKS in features
+
+    def _spec(self, job: PlannedJob, package: Package) -> JobSpec:
+        """The job's spec with its secrets' values in its env, checked with its package."""
+        env = dict(job.env)
         for variable, secret in job.secrets.items():
             if secret not in self.secrets:  # read_secrets checked them all before any submit
-                raise FieldError(f"env.{variable}", f"secret {secret} was not read")
-            args["env"][variable] = self.secrets[secret]
-        fields = check_job_fields(**args)
-        if fields["entrypoint"] not in package.paths():
-            raise FieldError("entrypoint", f"{fields['entrypoint']!r} is not in the package")
-        check_package_fits(package.size, fields["volume_size_gb"])
-        return fields
+                raise FieldError(("env", variable), f"secret {secret} was not read")
+            env[variable] = self.secrets[secret]
+        spec = job.job_spec(env)
+        check_package(package, spec)
+        return spec
 
     def submit(self, job: PlannedJob, known: list[str], cancelled: Callable[[], bool]) -> Outcome:
         """Package, record the intent, presign, record its answer, upload."""
         try:
+            self._learn_features(job)
             package = self.packages.job_package(job)
-            fields = self._fields(job, package)
+            spec = self._spec(job, package)
             image = self._image(job)
         except (ValueError, OSError) as e:  # FieldError and InvalidInput are ValueErrors
             return Outcome("invalid", error=str(e))
         if cancelled():
             return Outcome("cancelled")
         base = self._base(job)
+        try:
+            inputs = self.stored_inputs.send(job) if self.packages.inputs_on_server else None
+            needs = linked_needs(job) if self.packages.needs_linked else None
+        except (ValueError, OSError) as e:  # an S3 object or a file that cannot be read or sent
+            return Outcome("invalid", error=f"inputs: {_short(e)}")
         if cancelled():
             return Outcome("cancelled")
         self.state.set_intent(
@@ -217,7 +236,9 @@ class Submitter:
         self.state.commit()
         since = time.monotonic()
         try:
-            presign = self.client.presign(package, image=image, base_package=base, **fields)
+            presign = self.client.presign(
+                package, spec, image=image, base_package=base, inputs=inputs, needs=needs
+            )
         except (requests.ConnectionError, requests.Timeout) as e:
             return Outcome("uncertain", error=_short(e), since=since)
         except requests.HTTPError as e:
@@ -254,6 +275,7 @@ class Submitter:
         since = time.monotonic()
         try:
             if body is None:
+                self._learn_features(job)
                 on_base = (self.state.intent(job.job_name) or {}).get("base_package")
                 body = self.packages.job_overlay(job) if on_base else self.packages.job_package(job)
             self._put(url, body, unique)
@@ -265,9 +287,12 @@ class Submitter:
             return Outcome("unuploaded", unique, error=_short(e), since=since)
         except ValueError as e:
             return Outcome("invalid", unique, error=str(e))
+        # Not committed here (one fsync per job fewer): the next job's commit before its presign
+        # carries it, or the compaction at the end of the run. A run killed first leaves the
+        # intent with its URL, and recover.py finds the job past Pending or uploads it again
+        # (the server answers 409: it has its package): never a second job.
         self.state.add_attempt(job.job_name, unique)
         self.state.clear_intent(job.job_name)
-        self.state.commit()
         return Outcome("uploaded", unique)
 
     def _put(self, url: str, package: Package, unique: str) -> None:

@@ -16,10 +16,11 @@ of their bytes, so a 1,000-cell sweep of one folder stores its file list once.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kaio_spec.state import write_atomic
+from kaio_spec.files import write_atomic
 
 __all__ = ["DIGEST_CHARS", "Versions"]
 
@@ -68,7 +69,7 @@ class Versions:
         spec: dict[str, Any],
         content_hash: str,
         files: dict[str, str] | None,
-        older: list[str] = (),
+        older: Sequence[str] = (),
     ) -> None:
         """`job_name` was submitted with `spec` from a folder of `content_hash` (its `files`,
         when not recorded yet); `older` job_names (earlier versions of the job) are forgotten."""
@@ -88,5 +89,6 @@ class Versions:
         named = {v.get("content_hash") for v in jobs.values() if isinstance(v, dict)}
         folders = {h: f for h, f in self._folders.items() if h in named}
         text = json.dumps({"version": 1, "jobs": jobs, "folders": folders}, default=str)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, text + "\n")
         self._changed = False

@@ -1,6 +1,6 @@
 """What the planner produces: a `Plan` of `PlannedJob`s, typed and resolved, ready to submit.
 
-The executor consumes these as they are: `submit_arguments()` for the client, `params_json()` for
+The executor consumes these as they are: `job_spec()` for the client, `params_json()` for
 the package, `labels` for the server, `job_name` as the identity to look up before submitting, and
 `action`, which it replaces (dataclasses.replace) once it has compared with what the API has.
 """
@@ -8,12 +8,14 @@ the package, `labels` for the server, `job_name` as the identity to look up befo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from kaio_spec.datasets import Dataset
+from kaio_spec.jobspec import JobSpec
 from kaio_spec.manifest import Manifest
 from kaio_spec.planner.needs import NeededJob, Waiting
 
@@ -89,6 +91,7 @@ class PlannedJob:
     package_exclude: tuple[str, ...] = ()
     secrets: dict[str, str] = field(default_factory=dict)
     needs: tuple[NeededJob, ...] = ()
+    inputs: tuple[Dataset, ...] = ()  # `inputs:`, read (kaio_spec.datasets); digests in identity
 
     @property
     def needed_keys(self) -> list[str]:
@@ -115,6 +118,16 @@ class PlannedJob:
     def retries(self) -> int:
         return self.spec["retries"]
 
+    def described_spec(self) -> dict[str, Any]:
+        """The spec with each input's content in short (what `kaio plan` compares to say why a
+        job is replaced: changed data shows as `~ inputs.<name>`)."""
+        if not self.inputs:
+            return dict(self.spec)
+        inputs = {
+            d.name: f"{d.digest[:12]} ({len(d.files)} files, {d.size} bytes)" for d in self.inputs
+        }
+        return {**self.spec, "inputs": inputs}
+
     def params_json(self) -> str:
         """The params.json the executor adds to this job's package."""
         return json.dumps(self.params, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
@@ -138,6 +151,14 @@ class PlannedJob:
             args["max_runtime_hours"] = s["max_runtime_hours"]
         return args
 
+    def job_spec(self, env: Mapping[str, str] | None = None) -> JobSpec:
+        """What the client submits, checked (FieldError if anything is wrong). `env`: the job's
+        variables with its secrets' values added (the executor reads them at submit time)."""
+        args = self.submit_arguments()
+        if env is not None:
+            args["env"] = env
+        return JobSpec(**args)
+
     def to_json(self) -> dict[str, Any]:
         """The job as `kaio plan -o json` prints it."""
         return {
@@ -149,6 +170,7 @@ class PlannedJob:
             "action": self.action.value,
             **({"secrets": dict(self.secrets)} if self.secrets else {}),
             **({"needs": self.needed_keys} if self.needs else {}),
+            **({"inputs": {d.name: d.source for d in self.inputs}} if self.inputs else {}),
         }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from kaio_spec import downloads
 from kaio_spec.planner.templates import Namespace, RenderError
+from kaio_spec.statuses import JobStatus
 
 __all__ = [
     "INPUTS",
@@ -127,7 +128,9 @@ class NeededOutputs:
             raise NotReady(self.key)
         marker = downloads.read_marker(self.folder) or {}
         unique = marker.get("unique_job_name")
-        if marker.get("status") != "Completed" or not downloads.is_complete(self.folder, unique):
+        if marker.get("status") != JobStatus.COMPLETED or not downloads.is_complete(
+            self.folder, unique
+        ):
             raise NotReady(self.key)
         files = [f for f in marker["files"] if not f.startswith("logs/")]
         if file not in files:

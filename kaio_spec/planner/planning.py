@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaio_spec import catalog
+from kaio_spec import catalog, datasets
 from kaio_spec.diagnostics import Diagnostic, in_file_order
-from kaio_spec.errors import ManifestError
+from kaio_spec.errors import InvalidInput, ManifestError
 from kaio_spec.manifest import JobDef, Manifest, load_manifest
 from kaio_spec.planner.identity import identity_digest
 from kaio_spec.planner.identity import job_name as make_job_name
@@ -110,7 +110,7 @@ def _sweep_factor(job: JobDef) -> int:
     sweep = job.sweep
     if sweep is None:
         return 1
-    return sweep.count if sweep.method == "random" else grid_size(sweep)
+    return (sweep.count or 0) if sweep.method == "random" else grid_size(sweep)
 
 
 def _template_sites(value: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
@@ -173,13 +173,14 @@ class _Planner:
         self.m = manifest
         self.hash_folders = hash_folders  # False: check only (job_names are then not real)
         self.never_packaged = _never_packaged(manifest, never_packaged)
+        self._inputs_read: dict[tuple[str, str], datasets.Dataset] = {}
         self.doc = manifest.document
         self.folder = str(manifest.folder)
         self.errors: list[Diagnostic] = []
         self._reported: set[tuple] = set()
         self._template_values: dict[tuple, Any] = {}
         self._checked: dict[tuple[str, str], list[Diagnostic]] = {}
-        self._hashes: dict[tuple[str, str], str | None] = {}
+        self._hashes: dict[tuple[str, str, tuple[str, ...]], str | None] = {}
         self._directories: dict[str, tuple[str, str]] = {}
         # needs: each key's rendered cells; the keys whose templates wait for a need's outputs
         # (key -> the needs); the job_names of the outputs each key's templates read.
@@ -539,10 +540,9 @@ class _Planner:
             try:
                 check_env(spec["env"])
             except FieldError as e:
-                parts = tuple(e.field.split(".", 1))
-                where = job.source_path(*parts) or job.source_path("env") or job.path
+                where = job.source_path(*e.path) or job.source_path("env") or job.path
                 context_text = self._describe(job, cell)
-                message = str(e).split(": ", 1)[1]
+                message = e.reason
                 suffix = f" (for {context_text})" if context_text else ""
                 self.error(where, message + suffix, once=message)
                 ok = False
@@ -564,7 +564,7 @@ class _Planner:
         try:
             digest = packaging.folder_content_hash(directory, entrypoint, exclude=exclude)
         except FieldError as e:
-            self.error(self._site_path(job, ("entrypoint",)), str(e).split(": ", 1)[1])
+            self.error(self._site_path(job, ("entrypoint",)), e.reason)
         except (FileNotFoundError, NotADirectoryError) as e:
             self.error(self._site_path(job, ("directory",)), str(e))
         except OSError as e:
@@ -580,7 +580,7 @@ class _Planner:
         by_job_name: dict[str, _Rendered] = {}
         by_outputs: dict[str, _Rendered] = {}
         manifest = self.m.name
-        downloads = self._download_folders(rendered)
+        downloads = self._download_folders(rendered) + self._local_inputs(rendered)
         excludes: dict[str, tuple[str, ...]] = {}  # per distinct directory, not per job
         for r in rendered:
             job = r.job
@@ -619,6 +619,11 @@ class _Planner:
             identity = self._identity(r, spec, relative, content)
             if needs:
                 identity["needs"] = identity_part(needs)
+            inputs = self._datasets(job, r.spec.get("inputs") or {}) if hash_folders else ()
+            if inputs is None:
+                continue
+            if inputs:  # by content: changed data, new jobs (docs/inputs.md)
+                identity["inputs"] = {d.name: d.digest for d in inputs}
             digest = identity_digest(identity)
             name = make_job_name(manifest, r.name, digest)
             first = by_job_name.setdefault(name, r)
@@ -648,10 +653,43 @@ class _Planner:
                     package_exclude=exclude,
                     secrets=dict(job.secrets),
                     needs=needs,
+                    inputs=inputs,
                 )
             )
             by_key.setdefault(job.key, []).append(jobs[-1])
         return jobs
+
+    def _local_inputs(self, rendered: list[_Rendered]) -> list[str]:
+        """Every local input's path: never packaged with the code (they travel on their own)."""
+        found = set()
+        for r in rendered:
+            for source in (r.spec.get("inputs") or {}).values():
+                if isinstance(source, str) and not source.startswith(datasets.S3):
+                    found.add(os.path.normpath(os.path.join(self.folder, source)))
+        return sorted(found)
+
+    def _datasets(self, job: JobDef, written: dict) -> tuple[datasets.Dataset, ...] | None:
+        """The job's inputs read (each once per plan), or None after reporting one that cannot be."""
+        found = []
+        for name, source in sorted(written.items()):
+            where = self._site_path(job, ("inputs", name))
+            problem = datasets.check_name(name)
+            if problem is None and name in job.needs:  # both would be inputs/<name>/
+                problem = f"{name!r} is also a job this one needs: give the input another name"
+            if problem is None and (not isinstance(source, str) or not source):
+                problem = "must be a path (a file or a folder) or an s3://bucket/prefix URI"
+            if problem is None:
+                try:
+                    key = (name, source)
+                    if key not in self._inputs_read:
+                        self._inputs_read[key] = datasets.read(name, source, self.folder)
+                    found.append(self._inputs_read[key])
+                    continue
+                except InvalidInput as e:
+                    problem = str(e)
+            self.error(where, problem)
+            return None
+        return tuple(found)
 
     def _download_folders(self, rendered: list[_Rendered]) -> list[str]:
         """Where apply downloads outputs: the outputs template's fixed leading folders (all of
@@ -806,7 +844,7 @@ def _inside(directory: str, folders: list[str]) -> tuple[str, ...]:
 
 
 def _labels(
-    manifest: str, key: str, name: str, cell_json: str, metric=None, retries: int = 0
+    manifest: str, key: str, name: str, cell_json: str, metric=None, retries: int | None = 0
 ) -> dict[str, str]:
     labels = {"manifest": manifest, "key": key, "name": name, "cell": cell_json}
     # For the dashboard, neither part of identity: how it ranks a sweep's cells, and how many

@@ -103,12 +103,19 @@ def _arg(p: SweepParameter, key: str) -> Any:
     return PARAMETER_DEFAULTS[key] if value is None else value
 
 
+def _bounds(p: SweepParameter) -> tuple[float, float]:
+    """min and max, which the manifest requires of every distribution drawn between them."""
+    assert p.min is not None and p.max is not None
+    return p.min, p.max
+
+
 def _uniform(p: SweepParameter, rng: Callable[[], float]) -> float:
-    return p.min + (p.max - p.min) * rng()
+    lo, hi = _bounds(p)
+    return lo + (hi - lo) * rng()
 
 
 def _int_uniform(p: SweepParameter, rng: Callable[[], float]) -> int:
-    lo, hi = int(p.min), int(p.max)
+    lo, hi = (int(b) for b in _bounds(p))
     return min(lo + int(rng() * (hi - lo + 1)), hi)
 
 
@@ -118,25 +125,29 @@ def _between(lo: Decimal, hi: Decimal, r: Decimal) -> Decimal:
 
 
 def _log_uniform_values(p: SweepParameter, rng: Callable[[], float]) -> float:
-    x = _exp(_between(_ln(Decimal(p.min)), _ln(Decimal(p.max)), Decimal(rng())))
-    return min(max(_to_float(x, p.name), p.min), p.max)
+    lo, hi = _bounds(p)
+    x = _exp(_between(_ln(Decimal(lo)), _ln(Decimal(hi)), Decimal(rng())))
+    return min(max(_to_float(x, p.name), lo), hi)
 
 
 def _inv_log_uniform_values(p: SweepParameter, rng: Callable[[], float]) -> float:
     # W&B: ln(1/x) uniform between ln(1/max) and ln(1/min), at 1 - r (so x grows with r).
-    lo, hi = _CTX.minus(_ln(Decimal(p.max))), _CTX.minus(_ln(Decimal(p.min)))
+    low, high = _bounds(p)
+    lo, hi = _CTX.minus(_ln(Decimal(high))), _CTX.minus(_ln(Decimal(low)))
     x = _exp(_CTX.minus(_between(lo, hi, 1 - Decimal(rng()))))
-    return min(max(_to_float(x, p.name), p.min), p.max)
+    return min(max(_to_float(x, p.name), low), high)
 
 
 def _log_uniform(p: SweepParameter, rng: Callable[[], float]) -> float:
     # min and max are exponents: ln x is uniform between them.
-    return _to_float(_exp(_between(Decimal(p.min), Decimal(p.max), Decimal(rng()))), p.name)
+    lo, hi = _bounds(p)
+    return _to_float(_exp(_between(Decimal(lo), Decimal(hi), Decimal(rng()))), p.name)
 
 
 def _inv_log_uniform(p: SweepParameter, rng: Callable[[], float]) -> float:
     # min and max are exponents of 1/x: ln(1/x) is uniform between them, at 1 - r.
-    u = _between(Decimal(p.min), Decimal(p.max), 1 - Decimal(rng()))
+    lo, hi = _bounds(p)
+    u = _between(Decimal(lo), Decimal(hi), 1 - Decimal(rng()))
     return _to_float(_exp(_CTX.minus(u)), p.name)
 
 

@@ -62,6 +62,7 @@ class WrittenFloat(float):
     """A float that prints as written in the manifest (`0.00001`); arithmetic gives plain floats."""
 
     __slots__ = ("text",)
+    text: str
 
     def __new__(cls, value: float, text: str) -> WrittenFloat:
         self = super().__new__(cls, value)

@@ -1,10 +1,20 @@
 """The local Kaio platform: the API of docs/protocol.md over SQLite and local disk, jobs as processes.
 
-app.py          routes and error handling (create_app)
+app.py          create_app: the platform's parts on app.state, error handling, the routers
+routes/         the routes, one APIRouter per area (meta, signin, jobs, outputs, packages,
+                dashboard)
+deps.py         what routes need, as FastAPI dependencies (config, store, storage, the caller)
+bodies.py       request bodies: JSON read by hand and bounded; uploads streamed through a hash
+responses.py    answers: JSON as is, conditional (ETag), files streamed
+openapi.py      the shapes /openapi.json documents
+uploads.py      a received package's rules: half the volume, checked and unpacked, or the job failed
+signin.py       one-time codes that sign a dashboard tab in
+errors.py       ApiError, answered {"error": message} with its status
 auth.py         API keys, the server secret, JWTs and the ids of signed-out ones
 headers.py      no-store and nosniff on every answer that sets none of its own
 apidocs.py      Swagger UI's files for /docs, from a pinned package
 store.py        SQLite: users, keys, jobs, status history, telemetry
+keys.py         API keys made beside a running server (the client's local platform)
 storage.py      a job's folder, presigned URLs, package checks, outputs
 scheduler.py    queue and capacity, restart recovery, retention sweep
 runner.py       one job's processes, from set-up to outputs
@@ -30,13 +40,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from kaio_spec.datadir import LOCK_FILE, SERVER_FILE
 from kaio_spec.errors import InvalidInput
+from kaio_spec.files import write_atomic
 from kaio_spec.server.config import ServerConfig
 
 __all__ = ["ServerConfig", "create_app", "serve"]
-
-SERVER_FILE = "server.json"  # where a running server says where it listens (and its pid)
-LOCK_FILE = "server.lock"
 
 
 def create_app(config: ServerConfig):
@@ -64,9 +73,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _write_server_file(data_dir: Path, info: dict) -> None:
-    tmp = data_dir / f"{SERVER_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, data_dir / SERVER_FILE)
+    write_atomic(data_dir / SERVER_FILE, json.dumps(info), mode=None, fsync=False)
 
 
 def _raise_open_files_limit(wanted: int = 65536) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import jwt
 
+from kaio_spec.files import write_atomic
+
 KEY_PREFIX = "kaio_"
 DISPLAY_PREFIX_LEN = 12  # "kaio_" + 7 random characters: enough to name a key for revocation
 SECRET_FILE = "secret"
@@ -122,13 +124,8 @@ class RevokedTokens:
         now = self._clock()
         self._ids = {t: exp for t, exp in self._ids.items() if exp > now}
         self._pruned_at = len(self._ids)
-        tmp = self._path.with_name(f"{self._path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.writelines(f"{t} {exp}\n" for t, exp in self._ids.items())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._path)
+        text = "".join(f"{t} {exp}\n" for t, exp in self._ids.items())
+        write_atomic(self._path, text, mode=0o600)
 
 
 class Tokens:

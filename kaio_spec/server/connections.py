@@ -4,7 +4,7 @@ uvicorn times out a connection only while it idles between requests (keep-alive)
 connects and sends nothing, or trickles its request line and headers, would be held for ever,
 and a few thousand of them pin the server. This protocol gives every request `header_timeout_s`
 from the connection (or the previous response) to the end of its headers. A request body that
-stalls is app.py's to time out (receive_body), since only the route knows it is waiting for one.
+stalls is the route's to time out (bodies.receive_body), since only the route knows it is waiting for one.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def _satisfied(req: Requirement, extras_of: str | None = None) -> bool:
 
 def _site_state() -> tuple:
     """Changes whenever a distribution is installed or removed in the server's environment."""
-    state = []
+    state: list[int | None] = []
     for entry in sys.path:
         try:
             state.append(os.stat(entry or ".").st_mtime_ns)

@@ -87,3 +87,16 @@ def kill_leftovers(platform: str, running: Callable[[], set[str]]) -> int:
             os.kill(pid, signal.SIGKILL)
             killed += 1
     return killed
+
+
+def sweep_homes(
+    homes: Path, cutoff_s: float, busy: set[str], remove: Callable[[Path], None]
+) -> None:
+    """Delete the HOME of each tenant (namespaces.py: `homes/<tenant>`) that is not in `busy`
+    (no job of its queued or running) and that no job of its used since `cutoff_s` (a job
+    touches it as it ends): caches a tenant no longer uses go with its jobs' data."""
+    with contextlib.suppress(OSError), os.scandir(homes) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.name not in busy and entry.stat().st_mtime < cutoff_s:
+                    remove(Path(entry.path))

@@ -1,9 +1,9 @@
 """What a job's instance type and volume promise, held while it runs (runner.JobRun enforces it).
 
 - memory: an instance whose processes hold more than its type's memory ends the job Failed;
-- volume: a job whose files (working folders, private temp folders) take more than its
-  volume_size_gb ends Failed ("VolumeExceeded"); in namespaces, /tmp and /dev/shm are memory
-  capped at that size too;
+- volume: a job whose files (working folders, private temp folders, in namespaces its tenant's
+  HOME) take more than its volume_size_gb ends Failed ("VolumeExceeded"); in namespaces, /tmp
+  and /dev/shm are memory capped at that size too;
 - processes: an instance running more than `max_processes` ends the job Failed;
 - logs: each stream of each instance keeps its first `log_cap_bytes`, then a marker line.
 
@@ -153,6 +153,7 @@ class InstanceCgroups:
     def __init__(self, platform: str):
         self.prefix = f"kaio-{platform}-"  # theirs: another platform's are never touched
         self.parents: dict[str, tuple[Path, int]] = {}  # controller -> (folder, cgroup version)
+        self.held: set[Path] = set()  # made and not removed yet: never swept
         for controller, parent, version in _cgroup_parents():
             # Moving a process into a v1 cgroup costs ~10 ms (an RCU grace period): one move,
             # for pids (which sampling cannot hold), not a second one for memory (which it can).
@@ -170,18 +171,33 @@ class InstanceCgroups:
 
     def create(self, name: str, limits: Limits) -> dict[str, Path]:
         """The cgroups of one instance (controller -> folder; none where there are none)."""
-        values = {"pids": limits.max_processes, "memory": limits.memory_bytes}
+        return self.restrict(self.make(name), limits)
+
+    def make(self, name: str) -> dict[str, Path]:
+        """Cgroups named `name`, without limits yet; kept from sweep() until remove()d."""
         made: dict[str, Path] = {}
-        for controller, (parent, version) in self.parents.items():
+        for controller, (parent, _) in self.parents.items():
             folder = parent / (self.prefix + name)
-            limit_file = CONTROLLERS[controller][0][version - 1]
             try:
                 folder.mkdir(exist_ok=True)
-                (folder / limit_file).write_text(str(values[controller]))
             except OSError:
                 continue
             made[controller] = folder
+            self.held.add(folder)
         return made
+
+    def restrict(self, cgroups: dict[str, Path], limits: Limits) -> dict[str, Path]:
+        """Those of `cgroups` whose limit could be set to what `limits` says."""
+        values = {"pids": limits.max_processes, "memory": limits.memory_bytes}
+        kept: dict[str, Path] = {}
+        for controller, folder in cgroups.items():
+            limit_file = CONTROLLERS[controller][0][self.parents[controller][1] - 1]
+            try:
+                (folder / limit_file).write_text(str(values[controller]))
+            except OSError:
+                continue
+            kept[controller] = folder
+        return kept
 
     @staticmethod
     def command(cgroups: dict[str, Path], argv: list[str]) -> list[str]:
@@ -208,12 +224,12 @@ class InstanceCgroups:
                     return int(value) > 0
         return False
 
-    @staticmethod
-    def remove(cgroups: dict[str, Path], wait_s: float = 0.0) -> None:
+    def remove(self, cgroups: dict[str, Path], wait_s: float = 0.0) -> None:
         """Once their processes are gone (a cgroup with processes cannot be removed: killed ones
         may take a moment to go), waiting up to `wait_s` for them."""
         deadline = time.monotonic() + wait_s
         for folder in set(cgroups.values()):
+            self.held.discard(folder)
             while True:
                 try:
                     folder.rmdir()
@@ -231,6 +247,8 @@ class InstanceCgroups:
         for parent, _ in self.parents.values():
             for folder in parent.glob(self.prefix + "*"):
                 rest = folder.name[len(self.prefix) :]
+                if folder in self.held:
+                    continue
                 if not any(rest.startswith(unique + "-") for unique in running):
                     self.remove({"": folder})
 

@@ -119,8 +119,8 @@ def command(argv: list[str], jail: Jail, cwd: Path | str) -> list[str]:
     binds = [("--bind", path) for path in [*jail.writable, jail.home]]
     binds += [("--ro-bind", path) for path in jail.readable if path.exists()]
     # A folder before what is inside it: a writable environment inside the read-only ones.
-    for option, path in sorted(binds, key=lambda bind: len(bind[1].parts)):
-        args += [option, str(path), str(path)]
+    for option, folder in sorted(binds, key=lambda bind: len(bind[1].parts)):
+        args += [option, str(folder), str(folder)]
     args += ["--remount-ro", jail.data_dir, "--chdir", str(cwd)]
     return [*args, "--", "/bin/sh", "-c", INIT, "kaio-init", *argv]
 

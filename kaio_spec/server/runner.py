@@ -23,11 +23,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from kaio_spec import catalog
-from kaio_spec.server import environments, gpu, leftovers, limits, namespaces, storage
+from kaio_spec.server import (
+    environments,
+    filestore,
+    gpu,
+    leftovers,
+    limits,
+    namespaces,
+    prestart,
+    storage,
+)
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import JobStatus
@@ -129,6 +139,13 @@ class JobRun:
         self.itype = catalog.INSTANCE_TYPES[job["instance_type"]]
         self.limits = limits.Limits.of(job, config)
         self.cgroups = limits.instance_cgroups(platform)
+        # Instances started ahead, inside their cgroups, where moving into one costs (not with
+        # Landlock: its confinement comes from the thread that starts a process).
+        self.prestart = (
+            prestart.pool(platform, config.max_instances)
+            if self.cgroups.parents and not sandbox.active
+            else None
+        )
         self._pumps: list[limits.LogPump] = []
         self._next_volume_sample = 0.0
         self.hosts = storage.hosts_of(job)
@@ -178,6 +195,7 @@ class JobRun:
             if not self.store.transition(self.unique, JobStatus.IN_PROGRESS):
                 final = JobStatus.STOPPED  # stopped between the queue and here
                 return
+            self._touch_home()
             self._open_logs()
             self._notices()
             deadline = time.monotonic() + self.job["max_runtime_hours"] * 3600
@@ -250,6 +268,13 @@ class JobRun:
         """pip, confined like the job (it runs the package's build backends), writing only
         beneath the package (built in place) and `writable` (the environment it installs into)."""
         env = self._base_env()
+        # The server's pip settings (an index, a proxy), for pip alone; not its cache, in the
+        # server's home.
+        env.update(
+            (k, v)
+            for k, v in os.environ.items()
+            if k.startswith("PIP_") and k not in namespaces.HOME_VARIABLES
+        )
         env[leftovers.MARK] = self.mark
         folders = [self.files.pkg, writable]
         if self.sandbox.namespaced:
@@ -267,6 +292,13 @@ class JobRun:
     def home(self) -> Path:
         """The tenant's HOME, in namespaces."""
         return self.sandbox.home_of(self.job["user_id"])
+
+    def _touch_home(self) -> None:
+        """Mark the tenant's HOME used now: the retention sweep deletes those long unused
+        (leftovers.sweep_homes)."""
+        if self.sandbox.namespaced:
+            with contextlib.suppress(OSError):
+                os.utime(self.home)
 
     def _base_env(self) -> dict[str, str]:
         """What a job's processes inherit of the server's environment: in namespaces, with the
@@ -288,7 +320,11 @@ class JobRun:
             writable.append(self.files.jupyter(inst.host))
         if self.sandbox.private_tmp:
             writable.append(self.files.tmp(inst.host))
-        readable = [self.files.config(inst.host), self.envs_dir]
+        readable = [
+            self.files.config(inst.host),
+            self.envs_dir,
+            *filestore.readable(self.files.root),
+        ]
         if python != sys.executable:
             readable.append(Path(python).parent.parent)  # a venv of the job's own folder
         return writable, readable
@@ -337,7 +373,8 @@ class JobRun:
         return [python, entry]
 
     def _launch(self, python: str) -> None:
-        job_env = self.files.read_env()
+        # Inputs (filestore.py): linked in before the package is handed out; their variables win.
+        job_env = {**self.files.read_env(), **filestore.mount(self.files.root, self.files.pkg)}
         self._original = storage.hand_out_package(self.files, self.hosts)
         # Each instance's process is kept as it starts: should a later one fail to start,
         # _finish kills those that did.
@@ -359,12 +396,16 @@ class JobRun:
             gpus=inst.gpus,
             tmp_bytes=self.limits.volume_bytes,
         )
-        inst.cgroups = self.cgroups.create(f"{self.unique}-{inst.host}", self.limits)
-        argv = self.cgroups.command(inst.cgroups, argv)
         if self.is_notebook:  # a folder made costs (storage.py): only where it serves
             self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
-        # Through pipes, so that each log holds at most its cap (limits.LogPump).
-        (out, out_w), (err, err_w) = os.pipe(), os.pipe()
+        ready = self._prestarted(argv, cwd, env)
+        if ready is not None:
+            inst.cgroups, out, err = ready.cgroups, ready.stdout, ready.stderr
+        else:
+            inst.cgroups = self.cgroups.create(f"{self.unique}-{inst.host}", self.limits)
+            argv = self.cgroups.command(inst.cgroups, argv)
+            # Through pipes, so that each log holds at most its cap (limits.LogPump).
+            (out, out_w), (err, err_w) = os.pipe(), os.pipe()
         for read_fd, log_file, stream in zip(
             (out, err), self._logs[inst.host], ("stdout", "stderr"), strict=True
         ):
@@ -373,6 +414,11 @@ class JobRun:
         started: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
 
         def life() -> None:
+            if ready is not None:
+                inst.proc = ready.proc  # its own pipes were closed here as it started
+                t0 = time.monotonic()
+                started.put(None)
+                return self._reap(inst, t0)
             try:
                 self.sandbox.confine_this_thread(writable, readable)
                 inst.proc = subprocess.Popen(
@@ -397,6 +443,20 @@ class JobRun:
         threading.Thread(target=life, name=f"{self.unique}-{inst.host}", daemon=True).start()
         if (error := started.get()) is not None:
             raise error
+
+    def _prestarted(self, argv: list[str], cwd: Path, env: dict[str, str]):
+        """A process of the platform's prestart.Pool, made into this instance (in its cgroups,
+        their limits set), or None: start it directly (no pool here, none ready, an
+        environment the shell cannot export)."""
+        if self.prestart is None or (text := prestart.script(argv, env, cwd)) is None:
+            return None
+        while (ready := self.prestart.take()) is not None:
+            # (A cgroup whose limit could not be set holds the process to nothing: harmless.)
+            self.cgroups.restrict(ready.cgroups, self.limits)
+            if ready.run(text):
+                return ready
+            self.cgroups.remove(ready.cgroups)
+        return None
 
     def _reap(self, inst: Instance, t0: float) -> None:
         assert inst.proc is not None
@@ -508,6 +568,8 @@ class JobRun:
     def _sample_volume(self) -> None:
         t0 = time.monotonic()
         folders = [self.files.root / name for name in ("work", "jupyter", "tmp", "venv")]
+        if self.sandbox.namespaced:  # its tenant's HOME is on its volume too
+            folders.append(self.home)
         if limits.disk_usage(folders) > self.limits.volume_bytes:
             self._exceeded(self.limits.volume_exceeded())
         took = time.monotonic() - t0
@@ -574,6 +636,7 @@ class JobRun:
             log.exception("job %s: killing what is left", self.unique)
         for inst in self.instances:
             self.cgroups.remove(inst.cgroups, wait_s=1.0)
+        self._touch_home()
         # Nothing of the job runs any more: the next job may start while this one is wrapped up.
         self._on_release(self)
         try:
@@ -603,9 +666,26 @@ class JobRun:
             self._on_end(self)
 
 
+# What a job's processes get of the server's environment: what programs need to run as they
+# would on the machine (locale, time zone, the server's Python's search path, GPU libraries, a
+# proxy to reach the network through, its certificates). Nothing else: the server's process may
+# hold credentials (a cloud key, a database URL, its KAIO_* settings) that are no tenant's.
+JOB_ENV_NAMES = frozenset(
+    {
+        *("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ", "TMPDIR"),
+        *("PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH"),
+        *("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"),
+        *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"),
+    }
+)
+JOB_ENV_PREFIXES = ("LC_", "NVIDIA_")
+
+
 def _server_env() -> dict[str, str]:
-    """The server's environment minus its own KAIO_* settings (an API key, say)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
+    """The variables of the server's environment that jobs get (JOB_ENV_NAMES)."""
+    return {
+        k: v for k, v in os.environ.items() if k in JOB_ENV_NAMES or k.startswith(JOB_ENV_PREFIXES)
+    }
 
 
 def end_job(
@@ -613,7 +693,7 @@ def end_job(
 ) -> None:
     """Move a job to `final`, with its instances' telemetry; if a stop raced in (the job is
     Stopping), it ends Stopped."""
-    fields = {"failure_reason": reason, "telemetry": telemetry}
+    fields: dict[str, Any] = {"failure_reason": reason, "telemetry": telemetry}
     if store.transition(unique, final, **fields):
         return
     status = JobStatus(store.get_job(unique)["status"])

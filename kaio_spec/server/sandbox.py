@@ -9,7 +9,7 @@ server's user can, except the data folder, of which each instance reaches only t
 writes (runner.JobRun._instance_folders) and, read-only, its resource config and the
 environments. It cannot ptrace a process outside its domain, and, from Landlock ABI 6, cannot
 signal one either (it can still read /proc/<pid>/environ of the server's user's processes: the
-README says what that leaves open).
+docs/local-platform.md says what that leaves open).
 
 Landlock only grants: "everything but the data folder" is a rule for every entry of each of the
 folder's ancestors but the one leading to it. Which costs jobs this much: they cannot list those
@@ -289,6 +289,7 @@ class Sandbox:
                 if path.exists():
                     self._allow(ruleset, str(path), _READ_EXECUTE & handled)
             # Required of an unprivileged thread: nothing it starts may gain privileges (setuid).
+            assert self._libc is not None  # an active sandbox found it
             self._check(self._libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
             self._call(_SYS_RESTRICT_SELF, ruleset, 0)
         finally:

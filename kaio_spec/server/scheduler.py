@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from kaio_spec import catalog
-from kaio_spec.server import backends, gpu, leftovers, limits, storage
+from kaio_spec.server import backends, gpu, leftovers, limits, prestart, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.runner import SHUTDOWN_REASON, end_job
 from kaio_spec.server.sandbox import Sandbox
@@ -87,6 +87,7 @@ class Scheduler:
         for run in runs:
             run.thread.join(grace_s + 5)
         self._kill_leftovers(set)  # what they left behind goes with them
+        prestart.close(self.platform)
         self.backend.close()
 
     def recover(self) -> None:
@@ -149,6 +150,23 @@ class Scheduler:
                 self._cond.notify_all()
                 return
         run.stop("user")
+
+    def request_stops(self, uniques: list[str]) -> None:
+        """request_stop for many jobs at once (POST /jobs/stop): the queue is walked once and
+        the jobs that were not running end Stopped in one transaction."""
+        with self._cond:
+            running = [self._running[u] for u in uniques if u in self._running]
+            idle = [u for u in uniques if u not in self._running]
+            if idle:
+                gone = set(idle)
+                self._queue[:] = [u for u in self._queue if u not in gone]
+                for unique in idle:
+                    self._owner.pop(unique, None)
+                    self.layout.job(unique).forget_env()
+                self.store.transition_all(idle, JobStatus.STOPPED)
+                self._cond.notify_all()
+        for run in running:
+            run.stop("user")
 
     def _schedule_loop(self) -> None:
         while not self._closing.is_set():
@@ -288,6 +306,18 @@ class Scheduler:
                 self.layout.job(job["unique_job_name"]).forget_env()
                 end_job(self.store, job["unique_job_name"], JobStatus.FAILED, NO_UPLOAD_REASON)
         self._sweep_base_packages(time.time() - self.config.retention_s)
+        leftovers.sweep_homes(
+            self.layout.data_dir / "homes",
+            time.time() - self.config.retention_s,
+            self._busy_tenants(),
+            storage.remove_tree,
+        )
+
+    def _busy_tenants(self) -> set[str]:
+        with self._cond:
+            return {run.job["user_id"] for run in self._running.values()} | set(
+                self._owner.values()
+            )
 
     def _sweep_base_packages(self, cutoff_s: float) -> None:
         for base in self.layout.base_packages():

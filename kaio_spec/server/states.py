@@ -1,29 +1,11 @@
-"""Job statuses and their lifecycle: the one place that says which status may follow which."""
+"""Job statuses' lifecycle on the platform: the one place that says which status may follow
+which. The statuses themselves are the core's (kaio_spec/statuses.py)."""
 
 from __future__ import annotations
 
-from enum import Enum
+from kaio_spec.statuses import JobStatus
 
-from kaio_spec import catalog
-
-
-class JobStatus(str, Enum):
-    """SageMaker's spellings, as docs/protocol.md lists them."""
-
-    PENDING = "Pending"  # accepted; waiting for its upload or for local capacity
-    IN_PROGRESS = "InProgress"
-    STOPPING = "Stopping"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    STOPPED = "Stopped"
-
-    @property
-    def is_final(self) -> bool:
-        return self.value.lower() in catalog.FINAL_STATUSES
-
-    def can_become(self, new: JobStatus) -> bool:
-        return new in _NEXT[self]
-
+__all__ = ["RUNNING_STATUSES", "JobStatus", "can_become"]
 
 _NEXT: dict[JobStatus, frozenset[JobStatus]] = {
     # Pending -> Failed: a bad package, or a platform restart that lost it.
@@ -35,6 +17,12 @@ _NEXT: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.FAILED: frozenset(),
     JobStatus.STOPPED: frozenset(),
 }
+
+
+def can_become(old: JobStatus, new: JobStatus) -> bool:
+    """Whether a job in `old` may move to `new`."""
+    return new in _NEXT[old]
+
 
 # A status the platform cannot have been in when it died cleanly: these jobs were running.
 RUNNING_STATUSES = frozenset({JobStatus.IN_PROGRESS, JobStatus.STOPPING})

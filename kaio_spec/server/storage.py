@@ -37,7 +37,6 @@ import shutil
 import stat
 import sys
 import tarfile
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -48,6 +47,7 @@ from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
 from kaio_spec import catalog, validation
+from kaio_spec.files import write_atomic
 from kaio_spec.server import auth, unpack
 from kaio_spec.server.states import JobStatus
 
@@ -115,11 +115,8 @@ class JobFiles:
 
     def write_env(self, env: dict[str, str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / "env.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(env, f)
-        os.replace(tmp, self.env_file)
+        # Secrets: its owner's only. Not synced: a crash loses the job's processes with it.
+        write_atomic(self.env_file, json.dumps(env), mode=0o600, fsync=False)
 
     def read_env(self) -> dict[str, str]:
         try:
@@ -137,9 +134,8 @@ class JobFiles:
         return self.root / "outcome.json"
 
     def record_outcome(self, status: str, reason: str | None) -> None:
-        tmp = self.root / "outcome.json.tmp"
-        tmp.write_text(json.dumps({"status": status, "reason": reason}))
-        os.replace(tmp, self.outcome_file)
+        outcome = json.dumps({"status": status, "reason": reason})
+        write_atomic(self.outcome_file, outcome, mode=None, fsync=False)
 
     def read_outcome(self) -> tuple[JobStatus, str | None] | None:
         """(final status, reason) the run ended with, if it got that far."""
@@ -249,15 +245,9 @@ class BaseFiles:
 
 
 def _write_meta(path: Path, meta: BaseMeta) -> None:
-    # Unique temp name: two presigns may mark the same base package used at once.
-    tmp = path.with_name(
-        f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
-    )
-    try:
-        tmp.write_text(json.dumps(meta.__dict__))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # Two presigns may mark the same base package used at once: write_atomic's temporary
+    # names are unique. Not synced: on a presign's path, and a lost last-used time costs little.
+    write_atomic(path, json.dumps(meta.__dict__), mode=None, fsync=False)
 
 
 def store_base_package(tmp: Path, base: BaseFiles, size: int) -> None:
@@ -535,7 +525,11 @@ def _extract(path: Path, dest: Path, check: _MemberCheck) -> None:
     the archive unreadable; what was unpacked so far stays in `dest`, for the caller's temp
     folder to drop."""
     try:
-        with tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf, unpack.Tree(dest) as tree:
+        # copybufsize: a TarFile argument that tarfile.open passes on; typeshed leaves it out
+        with (
+            tarfile.open(path, "r:gz", copybufsize=_COPY_BUFSIZE) as tf,  # type: ignore[call-overload]
+            unpack.Tree(dest) as tree,
+        ):
             for m in tf:
                 _write_member(tf, m, check(m, tree), tree)
             check.finish(tree)
@@ -589,8 +583,10 @@ def remove_tree(root: Path) -> None:
     000, 500), which rmtree alone would leave behind an API that said the data is deleted. Each
     such folder is given back to the platform (u+rwx) by a descriptor reached through no link,
     and the removal retried; what still cannot be removed stays, as with rmtree."""
-    handler = {"onexc" if sys.version_info >= (3, 12) else "onerror": _unlock_and_retry}
-    shutil.rmtree(root, **handler)
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(root, onexc=_unlock_and_retry)
+    else:
+        shutil.rmtree(root, onerror=_unlock_and_retry)
 
 
 def _unlock_and_retry(function: Callable, path: str, error: object) -> None:
@@ -722,9 +718,8 @@ def prepare_run(files: JobFiles, hosts: list[str]) -> None:
         files.config(host).write_text(json.dumps({"current_host": host, "hosts": hosts}))
     files.work(hosts[0]).parent.mkdir(exist_ok=True)
     original = {rel: [st.st_size, st.st_mtime_ns] for rel, st in _regular_files(files.pkg).items()}
-    tmp = files.pkg_files.with_name(files.pkg_files.name + ".tmp")
-    tmp.write_text(json.dumps(original))
-    os.replace(tmp, files.pkg_files)
+    # Not synced: on the path from one job's end to the next one's start (a crash restarts it).
+    write_atomic(files.pkg_files, json.dumps(original), mode=None, fsync=False)
 
 
 def hand_out_package(files: JobFiles, hosts: list[str]) -> dict[str, tuple[int, int]]:

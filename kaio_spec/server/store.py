@@ -13,7 +13,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -22,7 +22,7 @@ from typing import Any
 
 from kaio_spec.errors import InvalidInput
 from kaio_spec.server import auth
-from kaio_spec.server.states import JobStatus
+from kaio_spec.server.states import JobStatus, can_become
 
 DB_FILE = "kaio.db"
 MAX_VIEWS = 20_000  # jobs' JSON kept in memory at most (about 1 KB each); then all forgotten
@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     base_package TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs(user_id, submitted_at);
+-- GET /jobs?label=manifest=NAME (what the executor polls) and POST /jobs/stop's selector read
+-- only that manifest's jobs, however many others the tenant has.
+CREATE INDEX IF NOT EXISTS jobs_by_manifest ON jobs(user_id, json_extract(labels, '$.manifest'));
 CREATE TABLE IF NOT EXISTS status_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     unique_job_name TEXT NOT NULL REFERENCES jobs(unique_job_name),
@@ -149,6 +152,16 @@ class NotFound(LookupError):
     pass
 
 
+def _parts(names: Sequence[str], size: int = 500) -> Iterator[tuple[str, ...]]:
+    """`names` in parts of `size`: SQLite caps the number of parameters in one statement."""
+    for i in range(0, len(names), size):
+        yield tuple(names[i : i + size])
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" for _ in values)
+
+
 class Store:
     def __init__(self, data_dir: Path):
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -195,8 +208,8 @@ class Store:
             self._db.close()
 
     @contextmanager
-    def _tx(self, job: str | None = None) -> Iterator[sqlite3.Connection]:
-        """One transaction, which changes `job` only, or anything when job is None."""
+    def _tx(self, job: str | Collection[str] | None = None) -> Iterator[sqlite3.Connection]:
+        """One transaction, which changes `job` only (or those jobs), or anything when None."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -210,7 +223,8 @@ class Store:
                 if job is None:
                     self._views.clear()
                 else:
-                    self._views.pop(job, None)
+                    for name in (job,) if isinstance(job, str) else job:
+                        self._views.pop(name, None)
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._read_lock:
@@ -336,7 +350,8 @@ class Store:
 
     def get_job(self, unique: str, user_id: str | None = None) -> dict:
         """The job; NotFound if missing or (with user_id) someone else's: the two look the same."""
-        sql, args = "SELECT * FROM jobs WHERE unique_job_name = ?", (unique,)
+        sql = "SELECT * FROM jobs WHERE unique_job_name = ?"
+        args: tuple[str, ...] = (unique,)
         if user_id is not None:
             sql, args = sql + " AND user_id = ?", (unique, user_id)
         rows = self._query(sql, args)
@@ -380,18 +395,17 @@ class Store:
         missing = [name for name, view in views.items() if view is None]
         if max_reads is not None and len(missing) > max_reads:
             return None
-        for i in range(0, len(missing), 500):  # SQLite caps the number of parameters
-            part = missing[i : i + 500]
-            marks = ", ".join("?" for _ in part)
+        for part in _parts(missing):
             sql = f"SELECT j.unique_job_name, {_JOB_JSON} FROM jobs j "
-            views.update(self._query(sql + f"WHERE j.unique_job_name IN ({marks})", tuple(part)))
+            rows = self._query(sql + f"WHERE j.unique_job_name IN ({_marks(part)})", part)
+            views.update((name, view) for name, view in rows)
         with self._views_lock:
             # A job that changed while it was read may have been read as it was: keep nothing.
             if self._changes == seen:
                 if len(self._views) + len(missing) > MAX_VIEWS:
                     self._views.clear()
-                self._views.update((name, views[name]) for name in missing)
-        return [views[name] for name in names]
+                self._views.update((name, views[name] or "") for name in missing)
+        return [views[name] or "" for name in names]
 
     def _job_filter(
         self, user_id: str, include_archived: bool, only: JobFilter
@@ -404,6 +418,10 @@ class Store:
             where.append("job_name = ?")
             args.append(only.job_name)
         for key, value in only.labels:
+            if key == "manifest":  # the index jobs_by_manifest's expression, as written there
+                where.append("json_extract(labels, '$.manifest') = ?")
+                args.append(value)
+                continue
             where.append(
                 "EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE key = ? AND value = ?)"
             )
@@ -472,7 +490,7 @@ class Store:
             row = db.execute(
                 "SELECT status FROM jobs WHERE unique_job_name = ?", (unique,)
             ).fetchone()
-            if row is None or not JobStatus(row["status"]).can_become(new):
+            if row is None or not can_become(JobStatus(row["status"]), new):
                 return False
             if new is JobStatus.IN_PROGRESS:
                 fields.setdefault("start_time", at)
@@ -489,6 +507,61 @@ class Store:
             )
             self._insert_telemetry(db, unique, telemetry or {})
         return True
+
+    def owned_jobs(self, user_id: str, uniques: Sequence[str]) -> dict[str, dict]:
+        """{unique_job_name: {"unique_job_name", "job_name", "status"}} for those of `uniques`
+        that are the user's; another tenant's and missing ones are absent alike."""
+        found: dict[str, dict] = {}
+        for part in _parts(uniques):
+            rows = self._query(
+                "SELECT unique_job_name, job_name, status FROM jobs "
+                f"WHERE user_id = ? AND unique_job_name IN ({_marks(part)})",
+                (user_id, *part),
+            )
+            found.update((r["unique_job_name"], dict(r)) for r in rows)
+        return found
+
+    def live_jobs_labelled(self, user_id: str, labels: tuple[tuple[str, str], ...]) -> list[dict]:
+        """The user's jobs (archived ones too) that have not ended and carry every (key, value)
+        of `labels`: [{"unique_job_name", "job_name", "status"}], newest first."""
+        where, args = self._job_filter(user_id, True, JobFilter(labels=labels))
+        live = [s.value for s in JobStatus if not s.is_final]
+        rows = self._query(
+            f"SELECT unique_job_name, job_name, status FROM jobs WHERE {where} "
+            f"AND status IN ({_marks(live)}) ORDER BY submitted_at DESC, rowid DESC",
+            (*args, *live),
+        )
+        return [dict(r) for r in rows]
+
+    def transition_all(self, uniques: Sequence[str], new: JobStatus) -> list[str]:
+        """transition() for many jobs in ONE transaction (no fields, no telemetry): a stop of
+        10,000 jobs is one commit, not 10,000. Returns the jobs moved, those whose lifecycle
+        allowed it; the others are left as they were."""
+        at = iso(now())
+        fields = {"status": new.value}
+        if new is JobStatus.IN_PROGRESS:
+            fields["start_time"] = at
+        if new.is_final:
+            fields["end_time"] = at
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx(uniques) as db:
+            moved = []
+            for part in _parts(uniques):
+                rows = db.execute(
+                    "SELECT unique_job_name, status FROM jobs "
+                    f"WHERE unique_job_name IN ({_marks(part)})",
+                    part,
+                )
+                moved += [r[0] for r in rows if can_become(JobStatus(r[1]), new)]
+            db.executemany(
+                f"UPDATE jobs SET {sets} WHERE unique_job_name = ?",
+                [(*fields.values(), unique) for unique in moved],
+            )
+            db.executemany(
+                "INSERT INTO status_history (unique_job_name, status, at) VALUES (?, ?, ?)",
+                [(unique, new.value, at) for unique in moved],
+            )
+        return moved
 
     # ---- telemetry -----------------------------------------------------------------------------
 

@@ -145,6 +145,7 @@ class RayRun(JobRun):
     def __init__(self, job: dict, backend: RayBackend, attached: bool):
         no_gpus: list[list[int]] = [[] for _ in range(job["instance_count"])]  # Ray assigns them
         super().__init__(*backend.parts.job_run(job, no_gpus, [], False))
+        self.prestart = None  # local processes started ahead: not for instances on Ray
         self.client = backend.client
         self.address = backend.address
         self.attached = attached

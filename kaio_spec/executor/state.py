@@ -34,10 +34,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+from kaio_spec.files import fsync_dir, write_atomic
 
 __all__ = ["STATE_DIR", "STATE_FILE", "State", "StateLock", "journal_path", "state_path"]
 
@@ -72,7 +73,7 @@ class State:
         self.path = Path(path)
         self.journal = journal_path(self.path)
         self.problem = problem  # why an existing file was ignored, if it was
-        self._data = data if data is not None else {"version": VERSION, "jobs": {}}
+        self._data: dict[str, Any] = data if data is not None else {"version": VERSION, "jobs": {}}
         self._lock = threading.RLock()  # the data
         self._io_lock = threading.Lock()  # the files: one writer at a time, in order
         self._pending: list[dict[str, Any]] = []  # changes not committed yet
@@ -222,7 +223,7 @@ class State:
             if os.fstat(fd).st_size == 0:
                 os.write(fd, json.dumps({"generation": generation}).encode() + b"\n")
                 os.fsync(fd)
-                _fsync_dir(self.journal.parent)
+                fsync_dir(self.journal.parent)
             self._journal_fd = fd
         return self._journal_fd
 
@@ -245,11 +246,12 @@ class State:
                 self._pending = []
                 # Compact: json's C encoder takes no indent.
                 text = json.dumps(self._data, sort_keys=True, separators=(",", ":")) + "\n"
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.path, text)
             self._close_journal()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.journal)
-                _fsync_dir(self.journal.parent)
+                fsync_dir(self.journal.parent)
 
     def _close_journal(self) -> None:
         if self._journal_fd is not None:
@@ -288,36 +290,6 @@ def _apply(data: dict[str, Any], change: dict[str, Any]) -> None:
         rec["downloaded"][change["unique"]] = change["folder"]
     else:
         raise KeyError(op)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """`text` into `path`, readable by its owner only: whole or not at all, even if the process
-    is killed (a temporary file in the same folder, fsync, os.replace, fsync of the folder)."""
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename itself is durable only once the folder is synced (POSIX); not possible on Windows.
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _valid(data: Any) -> bool:

@@ -1,0 +1,150 @@
+"""Request bodies, read as they come: JSON bounded in size and depth and checked for valid
+Unicode (read by hand rather than by pydantic, so that each rejection names the field in words);
+uploads streamed through a hash, never whole in memory, given up when they stall."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any, BinaryIO
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+
+from kaio_spec.server.errors import ApiError
+
+MAX_JSON_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16
+MAX_TEXT_FIELD = 512
+UPLOAD_WRITE_CHUNK = 1024 * 1024
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth, iteratively (a recursive walk is what deep JSON is meant to break)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _lone_surrogate_at(value: Any) -> str | None:
+    """Where (`job_spec.entrypoint`, `env`) the first string or key holds a lone surrogate,
+    which JSON's \\ud800 escapes allow and UTF-8 (so the store, a file name, an environment
+    variable) cannot carry; None when there is none. Iterative, as _depth."""
+    stack: list[tuple[str, Any]] = [("body", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str) and _not_utf8(v):
+            return path
+        if isinstance(v, dict):
+            for key, inner in v.items():
+                if _not_utf8(key):
+                    return path
+                stack.append((key if path == "body" else f"{path}.{key}", inner))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", inner) for i, inner in enumerate(v))
+    return None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def read_json(request: Request, stall_s: float = 60.0) -> dict:
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(400, "Content-Type: must be application/json")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+        raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
+    body = bytearray()
+    async for chunk in stalls_timed_out(request, stall_s):
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ApiError(400, f"body: not valid UTF-8 (byte {e.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ApiError(400, f"body: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:
+        raise ApiError(400, f"body: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "body: must be a JSON object")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"body: nested deeper than {MAX_JSON_DEPTH} levels")
+    if (where := _lone_surrogate_at(value)) is not None:
+        raise ApiError(
+            400, f"{where}: holds a lone surrogate (a \\ud800-style escape), not valid Unicode"
+        )
+    return value
+
+
+def refuse_declared_over(request: Request, limit: int) -> None:
+    """413 before a byte is read when the body says it is too large."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body: larger than the {limit} bytes allowed")
+
+
+async def stalls_timed_out(request: Request, stall_s: float) -> AsyncIterator[bytes]:
+    """The body's pieces; 408 when none comes for `stall_s` seconds, so that a client that
+    stops sending frees what the request holds (an upload's lock) instead of keeping it."""
+    pieces = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(pieces.__anext__(), stall_s)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"body: no byte came for {stall_s:g} s; send it again") from None
+        yield chunk
+
+
+async def receive_body(
+    request: Request, hasher: Any, limit: int, sink: BinaryIO | None = None, stall_s: float = 60.0
+) -> int:
+    """Stream the body through `hasher` (and into `sink`), never whole in memory; its size. 413
+    past `limit`; 408 when it stalls for `stall_s`. One pass over the bytes: each piece hashed
+    (hashlib lets go of the GIL) and written together."""
+
+    def take(data: bytearray) -> None:
+        hasher.update(data)
+        if sink is not None:
+            sink.write(data)
+
+    size = 0
+    pending = bytearray()
+    try:
+        async for chunk in stalls_timed_out(request, stall_s):
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"body: larger than the {limit} bytes allowed")
+            pending += chunk
+            if len(pending) >= UPLOAD_WRITE_CHUNK:
+                # Large pieces off the event loop; the last small one (all of a small package)
+                # is not worth a thread hop.
+                data, pending = pending, bytearray()
+                await run_in_threadpool(take, data)
+    except ClientDisconnect:
+        # Nobody reads the answer; the status keeps the server's log free of a traceback.
+        raise ApiError(400, "body: the client went away before sending all of it") from None
+    take(pending)
+    return size
