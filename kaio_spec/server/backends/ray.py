@@ -33,7 +33,7 @@ from ray.job_submission import JobStatus as RayStatus
 from ray.job_submission import JobSubmissionClient
 
 from kaio_spec import catalog
-from kaio_spec.server import leftovers, namespaces, runner, storage
+from kaio_spec.server import filestore, leftovers, namespaces, runner, storage
 from kaio_spec.server.backends import BackendUnavailable, Parts
 from kaio_spec.server.runner import JobRun
 from kaio_spec.server.states import JobStatus
@@ -159,7 +159,8 @@ class RayRun(JobRun):
         self._log_all(f"kaio: runs as Ray job {self.unique} on the Ray cluster at {self.address}\n")
 
     def _launch(self, python: str) -> None:
-        job_env = self.files.read_env()
+        # As JobRun._launch: inputs (filestore.py) linked in before the package is handed out.
+        job_env = {**self.files.read_env(), **filestore.mount(self.files.root, self.files.pkg)}
         self._original = storage.hand_out_package(self.files, self.hosts)
         instances = [
             {
