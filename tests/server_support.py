@@ -29,6 +29,43 @@ WAIT_FOR_GO = textwrap.dedent(
     """
 )
 
+# Says it is ready, then runs until stopped; on SIGTERM it writes cleanup.txt and exits 0.
+CLEANS_UP_ON_SIGTERM = textwrap.dedent(
+    """
+        import os, signal, sys, time
+        def on_term(*_):
+            open("cleanup.txt", "w").write("got SIGTERM")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, on_term)
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.05)
+        """
+)
+
+# algo-2 fails (exit 3, a line on stderr) once algo-1 wrote partial.txt, which algo-1 says by
+# listening on $WROTE_PORT (instances share no folder, as they talk over the network); algo-1
+# then waits for $GO_FILE, never created: the failure must stop it.
+FAILS_ON_ALGO_2 = textwrap.dedent(
+    """
+        import os, socket, sys, time
+        port = int(os.environ["WROTE_PORT"])
+        if os.environ["SM_CURRENT_HOST"] == "algo-2":
+            while True:  # fail once algo-1 wrote its file
+                try:
+                    socket.create_connection(("127.0.0.1", port)).close()
+                    break
+                except OSError:
+                    time.sleep(0.02)
+            print("cannot read shard 2", file=sys.stderr)
+            sys.exit(3)
+        open("partial.txt", "w").write("written before the stop")
+        wrote = socket.create_server(("127.0.0.1", port))
+        while not os.path.exists(os.environ["GO_FILE"]):  # never created: must be stopped
+            time.sleep(0.02)
+        """
+)
+
 
 # Leaves two processes behind, out of its process group: one in a session of its own, one
 # daemonised (forked twice); prints its own pid and theirs, then waits for $GO_FILE if set.

@@ -79,7 +79,12 @@ def applied(kaio_server, tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(RESULTS))
 def test_example_applies_and_leaves_its_outputs(applied, name):
     root, _, results = applied
-    result = results[name]
+    check_applied_example(root, name, results[name])
+
+
+def check_applied_example(root: Path, name: str, result: subprocess.CompletedProcess) -> None:
+    """`kaio apply` of example `name` in `root` succeeded and left each job's (or instance's)
+    metrics, result files and logs (tests/test_backends.py checks it on each backend too)."""
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     jobs = plan(root / "specs" / f"{name}.yaml").jobs

@@ -51,7 +51,7 @@ def loaded(body: str, watched: list[str]) -> list[str]:
 
 
 def test_kaio_help_lists_every_command_without_loading_the_library():
-    watched = HTTP_AND_JOBS + SERVER_STACK + MANIFEST_STACK + ["webbrowser"]
+    watched = HTTP_AND_JOBS + SERVER_STACK + MANIFEST_STACK + ["webbrowser", "ray"]
     assert loaded(RUN_KAIO.format(argv=["--help"]), watched) == []
 
 
@@ -63,7 +63,7 @@ def test_kaio_validate_loads_no_http_or_job_machinery():
 
 def test_the_server_app_loads_no_templating_client_or_executor():
     body = "import kaio_spec.server.app"
-    watched = ["jinja2", *HTTP_AND_JOBS, "kaio_spec.manifest", "kaio_spec.planner"]
+    watched = ["jinja2", "ray", *HTTP_AND_JOBS, "kaio_spec.manifest", "kaio_spec.planner"]
     assert loaded(body, watched) == []
 
 

@@ -13,7 +13,14 @@ import textwrap
 import psutil
 import pytest
 import requests
-from server_support import LEAVES_HELPERS, WAIT_FOR_GO, Api, helpers_of
+from server_support import (
+    CLEANS_UP_ON_SIGTERM,
+    FAILS_ON_ALGO_2,
+    LEAVES_HELPERS,
+    WAIT_FOR_GO,
+    Api,
+    helpers_of,
+)
 from support import wait_for
 
 from kaio_spec.server import leftovers
@@ -108,32 +115,11 @@ def test_a_notebook_runs_and_the_executed_notebook_is_an_output(api):
 
 
 def test_the_first_failing_instance_fails_the_job_and_stops_the_others(api, tmp_path):
-    # Instances share no folder (each has its own namespaces): algo-1 says it wrote its file
-    # by listening on a port, as instances talk over the network.
-    code = textwrap.dedent(
-        """
-        import os, socket, sys, time
-        port = int(os.environ["WROTE_PORT"])
-        if os.environ["SM_CURRENT_HOST"] == "algo-2":
-            while True:  # fail once algo-1 wrote its file
-                try:
-                    socket.create_connection(("127.0.0.1", port)).close()
-                    break
-                except OSError:
-                    time.sleep(0.02)
-            print("cannot read shard 2", file=sys.stderr)
-            sys.exit(3)
-        open("partial.txt", "w").write("written before the stop")
-        wrote = socket.create_server(("127.0.0.1", port))
-        while not os.path.exists(os.environ["GO_FILE"]):  # never created: must be stopped
-            time.sleep(0.02)
-        """
-    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     unique = api.submit(
-        {"train.py": code},
+        {"train.py": FAILS_ON_ALGO_2},
         job_name="fails",
         instance_count=2,
         env={"GO_FILE": str(tmp_path / "never"), "WROTE_PORT": str(port)},
@@ -148,19 +134,7 @@ def test_the_first_failing_instance_fails_the_job_and_stops_the_others(api, tmp_
 
 
 def test_stop_sends_sigterm_then_the_job_ends_stopped(api, tmp_path):
-    code = textwrap.dedent(
-        """
-        import os, signal, sys, time
-        def on_term(*_):
-            open("cleanup.txt", "w").write("got SIGTERM")
-            sys.exit(0)
-        signal.signal(signal.SIGTERM, on_term)
-        print("ready", flush=True)
-        while True:
-            time.sleep(0.05)
-        """
-    )
-    unique = api.submit({"train.py": code}, job_name="stop-me")
+    unique = api.submit({"train.py": CLEANS_UP_ON_SIGTERM}, job_name="stop-me")
     api.wait_for_log(unique, "ready")
     r = api.post(f"/jobs/{unique}/stop")
     assert r.status_code == 200, r.text

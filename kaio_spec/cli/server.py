@@ -101,6 +101,20 @@ def _data_dir_option(f):
     show_default=True,
     help="none: jobs in namespaces get no network (a loopback of their own)",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="where jobs' instances run: local processes, or a Ray cluster (pip install "
+    "'kaio-spec[ray]'; each job a Ray job, its instances spread over the nodes)",
+)
+@click.option(
+    "--ray-address",
+    metavar="URL",
+    help="with --backend ray: the Ray cluster's job API, http://HEAD:8265 (the data folder "
+    "must be at the same path on every node) [default: start a single-node Ray here]",
+)
 # For tests: shrink the limits so they can be reached quickly.
 @click.option("--max-upload-bytes", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--token-ttl", type=click.IntRange(min=1), default=None, hidden=True)
@@ -113,6 +127,7 @@ def _data_dir_option(f):
 @click.option(
     "--limits-scale", type=click.FloatRange(min=0, min_open=True), default=None, hidden=True
 )
+@click.option("--ray-scale", type=click.FloatRange(min=0, min_open=True), default=None, hidden=True)
 @click.option("--upload-stall-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True)
 @click.option("--header-timeout", type=click.FloatRange(min=0.1), default=None, hidden=True)
 @click.pass_context
@@ -135,6 +150,8 @@ def server(ctx: click.Context, data_dir: Path | None, **options) -> None:
     }
     settings = {renamed.get(k, k): v for k, v in options.items() if v is not None}
     settings.setdefault("max_instances", os.cpu_count() or 1)
+    if settings.get("ray_address") and settings["backend"] != "ray":
+        raise click.BadParameter("only with --backend ray", param_hint="--ray-address")
     serve(ServerConfig(data_dir=_data_dir(ctx, data_dir), **settings))
 
 

@@ -25,6 +25,8 @@ class ServerConfig:
     # The address clients reach this server at, for the presigned URLs it hands out: never the
     # request's Host header, which the client (or anyone between) chooses. None: host and port.
     public_url: str | None = None
+    backend: str = "local"  # where instances run: "local" processes, or "ray" (backends/)
+    ray_address: str | None = None  # the Ray cluster's job API (http://HEAD:8265); None: start one
     # Below: not user-facing flags' business, but tests shrink them to exercise the limits.
     max_upload_bytes: int = catalog.MAX_UPLOAD_BYTES
     token_ttl_s: int = 3600
@@ -34,6 +36,7 @@ class ServerConfig:
     log_cap_bytes: int = 100 * 1024**2  # per stream and instance; the rest is dropped
     max_processes: int = 4096  # per instance
     limits_scale: float = 1.0  # times the memory and volume an instance type promises
+    ray_scale: float = 1.0  # times the vCPUs and memory a job asks of Ray per instance
     upload_stall_s: float = 60.0  # a request body with no byte for this long is given up
     header_timeout_s: float = 10.0  # a request's headers are due this long after it begins
 

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from kaio_spec import catalog
-from kaio_spec.server import gpu, leftovers, limits, prestart, storage
+from kaio_spec.server import backends, gpu, leftovers, limits, prestart, storage
 from kaio_spec.server.config import ServerConfig
-from kaio_spec.server.runner import SHUTDOWN_REASON, JobRun, end_job
+from kaio_spec.server.runner import SHUTDOWN_REASON, end_job
 from kaio_spec.server.sandbox import Sandbox
 from kaio_spec.server.states import RUNNING_STATUSES, JobStatus
 from kaio_spec.server.store import NotFound, Store, iso, now
@@ -39,24 +39,26 @@ class Scheduler:
         self.config = config
         self.store = store
         self.layout = layout
-        self.machine_gpus = [g.index for g in gpu.detect_gpus()]
         self.sandbox = Sandbox(
             layout.data_dir, config.sandbox, config.isolation, config.job_network != "none"
         )
         self.sandbox.prepare_home()
+        self.platform = leftovers.platform_id(layout.data_dir)
+        parts = backends.Parts(config, store, layout, self.sandbox, self.platform)
+        self.backend = backends.make(parts)
+        self.machine_gpus = self.backend.machine_gpus
         self._cond = threading.Condition()
         self._queue: list[str] = []
         self._owner: dict[str, str] = {}  # queued job -> its tenant (user id)
         self._used_by: dict[str, int] = {}  # tenant -> instances running
         self._last_tenant: str | None = None  # whose job started last
-        self._running: dict[str, JobRun] = {}
+        self._running: dict[str, backends.Run] = {}
         self._used = 0
         self._free_gpus = list(self.machine_gpus)
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listings: dict[str, list] = {}  # oldest first
         self._listings_lock = threading.Lock()
-        self.platform = leftovers.platform_id(layout.data_dir)
         # Set when a job ends: what it left behind is looked for then.
         self._leftovers_due = threading.Event()
 
@@ -86,6 +88,7 @@ class Scheduler:
             run.thread.join(grace_s + 5)
         self._kill_leftovers(set)  # what they left behind goes with them
         prestart.close(self.platform)
+        self.backend.close()
 
     def recover(self) -> None:
         """After a crash: jobs that were running failed (all their processes killed first,
@@ -94,6 +97,9 @@ class Scheduler:
         self.layout.remove_partial_uploads()
         self._kill_leftovers(set)
         for job in self.store.jobs_with_status(*RUNNING_STATUSES):
+            if (run := self.backend.reattach(job)) is not None:
+                self._track(run)  # still running where it runs (a Ray cluster)
+                continue
             files = self.layout.job(job["unique_job_name"])
             with contextlib.suppress(OSError):
                 files.forget_env()
@@ -235,28 +241,19 @@ class Scheduler:
         self._owner.pop(unique, None)
 
     def _begin(self, job: dict, gpus: list[list[int]], alone: bool) -> None:
-        unique = job["unique_job_name"]
-        run = JobRun(
-            job,
-            self.config,
-            self.store,
-            self.layout.job(unique),
-            self.layout.envs,
-            gpus,
-            self.machine_gpus,
-            alone,
-            self.sandbox,
-            self.platform,
-        )
+        self._track(self.backend.run(job, gpus, alone))
+
+    def _track(self, run: backends.Run) -> None:
+        """Count a run's instances and GPUs as used, and start it."""
         self._used += len(run.instances)
-        tenant = job["user_id"]
+        tenant = run.job["user_id"]
         self._used_by[tenant] = self._used_by.get(tenant, 0) + len(run.instances)
-        taken = {g for share in gpus for g in share}
+        taken = {g for i in run.instances for g in i.gpus}
         self._free_gpus = [g for g in self._free_gpus if g not in taken]
-        self._running[unique] = run
+        self._running[run.unique] = run
         run.start(self._released, self._ended)
 
-    def _released(self, run: JobRun) -> None:
+    def _released(self, run: backends.Run) -> None:
         with self._cond:
             self._used -= len(run.instances)
             tenant = run.job["user_id"]
@@ -269,7 +266,7 @@ class Scheduler:
             self._start_next()
             self._cond.notify_all()
 
-    def _ended(self, run: JobRun) -> None:
+    def _ended(self, run: backends.Run) -> None:
         if run.listing is not None:
             with self._listings_lock:
                 self._listings[run.unique] = run.listing

@@ -34,7 +34,7 @@ async def healthz(scheduler: SchedulerDep):
             "status": "ok",
             "version": __version__,
             "features": list(FEATURES),
-            "jobs_confined": scheduler.sandbox.mode != "none",
+            "jobs_confined": scheduler.sandbox.mode != "none" and scheduler.backend.name == "local",
             "isolation": scheduler.sandbox.mode,  # "namespaces", "landlock" or "none"
         }
     )

@@ -1,0 +1,234 @@
+"""The driver of one platform job on a Ray cluster: the entrypoint of its Ray job.
+
+Run by its path in the platform's install (the same on every node) with the path of its
+`job.json` (what backends/ray.py wrote); it imports only the standard library and ray. It reserves a
+placement group of one bundle per instance (STRICT_SPREAD where the cluster has as many nodes,
+SPREAD otherwise), runs each instance's command in a task pinned to its bundle, and writes
+`result.json` (each instance's exit, run time, CPU time, peak memory, node) where job.json says.
+The first instance that fails, or whose node is lost, ends the job: the others are stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import ray
+from ray.util.placement_group import placement_group, placement_group_table
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+PENDING_NOTICE_S = 5.0  # a job still unplaced after this long says why in its logs
+STOP_GRACE_S = 2.0  # Ray gives its driver 3 s between SIGTERM and SIGKILL
+
+
+def _die_with_parent() -> None:
+    """In the instance's process: killed if the Ray worker running it dies (Linux)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _end_group(pid: int, grace_s: float) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+@ray.remote(max_retries=0)
+def run_instance(instance: dict, is_gpu: bool) -> dict:
+    """Run one instance's command to its end in its Ray-assigned slot; its exit and usage."""
+    env = dict(instance["env"])
+    # Ray's assignment: the GPUs of this task's bundle; a CPU instance type sees none.
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in ray.get_gpu_ids()) if is_gpu else ""
+    with open(instance["stdout"], "ab") as out, open(instance["stderr"], "ab") as err:
+        proc = subprocess.Popen(
+            instance["argv"],
+            cwd=instance["cwd"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,  # its whole process group can be stopped
+            preexec_fn=_die_with_parent,
+        )
+    t0, started_at = time.monotonic(), time.time()
+    try:
+        while True:  # polled, so that a cancellation reaches this thread
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.05)
+    except BaseException:  # cancelled: the job is stopping
+        _end_group(proc.pid, STOP_GRACE_S)
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # what it left running
+    return {
+        "exit_code": proc.returncode,
+        "runtime_s": time.monotonic() - t0,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "rss_bytes": usage.ru_maxrss * 1024,
+        "node": ray.util.get_node_ip_address(),
+        "started_at": started_at,
+    }
+
+
+def _log_all(spec: dict, text: str) -> None:
+    for instance in spec["instances"]:
+        with contextlib.suppress(OSError), open(instance["stdout"], "a") as out:
+            out.write(f"kaio: {text}\n")
+
+
+def _room_for(bundle: dict) -> int:
+    """How many such bundles the cluster's live nodes hold at once, when empty."""
+    room = 0
+    for node in ray.nodes():
+        have = node.get("Resources", {})
+        if node.get("Alive"):
+            room += int(min(have.get(k, 0) / v for k, v in bundle.items()))
+    return room
+
+
+def place(spec: dict):
+    """The job's placement group, once placed; exits 1 where it never can be."""
+    bundle = {k: v for k, v in spec["bundle"].items() if v}
+    count = len(spec["instances"])
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    strategy = "STRICT_SPREAD" if nodes >= count else "SPREAD"
+    room = _room_for(bundle)
+    if room == 0:
+        _fail(
+            spec,
+            f"cannot be placed: no node of the Ray cluster has {_say(bundle)} for one "
+            f"instance of {spec['instance_type']}",
+        )
+    if room < count:
+        _fail(
+            spec,
+            f"cannot be placed: the Ray cluster holds at most {room} of the {count} "
+            f"instances of {spec['instance_type']} ({_say(bundle)} each) at once",
+        )
+    group = placement_group([dict(bundle) for _ in range(count)], strategy=strategy)
+    ready = group.ready()
+    waited = ray.wait([ready], timeout=PENDING_NOTICE_S)[0]
+    if not waited:
+        free = ray.available_resources()
+        _log_all(
+            spec,
+            f"Pending: waiting for the Ray cluster to place {count} x {_say(bundle)} "
+            f"({strategy} over {nodes} nodes); free now: {_say(free)}",
+        )
+        ray.get(ready)
+    return group, strategy
+
+
+def _say(resources: dict) -> str:
+    parts = []
+    for key in ("CPU", "GPU", "memory"):
+        if key in resources:
+            value = resources[key]
+            parts.append(
+                f"{value / 2**30:.1f} GiB memory" if key == "memory" else f"{value:g} {key}"
+            )
+    return ", ".join(parts) or "nothing"
+
+
+def _fail(spec: dict, reason: str, results: dict | None = None) -> None:
+    _log_all(spec, reason)
+    _write_result(spec, {"failure": reason, "instances": results or {}})
+    sys.exit(1)
+
+
+def _write_result(spec: dict, result: dict) -> None:
+    tmp = spec["result"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, spec["result"])
+
+
+def _node_of(group, index: int) -> str:
+    with contextlib.suppress(Exception):
+        node_id = placement_group_table(group)["bundles_to_node_id"][index]
+        for node in ray.nodes():
+            if node["NodeID"] == node_id:
+                return f"{node['NodeManagerAddress']} ({node_id[:12]})"
+        return node_id[:12]
+    return "unknown"
+
+
+def run(spec: dict, driver_at: float) -> None:
+    group, strategy = place(spec)
+    placed_at = time.time()
+    refs = {}
+    for index, instance in enumerate(spec["instances"]):
+        bundle = spec["bundle"]
+        options = {"num_cpus": bundle["CPU"], "num_gpus": bundle["GPU"], "memory": bundle["memory"]}
+        refs[
+            run_instance.options(
+                **options,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=group, placement_group_bundle_index=index
+                ),
+            ).remote(instance, spec["is_gpu"])
+        ] = (index, instance["host"])
+
+    def stop(signum, frame):  # Ray's stop: end the instances' process groups, then exit
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+        ray.wait(list(refs), num_returns=len(refs), timeout=STOP_GRACE_S + 0.5)
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+    results: dict[str, dict] = {}
+    pending = list(refs)
+    failure: str | dict | None = None  # the first: a reason, or a failed instance's exit
+    while pending and failure is None:
+        done, pending = ray.wait(pending, num_returns=1)
+        index, host = refs[done[0]]
+        try:
+            results[host] = ray.get(done[0])
+        except ray.exceptions.RayError as e:
+            failure = (
+                f"{host} was lost with its Ray node {_node_of(group, index)}: {type(e).__name__}"
+            )
+            continue
+        code = results[host]["exit_code"]
+        if code != 0:
+            failure = {"host": host, "exit_code": code}
+    for ref in pending:  # the first failure ends the job
+        ray.cancel(ref)
+    if pending:
+        ray.wait(pending, num_returns=len(pending), timeout=STOP_GRACE_S + 1)
+    # The times (epoch seconds) say where a job's start goes: benchmarks/ray.py prints them.
+    times = {"driver_at": driver_at, "placed_at": placed_at}
+    _write_result(
+        spec, {"failure": failure, "instances": results, "strategy": strategy, "times": times}
+    )
+    sys.exit(1 if failure else 0)
+
+
+def main() -> None:
+    driver_at = time.time()
+    with open(sys.argv[1] if len(sys.argv) > 1 else "job.json") as f:
+        spec = json.load(f)
+    ray.init()  # the cluster this Ray job runs on
+    run(spec, driver_at)
+
+
+if __name__ == "__main__":
+    main()
