@@ -30,6 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 if Path("/var/tmp").is_dir() and os.access("/var/tmp", os.W_OK):
     os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", "/var/tmp")
 START_TIMEOUT_S = 30.0
+# A suite started in the background of a non-interactive shell (`pytest &`) has SIGINT ignored,
+# and every process it starts inherits that: the Ctrl-C tests' `kaio` would never see theirs.
+# Handled here, it is the default again in each child (a handler is reset by exec, SIG_IGN not).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class ServerProcess:
