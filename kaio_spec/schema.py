@@ -135,7 +135,8 @@ def suggest(word: str, options: list[str]) -> str | None:
         for option in options:
             if option.replace("_", "").replace("-", "").lower().startswith(squashed):
                 return option
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    # 0.65, not difflib's 0.6: at 0.6 "gpus" would be "inputs" (three letters in common).
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.65)
     return close[0] if close else None
 
 

@@ -133,7 +133,7 @@ CASES = [
     case(
         "job_unknown_key_far",
         H + "jobs:\n  train:\n    gpus: 1\n",
-        "kaio.yaml:5:5: jobs.train.gpus: unknown key 'gpus' (expected 'name', 'directory', 'entrypoint', 'instance_type', 'instance_count', 'volume_size_gb', 'framework', 'framework_version', 'max_runtime_hours', 'retries', 'env', 'params', 'matrix', 'sweep', 'metric' or 'needs')",
+        "kaio.yaml:5:5: jobs.train.gpus: unknown key 'gpus' (expected 'name', 'directory', 'entrypoint', 'instance_type', 'instance_count', 'volume_size_gb', 'framework', 'framework_version', 'max_runtime_hours', 'retries', 'env', 'params', 'inputs', 'matrix', 'sweep', 'metric' or 'needs')",
     ),
     case(
         "instance_type_typo",
