@@ -1,4 +1,4 @@
-// One job: its facts, status history, labels, env names (never values), failure reason, its
+// One job: its facts, status history, labels, the jobs it needs and those that need it, env names (never values), failure reason, its
 // parameters and metrics, its telemetry over time, logs per host and stream (followed live while
 // it runs), outputs, and Stop / Archive / Delete data.
 
@@ -10,6 +10,7 @@ import {
   h,
   instancesText,
   isFinal,
+  jobHref,
   poll,
   safeUrl,
   statusBadge,
@@ -96,6 +97,38 @@ function labelsSection(job) {
     manifest && key && swept
       ? h("p", {}, h("a", { href: sweepHref(manifest, key), text: `Sweep ${manifest} / ${key}` }))
       : null,
+  );
+}
+
+// "Needs" and "Needed by": links to the pages of the jobs of a pipeline before and after this one
+// (the caller's own jobs only: the server matches nothing else). Nothing when it has neither.
+function linksSection({ needs, needed_by: neededBy }) {
+  if (!needs.length && !neededBy.length) return null;
+  const row = (term, id, jobs) => [
+    h("dt", { text: term }),
+    h(
+      "dd",
+      { id },
+      jobs.length
+        ? jobs.map((j, i) => [
+            i ? ", " : "",
+            h("a", { href: jobHref(j.unique_job_name), text: j.job_name }),
+            " ",
+            statusBadge(j.status),
+          ])
+        : "—",
+    ),
+  ];
+  return h(
+    "section",
+    { class: "card", "aria-labelledby": "links-title" },
+    h("h2", { id: "links-title", text: "Pipeline" }),
+    h(
+      "dl",
+      { class: "facts", id: "job-links" },
+      row("Needs", "job-needs", needs),
+      row("Needed by", "job-needed-by", neededBy),
+    ),
   );
 }
 
@@ -448,6 +481,8 @@ export function jobView(main, unique) {
   const failure = h("div", { id: "failure" });
   const factsBox = h("section", { class: "card", "aria-labelledby": "facts-title" });
   const labelsBox = h("div");
+  const linksBox = h("div");
+  let linksStatus = null; // the job's status when its links were last read
   const historyBox = h("div");
   const envBox = h("div");
   const logs = logPane(unique, () => job);
@@ -493,6 +528,7 @@ export function jobView(main, unique) {
     );
     factsBox.replaceChildren(h("h2", { id: "facts-title", text: "Job" }), facts(job));
     labelsBox.replaceChildren(labelsSection(job) || "");
+    if (job.status !== linksStatus) showLinks(job.status);
     historyBox.replaceChildren(historySection(job));
     envBox.replaceChildren(envSection(job));
     logs.update(job);
@@ -502,11 +538,21 @@ export function jobView(main, unique) {
     if (first) logs.start();
   }
 
+  // Read again as the job's status changes: the jobs that need it are submitted once it ends.
+  async function showLinks(status) {
+    linksStatus = status;
+    try {
+      linksBox.replaceChildren(linksSection(await api.links(unique)) || "");
+    } catch (e) {
+      if (e.status !== 401 && e.status !== 404) notice(`Could not read the job's links: ${errorText(e)}`, "error");
+    }
+  }
+
   main.append(
     header,
     message,
     failure,
-    h("div", { class: "grid" }, factsBox, historyBox, labelsBox, envBox),
+    h("div", { class: "grid" }, factsBox, historyBox, labelsBox, linksBox, envBox),
     results.section,
     telemetry.section,
     logs.section,
