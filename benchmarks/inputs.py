@@ -134,7 +134,7 @@ def report(results: dict, data_mb: int) -> None:
     for way in ("inputs", "in-folder"):
         seconds, sent, _ = results[way]["after edit"]
         print(
-            f"after an edit, {way}: {sent / 1e6:.2f} MB sent, {seconds / base:.2f}x the time of "
+            f"after an edit, {way}: {sent:,} bytes sent, {seconds / base:.2f}x the time of "
             "the same apply with no data"
         )
 
