@@ -25,6 +25,9 @@ import { confirmAction, errorText, notice } from "./ui.js";
 const JOB_POLL_MS = 2000;
 const TELEMETRY_MS = 4000; // a running job's telemetry is read again at most this often
 const LOG_POLL_MS = 1000;
+// The jobs that need this one are submitted after it ends (kaio apply waits for it): its
+// "Needed by" is read again this often while the page is open.
+const LINKS_POLL_MS = 5000;
 const LOG_KEEP_CHARS = 1_000_000; // what the page keeps of a log: its most recent part
 // Terminal escape sequences (colours, cursor moves, titles), removed rather than shown raw: CSI
 // (ESC [ or its one-byte form), OSC (ESC ] to BEL or ESC backslash), other ESC sequences
@@ -482,7 +485,6 @@ export function jobView(main, unique) {
   const factsBox = h("section", { class: "card", "aria-labelledby": "facts-title" });
   const labelsBox = h("div");
   const linksBox = h("div");
-  let linksStatus = null; // the job's status when its links were last read
   const historyBox = h("div");
   const envBox = h("div");
   const logs = logPane(unique, () => job);
@@ -528,7 +530,6 @@ export function jobView(main, unique) {
     );
     factsBox.replaceChildren(h("h2", { id: "facts-title", text: "Job" }), facts(job));
     labelsBox.replaceChildren(labelsSection(job) || "");
-    if (job.status !== linksStatus) showLinks(job.status);
     historyBox.replaceChildren(historySection(job));
     envBox.replaceChildren(envSection(job));
     logs.update(job);
@@ -536,16 +537,6 @@ export function jobView(main, unique) {
     results.update(job);
     telemetry.update(job);
     if (first) logs.start();
-  }
-
-  // Read again as the job's status changes: the jobs that need it are submitted once it ends.
-  async function showLinks(status) {
-    linksStatus = status;
-    try {
-      linksBox.replaceChildren(linksSection(await api.links(unique)) || "");
-    } catch (e) {
-      if (e.status !== 401 && e.status !== 404) notice(`Could not read the job's links: ${errorText(e)}`, "error");
-    }
   }
 
   main.append(
@@ -578,10 +569,17 @@ export function jobView(main, unique) {
       return !stopped;
     },
   );
+  const linksPoller = poll(
+    async () => linksBox.replaceChildren(linksSection(await api.links(unique)) || ""),
+    LINKS_POLL_MS,
+    // 401 and 404 end it (the job poller tells the user); any other failure: the next tick.
+    (e) => e.status !== 401 && e.status !== 404,
+  );
   return {
     stop() {
       stopped = true;
       jobPoller.stop();
+      linksPoller.stop();
       logs.stop();
     },
   };
