@@ -112,6 +112,9 @@ ENV_MAX_BYTES = 4096
 
 LABELS_MAX = 20
 LABELS_MAX_BYTES = 4096
+# The label kaio apply gives a job that needs others: a JSON list of the needed jobs' job_names
+# (or keys, when those would not fit); the platform links them on the job's page (docs/protocol.md)
+NEEDS_LABEL = "needs"
 
 MAX_UPLOAD_BYTES = 5 * 1024**3
 RETENTION_DAYS = 7

@@ -913,3 +913,61 @@ def test_a_sweep_with_a_declared_metric_marks_its_best_cell_and_its_jobs_show_re
     assert names["lr1-d2"] in first.text  # the unique name beside it
     browser.screenshot("jobs-grouped")
     assert browser.console_problems() == []
+
+
+def test_a_pipeline_jobs_page_links_its_needs_and_what_needs_it(browser, tenant, tmp_path):
+    """Issue 16: kaio apply of prep -> a 2-cell train grid; train's page links prep's, and prep's
+    links back to both cells."""
+    from apply_support import list_jobs, run_apply
+
+    api, key = tenant
+    (tmp_path / "prep.py").write_text("open('rows.txt', 'w').write('3')\n")
+    (tmp_path / "train.py").write_text("print(open('inputs/prep/rows.txt').read())\n")
+    manifest = tmp_path / "kaio.yaml"
+    manifest.write_text(
+        "version: 1\nname: chain\nsettings: {poll_seconds: 0.3}\njobs:\n"
+        "  prep: {entrypoint: prep.py}\n"
+        "  train: {entrypoint: train.py, needs: prep, matrix: {lr: [0.1, 0.5]}}\n"
+    )
+    result = run_apply(manifest, api.url, key, "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {j["labels"]["name"]: j for j in list_jobs(api.url, key)}
+    prep, train = jobs["prep"], jobs["train-lr0.1"]
+
+    browser.sign_in(key)
+    browser.go(f"#/job/{train['unique_job_name']}")
+    browser.wait_text("#job-needs", prep["job_name"])
+    assert browser.text("#job-needed-by") == "—"
+    browser.mark()
+    browser.one("#job-needs a").click()
+    browser.wait_text("#job-title", prep["job_name"])
+    assert browser.text("#job-needs") == "—"
+    needed_by = browser.wait_text("#job-needed-by", jobs["train-lr0.5"]["job_name"])
+    assert train["job_name"] in needed_by
+    hrefs = [a.get_attribute("href") for a in browser.css("#job-needed-by a")]
+    assert sorted(h.rsplit("/", 1)[1] for h in hrefs) == sorted(
+        jobs[n]["unique_job_name"] for n in ("train-lr0.1", "train-lr0.5")
+    )
+    browser.css(f'#job-needed-by a[href$="{train["unique_job_name"]}"]')[0].click()
+    browser.wait_text("#job-title", train["job_name"])
+    browser.assert_not_reloaded()
+    browser.screenshot("job-links")
+    assert browser.console_problems() == []
+
+
+def test_a_job_page_open_when_its_dependent_is_submitted_links_it(browser, tenant):
+    """kaio apply submits a dependent once the job it needs has ended: the open page finds it."""
+    api, key = tenant
+    prep = api.submit({"train.py": "print(1)\n"}, job_name="solo-prep", labels={"key": "prep"})
+    assert api.wait(prep)["status"] == "Completed"
+    browser.sign_in(key)
+    browser.go(f"#/job/{prep}")
+    browser.wait_text("#job-title", "solo-prep")
+    browser.wait_text("#job-history", "Completed")
+    assert browser.css("#job-links") == []  # needs nothing, needed by nothing yet
+    after = api.submit(
+        {"train.py": "print(2)\n"}, job_name="solo-train", labels={"needs": '["solo-prep"]'}
+    )
+    browser.wait_text("#job-needed-by", "solo-train")
+    assert browser.css("#job-needed-by a")[0].get_attribute("href").endswith(f"#/job/{after}")
+    assert browser.console_problems() == []

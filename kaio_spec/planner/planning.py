@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,14 @@ from kaio_spec.planner.identity import identity_digest
 from kaio_spec.planner.identity import job_name as make_job_name
 from kaio_spec.planner.jobs import SPEC_KEYS, Plan, PlannedJob
 from kaio_spec.planner.matrix import Cell, TooManyCells, count_cells, expand_matrix
-from kaio_spec.planner.needs import NotReady, Waiting, identity_part, needed_jobs, needs_namespace
+from kaio_spec.planner.needs import (
+    NeededJob,
+    NotReady,
+    Waiting,
+    identity_part,
+    needed_jobs,
+    needs_namespace,
+)
 from kaio_spec.planner.sweep import DrawError, cell_seed, grid, grid_size, random_draws
 from kaio_spec.planner.templates import (
     Namespace,
@@ -648,7 +655,7 @@ class _Planner:
                     content_hash=content,
                     outputs=Path(outputs),
                     labels=_labels(
-                        manifest, job.key, r.name, cell_json, job.metric, spec["retries"]
+                        manifest, job.key, r.name, cell_json, job.metric, spec["retries"], needs
                     ),
                     package_exclude=exclude,
                     secrets=dict(job.secrets),
@@ -844,16 +851,34 @@ def _inside(directory: str, folders: list[str]) -> tuple[str, ...]:
 
 
 def _labels(
-    manifest: str, key: str, name: str, cell_json: str, metric=None, retries: int | None = 0
+    manifest: str,
+    key: str,
+    name: str,
+    cell_json: str,
+    metric=None,
+    retries: int | None = 0,
+    needs: Sequence[NeededJob] = (),
 ) -> dict[str, str]:
     labels = {"manifest": manifest, "key": key, "name": name, "cell": cell_json}
-    # For the dashboard, neither part of identity: how it ranks a sweep's cells, and how many
-    # attempts a job has ("attempt 2/3")
+    # For the dashboard, neither part of identity: how it ranks a sweep's cells, how many
+    # attempts a job has ("attempt 2/3"), and the jobs it needs (its page links them)
     if metric is not None:
         labels["metric"] = json.dumps({"name": metric.name, "goal": metric.goal})
     if retries:
         labels["retries"] = str(retries)
+    if needs:
+        labels[catalog.NEEDS_LABEL] = _needs_label(labels, needs)
     if len(json.dumps(labels).encode()) > catalog.LABELS_MAX_BYTES:
         # Labels are a convenience for the dashboard: a huge cell is named by its hash.
         labels["cell"] = "sha256:" + hashlib.sha256(cell_json.encode()).hexdigest()[:16]
     return labels
+
+
+def _needs_label(labels: dict[str, str], needs: Sequence[NeededJob]) -> str:
+    """The `needs` label: a JSON list of the job_names of the cells it needs, or, when they
+    would not fit the labels' size (a job after a sweep of hundreds), of the needed keys: the
+    server then matches those keys' jobs of the same manifest (docs/protocol.md)."""
+    names = json.dumps(sorted({n.job_name for n in needs}))
+    if len(json.dumps({**labels, catalog.NEEDS_LABEL: names}).encode()) <= catalog.LABELS_MAX_BYTES:
+        return names
+    return json.dumps(sorted({n.key for n in needs}))

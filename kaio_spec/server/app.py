@@ -29,7 +29,7 @@ from kaio_spec.server import apidocs, auth, filestore, routes_files, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.errors import ApiError
 from kaio_spec.server.headers import DefaultHeaders
-from kaio_spec.server.routes import bulk, dashboard, jobs, meta, outputs, packages, signin
+from kaio_spec.server.routes import bulk, dashboard, jobs, links, meta, outputs, packages, signin
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.signin import SignInLinks
 from kaio_spec.server.store import Store
@@ -67,6 +67,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(bulk.router)
     app.include_router(jobs.router)
     app.include_router(outputs.router)
+    app.include_router(links.router)  # needs and dependents: issue 16
     app.include_router(packages.router)
     app.include_router(dashboard.router)
     app.include_router(routes_files.router)  # /files: docs/inputs.md

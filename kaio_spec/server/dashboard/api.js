@@ -100,6 +100,8 @@ export const api = {
   deleteData: (unique) =>
     json(request(`/jobs/${encodeURIComponent(unique)}/data`, { method: "DELETE" })),
   downloads: (unique) => json(request(`/jobs/download/${encodeURIComponent(unique)}`)),
+  // The caller's jobs this one needs and those that need it (issue 16's `needs`).
+  links: (unique) => json(request(`/jobs/${encodeURIComponent(unique)}/links`)),
   telemetry: (unique) => json(request(`/jobs/${encodeURIComponent(unique)}/telemetry`)),
   // Log bytes from `offset`: {bytes: Uint8Array, next: offset after them}.
   async logs(unique, host, stream, offset, signal) {

@@ -1,4 +1,4 @@
-// One job: its facts, status history, labels, env names (never values), failure reason, its
+// One job: its facts, status history, labels, the jobs it needs and those that need it, env names (never values), failure reason, its
 // parameters and metrics, its telemetry over time, logs per host and stream (followed live while
 // it runs), outputs, and Stop / Archive / Delete data.
 
@@ -10,6 +10,7 @@ import {
   h,
   instancesText,
   isFinal,
+  jobHref,
   poll,
   safeUrl,
   statusBadge,
@@ -24,6 +25,9 @@ import { confirmAction, errorText, notice } from "./ui.js";
 const JOB_POLL_MS = 2000;
 const TELEMETRY_MS = 4000; // a running job's telemetry is read again at most this often
 const LOG_POLL_MS = 1000;
+// The jobs that need this one are submitted after it ends (kaio apply waits for it): its
+// "Needed by" is read again this often while the page is open.
+const LINKS_POLL_MS = 5000;
 const LOG_KEEP_CHARS = 1_000_000; // what the page keeps of a log: its most recent part
 // Terminal escape sequences (colours, cursor moves, titles), removed rather than shown raw: CSI
 // (ESC [ or its one-byte form), OSC (ESC ] to BEL or ESC backslash), other ESC sequences
@@ -96,6 +100,38 @@ function labelsSection(job) {
     manifest && key && swept
       ? h("p", {}, h("a", { href: sweepHref(manifest, key), text: `Sweep ${manifest} / ${key}` }))
       : null,
+  );
+}
+
+// "Needs" and "Needed by": links to the pages of the jobs of a pipeline before and after this one
+// (the caller's own jobs only: the server matches nothing else). Nothing when it has neither.
+function linksSection({ needs, needed_by: neededBy }) {
+  if (!needs.length && !neededBy.length) return null;
+  const row = (term, id, jobs) => [
+    h("dt", { text: term }),
+    h(
+      "dd",
+      { id },
+      jobs.length
+        ? jobs.map((j, i) => [
+            i ? ", " : "",
+            h("a", { href: jobHref(j.unique_job_name), text: j.job_name }),
+            " ",
+            statusBadge(j.status),
+          ])
+        : "—",
+    ),
+  ];
+  return h(
+    "section",
+    { class: "card", "aria-labelledby": "links-title" },
+    h("h2", { id: "links-title", text: "Pipeline" }),
+    h(
+      "dl",
+      { class: "facts", id: "job-links" },
+      row("Needs", "job-needs", needs),
+      row("Needed by", "job-needed-by", neededBy),
+    ),
   );
 }
 
@@ -448,6 +484,7 @@ export function jobView(main, unique) {
   const failure = h("div", { id: "failure" });
   const factsBox = h("section", { class: "card", "aria-labelledby": "facts-title" });
   const labelsBox = h("div");
+  const linksBox = h("div");
   const historyBox = h("div");
   const envBox = h("div");
   const logs = logPane(unique, () => job);
@@ -506,7 +543,7 @@ export function jobView(main, unique) {
     header,
     message,
     failure,
-    h("div", { class: "grid" }, factsBox, historyBox, labelsBox, envBox),
+    h("div", { class: "grid" }, factsBox, historyBox, labelsBox, linksBox, envBox),
     results.section,
     telemetry.section,
     logs.section,
@@ -532,10 +569,17 @@ export function jobView(main, unique) {
       return !stopped;
     },
   );
+  const linksPoller = poll(
+    async () => linksBox.replaceChildren(linksSection(await api.links(unique)) || ""),
+    LINKS_POLL_MS,
+    // 401 and 404 end it (the job poller tells the user); any other failure: the next tick.
+    (e) => e.status !== 401 && e.status !== 404,
+  );
   return {
     stop() {
       stopped = true;
       jobPoller.stop();
+      linksPoller.stop();
       logs.stop();
     },
   };

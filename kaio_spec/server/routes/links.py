@@ -1,0 +1,68 @@
+"""GET /jobs/<unique_job_name>/links (local): the caller's jobs that a job needs, and those that
+need it, for the dashboard's job page to link (issue 16). What a job needs is the `needs` label
+kaio apply gives it (catalog.NEEDS_LABEL: the needed jobs' job_names, or their keys in the same
+manifest); only the caller's own jobs are ever matched, so a label naming another tenant's job
+links nothing."""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations as written.
+import json
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from kaio_spec import catalog
+from kaio_spec.server.deps import StoreDep, User, own_job
+from kaio_spec.server.openapi import ERRORS
+
+router = APIRouter()
+
+
+@router.get("/jobs/{unique_job_name}/links", responses=ERRORS)
+async def job_links(unique_job_name: str, user: User, store: StoreDep) -> dict[str, Any]:
+    own_job(store, unique_job_name, user)  # 404 for another tenant's job, as for a missing one
+    texts = await run_in_threadpool(store.jobs_json, user["id"], True)
+    jobs = [json.loads(text) for text in texts or () if text]
+    this = next((j for j in jobs if j["unique_job_name"] == unique_job_name), None)
+    if this is None:  # deleted since
+        return {"needs": [], "needed_by": []}
+    return {
+        "needs": _latest(j for j in jobs if _needs(this, j)),
+        "needed_by": _latest(j for j in jobs if _needs(j, this)),
+    }
+
+
+def _needs(job: dict, other: dict) -> bool:
+    """Whether `job`'s needs label names `other` (by job_name, or by key in its manifest)."""
+    if job["job_name"] == other["job_name"]:
+        return False
+    named = _needed_names(job)
+    if other["job_name"] in named:
+        return True
+    mine, theirs = job.get("labels") or {}, other.get("labels") or {}
+    manifest = mine.get("manifest")
+    return (
+        manifest is not None and theirs.get("manifest") == manifest and theirs.get("key") in named
+    )
+
+
+def _needed_names(job: dict) -> list[str]:
+    """The job's needs label, read as untrusted: a JSON list of strings, else nothing."""
+    try:
+        value = json.loads((job.get("labels") or {}).get(catalog.NEEDS_LABEL) or "[]")
+    except ValueError:
+        return []
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _latest(jobs) -> list[dict[str, str]]:
+    """Each job_name once, its latest submission (the listing is newest first)."""
+    seen: dict[str, dict[str, str]] = {}
+    for j in jobs:
+        if j["job_name"] not in seen:
+            seen[j["job_name"]] = {
+                "unique_job_name": j["unique_job_name"],
+                "job_name": j["job_name"],
+                "status": j["status"],
+            }
+    return sorted(seen.values(), key=lambda link: link["job_name"])
