@@ -362,3 +362,29 @@ def test_a_lost_node_fails_the_job_naming_it(platform, api, loopback_ray):
     job = api.wait(unique)
     assert job["status"] == "Failed"
     assert f"{host} was lost with its Ray node 127.0.0.1" in job["failure_reason"]
+
+
+@pytest.mark.ray
+def test_a_node_without_bubblewrap_refuses_the_instance_rather_than_run_it_unconfined(
+    monkeypatch,
+):
+    """The driver on a node where neither the platform's bwrap nor one on PATH exists: the
+    instance is not started, and the reason says why and what would do (one loopback machine
+    cannot have a node without bwrap, so the node's side is asked directly)."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
+    import importlib.util
+
+    from kaio_spec.server.backends import ray as ray_backend
+
+    spec = importlib.util.spec_from_file_location("ray_driver", ray_backend.DRIVER)
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    argv = ["/nowhere/bwrap", "--unshare-pid", "--", "/bin/sh", "-c", "true"]
+    bwrap = shutil.which("bwrap")
+    monkeypatch.setenv("PATH", "/nowhere")
+    refused = driver.confined_argv({"host": "algo-2", "argv": argv}, [])
+    assert isinstance(refused, str) and refused.startswith("algo-2 cannot start on Ray node")
+    assert "bubblewrap (bwrap) is not installed there" in refused and "--no-sandbox" in refused
+    if bwrap:  # the node's own bwrap, wherever it lies there
+        monkeypatch.setenv("PATH", os.path.dirname(bwrap))
+        assert driver.confined_argv({"host": "algo-2", "argv": argv}, []) == [bwrap, *argv[1:]]
