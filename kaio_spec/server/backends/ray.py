@@ -170,15 +170,8 @@ class RayRun(JobRun):
         cwd = self.files.work(inst.host)
         if self.is_notebook:
             self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
-        argv = self.sandbox.command(
-            self._command(python),
-            cwd,
-            writable,
-            readable,
-            home=self.home,
-            gpus=[],  # Ray assigns them on the node: the driver binds their device nodes
-            tmp_bytes=self.limits.volume_bytes,
-        )
+        # Ray assigns the GPUs on the node: the driver binds their device nodes there.
+        argv = self._sandboxed_command(inst, python, writable, readable, gpus=[])
         env = self._instance_env(inst, python, job_env)
         # A restarted platform on a node would kill it as a leftover of its own.
         env.pop(leftovers.MARK, None)
