@@ -5,7 +5,8 @@ restarted platform follows the jobs still running (`reattach`); labels travel as
 Its driver (ray_driver.py, run from this install, which the nodes share) reserves a placement group of
 one bundle per instance, sized from the catalog, and runs each instance there with the local
 runner's environment (SM_CURRENT_HOST, SM_HOSTS, SM_RESOURCE_CONFIG, the job's env, and
-CUDA_VISIBLE_DEVICES from Ray's assignment).
+CUDA_VISIBLE_DEVICES from Ray's assignment), confined as a local one is: where the platform
+runs jobs in namespaces, each instance runs in the bwrap command the local runner would start.
 
 The data folder is shared: every node sees it at the same path (one machine, or NFS), so each
 instance works in, and logs to, the same folders as a local one (algo-N/, logs/algo-N/): logs

@@ -3,7 +3,8 @@
 Run by its path in the platform's install (the same on every node) with the path of its
 `job.json` (what backends/ray.py wrote); it imports only the standard library and ray. It reserves a
 placement group of one bundle per instance (STRICT_SPREAD where the cluster has as many nodes,
-SPREAD otherwise), runs each instance's command in a task pinned to its bundle, and writes
+SPREAD otherwise), runs each instance's command in a task pinned to its bundle (in namespaces:
+the bwrap command the platform built, run with this node's bwrap, never unconfined), and writes
 `result.json` (each instance's exit, run time, CPU time, peak memory, node) where job.json says.
 The first instance that fails, or whose node is lost, ends the job: the others are stopped.
 """
