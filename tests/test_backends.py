@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 import ray_cluster
@@ -138,8 +139,8 @@ def test_instances_see_the_sm_variables_and_keep_their_outputs_apart(platform, a
         assert seen["cuda"] in (None, "")  # a CPU instance type sees no GPU
         assert f"hello from {host}\n".encode() in outputs[f"logs/{host}/stdout.log"]
     if platform.backend == "ray":
-        # Ray's instances are not in the platform's namespaces: /healthz must not say they are.
-        assert api.get("/healthz").json()["jobs_confined"] is False
+        # Ray's instances run in the platform's namespaces on their nodes, as local ones.
+        assert api.get("/healthz").json()["jobs_confined"] is True
         from ray.job_submission import JobSubmissionClient
 
         info = JobSubmissionClient(platform.flags["ray_address"]).get_job_info(unique)
@@ -267,6 +268,62 @@ def test_tenants_see_only_their_own_outputs(platform):
     assert bob.get(f"/jobs/{hers}/logs", params={"host": "algo-1"}).status_code == 404
 
 
+ATTACKER = textwrap.dedent(
+    """
+    import json, os
+    report = {}
+    for name in ("SECRET", "DATABASE", "OTHER_OUTPUT"):
+        try:
+            report[name] = open(os.environ[name], "rb").read().decode("latin-1")
+        except OSError as e:
+            report[name] = type(e).__name__
+    for name in ("PLANT_DATA", "PLANT_OTHER", "PLANT_INSTALL"):
+        try:
+            open(os.environ[name], "w").write("planted")
+            report[name] = "written"
+        except OSError as e:
+            report[name] = type(e).__name__
+    json.dump(report, open("report.json", "w"))
+    """
+)
+
+
+def test_a_job_reads_nothing_of_the_platform_and_writes_only_its_own_folders(platform):
+    """A hostile tenant's job, on either backend, reaches for the server's secret, its database
+    and another tenant's output, and plants files in the data folder, in the other tenant's
+    outputs and in the platform's install: none of it works (on Ray: bwrap on the node)."""
+    from kaio_spec.server import auth
+    from kaio_spec.server.store import DB_FILE
+
+    bob = Api(platform.url, platform.add_user())
+    mallory = Api(platform.url, platform.add_user())
+    his = bob.submit({"train.py": "open('secret.txt', 'w').write('bob-secret')"}, job_name="b")
+    assert bob.wait(his)["status"] == "Completed"
+    data = platform.data_dir
+    other_output = data / "jobs" / his / "outputs" / "secret.txt"  # one instance: no algo-1/
+    install = Path(auth.__file__).parent
+    targets = {
+        "SECRET": data / auth.SECRET_FILE,
+        "DATABASE": data / DB_FILE,
+        "OTHER_OUTPUT": other_output,
+        "PLANT_DATA": data / "planted.txt",
+        "PLANT_OTHER": other_output.with_name("planted.txt"),
+        "PLANT_INSTALL": install / "planted.txt",
+    }
+    for name in ("SECRET", "DATABASE", "OTHER_OUTPUT"):  # there to be stolen
+        assert targets[name].exists(), name
+    env = {name: str(path) for name, path in targets.items()}
+    unique = mallory.submit({"train.py": ATTACKER}, job_name="attacker", env=env)
+    job = mallory.wait(unique)
+    assert job["status"] == "Completed", job
+    report = json.loads(mallory.outputs(unique)["report.json"])
+    for name in ("SECRET", "DATABASE", "OTHER_OUTPUT"):
+        assert report[name] in ("FileNotFoundError", "PermissionError"), (name, report[name])
+    for name in ("PLANT_DATA", "PLANT_OTHER", "PLANT_INSTALL"):
+        assert report[name] != "written", name
+        assert not targets[name].exists(), name
+
+
 @pytest.mark.ray
 def test_a_job_no_ray_node_can_hold_fails_saying_why(platform, api):
     if platform.backend != "ray":
@@ -290,10 +347,12 @@ def test_a_lost_node_fails_the_job_naming_it(platform, api, loopback_ray):
     node. Last in this module: the session's cluster gets a new node in the lost one's place."""
     if platform.backend != "ray":
         pytest.skip("nodes are Ray's")
-    code = "import os, time\nprint('worker', os.getppid(), flush=True)\ntime.sleep(600)\n"
+    code = "import time\nprint('started', flush=True)\ntime.sleep(600)\n"
     unique = api.submit({"train.py": code}, job_name="loses-a-node", instance_count=3)
+    # The driver's line names the Ray worker running the instance (in namespaces, the
+    # instance's own parent is their PID 1).
     workers = {
-        host: int(api.wait_for_log(unique, "worker", host).split("worker")[1].split()[0])
+        host: int(api.wait_for_log(unique, "(worker ", host).split("(worker ")[1].split(")")[0])
         for host in ("algo-1", "algo-2", "algo-3")
     }
     host, node = next(
@@ -303,3 +362,29 @@ def test_a_lost_node_fails_the_job_naming_it(platform, api, loopback_ray):
     job = api.wait(unique)
     assert job["status"] == "Failed"
     assert f"{host} was lost with its Ray node 127.0.0.1" in job["failure_reason"]
+
+
+@pytest.mark.ray
+def test_a_node_without_bubblewrap_refuses_the_instance_rather_than_run_it_unconfined(
+    monkeypatch,
+):
+    """The driver on a node where neither the platform's bwrap nor one on PATH exists: the
+    instance is not started, and the reason says why and what would do (one loopback machine
+    cannot have a node without bwrap, so the node's side is asked directly)."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
+    import importlib.util
+
+    from kaio_spec.server.backends import ray as ray_backend
+
+    spec = importlib.util.spec_from_file_location("ray_driver", ray_backend.DRIVER)
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    argv = ["/nowhere/bwrap", "--unshare-pid", "--", "/bin/sh", "-c", "true"]
+    bwrap = shutil.which("bwrap")
+    monkeypatch.setenv("PATH", "/nowhere")
+    refused = driver.confined_argv({"host": "algo-2", "argv": argv}, [])
+    assert isinstance(refused, str) and refused.startswith("algo-2 cannot start on Ray node")
+    assert "bubblewrap (bwrap) is not installed there" in refused and "--no-sandbox" in refused
+    if bwrap:  # the node's own bwrap, wherever it lies there
+        monkeypatch.setenv("PATH", os.path.dirname(bwrap))
+        assert driver.confined_argv({"host": "algo-2", "argv": argv}, []) == [bwrap, *argv[1:]]

@@ -372,6 +372,25 @@ class JobRun:
             ]
         return [python, entry]
 
+    def _sandboxed_command(
+        self,
+        inst: Instance,
+        python: str,
+        writable: list[Path],
+        readable: list[Path],
+        gpus: list[int],
+    ) -> list[str]:
+        """The instance's command as the sandbox starts it (in namespaces: bwrap's)."""
+        return self.sandbox.command(
+            self._command(python),
+            self.files.work(inst.host),
+            writable,
+            readable,
+            home=self.home,
+            gpus=gpus,
+            tmp_bytes=self.limits.volume_bytes,
+        )
+
     def _launch(self, python: str) -> None:
         # Inputs (filestore.py): linked in before the package is handed out; their variables win.
         job_env = {**self.files.read_env(), **filestore.mount(self.files.root, self.files.pkg)}
@@ -387,15 +406,7 @@ class JobRun:
         for the thread that asks for it and for what it starts. Raises what starting raised."""
         writable, readable = self._instance_folders(inst, python)
         cwd = self.files.work(inst.host)
-        argv = self.sandbox.command(
-            self._command(python),
-            cwd,
-            writable,
-            readable,
-            home=self.home,
-            gpus=inst.gpus,
-            tmp_bytes=self.limits.volume_bytes,
-        )
+        argv = self._sandboxed_command(inst, python, writable, readable, inst.gpus)
         if self.is_notebook:  # a folder made costs (storage.py): only where it serves
             self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
         ready = self._prestarted(argv, cwd, env)

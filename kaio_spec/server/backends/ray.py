@@ -5,7 +5,8 @@ restarted platform follows the jobs still running (`reattach`); labels travel as
 Its driver (ray_driver.py, run from this install, which the nodes share) reserves a placement group of
 one bundle per instance, sized from the catalog, and runs each instance there with the local
 runner's environment (SM_CURRENT_HOST, SM_HOSTS, SM_RESOURCE_CONFIG, the job's env, and
-CUDA_VISIBLE_DEVICES from Ray's assignment).
+CUDA_VISIBLE_DEVICES from Ray's assignment), confined as a local one is: where the platform
+runs jobs in namespaces, each instance runs in the bwrap command the local runner would start.
 
 The data folder is shared: every node sees it at the same path (one machine, or NFS), so each
 instance works in, and logs to, the same folders as a local one (algo-N/, logs/algo-N/): logs
@@ -56,11 +57,8 @@ class RayBackend:
         self.started_ray = config.ray_address is None
         self.address = config.ray_address or start_local_ray()
         self.client = connect(self.address)
-        print(  # beside the sandbox's line, which is about the set-up run here
-            f"kaio server: jobs run as Ray jobs on {self.address}, not in this platform's "
-            "namespaces",
-            file=sys.stderr,
-        )
+        confined = "in namespaces on each node" if parts.sandbox.namespaced else "unconfined"
+        print(f"kaio server: jobs run as Ray jobs on {self.address}, {confined}", file=sys.stderr)
 
     def run(self, job: dict, gpus: list[list[int]], alone: bool) -> RayRun:
         return RayRun(job, self, attached=False)
@@ -162,32 +160,31 @@ class RayRun(JobRun):
         # As JobRun._launch: inputs (filestore.py) linked in before the package is handed out.
         job_env = {**self.files.read_env(), **filestore.mount(self.files.root, self.files.pkg)}
         self._original = storage.hand_out_package(self.files, self.hosts)
-        instances = [
-            {
-                "host": inst.host,
-                "argv": self._command(python),
-                "cwd": str(self.files.work(inst.host)),
-                "env": self._ray_env(inst, python, job_env),
-                "stdout": str(self.files.logs(inst.host) / "stdout.log"),
-                "stderr": str(self.files.logs(inst.host) / "stderr.log"),
-            }
-            for inst in self.instances
-        ]
+        instances = [self._instance_spec(inst, python, job_env) for inst in self.instances]
         self._submit(instances)
 
-    def _ray_env(self, inst: runner.Instance, python: str, job_env: dict[str, str]) -> dict:
-        """The local runner's environment for the instance, less what only holds here: the
-        leftovers mark (a restarted platform on a node would kill it as a leftover of its
-        own) and the tenant's HOME in namespaces (Ray's processes are not in them)."""
+    def _instance_spec(self, inst: runner.Instance, python: str, job_env: dict[str, str]) -> dict:
+        """What the driver runs for one instance: in namespaces, the bwrap command the local
+        runner would start (data folder hidden but for the job's own folders, the tenant's
+        HOME, a private /tmp), which the node runs with its bwrap and the GPUs Ray gave it."""
+        writable, readable = self._instance_folders(inst, python)
+        cwd = self.files.work(inst.host)
+        if self.is_notebook:
+            self.files.jupyter(inst.host).mkdir(parents=True, exist_ok=True)
+        # Ray assigns the GPUs on the node: the driver binds their device nodes there.
+        argv = self._sandboxed_command(inst, python, writable, readable, gpus=[])
         env = self._instance_env(inst, python, job_env)
+        # A restarted platform on a node would kill it as a leftover of its own.
         env.pop(leftovers.MARK, None)
-        if self.sandbox.namespaced:
-            server = runner._server_env()
-            for name in (*namespaces.HOME_VARIABLES, "HOME"):
-                env.pop(name, None)
-                if name in server:
-                    env[name] = server[name]
-        return env
+        return {
+            "host": inst.host,
+            "argv": argv,
+            "confined": self.sandbox.namespaced,
+            "cwd": str(cwd),
+            "env": env,
+            "stdout": str(self.files.logs(inst.host) / "stdout.log"),
+            "stderr": str(self.files.logs(inst.host) / "stderr.log"),
+        }
 
     def _submit(self, instances: list[dict]) -> None:
         """The Ray job, once. Its spec holds the job's env: 0600, on the platform's disk, never
@@ -256,7 +253,7 @@ class RayRun(JobRun):
         for inst in self.instances:
             done = result["instances"].get(inst.host)
             if done:
-                inst.exit_code = done["exit_code"]
+                inst.exit_code = self._exit_code(done["exit_code"])
                 inst.runtime_s = done["runtime_s"]
                 inst.cpu_seconds = done["cpu_seconds"]
                 inst.rss_bytes = done["rss_bytes"]
@@ -266,7 +263,8 @@ class RayRun(JobRun):
         if isinstance(failure, dict):
             inst = next(i for i in self.instances if i.host == failure["host"])
             node = result["instances"][inst.host].get("node", "?")
-            self.failure = f"{self._failure_reason(inst, failure['exit_code'])}\n(on node {node})"
+            code = self._exit_code(failure["exit_code"])
+            self.failure = f"{self._failure_reason(inst, code)}\n(on node {node})"
         elif failure:
             self.failure = failure
         elif status == RayStatus.STOPPED:
@@ -274,6 +272,10 @@ class RayRun(JobRun):
         elif status == RayStatus.FAILED:
             info = self.client.get_job_info(self.unique)
             self.failure = f"the Ray job failed: {info.message}"
+
+    def _exit_code(self, code: int) -> int:
+        # bwrap says a signal that killed the command as 128+N, as the local runner reads it.
+        return namespaces.exit_code(code) if self.sandbox.namespaced else code
 
     # ---- a run re-attached after a restart ----------------------------------------------------
 

@@ -3,7 +3,8 @@
 Run by its path in the platform's install (the same on every node) with the path of its
 `job.json` (what backends/ray.py wrote); it imports only the standard library and ray. It reserves a
 placement group of one bundle per instance (STRICT_SPREAD where the cluster has as many nodes,
-SPREAD otherwise), runs each instance's command in a task pinned to its bundle, and writes
+SPREAD otherwise), runs each instance's command in a task pinned to its bundle (in namespaces:
+the bwrap command the platform built, run with this node's bwrap, never unconfined), and writes
 `result.json` (each instance's exit, run time, CPU time, peak memory, node) where job.json says.
 The first instance that fails, or whose node is lost, ends the job: the others are stopped.
 """
@@ -11,8 +12,10 @@ The first instance that fails, or whose node is lost, ends the job: the others a
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +27,13 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 PENDING_NOTICE_S = 5.0  # a job still unplaced after this long says why in its logs
 STOP_GRACE_S = 2.0  # Ray gives its driver 3 s between SIGTERM and SIGKILL
+# Device nodes every CUDA program needs besides its GPUs' own (as namespaces.NVIDIA_CONTROL).
+NVIDIA_CONTROL = (
+    "/dev/nvidiactl",
+    "/dev/nvidia-uvm",
+    "/dev/nvidia-uvm-tools",
+    "/dev/nvidia-modeset",
+)
 
 
 def _die_with_parent() -> None:
@@ -34,9 +44,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _end_group(pid: int, grace_s: float) -> None:
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+    return []
+
+
+def _end_group(pid: int, grace_s: float, confined: bool) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`, to the instance's process group; in namespaces
+    to bwrap's child, their PID 1, which passes it on to the command's group (namespaces.py):
+    bwrap killed would take the namespace, and the command's handler, with it."""
+    inits = _children(pid) if confined else []
+    for init in inits:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(init, signal.SIGTERM)
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
+        if not inits:
+            os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
@@ -47,15 +71,47 @@ def _end_group(pid: int, grace_s: float) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def confined_argv(instance: dict, gpus: list) -> list[str] | str:
+    """The instance's bwrap command (namespaces.py, built by the platform) as this node runs it:
+    its bwrap, and the device nodes of the GPUs Ray gave this task; or why it cannot be (no
+    bwrap here: the instance is not run unconfined)."""
+    argv = list(instance["argv"])
+    exe = argv[0] if os.access(argv[0], os.X_OK) else shutil.which("bwrap")
+    if exe is None:
+        node = ray.util.get_node_ip_address()
+        return (
+            f"{instance['host']} cannot start on Ray node {node}: bubblewrap (bwrap) is not "
+            "installed there, and the platform runs jobs only in namespaces (install bwrap on "
+            "every node, or run kaio server --no-sandbox)"
+        )
+    nodes = [f"/dev/nvidia{g}" for g in gpus] + list(NVIDIA_CONTROL) if gpus else []
+    nodes += glob.glob("/dev/nvidia-caps/*") if gpus else []
+    binds = [a for node in nodes if os.path.exists(node) for a in ("--dev-bind", node, node)]
+    end = argv.index("--")  # bwrap's options end here; the command follows
+    return [exe, *argv[1:end], *binds, *argv[end:]]
+
+
 @ray.remote(max_retries=0)
 def run_instance(instance: dict, is_gpu: bool) -> dict:
     """Run one instance's command to its end in its Ray-assigned slot; its exit and usage."""
     env = dict(instance["env"])
     # Ray's assignment: the GPUs of this task's bundle; a CPU instance type sees none.
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in ray.get_gpu_ids()) if is_gpu else ""
+    gpus = ray.get_gpu_ids() if is_gpu else []
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    argv = confined_argv(instance, gpus) if instance.get("confined") else instance["argv"]
+    if isinstance(argv, str):
+        with contextlib.suppress(OSError), open(instance["stdout"], "a") as out:
+            out.write(f"kaio: {argv}\n")
+        return {"refused": argv}
     with open(instance["stdout"], "ab") as out, open(instance["stderr"], "ab") as err:
+        # Which Ray worker runs it: the node it is on (tests find it by this pid).
+        node = ray.util.get_node_ip_address()
+        out.write(
+            f"kaio: {instance['host']} runs on Ray node {node} (worker {os.getpid()})\n".encode()
+        )
+        out.flush()
         proc = subprocess.Popen(
-            instance["argv"],
+            argv,
             cwd=instance["cwd"],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -72,7 +128,7 @@ def run_instance(instance: dict, is_gpu: bool) -> dict:
                 break
             time.sleep(0.05)
     except BaseException:  # cancelled: the job is stopping
-        _end_group(proc.pid, STOP_GRACE_S)
+        _end_group(proc.pid, STOP_GRACE_S, bool(instance.get("confined")))
         raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -206,6 +262,9 @@ def run(spec: dict, driver_at: float) -> None:
             failure = (
                 f"{host} was lost with its Ray node {_node_of(group, index)}: {type(e).__name__}"
             )
+            continue
+        if "refused" in results[host]:
+            failure = results.pop(host)["refused"]
             continue
         code = results[host]["exit_code"]
         if code != 0:

@@ -34,10 +34,18 @@ async def healthz(scheduler: SchedulerDep):
             "status": "ok",
             "version": __version__,
             "features": list(FEATURES),
-            "jobs_confined": scheduler.sandbox.mode != "none" and scheduler.backend.name == "local",
+            "jobs_confined": _jobs_confined(scheduler),
             "isolation": scheduler.sandbox.mode,  # "namespaces", "landlock" or "none"
         }
     )
+
+
+def _jobs_confined(scheduler) -> bool:
+    """On Ray, instances run in the platform's namespaces on each node; Landlock confines only
+    processes this platform starts itself."""
+    if scheduler.backend.name == "local":
+        return scheduler.sandbox.mode != "none"
+    return scheduler.sandbox.namespaced
 
 
 @router.get("/instances", response_model=InstancesOut, responses=ERRORS)
