@@ -315,17 +315,19 @@ class Client:
         refuse_input_data(input_data)
         _check_directory(directory, spec.entrypoint)
         image = self._image(spec)
-        if self._takes_streamed_uploads():
+        if self.offers(STREAMED_UPLOAD):
             with start_package(directory, spec.entrypoint) as building:
                 return self._submit_streamed(building, image, spec)
         with build_package(directory, spec.entrypoint) as package:
             return self.submit_package(package, spec, image=image)
 
-    def _takes_streamed_uploads(self) -> bool:
+    def offers(self, feature: str) -> bool:
+        """Whether the server lists `feature` in GET /healthz; False while it cannot be reached
+        (the request that would use it then says what is wrong, as it would have)."""
         try:
-            return STREAMED_UPLOAD in self.features()
-        except requests.ConnectionError:
-            return False  # the presign will say what is wrong, as it would have
+            return feature in self.features()
+        except requests.RequestException:
+            return False
 
     def _submit_streamed(
         self, building: PackageBuild, image: ResolvedImage, spec: JobSpec

@@ -225,7 +225,7 @@ def stop_jobs(client, unique_job_names: list[str]) -> list[tuple[str, str]]:
 
     from kaio_spec.client import JOBS_STOP
 
-    if len(unique_job_names) > 1 and JOBS_STOP in _features(client):
+    if len(unique_job_names) > 1 and client.offers(JOBS_STOP):
         return _stop_in_bulk(client, unique_job_names)
     if len(unique_job_names) <= 1:
         return [stop_job(client, u) for u in unique_job_names]
@@ -241,15 +241,6 @@ def stop_named(client, names: list[tuple[str, str]]) -> list[dict[str, Any]]:
         {"unique_job_name": unique, "job_name": job_name, "outcome": outcome, "status": status}
         for (unique, job_name), (outcome, status) in zip(names, stopped, strict=True)
     ]
-
-
-def _features(client) -> frozenset[str]:
-    import requests
-
-    try:
-        return client.features()
-    except requests.RequestException:
-        return frozenset()  # the stops themselves say what is wrong
 
 
 def _stop_in_bulk(client, unique_job_names: list[str]) -> list[tuple[str, str]]:

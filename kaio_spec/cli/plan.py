@@ -175,6 +175,7 @@ def plan_command(
                 if text:
                     click.echo(text)
         return
+    from kaio_spec.client import INPUTS
     from kaio_spec.executor import compare
     from kaio_spec.executor.explain import explain
 
@@ -191,7 +192,7 @@ def plan_command(
     else:
         click.echo(render_comparison(comparison, why=why))
         reads = any(job.inputs for job in result.jobs)
-        stored = "inputs" in client.features() if reads else None
+        stored = client.offers(INPUTS) if reads else None
         for text in (secrets, render_inputs(result.jobs, stored)):
             if text:
                 click.echo(text)

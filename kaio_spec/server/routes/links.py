@@ -26,23 +26,24 @@ async def job_links(unique_job_name: str, user: User, store: StoreDep) -> dict[s
     this = next((j for j in jobs if j["unique_job_name"] == unique_job_name), None)
     if this is None:  # deleted since
         return {"needs": [], "needed_by": []}
+    names = set(_needed_names(this))  # read once, not once per job compared
     return {
-        "needs": _latest(j for j in jobs if _needs(this, j)),
-        "needed_by": _latest(j for j in jobs if _needs(j, this)),
+        "needs": _latest(j for j in jobs if _named(names, this, j)),
+        "needed_by": _latest(j for j in jobs if _named(set(_needed_names(j)), j, this)),
     }
 
 
-def _needs(job: dict, other: dict) -> bool:
-    """Whether `job`'s needs label names `other` (by job_name, or by key in its manifest)."""
-    if job["job_name"] == other["job_name"]:
+def _named(names: set[str], job: dict, other: dict) -> bool:
+    """Whether `names`, what `job`'s needs label says, name `other` (by job_name, or by key in
+    its manifest)."""
+    if not names or job["job_name"] == other["job_name"]:
         return False
-    named = _needed_names(job)
-    if other["job_name"] in named:
+    if other["job_name"] in names:
         return True
     mine, theirs = job.get("labels") or {}, other.get("labels") or {}
     manifest = mine.get("manifest")
     return (
-        manifest is not None and theirs.get("manifest") == manifest and theirs.get("key") in named
+        manifest is not None and theirs.get("manifest") == manifest and theirs.get("key") in names
     )
 
 
