@@ -5,6 +5,7 @@ uploads streamed through a hash, never whole in memory, given up when they stall
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -146,4 +147,16 @@ async def receive_body(
         raise ApiError(400, "body: the client went away before sending all of it") from None
     finally:
         await run_in_threadpool(pump.close)
+    return size
+
+
+async def receive_hashed(
+    request: Request, sha256: str, limit: int, sink: Any = None, stall_s: float = 60.0
+) -> int:
+    """receive_body for a body its URL names by SHA-256 (a base package, an input file): 400
+    when its bytes hash to something else."""
+    hasher = hashlib.sha256()
+    size = await receive_body(request, hasher, limit, sink, stall_s)
+    if hasher.hexdigest() != sha256:
+        raise ApiError(400, f"body: its SHA-256 is {hasher.hexdigest()}, not the URL's")
     return size

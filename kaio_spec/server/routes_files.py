@@ -8,7 +8,6 @@ only those (`PUT /files/<sha256>`). No route ever answers a stored file's bytes.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations as written.
-import hashlib
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -16,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kaio_spec import validation
 from kaio_spec.server import filestore, storage
-from kaio_spec.server.bodies import read_json, receive_body, refuse_declared_over
+from kaio_spec.server.bodies import read_json, receive_hashed, refuse_declared_over
 from kaio_spec.server.deps import ConfigDep, User
 from kaio_spec.server.errors import ApiError
 from kaio_spec.server.filestore import FileStore
@@ -57,12 +56,9 @@ async def put_file(sha256: str, request: Request, user: User, config: ConfigDep)
     tmp = await run_in_threadpool(store.temp)
     try:
         with open(tmp, "wb", buffering=0) as sink:
-            hasher = hashlib.sha256()
-            size = await receive_body(
-                request, hasher, config.max_upload_bytes, sink, config.upload_stall_s
+            size = await receive_hashed(
+                request, sha256, config.max_upload_bytes, sink, config.upload_stall_s
             )
-        if hasher.hexdigest() != sha256:
-            raise ApiError(400, f"body: its SHA-256 is {hasher.hexdigest()}, not the URL's")
         await run_in_threadpool(store.commit, tmp, sha256)
     finally:
         tmp.unlink(missing_ok=True)

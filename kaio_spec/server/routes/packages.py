@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kaio_spec import validation
 from kaio_spec.server import ingest, storage
-from kaio_spec.server.bodies import receive_body, refuse_declared_over
+from kaio_spec.server.bodies import receive_body, receive_hashed, refuse_declared_over
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.deps import (
     ConfigDep,
@@ -75,11 +75,9 @@ async def put_base_package(
 async def _receive_hashed(
     request: Request, config: ServerConfig, sha256: str, sink: BinaryIO | None = None
 ) -> int:
-    hasher = hashlib.sha256()
-    size = await receive_body(request, hasher, config.max_upload_bytes, sink, config.upload_stall_s)
-    if hasher.hexdigest() != sha256:
-        raise ApiError(400, f"body: its SHA-256 is {hasher.hexdigest()}, not the URL's")
-    return size
+    return await receive_hashed(
+        request, sha256, config.max_upload_bytes, sink, config.upload_stall_s
+    )
 
 
 async def _store_base(base: storage.BaseFiles, request: Request, config: ServerConfig) -> int:
