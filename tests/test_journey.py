@@ -414,7 +414,10 @@ def test_logs_follow_a_job_to_its_end(env, client, project):
     wait(client, waits, running)
     proc = popen("logs", waits, "-f", env=env)
     try:
-        seen = read_until(proc, b"hello from algo-1\n")
+        # GO only once both lines written before it were shown: each round reads a job's
+        # stdout, then its stderr, so a "go on" written before the round that shows "warning"
+        # would be shown first.
+        seen = read_until(proc, b"warning from algo-1\n")
         project.go.touch()
         out, err = proc.communicate(timeout=WAIT_S)
     finally:
