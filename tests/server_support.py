@@ -44,23 +44,28 @@ CLEANS_UP_ON_SIGTERM = textwrap.dedent(
 )
 
 # algo-2 fails (exit 3, a line on stderr) once algo-1 wrote partial.txt, which algo-1 says by
-# listening on $WROTE_PORT (instances share no folder, as they talk over the network); algo-1
-# then waits for $GO_FILE, never created: the failure must stop it.
+# listening on the abstract socket $WROTE_SOCKET (instances share no folder, but a network
+# namespace; a name of the test's own, where a TCP port picked ahead could be taken by another
+# process, which algo-2 then took for algo-1); algo-1 then waits for $GO_FILE, never created:
+# the failure must stop it.
 FAILS_ON_ALGO_2 = textwrap.dedent(
     """
         import os, socket, sys, time
-        port = int(os.environ["WROTE_PORT"])
+        name = "\\0" + os.environ["WROTE_SOCKET"]
         if os.environ["SM_CURRENT_HOST"] == "algo-2":
             while True:  # fail once algo-1 wrote its file
                 try:
-                    socket.create_connection(("127.0.0.1", port)).close()
+                    with socket.socket(socket.AF_UNIX) as s:
+                        s.connect(name)
                     break
                 except OSError:
                     time.sleep(0.02)
             print("cannot read shard 2", file=sys.stderr)
             sys.exit(3)
         open("partial.txt", "w").write("written before the stop")
-        wrote = socket.create_server(("127.0.0.1", port))
+        wrote = socket.socket(socket.AF_UNIX)
+        wrote.bind(name)
+        wrote.listen()
         while not os.path.exists(os.environ["GO_FILE"]):  # never created: must be stopped
             time.sleep(0.02)
         """

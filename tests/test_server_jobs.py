@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import psutil
 import pytest
@@ -115,20 +115,18 @@ def test_a_notebook_runs_and_the_executed_notebook_is_an_output(api):
 
 
 def test_the_first_failing_instance_fails_the_job_and_stops_the_others(api, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     unique = api.submit(
         {"train.py": FAILS_ON_ALGO_2},
         job_name="fails",
         instance_count=2,
-        env={"GO_FILE": str(tmp_path / "never"), "WROTE_PORT": str(port)},
+        env={"GO_FILE": str(tmp_path / "never"), "WROTE_SOCKET": f"kaio-test-{uuid.uuid4().hex}"},
     )
     job = api.wait(unique)
     assert job["status"] == "Failed"
     reason = job["failure_reason"]
     assert "algo-2" in reason and "code 3" in reason and "cannot read shard 2" in reason
     outputs = api.outputs(unique)  # a failed job's logs and partial outputs are downloadable
+    assert "algo-1/partial.txt" in outputs, sorted(outputs)
     assert outputs["algo-1/partial.txt"] == b"written before the stop"
     assert b"cannot read shard 2" in outputs["logs/algo-2/stderr.log"]
 
