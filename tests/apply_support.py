@@ -25,6 +25,7 @@ FINAL = ("Completed", "Failed", "Stopped")
 # The job: reads its params, optionally sleeps, fails once per cell when FAIL_ONCE_DIR is set
 # (the marker lives outside the package, so the retry finds it: in the tenant's HOME, which
 # isolated jobs keep across a tenant's jobs, when it starts with ~), fails always for FAIL_CELLS, and
+# with SAY_RUNNING and FAIL_ONCE_RUNNING, fails only once those cells run; and
 # writes result.json plus a payload whose bytes derive from the cell (checked for integrity).
 TRAIN = textwrap.dedent(
     """\
@@ -39,7 +40,21 @@ TRAIN = textwrap.dedent(
             open(flag, "w").close()
             print("failing on purpose, once", file=sys.stderr, flush=True)
             sys.exit(3)
+    tag = os.environ.get("SAY_RUNNING")  # each cell listens on an abstract socket of this tag
+    if tag:
+        import socket
+        me = socket.socket(socket.AF_UNIX)
+        me.bind(f"\\0{tag}-{p['i']}")
+        me.listen()
     if str(p["i"]) in os.environ.get("FAIL_CELLS", "").split(","):
+        for other in filter(None, os.environ.get("FAIL_ONCE_RUNNING", "").split(",")):
+            while True:  # fail only once these cells run
+                try:
+                    with socket.socket(socket.AF_UNIX) as s:
+                        s.connect(f"\\0{tag}-{other}")
+                    break
+                except OSError:
+                    time.sleep(0.02)
         print("this cell always fails", file=sys.stderr, flush=True)
         sys.exit(4)
     time.sleep(float(p.get("sleep") or 0))

@@ -105,7 +105,9 @@ def test_an_invalid_manifest_exits_2(tmp_path, kaio_server, api_key):
 
 @pytest.mark.slow
 def test_ctrl_c_leaves_jobs_running_exits_130_and_apply_resumes(tmp_path, kaio_server, api_key):
-    manifest = write_project(tmp_path, cells=4, max_parallel=2, sleep=3)
+    # Six seconds a job: long enough that a loaded machine still sees the first two running
+    # after the interrupt (at three, they had once ended and a third was submitted).
+    manifest = write_project(tmp_path, cells=4, max_parallel=2, sleep=6)
     proc = start_apply(manifest, kaio_server.url, api_key)
     try:
         wait_for(

@@ -140,10 +140,11 @@ def test_retries_are_counted_from_the_api_not_the_state_file(tmp_path, kaio_serv
 
 
 def test_fail_fast_stops_running_jobs_and_submits_nothing_more(tmp_path, kaio_server, api_key):
-    # Cell 0 fails at once; cells 1-2 sleep; cells 3-5 wait for room that never comes.
-    manifest = write_project(
-        tmp_path, cells=6, max_parallel=3, fail_fast=True, sleep=20, env={"FAIL_CELLS": "0"}
-    )
+    # Cell 0 fails once cells 1-2 run (before, a loaded machine could see it fail before they
+    # were submitted); cells 1-2 sleep; cells 3-5 wait for room that never comes.
+    env = {"FAIL_CELLS": "0", "SAY_RUNNING": f"kaio-test-{uuid.uuid4().hex}"}
+    env["FAIL_ONCE_RUNNING"] = "1,2"
+    manifest = write_project(tmp_path, cells=6, max_parallel=3, fail_fast=True, sleep=20, env=env)
     client = Client(kaio_server.url).login(api_key)
     result = kaio_spec.apply(manifest, client=client)
     assert not result.ok and result.halted and "fail_fast" in result.halted

@@ -442,7 +442,9 @@ def test_a_whole_package_whose_members_clash_fails_the_job_not_the_server(api, k
 
 
 def test_the_retention_sweep_removes_base_packages_nobody_uses(server_factory):
-    server = server_factory(retention_days=3 / 86400, sweep_interval=0.2)  # three seconds
+    # Six seconds: `used` is presigned every poll, and a loaded machine can stall a poll for
+    # seconds (at three, `used` was once swept as well).
+    server = server_factory(retention_days=6 / 86400, sweep_interval=0.2)
     api = Api(server.url, server.add_user())
     unused = make_package({"lib.py": "unused"})
     used = make_package({"lib.py": "used"})
