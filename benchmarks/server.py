@@ -12,8 +12,11 @@ Prints, in one run:
      (bubblewrap, kaio_spec/server/namespaces.py) next to the same process started unconfined.
 Targets (issue 3): under 1 s of overhead per trivial job; the batch within 1.5x of direct runs.
 Also printed, as what the platform costs the machine: the server process's own CPU per batch job
-(outside the timings), next to the CPU of the job's process and of this benchmark's client; and
-what making a new file or folder costs beside the data folder, before and after the batches.
+(outside the timings), next to the CPU of the job's process and of this benchmark's client, and
+the HTTP requests per job; their sum over a direct run's CPU (the batch is CPU-bound where the
+jobs fill the cores, so this ratio is the one the wall-time ratio follows, and the load of the
+machine moves it far less); the CPU of starting one instance, confined and not; and what making
+a new file or folder costs beside the data folder, before and after the batches.
 
 That last figure is there because the platform makes about a dozen new files and folders per
 job, and on ext4 without a journal (this project's VMs) each new one first skips over those of
@@ -127,6 +130,10 @@ class Server:
         t = psutil.Process(self.proc.pid).cpu_times()
         return t.user + t.system, t.children_user + t.children_system
 
+    def requests(self) -> int:
+        """HTTP requests made to this server so far (presigned uploads included)."""
+        return self.api.requests + self.uploads.requests
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(15)
@@ -143,6 +150,7 @@ class Http:
         self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         self.headers: dict[str, str] = {}
         self.last_used = time.monotonic()
+        self.requests = 0  # made so far: the platform's requests per job
 
     def call(self, method: str, url: str, body: dict | bytes | None = None) -> dict | None:
         """The decoded JSON answer (None for an empty one); exits on an error status."""
@@ -155,6 +163,7 @@ class Http:
         if time.monotonic() - self.last_used > self.IDLE_S:
             self.conn.close()
         self.conn.request(method, path, body=body, headers=headers)
+        self.requests += 1
         resp = self.conn.getresponse()
         data = resp.read()
         self.last_used = time.monotonic()
@@ -200,9 +209,11 @@ def batch(server: Server, pkg: bytes, name: str, jobs: int) -> dict[str, float]:
     """`jobs` trivial jobs submitted at once and followed to their outputs: the wall time, and
     per job the server's CPU, its job processes' and this benchmark's."""
     cpu0, own0, t0 = server.cpu_s(), time.process_time(), time.perf_counter()
+    requests0 = server.requests()
     uniques = [server.submit(f"{name}-{i}", pkg) for i in range(jobs)]
     server.wait_all(uniques, poll_s=0.025)
     wall, cpu1 = time.perf_counter() - t0, server.cpu_s()
+    requests = server.requests() - requests0
     # Out of the list the next round's polls read: each round then lists its own jobs alone,
     # however many rounds ran before (the cost of a long history is not the batch's).
     for unique in uniques:
@@ -212,6 +223,7 @@ def batch(server: Server, pkg: bytes, name: str, jobs: int) -> dict[str, float]:
         "server": (cpu1[0] - cpu0[0]) / jobs,
         "job": (cpu1[1] - cpu0[1]) / jobs,
         "client": (time.process_time() - own0) / jobs,
+        "requests": requests / jobs,
     }
 
 
@@ -231,6 +243,13 @@ def round_ratios(platform: list[dict[str, float]], direct: list[dict[str, float]
     or slows down between rounds moves both sides of a ratio alike. Their median is the figure;
     their range says how much the machine moved the rounds."""
     return [p["wall"] / d["wall"] for p, d in zip(platform, direct, strict=True)]
+
+
+def cpu_ratio(platform: list[dict[str, float]], direct: list[dict[str, float]]) -> float:
+    """CPU per job through the platform (the server's, the job's processes', this client's)
+    over a direct run's."""
+    spent = sum(median(platform, key) for key in ("server", "job", "client"))
+    return spent / median(direct, "job")
 
 
 def ratio_text(platform: list[dict[str, float]], direct: list[dict[str, float]]) -> tuple[str, str]:
@@ -302,14 +321,16 @@ def cgroup_start_ms(argv: list[str], repeat: int = 40) -> list[float] | None:
     return json.loads(out.stdout)
 
 
-def start_cost_ms(argv: list[str], repeat: int = 20) -> float:
-    """Median wall milliseconds to start `argv` and see it exit."""
-    times = []
+def start_cost_ms(argv: list[str], repeat: int = 20) -> tuple[float, float]:
+    """Median wall milliseconds to start `argv` and see it exit, and median CPU milliseconds
+    of it and what it started (which the load of the machine moves far less)."""
+    times, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        reaped0, t0 = children_cpu_s(), time.perf_counter()
         subprocess.run(argv, check=True)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+        cpu.append(children_cpu_s() - reaped0)
+    return statistics.median(times) * 1000, statistics.median(cpu) * 1000
 
 
 def main() -> None:
@@ -392,7 +413,13 @@ def main() -> None:
             f"  {label:20s}  {median(rows, 'server') * 1000:8.1f} ms  (the job's own process: "
             f"{median(rows, 'job') * 1000:.1f} ms, run directly: "
             f"{median(direct, 'job') * 1000:.1f} ms; this benchmark's client: "
-            f"{median(rows, 'client') * 1000:.1f} ms)"
+            f"{median(rows, 'client') * 1000:.1f} ms; {median(rows, 'requests'):.1f} requests)"
+        )
+    # The batch is CPU-bound on a machine whose cores the jobs fill: its ratio follows the CPU
+    # each job costs, which the load of the machine moves far less than the wall times.
+    for label, rows in (("CPU per job, ratio", confined), ("  with --no-sandbox", unconfined)):
+        print(
+            f"  {label:20s}  {cpu_ratio(rows, direct):8.2f} x    (server + job + client / direct)"
         )
     print(
         f"  client CPU per call   {per_call[1] * 1000:8.2f} ms  (http.client, this benchmark's; "
@@ -403,11 +430,12 @@ def main() -> None:
         f"batches; after them: {entry_ms[1]:.3f} ms; the platform makes about 12 per job)"
     )
     print("starting one instance (python -c pass, median of 20):")
-    print(f"  unconfined            {starts[0]:8.1f} ms")
+    print(f"  unconfined            {starts[0][0]:8.1f} ms  (CPU {starts[0][1]:.1f} ms)")
     if len(starts) > 1:
+        (wall, cpu), (bare_wall, bare_cpu) = starts[1], starts[0]
         print(
-            f"  in namespaces         {starts[1]:8.1f} ms  (bubblewrap: "
-            f"{starts[1] - starts[0]:+.1f} ms, {starts[1] / starts[0]:.2f} x)"
+            f"  in namespaces         {wall:8.1f} ms  (bubblewrap: {wall - bare_wall:+.1f} ms, "
+            f"{wall / bare_wall:.2f} x; CPU {cpu:.1f} ms, {cpu - bare_cpu:+.1f} ms)"
         )
     else:
         print("  in namespaces              -     (bubblewrap cannot make them here)")
