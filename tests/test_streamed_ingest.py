@@ -44,12 +44,13 @@ class ChunkedPut:
     """A PUT of a chunked body sent piece by piece on a raw connection, which can be dropped
     midway (as a client that dies)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, headers: dict[str, str] | None = None):
         self.url = url
         where = urlsplit(url)
         self.conn = socket.create_connection((where.hostname, where.port), timeout=60)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = (
-            f"PUT {where.path}?{where.query} HTTP/1.1\r\nHost: {where.netloc}\r\n"
+            f"PUT {where.path}?{where.query} HTTP/1.1\r\nHost: {where.netloc}\r\n{extra}"
             "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         )
         self.conn.sendall(head.encode())
@@ -241,3 +242,59 @@ def test_a_sparse_member_made_by_gnu_tar_is_unpacked_whole(api, tmp_path):
     assert api.wait(unique)["status"] == "Completed"
     log = api.get(f"/jobs/{unique}/logs").text
     assert log == f"{len(expected)} {hashlib.sha256(expected).hexdigest()}\n"
+
+
+# ---- base packages (PUT /packages/<sha256>) ----------------------------------------------------
+
+
+def test_a_base_package_is_unpacked_while_its_body_is_still_arriving(api, kaio_server):
+    big = os.urandom(BIG)
+    base = package_with(big)
+    digest = hashlib.sha256(base).hexdigest()
+    auth = {"Authorization": api.session.headers["Authorization"]}
+    put = ChunkedPut(f"{api.url}/packages/{digest}", auth)
+    put.send(base[:FIRST_PART])
+    packages = kaio_server.data_dir / "packages" / api.login["project"]["id"]
+    # Under the base package's temp folder, before the rest is sent: its first members.
+    [train] = wait_for(lambda: list(packages.glob("*.tmp-*/*/train.py")), "unpacking began", 30)
+    assert train.read_text() == TRAIN
+    assert not (packages / digest).exists()  # nothing is in place yet
+    put.send(base[FIRST_PART:])
+    answer = put.finish()
+    assert answer.startswith("HTTP/1.1 200"), answer
+    assert (packages / digest / "package.tar.gz").read_bytes() == base
+    assert (packages / digest / "tree" / "data" / "big.bin").read_bytes() == big
+    assert list(packages.glob("*.tmp-*")) == []
+    # A job on it sees its files.
+    presigned = api.post(
+        "/jobs/presign",
+        json={
+            "job_name": "on-streamed-base",
+            "job_spec": {"instance_type": "ml.m5.large", "entrypoint": "train.py"},
+            "base_package": digest,
+        },
+    ).json()
+    r = requests.put(presigned["upload_url"], data=make_package({}), timeout=60)
+    assert r.status_code == 200, r.text
+    unique = presigned["unique_job_name"]
+    assert api.wait(unique)["status"] == "Completed"
+    log = api.get(f"/jobs/{unique}/logs").text
+    assert log == f"{hashlib.sha256(big).hexdigest()}\nx,y\n1,2\n"
+
+
+def test_a_base_package_cut_or_of_another_hash_leaves_nothing(api, kaio_server):
+    base = package_with(os.urandom(BIG))
+    digest = hashlib.sha256(base).hexdigest()
+    auth = {"Authorization": api.session.headers["Authorization"]}
+    packages = kaio_server.data_dir / "packages" / api.login["project"]["id"]
+    put = ChunkedPut(f"{api.url}/packages/{digest}", auth)
+    put.send(base[:FIRST_PART])
+    wait_for(lambda: list(packages.glob("*.tmp-*/*/train.py")), "unpacking began", 30)
+    put.drop()  # the client dies with most of the body unsent
+    wait_for(lambda: list(packages.glob("*")) == [], "the half-made files removed", 30)
+    wrong = ChunkedPut(f"{api.url}/packages/{'0' * 64}", auth)
+    wrong.send(base)  # whole and valid, but not the bytes the URL names
+    answer = wrong.finish()
+    assert answer.startswith("HTTP/1.1 400"), answer
+    assert "not the URL's" in answer
+    assert list(packages.glob("*")) == []

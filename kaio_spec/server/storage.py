@@ -262,16 +262,27 @@ def _write_meta(path: Path, meta: BaseMeta) -> None:
     write_atomic(path, json.dumps(meta.__dict__), mode=None, fsync=False)
 
 
-def store_base_package(tmp: Path, base: BaseFiles, size: int) -> None:
-    """Check and unpack `tmp`/package.tar.gz (already hashed) into `tmp`/tree/, write its meta.json
-    and rename `tmp` into place as `base`, whole. PackageError if the package is unreadable or
-    unsafe; no entrypoint is asked for, a base package need not be a whole job."""
-    check = _MemberCheck(None, MAX_BASE_UNPACKED_BYTES)
-    tree = tmp / "tree"
-    tree.mkdir()  # an archive with no members still makes a (empty) base package
-    with open(tmp / PACKAGE, "rb") as source:
-        _extract(source, tree, check)
-    _write_meta(tmp / BASE_META, BaseMeta(size, check.total, time.time()))
+class BaseExtract:
+    """Checks and unpacks a base package read from a stream into a new folder (an ingest.Extract:
+    it is unpacked as its upload arrives, as a job's package is), counting the bytes it unpacks
+    to. No entrypoint is asked for: a base package need not be a whole job."""
+
+    def __init__(self) -> None:
+        self._check = _MemberCheck(None, MAX_BASE_UNPACKED_BYTES)
+
+    def __call__(self, source: BinaryIO, tree: Path) -> None:
+        tree.mkdir()  # an archive with no members still makes a (empty) base package
+        _extract(source, tree, self._check)
+
+    @property
+    def unpacked_bytes(self) -> int:
+        return self._check.total
+
+
+def store_base_package(tmp: Path, base: BaseFiles, size: int, unpacked_bytes: int) -> None:
+    """Write the meta.json of the base package checked and unpacked in `tmp` (package.tar.gz,
+    already hashed, and tree/) and rename `tmp` into place as `base`, whole."""
+    _write_meta(tmp / BASE_META, BaseMeta(size, unpacked_bytes, time.time()))
     try:
         os.replace(tmp, base.root)
     except OSError:
