@@ -1,4 +1,5 @@
-"""A job's package checked and unpacked as its upload arrives, not after it is stored whole.
+"""A job's package (or a base package) checked and unpacked as its upload arrives, not after it
+is stored whole.
 
 The piece of the body that the server receives is written to the package's temp file and handed
 to a thread that reads the growing stream as a tar.gz (storage.extract_package, or

@@ -5,6 +5,7 @@ is uploads.py's."""
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations as written.
 import hashlib
+import logging
 import os
 
 from fastapi import APIRouter, Request
@@ -28,9 +29,10 @@ from kaio_spec.server.errors import ApiError
 from kaio_spec.server.openapi import ERRORS, PackageOut
 from kaio_spec.server.responses import ok
 from kaio_spec.server.store import NotFound, Store
-from kaio_spec.server.uploads import Uploads, check_takes_upload
+from kaio_spec.server.uploads import Uploads, check_takes_upload, unpack_failure
 
 router = APIRouter()
+log = logging.getLogger("kaio.server")
 
 
 def check_sha256(value: str) -> None:
@@ -93,6 +95,9 @@ async def _store_base(base: storage.BaseFiles, request: Request, config: ServerC
         await run_in_threadpool(storage.store_base_package, tmp, base, size, extract.unpacked_bytes)
     except storage.PackageError as e:
         raise ApiError(400, str(e)) from None
+    except OSError as e:  # the platform's own trouble (a full disk)
+        log.exception("base package %s: unpacking it", base.sha256)
+        raise ApiError(*unpack_failure(e)) from None
     finally:
         await run_in_threadpool(package.close)
         await run_in_threadpool(storage.remove_temp, tmp)
