@@ -395,10 +395,12 @@ def _check_length(name: str, what: str, value: str) -> None:
 def check_member(m: tarfile.TarInfo) -> None:
     name = m.name
     _check_length(name, "name", name)
-    # POSIX only: `a:b.csv` is an ordinary file name here, not a drive.
-    if name.startswith("/") or PurePosixPath(name).is_absolute():
+    # POSIX only: `a:b.csv` is an ordinary file name here, not a drive. The name is split by
+    # hand, not by PurePosixPath (the same components, ".." kept; a third of the checks' cost
+    # in a package of small files).
+    if name.startswith("/"):
         raise PackageError(f"package: {name!r} is an absolute path")
-    if ".." in PurePosixPath(name).parts or "\\" in name:
+    if ".." in name.split("/") or "\\" in name:
         raise PackageError(f"package: {name!r} has a '..' component or a backslash")
     if m.size < 0:  # GNU's base-256 sizes can be negative: counted, it would hide bytes
         raise PackageError(f"package: {name!r} has a negative size ({m.size})")
