@@ -297,7 +297,11 @@ Row = tuple[float, int, int, float]  # wall seconds, peak bytes, package bytes, 
 
 
 def with_cpu(fn) -> Row:
-    """fn()'s (wall, peak, size) and the CPU time (user + system) of the children it reaped."""
+    """fn()'s (wall, peak, size) and the CPU time (user + system) of the children it reaped.
+    Each case starts with nothing left to write back: a case writes up to 410 MB (submit_job:
+    the package and its unpacked files), which the kernel writing back during the next case
+    would charge to that one."""
+    os.sync()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall, rss, size = fn()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

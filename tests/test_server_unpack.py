@@ -10,10 +10,12 @@ import os
 import posixpath
 import subprocess
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 from server_support import Api, make_package, member
 
 from kaio_spec.server import storage, unpack
@@ -303,3 +305,17 @@ def test_copies_for_more_instances_than_the_disk_holds_are_refused_before_any(tm
         assert storage.hand_out_package(files, hosts[:2])  # one copy fits
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+@given(st.text(alphabet="/.a\\", min_size=1, max_size=12))
+def test_names_are_refused_as_pathlib_reads_them(name):
+    """check_member splits a name by hand: it must refuse exactly the names that are absolute or
+    hold a '..' component (or a backslash) as PurePosixPath reads them."""
+    unsafe = PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or "\\" in name
+    info = tarfile.TarInfo(name)
+    try:
+        storage.check_member(info)
+    except storage.PackageError:
+        assert unsafe, name
+    else:
+        assert not unsafe, name

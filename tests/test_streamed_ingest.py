@@ -4,10 +4,12 @@ sent, and a body cut short, or a package refused halfway, leaves nothing of itse
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
 import socket
+import subprocess
 import tarfile
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -42,12 +44,13 @@ class ChunkedPut:
     """A PUT of a chunked body sent piece by piece on a raw connection, which can be dropped
     midway (as a client that dies)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, headers: dict[str, str] | None = None):
         self.url = url
         where = urlsplit(url)
         self.conn = socket.create_connection((where.hostname, where.port), timeout=60)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = (
-            f"PUT {where.path}?{where.query} HTTP/1.1\r\nHost: {where.netloc}\r\n"
+            f"PUT {where.path}?{where.query} HTTP/1.1\r\nHost: {where.netloc}\r\n{extra}"
             "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         )
         self.conn.sendall(head.encode())
@@ -167,3 +170,131 @@ def test_a_member_of_negative_size_is_refused(api):
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "package: 'hidden' has a negative size (-4096)"
     assert api.job(presigned["unique_job_name"])["status"] == "Failed"
+
+
+# ---- members' bytes, read straight from the stream (storage._MemberData) ----------------------
+
+
+def test_later_members_replace_earlier_ones_in_the_archives_order(api):
+    """The same name twice, a file replaced by a link, a link replaced by a file: each member
+    lands as tar would make it, in the archive's order, and none is written through a link."""
+    files = [
+        (
+            "train.py",
+            "import os\nfor n in 'abc':\n    print(n, os.path.islink(n), open(n).read())\n",
+        ),
+        ("a", "first"),
+        ("a", "second"),  # the same name twice: the later one wins
+        ("b", "a file, soon a link"),
+    ]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, text in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tf.addfile(info, io.BytesIO(text.encode()))
+        for name in ("b", "c"):  # b: a file replaced by a link; c: a link, then a file
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, "a"
+            tf.addfile(link)
+        own = tarfile.TarInfo("c")
+        own.size = 3
+        tf.addfile(own, io.BytesIO(b"own"))  # must replace the link, not write through it to a
+    unique = api.submit(buf.getvalue(), job_name="replaced")
+    assert api.wait(unique)["status"] == "Completed"
+    log = api.get(f"/jobs/{unique}/logs").text
+    assert log == "a False second\nb True second\nc False own\n"
+
+
+def test_a_member_whose_bytes_are_cut_short_is_refused(api, kaio_server):
+    """The gzip stream is whole, but the tar inside ends halfway through a member's bytes."""
+    head = tarfile.TarInfo("train.py")
+    head.size = 1000
+    raw = head.tobuf(tarfile.GNU_FORMAT) + b"print('half')\n"
+    presigned = api.presign(job_name="cut-member")
+    r = requests.put(presigned["upload_url"], data=gzip.compress(raw), timeout=60)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith("package: not a readable tar.gz (unexpected end of data")
+    job_dir = kaio_server.data_dir / "jobs" / presigned["unique_job_name"]
+    assert temp_files(job_dir) == [] and not (job_dir / "pkg").exists()
+
+
+def test_a_sparse_member_made_by_gnu_tar_is_unpacked_whole(api, tmp_path):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "train.py").write_text(
+        "import hashlib\nd = open('holes.bin', 'rb').read()\n"
+        "print(len(d), hashlib.sha256(d).hexdigest())\n"
+    )
+    with open(folder / "holes.bin", "wb") as f:  # data, a 1 MiB hole, data
+        f.write(b"start")
+        f.seek(1024**2, os.SEEK_CUR)
+        f.write(b"end")
+    expected = b"start" + bytes(1024**2) + b"end"
+    package = tmp_path / "sparse.tar.gz"
+    subprocess.run(
+        ["tar", "--sparse", "--format=gnu", "-czf", str(package), "-C", str(folder), "."],
+        check=True,
+    )
+    with tarfile.open(package) as tf:
+        assert tf.getmember("./holes.bin").sparse  # tarfile reads it as sparse: the other path
+    unique = api.submit(package.read_bytes(), job_name="sparse")
+    assert api.wait(unique)["status"] == "Completed"
+    log = api.get(f"/jobs/{unique}/logs").text
+    assert log == f"{len(expected)} {hashlib.sha256(expected).hexdigest()}\n"
+
+
+# ---- base packages (PUT /packages/<sha256>) ----------------------------------------------------
+
+
+def test_a_base_package_is_unpacked_while_its_body_is_still_arriving(api, kaio_server):
+    big = os.urandom(BIG)
+    base = package_with(big)
+    digest = hashlib.sha256(base).hexdigest()
+    auth = {"Authorization": api.session.headers["Authorization"]}
+    put = ChunkedPut(f"{api.url}/packages/{digest}", auth)
+    put.send(base[:FIRST_PART])
+    packages = kaio_server.data_dir / "packages" / api.login["project"]["id"]
+    # Under the base package's temp folder, before the rest is sent: its first members.
+    [train] = wait_for(lambda: list(packages.glob("*.tmp-*/*/train.py")), "unpacking began", 30)
+    assert train.read_text() == TRAIN
+    assert not (packages / digest).exists()  # nothing is in place yet
+    put.send(base[FIRST_PART:])
+    answer = put.finish()
+    assert answer.startswith("HTTP/1.1 200"), answer
+    assert (packages / digest / "package.tar.gz").read_bytes() == base
+    assert (packages / digest / "tree" / "data" / "big.bin").read_bytes() == big
+    assert list(packages.glob("*.tmp-*")) == []
+    # A job on it sees its files.
+    presigned = api.post(
+        "/jobs/presign",
+        json={
+            "job_name": "on-streamed-base",
+            "job_spec": {"instance_type": "ml.m5.large", "entrypoint": "train.py"},
+            "base_package": digest,
+        },
+    ).json()
+    r = requests.put(presigned["upload_url"], data=make_package({}), timeout=60)
+    assert r.status_code == 200, r.text
+    unique = presigned["unique_job_name"]
+    assert api.wait(unique)["status"] == "Completed"
+    log = api.get(f"/jobs/{unique}/logs").text
+    assert log == f"{hashlib.sha256(big).hexdigest()}\nx,y\n1,2\n"
+
+
+def test_a_base_package_cut_or_of_another_hash_leaves_nothing(api, kaio_server):
+    base = package_with(os.urandom(BIG))
+    digest = hashlib.sha256(base).hexdigest()
+    auth = {"Authorization": api.session.headers["Authorization"]}
+    packages = kaio_server.data_dir / "packages" / api.login["project"]["id"]
+    put = ChunkedPut(f"{api.url}/packages/{digest}", auth)
+    put.send(base[:FIRST_PART])
+    wait_for(lambda: list(packages.glob("*.tmp-*/*/train.py")), "unpacking began", 30)
+    put.drop()  # the client dies with most of the body unsent
+    wait_for(lambda: list(packages.glob("*")) == [], "the half-made files removed", 30)
+    wrong = ChunkedPut(f"{api.url}/packages/{'0' * 64}", auth)
+    wrong.send(base)  # whole and valid, but not the bytes the URL names
+    answer = wrong.finish()
+    assert answer.startswith("HTTP/1.1 400"), answer
+    assert "not the URL's" in answer
+    assert list(packages.glob("*")) == []

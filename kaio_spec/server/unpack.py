@@ -199,7 +199,9 @@ class Tree:
         fd = os.open(parts[-1], flags, 0o600, dir_fd=self._folder(parts[:-1], True))
         with open(fd, "wb", buffering=0, closefd=True) as out:
             while chunk := data.read(bufsize):
-                out.write(chunk)
+                view = memoryview(chunk)
+                while view:  # a raw write may take part of it (a signal, a full disk)
+                    view = view[out.write(view) :]
             os.fchmod(fd, mode)
             os.utime(fd, (mtime, mtime))
 

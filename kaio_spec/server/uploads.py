@@ -41,6 +41,16 @@ def check_takes_upload(job: dict) -> None:
         raise ApiError(409, f"status: the job no longer takes an upload ({job['status']})")
 
 
+def unpack_failure(e: OSError) -> tuple[int, str]:
+    """The status and reason answered when the platform itself could not unpack a package (a
+    full disk): not the package's fault, and no 500."""
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return (
+        507 if full else 503,
+        f"package: the platform could not unpack it ({e.strerror or type(e).__name__})",
+    )
+
+
 class Uploads:
     """A job's received package unpacked and the job queued, or the job failed with the reason."""
 
@@ -99,9 +109,8 @@ class Uploads:
             self.fail(job, files, 400, e)
         except OSError as e:  # the platform's own trouble (a full disk): the job fails, not hangs
             log.exception("job %s: unpacking its package", job["unique_job_name"])
-            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-            reason = f"package: the platform could not unpack it ({e.strerror or type(e).__name__})"
-            self.fail(job, files, 507 if full else 503, RuntimeError(reason))
+            status, reason = unpack_failure(e)
+            self.fail(job, files, status, RuntimeError(reason))
         if job["base_package"]:  # used by an upload too (and a sweep now would be harmless)
             self.base_of(job).touch(self.touch_fresh_s)
         self.store.update_job(

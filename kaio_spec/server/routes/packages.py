@@ -5,8 +5,8 @@ is uploads.py's."""
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations as written.
 import hashlib
+import logging
 import os
-from typing import BinaryIO
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -29,9 +29,10 @@ from kaio_spec.server.errors import ApiError
 from kaio_spec.server.openapi import ERRORS, PackageOut
 from kaio_spec.server.responses import ok
 from kaio_spec.server.store import NotFound, Store
-from kaio_spec.server.uploads import Uploads, check_takes_upload
+from kaio_spec.server.uploads import Uploads, check_takes_upload, unpack_failure
 
 router = APIRouter()
+log = logging.getLogger("kaio.server")
 
 
 def check_sha256(value: str) -> None:
@@ -73,7 +74,7 @@ async def put_base_package(
 
 
 async def _receive_hashed(
-    request: Request, config: ServerConfig, sha256: str, sink: BinaryIO | None = None
+    request: Request, config: ServerConfig, sha256: str, sink: ingest.PackageIngest | None = None
 ) -> int:
     return await receive_hashed(
         request, sha256, config.max_upload_bytes, sink, config.upload_stall_s
@@ -82,16 +83,23 @@ async def _receive_hashed(
 
 async def _store_base(base: storage.BaseFiles, request: Request, config: ServerConfig) -> int:
     # The whole base package is made in a temp folder renamed into place at the end: a
-    # killed server leaves no half of one (and start-up removes the temp folder).
+    # killed server leaves no half of one (and start-up removes the temp folder). It is
+    # unpacked as it arrives (ingest.py), as a job's package is.
     tmp = base.temp()
     tmp.mkdir(parents=True)
+    extract = storage.BaseExtract()
+    package = ingest.PackageIngest(tmp / f"{storage.PACKAGE}.part", tmp / "tree", extract)
     try:
-        with open(tmp / storage.PACKAGE, "wb", buffering=0) as f:
-            size = await _receive_hashed(request, config, base.sha256, f)
-        await run_in_threadpool(storage.store_base_package, tmp, base, size)
+        size = await _receive_hashed(request, config, base.sha256, package)
+        await run_in_threadpool(package.finish, tmp / storage.PACKAGE)
+        await run_in_threadpool(storage.store_base_package, tmp, base, size, extract.unpacked_bytes)
     except storage.PackageError as e:
         raise ApiError(400, str(e)) from None
+    except OSError as e:  # the platform's own trouble (a full disk)
+        log.exception("base package %s: unpacking it", base.sha256)
+        raise ApiError(*unpack_failure(e)) from None
     finally:
+        await run_in_threadpool(package.close)
         await run_in_threadpool(storage.remove_temp, tmp)
     return size
 
