@@ -51,16 +51,14 @@ class Inputs:
     var_files: tuple[str, ...] = ()
     env_file: str | None = None
 
-    def plan(self, file: str) -> Plan:
-        """The plan of FILE with --var and --var-file applied, the --env-file never packaged."""
-        from kaio_spec.manifest import load_manifest
-        from kaio_spec.planner import plan
-        from kaio_spec.planner.variables import read_variables
+    def plan(self, file: str, reuse: bool = False) -> Plan:
+        """The plan of FILE with --var and --var-file applied, the --env-file never packaged;
+        kept for the next command (planner/cache.py), and taken from there when `reuse`: the
+        commands that only read a sweep (status, stop, download...) reuse it, apply and plan
+        always plan afresh."""
+        from kaio_spec.planner.cache import cached_plan
 
-        manifest = load_manifest(file)
-        variables = read_variables(manifest, self.var_pairs, self.var_files)
-        never_packaged = [self.env_file] if self.env_file else []
-        return plan(manifest, variables=variables, never_packaged=never_packaged)
+        return cached_plan(file, self.var_pairs, self.var_files, self.env_file, reuse)
 
 
 def input_options(f):

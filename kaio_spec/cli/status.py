@@ -42,7 +42,7 @@ def status_command(
     from kaio_spec import journey
 
     # an invalid manifest (or --var) fails before anything is started
-    planned = inputs.plan(file)
+    planned = inputs.plan(file, reuse=True)
     client = connect(api)
     comparison = journey.manifest_status(client, planned)
     doc = journey.status_json(comparison)
