@@ -30,7 +30,8 @@ from kaio_spec.manifest import Manifest
 from kaio_spec.planner.jobs import Plan, PlannedJob
 
 FORMAT = 1
-_CODE = ("planner", "manifest.py", "yamlpos.py", "jobspec.py", "catalog.py", "packaging.py")
+# What of kaio's own code a plan depends on: an upgrade (or an edit of a checkout) plans again.
+_CODE = (".", "planner", "schemas")
 
 
 def plans_folder() -> Path:
@@ -82,10 +83,14 @@ def _key(
     digest = hashlib.sha256()
     code = Path(__file__).resolve().parent.parent
     stamps = []
-    for name in _CODE:  # kaio's own planner: an upgrade (or an edit of a checkout) re-plans
-        path = code / name
-        paths = sorted(path.glob("*.py")) if path.is_dir() else [path]
-        stamps += [(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths]
+    try:
+        for name in _CODE:
+            for entry in sorted(os.scandir(code / name), key=lambda e: e.name):
+                if entry.is_file():
+                    st = entry.stat()
+                    stamps.append((entry.path, st.st_mtime_ns, st.st_size))
+    except OSError:  # an installation that cannot be listed: planned each time, as without
+        return None
     head = [FORMAT, os.path.abspath(file), list(var_pairs), [os.path.abspath(n) for n in never]]
     digest.update(json.dumps([head, stamps]).encode())
     for source in sources:
