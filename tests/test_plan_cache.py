@@ -58,14 +58,22 @@ def test_status_reuses_the_plan_and_sees_every_change(tmp_path, kaio_server, api
     assert json.loads(cache.read_text())["jobs"]
 
 
-def test_a_var_file_is_part_of_the_plans_key(tmp_path, monkeypatch):
+def code_project(tmp_path: Path, monkeypatch, text: str) -> Path:
+    """kaio.yaml (`text`) beside ./code/train.py; KAIO_HOME in tmp_path/home."""
     monkeypatch.setenv("KAIO_HOME", str(tmp_path / "home"))
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "train.py").write_text("print(1)\n")
     manifest = tmp_path / "kaio.yaml"
-    manifest.write_text(
+    manifest.write_text(text)
+    return manifest
+
+
+def test_a_var_file_is_part_of_the_plans_key(tmp_path, monkeypatch):
+    manifest = code_project(
+        tmp_path,
+        monkeypatch,
         "version: 1\nname: v\nvars: {lr: 0.1}\njobs:\n"
-        "  t: {directory: code, entrypoint: train.py, params: {lr: '{{ vars.lr }}'}}\n"
+        "  t: {directory: code, entrypoint: train.py, params: {lr: '{{ vars.lr }}'}}\n",
     )
     values = tmp_path / "vars.yaml"
     values.write_text("lr: 0.5\n")
@@ -92,17 +100,15 @@ def test_no_plan_is_kept_inside_a_jobs_folder(tmp_path, monkeypatch):
 
 def test_a_kept_plan_is_the_plan(tmp_path, monkeypatch):
     """Every field of every job, read back from the cache, is what planning gives."""
-    monkeypatch.setenv("KAIO_HOME", str(tmp_path / "home"))
-    (tmp_path / "code").mkdir()
-    (tmp_path / "code" / "train.py").write_text("print(1)\n")
-    manifest = tmp_path / "kaio.yaml"
-    manifest.write_text(
+    manifest = code_project(
+        tmp_path,
+        monkeypatch,
         "version: 1\nname: k\nsettings: {outputs: 'code/out/{{ job.name }}'}\n"
         "defaults: {directory: ./code}\njobs:\n"
         "  t:\n    entrypoint: train.py\n    env: {A: '1', TOKEN: {secret: tok}}\n"
         "    params: {lr: '{{ matrix.lr }}', deep: {x: [1, 2.5, null, true]}}\n"
         "    matrix: {lr: [0.00001, 1e-3, 2], opt: [adam, 'sgd momentum']}\n"
-        "  plain: {entrypoint: train.py, instance_count: 2, max_runtime_hours: 0.5}\n"
+        "  plain: {entrypoint: train.py, instance_count: 2, max_runtime_hours: 0.5}\n",
     )
     fresh = plan(manifest)
     assert cached_plan(str(manifest), (), (), None, reuse=False).jobs == fresh.jobs
