@@ -45,9 +45,10 @@ def cached_plan(
     var_files: Sequence[str],
     env_file: str | None,
     reuse: bool = True,
+    keep: bool = True,
 ) -> Plan:
     """plan(FILE) with --var, --var-file and --env-file, from the cache when it still holds
-    (`reuse`), and kept there; raises what planning raises (the cache never holds an invalid
+    (`reuse`), and kept there (`keep`); raises what planning raises (the cache never holds an invalid
     manifest's plan)."""
     from kaio_spec.manifest import load_manifest
     from kaio_spec.planner import plan
@@ -63,7 +64,7 @@ def cached_plan(
     if found is not None:
         return found
     planned = plan(manifest, variables=variables, never_packaged=never_packaged)
-    if sources == _read_sources(file, var_files):
+    if keep and sources == _read_sources(file, var_files):
         _store(where, key, planned)
     return planned
 
