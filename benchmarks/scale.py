@@ -11,8 +11,9 @@ the sweep (submission is what is measured), then runs as a user would:
 
 Each size is its own manifest and its own tenant. Beside them, the seed README's loop
 (`Client.submit_job` per cell, 100 cells) measured in the same run: the baseline the per-job
-figures are quoted against. Prints per size: wall and client CPU per job, peak memory; then the
-largest/smallest ratio of client CPU per job.
+figures are quoted against. Prints per size: wall and client CPU per job, peak memory, and the
+server's own CPU and its jobs' during the apply; then the largest/smallest ratio of client CPU
+per job.
 
 Then the planner alone: `kaio plan FILE -o json --offline` of the largest sweep against a 1-cell
 one (client CPU, the best of --plan-repeat runs each): its cost per cell beyond start-up.
@@ -112,14 +113,33 @@ def seed_loop(url: str, key: str, folder: Path, cells: int) -> tuple[float, floa
     return wall / cells, cpu / cells
 
 
+def server_cpu(pid: int) -> tuple[float, float]:
+    """The server's own CPU seconds, and its reaped children's (the jobs' processes), from
+    /proc (Linux): load-independent figures of where an apply's time goes."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return (float("nan"), float("nan"))
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
 def measure_size(
-    work: Path, url: str, key: str, cells: int, profile: Path | None, profile_status: Path | None
+    work: Path,
+    url: str,
+    key: str,
+    cells: int,
+    profile: Path | None,
+    profile_status: Path | None,
+    server_pid: int,
 ) -> dict:
     project = write_sweep(work / f"sweep{cells}", work, cells)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAIO_")}
     env.update(KAIO_API_KEY=key, KAIO_HOME=str(work / "home"), NO_COLOR="1")
     api = ["--api", url]
+    before = server_cpu(server_pid)
     apply = run_kaio(["apply", "kaio.yaml", "--yes", "--detach", *api], project, env, profile)
+    after = server_cpu(server_pid)
     if apply.rc != 0:
         raise SystemExit(f"kaio apply of {cells} cells exited {apply.rc}:\n{apply.output}")
     status = run_kaio(["status", "kaio.yaml", *api], project, env, profile_status)
@@ -127,7 +147,8 @@ def measure_size(
     for what, r in (("status", status), ("stop", stop)):
         if r.rc != 0:
             raise SystemExit(f"kaio {what} of {cells} cells exited {r.rc}:\n{r.output}")
-    return {"apply": apply, "status": status, "stop": stop}
+    server = (after[0] - before[0], after[1] - before[1])
+    return {"apply": apply, "status": status, "stop": stop, "server": server}
 
 
 def write_sweep(folder: Path, work: Path, cells: int) -> Path:
@@ -163,6 +184,12 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
+    # Byte-compiled first, as pip installs it: with PYTHONDONTWRITEBYTECODE set (as here), each
+    # `kaio` process would otherwise compile the package again (about 0.2 s of CPU each).
+    import kaio_spec
+
+    package = os.path.dirname(kaio_spec.__file__)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", package], check=True)
     work = Path(tempfile.mkdtemp(prefix="kaio-bench-scale-"))
     proc = None
     try:
@@ -187,7 +214,7 @@ def main() -> None:
             if args.profile_status == cells:
                 profile_status = Path(args.profile_out + ".status").resolve()
             key = add_user(data_dir, f"u{cells}")
-            r = measure_size(work, url, key, cells, profile, profile_status)
+            r = measure_size(work, url, key, cells, profile, profile_status, proc.pid)
             a = r["apply"]
             per_job[cells] = a.cpu_s / cells
             print(
@@ -197,6 +224,12 @@ def main() -> None:
                 f"peak {a.peak_mb:5.0f} MB; status {r['status'].wall_s:5.2f} s "
                 f"(CPU {r['status'].cpu_s:4.2f} s), stop {r['stop'].wall_s:5.2f} s "
                 f"(CPU {r['stop'].cpu_s:4.2f} s)" + (" [profiled]" if profile else "")
+            )
+            own, jobs = r["server"]
+            print(
+                f"  {'':6s}        during the apply: server CPU {own:6.2f} s "
+                f"({own / cells * 1000:5.2f} ms/job), its jobs' processes {jobs:6.2f} s "
+                "(they share the cores with the submission)"
             )
         if len(per_job) > 1:
             small, large = min(per_job), max(per_job)

@@ -11,10 +11,18 @@ the core ones (`!!python/...`, `!!binary`, `!custom`) are refused, so nothing ex
 Duplicate keys are errors (PyYAML keeps the last silently). Anchors, aliases and `<<` merge keys
 work; a file over MAX_BYTES, or whose aliases expand past MAX_NODES values (an "alias bomb"), is
 refused before it can use much memory or time.
+
+Speed: a 10,000-cell sweep's manifest is 10,000 scalars, and PyYAML's Python scanner takes most
+of a second over them. libyaml's scanner (PyYAML's CParser) reads the events when PyYAML was built
+with it; our composer and builder stay the same. Its marks differ from the Python scanner's for
+some values (empty ones), so positions are never taken from them: a document loaded that way is
+read again by the Python scanner the first time a position is asked for, which only a message
+does. A document libyaml refuses, or that has any error, is loaded by the Python scanner alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Iterator
@@ -31,6 +39,14 @@ from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
 from kaio_spec.diagnostics import Diagnostic, Path, in_file_order, show
+
+CParser: type | None
+try:  # libyaml's scanner and parser, when PyYAML was built with it
+    from yaml._yaml import CParser as _LibYaml
+
+    CParser = _LibYaml
+except ImportError:  # pragma: no cover (PyPI's wheels for our platforms have it)
+    CParser = None
 
 MAX_BYTES = 1_000_000
 MAX_NODES = 100_000
@@ -64,7 +80,16 @@ _Resolver.add_implicit_resolver(FLOAT, _FLOAT_RE, list("-+.0123456789"))
 _Resolver.add_implicit_resolver(MERGE, re.compile(r"^<<$"), ["<"])
 
 
-class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
+class _Composing(Composer):
+    def compose_node(self, parent, index):
+        # YAML 1.2 lets an anchor be redefined (an alias means the latest); PyYAML refuses.
+        event = self.peek_event()
+        if not isinstance(event, AliasEvent) and event.anchor is not None:
+            self.anchors.pop(event.anchor, None)
+        return super().compose_node(parent, index)
+
+
+class _Composer(Reader, Scanner, Parser, _Composing, _Resolver):
     def __init__(self, stream: str):
         Reader.__init__(self, stream)
         Scanner.__init__(self)
@@ -72,12 +97,18 @@ class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
         Composer.__init__(self)
         _Resolver.__init__(self)
 
-    def compose_node(self, parent, index):
-        # YAML 1.2 lets an anchor be redefined (an alias means the latest); PyYAML refuses.
-        event = self.peek_event()
-        if not isinstance(event, AliasEvent) and event.anchor is not None:
-            self.anchors.pop(event.anchor, None)
-        return super().compose_node(parent, index)
+
+if CParser is not None:
+
+    class _FastComposer(_Composing, _LibYaml, _Resolver):
+        """libyaml's events, composed by our (Python) composer: the same nodes and values as
+        _Composer, only the marks may differ. _Composing comes first so that its compose_node
+        (which recurses within Python's recursion limit) is the one used, not CParser's own."""
+
+        def __init__(self, stream: str):
+            _LibYaml.__init__(self, stream)
+            Composer.__init__(self)
+            _Resolver.__init__(self)
 
 
 @dataclass(frozen=True)
@@ -100,7 +131,21 @@ class Document:
 
     file: str
     data: Any
-    locations: dict[Path, Location] = field(default_factory=dict, repr=False)
+    written: dict[Path, Location] = field(default_factory=dict, repr=False)  # as composed
+    # The text, while `written`'s marks are libyaml's (not to be shown): see `locations`.
+    unplaced: str | None = field(default=None, repr=False)
+
+    @property
+    def locations(self) -> dict[Path, Location]:
+        """Each value's location by path, as the Python scanner marks it (read again the first
+        time it is asked for, when libyaml loaded the document)."""
+        if self.unplaced is not None:
+            text, self.unplaced = self.unplaced, None
+            # libyaml reads a few texts PyYAML refuses (a tab after `|`): its marks are then the
+            # best there are
+            with contextlib.suppress(LoadError):
+                self.written = _load_text(text, self.file, Parser).written
+        return self.written
 
     def location(self, path: Path) -> Location | None:
         """The location of `path`, or of its nearest written ancestor."""
@@ -125,7 +170,7 @@ class Document:
 
     def source_text(self, path: Path) -> str | None:
         """A scalar as written in the file (`0.00001`, not `1e-05`), or None."""
-        loc = self.locations.get(tuple(path))
+        loc = self.written.get(tuple(path))  # the text is the same whichever scanner read it
         return loc.text if loc else None
 
     def value(self, path: Path, default: Any = None) -> Any:
@@ -164,17 +209,36 @@ def load_text(text: str, file: str) -> Document:
     An empty document (nothing but comments) loads as `data=None`."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         raise LoadError([_at(file, 1, 1, f"the file is larger than {MAX_BYTES:,} bytes")])
+    if CParser is not None:
+        try:
+            doc = _load_text(text, file, CParser)
+        except Exception:  # whatever it is, the Python scanner says it below, positioned
+            pass
+        else:
+            doc.unplaced = text
+            return doc
+    return _load_text(text, file, Parser)
+
+
+def _load_text(text: str, file: str, parser: type) -> Document:
+    """load_text with the Python scanner (`parser` Parser) or libyaml's (CParser), whose errors
+    are not positioned here: load_text reads the text again with the Python one."""
+    composer = _Composer if parser is Parser else _FastComposer
     try:
-        node = _Composer(text).get_single_node()
+        node = composer(text).get_single_node()
     except yaml.MarkedYAMLError as e:
+        if parser is not Parser:
+            raise
         raise LoadError([_syntax_error(file, e)]) from None
     except yaml.reader.ReaderError as e:
         line, col = _line_col(text, e.position)
         char = f"U+{e.character:04X}" if isinstance(e.character, int) else repr(e.character)
         message = f"invalid YAML: the character {char} is not allowed"
         raise LoadError([_at(file, line, col, message)]) from None
-    except yaml.YAMLError as e:  # pragma: no cover (every PyYAML error we know has a mark)
-        raise LoadError([_at(file, 1, 1, f"invalid YAML: {e}")]) from None
+    except yaml.YAMLError as e:
+        if parser is not Parser:
+            raise
+        raise LoadError([_at(file, 1, 1, f"invalid YAML: {e}")]) from None  # pragma: no cover
     except RecursionError:
         raise LoadError([_at(file, 1, 1, "the document is nested too deeply")]) from None
     doc = Document(file, None)
@@ -276,9 +340,9 @@ class _Builder:
         if isinstance(node, ScalarNode):
             value = self.scalar(node, path)
             empty = node.value == "" and node.style is None
-            self.doc.locations[path] = Location(line, col, kline, kcol, node.value, False, empty)
+            self.doc.written[path] = Location(line, col, kline, kcol, node.value, False, empty)
             return value
-        self.doc.locations[path] = Location(line, col, kline, kcol, None, True)
+        self.doc.written[path] = Location(line, col, kline, kcol, None, True)
         self.stack.add(id(node))
         try:
             if isinstance(node, SequenceNode):

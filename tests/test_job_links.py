@@ -124,3 +124,25 @@ def test_needs_named_by_key_link_the_jobs_of_that_key_in_the_same_manifest(kaio_
     )
     assert [j["unique_job_name"] for j in links(api, api.job(best))["needs"]] == [cell]
     assert [j["unique_job_name"] for j in links(api, api.job(cell))["needed_by"]] == [best]
+
+
+def test_links_read_the_jobs_own_manifest_among_many_others(kaio_server, api_key):
+    """A tenant with many jobs of other manifests (the dashboard polls links every few seconds):
+    the links come from the job's own manifest only. A newer job of another manifest that happens
+    to share the needed job_name is not the one needed, nor is another tenant's job of the same
+    manifest and job_name."""
+    api = Api(kaio_server.url, api_key)
+    code = {"train.py": "print(1)\n"}
+    prep = api.submit(code, job_name="prep", labels={"manifest": "mine", "key": "prep"})
+    needs = {"manifest": "mine", "key": "train", "needs": '["prep"]'}
+    train = api.submit(code, job_name="mine-train", labels=needs)
+    for i in range(150):  # presigned only: listed, never run
+        api.presign(job_name=f"other-{i}", labels={"manifest": f"other{i % 3}", "key": "x"})
+    # Newer than `prep`, same job_name, another manifest: another sweep's own prep.
+    api.presign(job_name="prep", labels={"manifest": "other0", "key": "prep"})
+    stranger = Api(kaio_server.url, kaio_server.add_user())
+    stranger.presign(job_name="prep", labels={"manifest": "mine", "key": "prep"})
+    stranger.presign(job_name="mine-train2", labels=needs)
+
+    assert [j["unique_job_name"] for j in links(api, api.job(train))["needs"]] == [prep]
+    assert [j["unique_job_name"] for j in links(api, api.job(prep))["needed_by"]] == [train]

@@ -213,3 +213,34 @@ def test_empty_documents_load_as_none():
 
 def test_infinity_check_does_not_affect_finite_floats():
     assert math.isclose(load("a: 1.7976931348623157e308\n").data["a"], 1.7976931348623157e308)
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "where"),
+    [
+        # libyaml's scanner (the fast one) marks these empty values otherwise
+        ("c: {a, b: }\n", ("c", "b"), Location(2, 10, 2, 8, "", empty=True)),
+        ("c:\n  ?\n", ("c", ""), Location(4, 1, 3, 4, "", empty=True)),
+        ("jobs:\n  train:\n    entrypoint:\n", ("jobs", "train", "entrypoint"), None),
+    ],
+)
+def test_positions_are_the_python_scanners_whichever_read_the_values(text, path, where):
+    doc = load("m: [" + ", ".join(map(str, range(2000))) + "]\n" + text)
+    assert doc.value(("m", 1999)) == 1999
+    assert doc.locations[path] == (where or Location(4, 16, 4, 5, "", empty=True))
+    # An empty value is pointed at by its key.
+    assert doc.position(path) == (doc.locations[path].key_line, doc.locations[path].key_column)
+
+
+def test_a_manifest_error_names_the_line_of_an_empty_value(tmp_path):
+    from kaio_spec import ManifestError, load_manifest
+
+    (tmp_path / "train.py").write_text("pass\n")
+    file = tmp_path / "kaio.yaml"
+    values = ", ".join(map(str, range(5000)))
+    file.write_text(
+        f"version: 1\nname: big\njobs:\n  train:\n    matrix: {{i: [{values}]}}\n    entrypoint:\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(file)
+    assert [(d.line, d.column) for d in caught.value.errors] == [(6, 5)], caught.value

@@ -74,7 +74,7 @@ def choose(argument: str, api: str | None, inputs: Inputs) -> Chosen:
     from kaio_spec import journey
 
     if journey.is_manifest_argument(argument):
-        planned = inputs.plan(argument)
+        planned = inputs.plan(argument, reuse=True)
         return Chosen(argument, connect(api), plan=planned)
     client = connect(api)
     return Chosen(argument, client, job=journey.find_job(client, argument))

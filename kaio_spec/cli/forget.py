@@ -42,7 +42,7 @@ def forget_command(
     from kaio_spec import journey
     from kaio_spec.executor import LIVE_STATUSES, status_of
 
-    planned = inputs.plan(file)
+    planned = inputs.plan(file, reuse=True)
     client = connect(api)
     orphans = list(journey.manifest_status(client, planned).orphans)
     if only:

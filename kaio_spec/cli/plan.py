@@ -51,16 +51,14 @@ class Inputs:
     var_files: tuple[str, ...] = ()
     env_file: str | None = None
 
-    def plan(self, file: str) -> Plan:
-        """The plan of FILE with --var and --var-file applied, the --env-file never packaged."""
-        from kaio_spec.manifest import load_manifest
-        from kaio_spec.planner import plan
-        from kaio_spec.planner.variables import read_variables
+    def plan(self, file: str, reuse: bool = False, keep: bool = True) -> Plan:
+        """The plan of FILE with --var and --var-file applied, the --env-file never packaged;
+        kept for the next command (`keep`, planner/cache.py), and taken from there when
+        `reuse`: the commands that only read a sweep (status, stop, download...) reuse it,
+        apply plans afresh and keeps it, `kaio plan` neither reuses nor keeps."""
+        from kaio_spec.planner.cache import cached_plan
 
-        manifest = load_manifest(file)
-        variables = read_variables(manifest, self.var_pairs, self.var_files)
-        never_packaged = [self.env_file] if self.env_file else []
-        return plan(manifest, variables=variables, never_packaged=never_packaged)
+        return cached_plan(file, self.var_pairs, self.var_files, self.env_file, reuse, keep)
 
 
 def input_options(f):
@@ -164,7 +162,7 @@ def plan_command(
     Secrets are listed by name with where their values would come from, never the values.
     Invalid manifests exit 2 with every error as FILE:LINE:COLUMN: PATH: MESSAGE."""
     # A ManifestError is reported by the kaio group, exit 2.
-    result = inputs.plan(file)
+    result = inputs.plan(file, keep=False)
     secrets = render_secrets(result.jobs, inputs.env_file) if output != "json" else ""
     if offline:
         if output == "json":

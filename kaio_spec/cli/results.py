@@ -81,7 +81,7 @@ def results_command(
     from kaio_spec.results_table import results
 
     # an invalid manifest (or --var) fails before anything is started
-    planned = inputs.plan(file)
+    planned = inputs.plan(file, reuse=True)
     client = None if offline else connect(api)
     table = results(planned, client, download=not no_download, offline=offline)
     table = table.sorted(sort_by) if sort_by else table

@@ -13,17 +13,39 @@ from kaio_spec.cli.common import api_option, connect, output_option, table, writ
 from kaio_spec.cli.plan import Inputs, input_options
 from kaio_spec.statuses import JobStatus
 
+# A table longer than this shows the jobs that most need a look (failed, stopped, running,
+# waiting, the most recent first) and counts the rest: 10,000 rows on a terminal help no one.
+TABLE_ROWS = 40
+# Which statuses come first in a shortened table (a status not listed comes before Completed).
+# None: never submitted.
+_FIRST: tuple[JobStatus | None, ...] = (
+    JobStatus.FAILED,
+    JobStatus.STOPPED,
+    JobStatus.IN_PROGRESS,
+    JobStatus.STOPPING,
+    JobStatus.PENDING,
+    None,
+)
+
 
 @click.command("status")
 @click.argument("file", type=click.Path(dir_okay=False))
 @api_option
 @output_option
 @input_options
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help=f"A row for every job (a manifest of more than {TABLE_ROWS} jobs shows the "
+    f"{TABLE_ROWS} that most need a look, and counts the others).",
+)
 def status_command(
     file: str,
     api: str | None,
     output: str,
     inputs: Inputs,
+    show_all: bool,
 ) -> None:
     """Show each job FILE defines with its latest attempt's status (one GET /jobs), and the
     orphans: jobs of this manifest that it no longer defines. Exits 0 whatever the statuses
@@ -42,13 +64,14 @@ def status_command(
     from kaio_spec import journey
 
     # an invalid manifest (or --var) fails before anything is started
-    planned = inputs.plan(file)
+    planned = inputs.plan(file, reuse=True)
     client = connect(api)
     comparison = journey.manifest_status(client, planned)
     doc = journey.status_json(comparison)
     if output == "json":
         write_json(doc)
         return
+    shown = doc["jobs"] if show_all else _most_needing_a_look(doc["jobs"], TABLE_ROWS)
     rows = [
         (
             j["name"],
@@ -57,10 +80,18 @@ def status_command(
             j["unique_job_name"] or "-",
             "downloaded" if j["downloaded"] else "-",
         )
-        for j in doc["jobs"]
+        for j in shown
     ]
     click.echo(table(("NAME", "STATUS", "ATTEMPTS", "UNIQUE JOB NAME", "OUTPUTS"), rows))
-    for j in doc["jobs"]:
+    if len(shown) < len(doc["jobs"]):
+        ids = {id(j) for j in shown}
+        left = Counter(j["status"] or "not submitted" for j in doc["jobs"] if id(j) not in ids)
+        hidden = ", ".join(f"{n} {status}" for status, n in left.items())
+        click.echo(
+            f"… and {sum(left.values())} more ({hidden}): `kaio status {file} --all` lists "
+            "every job, `-o json` prints them as data"
+        )
+    for j in shown:
         if j["status"] in (JobStatus.FAILED, JobStatus.STOPPED) and j["failure_reason"]:
             click.echo(_wrapped(j["name"], j["failure_reason"]))
     if doc["orphans"]:
@@ -83,6 +114,19 @@ def status_command(
     click.echo(
         f"{doc['manifest']}: {n} job{'s' if n != 1 else ''} ({summary}) on {client.api_base}"
     )
+
+
+def _most_needing_a_look(jobs: list[dict], rows: int) -> list[dict]:
+    """At most `rows` of `jobs`, in their order: the failed, stopped, running and waiting ones
+    before the others, the most recently submitted first within each status."""
+    if len(jobs) <= rows:
+        return jobs
+    rank = {status: i for i, status in enumerate(_FIRST)}
+    rank[JobStatus.COMPLETED] = len(_FIRST) + 1  # any other status: len(_FIRST)
+    by_need = sorted(jobs, key=lambda j: j["unique_job_name"] or "", reverse=True)
+    by_need.sort(key=lambda j: rank.get(j["status"], len(_FIRST)))  # stable: recent first
+    chosen = {id(j) for j in by_need[:rows]}
+    return [j for j in jobs if id(j) in chosen]
 
 
 def _wrapped(name: str, reason: str) -> str:

@@ -2,7 +2,9 @@
 need it, for the dashboard's job page to link (issue 16). What a job needs is the `needs` label
 kaio apply gives it (catalog.NEEDS_LABEL: the needed jobs' job_names, or their keys in the same
 manifest); only the caller's own jobs are ever matched, so a label naming another tenant's job
-links nothing."""
+links nothing. kaio apply's needs stay within one manifest, so only the jobs of the job's own
+manifest label are read (the store's jobs_by_manifest index): the dashboard polls this every few
+seconds, and a tenant's other sweeps cost it nothing."""
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations as written.
 import json
@@ -12,20 +14,23 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from kaio_spec import catalog
-from kaio_spec.server.deps import StoreDep, User, own_job
+from kaio_spec.server.deps import StoreDep, User, own
 from kaio_spec.server.openapi import ERRORS
+from kaio_spec.server.store import JobFilter
 
 router = APIRouter()
 
 
 @router.get("/jobs/{unique_job_name}/links", responses=ERRORS)
 async def job_links(unique_job_name: str, user: User, store: StoreDep) -> dict[str, Any]:
-    own_job(store, unique_job_name, user)  # 404 for another tenant's job, as for a missing one
-    texts = await run_in_threadpool(store.jobs_json, user["id"], True)
-    jobs = [json.loads(text) for text in texts or () if text]
-    this = next((j for j in jobs if j["unique_job_name"] == unique_job_name), None)
-    if this is None:  # deleted since
+    # 404 for another tenant's job, as for a missing one
+    this = json.loads(own(store.job_json, unique_job_name, user))
+    manifest = (this.get("labels") or {}).get("manifest")
+    if not isinstance(manifest, str):  # not applied from a manifest: nothing it could name
         return {"needs": [], "needed_by": []}
+    only = JobFilter(labels=(("manifest", manifest),))
+    texts = await run_in_threadpool(store.jobs_json, user["id"], True, None, only)
+    jobs = [json.loads(text) for text in texts or () if text]
     names = set(_needed_names(this))  # read once, not once per job compared
     return {
         "needs": _latest(j for j in jobs if _named(names, this, j)),
