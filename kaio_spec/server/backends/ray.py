@@ -2,9 +2,11 @@
 
 The Ray job's submission id is the platform's job name, so a restart never submits twice and a
 restarted platform follows the jobs still running (`reattach`); labels travel as its metadata.
-Its driver (ray_driver.py, run from this install, which the nodes share) reserves a placement group of
-one bundle per instance, sized from the catalog, and runs each instance there with the local
-runner's environment (SM_CURRENT_HOST, SM_HOSTS, SM_RESOURCE_CONFIG, the job's env, and
+Its driver (ray_driver.py, run from this install, which the nodes share) runs a one-instance job
+itself, Ray having placed the driver in the instance's resources (the entrypoint's CPUs, memory
+and GPUs: no placement group, no Ray worker, no Ray import: each is a process start, about a CPU
+second); for N instances it reserves a placement group of one bundle per instance, sized from
+the catalog, and runs each instance there. Each instance gets the local runner's environment (SM_CURRENT_HOST, SM_HOSTS, SM_RESOURCE_CONFIG, the job's env, and
 CUDA_VISIBLE_DEVICES from Ray's assignment), confined as a local one is: where the platform
 runs jobs in namespaces, each instance runs in the bwrap command the local runner would start.
 
@@ -25,6 +27,7 @@ import os
 import shlex
 import socket
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,18 +35,22 @@ from pathlib import Path
 import ray
 from ray.job_submission import JobStatus as RayStatus
 from ray.job_submission import JobSubmissionClient
+from ray.util.state import list_nodes
 
 from kaio_spec import catalog
 from kaio_spec.server import filestore, leftovers, namespaces, runner, storage
-from kaio_spec.server.backends import BackendUnavailable, Parts
+from kaio_spec.server.backends import BackendUnavailable, Parts, ray_driver
 from kaio_spec.server.runner import JobRun
 from kaio_spec.server.states import JobStatus
 
 log = logging.getLogger("kaio.server")
 
 DRIVER = Path(__file__).with_name("ray_driver.py")
-POLL_S = 0.25  # how often a running job's Ray status is asked for
+POLL_S = 0.25  # how often the Ray jobs' statuses are listed (one request for all of them)
+NODE_DEATH_S = 30.0  # how long a failed job's node may still be listed alive after it was lost
+NODES_TTL_S = 5.0  # how long the cluster's nodes, as last listed, are taken as they are
 CONNECT_TIMEOUT_S = 60.0
+PENDING_S = ray_driver.PENDING_NOTICE_S
 STOPPED_ON_RAY = "the Ray job was stopped on the Ray cluster, not through this platform"
 
 
@@ -57,6 +64,9 @@ class RayBackend:
         self.started_ray = config.ray_address is None
         self.address = config.ray_address or start_local_ray()
         self.client = connect(self.address)
+        self.statuses = Statuses(self.client)
+        self._nodes: tuple[float, list] = (0.0, [])
+        self._nodes_lock = threading.Lock()
         confined = "in namespaces on each node" if parts.sandbox.namespaced else "unconfined"
         print(f"kaio server: jobs run as Ray jobs on {self.address}, {confined}", file=sys.stderr)
 
@@ -73,9 +83,42 @@ class RayBackend:
             run.stop("user")  # asked before the restart: asked again of Ray once it runs
         return run
 
+    def nodes(self, fresh: bool = False) -> list:
+        """The cluster's nodes (ray.util.state's NodeState), dead ones included; listed again
+        once NODES_TTL_S old, or when asked `fresh`."""
+        with self._nodes_lock:
+            listed_at, nodes = self._nodes
+            if fresh or time.monotonic() - listed_at >= NODES_TTL_S:
+                nodes = list_nodes(
+                    address=self.address, limit=10_000, raise_on_missing_output=False
+                )
+                self._nodes = (time.monotonic(), nodes)
+            return nodes
+
     def close(self) -> None:
         if self.started_ray:
             ray.shutdown()
+
+
+class Statuses:
+    """Every Ray job's status, from one listing per POLL_S shared by all the runs that follow
+    one (not a request per running job per round); asked of the job itself where a listing
+    does not have it yet."""
+
+    def __init__(self, client: JobSubmissionClient):
+        self.client = client
+        self._lock = threading.Lock()
+        self._listed_at = 0.0
+        self._statuses: dict[str, RayStatus] = {}
+
+    def of(self, submission_id: str) -> RayStatus:
+        with self._lock:
+            if time.monotonic() - self._listed_at >= POLL_S:
+                listing = self.client.list_jobs()
+                self._statuses = {j.submission_id: j.status for j in listing if j.submission_id}
+                self._listed_at = time.monotonic()
+            status = self._statuses.get(submission_id)
+        return status if status is not None else self.client.get_job_status(submission_id)
 
 
 def start_local_ray() -> str:
@@ -144,6 +187,7 @@ class RayRun(JobRun):
         no_gpus: list[list[int]] = [[] for _ in range(job["instance_count"])]  # Ray assigns them
         super().__init__(*backend.parts.job_run(job, no_gpus, [], False))
         self.prestart = None  # local processes started ahead: not for instances on Ray
+        self.backend = backend
         self.client = backend.client
         self.address = backend.address
         self.attached = attached
@@ -192,14 +236,27 @@ class RayRun(JobRun):
         from a working_dir: jobs started at once shared one cached working_dir (the same
         files), which one job's clean-up removed under another's driver (benchmarks/ray.py)."""
         itype = self.itype
+        bundle = bundle_of(itype, self.config.ray_scale)
         spec = {
             "unique": self.unique,
             "instance_type": itype.name,
             "instances": instances,
-            "bundle": bundle_of(itype, self.config.ray_scale),
+            "bundle": bundle,
             "is_gpu": itype.is_gpu,
             "result": str(self.spec_dir / "result.json"),
         }
+        # One instance: the driver runs it, placed by Ray in its resources; or, where no node
+        # can ever hold it, fails saying why (on the head node, holding nothing).
+        resources = {}
+        if len(instances) == 1:
+            alive = [n.resources_total for n in self.backend.nodes() if n.state == "ALIVE"]
+            spec["refused"] = ray_driver.unplaceable(alive, bundle, 1, itype.name)
+            if not spec["refused"]:
+                resources = {
+                    "entrypoint_num_cpus": bundle["CPU"],
+                    "entrypoint_memory": bundle["memory"],
+                    "entrypoint_num_gpus": bundle["GPU"],
+                }
         self.spec_dir.mkdir(parents=True, exist_ok=True)
         spec_file = self.spec_dir / "job.json"
         fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -216,7 +273,7 @@ class RayRun(JobRun):
                 entrypoint=shlex.join([sys.executable, "-I", str(DRIVER), str(spec_file)]),
                 submission_id=self.unique,
                 metadata={"kaio_job": self.unique, **{str(k): str(v) for k, v in labels.items()}},
-                entrypoint_num_cpus=0,
+                **(resources or {"entrypoint_num_cpus": 0}),
             )
         except Exception as refused:
             # Submitted already (a restart between the submission and its record): follow it.
@@ -227,11 +284,14 @@ class RayRun(JobRun):
 
     def _monitor(self, deadline: float) -> None:
         """Follow the Ray job to its end: stop, max runtime and a shutdown handled here."""
-        asked_stop = False
+        asked_stop, pending_since = False, time.monotonic()
         while True:
-            status = self.client.get_job_status(self.unique)
+            status = self.backend.statuses.of(self.unique)
             if status.is_terminal():
                 break
+            if status == RayStatus.PENDING and time.monotonic() - pending_since > PENDING_S:
+                self._say_pending()
+                pending_since = float("inf")
             if time.monotonic() >= deadline and self.stop_reason is None:
                 self._begin_runtime_stop()
             if self._stop_requested.is_set() and not asked_stop:
@@ -243,6 +303,15 @@ class RayRun(JobRun):
             with contextlib.suppress(Exception):
                 self.events.get(timeout=POLL_S)
         self._read_result(status)
+
+    def _say_pending(self) -> None:
+        """A one-instance job Ray has not placed yet says what it waits for (the driver of
+        a group says it itself)."""
+        if len(self.instances) == 1:
+            need = ray_driver.say(
+                {k: v for k, v in bundle_of(self.itype, self.config.ray_scale).items() if v}
+            )
+            self._log_all(f"kaio: Pending: waiting for the Ray cluster to place 1 x {need}\n")
 
     def _read_result(self, status: RayStatus) -> None:
         """Each instance's exit and use, and the failure, from the driver's result.json."""
@@ -271,7 +340,27 @@ class RayRun(JobRun):
             self.failure = STOPPED_ON_RAY
         elif status == RayStatus.FAILED:
             info = self.client.get_job_info(self.unique)
-            self.failure = f"the Ray job failed: {info.message}"
+            self.failure = self._lost_with_node(info) or f"the Ray job failed: {info.message}"
+
+    def _lost_with_node(self, info) -> str | None:
+        """A one-instance job whose driver (and so its instance) died with its node: the
+        reason naming the node."""
+        died = "SUPERVISOR_ACTOR_DIED" in str(info.error_type)
+        if len(self.instances) != 1 or not died or not info.driver_node_id:
+            return None
+        deadline = time.monotonic() + NODE_DEATH_S
+        while True:  # the cluster may say the node is dead a little after its job failed
+            node = next(
+                (n for n in self.backend.nodes(fresh=True) if n.node_id == info.driver_node_id),
+                None,
+            )
+            if node is not None and node.state != "ALIVE":
+                break
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(1.0)
+        host = self.instances[0].host
+        return f"{host} was lost with its Ray node {node.node_ip} ({node.node_id[:12]}): {info.message}"
 
     def _exit_code(self, code: int) -> int:
         # bwrap says a signal that killed the command as 128+N, as the local runner reads it.

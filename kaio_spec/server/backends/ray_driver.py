@@ -1,10 +1,14 @@
 """The driver of one platform job on a Ray cluster: the entrypoint of its Ray job.
 
 Run by its path in the platform's install (the same on every node) with the path of its
-`job.json` (what backends/ray.py wrote); it imports only the standard library and ray. It reserves a
-placement group of one bundle per instance (STRICT_SPREAD where the cluster has as many nodes,
-SPREAD otherwise), runs each instance's command in a task pinned to its bundle (in namespaces:
-the bwrap command the platform built, run with this node's bwrap, never unconfined), and writes
+`job.json` (what backends/ray.py wrote); it imports only the standard library, and ray where it
+places more than one instance. A job of one instance runs right here: Ray placed this driver in
+the instance's resources (the Ray job's entrypoint_num_cpus, _memory, _gpus), so no placement
+group, no Ray worker and no Ray import are needed (each costs a Python process starting on a
+node, about a CPU second). A job of N instances reserves a placement group of one bundle per
+instance (STRICT_SPREAD where the cluster has as many nodes, SPREAD otherwise) and runs each
+instance's command in a task pinned to its bundle. In namespaces an instance runs in the bwrap
+command the platform built, with this node's bwrap, never unconfined. The driver writes
 `result.json` (each instance's exit, run time, CPU time, peak memory, node) where job.json says.
 The first instance that fails, or whose node is lost, ends the job: the others are stopped.
 """
@@ -17,13 +21,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
-
-import ray
-from ray.util.placement_group import placement_group, placement_group_table
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 PENDING_NOTICE_S = 5.0  # a job still unplaced after this long says why in its logs
 STOP_GRACE_S = 2.0  # Ray gives its driver 3 s between SIGTERM and SIGKILL
@@ -71,14 +72,14 @@ def _end_group(pid: int, grace_s: float, confined: bool) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def confined_argv(instance: dict, gpus: list) -> list[str] | str:
+def confined_argv(instance: dict, gpus: list, node: str | None = None) -> list[str] | str:
     """The instance's bwrap command (namespaces.py, built by the platform) as this node runs it:
     its bwrap, and the device nodes of the GPUs Ray gave this task; or why it cannot be (no
     bwrap here: the instance is not run unconfined)."""
     argv = list(instance["argv"])
     exe = argv[0] if os.access(argv[0], os.X_OK) else shutil.which("bwrap")
     if exe is None:
-        node = ray.util.get_node_ip_address()
+        node = node or node_address()
         return (
             f"{instance['host']} cannot start on Ray node {node}: bubblewrap (bwrap) is not "
             "installed there, and the platform runs jobs only in namespaces (install bwrap on "
@@ -91,21 +92,27 @@ def confined_argv(instance: dict, gpus: list) -> list[str] | str:
     return [exe, *argv[1:end], *binds, *argv[end:]]
 
 
-@ray.remote(max_retries=0)
-def run_instance(instance: dict, is_gpu: bool) -> dict:
-    """Run one instance's command to its end in its Ray-assigned slot; its exit and usage."""
+def node_address() -> str:
+    """This node's address as Ray names it: the one it reaches the cluster's GCS from."""
+    gcs = os.environ.get("RAY_ADDRESS", "").rpartition(":")[0] or "127.0.0.1"
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((gcs, 9))  # no packet is sent: this only picks the route
+        return s.getsockname()[0]
+    return socket.gethostname()
+
+
+def run_command(instance: dict, gpus: list, node: str) -> dict:
+    """Run one instance's command to its end here, on `node` with these GPUs (Ray's
+    assignment); its exit and usage, or {"refused": why}."""
     env = dict(instance["env"])
-    # Ray's assignment: the GPUs of this task's bundle; a CPU instance type sees none.
-    gpus = ray.get_gpu_ids() if is_gpu else []
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
-    argv = confined_argv(instance, gpus) if instance.get("confined") else instance["argv"]
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)  # a CPU type sees none
+    argv = confined_argv(instance, gpus, node) if instance.get("confined") else instance["argv"]
     if isinstance(argv, str):
         with contextlib.suppress(OSError), open(instance["stdout"], "a") as out:
             out.write(f"kaio: {argv}\n")
         return {"refused": argv}
     with open(instance["stdout"], "ab") as out, open(instance["stderr"], "ab") as err:
-        # Which Ray worker runs it: the node it is on (tests find it by this pid).
-        node = ray.util.get_node_ip_address()
+        # Which process runs it, on which node (tests find the node by this pid).
         out.write(
             f"kaio: {instance['host']} runs on Ray node {node} (worker {os.getpid()})\n".encode()
         )
@@ -127,7 +134,7 @@ def run_instance(instance: dict, is_gpu: bool) -> dict:
             if pid:
                 break
             time.sleep(0.05)
-    except BaseException:  # cancelled: the job is stopping
+    except BaseException:  # cancelled, or this driver's SIGTERM: the job is stopping
         _end_group(proc.pid, STOP_GRACE_S, bool(instance.get("confined")))
         raise
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -138,7 +145,7 @@ def run_instance(instance: dict, is_gpu: bool) -> dict:
         "runtime_s": time.monotonic() - t0,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "rss_bytes": usage.ru_maxrss * 1024,
-        "node": ray.util.get_node_ip_address(),
+        "node": node,
         "started_at": started_at,
     }
 
@@ -149,35 +156,36 @@ def _log_all(spec: dict, text: str) -> None:
             out.write(f"kaio: {text}\n")
 
 
-def _room_for(bundle: dict) -> int:
-    """How many such bundles the cluster's live nodes hold at once, when empty."""
-    room = 0
-    for node in ray.nodes():
-        have = node.get("Resources", {})
-        if node.get("Alive"):
-            room += int(min(have.get(k, 0) / v for k, v in bundle.items()))
-    return room
+def unplaceable(nodes: list[dict], bundle: dict, count: int, instance_type: str) -> str | None:
+    """Why `count` bundles can never be placed at once on live nodes of these resources, or
+    None (the platform asks this before a one-instance job, the driver before a group)."""
+    bundle = {k: v for k, v in bundle.items() if v}
+    room = sum(int(min(have.get(k, 0) / v for k, v in bundle.items())) for have in nodes)
+    if room == 0:
+        return (
+            f"cannot be placed: no node of the Ray cluster has {say(bundle)} for one "
+            f"instance of {instance_type}"
+        )
+    if room < count:
+        return (
+            f"cannot be placed: the Ray cluster holds at most {room} of the {count} "
+            f"instances of {instance_type} ({say(bundle)} each) at once"
+        )
+    return None
 
 
 def place(spec: dict):
     """The job's placement group, once placed; exits 1 where it never can be."""
+    import ray
+    from ray.util.placement_group import placement_group
+
     bundle = {k: v for k, v in spec["bundle"].items() if v}
     count = len(spec["instances"])
-    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-    strategy = "STRICT_SPREAD" if nodes >= count else "SPREAD"
-    room = _room_for(bundle)
-    if room == 0:
-        _fail(
-            spec,
-            f"cannot be placed: no node of the Ray cluster has {_say(bundle)} for one "
-            f"instance of {spec['instance_type']}",
-        )
-    if room < count:
-        _fail(
-            spec,
-            f"cannot be placed: the Ray cluster holds at most {room} of the {count} "
-            f"instances of {spec['instance_type']} ({_say(bundle)} each) at once",
-        )
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    strategy = "STRICT_SPREAD" if len(nodes) >= count else "SPREAD"
+    why = unplaceable(nodes, bundle, count, spec["instance_type"])
+    if why:
+        _fail(spec, why)
     group = placement_group([dict(bundle) for _ in range(count)], strategy=strategy)
     ready = group.ready()
     waited = ray.wait([ready], timeout=PENDING_NOTICE_S)[0]
@@ -185,14 +193,14 @@ def place(spec: dict):
         free = ray.available_resources()
         _log_all(
             spec,
-            f"Pending: waiting for the Ray cluster to place {count} x {_say(bundle)} "
-            f"({strategy} over {nodes} nodes); free now: {_say(free)}",
+            f"Pending: waiting for the Ray cluster to place {count} x {say(bundle)} "
+            f"({strategy} over {len(nodes)} nodes); free now: {say(free)}",
         )
         ray.get(ready)
     return group, strategy
 
 
-def _say(resources: dict) -> str:
+def say(resources: dict) -> str:
     parts = []
     for key in ("CPU", "GPU", "memory"):
         if key in resources:
@@ -217,6 +225,9 @@ def _write_result(spec: dict, result: dict) -> None:
 
 
 def _node_of(group, index: int) -> str:
+    import ray
+    from ray.util.placement_group import placement_group_table
+
     with contextlib.suppress(Exception):
         node_id = placement_group_table(group)["bundles_to_node_id"][index]
         for node in ray.nodes():
@@ -226,9 +237,42 @@ def _node_of(group, index: int) -> str:
     return "unknown"
 
 
+def run_here(spec: dict, driver_at: float) -> None:
+    """A job of one instance: run in this driver, which Ray placed in its resources (and
+    whose CUDA_VISIBLE_DEVICES are Ray's assignment); ended by SIGTERM, Ray's stop."""
+    if spec.get("refused"):  # the platform found that no node can hold it
+        _fail(spec, spec["refused"])
+    instance = spec["instances"][0]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "") if spec["is_gpu"] else ""
+    signal.signal(signal.SIGTERM, _exit_stopped)
+    result = run_command(instance, [g for g in visible.split(",") if g], node_address())
+    failure = result.pop("refused", None)
+    if failure is None and result["exit_code"] != 0:
+        failure = {"host": instance["host"], "exit_code": result["exit_code"]}
+    times = {"driver_at": driver_at, "placed_at": driver_at}
+    results = {instance["host"]: result} if "exit_code" in result else {}
+    _write_result(spec, {"failure": failure, "instances": results, "times": times})
+    sys.exit(1 if failure else 0)
+
+
+def _exit_stopped(signum, frame):
+    raise SystemExit(143)  # in run_command's wait: the instance's group is ended first
+
+
 def run(spec: dict, driver_at: float) -> None:
+    """A job of N instances: a placement group, and a Ray task per instance in its bundle."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    ray.init()  # the cluster this Ray job runs on
     group, strategy = place(spec)
     placed_at = time.time()
+
+    @ray.remote(max_retries=0)
+    def run_instance(instance: dict, is_gpu: bool) -> dict:
+        gpus = ray.get_gpu_ids() if is_gpu else []  # a CPU instance type sees none
+        return run_command(instance, gpus, ray.util.get_node_ip_address())
+
     refs = {}
     for index, instance in enumerate(spec["instances"]):
         bundle = spec["bundle"]
@@ -285,7 +329,8 @@ def main() -> None:
     driver_at = time.time()
     with open(sys.argv[1] if len(sys.argv) > 1 else "job.json") as f:
         spec = json.load(f)
-    ray.init()  # the cluster this Ray job runs on
+    if len(spec["instances"]) == 1:
+        run_here(spec, driver_at)
     run(spec, driver_at)
 
 
