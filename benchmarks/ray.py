@@ -110,9 +110,14 @@ class ClusterCpu:
         return int((self.group / "cpuacct.usage").read_text()) / 1e9
 
     def remove(self) -> None:
-        if self.group is not None:
+        """The group, once the cluster's last processes have left it (they exit a moment
+        after the cluster's shutdown)."""
+        for _ in range(50):
+            if self.group is None or not self.group.exists():
+                return
             with contextlib.suppress(OSError):
                 self.group.rmdir()
+            time.sleep(0.2)
 
 
 def run_batch(api: Api, count: int, instances: int = 1, cpu=lambda: {}) -> dict:

@@ -339,6 +339,32 @@ def test_a_job_no_ray_node_can_hold_fails_saying_why(platform, api):
 
 
 @pytest.mark.ray
+def test_a_lost_node_fails_a_one_instance_job_naming_it(platform, api, loopback_ray):
+    """A one-instance job runs in its Ray job's driver, placed by Ray: its node killed, the
+    job fails naming the instance and the node. Three such jobs, two fit a node: one at least
+    runs on a worker node (the head cannot be lost here)."""
+    if platform.backend != "ray":
+        pytest.skip("nodes are Ray's")
+    code = "import time\nprint('started', flush=True)\ntime.sleep(600)\n"
+    uniques = [api.submit({"train.py": code}, job_name=f"alone-{i}") for i in range(3)]
+    drivers = {
+        unique: int(api.wait_for_log(unique, "(worker ").split("(worker ")[1].split(")")[0])
+        for unique in uniques
+    }
+    unique, node = next(
+        (u, n) for u, pid in drivers.items() if (n := loopback_ray.worker_node_of(pid))
+    )
+    loopback_ray.replace_node(node)
+    try:
+        job = api.wait(unique)
+        assert job["status"] == "Failed"
+        assert "algo-1 was lost with its Ray node 127.0.0.1" in job["failure_reason"]
+    finally:
+        for other in uniques:
+            api.post(f"/jobs/{other}/stop")
+
+
+@pytest.mark.ray
 def test_a_lost_node_fails_the_job_naming_it(platform, api, loopback_ray):
     """A worker node killed mid-run (a machine lost): the job fails, naming the instance and its
     node. Last in this module: the session's cluster gets a new node in the lost one's place."""

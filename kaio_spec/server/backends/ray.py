@@ -283,9 +283,16 @@ class RayRun(JobRun):
                 raise refused from None
 
     def _monitor(self, deadline: float) -> None:
-        """Follow the Ray job to its end: stop, max runtime and a shutdown handled here."""
+        """Follow the Ray job to its end: stop, max runtime and a shutdown handled here. The
+        driver's result.json (on the shared folder) says that the instances ended at once;
+        Ray's status, a moment later (its supervisor polls the driver), is waited for only
+        where the driver wrote none (stopped, or lost)."""
         asked_stop, pending_since = False, time.monotonic()
+        result = self.spec_dir / "result.json"
         while True:
+            if result.exists():
+                status = None
+                break
             status = self.backend.statuses.of(self.unique)
             if status.is_terminal():
                 break
@@ -313,7 +320,7 @@ class RayRun(JobRun):
             )
             self._log_all(f"kaio: Pending: waiting for the Ray cluster to place 1 x {need}\n")
 
-    def _read_result(self, status: RayStatus) -> None:
+    def _read_result(self, status: RayStatus | None) -> None:
         """Each instance's exit and use, and the failure, from the driver's result.json."""
         try:
             result = json.loads((self.spec_dir / "result.json").read_text())
