@@ -24,10 +24,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 PENDING_NOTICE_S = 5.0  # a job still unplaced after this long says why in its logs
-STOP_GRACE_S = 2.0  # Ray gives its driver 3 s between SIGTERM and SIGKILL
+STOP_GRACE_S = 2.0  # an instance's process group: SIGTERM, then SIGKILL this much later
+SCAN_S = 0.1  # how often the queue and the stop files are looked at
 # Device nodes every CUDA program needs besides its GPUs' own (as namespaces.NVIDIA_CONTROL).
 NVIDIA_CONTROL = (
     "/dev/nvidiactl",
@@ -174,10 +176,11 @@ def unplaceable(nodes: list[dict], bundle: dict, count: int, instance_type: str)
     return None
 
 
-def place(spec: dict):
-    """The job's placement group, once placed; exits 1 where it never can be."""
+def place(spec: dict, stopping: threading.Event):
+    """The job's placement group once placed, and its strategy; or why it never can be (or
+    None, the job being stopped meanwhile)."""
     import ray
-    from ray.util.placement_group import placement_group
+    from ray.util.placement_group import placement_group, remove_placement_group
 
     bundle = {k: v for k, v in spec["bundle"].items() if v}
     count = len(spec["instances"])
@@ -185,18 +188,24 @@ def place(spec: dict):
     strategy = "STRICT_SPREAD" if len(nodes) >= count else "SPREAD"
     why = unplaceable(nodes, bundle, count, spec["instance_type"])
     if why:
-        _fail(spec, why)
-    group = placement_group([dict(bundle) for _ in range(count)], strategy=strategy)
-    ready = group.ready()
-    waited = ray.wait([ready], timeout=PENDING_NOTICE_S)[0]
-    if not waited:
-        free = ray.available_resources()
-        _log_all(
-            spec,
-            f"Pending: waiting for the Ray cluster to place {count} x {say(bundle)} "
-            f"({strategy} over {len(nodes)} nodes); free now: {say(free)}",
-        )
-        ray.get(ready)
+        return None, why
+    group = placement_group(
+        [dict(bundle) for _ in range(count)], strategy=strategy, name=spec["ray_name"]
+    )
+    ready, since = group.ready(), time.monotonic()
+    noticed = False
+    while not ray.wait([ready], timeout=0.2)[0]:
+        if stopping.is_set():
+            remove_placement_group(group)
+            return None, None
+        if not noticed and time.monotonic() - since >= PENDING_NOTICE_S:
+            free = say(ray.available_resources())
+            _log_all(
+                spec,
+                f"Pending: waiting for the Ray cluster to place {count} x {say(bundle)} "
+                f"({strategy} over {len(nodes)} nodes); free now: {free}",
+            )
+            noticed = True
     return group, strategy
 
 
@@ -209,12 +218,6 @@ def say(resources: dict) -> str:
                 f"{value / 2**30:.1f} GiB memory" if key == "memory" else f"{value:g} {key}"
             )
     return ", ".join(parts) or "nothing"
-
-
-def _fail(spec: dict, reason: str, results: dict | None = None) -> None:
-    _log_all(spec, reason)
-    _write_result(spec, {"failure": reason, "instances": results or {}})
-    sys.exit(1)
 
 
 def _write_result(spec: dict, result: dict) -> None:
@@ -237,68 +240,35 @@ def _node_of(group, index: int) -> str:
     return "unknown"
 
 
-def run_here(spec: dict, driver_at: float) -> None:
-    """A job of one instance: run in this driver, which Ray placed in its resources (and
-    whose CUDA_VISIBLE_DEVICES are Ray's assignment); ended by SIGTERM, Ray's stop."""
-    if spec.get("refused"):  # the platform found that no node can hold it
-        _fail(spec, spec["refused"])
-    instance = spec["instances"][0]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "") if spec["is_gpu"] else ""
-    signal.signal(signal.SIGTERM, _exit_stopped)
-    result = run_command(instance, [g for g in visible.split(",") if g], node_address())
-    failure = result.pop("refused", None)
-    if failure is None and result["exit_code"] != 0:
-        failure = {"host": instance["host"], "exit_code": result["exit_code"]}
-    times = {"driver_at": driver_at, "placed_at": driver_at}
-    results = {instance["host"]: result} if "exit_code" in result else {}
-    _write_result(spec, {"failure": failure, "instances": results, "times": times})
-    sys.exit(1 if failure else 0)
-
-
-def _exit_stopped(signum, frame):
-    raise SystemExit(143)  # in run_command's wait: the instance's group is ended first
-
-
-def run(spec: dict, driver_at: float) -> None:
-    """A job of N instances: a placement group, and a Ray task per instance in its bundle."""
+def run_job(spec: dict, stopping: threading.Event, run_instance) -> dict | None:
+    """One platform job: its placement group, a task per instance in its bundle, the first
+    failure ending the others; its result, or None where it was stopped."""
     import ray
+    from ray.util.placement_group import remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    ray.init()  # the cluster this Ray job runs on
-    group, strategy = place(spec)
-    placed_at = time.time()
-
-    @ray.remote(max_retries=0)
-    def run_instance(instance: dict, is_gpu: bool) -> dict:
-        gpus = ray.get_gpu_ids() if is_gpu else []  # a CPU instance type sees none
-        return run_command(instance, gpus, ray.util.get_node_ip_address())
-
+    started_at = time.time()
+    group, strategy = place(spec, stopping)
+    if group is None:
+        return {"failure": strategy, "instances": {}} if strategy else None
+    placed_at, bundle = time.time(), spec["bundle"]
     refs = {}
     for index, instance in enumerate(spec["instances"]):
-        bundle = spec["bundle"]
         options = {"num_cpus": bundle["CPU"], "num_gpus": bundle["GPU"], "memory": bundle["memory"]}
-        refs[
-            run_instance.options(
-                **options,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=group, placement_group_bundle_index=index
-                ),
-            ).remote(instance, spec["is_gpu"])
-        ] = (index, instance["host"])
-
-    def stop(signum, frame):  # Ray's stop: end the instances' process groups, then exit
-        for ref in refs:
-            with contextlib.suppress(Exception):
-                ray.cancel(ref)
-        ray.wait(list(refs), num_returns=len(refs), timeout=STOP_GRACE_S + 0.5)
-        sys.exit(143)
-
-    signal.signal(signal.SIGTERM, stop)
+        strategy_of = PlacementGroupSchedulingStrategy(
+            placement_group=group, placement_group_bundle_index=index
+        )
+        ref = run_instance.options(
+            **options, scheduling_strategy=strategy_of, name=f"{spec['unique']}/{instance['host']}"
+        ).remote(instance, spec["is_gpu"])
+        refs[ref] = (index, instance["host"])
     results: dict[str, dict] = {}
     pending = list(refs)
     failure: str | dict | None = None  # the first: a reason, or a failed instance's exit
-    while pending and failure is None:
-        done, pending = ray.wait(pending, num_returns=1)
+    while pending and failure is None and not stopping.is_set():
+        done, pending = ray.wait(pending, num_returns=1, timeout=0.2)
+        if not done:
+            continue
         index, host = refs[done[0]]
         try:
             results[host] = ray.get(done[0])
@@ -309,29 +279,84 @@ def run(spec: dict, driver_at: float) -> None:
             continue
         if "refused" in results[host]:
             failure = results.pop(host)["refused"]
-            continue
-        code = results[host]["exit_code"]
-        if code != 0:
-            failure = {"host": host, "exit_code": code}
-    for ref in pending:  # the first failure ends the job
+        elif results[host]["exit_code"] != 0:
+            failure = {"host": host, "exit_code": results[host]["exit_code"]}
+    for ref in pending:  # a failure, or the stop, ends the others: their process groups
         ray.cancel(ref)
     if pending:
         ray.wait(pending, num_returns=len(pending), timeout=STOP_GRACE_S + 1)
+    remove_placement_group(group)
+    if stopping.is_set() and failure is None:
+        return None
     # The times (epoch seconds) say where a job's start goes: benchmarks/ray.py prints them.
-    times = {"driver_at": driver_at, "placed_at": placed_at}
-    _write_result(
-        spec, {"failure": failure, "instances": results, "strategy": strategy, "times": times}
-    )
-    sys.exit(1 if failure else 0)
+    times = {"driver_at": started_at, "placed_at": placed_at}
+    return {"failure": failure, "instances": results, "strategy": strategy, "times": times}
+
+
+def serve_job(entry: str, stopping: threading.Event, run_instance) -> None:
+    """The job a queue entry names, run to its end: its result.json (none where stopped: the
+    platform knows), then the entry removed."""
+    spec = None
+    try:
+        with open(entry) as f:
+            spec_file = f.read().strip()
+        with open(spec_file) as f:
+            spec = json.load(f)
+        result = run_job(spec, stopping, run_instance)
+    except Exception as e:
+        result = {"failure": f"the platform's Ray driver failed: {type(e).__name__}: {e}"}
+        result["instances"] = {}
+    if spec is not None and result is not None:
+        if isinstance(result["failure"], str):
+            _log_all(spec, result["failure"])
+        _write_result(spec, result)
+    with contextlib.suppress(OSError):
+        os.unlink(entry)
+
+
+def serve(queue: str) -> None:
+    """The platform's one Ray driver: runs every job queued in `queue` (a file per job naming
+    its job.json, written by backends/ray.py) as tasks of this one Ray job, whose workers Ray
+    reuses from job to job; a job is stopped by a `stop` file beside its job.json. An entry
+    taken by a driver that ended (its tasks ended with it) is not run again: the platform
+    fails that job."""
+    import ray
+
+    ray.init()  # the cluster this Ray job runs on
+
+    @ray.remote(max_retries=0)
+    def run_instance(instance: dict, is_gpu: bool) -> dict:
+        gpus = ray.get_gpu_ids() if is_gpu else []  # a CPU instance type sees none
+        return run_command(instance, gpus, ray.util.get_node_ip_address())
+
+    running: dict[str, tuple[threading.Thread, threading.Event, str]] = {}
+    for entry in os.scandir(queue):  # taken by a driver before this one: never run twice
+        if entry.name.endswith(".taken"):
+            os.unlink(entry.path)
+    while True:
+        for entry in os.scandir(queue):
+            if entry.name.endswith((".tmp", ".taken")) or entry.name in running:
+                continue
+            taken = entry.path + ".taken"
+            os.replace(entry.path, taken)
+            with open(taken) as f:
+                stop_file = os.path.join(os.path.dirname(f.read().strip()), "stop")
+            stopping = threading.Event()
+            thread = threading.Thread(
+                target=serve_job, args=(taken, stopping, run_instance), daemon=True
+            )
+            running[entry.name] = (thread, stopping, stop_file)
+            thread.start()
+        for name, (thread, stopping, stop_file) in list(running.items()):
+            if not thread.is_alive():
+                del running[name]
+            elif not stopping.is_set() and os.path.exists(stop_file):
+                stopping.set()
+        time.sleep(SCAN_S)
 
 
 def main() -> None:
-    driver_at = time.time()
-    with open(sys.argv[1] if len(sys.argv) > 1 else "job.json") as f:
-        spec = json.load(f)
-    if len(spec["instances"]) == 1:
-        run_here(spec, driver_at)
-    run(spec, driver_at)
+    serve(sys.argv[1])
 
 
 if __name__ == "__main__":
