@@ -253,6 +253,33 @@ def test_a_restart_while_a_job_runs(platform, tmp_path):
         assert job["status"] == "Failed" and "shut down" in job["failure_reason"]
 
 
+@pytest.mark.ray
+def test_a_job_fails_saying_so_when_the_platforms_ray_driver_ends(platform, api, tmp_path):
+    """The Ray job that runs the platform's jobs stopped on the Ray cluster under a running job:
+    that job fails naming it, and the next job runs on a new one."""
+    if platform.backend != "ray":
+        pytest.skip("the driver is Ray's")
+    from ray.job_submission import JobSubmissionClient
+
+    unique = api.submit(
+        {"train.py": WAIT_FOR_GO}, job_name="orphan", env={"GO_FILE": str(tmp_path / "never")}
+    )
+    api.wait_for_log(unique, "ready")
+    ray_jobs = JobSubmissionClient(platform.flags["ray_address"])
+    queue = str(platform.data_dir / "ray-queue")
+    (driver,) = [
+        j.submission_id
+        for j in ray_jobs.list_jobs()
+        if (j.metadata or {}).get("kaio_queue") == queue and not j.status.is_terminal()
+    ]
+    ray_jobs.stop_job(driver)
+    job = api.wait(unique)
+    assert job["status"] == "Failed"
+    assert f"the platform's Ray driver (Ray job {driver}) ended" in job["failure_reason"]
+    after = api.submit({"train.py": "print('on a new driver')"}, job_name="after")
+    assert api.wait(after)["status"] == "Completed"
+
+
 def test_tenants_see_only_their_own_outputs(platform):
     alice = Api(platform.url, platform.add_user())
     bob = Api(platform.url, platform.add_user())
