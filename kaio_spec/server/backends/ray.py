@@ -52,7 +52,7 @@ from kaio_spec.server.states import JobStatus
 log = logging.getLogger("kaio.server")
 
 DRIVER = Path(__file__).with_name("ray_driver.py")
-POLL_S = 0.1  # how often a job's result and queue entry are looked at (files: no request)
+POLL_S = 0.25  # how often a job's result and queue entry are looked at (files: no request)
 DRIVER_POLL_S = 1.0  # how often the platform's driver's Ray status is asked (one request)
 CONNECT_TIMEOUT_S = 60.0
 QUEUE = "ray-queue"  # in the data folder: a file per job queued for the driver

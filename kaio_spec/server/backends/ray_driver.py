@@ -30,6 +30,7 @@ import time
 PENDING_NOTICE_S = 5.0  # a job still unplaced after this long says why in its logs
 STOP_GRACE_S = 2.0  # an instance's process group: SIGTERM, then SIGKILL this much later
 SCAN_S = 0.1  # how often the queue and the stop files are looked at
+WAIT_S = 0.5  # how long a job's thread waits on Ray before it looks at its stop again
 # Device nodes every CUDA program needs besides its GPUs' own (as namespaces.NVIDIA_CONTROL).
 NVIDIA_CONTROL = (
     "/dev/nvidiactl",
@@ -194,7 +195,7 @@ def place(spec: dict, stopping: threading.Event):
     )
     ready, since = group.ready(), time.monotonic()
     noticed = False
-    while not ray.wait([ready], timeout=0.2)[0]:
+    while not ray.wait([ready], timeout=WAIT_S)[0]:
         if stopping.is_set():
             remove_placement_group(group)
             return None, None
@@ -266,7 +267,7 @@ def run_job(spec: dict, stopping: threading.Event, run_instance) -> dict | None:
     pending = list(refs)
     failure: str | dict | None = None  # the first: a reason, or a failed instance's exit
     while pending and failure is None and not stopping.is_set():
-        done, pending = ray.wait(pending, num_returns=1, timeout=0.2)
+        done, pending = ray.wait(pending, num_returns=1, timeout=WAIT_S)
         if not done:
             continue
         index, host = refs[done[0]]
