@@ -10,14 +10,21 @@ Needs the `ray` extra (pip install -e '.[ray]'). Prints, in one run:
      Ray's beside the local runner's, with their ratio;
   3. one job of N instances on each, end to end;
   4. where a Ray job's start goes (medians over the batch): from the platform starting it (out
-     of its queue) to its driver running, to its placement group placed, to an instance running.
+     of its queue) to its driver running, to its placement group placed, to an instance running;
+  5. CPU seconds per job of the batch (load-independent): the server's (its job processes
+     included, once ended) and the cluster's: every process the cluster started (workers, job
+     supervisors, drivers, instances), exited ones included, from a cpuacct cgroup of its own
+     (cgroup v1; where none can be made, only the cluster's live processes are counted). The
+     local column's cluster figure is what the idle cluster costs meanwhile.
 Target (issue 17): under 1 s per job on the cluster for the batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -52,8 +59,71 @@ def epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-def run_batch(api: Api, count: int, instances: int = 1) -> dict:
-    """Submit `count` jobs at once, wait for all; wall time and each job's latency."""
+def cpu_seconds(pids) -> float:
+    """CPU time of these processes so far, with their children's that they reaped."""
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
+class ClusterCpu:
+    """The CPU seconds of the cluster started in `started_in()`: its cpuacct cgroup's (every
+    process it ever started, exited ones too), or its live processes' where none can be made."""
+
+    def __init__(self):
+        self.group: Path | None = CPUACCT / f"kaio-bench-ray-{os.getpid()}"
+        self.cluster = None
+
+    @contextlib.contextmanager
+    def started_in(self):
+        home = next(
+            (
+                line.split(":", 2)[2].strip()
+                for line in Path("/proc/self/cgroup").read_text().splitlines()
+                if line.split(":")[1] == "cpuacct"
+            ),
+            None,
+        )
+        try:
+            self.group.mkdir()
+            (self.group / "cgroup.procs").write_text(str(os.getpid()))
+        except (OSError, TypeError):  # no cgroup v1 cpuacct, or not ours to write
+            self.remove()
+            self.group = None
+        try:
+            yield
+        finally:
+            if self.group is not None:  # this process back home: only the cluster stays in it
+                (CPUACCT / home.lstrip("/") / "cgroup.procs").write_text(str(os.getpid()))
+
+    def seconds(self) -> float:
+        if self.group is None:
+            return cpu_seconds(self.cluster.pids())
+        return int((self.group / "cpuacct.usage").read_text()) / 1e9
+
+    def remove(self) -> None:
+        """The group, once the cluster's last processes have left it (they exit a moment
+        after the cluster's shutdown)."""
+        for _ in range(50):
+            if self.group is None or not self.group.exists():
+                return
+            with contextlib.suppress(OSError):
+                self.group.rmdir()
+            time.sleep(0.2)
+
+
+def run_batch(api: Api, count: int, instances: int = 1, cpu=lambda: {}) -> dict:
+    """Submit `count` jobs at once, wait for all; wall time, each job's latency, and CPU
+    seconds used meanwhile by each group of processes `cpu()` measures."""
+    cpu0 = cpu()
     t0 = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         names = list(
@@ -70,7 +140,8 @@ def run_batch(api: Api, count: int, instances: int = 1) -> dict:
     if bad:
         raise SystemExit(f"jobs did not complete: {bad}")
     latency = [epoch(j["end_time"]) - epoch(j["timestamp"]) for j in jobs]
-    return {"wall": wall, "latency": latency, "names": names}
+    used = {k: v - cpu0[k] for k, v in cpu().items()}
+    return {"wall": wall, "latency": latency, "names": names, "cpu": used}
 
 
 def ray_phases(data_dir: Path, names: list[str], started: dict[str, float]) -> dict:
@@ -95,7 +166,10 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=4)
     args = parser.parse_args()
 
-    cluster = ray_cluster.start(nodes=3)
+    cluster_cpu = ClusterCpu()
+    with cluster_cpu.started_in():
+        cluster = ray_cluster.start(nodes=3)
+    cluster_cpu.cluster = cluster
     try:
         time.sleep(2)  # settled, before its memory is read
         rss = sum(_rss(pid) for pid in cluster.pids())
@@ -119,7 +193,15 @@ def main() -> None:
             server.start()
             try:
                 api = Api(server.url, server.add_user())
-                batch = run_batch(api, args.batch)
+
+                def cpu(server=server):
+                    tree = psutil.Process(server.proc.pid).children(recursive=True)
+                    return {
+                        "server": cpu_seconds([server.proc.pid, *(p.pid for p in tree)]),
+                        "cluster": cluster_cpu.seconds(),
+                    }
+
+                batch = run_batch(api, args.batch, cpu=cpu)
                 multi = run_batch(api, 1, args.instances)
                 results[name] = (batch, multi, api)
                 if name == "ray":
@@ -130,6 +212,7 @@ def main() -> None:
         report(results, args, phases)
     finally:
         cluster.shutdown()
+        cluster_cpu.remove()
 
 
 def _rss(pid: int) -> int:
@@ -150,6 +233,9 @@ def report(results: dict, args, phases: dict) -> None:
     print(f"  median job latency      {ml:7.2f} s {mr:7.2f} s  {mr / ml:6.1f}x")
     wl, wr = lm["wall"], rm["wall"]
     print(f"one {args.instances}-instance job          {wl:7.2f} s {wr:7.2f} s  {wr / wl:6.1f}x")
+    for part in ("server", "cluster"):
+        cl, cr = lb["cpu"][part] / args.batch, rb["cpu"][part] / args.batch
+        print(f"  CPU per job, {part:<10}{cl:7.2f} s {cr:7.2f} s")
     print("\na Ray job's start, from the platform's (medians over the batch):")
     for phase, seconds in phases.items():
         print(f"  {phase:<22}{seconds:7.2f} s")

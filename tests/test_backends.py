@@ -136,10 +136,12 @@ def test_instances_see_the_sm_variables_and_keep_their_outputs_apart(platform, a
     if platform.backend == "ray":
         # Ray's instances run in the platform's namespaces on their nodes, as local ones.
         assert api.get("/healthz").json()["jobs_confined"] is True
-        from ray.job_submission import JobSubmissionClient
+        # The job's name and labels on the Ray side: its placement group's name.
+        from ray.util.state import list_placement_groups
 
-        info = JobSubmissionClient(platform.flags["ray_address"]).get_job_info(unique)
-        assert info.submission_id == unique and info.metadata["team"] == "vision"
+        groups = list_placement_groups(address=platform.flags["ray_address"], limit=10_000)
+        names = [json.loads(g.name) for g in groups if g.name.startswith("{")]
+        assert {"kaio_job": unique, "team": "vision"} in names
 
 
 def test_stop_ends_the_job_stopped_after_its_sigterm_handler_ran(api):
@@ -251,6 +253,33 @@ def test_a_restart_while_a_job_runs(platform, tmp_path):
         assert job["status"] == "Failed" and "shut down" in job["failure_reason"]
 
 
+@pytest.mark.ray
+def test_a_job_fails_saying_so_when_the_platforms_ray_driver_ends(platform, api, tmp_path):
+    """The Ray job that runs the platform's jobs stopped on the Ray cluster under a running job:
+    that job fails naming it, and the next job runs on a new one."""
+    if platform.backend != "ray":
+        pytest.skip("the driver is Ray's")
+    from ray.job_submission import JobSubmissionClient
+
+    unique = api.submit(
+        {"train.py": WAIT_FOR_GO}, job_name="orphan", env={"GO_FILE": str(tmp_path / "never")}
+    )
+    api.wait_for_log(unique, "ready")
+    ray_jobs = JobSubmissionClient(platform.flags["ray_address"])
+    queue = str(platform.data_dir / "ray-queue")
+    (driver,) = [
+        j.submission_id
+        for j in ray_jobs.list_jobs()
+        if (j.metadata or {}).get("kaio_queue") == queue and not j.status.is_terminal()
+    ]
+    ray_jobs.stop_job(driver)
+    job = api.wait(unique)
+    assert job["status"] == "Failed"
+    assert f"the platform's Ray driver (Ray job {driver}) ended" in job["failure_reason"]
+    after = api.submit({"train.py": "print('on a new driver')"}, job_name="after")
+    assert api.wait(after)["status"] == "Completed"
+
+
 def test_tenants_see_only_their_own_outputs(platform):
     alice = Api(platform.url, platform.add_user())
     bob = Api(platform.url, platform.add_user())
@@ -336,6 +365,32 @@ def test_a_job_no_ray_node_can_hold_fails_saying_why(platform, api):
     job = api.wait(unique)
     assert job["status"] == "Failed"
     assert "holds at most 6 of the 8 instances of ml.m5.large" in job["failure_reason"]
+
+
+@pytest.mark.ray
+def test_a_lost_node_fails_a_one_instance_job_naming_it(platform, api, loopback_ray):
+    """A one-instance job runs in its Ray job's driver, placed by Ray: its node killed, the
+    job fails naming the instance and the node. Three such jobs, two fit a node: one at least
+    runs on a worker node (the head cannot be lost here)."""
+    if platform.backend != "ray":
+        pytest.skip("nodes are Ray's")
+    code = "import time\nprint('started', flush=True)\ntime.sleep(600)\n"
+    uniques = [api.submit({"train.py": code}, job_name=f"alone-{i}") for i in range(3)]
+    drivers = {
+        unique: int(api.wait_for_log(unique, "(worker ").split("(worker ")[1].split(")")[0])
+        for unique in uniques
+    }
+    unique, node = next(
+        (u, n) for u, pid in drivers.items() if (n := loopback_ray.worker_node_of(pid))
+    )
+    loopback_ray.replace_node(node)
+    try:
+        job = api.wait(unique)
+        assert job["status"] == "Failed"
+        assert "algo-1 was lost with its Ray node 127.0.0.1" in job["failure_reason"]
+    finally:
+        for other in uniques:
+            api.post(f"/jobs/{other}/stop")
 
 
 @pytest.mark.ray

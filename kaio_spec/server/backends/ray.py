@@ -1,12 +1,21 @@
-"""The Ray backend: each platform job one Ray job (Ray Jobs API) on a Ray cluster.
+"""The Ray backend: the platform's jobs run on a Ray cluster, as tasks of one long-lived Ray
+job of the platform's, whose driver is ray_driver.py (run from this install, which the nodes
+share).
 
-The Ray job's submission id is the platform's job name, so a restart never submits twice and a
-restarted platform follows the jobs still running (`reattach`); labels travel as its metadata.
-Its driver (ray_driver.py, run from this install, which the nodes share) reserves a placement group of
-one bundle per instance, sized from the catalog, and runs each instance there with the local
-runner's environment (SM_CURRENT_HOST, SM_HOSTS, SM_RESOURCE_CONFIG, the job's env, and
-CUDA_VISIBLE_DEVICES from Ray's assignment), confined as a local one is: where the platform
-runs jobs in namespaces, each instance runs in the bwrap command the local runner would start.
+Why one Ray job for all, not one per platform job: a Ray job costs a process of Ray's own (its
+job supervisor, about 1.8 CPU seconds to start, measured by benchmarks/ray.py's cgroup), and a
+driver and a worker per instance besides; tasks of one driver run on Ray workers it reuses from
+job to job (a placement group and a task: about 0.2 CPU seconds a job). What a Ray job per
+platform job gave is kept: the platform's job name is the job's key in the driver's queue (a
+file per job on the shared folder, taken once: a restart never runs a job twice) and names its
+placement group (with the job's labels) and tasks on the Ray side; a restarted platform follows
+its jobs by that key; stop is a `stop` file beside the job's spec, which the driver acts on.
+
+The driver reserves a placement group of one bundle per instance, sized from the catalog, and
+runs each instance in a task of its bundle with the local runner's environment (SM_CURRENT_HOST,
+SM_HOSTS, SM_RESOURCE_CONFIG, the job's env, and CUDA_VISIBLE_DEVICES from Ray's assignment),
+confined as a local one is: where the platform runs jobs in namespaces, each instance runs in
+the bwrap command the local runner would start.
 
 The data folder is shared: every node sees it at the same path (one machine, or NFS), so each
 instance works in, and logs to, the same folders as a local one (algo-N/, logs/algo-N/): logs
@@ -25,12 +34,13 @@ import os
 import shlex
 import socket
 import sys
+import threading
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import ray
-from ray.job_submission import JobStatus as RayStatus
 from ray.job_submission import JobSubmissionClient
 
 from kaio_spec import catalog
@@ -42,9 +52,10 @@ from kaio_spec.server.states import JobStatus
 log = logging.getLogger("kaio.server")
 
 DRIVER = Path(__file__).with_name("ray_driver.py")
-POLL_S = 0.25  # how often a running job's Ray status is asked for
+POLL_S = 0.25  # how often a job's result and queue entry are looked at (files: no request)
+DRIVER_POLL_S = 1.0  # how often the platform's driver's Ray status is asked (one request)
 CONNECT_TIMEOUT_S = 60.0
-STOPPED_ON_RAY = "the Ray job was stopped on the Ray cluster, not through this platform"
+QUEUE = "ray-queue"  # in the data folder: a file per job queued for the driver
 
 
 class RayBackend:
@@ -57,21 +68,68 @@ class RayBackend:
         self.started_ray = config.ray_address is None
         self.address = config.ray_address or start_local_ray()
         self.client = connect(self.address)
+        self.queue = parts.layout.data_dir / QUEUE
+        self.queue.mkdir(mode=0o700, exist_ok=True)
+        self._lock = threading.Lock()
+        self._driver: str | None = None  # its submission id
+        self._ended: dict[str, tuple[float, str | None]] = {}  # driver: asked at, why ended
+        self.driver()
         confined = "in namespaces on each node" if parts.sandbox.namespaced else "unconfined"
-        print(f"kaio server: jobs run as Ray jobs on {self.address}, {confined}", file=sys.stderr)
+        print(
+            f"kaio server: jobs run on the Ray cluster at {self.address}, {confined}",
+            file=sys.stderr,
+        )
 
     def run(self, job: dict, gpus: list[list[int]], alone: bool) -> RayRun:
         return RayRun(job, self, attached=False)
 
     def reattach(self, job: dict) -> RayRun | None:
-        try:
-            self.client.get_job_info(job["unique_job_name"])
-        except Exception:  # unknown to Ray (never submitted, or the cluster is another)
-            return None
         run = RayRun(job, self, attached=True)
+        if not run.queued():
+            return None  # never queued (or ended unseen): nothing of it runs
         if job["status"] == JobStatus.STOPPING.value:
-            run.stop("user")  # asked before the restart: asked again of Ray once it runs
+            run.stop("user")  # asked before the restart: asked again once it runs
         return run
+
+    def driver(self) -> str:
+        """The submission id of the platform's driver, the Ray job that runs its jobs: the one
+        running for this queue, or a new one."""
+        current = self._driver
+        if current and self.driver_ended(current) is None:
+            return current
+        with self._lock:
+            if self._driver != current:  # another thread found or started one meanwhile
+                return self._driver
+            for job in self.client.list_jobs():
+                meta = job.metadata or {}
+                if meta.get("kaio_queue") == str(self.queue) and not job.status.is_terminal():
+                    self._driver = job.submission_id
+                    return self._driver
+            self._driver = f"kaio-driver-{uuid.uuid4().hex[:12]}"
+            submit_when_an_agent_answers(
+                self.client,
+                # This platform's Python and driver: the same install, path, on every node.
+                # -I: the driver's folder off sys.path, where this ray.py would hide Ray.
+                entrypoint=shlex.join([sys.executable, "-I", str(DRIVER), str(self.queue)]),
+                submission_id=self._driver,
+                metadata={"kaio_queue": str(self.queue)},
+                entrypoint_num_cpus=0,
+            )
+            return self._driver
+
+    def driver_ended(self, driver_id: str) -> str | None:
+        """Why the platform's driver `driver_id` ended, or None while it runs: asked of Ray at
+        most every DRIVER_POLL_S, one request for all the jobs followed."""
+        with self._lock:
+            asked_at, ended = self._ended.get(driver_id, (0.0, None))
+            if ended or time.monotonic() - asked_at < DRIVER_POLL_S:
+                return ended
+            info = self.client.get_job_info(driver_id)
+            if info.status.is_terminal():
+                ended = f"the platform's Ray driver (Ray job {driver_id}) ended: {info.status}"
+                ended += f" {info.message}" if info.message else ""
+            self._ended[driver_id] = (time.monotonic(), ended)
+            return ended
 
     def close(self) -> None:
         if self.started_ray:
@@ -137,24 +195,25 @@ def bundle_of(itype: catalog.InstanceType, scale: float = 1.0) -> dict[str, floa
 
 
 class RayRun(JobRun):
-    """One job as one Ray job; set-up (requirements) and the end (outputs, telemetry, final
-    status) as the local runner's, the instances on the cluster."""
+    """One job on the Ray cluster, queued for the platform's driver; set-up (requirements) and
+    the end (outputs, telemetry, final status) as the local runner's."""
 
     def __init__(self, job: dict, backend: RayBackend, attached: bool):
         no_gpus: list[list[int]] = [[] for _ in range(job["instance_count"])]  # Ray assigns them
         super().__init__(*backend.parts.job_run(job, no_gpus, [], False))
         self.prestart = None  # local processes started ahead: not for instances on Ray
-        self.client = backend.client
+        self.backend = backend
         self.address = backend.address
         self.attached = attached
-        self.detached = False  # the platform shut down: the Ray job runs on, followed later
+        self.detached = False  # the platform shut down: the job runs on, followed later
         self.survives_shutdown = not backend.started_ray  # a Ray of its own ends with it
         self.spec_dir = self.files.root / "ray"
+        self.entry = backend.queue / self.unique
 
     # ---- a fresh run: JobRun's, with these steps --------------------------------------------
 
     def _notices(self) -> None:
-        self._log_all(f"kaio: runs as Ray job {self.unique} on the Ray cluster at {self.address}\n")
+        self._log_all(f"kaio: runs on the Ray cluster at {self.address}\n")
 
     def _launch(self, python: str) -> None:
         # As JobRun._launch: inputs (filestore.py) linked in before the package is handed out.
@@ -187,13 +246,20 @@ class RayRun(JobRun):
         }
 
     def _submit(self, instances: list[dict]) -> None:
-        """The Ray job, once. Its spec holds the job's env: 0600, on the platform's disk, never
-        in Ray's own tables. The driver runs from this install (the same on every node), not
-        from a working_dir: jobs started at once shared one cached working_dir (the same
-        files), which one job's clean-up removed under another's driver (benchmarks/ray.py)."""
+        """The job queued for the platform's driver, once. Its spec holds the job's env: 0600,
+        on the platform's disk, never in Ray's own tables."""
+        if self.queued():
+            return  # queued already (a restart between the queueing and its record)
         itype = self.itype
+        labels = self.job.get("labels") or {}
+        if isinstance(labels, str):
+            labels = json.loads(labels)
         spec = {
             "unique": self.unique,
+            # The placement group's name on the Ray side: the job and its labels.
+            "ray_name": json.dumps(
+                {"kaio_job": self.unique, **{str(k): str(v) for k, v in labels.items()}}
+            ),
             "instance_type": itype.name,
             "instances": instances,
             "bundle": bundle_of(itype, self.config.ray_scale),
@@ -205,51 +271,53 @@ class RayRun(JobRun):
         fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(spec, f)
-        labels = self.job.get("labels") or {}
-        if isinstance(labels, str):
-            labels = json.loads(labels)
-        try:
-            submit_when_an_agent_answers(
-                self.client,
-                # This platform's Python and driver: the same install, path, on every node.
-                # -I: the driver's folder off sys.path, where this ray.py would hide Ray.
-                entrypoint=shlex.join([sys.executable, "-I", str(DRIVER), str(spec_file)]),
-                submission_id=self.unique,
-                metadata={"kaio_job": self.unique, **{str(k): str(v) for k, v in labels.items()}},
-                entrypoint_num_cpus=0,
-            )
-        except Exception as refused:
-            # Submitted already (a restart between the submission and its record): follow it.
-            try:
-                self.client.get_job_info(self.unique)
-            except Exception:
-                raise refused from None
+        (self.spec_dir / "driver").write_text(self.backend.driver())
+        tmp = self.entry.with_name(self.unique + ".tmp")
+        tmp.write_text(str(spec_file))
+        os.replace(tmp, self.entry)  # whole, or not there: the driver takes it once
+
+    def queued(self) -> bool:
+        """Whether it was queued: its entry waits or is taken, or it ended (its result)."""
+        taken = self.entry.with_name(self.unique + ".taken")
+        return any(p.exists() for p in (self.entry, taken, self.spec_dir / "result.json"))
 
     def _monitor(self, deadline: float) -> None:
-        """Follow the Ray job to its end: stop, max runtime and a shutdown handled here."""
+        """Follow the job to its end (its result.json, or its queue entry gone once stopped):
+        stop, max runtime and a shutdown handled here."""
         asked_stop = False
-        while True:
-            status = self.client.get_job_status(self.unique)
-            if status.is_terminal():
-                break
+        result = self.spec_dir / "result.json"
+        driver_id = (self.spec_dir / "driver").read_text().strip()
+        while not result.exists():
+            if not self.queued():  # taken and let go without a result: stopped, or lost
+                if not asked_stop:
+                    self.failure = (
+                        self.failure
+                        or "the platform's Ray driver let the job go without a result (it was restarted)"
+                    )
+                return
+            ended = self.backend.driver_ended(driver_id)
+            if ended and not result.exists():
+                self.entry.unlink(missing_ok=True)  # not for the next driver: it failed here
+                self.failure = self.failure or ended
+                return
             if time.monotonic() >= deadline and self.stop_reason is None:
                 self._begin_runtime_stop()
             if self._stop_requested.is_set() and not asked_stop:
                 if self.stop_reason == runner.SHUTDOWN_REASON and self.survives_shutdown:
                     self.detached = True  # it runs on; the next platform re-attaches
                     return
-                self.client.stop_job(self.unique)
+                (self.spec_dir / "stop").touch()
                 asked_stop = True
             with contextlib.suppress(Exception):
                 self.events.get(timeout=POLL_S)
-        self._read_result(status)
+        self._read_result()
 
-    def _read_result(self, status: RayStatus) -> None:
+    def _read_result(self) -> None:
         """Each instance's exit and use, and the failure, from the driver's result.json."""
         try:
             result = json.loads((self.spec_dir / "result.json").read_text())
         except (OSError, ValueError):
-            result = {"instances": {}, "failure": None}
+            result = {"instances": {}, "failure": "the job's result from Ray cannot be read"}
         for inst in self.instances:
             done = result["instances"].get(inst.host)
             if done:
@@ -267,11 +335,6 @@ class RayRun(JobRun):
             self.failure = f"{self._failure_reason(inst, code)}\n(on node {node})"
         elif failure:
             self.failure = failure
-        elif status == RayStatus.STOPPED:
-            self.failure = STOPPED_ON_RAY
-        elif status == RayStatus.FAILED:
-            info = self.client.get_job_info(self.unique)
-            self.failure = f"the Ray job failed: {info.message}"
 
     def _exit_code(self, code: int) -> int:
         # bwrap says a signal that killed the command as 128+N, as the local runner reads it.
