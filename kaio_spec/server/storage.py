@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, cast
 from urllib.parse import quote, urlencode
 
 from kaio_spec import catalog, validation
@@ -609,7 +609,11 @@ def _write_member(tf: tarfile.TarFile, m: tarfile.TarInfo, parts: unpack.Parts, 
     elif m.islnk():
         tree.hardlink(parts, _parts(m.linkname))
     else:
-        data = tf.extractfile(m) if m.sparse is not None else _MemberData(tf.fileobj, m)
+        data = (
+            tf.extractfile(m)
+            if m.sparse is not None
+            else _MemberData(cast(BinaryIO, tf.fileobj), m)
+        )
         assert data is not None
         tree.write_file(parts, data, (m.mode & 0o755) | 0o600, m.mtime, _COPY_BUFSIZE)
 

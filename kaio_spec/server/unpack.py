@@ -18,7 +18,14 @@ import os
 import stat
 import sys
 from collections.abc import Callable
-from typing import IO
+from typing import Protocol
+
+
+class Readable(Protocol):
+    """What write_file reads a member's bytes from: a file, or storage._MemberData."""
+
+    def read(self, size: int, /) -> bytes: ...
+
 
 Parts = tuple[str, ...]  # a path below the root, one name per component, none '', '.' or '..'
 
@@ -194,7 +201,7 @@ class Tree:
                     raise
         self._folders.append((parts, mode, mtime))
 
-    def write_file(self, parts: Parts, data: IO[bytes], mode: int, mtime: float, bufsize: int):
+    def write_file(self, parts: Parts, data: Readable, mode: int, mtime: float, bufsize: int):
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(parts[-1], flags, 0o600, dir_fd=self._folder(parts[:-1], True))
         with open(fd, "wb", buffering=0, closefd=True) as out:

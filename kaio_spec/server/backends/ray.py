@@ -98,13 +98,18 @@ class RayBackend:
         if current and self.driver_ended(current) is None:
             return current
         with self._lock:
-            if self._driver != current:  # another thread found or started one meanwhile
+            if self._driver and self._driver != current:  # another thread found or started one
                 return self._driver
             for job in self.client.list_jobs():
                 meta = job.metadata or {}
-                if meta.get("kaio_queue") == str(self.queue) and not job.status.is_terminal():
-                    self._driver = job.submission_id
-                    return self._driver
+                found = job.submission_id
+                if (
+                    found
+                    and meta.get("kaio_queue") == str(self.queue)
+                    and not job.status.is_terminal()
+                ):
+                    self._driver = found
+                    return found
             self._driver = f"kaio-driver-{uuid.uuid4().hex[:12]}"
             submit_when_an_agent_answers(
                 self.client,
