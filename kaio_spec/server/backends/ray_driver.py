@@ -1,16 +1,16 @@
-"""The driver of one platform job on a Ray cluster: the entrypoint of its Ray job.
+"""The platform's one Ray driver: the entrypoint of the one long-lived Ray job that runs all of
+its jobs (backends/ray.py says why one, not one per platform job).
 
-Run by its path in the platform's install (the same on every node) with the path of its
-`job.json` (what backends/ray.py wrote); it imports only the standard library, and ray where it
-places more than one instance. A job of one instance runs right here: Ray placed this driver in
-the instance's resources (the Ray job's entrypoint_num_cpus, _memory, _gpus), so no placement
-group, no Ray worker and no Ray import are needed (each costs a Python process starting on a
-node, about a CPU second). A job of N instances reserves a placement group of one bundle per
-instance (STRICT_SPREAD where the cluster has as many nodes, SPREAD otherwise) and runs each
-instance's command in a task pinned to its bundle. In namespaces an instance runs in the bwrap
-command the platform built, with this node's bwrap, never unconfined. The driver writes
-`result.json` (each instance's exit, run time, CPU time, peak memory, node) where job.json says.
-The first instance that fails, or whose node is lost, ends the job: the others are stopped.
+Run by its path in the platform's install (the same on every node) with the path of the queue
+folder: a file per job naming its `job.json` (what backends/ray.py wrote). The driver takes an
+entry once (renamed `.taken`: a driver that starts after another ended never runs it again) and
+runs the job in a thread of its own: a placement group of one bundle per instance (STRICT_SPREAD
+where the cluster has as many nodes, SPREAD otherwise), named by the job's unique name, and each
+instance's command in a task pinned to its bundle, on workers Ray reuses from job to job. In
+namespaces an instance runs in the bwrap command the platform built, with this node's bwrap,
+never unconfined. The driver writes `result.json` (each instance's exit, run time, CPU time, peak
+memory, node) where job.json says. The first instance that fails, or whose node is lost, ends
+the job: the others are stopped; so does a `stop` file beside job.json.
 """
 
 from __future__ import annotations
