@@ -958,7 +958,12 @@ def test_a_pipeline_jobs_page_links_its_needs_and_what_needs_it(browser, tenant,
 def test_a_job_page_open_when_its_dependent_is_submitted_links_it(browser, tenant):
     """kaio apply submits a dependent once the job it needs has ended: the open page finds it."""
     api, key = tenant
-    prep = api.submit({"train.py": "print(1)\n"}, job_name="solo-prep", labels={"key": "prep"})
+    # The labels kaio apply gives (planning._labels): the manifest's name, the job's key, and
+    # for a job with needs, the job_names it needs (within the same manifest: docs/manifest.md).
+    labels = {"manifest": "solo"}
+    prep = api.submit(
+        {"train.py": "print(1)\n"}, job_name="solo-prep", labels={**labels, "key": "prep"}
+    )
     assert api.wait(prep)["status"] == "Completed"
     browser.sign_in(key)
     browser.go(f"#/job/{prep}")
@@ -966,7 +971,9 @@ def test_a_job_page_open_when_its_dependent_is_submitted_links_it(browser, tenan
     browser.wait_text("#job-history", "Completed")
     assert browser.css("#job-links") == []  # needs nothing, needed by nothing yet
     after = api.submit(
-        {"train.py": "print(2)\n"}, job_name="solo-train", labels={"needs": '["solo-prep"]'}
+        {"train.py": "print(2)\n"},
+        job_name="solo-train",
+        labels={**labels, "key": "train", "needs": '["solo-prep"]'},
     )
     browser.wait_text("#job-needed-by", "solo-train")
     assert browser.css("#job-needed-by a")[0].get_attribute("href").endswith(f"#/job/{after}")
