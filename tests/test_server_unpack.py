@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from server_support import Api, make_package, member
 
-from kaio_spec.server import storage, unpack
+from kaio_spec.server import ingest, storage, unpack
 
 CANARY = "canary beside the data folder: never to change\n"
 LINK_CHAIN_STEPS = "abcdefghijklmnop"  # 16 nested levels, a link at each
@@ -33,13 +33,14 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def past_path_max(levels_up: int, victim: str) -> tuple[bytes, str]:
+def past_path_max(levels_up: int, victim: str, streamed: bool = False) -> tuple[bytes, str]:
     """The CVE-2025-4517 package: 16 nested 247-character folders with a link to each, a
     254-character link `../`x16 at the end of the chain (which resolves to the folder unpacked
     into), a link `escape` through it `levels_up` folders further up, and a file
     `escape/<victim>`. Read textually every link stays inside; resolved, `escape` is outside,
     and the data filter's realpath gives up past PATH_MAX. The package and the chain link's
-    name."""
+    name. `streamed`: random bytes first make it larger than ingest.SMALL_BODY_BYTES, so the
+    server unpacks it as it arrives, not in one go once it is whole."""
     folder = "d" * 247
     members, path = [], ""
     for step in LINK_CHAIN_STEPS:
@@ -56,6 +57,10 @@ def past_path_max(levels_up: int, victim: str) -> tuple[bytes, str]:
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tf:
         train = tarfile.TarInfo("train.py")
         tf.addfile(train, io.BytesIO(b""))
+        if streamed:
+            pad = tarfile.TarInfo("pad.bin")
+            pad.size = 2 * ingest.SMALL_BODY_BYTES
+            tf.addfile(pad, io.BytesIO(os.urandom(pad.size)))
         for m in members:
             tf.addfile(m)
         tf.addfile(payload, io.BytesIO(data))
@@ -89,13 +94,18 @@ def _refused_naming(r: requests.Response, name: str) -> str:
 # <data>/jobs/<job>/pkg.tmp-*/ and <data>/packages/<user>/<sha>.tmp-*/tree/.
 JOB_LEVELS_UP = 4
 BASE_LEVELS_UP = 5
+# Each route unpacks a small body in one go once it is whole, a larger one as it arrives.
+STREAMED = pytest.mark.parametrize("streamed", [False, True], ids=["small", "streamed"])
 
 
-def test_a_link_chain_past_path_max_cannot_write_outside_through_a_job_package(api, server_factory):
+@STREAMED
+def test_a_link_chain_past_path_max_cannot_write_outside_through_a_job_package(
+    server_factory, streamed
+):
     server = server_factory(max_instances=2)
     api = Api(server.url, server.add_user())
     canary, secret = _guards(server)
-    package, chain = past_path_max(JOB_LEVELS_UP, "canary.txt")
+    package, chain = past_path_max(JOB_LEVELS_UP, "canary.txt", streamed)
     presigned = api.presign(job_name="escape")
     r = requests.put(presigned["upload_url"], data=package, timeout=60)
     _nothing_written_outside(server, canary, secret)
@@ -104,18 +114,24 @@ def test_a_link_chain_past_path_max_cannot_write_outside_through_a_job_package(a
     assert job["status"] == "Failed" and job["failure_reason"] == error
 
 
-def test_a_link_chain_past_path_max_cannot_write_outside_through_a_base_package(server_factory):
+@STREAMED
+def test_a_link_chain_past_path_max_cannot_write_outside_through_a_base_package(
+    server_factory, streamed
+):
     server = server_factory(max_instances=2)
     api = Api(server.url, server.add_user())
     canary, secret = _guards(server)
-    package, chain = past_path_max(BASE_LEVELS_UP, "canary.txt")
+    package, chain = past_path_max(BASE_LEVELS_UP, "canary.txt", streamed)
     r = api.session.put(f"{api.url}/packages/{sha(package)}", data=package, timeout=60)
     _nothing_written_outside(server, canary, secret)
     _refused_naming(r, chain)
     assert api.get(f"/packages/{sha(package)}").status_code == 404
 
 
-def test_a_link_chain_past_path_max_cannot_write_outside_through_an_overlay(server_factory):
+@STREAMED
+def test_a_link_chain_past_path_max_cannot_write_outside_through_an_overlay(
+    server_factory, streamed
+):
     server = server_factory(max_instances=2)
     api = Api(server.url, server.add_user())
     canary, secret = _guards(server)
@@ -130,7 +146,7 @@ def test_a_link_chain_past_path_max_cannot_write_outside_through_an_overlay(serv
         },
     ).json()
     assert presigned["base_package"] == sha(base)
-    package, chain = past_path_max(JOB_LEVELS_UP, "canary.txt")
+    package, chain = past_path_max(JOB_LEVELS_UP, "canary.txt", streamed)
     r = requests.put(presigned["upload_url"], data=package, timeout=60)
     _nothing_written_outside(server, canary, secret)
     _refused_naming(r, chain)

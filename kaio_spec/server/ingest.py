@@ -9,7 +9,8 @@ instead of a whole unpacking later. Only once the body is whole, and its hash is
 takes, are the package and its folder renamed into place; a body cut short, refused or hashed
 otherwise leaves nothing behind (close()), and a killed server's temp files are removed at start
 (storage.Layout.remove_partial_uploads). The checks are storage.py's and unpack.py's, the same
-whether the package comes from a file or from the wire.
+whether the package comes from a file or from the wire. A small body (SMALL_BODY_BYTES) is
+unpacked in one go once it is whole and accepted: the same checks, with no thread of its own.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ from kaio_spec.server import storage
 PIECE_BYTES = 1024 * 1024
 BODY_BUDGET = 8 * PIECE_BYTES
 AHEAD_BYTES = 32 * PIECE_BYTES
+# A body this small (a sweep cell's overlay: a few hundred bytes) is received whole on the event
+# loop and unpacked in one go once it is whole and its hash checked, by the thread that accepts
+# it: starting the threads that let a large package unpack while it arrives, and handing work
+# between them, cost more than the whole unpacking (benchmarks/scale.py's server CPU per job).
+SMALL_BODY_BYTES = 64 * 1024
 
 Extract = Callable[[BinaryIO, Path], None]  # (the package's bytes, the new folder to make)
 
@@ -182,21 +188,36 @@ class _Pipe(io.RawIOBase):
 
 class PackageIngest:
     """One upload of a package, given piece by piece to write() (a BodyPump's sink): each
-    piece is written to `part` and unpacked, as it arrives, by `extract` in a thread into a temp
-    folder beside `dest`. finish() once the body is whole and accepted; close() always, after."""
+    piece is written to `part` and, once the body has passed SMALL_BODY_BYTES, unpacked as it
+    arrives by `extract` in a thread into a temp folder beside `dest`; a smaller body is unpacked
+    by finish(), from memory, by the same `extract`. finish() once the body is whole and
+    accepted; close() always, after."""
 
     def __init__(self, part: Path, dest: Path, extract: Extract):
         self._part = part
         self._dest = dest
         self._tmp = storage.temp_beside(dest)
+        self._extract = extract
         self._file = open(part, "wb", buffering=0)  # noqa: SIM115 (closed by finish or close)
         self._pipe = _Pipe()
         self._error: BaseException | None = None
         self._ended = False
+        self._held: list[bytes] | None = []  # the body while small: None once it streams
+        self._held_bytes = 0
+        self._thread: threading.Thread | None = None
+
+    def _stream(self) -> None:
+        """Unpack from now on as the body arrives: the pieces held so far first."""
+        held, self._held = self._held or [], None
         self._thread = threading.Thread(
-            target=self._unpack, args=(extract,), name=f"ingest {dest.parent.name}", daemon=True
+            target=self._unpack,
+            args=(self._extract,),
+            name=f"ingest {self._dest.parent.name}",
+            daemon=True,
         )
         self._thread.start()
+        for piece in held:
+            self._pipe.put(piece)
 
     def _unpack(self, extract: Extract) -> None:
         try:
@@ -212,27 +233,38 @@ class PackageIngest:
     def write(self, piece: bytes) -> None:
         """The next piece of the body (receive_body hands each one over and drops it)."""
         self._file.write(piece)
-        self._pipe.put(piece)
+        if self._held is not None:
+            self._held.append(piece)
+            self._held_bytes += len(piece)
+            if self._held_bytes > SMALL_BODY_BYTES:
+                self._stream()
+        else:
+            self._pipe.put(piece)
 
     def finish(self, package: Path) -> None:
         """The body is whole and its hash the job's: store it as `package`, wait for its
-        unpacking and raise what that raised (storage.PackageError, BaseGone, OSError), or
-        rename its folder into place as `dest`, replacing what was there."""
+        unpacking (or, for a small body, unpack it now) and raise what that raised
+        (storage.PackageError, BaseGone, OSError), or rename its folder into place as `dest`,
+        replacing what was there."""
         self._ended = True
         self._file.close()
-        self._pipe.put(b"")
         os.replace(self._part, package)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        if self._thread is None:  # small: whole in memory, never unpacked before now
+            self._extract(io.BytesIO(b"".join(self._held or ())), self._tmp)
+        else:
+            self._pipe.put(b"")
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
         storage.replace_dir(self._tmp, self._dest)
 
     def close(self) -> None:
         """Stop the unpacking if the body ended short, and remove what was not renamed into
         place."""
-        if not self._ended:
-            self._pipe.put(None)
-        self._thread.join()
+        if self._thread is not None:
+            if not self._ended:
+                self._pipe.put(None)
+            self._thread.join()
         self._file.close()
         self._part.unlink(missing_ok=True)
         storage.remove_temp(self._tmp)

@@ -172,9 +172,28 @@ async def _upload(
             # A crash cut the unpacking of the bytes first received short: a retry may send
             # those again, nothing else (as after an upload that was accepted).
             raise ApiError(409, "body: the job's package was already received")
-        if not job["etag"]:  # the bytes this job takes from now on, whatever happens next
-            await run_in_threadpool(store.update_job, job["unique_job_name"], etag=etag)
-        await run_in_threadpool(uploads.accept, job, files, size, etag, package)
-    finally:
+    except BaseException:
         await run_in_threadpool(package.close)
+        raise
+    # One hop to a thread for all the rest: on a busy server each hop costs a wait.
+    await run_in_threadpool(_accept, job, files, size, etag, package, store, uploads)
     return etag
+
+
+def _accept(
+    job: dict,
+    files: storage.JobFiles,
+    size: int,
+    etag: str,
+    package: ingest.PackageIngest,
+    store: Store,
+    uploads: Uploads,
+) -> None:
+    """The whole body received: the job takes these bytes from now on, whatever happens next;
+    its package is unpacked (or its unpacking ended) and the job queued (uploads.accept)."""
+    try:
+        if not job["etag"]:
+            store.update_job(job["unique_job_name"], etag=etag)
+        uploads.accept(job, files, size, etag, package)
+    finally:
+        package.close()
