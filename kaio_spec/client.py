@@ -62,6 +62,11 @@ VERBOSE_LOGGER = LOGGER + ".verbose"
 BASE_PACKAGES = "base-packages"  # the feature named in GET /healthz (docs/base-packages.md)
 # The feature of a server that takes a package PUT of unknown length (chunked), as it is made.
 STREAMED_UPLOAD = "streamed-upload"
+# A package whose size bound (PackageBuild.size_bound: its files' bytes, generous headers and
+# 64 KiB of slack) is at most this is made in milliseconds: it is finished, then sent with its
+# size, which the local platform takes whole and unpacks in one go when it is small (cheaper for
+# it than a body of unknown length, which it unpacks as it arrives: server/ingest.py).
+SMALL_PACKAGE_BOUND = 256 * 1024
 INPUTS = "inputs"  # the feature named in GET /healthz (docs/inputs.md)
 NEEDS_LINKS = "needs-links"  # presign's `needs`: the platform links needed outputs itself
 MAX_HASHES_ASKED = 10_000  # in one POST /files/missing
@@ -334,10 +339,13 @@ class Client:
     ) -> dict[str, Any]:
         """submit_job's presign and upload while the package is being compressed. The volume
         check uses a bound on the package's size known from the scan; where only the compressed
-        size could pass it, the package is finished first, as without streaming."""
+        size could pass it, or the package is small (SMALL_PACKAGE_BOUND), it is finished first,
+        as without streaming."""
         try:
             check_package_fits(building.size_bound, spec.volume_size_gb)
         except FieldError:
+            return self.submit_package(building.result(), spec, image=image)
+        if building.size_bound <= SMALL_PACKAGE_BOUND:
             return self.submit_package(building.result(), spec, image=image)
         self._warn_instance_type(spec.instance_type)
         presign = self._presign(spec, image)

@@ -115,6 +115,26 @@ def test_a_server_without_streamed_uploads_gets_the_finished_package_with_its_si
     check_job_saw_the_folder(client, result["unique_job_name"], folder, tmp_path / "out")
 
 
+def test_a_small_folder_is_sent_with_its_size_and_runs(proxy, kaio_server, api_key, tmp_path):
+    """A small folder's package (client.SMALL_PACKAGE_BOUND) is finished before it is sent, with
+    its Content-Length: the platform takes such a body whole (no streaming threads)."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(
+        "import json; json.dump(open('params.txt').read(), open('seen.json', 'w'))\n"
+    )
+    (code / "params.txt").write_text("lr=0.2\n")
+    client = Client(proxy.url).login(api_key)
+    result = submit(client, code, job_name="small")
+    expected = package_bytes(code)
+    assert proxy.body_sizes("PUT", UPLOAD) == [len(expected)]  # its size said, not chunked
+    assert stored_on_server(kaio_server, result["unique_job_name"]) == expected
+    job = wait_for_job(client, result["unique_job_name"])
+    assert job["status"] == "Completed", job
+    client.download_output(result["unique_job_name"], str(tmp_path / "out"))
+    assert json.loads((tmp_path / "out" / "seen.json").read_text()) == "lr=0.2\n"
+
+
 def test_a_file_gone_while_streaming_fails_the_submission_and_stops_its_job(
     proxy, api_key, tmp_path
 ):
