@@ -343,9 +343,10 @@ class Client:
         as without streaming."""
         try:
             check_package_fits(building.size_bound, spec.volume_size_gb)
+            finish_first = building.size_bound <= SMALL_PACKAGE_BOUND
         except FieldError:
-            return self.submit_package(building.result(), spec, image=image)
-        if building.size_bound <= SMALL_PACKAGE_BOUND:
+            finish_first = True  # only the compressed size could pass the check
+        if finish_first:
             return self.submit_package(building.result(), spec, image=image)
         self._warn_instance_type(spec.instance_type)
         presign = self._presign(spec, image)

@@ -99,13 +99,18 @@ def config_path() -> Path:
     return root / "kaio" / "config.json"
 
 
+def kaio_home() -> Path:
+    """kaio's own folder on this machine: $KAIO_HOME, else ~/.kaio."""
+    home = os.environ.get("KAIO_HOME", "").strip()
+    return Path(home).expanduser() if home else Path.home() / ".kaio"
+
+
 def local_data_dir() -> Path:
     """The auto-started local platform's data dir (`kaio server stop` looks there too)."""
     explicit = os.environ.get("KAIO_SERVER_DATA_DIR", "").strip()
     if explicit:
         return Path(explicit).expanduser()
-    home = os.environ.get("KAIO_HOME", "").strip()
-    return (Path(home).expanduser() if home else Path.home() / ".kaio") / "server"
+    return kaio_home() / "server"
 
 
 def local_port() -> int:

@@ -19,6 +19,8 @@ import requests
 from server_support import Api, make_package
 from support import wait_for
 
+from kaio_spec.server import ingest
+
 # Read back by the job: it proves the files it ran on are those sent, byte for byte.
 TRAIN = (
     "import hashlib\n"
@@ -298,3 +300,29 @@ def test_a_base_package_cut_or_of_another_hash_leaves_nothing(api, kaio_server):
     assert answer.startswith("HTTP/1.1 400"), answer
     assert "not the URL's" in answer
     assert list(packages.glob("*")) == []
+
+
+def test_a_small_sized_body_cut_short_leaves_nothing_and_can_be_sent_again(api, kaio_server):
+    """A body of at most ingest.SMALL_BODY_BYTES with its Content-Length is taken whole before
+    anything is unpacked: cut short, nothing of it stays, and the job waits for its package."""
+    package = make_package({"train.py": "print('small and whole')\n"})
+    assert len(package) <= ingest.SMALL_BODY_BYTES
+    presigned = api.presign(job_name="small-cut")
+    unique, url = presigned["unique_job_name"], presigned["upload_url"]
+    job_dir = kaio_server.data_dir / "jobs" / unique
+    where = urlsplit(url)
+    conn = socket.create_connection((where.hostname, where.port), timeout=60)
+    conn.sendall(
+        f"PUT {where.path}?{where.query} HTTP/1.1\r\nHost: {where.netloc}\r\n"
+        f"Content-Length: {len(package)}\r\nConnection: close\r\n\r\n".encode()
+        + package[: len(package) // 2]
+    )
+    wait_for(lambda: temp_files(job_dir) != [], "the server receiving the body", 30)
+    conn.close()  # the client dies with half the body unsent
+    wait_for(lambda: temp_files(job_dir) == [], "the part file removed", 30)
+    assert not (job_dir / "pkg").exists() and not (job_dir / "package.tar.gz").exists()
+    assert api.job(unique)["status"] == "Pending"
+    assert requests.put(url, data=package, timeout=30).status_code == 200
+    job = api.wait(unique)
+    assert job["status"] == "Completed", job
+    assert "small and whole" in api.get(f"/jobs/{unique}/logs").text

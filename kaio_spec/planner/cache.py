@@ -35,8 +35,9 @@ _CODE = (".", "planner", "schemas")
 
 
 def plans_folder() -> Path:
-    home = os.environ.get("KAIO_HOME", "").strip()
-    return (Path(home).expanduser() if home else Path.home() / ".kaio") / "plans"
+    from kaio_spec.targets import kaio_home
+
+    return kaio_home() / "plans"
 
 
 def cached_plan(

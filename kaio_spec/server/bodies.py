@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -125,7 +125,9 @@ async def receive_body(
     """Stream the body through `hasher` (and into `sink`, a file or an ingest.PackageIngest),
     never whole in memory; its size. 413 past `limit`; 408 when it stalls for `stall_s`. One pass
     over the bytes, hashed (hashlib lets go of the GIL) and written together by one thread
-    (ingest.BodyPump) while the loop reads on."""
+    (ingest.BodyPump) while the loop reads on. A body that says it is small
+    (ingest.SMALL_BODY_BYTES) is gathered on the loop and hashed and written (to the page cache)
+    there: cheaper than that thread and the hops to it."""
 
     def take(data: bytes) -> None:
         hasher.update(data)
@@ -134,43 +136,35 @@ async def receive_body(
 
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) <= ingest.SMALL_BODY_BYTES:
-        return await _receive_small(request, take, limit, stall_s)
+        pieces = [chunk async for chunk in _pieces_within(request, limit, stall_s)]
+        take(b"".join(pieces))
+        return sum(map(len, pieces))
     size = 0
     pump = ingest.BodyPump(take)
     try:
-        async for chunk in stalls_timed_out(request, stall_s):
+        async for chunk in _pieces_within(request, limit, stall_s):
             size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"body: larger than the {limit} bytes allowed")
             if not pump.offer(chunk):
                 await run_in_threadpool(pump.wait_for_room)
         await run_in_threadpool(pump.finish)
-    except ClientDisconnect:
-        # Nobody reads the answer; the status keeps the server's log free of a traceback.
-        raise ApiError(400, "body: the client went away before sending all of it") from None
     finally:
         await run_in_threadpool(pump.close)
     return size
 
 
-async def _receive_small(
-    request: Request, take: Callable[[bytes], None], limit: int, stall_s: float
-) -> int:
-    """receive_body for a body that says it is small (ingest.SMALL_BODY_BYTES): gathered on the
-    loop, then hashed and written (to the page cache) there, which costs less than the thread of
-    a streamed body and the hops to it."""
-    pieces = []
+async def _pieces_within(request: Request, limit: int, stall_s: float) -> AsyncIterator[bytes]:
+    """The body's pieces (stalls_timed_out); 413 once they pass `limit` bytes, 400 if the
+    client goes away before the last."""
     size = 0
     try:
         async for chunk in stalls_timed_out(request, stall_s):
             size += len(chunk)
-            if size > limit:  # (no more than its Content-Length comes: uvicorn holds it so)
+            if size > limit:
                 raise ApiError(413, f"body: larger than the {limit} bytes allowed")
-            pieces.append(chunk)
+            yield chunk
     except ClientDisconnect:
+        # Nobody reads the answer; the status keeps the server's log free of a traceback.
         raise ApiError(400, "body: the client went away before sending all of it") from None
-    take(b"".join(pieces))
-    return size
 
 
 async def receive_hashed(
