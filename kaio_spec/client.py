@@ -31,6 +31,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any, cast
@@ -71,6 +72,9 @@ INPUTS = "inputs"  # the feature named in GET /healthz (docs/inputs.md)
 NEEDS_LINKS = "needs-links"  # presign's `needs`: the platform links needed outputs itself
 MAX_HASHES_ASKED = 10_000  # in one POST /files/missing
 JOBS_STOP = "jobs-stop"  # the feature named in GET /healthz: POST /jobs/stop stops many jobs
+JOBS_SUBMIT = (
+    "jobs-submit"  # the feature named in GET /healthz: POST /jobs/submit (submit_overlays)
+)
 FEATURES_TIMEOUT = (10, 10)  # seconds to connect, and to wait for /healthz's answer
 RENEW_BEFORE_S = 60  # log in again when the token has less than this left (docs/protocol.md)
 
@@ -642,25 +646,44 @@ class Client:
             image.uri,
             sorted(spec.env),
         )
-        body = spec.presign_body(image, base_package)
-        if inputs:  # docs/inputs.md
-            body["inputs"] = {name: dict(files) for name, files in inputs.items()}
-        if needs:
-            body["needs"] = dict(needs)
+        body = _presign_body(spec, image, base_package, inputs, needs)
         # Not retried by the transport (a POST): see submit_package's docstring.
         presign = self._call("POST", "/jobs/presign", json=body).json()
-        for key in ("unique_job_name", "upload_url"):
-            if not isinstance(presign.get(key), str):
-                raise PlatformError(f"the API's presign answer lacks {key!r}")
-        taken = set(presign.get("env_names") or [])
-        if spec.env and taken != set(spec.env):
-            # Uploading would start a job without the variables its code expects.
-            raise PlatformError(
-                f"the API did not take the job's environment variables (it took "
-                f"{sorted(taken)}), so {presign['unique_job_name']} was not uploaded and will "
-                "not start"
-            )
+        _check_presign_answer(presign, spec)
         return presign
+
+    def submit_overlays(self, submissions: list[Submission]) -> list[dict[str, Any]]:
+        """(local, feature `jobs-submit`: check features() first) Many jobs made in one request,
+        each with its package: its `overlay` on a base package the server holds (upload_base),
+        as presign then upload would make it (docs/protocol.md). For a sweep's cells, whose
+        overlays are a few hundred bytes each, this is one request for up to 100 jobs instead of
+        two per job.
+
+        Returns one answer per submission, in order: the presign answer (unique_job_name,
+        upload_url, s3_uri, env_names, base_package) and `etag` for a job made with its
+        package; for one refused, `error` ({"status", "message"}), with unique_job_name where
+        the job was made and then failed for its package. Checks each submission as presign
+        does, before anything is sent. Never retried: after requests.ConnectionError, or an
+        HTTPError with 502/503/504, any of the jobs may or may not exist (look for them by
+        job_name in get_jobs()). PlatformError: the answer is unusable."""
+        items = []
+        for sub in submissions:
+            spec, image = self._check_submission(sub.package, sub.spec, {}, sub.image)
+            if not validation.is_sha256(sub.base_package):
+                raise FieldError("base_package", "must be a SHA-256: 64 lower-case hex digits")
+            body = _presign_body(spec, image, sub.base_package, sub.inputs, sub.needs)
+            body["package"] = base64.b64encode(sub.overlay).decode("ascii")
+            items.append(body)
+        answer = self._call("POST", "/jobs/submit", json={"jobs": items}).json()
+        made = answer.get("jobs") if isinstance(answer, dict) else None
+        if not isinstance(made, list) or len(made) != len(items):
+            raise PlatformError("the API's answer to POST /jobs/submit is not one per job")
+        for sub, one in zip(submissions, made, strict=True):
+            if not isinstance(one, dict):
+                raise PlatformError("the API's answer to POST /jobs/submit is not one per job")
+            if "error" not in one:
+                _check_presign_answer(one, sub.spec)
+        return made
 
     # ---- jobs -----------------------------------------------------------------------------------
 
@@ -879,3 +902,47 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One job of Client.submit_overlays: its whole `package` (checked as presign checks it),
+    the SHA-256 of the base package it extends and the `overlay` bytes it adds to that base
+    (Package.overlay, read whole: a few hundred bytes for a sweep's cell)."""
+
+    package: Package
+    spec: JobSpec
+    image: ResolvedImage
+    base_package: str
+    overlay: bytes
+    inputs: Mapping[str, Mapping[str, str]] | None = None
+    needs: Mapping[str, str] | None = None
+
+
+def _presign_body(
+    spec: JobSpec,
+    image: ResolvedImage,
+    base_package: str | None,
+    inputs: Mapping[str, Mapping[str, str]] | None,
+    needs: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    body = spec.presign_body(image, base_package)
+    if inputs:  # docs/inputs.md
+        body["inputs"] = {name: dict(files) for name, files in inputs.items()}
+    if needs:
+        body["needs"] = dict(needs)
+    return body
+
+
+def _check_presign_answer(presign: dict[str, Any], spec: JobSpec) -> None:
+    for key in ("unique_job_name", "upload_url"):
+        if not isinstance(presign.get(key), str):
+            raise PlatformError(f"the API's presign answer lacks {key!r}")
+    taken = set(presign.get("env_names") or [])
+    if spec.env and taken != set(spec.env):
+        # Uploading would start a job without the variables its code expects.
+        raise PlatformError(
+            f"the API did not take the job's environment variables (it took "
+            f"{sorted(taken)}), so {presign['unique_job_name']} was not uploaded and will "
+            "not start"
+        )

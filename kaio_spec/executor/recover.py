@@ -17,6 +17,11 @@ existed before the presign, so the jobs of that job_name NOT in it are the ones 
   A job Stopped before it ever started does not count as an attempt (observe.counts_as_attempt),
   so the new submission is the same attempt, and there are never two live jobs of one job_name.
 
+- A bulk intent (`bulk`: submitted with others by POST /jobs/submit, its package in the same
+  request) whose answer was not seen: a new job of that job_name that has left Pending had its
+  package and is kept as the attempt; one still Pending (it may or may not have its package: the
+  listing does not say) is stopped before it ever runs and the job submitted again, as above.
+
 With no state file at all (a fresh clone), a never-uploaded job looks like any Pending job; apply
 waits for it, and the platform fails it at the end of its retention period (7 days), after which
 it is retried. That is the one case state.json exists to shorten.
@@ -65,6 +70,11 @@ def settle(
                 state.commit()
                 return outcome
         others = new  # give it up: stop it with the rest
+    elif intent.get("bulk") and (started := [a for a in new if status_of(a) != JobStatus.PENDING]):
+        # Made by POST /jobs/submit with its package, and it has left Pending: it is the
+        # attempt. (One still Pending is stopped below and submitted again: it never ran.)
+        ours = started[0]
+        return _keep(submitter, job, ours["unique_job_name"], [a for a in new if a is not ours])
     try:
         _stop_live(submitter.client, others)
     except requests.RequestException as e:

@@ -141,6 +141,11 @@ def _refused_listing(e: requests.HTTPError) -> PlatformError | None:
     return PlatformError(f"the API refused to list jobs: {e}") if code < 500 else None
 
 
+# Jobs submitted in one POST /jobs/submit at most (the server takes up to 100): enough that the
+# request's own cost is small beside its jobs', few enough that workers share a large sweep.
+BULK_JOBS = 50
+
+
 def upload_workers(api_base: str) -> int:
     """How many submissions run at once. Against a remote API the uploads wait on the network, so
     several overlap well. Against the platform on this machine each job's upload is only its
@@ -166,7 +171,7 @@ class _Workers:
         for i in range(n):
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True).start()
 
-    def submit(self, kind: str, track: Track, fn: Callable[[], Any]) -> None:
+    def submit(self, kind: str, track: Track | list[Track], fn: Callable[[], Any]) -> None:
         self._tasks.put((kind, track, fn))
 
     def drop_queued(self) -> None:
@@ -273,6 +278,8 @@ class Engine:
         uploaders = uploads or upload_workers(getattr(client, "api_base", ""))
         uploaders = max(1, min(uploaders, self.max_parallel))
         self.submit_pool = _Workers(uploaders, self.results, self.wake, "submit")
+        self._uploaders = uploaders
+        self._bulk: bool | None = None  # whether jobs go several to a request (asked once)
         self.download_pool = _Workers(4, self.results, self.wake, "download")
         self._listing = listing
         # Each round lists this manifest's jobs only, where the server can (observe.py).
@@ -429,6 +436,11 @@ class Engine:
             changed = True
             if kind == "download":
                 self._download_done(track, result)
+            elif kind == "submit-many":  # `track` is the request's tracks, `result` theirs
+                for one, outcome in zip(track, _per_job(result, len(track)), strict=True):
+                    self._submitted(one, outcome)
+                    self.board.refresh(one)
+                continue
             else:
                 self._submitted(track, result)
             self.board.refresh(track)
@@ -512,19 +524,35 @@ class Engine:
         picked = self.board.pick((Situation.NEW, Situation.RETRY), room, may_submit)
         self.board.refresh_all(held)  # skipped now: refreshed once the board is not walked
         for track in picked:
-            seen = {a.get("unique_job_name") for a in track.attempts} | set(track.unseen)
-            seen |= set(self.state.unique_job_names(track.job.job_name))
-            known = sorted(str(k) for k in seen if k)
             track.busy = True
-            job = track.job
-            self.submit_pool.submit(
-                "submit",
-                track,
-                functools.partial(self.submitter.submit, job, known, self.cancel.is_set),
-            )
             self.board.refresh(track)
+        for chunk in self._chunks(picked):
+            entries = [(track.job, self._known(track)) for track in chunk]
+            if len(chunk) == 1:
+                one = functools.partial(self.submitter.submit, *entries[0], self.cancel.is_set)
+                self.submit_pool.submit("submit", chunk[0], one)
+            else:
+                many = functools.partial(self.submitter.submit_many, entries, self.cancel.is_set)
+                self.submit_pool.submit("submit-many", chunk, many)
             submitted = True
         return submitted
+
+    def _known(self, track: Track) -> list[str]:
+        """The job's unique_job_names seen before its submission: one made after is its own."""
+        seen = {a.get("unique_job_name") for a in track.attempts} | set(track.unseen)
+        seen |= set(self.state.unique_job_names(track.job.job_name))
+        return sorted(str(k) for k in seen if k)
+
+    def _chunks(self, picked: list[Track]) -> list[list[Track]]:
+        """The picked jobs in the requests that submit them: one each, or where the server
+        takes many at once (POST /jobs/submit), up to BULK_JOBS to a request, spread over the
+        workers so that the server makes one request's jobs while the next is prepared."""
+        if self._bulk is None:
+            self._bulk = self.submitter.bulk()
+        if not self._bulk or len(picked) < 2:
+            return [[track] for track in picked]
+        size = min(BULK_JOBS, -(-len(picked) // self._uploaders))
+        return [picked[i : i + size] for i in range(0, len(picked), size)]
 
     def _settle_blocked(self) -> None:
         for track in self.board.tracks(Situation.BLOCKED):
@@ -714,6 +742,11 @@ class Engine:
             restarts=restarts,
             polls=self.polls,
         )
+
+
+def _per_job(result: Any, n: int) -> list[Any]:
+    """A bulk submission's outcomes, one per job; an exception it raised is each job's."""
+    return result if isinstance(result, list) else [result] * n
 
 
 def _refused(result: Any) -> bool:

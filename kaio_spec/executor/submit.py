@@ -28,10 +28,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import requests
 
-from kaio_spec.client import INPUTS, NEEDS_LINKS, check_package
+from kaio_spec.client import INPUTS, JOBS_SUBMIT, NEEDS_LINKS, Submission, check_package
 from kaio_spec.errors import InvalidInput
 from kaio_spec.executor.inputs import StoredInputs, packaged_inputs
 from kaio_spec.executor.needs import InputFiles, linked_needs
@@ -43,10 +44,22 @@ from kaio_spec.planner import PlannedJob
 from kaio_spec.validation import FieldError
 
 UNCERTAIN_STATUSES = frozenset({502, 503, 504})
+# A job's overlay sent inside a bulk request (Client.submit_overlays) at most: the server's
+# bound for one (routes/submit.py). A sweep cell's params.json is far less.
+MAX_BULK_OVERLAY_BYTES = 64 * 1024
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class _Prepared(NamedTuple):
+    package: Package
+    spec: JobSpec
+    image: ResolvedImage
+    base: str | None
+    inputs: dict | None
+    needs: dict | None
 
 
 @dataclass
@@ -210,8 +223,8 @@ class Submitter:
         check_package(package, spec)
         return spec
 
-    def submit(self, job: PlannedJob, known: list[str], cancelled: Callable[[], bool]) -> Outcome:
-        """Package, record the intent, presign, record its answer, upload."""
+    def _prepare(self, job: PlannedJob, cancelled: Callable[[], bool]) -> Outcome | _Prepared:
+        """Everything a submission needs before its intent is recorded, or why it cannot be."""
         try:
             self._learn_features(job)
             package = self.packages.job_package(job)
@@ -229,10 +242,19 @@ class Submitter:
             return Outcome("invalid", error=f"inputs: {_short(e)}")
         if cancelled():
             return Outcome("cancelled")
-        self.state.set_intent(
-            job.job_name,
-            {"at": now_iso(), "known": sorted(known), "unique_job_name": None, "upload_url": None},
-        )
+        return _Prepared(package, spec, image, base, inputs, needs)
+
+    def _record_intent(self, job: PlannedJob, known: list[str], **more: Any) -> None:
+        intent = {"at": now_iso(), "known": sorted(known), "unique_job_name": None}
+        self.state.set_intent(job.job_name, {**intent, "upload_url": None, **more})
+
+    def submit(self, job: PlannedJob, known: list[str], cancelled: Callable[[], bool]) -> Outcome:
+        """Package, record the intent, presign, record its answer, upload."""
+        prepared = self._prepare(job, cancelled)
+        if isinstance(prepared, Outcome):
+            return prepared
+        package, spec, image, base, inputs, needs = prepared
+        self._record_intent(job, known)
         self.state.commit()
         since = time.monotonic()
         try:
@@ -294,6 +316,98 @@ class Submitter:
         self.state.add_attempt(job.job_name, unique)
         self.state.clear_intent(job.job_name)
         return Outcome("uploaded", unique)
+
+    def bulk(self) -> bool:
+        """Whether jobs go several to a request: the server offers POST /jobs/submit."""
+        try:
+            return JOBS_SUBMIT in self.client.features()
+        except requests.RequestException:
+            return False
+
+    def submit_many(
+        self, jobs: list[tuple[PlannedJob, list[str]]], cancelled: Callable[[], bool]
+    ) -> list[Outcome]:
+        """Submit several jobs (each with the unique_job_names it had before) in one POST
+        /jobs/submit, where the server offers it (bulk() says): each job's overlay on its
+        folder's base package goes with its presign fields. Every intent is recorded (one fsync
+        for all) before the request, marked `bulk`: a job made by a request whose answer was
+        lost already has its package (recover.py). A job that cannot go this way (no base
+        package, a large overlay) is submitted alone, as submit() does; so is every job of a
+        request the server refused as a whole. One Outcome per job, in order."""
+        outcomes: list[Outcome | None] = [None] * len(jobs)
+        batch: list[tuple[int, Submission]] = []
+        for i, (job, known) in enumerate(jobs):
+            prepared = self._prepare(job, cancelled)
+            if isinstance(prepared, Outcome):
+                outcomes[i] = prepared
+                continue
+            overlay = self._overlay_bytes(job, prepared.base)
+            if overlay is None:
+                outcomes[i] = self.submit(job, known, cancelled)
+                continue
+            package, spec, image, base, inputs, needs = prepared
+            assert base is not None  # _overlay_bytes: no overlay without a base
+            batch.append((i, Submission(package, spec, image, base, overlay, inputs, needs)))
+            self._record_intent(job, known, bulk=True)
+        if batch:
+            self.state.commit()
+            for (i, _), outcome in zip(batch, self._send_many(jobs, batch, cancelled), strict=True):
+                outcomes[i] = outcome
+        return [o if o is not None else Outcome("cancelled") for o in outcomes]
+
+    def _overlay_bytes(self, job: PlannedJob, base: str | None) -> bytes | None:
+        """The job's overlay, read whole, where it can go in a bulk request."""
+        if base is None:
+            return None
+        overlay = self.packages.job_overlay(job)
+        if overlay.size > MAX_BULK_OVERLAY_BYTES:
+            return None
+        with overlay.open() as reader:
+            return reader.read()
+
+    def _send_many(
+        self,
+        jobs: list[tuple[PlannedJob, list[str]]],
+        batch: list[tuple[int, Submission]],
+        cancelled: Callable[[], bool],
+    ) -> list[Outcome]:
+        since = time.monotonic()
+        try:
+            answers = self.client.submit_overlays([sub for _, sub in batch])
+        except (requests.ConnectionError, requests.Timeout) as e:
+            return [Outcome("uncertain", error=_short(e), since=since) for _ in batch]
+        except requests.HTTPError as e:
+            code = e.response.status_code if e.response is not None else 0
+            if code in UNCERTAIN_STATUSES:
+                return [Outcome("uncertain", error=_short(e), since=since) for _ in batch]
+            if code in (401, 403):
+                raise  # the key no longer works: nothing else will either
+            # Refused whole (nothing was made): each job alone says what is wrong with it.
+            return [self.submit(*jobs[i], cancelled) for i, _ in batch]
+        except Exception as e:  # PlatformError (an answer unusable): they may exist
+            return [Outcome("uncertain", error=_short(e), since=since) for _ in batch]
+        return [
+            self._made(jobs[i][0], answer, jobs[i][1], cancelled)
+            for (i, _), answer in zip(batch, answers, strict=True)
+        ]
+
+    def _made(
+        self, job: PlannedJob, answer: dict, known: list[str], cancelled: Callable[[], bool]
+    ) -> Outcome:
+        """What one job of a bulk request came to. A job made, even one failed for its package
+        (then its failure is the attempt's), is an attempt; one refused before it was made is
+        invalid, or submitted alone where its base package was gone (409)."""
+        unique = answer.get("unique_job_name")
+        error = answer.get("error")
+        if isinstance(unique, str):
+            self.state.add_attempt(job.job_name, unique)
+            self.state.clear_intent(job.job_name)
+            return Outcome("uploaded", unique)
+        self.state.clear_intent(job.job_name)
+        if isinstance(error, dict) and error.get("status") == 409:
+            return self.submit(job, known, cancelled)
+        message = error.get("message") if isinstance(error, dict) else None
+        return Outcome("invalid", error=str(message or "the API refused the job"))
 
     def _put(self, url: str, package: Package, unique: str) -> None:
         # Client.upload: retried on drops and 502/503/504, a body re-opened each try; our

@@ -29,7 +29,17 @@ from kaio_spec.server import apidocs, auth, filestore, routes_files, storage
 from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.errors import ApiError
 from kaio_spec.server.headers import DefaultHeaders
-from kaio_spec.server.routes import bulk, dashboard, jobs, links, meta, outputs, packages, signin
+from kaio_spec.server.routes import (
+    bulk,
+    dashboard,
+    jobs,
+    links,
+    meta,
+    outputs,
+    packages,
+    signin,
+    submit,
+)
 from kaio_spec.server.scheduler import Scheduler
 from kaio_spec.server.signin import SignInLinks
 from kaio_spec.server.store import Store
@@ -65,6 +75,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(signin.router)
     app.include_router(bulk.router)
+    app.include_router(submit.router)
     app.include_router(jobs.router)
     app.include_router(outputs.router)
     app.include_router(links.router)  # needs and dependents: issue 16

@@ -65,18 +65,20 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-async def read_json(request: Request, stall_s: float = 60.0) -> dict:
+async def read_json(
+    request: Request, stall_s: float = 60.0, max_bytes: int = MAX_JSON_BYTES
+) -> dict:
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "application/json":
         raise ApiError(400, "Content-Type: must be application/json")
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
-        raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, f"body: larger than {max_bytes} bytes")
     body = bytearray()
     async for chunk in stalls_timed_out(request, stall_s):
         body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise ApiError(413, f"body: larger than {MAX_JSON_BYTES} bytes")
+        if len(body) > max_bytes:
+            raise ApiError(413, f"body: larger than {max_bytes} bytes")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -11,6 +11,7 @@ from kaio_spec import validation
 from kaio_spec.jobspec import JobSpec
 from kaio_spec.server import filestore, routes_files, storage
 from kaio_spec.server.bodies import MAX_TEXT_FIELD, read_json
+from kaio_spec.server.config import ServerConfig
 from kaio_spec.server.deps import (
     ConfigDep,
     LayoutDep,
@@ -26,7 +27,8 @@ from kaio_spec.server.errors import ApiError
 from kaio_spec.server.openapi import ERRORS, PRESIGN_BODY, JobListOut, JobOut, PresignOut
 from kaio_spec.server.responses import conditional, ok
 from kaio_spec.server.states import JobStatus
-from kaio_spec.server.store import JobFilter, NotFound
+from kaio_spec.server.store import JobFilter, NotFound, Store
+from kaio_spec.server.uploads import Uploads
 
 # SageMaker Processing's own limit: a job the cloud would refuse is refused here too, and one
 # tenant cannot ask this machine for a million processes.
@@ -114,20 +116,40 @@ async def presign(
     job_name, fields, env = parse_presign(body)
     base = parse_base_package(body)
 
-    def create() -> dict:
-        # Marked used before the job exists, so that the retention sweep spares it.
-        if base is not None and uploads.use_base(user["id"], base):
-            fields["base_package"] = base
-        data_dir = config.data_dir.expanduser()
-        inputs = routes_files.assemble_inputs(data_dir, user["id"], body, store, layout)
-        job = store.create_job(user["id"], job_name, fields)
-        if inputs is not None:  # docs/inputs.md: 400/409 above, before the job exists
-            filestore.place(inputs, layout.job(job["unique_job_name"]).root)
-        if env:  # read_env: {} when there is no file
-            layout.job(job["unique_job_name"]).write_env(env)
-        return job
+    job = await run_in_threadpool(
+        make_job, user["id"], job_name, fields, env, base, body, config, store, layout, uploads
+    )
+    return ok(presign_answer(job, config, signer))
 
-    job = await run_in_threadpool(create)
+
+def make_job(
+    user_id: str,
+    job_name: str,
+    fields: dict,
+    env: dict[str, str],
+    base: str | None,
+    body: dict,
+    config: ServerConfig,
+    store: Store,
+    layout: storage.Layout,
+    uploads: Uploads,
+) -> dict:
+    """The job a presign body asks for, made Pending (off the event loop): on its base package
+    where the tenant holds it, with its inputs and its env values in place."""
+    # Marked used before the job exists, so that the retention sweep spares it.
+    if base is not None and uploads.use_base(user_id, base):
+        fields["base_package"] = base
+    data_dir = config.data_dir.expanduser()
+    inputs = routes_files.assemble_inputs(data_dir, user_id, body, store, layout)
+    job = store.create_job(user_id, job_name, fields)
+    if inputs is not None:  # docs/inputs.md: 400/409 above, before the job exists
+        filestore.place(inputs, layout.job(job["unique_job_name"]).root)
+    if env:  # read_env: {} when there is no file
+        layout.job(job["unique_job_name"]).write_env(env)
+    return job
+
+
+def presign_answer(job: dict, config: ServerConfig, signer: storage.Signer) -> dict:
     unique = job["unique_job_name"]
     answer = {
         "unique_job_name": unique,
@@ -141,7 +163,7 @@ async def presign(
     }
     if job["base_package"]:
         answer["base_package"] = job["base_package"]  # the upload takes an overlay on it
-    return ok(answer)
+    return answer
 
 
 @router.get(

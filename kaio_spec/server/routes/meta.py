@@ -14,12 +14,13 @@ from kaio_spec.server.responses import ok
 # Protocol extensions this server offers, listed in GET /healthz so that a client asks for them
 # only where they exist (docs/base-packages.md). streamed-upload: a package PUT may come chunked,
 # of unknown length, as the client compresses it (bodies.receive_body streams and counts it
-# either way). inputs, needs-links: docs/inputs.md.
+# either way). inputs, needs-links: docs/inputs.md. jobs-submit: routes/submit.py.
 FEATURES = (
     "base-packages",
     "inputs",
     "jobs-filters",
     "jobs-stop",
+    "jobs-submit",
     "needs-links",
     "streamed-upload",
 )
