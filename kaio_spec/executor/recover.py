@@ -18,9 +18,9 @@ existed before the presign, so the jobs of that job_name NOT in it are the ones 
   so the new submission is the same attempt, and there are never two live jobs of one job_name.
 
 - A bulk intent (`bulk`: submitted with others by POST /jobs/submit, its package in the same
-  request) whose answer was not seen: a new job of that job_name that has left Pending had its
-  package and is kept as the attempt; one still Pending (it may or may not have its package: the
-  listing does not say) is stopped before it ever runs and the job submitted again, as above.
+  request) whose answer was not seen: the new job of that job_name was made with its package,
+  so it is kept as the attempt, whatever its status (a server that crashed before unpacking it
+  fails it when it starts again: the attempt failed, and is retried as any other).
 
 With no state file at all (a fresh clone), a never-uploaded job looks like any Pending job; apply
 waits for it, and the platform fails it at the end of its retention period (7 days), after which
@@ -70,10 +70,10 @@ def settle(
                 state.commit()
                 return outcome
         others = new  # give it up: stop it with the rest
-    elif intent.get("bulk") and (started := [a for a in new if status_of(a) != JobStatus.PENDING]):
-        # Made by POST /jobs/submit with its package, and it has left Pending: it is the
-        # attempt. (One still Pending is stopped below and submitted again: it never ran.)
-        ours = started[0]
+    elif intent.get("bulk") and new:
+        # Made by POST /jobs/submit with its package: it is the attempt, whatever its status.
+        # (The newest, should there be others: unique names begin with their creation time.)
+        ours = max(new, key=lambda a: str(a.get("unique_job_name")))
         return _keep(submitter, job, ours["unique_job_name"], [a for a in new if a is not ours])
     try:
         _stop_live(submitter.client, others)

@@ -319,10 +319,7 @@ class Submitter:
 
     def bulk(self) -> bool:
         """Whether jobs go several to a request: the server offers POST /jobs/submit."""
-        try:
-            return JOBS_SUBMIT in self.client.features()
-        except requests.RequestException:
-            return False
+        return self.client.offers(JOBS_SUBMIT)
 
     def submit_many(
         self, jobs: list[tuple[PlannedJob, list[str]]], cancelled: Callable[[], bool]

@@ -32,6 +32,7 @@ log = logging.getLogger("kaio.server")
 LISTINGS_KEPT = 512
 RESTART_REASON = "platform restarted while the job ran"
 NO_UPLOAD_REASON = "no package was uploaded within the retention period"
+UNPACK_CUT_REASON = "platform restarted before the job's package was unpacked; submit it again"
 
 
 class Scheduler:
@@ -93,7 +94,8 @@ class Scheduler:
     def recover(self) -> None:
         """After a crash: jobs that were running failed (all their processes killed first,
         found by their mark: no job runs yet), unless their run had ended (outcome.json) and
-        only its outputs were being collected; uploaded Pending jobs queue again."""
+        only its outputs were being collected; uploaded Pending jobs queue again (or fail, where
+        the crash cut the unpacking of a package taken with its job short)."""
         self.layout.remove_partial_uploads()
         self._kill_leftovers(set)
         for job in self.store.jobs_with_status(*RUNNING_STATUSES):
@@ -110,9 +112,13 @@ class Scheduler:
                 self.store.transition(job["unique_job_name"], JobStatus.STOPPING)
             end_job(self.store, job["unique_job_name"], status, reason)
         for job in self.store.jobs_with_status(JobStatus.PENDING):
-            if job["uploaded_at"] and self.layout.job(job["unique_job_name"]).pkg.is_dir():
+            if not job["uploaded_at"]:
+                continue  # its upload may still come
+            if self.layout.job(job["unique_job_name"]).pkg.is_dir():
                 self._queue.append(job["unique_job_name"])
                 self._owner[job["unique_job_name"]] = job["user_id"]
+            else:  # made with its package (POST /jobs/submit), which a crash cut short
+                end_job(self.store, job["unique_job_name"], JobStatus.FAILED, UNPACK_CUT_REASON)
 
     # ---- queue -------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from kaio_spec.server.errors import ApiError
 from kaio_spec.server.openapi import ERRORS, PRESIGN_BODY
 from kaio_spec.server.responses import ok
 from kaio_spec.server.routes.jobs import make_job, parse_base_package, parse_presign, presign_answer
-from kaio_spec.server.store import Store
+from kaio_spec.server.store import Store, iso, now
 from kaio_spec.server.uploads import Uploads
 
 FEATURE = "jobs-submit"  # listed in GET /healthz
@@ -126,13 +126,18 @@ def submit_one(
             raise ApiError(400, "base_package: required here (a whole package goes by PUT)")
         if not uploads.use_base(user_id, base):
             raise ApiError(409, f"base_package: you hold no base package {base}")
+        etag = hashlib.md5(overlay, usedforsecurity=False).hexdigest()
+        # Made as uploaded: a crash before its package is unpacked fails it at restart
+        # (Scheduler.recover), rather than leaving a job that waits for an upload never sent.
+        fields.update(uploaded_at=iso(now()), etag=etag, package_bytes=len(overlay))
         job = make_job(user_id, job_name, fields, env, base, item, config, store, layout, uploads)
     except validation.FieldError as e:
         return None, None, ApiError(400, str(e))
     except ApiError as e:
         return None, None, e
     try:
-        return job, _take(job, overlay, layout.job(job["unique_job_name"]), store, uploads), None
+        _take(job, overlay, etag, layout.job(job["unique_job_name"]), uploads)
+        return job, etag, None
     except ApiError as e:  # the job failed with the reason (uploads.fail)
         return store.get_job(job["unique_job_name"]), None, e
 
@@ -149,21 +154,16 @@ def _overlay(item: dict) -> bytes:
         raise ApiError(400, "package: not valid base64") from None
 
 
-def _take(
-    job: dict, overlay: bytes, files: storage.JobFiles, store: Store, uploads: Uploads
-) -> str:
+def _take(job: dict, overlay: bytes, etag: str, files: storage.JobFiles, uploads: Uploads) -> None:
     """The job's package taken as its PUT would take it (routes/packages.py): unpacked on its
-    base, the job queued; its ETag."""
+    base, the job queued; ApiError, and the job failed, where it is refused."""
     if uploads.base_gone(job):  # swept since use_base marked it: fails the job, as a PUT would
         uploads.fail(job, files, 409, storage.BaseGone(job["base_package"]))
     files.root.mkdir(parents=True, exist_ok=True)
-    etag = hashlib.md5(overlay, usedforsecurity=False).hexdigest()
     part = files.root / f"{storage.PACKAGE}.part-{os.getpid()}-submit"
     package = ingest.PackageIngest(part, files.pkg, ingest.extractor(job, uploads.base_of(job)))
     try:
         package.write(overlay)
-        store.update_job(job["unique_job_name"], etag=etag)
         uploads.accept(job, files, len(overlay), etag, package)
     finally:
         package.close()
-    return etag
