@@ -222,6 +222,22 @@ def test_apply_of_a_12_cell_sweep_sends_its_cells_in_bulk_and_each_gets_its_own(
     check_outputs(manifest, 12)  # cell i's result.json says i: each ran with its own params
 
 
+def test_a_request_refused_whole_is_sent_again_job_by_job(tmp_path, kaio_server, api_key):
+    manifest = write_project(tmp_path, cells=8, max_parallel=8)
+    with FaultProxy(kaio_server.url) as proxy:
+        proxy.on(*SUBMIT).status(413, "body: too large", times=1)
+        r = run_apply(manifest, proxy.url, api_key, "--yes")
+        assert r.returncode == 0, r.stdout + r.stderr
+        # 4 requests of 2: one refused (nothing made), its 2 jobs presigned and PUT instead.
+        assert proxy.count(*SUBMIT) == 4
+        assert proxy.count("POST", "/jobs/presign") == 2
+        assert proxy.count("PUT", "/objects/.*") == 2
+    jobs = list_jobs(kaio_server.url, api_key)
+    assert len(jobs) == 8
+    check_exactly_once(jobs, names(manifest))
+    check_outputs(manifest, 8)
+
+
 def test_a_lost_answer_keeps_the_jobs_it_made(tmp_path, kaio_server, api_key):
     # Jobs of 4 s: still running when the apply settles the lost answer by job_name.
     manifest = write_project(tmp_path, cells=8, max_parallel=8, sleep=4)

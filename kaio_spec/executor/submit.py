@@ -253,6 +253,9 @@ class Submitter:
         prepared = self._prepare(job, cancelled)
         if isinstance(prepared, Outcome):
             return prepared
+        return self._submit_prepared(job, known, prepared)
+
+    def _submit_prepared(self, job: PlannedJob, known: list[str], prepared: _Prepared) -> Outcome:
         package, spec, image, base, inputs, needs = prepared
         self._record_intent(job, known)
         self.state.commit()
@@ -340,12 +343,15 @@ class Submitter:
                 continue
             overlay = self._overlay_bytes(job, prepared.base)
             if overlay is None:
-                outcomes[i] = self.submit(job, known, cancelled)
+                outcomes[i] = self._submit_prepared(job, known, prepared)
                 continue
             package, spec, image, base, inputs, needs = prepared
             assert base is not None  # _overlay_bytes: no overlay without a base
             batch.append((i, Submission(package, spec, image, base, overlay, inputs, needs)))
-            self._record_intent(job, known, bulk=True)
+        if batch and cancelled():  # interrupted while the request was being made: nothing sent
+            batch = []
+        for i, _ in batch:
+            self._record_intent(*jobs[i], bulk=True)
         if batch:
             self.state.commit()
             for (i, _), outcome in zip(batch, self._send_many(jobs, batch, cancelled), strict=True):
