@@ -224,6 +224,7 @@ def test_local_routes_and_the_description(kaio_server, api):
             "inputs",
             "jobs-filters",
             "jobs-stop",
+            "jobs-submit",
             "needs-links",
             "streamed-upload",
         ],
@@ -258,8 +259,11 @@ def test_local_routes_and_the_description(kaio_server, api):
         ("/instances", "get"),
         ("/healthz", "get"),
         ("/jobs/{unique_job_name}/logs", "get"),
+        ("/jobs/submit", "post"),
     ]:
         assert method in paths[path], path
+    submit_body = paths["/jobs/submit"]["post"]["requestBody"]["content"]["application/json"]
+    assert "job_spec" in submit_body["schema"]["properties"]["jobs"]["items"]["properties"]
     presign_body = paths["/jobs/presign"]["post"]["requestBody"]["content"]["application/json"]
     assert "job_spec" in presign_body["schema"]["properties"]
     assert json.dumps(spec)  # serialisable, no surprises
