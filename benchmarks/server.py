@@ -11,6 +11,8 @@ Prints, in one run:
   3. what starting one isolated instance costs: `python -c pass` in the namespaces a job gets
      (bubblewrap, kaio_spec/server/namespaces.py) next to the same process started unconfined.
 Targets (issue 3): under 1 s of overhead per trivial job; the batch within 1.5x of direct runs.
+With --job-ms N each job first computes for N ms of its own CPU time (both sides): the same
+platform cost beside a job that does some work.
 Also printed, as what the platform costs the machine: the server process's own CPU per batch job
 (outside the timings), next to the CPU of the job's process and of this benchmark's client, and
 the HTTP requests per job; their sum over a direct run's CPU (the batch is CPU-bound where the
@@ -54,17 +56,27 @@ import psutil
 import requests
 
 SCRIPT = "import json, os\njson.dump({'host': os.environ.get('SM_CURRENT_HOST')}, open('out.json', 'w'))\n"
+# --job-ms: the job computes this long first (its own CPU time), as a job that does some work.
+WORK = (
+    "import time\nt0 = time.process_time()\nwhile time.process_time() - t0 < {seconds}:\n    pass\n"
+)
+
+
+def script(job_ms: float) -> str:
+    return (WORK.format(seconds=job_ms / 1000) if job_ms else "") + SCRIPT
+
+
 REQUIREMENTS = "nbconvert\npsutil\nGPUtil\n"  # what the seed client adds to every package
 FINAL = {"Completed", "Failed", "Stopped"}
 
 
-def package() -> bytes:
+def package(text: str = SCRIPT) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, text in (("train.py", SCRIPT), ("requirements.txt", REQUIREMENTS)):
+        for name, content in (("train.py", text), ("requirements.txt", REQUIREMENTS)):
             info = tarfile.TarInfo(name)
-            info.size = len(text)
-            tf.addfile(info, io.BytesIO(text.encode()))
+            info.size = len(content)
+            tf.addfile(info, io.BytesIO(content.encode()))
     return buf.getvalue()
 
 
@@ -338,8 +350,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=7, help="batch comparisons (median)")
+    parser.add_argument(
+        "--job-ms",
+        type=float,
+        default=0,
+        help="CPU milliseconds each job computes before its output (0: a trivial job)",
+    )
     args = parser.parse_args()
-    pkg = package()
+    pkg = package(script(args.job_ms))
     # Beside the default data folder (~/.kaio/server): a job's confinement costs with the
     # number of entries of the data folder's ancestors (sandbox.py), which a crowded /tmp
     # would overstate.
@@ -352,7 +370,7 @@ def main() -> None:
         entry_ms = [new_entry_ms(tmp)]
         folder = tmp / "job"
         folder.mkdir()
-        (folder / "train.py").write_text(SCRIPT)
+        (folder / "train.py").write_text(script(args.job_ms))
         isolated = isolated_argv(tmp)
         starts = [start_cost_ms([sys.executable, "-c", "pass"])]
         if isolated:
@@ -386,7 +404,8 @@ def main() -> None:
             bare.stop()
 
     one_p, one_d = statistics.median(platform_s), statistics.median(direct_s)
-    print(f"one trivial job (median of {args.repeat}):")
+    kind = f"jobs of {args.job_ms:g} ms of CPU" if args.job_ms else "trivial jobs"
+    print(f"one job (median of {args.repeat}, {kind}):")
     print(
         f"  through the platform  {one_p * 1000:8.0f} ms  (submit -> Completed -> outputs listed)"
     )
@@ -398,7 +417,7 @@ def main() -> None:
         "landlock": "jobs confined with Landlock",
         "none": "no isolation here: jobs unconfined",
     }[isolation]
-    print(f"{args.batch} trivial jobs, two at a time (median of {args.rounds}):")
+    print(f"{args.batch} {kind}, two at a time (median of {args.rounds}):")
     print(f"  through the platform  {many_p:8.2f} s   (--max-instances 2, {how})")
     print(f"  direct, 2 at a time   {many_d:8.2f} s")
     ratio, spread = ratio_text(confined, direct)
