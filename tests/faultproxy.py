@@ -144,6 +144,8 @@ class _Handler(BaseHTTPRequestHandler):
         action = rule.action if rule else None
         if action == "delay":
             time.sleep(rule.seconds)
+            if self.proxy.stopped:  # the test is over: a request held past it goes nowhere
+                return self._reset()
         if action == "reset":
             self._drain_body()
             return self._reset()
@@ -312,6 +314,7 @@ class FaultProxy:
         handler = type("Handler", (_Handler,), {"proxy": self})
         self._server = _QuietServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
+        self.stopped = False
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="fault-proxy", daemon=True
         )
@@ -344,6 +347,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self.stopped = True
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
