@@ -329,3 +329,57 @@ def test_a_job_whose_unpacking_a_crash_cut_short_fails_at_restart(server_factory
     job = client.get_job(queued["unique_job_name"])
     assert job["status"] == "Failed", job
     assert "before the job's package was unpacked" in job["failure_reason"]
+
+
+# Reads its data, says what it read, then changes the file in place (as a job may).
+WRITES_IN_PLACE = (
+    "import hashlib, json\n"
+    "p = json.load(open('params.json'))\n"
+    "print('read', p['i'], hashlib.sha256(open('data.bin', 'rb').read()).hexdigest())\n"
+    "with open('data.bin', 'r+b') as f:\n"
+    "    f.write(b'changed by cell %d' % p['i'])\n"
+)
+
+
+def test_queued_cells_hold_no_copy_of_their_folders_data_and_each_run_gets_its_own(
+    server_factory, tmp_path
+):
+    """A sweep of 5 cells over a folder with 2 MB of data, queued behind a job that holds the
+    only slot: the data folder holds the data once (the base package's), not once per queued
+    job. Then each cell, run in turn, reads the data as uploaded, though the cells before it
+    changed their copy in place, and the base package is unchanged."""
+    import hashlib
+    import os
+
+    server = server_factory(max_instances=1)
+    client = Client(server.url).login(server.add_user())
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(WRITES_IN_PLACE)
+    data = os.urandom(2 * 1024 * 1024)
+    (code / "data.bin").write_bytes(data)
+    (tmp_path / "wait").mkdir()
+    (tmp_path / "wait" / "wait.py").write_text(
+        f"import os, time\nwhile not os.path.exists({str(tmp_path / 'go')!r}):\n"
+        "    time.sleep(0.05)\n"
+    )
+    with build_package(tmp_path / "wait", "wait.py") as waiter:
+        blocker = client.submit_package(waiter, job_name="blocker", entrypoint="wait.py")
+    with build_package(code, "train.py") as package:
+        base = client.upload_base(package, progress=False)
+    cells = [overlay_of({"params.json": json.dumps({"i": i}).encode()}) for i in range(5)]
+    answers = post(client, {"jobs": [item(f"cell-{i}", base, o) for i, o in enumerate(cells)]})
+    uniques = [a["unique_job_name"] for a in answers.json()["jobs"]]
+    assert all(client.get_job(u)["status"] == "Pending" for u in uniques)
+
+    tree = next((server.data_dir / "packages").glob(f"*/{base}/tree"))
+    copies = {(server.data_dir / "jobs" / u / "pkg" / "data.bin").stat().st_ino for u in uniques}
+    assert copies == {(tree / "data.bin").stat().st_ino}, "one copy of the data, the base's"
+
+    (tmp_path / "go").touch()  # the blocker ends; the cells run one by one
+    expected = hashlib.sha256(data).hexdigest()
+    for i, unique in enumerate(uniques):
+        assert ended(client, unique)["status"] == "Completed", client.get_job(unique)
+        assert f"read {i} {expected}" in stdout(client, unique)
+    assert (tree / "data.bin").read_bytes() == data  # no job reached the base package
+    assert ended(client, blocker["unique_job_name"])["status"] == "Completed"

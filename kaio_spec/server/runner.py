@@ -198,6 +198,7 @@ class JobRun:
             self._touch_home()
             self._open_logs()
             self._notices()
+            storage.own_package(self.files)  # before pip or the job can write to its files
             deadline = time.monotonic() + self.job["max_runtime_hours"] * 3600
             python = self._setup(deadline)
             if python is not None:
