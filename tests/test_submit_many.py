@@ -238,6 +238,27 @@ def test_a_request_refused_whole_is_sent_again_job_by_job(tmp_path, kaio_server,
     check_outputs(manifest, 8)
 
 
+@pytest.mark.parametrize("made", [True, False], ids=["after-making-the-jobs", "before"])
+def test_a_500_for_a_bulk_request_is_settled_from_the_listing_not_sent_again_blindly(
+    tmp_path, kaio_server, api_key, made
+):
+    """A server in trouble answers 500 to a request, having made its jobs or not: the apply
+    looks for them by job_name, keeps those made, and submits again only those that were not."""
+    manifest = write_project(tmp_path, cells=8, max_parallel=8)
+    error = b'{"error": "internal error (logged by the server)"}'
+    with FaultProxy(kaio_server.url) as proxy:
+        if made:
+            proxy.on(*SUBMIT).rewrite(lambda status, headers, body: (500, headers, error))
+        else:
+            proxy.on(*SUBMIT).status(500, "internal error (logged by the server)")
+        r = run_apply(manifest, proxy.url, api_key, "--yes")
+        assert r.returncode == 0, r.stdout + r.stderr
+    jobs = list_jobs(kaio_server.url, api_key)
+    assert len(jobs) == 8, sorted((j["job_name"], j["status"]) for j in jobs)
+    check_exactly_once(jobs, names(manifest))
+    check_outputs(manifest, 8)
+
+
 def test_a_lost_answer_keeps_the_jobs_it_made(tmp_path, kaio_server, api_key):
     # Jobs of 4 s: still running when the apply settles the lost answer by job_name.
     manifest = write_project(tmp_path, cells=8, max_parallel=8, sleep=4)

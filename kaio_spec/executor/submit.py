@@ -381,7 +381,7 @@ class Submitter:
             return [Outcome("uncertain", error=_short(e), since=since) for _ in batch]
         except requests.HTTPError as e:
             code = e.response.status_code if e.response is not None else 0
-            if code in UNCERTAIN_STATUSES:
+            if code in UNCERTAIN_STATUSES or code >= 500:  # some jobs may have been made
                 return [Outcome("uncertain", error=_short(e), since=since) for _ in batch]
             if code in (401, 403):
                 raise  # the key no longer works: nothing else will either
@@ -399,18 +399,23 @@ class Submitter:
     ) -> Outcome:
         """What one job of a bulk request came to. A job made, even one failed for its package
         (then its failure is the attempt's), is an attempt; one refused before it was made is
-        invalid, or submitted alone where its base package was gone (409)."""
+        invalid, or submitted alone where its base package was gone (409); one the platform
+        could not make (5xx) is settled from the listing, as a lost answer is."""
         unique = answer.get("unique_job_name")
-        error = answer.get("error")
         if isinstance(unique, str):
             self.state.add_attempt(job.job_name, unique)
             self.state.clear_intent(job.job_name)
             return Outcome("uploaded", unique)
+        error = answer.get("error")
+        error = error if isinstance(error, dict) else {}
+        status, message = error.get("status"), str(error.get("message") or "the API refused it")
+        if isinstance(status, int) and status >= 500:  # the platform's trouble (a full disk):
+            # the job may have been made and failed: the listing says (recover.py).
+            return Outcome("uncertain", error=message, since=time.monotonic())
         self.state.clear_intent(job.job_name)
-        if isinstance(error, dict) and error.get("status") == 409:
+        if status == 409:
             return self.submit(job, known, cancelled)
-        message = error.get("message") if isinstance(error, dict) else None
-        return Outcome("invalid", error=str(message or "the API refused the job"))
+        return Outcome("invalid", error=message)
 
     def _put(self, url: str, package: Package, unique: str) -> None:
         # Client.upload: retried on drops and 502/503/504, a body re-opened each try; our

@@ -142,10 +142,17 @@ def make_job(
     data_dir = config.data_dir.expanduser()
     inputs = routes_files.assemble_inputs(data_dir, user_id, body, store, layout)
     job = store.create_job(user_id, job_name, fields)
-    if inputs is not None:  # docs/inputs.md: 400/409 above, before the job exists
-        filestore.place(inputs, layout.job(job["unique_job_name"]).root)
-    if env:  # read_env: {} when there is no file
-        layout.job(job["unique_job_name"]).write_env(env)
+    files = layout.job(job["unique_job_name"])
+    try:
+        if inputs is not None:  # docs/inputs.md: 400/409 above, before the job exists
+            filestore.place(inputs, files.root)
+        if env:  # read_env: {} when there is no file
+            files.write_env(env)
+    except OSError as e:  # the platform's own trouble (a full disk): the job fails, not hangs
+        files.forget_env()
+        reason = f"the platform could not make the job ({e.strerror or type(e).__name__})"
+        store.transition(job["unique_job_name"], JobStatus.FAILED, failure_reason=reason)
+        raise
     return job
 
 

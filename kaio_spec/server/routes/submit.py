@@ -15,6 +15,7 @@ one whose overlay was refused made a job that failed with the reason, as a refus
 import base64
 import binascii
 import hashlib
+import logging
 import os
 from typing import Any
 
@@ -31,7 +32,7 @@ from kaio_spec.server.openapi import ERRORS, PRESIGN_BODY
 from kaio_spec.server.responses import ok
 from kaio_spec.server.routes.jobs import make_job, parse_base_package, parse_presign, presign_answer
 from kaio_spec.server.store import Store, iso, now
-from kaio_spec.server.uploads import Uploads
+from kaio_spec.server.uploads import Uploads, unpack_failure
 
 FEATURE = "jobs-submit"  # listed in GET /healthz
 MAX_SUBMIT_JOBS = 100
@@ -67,6 +68,7 @@ SUBMIT_BODY = {
 }
 
 router = APIRouter()
+log = logging.getLogger("kaio.server")
 
 
 @router.post(
@@ -135,6 +137,9 @@ def submit_one(
         return None, None, ApiError(400, str(e))
     except ApiError as e:
         return None, None, e
+    except OSError as e:  # this job's trouble, not the request's: no 500 for the others' sake
+        log.exception("POST /jobs/submit: making %s", item.get("job_name"))
+        return None, None, ApiError(*unpack_failure(e))
     try:
         _take(job, overlay, etag, layout.job(job["unique_job_name"]), uploads)
         return job, etag, None
@@ -159,11 +164,16 @@ def _take(job: dict, overlay: bytes, etag: str, files: storage.JobFiles, uploads
     base, the job queued; ApiError, and the job failed, where it is refused."""
     if uploads.base_gone(job):  # swept since use_base marked it: fails the job, as a PUT would
         uploads.fail(job, files, 409, storage.BaseGone(job["base_package"]))
-    files.root.mkdir(parents=True, exist_ok=True)
     part = files.root / f"{storage.PACKAGE}.part-{os.getpid()}-submit"
-    package = ingest.PackageIngest(part, files.pkg, ingest.extractor(job, uploads.base_of(job)))
     try:
+        files.root.mkdir(parents=True, exist_ok=True)
+        package = ingest.PackageIngest(part, files.pkg, ingest.extractor(job, uploads.base_of(job)))
         package.write(overlay)
+    except OSError as e:  # the platform's own trouble (a full disk): the job fails, not hangs
+        log.exception("job %s: storing its package", job["unique_job_name"])
+        status, reason = unpack_failure(e)
+        uploads.fail(job, files, status, RuntimeError(reason))
+    try:
         uploads.accept(job, files, len(overlay), etag, package)
     finally:
         package.close()
