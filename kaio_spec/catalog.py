@@ -117,6 +117,10 @@ LABELS_MAX_BYTES = 4096
 NEEDS_LABEL = "needs"
 
 MAX_UPLOAD_BYTES = 5 * 1024**3
+# POST /jobs/submit (a local extension): jobs in one request, and the overlay each may carry
+# (a sweep cell's params.json is far less; a larger one goes by presign and PUT, streamed).
+MAX_SUBMIT_JOBS = 100
+MAX_SUBMIT_OVERLAY_BYTES = 64 * 1024
 RETENTION_DAYS = 7
 
 # The seed client adds these to every package's requirements.txt.

@@ -72,9 +72,7 @@ INPUTS = "inputs"  # the feature named in GET /healthz (docs/inputs.md)
 NEEDS_LINKS = "needs-links"  # presign's `needs`: the platform links needed outputs itself
 MAX_HASHES_ASKED = 10_000  # in one POST /files/missing
 JOBS_STOP = "jobs-stop"  # the feature named in GET /healthz: POST /jobs/stop stops many jobs
-JOBS_SUBMIT = (
-    "jobs-submit"  # the feature named in GET /healthz: POST /jobs/submit (submit_overlays)
-)
+JOBS_SUBMIT = "jobs-submit"  # the feature named in GET /healthz: POST /jobs/submit
 FEATURES_TIMEOUT = (10, 10)  # seconds to connect, and to wait for /healthz's answer
 RENEW_BEFORE_S = 60  # log in again when the token has less than this left (docs/protocol.md)
 

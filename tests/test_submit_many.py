@@ -8,8 +8,10 @@ requests counted and faults made by tests/faultproxy.py."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import os
 import tarfile
 import time
 from pathlib import Path
@@ -122,6 +124,7 @@ def test_each_item_is_answered_on_its_own_and_a_refused_one_makes_nothing(client
             item("good", base, good),
             item("bad-type", base, good, instance_type="ml.nope.large"),
             {**item("bad-b64", base, good), "package": "not base64!"},
+            {**item("non-ascii-b64", base, good), "package": "H4sI\u00e9\u00e9=="},
             item("no-base", "0" * 64, good),
             {**item("whole", base, good), "base_package": None},
         ]
@@ -133,12 +136,14 @@ def test_each_item_is_answered_on_its_own_and_a_refused_one_makes_nothing(client
     assert answers[1]["error"]["status"] == 400
     assert "instance_type: unknown instance type" in answers[1]["error"]["message"]
     assert answers[2]["error"] == {"status": 400, "message": "package: not valid base64"}
-    assert answers[3]["error"]["status"] == 409
-    assert "base_package" in answers[3]["error"]["message"]
-    assert answers[4]["error"]["status"] == 400
-    assert [a.get("unique_job_name") for a in answers[1:]] == [None] * 4
+    assert answers[3]["error"] == {"status": 400, "message": "package: not valid base64"}
+    assert answers[4]["error"]["status"] == 409
+    assert "base_package" in answers[4]["error"]["message"]
+    assert answers[5]["error"]["status"] == 400
+    assert [a.get("unique_job_name") for a in answers[1:]] == [None] * 5
     made = {j["job_name"] for j in client.get_jobs()["jobs"]}
-    assert "good" in made and not made & {"bad-type", "bad-b64", "no-base", "whole"}
+    refused = {"bad-type", "bad-b64", "non-ascii-b64", "no-base", "whole"}
+    assert "good" in made and not made & refused
     assert ended(client, answers[0]["unique_job_name"])["status"] == "Completed"
 
 
@@ -205,6 +210,16 @@ def test_the_answers_upload_url_takes_the_same_bytes_again_and_refuses_others(cl
 # ---- kaio apply ------------------------------------------------------------------------------
 
 
+def each_cell_ran_once(manifest: Path, url: str, api_key: str, cells: int) -> list[dict]:
+    """Exactly `cells` jobs on the platform, not one abandoned copy among them: each cell ran
+    once and completed, and its outputs (result.json saying its own i) are on disk."""
+    jobs = list_jobs(url, api_key)
+    assert len(jobs) == cells, sorted((j["job_name"], j["status"]) for j in jobs)
+    check_exactly_once(jobs, names(manifest))
+    check_outputs(manifest, cells)
+    return jobs
+
+
 def test_apply_of_a_12_cell_sweep_sends_its_cells_in_bulk_and_each_gets_its_own(
     tmp_path, kaio_server, api_key
 ):
@@ -216,10 +231,7 @@ def test_apply_of_a_12_cell_sweep_sends_its_cells_in_bulk_and_each_gets_its_own(
         assert proxy.count(*SUBMIT) == 4
         assert proxy.count("POST", "/jobs/presign") == 0
         assert proxy.count("PUT", "/objects/.*") == 0
-    jobs = list_jobs(kaio_server.url, api_key)
-    assert len(jobs) == 12
-    check_exactly_once(jobs, names(manifest))
-    check_outputs(manifest, 12)  # cell i's result.json says i: each ran with its own params
+    each_cell_ran_once(manifest, kaio_server.url, api_key, 12)  # result.json of cell i says i
 
 
 def test_a_request_refused_whole_is_sent_again_job_by_job(tmp_path, kaio_server, api_key):
@@ -232,10 +244,7 @@ def test_a_request_refused_whole_is_sent_again_job_by_job(tmp_path, kaio_server,
         assert proxy.count(*SUBMIT) == 4
         assert proxy.count("POST", "/jobs/presign") == 2
         assert proxy.count("PUT", "/objects/.*") == 2
-    jobs = list_jobs(kaio_server.url, api_key)
-    assert len(jobs) == 8
-    check_exactly_once(jobs, names(manifest))
-    check_outputs(manifest, 8)
+    each_cell_ran_once(manifest, kaio_server.url, api_key, 8)
 
 
 @pytest.mark.parametrize("made", [True, False], ids=["after-making-the-jobs", "before"])
@@ -253,10 +262,7 @@ def test_a_500_for_a_bulk_request_is_settled_from_the_listing_not_sent_again_bli
             proxy.on(*SUBMIT).status(500, "internal error (logged by the server)")
         r = run_apply(manifest, proxy.url, api_key, "--yes")
         assert r.returncode == 0, r.stdout + r.stderr
-    jobs = list_jobs(kaio_server.url, api_key)
-    assert len(jobs) == 8, sorted((j["job_name"], j["status"]) for j in jobs)
-    check_exactly_once(jobs, names(manifest))
-    check_outputs(manifest, 8)
+    each_cell_ran_once(manifest, kaio_server.url, api_key, 8)
 
 
 def test_a_lost_answer_keeps_the_jobs_it_made(tmp_path, kaio_server, api_key):
@@ -266,11 +272,8 @@ def test_a_lost_answer_keeps_the_jobs_it_made(tmp_path, kaio_server, api_key):
         proxy.on(*SUBMIT).drop_response(times=1)  # the server made the jobs; the client never hears
         r = run_apply(manifest, proxy.url, api_key, "--yes")
         assert r.returncode == 0, r.stdout + r.stderr
-    jobs = list_jobs(kaio_server.url, api_key)
     # Not one abandoned copy: the jobs of the lost answer are the cells' attempts.
-    assert len(jobs) == 8, sorted((j["job_name"], j["status"]) for j in jobs)
-    check_exactly_once(jobs, names(manifest))
-    check_outputs(manifest, 8)
+    each_cell_ran_once(manifest, kaio_server.url, api_key, 8)
 
 
 def _bulk_intents(manifest) -> dict:
@@ -306,12 +309,9 @@ def test_apply_killed_with_a_bulk_request_in_flight_runs_each_cell_once(
         proxy.rules.clear()
         r = run_apply(manifest, proxy.url, api_key, "--yes")
     assert r.returncode == 0, r.stdout + r.stderr
-    jobs = list_jobs(kaio_server.url, api_key)
-    assert len(jobs) == 8, (moment, sorted((j["job_name"], j["status"]) for j in jobs))
-    check_exactly_once(jobs, names(manifest))
+    jobs = each_cell_ran_once(manifest, kaio_server.url, api_key, 8)
     if made:  # the jobs the killed run's request made are the cells' attempts
         assert {j["unique_job_name"] for j in jobs} == {j["unique_job_name"] for j in made}
-    check_outputs(manifest, 8)
 
 
 # ---- the server ------------------------------------------------------------------------------
@@ -369,9 +369,6 @@ def test_queued_cells_hold_no_copy_of_their_folders_data_and_each_run_gets_its_o
     only slot: the data folder holds the data once (the base package's), not once per queued
     job. Then each cell, run in turn, reads the data as uploaded, though the cells before it
     changed their copy in place, and the base package is unchanged."""
-    import hashlib
-    import os
-
     server = server_factory(max_instances=1)
     client = Client(server.url).login(server.add_user())
     code = tmp_path / "code"

@@ -141,7 +141,8 @@ def _refused_listing(e: requests.HTTPError) -> PlatformError | None:
     return PlatformError(f"the API refused to list jobs: {e}") if code < 500 else None
 
 
-# Jobs submitted in one POST /jobs/submit at most (the server takes up to 100): enough that the
+# Jobs submitted in one POST /jobs/submit at most (the server takes catalog.MAX_SUBMIT_JOBS):
+# enough that the
 # request's own cost is small beside its jobs', few enough that workers share a large sweep.
 BULK_JOBS = 50
 

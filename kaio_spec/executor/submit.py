@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import requests
 
+from kaio_spec import catalog
 from kaio_spec.client import INPUTS, JOBS_SUBMIT, NEEDS_LINKS, Submission, check_package
 from kaio_spec.errors import InvalidInput
 from kaio_spec.executor.inputs import StoredInputs, packaged_inputs
@@ -44,9 +45,6 @@ from kaio_spec.planner import PlannedJob
 from kaio_spec.validation import FieldError
 
 UNCERTAIN_STATUSES = frozenset({502, 503, 504})
-# A job's overlay sent inside a bulk request (Client.submit_overlays) at most: the server's
-# bound for one (routes/submit.py). A sweep cell's params.json is far less.
-MAX_BULK_OVERLAY_BYTES = 64 * 1024
 
 
 def now_iso() -> str:
@@ -363,7 +361,7 @@ class Submitter:
         if base is None:
             return None
         overlay = self.packages.job_overlay(job)
-        if overlay.size > MAX_BULK_OVERLAY_BYTES:
+        if overlay.size > catalog.MAX_SUBMIT_OVERLAY_BYTES:
             return None
         with overlay.open() as reader:
             return reader.read()

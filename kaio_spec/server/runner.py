@@ -198,7 +198,8 @@ class JobRun:
             self._touch_home()
             self._open_logs()
             self._notices()
-            storage.own_package(self.files)  # before pip or the job can write to its files
+            if self.job["base_package"]:  # its files are links to the base's until now
+                storage.own_package(self.files)  # before pip or the job can write to them
             deadline = time.monotonic() + self.job["max_runtime_hours"] * 3600
             python = self._setup(deadline)
             if python is not None:

@@ -113,9 +113,10 @@ class Uploads:
             self.fail(job, files, status, RuntimeError(reason))
         if job["base_package"]:  # used by an upload too (and a sweep now would be harmless)
             self.base_of(job).touch(self.touch_fresh_s)
-        self.store.update_job(
-            job["unique_job_name"], uploaded_at=iso(now()), etag=etag, package_bytes=size
-        )
+        if not job["uploaded_at"]:  # POST /jobs/submit makes its jobs as uploaded
+            self.store.update_job(
+                job["unique_job_name"], uploaded_at=iso(now()), etag=etag, package_bytes=size
+            )
         self.scheduler.enqueue(job["unique_job_name"])
 
     def _check_size(self, job: dict, size: int) -> None:

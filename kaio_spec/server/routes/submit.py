@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from kaio_spec import validation
+from kaio_spec import catalog, validation
 from kaio_spec.server import ingest, storage
 from kaio_spec.server.bodies import read_json
 from kaio_spec.server.config import ServerConfig
@@ -34,11 +34,8 @@ from kaio_spec.server.routes.jobs import make_job, parse_base_package, parse_pre
 from kaio_spec.server.store import Store, iso, now
 from kaio_spec.server.uploads import Uploads, unpack_failure
 
-FEATURE = "jobs-submit"  # listed in GET /healthz
-MAX_SUBMIT_JOBS = 100
-# An item's overlay, decoded: what a sweep cell adds to its folder is far less. A larger one
-# (packaged inputs, say) goes by presign and PUT, which stream it.
-MAX_OVERLAY_BYTES = ingest.SMALL_BODY_BYTES
+MAX_SUBMIT_JOBS = catalog.MAX_SUBMIT_JOBS
+MAX_OVERLAY_BYTES = catalog.MAX_SUBMIT_OVERLAY_BYTES  # decoded
 # 100 items of the largest overlay, in base64, with their presign fields.
 MAX_SUBMIT_BODY_BYTES = 10 * 1024 * 1024
 
@@ -165,14 +162,18 @@ def _take(job: dict, overlay: bytes, etag: str, files: storage.JobFiles, uploads
     if uploads.base_gone(job):  # swept since use_base marked it: fails the job, as a PUT would
         uploads.fail(job, files, 409, storage.BaseGone(job["base_package"]))
     part = files.root / f"{storage.PACKAGE}.part-{os.getpid()}-submit"
+    package = None
     try:
         files.root.mkdir(parents=True, exist_ok=True)
         package = ingest.PackageIngest(part, files.pkg, ingest.extractor(job, uploads.base_of(job)))
         package.write(overlay)
     except OSError as e:  # the platform's own trouble (a full disk): the job fails, not hangs
+        if package is not None:
+            package.close()
         log.exception("job %s: storing its package", job["unique_job_name"])
         status, reason = unpack_failure(e)
         uploads.fail(job, files, status, RuntimeError(reason))
+    assert package is not None  # uploads.fail raised otherwise
     try:
         uploads.accept(job, files, len(overlay), etag, package)
     finally:
